@@ -1,0 +1,335 @@
+"""The libp2p host of a node: persistent Ed25519 identity, TCP + Noise + Yamux, and a swarm
+fixed for long-running use.
+
+Why each choice (see /work/shared/LIBP2P-NOTES.md):
+- Noise only and Yamux only: py-libp2p's defaults also offer plaintext, secio and mplex.
+- ``max_connections_per_peer=1``: below that limit every dial waits a 250 ms
+  happy-eyeballs delay for a second connection.
+- ``LongRunningSwarm``: py-libp2p 0.8.1 keeps every inbound connection's handler task (and
+  its inbound-limiter slot) alive until the whole swarm stops, so after 250 lifetime inbound
+  connections every new one is closed silently. Our subclass releases both when the
+  connection closes.
+- libp2p logs handshake, identify and stream churn at ERROR level although none of it is a
+  failure; :func:`configure_libp2p_logging` routes it through normal logging at a chosen level.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost, IMuxedConn
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.keys import KeyPair, KeyType
+from libp2p.crypto.serialization import deserialize_private_key
+from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.io.abc import ReadWriteCloser
+from libp2p.network.auto_connector import AutoConnector
+from libp2p.network.config import ConnectionConfig
+from libp2p.network.connection.raw_connection import RawConnection
+from libp2p.network.swarm import Swarm
+from libp2p.peer.id import ID as PeerID
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+
+__all__ = [
+    "HostConfig",
+    "HostConfigError",
+    "IdentityError",
+    "LongRunningSwarm",
+    "PeerID",
+    "configure_libp2p_logging",
+    "connect",
+    "host_multiaddrs",
+    "load_or_create_identity",
+    "open_host",
+    "parse_peer_multiaddr",
+]
+
+logger = logging.getLogger(__name__)
+
+# A serialized libp2p Ed25519 private key is 68 bytes; anything much larger is not a key file.
+_MAX_KEY_FILE_BYTES = 4096
+
+
+class IdentityError(ValueError):
+    """The node's identity key file is unreadable, unsafe or not an Ed25519 libp2p key."""
+
+
+class HostConfigError(ValueError):
+    """A host setting (listen address, peer multiaddr, limit) is invalid."""
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """Everything needed to start a host. All limits are per host."""
+
+    key_path: Path
+    """Ed25519 identity file (libp2p protobuf encoding), created with mode 0600 on first run."""
+    listen_addrs: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
+    max_connections: int = 300
+    """Total connections (both directions) the swarm keeps."""
+    max_inbound: int = 250
+    """Concurrent inbound connections; the rest of ``max_connections`` stays free for dials."""
+    dial_timeout_s: float = 10.0
+    libp2p_log_level: int = logging.CRITICAL
+    """Level for the ``libp2p`` loggers; their ERROR records are routine churn (see module doc)."""
+
+    def __post_init__(self) -> None:
+        if not self.listen_addrs:
+            raise HostConfigError("listen_addrs is empty; give at least one, e.g. /ip4/127.0.0.1/tcp/0")
+        for addr in self.listen_addrs:
+            _parse_listen_addr(addr)
+        if self.max_connections < 1:
+            raise HostConfigError(f"max_connections must be >= 1, got {self.max_connections}")
+        if not 1 <= self.max_inbound <= self.max_connections:
+            raise HostConfigError(
+                f"max_inbound must be between 1 and max_connections ({self.max_connections}), "
+                f"got {self.max_inbound}"
+            )
+        if self.dial_timeout_s <= 0:
+            raise HostConfigError(f"dial_timeout_s must be > 0, got {self.dial_timeout_s}")
+
+
+def configure_libp2p_logging(level: int = logging.CRITICAL) -> None:
+    """Route libp2p's records through normal logging, filtered at ``level``.
+
+    On import libp2p sets its logger to WARNING with no handler and ``propagate=False``, so
+    Python's last-resort handler prints routine churn to stderr. A NullHandler stops that;
+    propagation lets the application's handlers see whatever passes ``level``.
+    """
+    libp2p_logger = logging.getLogger("libp2p")
+    libp2p_logger.setLevel(level)
+    libp2p_logger.propagate = True
+    if not any(isinstance(h, logging.NullHandler) for h in libp2p_logger.handlers):
+        libp2p_logger.addHandler(logging.NullHandler())
+
+
+def load_or_create_identity(path: Path) -> KeyPair:
+    """Load the Ed25519 identity at ``path``, creating it (mode 0600) when it does not exist.
+
+    The file holds the libp2p protobuf encoding of the private key (the same bytes as
+    go-libp2p's ``crypto.MarshalPrivateKey``). Creation is atomic: a crash never leaves a
+    half-written key behind.
+    """
+    path = Path(path)
+    if path.exists():
+        return _load_identity(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key_pair = create_new_key_pair()
+    encoded = key_pair.private_key.serialize()
+    tmp_path = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as tmp_file:
+            tmp_file.write(encoded)
+            tmp_file.flush()
+            os.fsync(tmp_file.fileno())
+        # link() fails if another process created the key meanwhile: keep theirs.
+        try:
+            os.link(tmp_path, path)
+        except FileExistsError:
+            return _load_identity(path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    logger.info("created a new node identity at %s", path)
+    return key_pair
+
+
+def _load_identity(path: Path) -> KeyPair:
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        raise IdentityError(f"identity key file {path} is not a regular file")
+    if mode & 0o077:
+        raise IdentityError(
+            f"identity key file {path} is readable by other users (mode {oct(mode & 0o777)}); "
+            f"run: chmod 600 {path}"
+        )
+    encoded = path.read_bytes()
+    if not encoded or len(encoded) > _MAX_KEY_FILE_BYTES:
+        raise IdentityError(
+            f"identity key file {path} has {len(encoded)} bytes, not a libp2p private key; "
+            "move it away and a new identity is created on the next start"
+        )
+    try:
+        private_key = deserialize_private_key(encoded)
+    except Exception as exc:
+        raise IdentityError(
+            f"identity key file {path} is not a libp2p private key ({exc}); "
+            "move it away and a new identity is created on the next start"
+        ) from exc
+    if private_key.get_type() != KeyType.Ed25519:
+        raise IdentityError(
+            f"identity key file {path} holds a {private_key.get_type().name} key; "
+            "fl-node uses Ed25519 identities only"
+        )
+    return KeyPair(private_key, private_key.get_public_key())
+
+
+class LongRunningSwarm(Swarm):
+    """A swarm whose inbound connections release their handler task when they close.
+
+    py-libp2p 0.8.1's ``_do_handle_inbound_connection`` ends with
+    ``await self.manager.wait_finished()``: the handler task of every inbound connection (and
+    the inbound-limiter slot ``_handle_inbound_connection`` holds around it) lives until the
+    swarm stops, long after the connection is gone. After ``max_connections -
+    min_connections`` (250 by default) lifetime inbound connections every new one is closed
+    before the handshake. Here the handler waits for *its* connection to close instead, so the
+    limiter counts live inbound connections, as the library intends.
+
+    Only the TCP path (raw stream → Noise → Yamux) is replaced; pre-multiplexed transports
+    (QUIC, which fl-node does not enable) keep the library's behaviour.
+    """
+
+    async def _do_handle_inbound_connection(
+        self, read_write_closer: Any, maddr: multiaddr.Multiaddr, failure_event: Any
+    ) -> None:
+        if isinstance(read_write_closer, IMuxedConn):
+            await super()._do_handle_inbound_connection(
+                cast(ReadWriteCloser, read_write_closer), maddr, failure_event
+            )
+            return
+        remote_maddr = self._build_remote_multiaddr(read_write_closer)
+        if remote_maddr is not None and not await self.connection_gate.is_allowed(remote_maddr):
+            await _close_quietly(read_write_closer)
+            return
+        raw_conn = RawConnection(read_write_closer, False)
+        try:
+            muxed_conn = await self.upgrade_inbound_raw_conn(raw_conn, maddr)
+        except Exception as exc:  # a failed handshake is routine churn, not our failure
+            logger.debug("inbound connection on %s failed to upgrade: %s", maddr, exc)
+            await _close_quietly(raw_conn)
+            return
+        for swarm_conn in list(self.connections.get(muxed_conn.peer_id, ())):
+            if swarm_conn.muxed_conn is muxed_conn:
+                await swarm_conn.event_closed.wait()  # type: ignore[attr-defined]
+                return
+        # Not registered: it was trimmed (one connection per peer) or closed already.
+
+
+class _IdleAutoConnector(AutoConnector):
+    """The library's auto-connector, switched off.
+
+    It dials every peer in the peerstore while the swarm has fewer than ``low_watermark``
+    connections; a DHT node's peerstore holds every peer it ever heard of, so that would dial
+    the whole network. node.discovery keeps our connections instead.
+    """
+
+    async def run_background_task(self, nursery: trio.Nursery) -> None:
+        return None
+
+    async def maybe_connect(self) -> None:
+        return None
+
+
+async def _close_quietly(closer: Any) -> None:
+    try:
+        await closer.close()
+    except Exception as exc:  # closing a broken socket may raise; it is closed either way
+        logger.debug("closing a failed inbound connection raised %s", exc)
+
+
+def _parse_listen_addr(addr: str) -> multiaddr.Multiaddr:
+    try:
+        parsed = multiaddr.Multiaddr(addr)
+    except Exception as exc:
+        raise HostConfigError(
+            f"listen address {addr!r} is not a multiaddr ({exc}); use e.g. /ip4/0.0.0.0/tcp/4001"
+        ) from exc
+    protocols = [p.name for p in parsed.protocols()]
+    if len(protocols) != 2 or protocols[0] not in ("ip4", "ip6") or protocols[1] != "tcp":
+        raise HostConfigError(
+            f"listen address {addr!r} is not supported; fl-node listens on TCP only: "
+            "/ip4/<address>/tcp/<port> or /ip6/<address>/tcp/<port>"
+        )
+    return parsed
+
+
+def _build_host(config: HostConfig) -> IHost:
+    key_pair = load_or_create_identity(config.key_path)
+    noise = NoiseTransport(key_pair, noise_privkey=create_new_x25519_key_pair().private_key)
+    # The swarm's inbound cap is max_connections - min_connections.
+    min_connections = config.max_connections - config.max_inbound
+    connection_config = ConnectionConfig(
+        max_connections=config.max_connections,
+        min_connections=min_connections,
+        low_watermark=min_connections,
+        high_watermark=config.max_connections,
+        max_connections_per_peer=1,
+        dial_timeout=config.dial_timeout_s,
+    )
+    host = new_host(
+        key_pair=key_pair,
+        sec_opt={NOISE_PROTOCOL_ID: noise},
+        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+        listen_addrs=[_parse_listen_addr(a) for a in config.listen_addrs],
+        connection_config=connection_config,
+    )
+    swarm = host.get_network()
+    if type(swarm) is not Swarm:
+        raise RuntimeError(
+            f"libp2p built a {type(swarm).__name__}, not the Swarm LongRunningSwarm fixes; "
+            "check the installed libp2p version (fl-node needs 0.8.x)"
+        )
+    # new_host() offers no way to choose the swarm class; LongRunningSwarm adds no state, so
+    # swapping the class of the freshly built swarm is equivalent to constructing one.
+    swarm.__class__ = LongRunningSwarm
+    swarm.auto_connector = _IdleAutoConnector(swarm)
+    return host
+
+
+@asynccontextmanager
+async def open_host(config: HostConfig) -> AsyncIterator[IHost]:
+    """A running host listening on ``config.listen_addrs``; stopped cleanly on exit."""
+    configure_libp2p_logging(config.libp2p_log_level)
+    host = _build_host(config)
+    listen = [_parse_listen_addr(a) for a in config.listen_addrs]
+    async with host.run(listen_addrs=listen):
+        if not host.get_transport_addrs():
+            raise HostConfigError(
+                f"could not listen on any of {list(config.listen_addrs)}; "
+                "is the port in use or the address not on this machine?"
+            )
+        try:
+            yield host
+        finally:
+            with trio.CancelScope(shield=True):
+                await host.close()
+
+
+def host_multiaddrs(host: IHost) -> list[str]:
+    """The host's listen addresses, each ending in ``/p2p/<peer id>``, ready to share."""
+    return [str(addr) for addr in host.get_addrs()]
+
+
+def parse_peer_multiaddr(addr: str) -> PeerInfo:
+    """Parse ``/ip4/…/tcp/…/p2p/<peer id>`` into a PeerInfo, with a clear error if malformed."""
+    try:
+        return info_from_p2p_addr(multiaddr.Multiaddr(addr))
+    except Exception as exc:
+        raise HostConfigError(
+            f"peer address {addr!r} is not a full libp2p multiaddr ({exc}); it must end in "
+            "/p2p/<peer id>, e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW…"
+        ) from exc
+
+
+async def connect(host: IHost, addr: str) -> PeerID:
+    """Connect to the peer at the full multiaddr ``addr`` and return its peer ID."""
+    info = parse_peer_multiaddr(addr)
+    if info.peer_id == host.get_id():
+        raise HostConfigError(f"peer address {addr!r} is this host's own address")
+    await host.connect(info)
+    return info.peer_id
