@@ -1,0 +1,285 @@
+"""Hybrid encryption of model blobs for many recipients (design section 6).
+
+The content is encrypted once with AES-256-GCM under a fresh random key; that key is
+wrapped for each recipient with X25519 (one ephemeral key per envelope) + HKDF-SHA256 +
+AES-256-GCM. Everything before the ciphertext (the header: recipients, wrapped keys,
+ephemeral key, nonce) and the caller's associated data is the content AEAD's associated
+data, so no part of an envelope can be changed or swapped without detection.
+
+Wire format, version 1 (all integers big-endian)::
+
+    magic            4   b"FLEV"
+    version          1   1
+    recipient_count  2   1..MAX_RECIPIENTS
+    ephemeral_public 32  X25519 public key
+    content_nonce    12
+    recipient_count x (
+        recipient_public 32  the recipient's X25519 public key (finds our entry in O(1))
+        wrapped_key      48  AES-256-GCM(content key) = 32 bytes + 16-byte tag
+    )
+    ciphertext_len   8   len(plaintext) + 16
+    ciphertext           AES-256-GCM(plaintext) with its tag
+
+Each wrapping key is derived from a fresh ephemeral secret and one recipient key, so it
+encrypts exactly one message and a constant nonce is safe for the wrap.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from protocol.errors import EnvelopeError
+
+__all__ = [
+    "MAGIC",
+    "MAX_PLAINTEXT_SIZE",
+    "MAX_RECIPIENTS",
+    "VERSION",
+    "envelope_recipients",
+    "generate_keypair",
+    "open_envelope",
+    "public_key_of",
+    "seal",
+]
+
+MAGIC = b"FLEV"
+VERSION = 1
+MAX_RECIPIENTS = 1024
+MAX_PLAINTEXT_SIZE = 256 * 1024 * 1024
+
+KEY_SIZE = 32
+NONCE_SIZE = 12
+TAG_SIZE = 16
+WRAPPED_KEY_SIZE = KEY_SIZE + TAG_SIZE
+RECIPIENT_ENTRY_SIZE = KEY_SIZE + WRAPPED_KEY_SIZE
+
+_PREFIX = struct.Struct(">4sBH")  # magic, version, recipient_count
+_FIXED_HEADER_SIZE = _PREFIX.size + KEY_SIZE + NONCE_SIZE
+_LENGTH = struct.Struct(">Q")
+_WRAP_NONCE = bytes(NONCE_SIZE)
+_WRAP_INFO = b"fl-node envelope v1 key wrap"
+
+
+def generate_keypair() -> tuple[bytes, bytes]:
+    """A fresh X25519 key pair as (raw 32-byte private key, raw 32-byte public key)."""
+    private = X25519PrivateKey.generate()
+    return private.private_bytes_raw(), private.public_key().public_bytes_raw()
+
+
+def public_key_of(private_key: bytes) -> bytes:
+    """The raw X25519 public key of a raw 32-byte private key."""
+    return _load_private(private_key).public_key().public_bytes_raw()
+
+
+def _load_private(private_key: bytes) -> X25519PrivateKey:
+    if not isinstance(private_key, bytes | bytearray) or len(private_key) != KEY_SIZE:
+        raise EnvelopeError(
+            f"X25519 private key must be {KEY_SIZE} raw bytes, got {_describe(private_key)}"
+        )
+    return X25519PrivateKey.from_private_bytes(bytes(private_key))
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"{len(value)} bytes"
+    return type(value).__name__
+
+
+def _wrapping_key(shared_secret: bytes, ephemeral_public: bytes, recipient_public: bytes) -> bytes:
+    hkdf = HKDF(
+        algorithm=hashes.SHA256(),
+        length=KEY_SIZE,
+        salt=None,
+        info=_WRAP_INFO + ephemeral_public + recipient_public,
+    )
+    return hkdf.derive(shared_secret)
+
+
+def _require_bytes(value: object, what: str) -> bytes:
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise EnvelopeError(f"{what} must be bytes, got {type(value).__name__}")
+    return bytes(value)
+
+
+def _unique_recipients(recipients: Sequence[bytes]) -> list[bytes]:
+    if isinstance(recipients, bytes | bytearray | str):
+        raise EnvelopeError("recipients must be a sequence of public keys, not a single value")
+    unique: dict[bytes, None] = {}
+    for index, key in enumerate(recipients):
+        if not isinstance(key, bytes | bytearray) or len(key) != KEY_SIZE:
+            raise EnvelopeError(
+                f"recipient {index} must be a {KEY_SIZE}-byte raw X25519 public key, "
+                f"got {_describe(key)}"
+            )
+        unique[bytes(key)] = None
+    if not unique:
+        raise EnvelopeError("an envelope needs at least one recipient")
+    if len(unique) > MAX_RECIPIENTS:
+        raise EnvelopeError(
+            f"{len(unique)} distinct recipients exceed MAX_RECIPIENTS={MAX_RECIPIENTS}; "
+            "split the audience or share one key per group"
+        )
+    return list(unique)
+
+
+def seal(
+    plaintext: bytes,
+    recipients: Sequence[bytes],
+    associated_data: bytes = b"",
+    max_size: int = MAX_PLAINTEXT_SIZE,
+) -> bytes:
+    """Encrypt ``plaintext`` so that each holder of a recipient's private key can open it.
+
+    ``associated_data`` is authenticated but not stored; the opener must pass the same.
+    Duplicate recipients are removed.
+    """
+    plaintext = _require_bytes(plaintext, "plaintext")
+    associated_data = _require_bytes(associated_data, "associated_data")
+    if len(plaintext) > max_size:
+        raise EnvelopeError(
+            f"plaintext is {len(plaintext)} bytes, over the {max_size}-byte limit; "
+            "raise max_size if this is intended"
+        )
+    keys = _unique_recipients(recipients)
+    ephemeral = X25519PrivateKey.generate()
+    ephemeral_public = ephemeral.public_key().public_bytes_raw()
+    content_key = AESGCM.generate_key(bit_length=256)
+    content_nonce = os.urandom(NONCE_SIZE)
+
+    parts = [_PREFIX.pack(MAGIC, VERSION, len(keys)), ephemeral_public, content_nonce]
+    for index, recipient_public in enumerate(keys):
+        try:
+            shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient_public))
+        except ValueError as exc:
+            # Low-order points give an all-zero secret; cryptography refuses them.
+            raise EnvelopeError(
+                f"recipient {index} ({recipient_public.hex()}) is not a usable X25519 public key"
+            ) from exc
+        wrap = AESGCM(_wrapping_key(shared, ephemeral_public, recipient_public))
+        parts.append(recipient_public)
+        parts.append(wrap.encrypt(_WRAP_NONCE, content_key, ephemeral_public))
+    parts.append(_LENGTH.pack(len(plaintext) + TAG_SIZE))
+    header = b"".join(parts)
+    ciphertext = AESGCM(content_key).encrypt(
+        content_nonce, plaintext, header + associated_data
+    )
+    return header + ciphertext
+
+
+@dataclass(frozen=True)
+class _ParsedEnvelope:
+    header: bytes
+    ephemeral_public: bytes
+    content_nonce: bytes
+    entries: dict[bytes, bytes]  # recipient public key -> wrapped content key
+    ciphertext: memoryview
+
+
+def _parse(envelope: bytes, max_size: int) -> _ParsedEnvelope:
+    if not isinstance(envelope, bytes | bytearray | memoryview):
+        raise EnvelopeError(f"envelope must be bytes, got {type(envelope).__name__}")
+    view = memoryview(envelope).cast("B")
+    max_envelope = (
+        _FIXED_HEADER_SIZE + MAX_RECIPIENTS * RECIPIENT_ENTRY_SIZE + _LENGTH.size
+        + max_size + TAG_SIZE
+    )
+    if len(view) > max_envelope:
+        raise EnvelopeError(
+            f"envelope is {len(view)} bytes, over the {max_envelope}-byte bound for a "
+            f"{max_size}-byte plaintext; raise max_size if this is intended"
+        )
+    if len(view) < _PREFIX.size:
+        raise EnvelopeError(f"envelope truncated: {len(view)} bytes, shorter than its prefix")
+    magic, version, count = _PREFIX.unpack_from(view, 0)
+    if magic != MAGIC:
+        raise EnvelopeError(f"not an fl-node envelope: magic {bytes(magic)!r}, expected {MAGIC!r}")
+    if version != VERSION:
+        raise EnvelopeError(
+            f"unsupported envelope version {version}; this node reads version {VERSION}"
+        )
+    if not 1 <= count <= MAX_RECIPIENTS:
+        raise EnvelopeError(f"envelope recipient count {count} is outside 1..{MAX_RECIPIENTS}")
+    header_size = _FIXED_HEADER_SIZE + count * RECIPIENT_ENTRY_SIZE + _LENGTH.size
+    if len(view) < header_size:
+        raise EnvelopeError(
+            f"envelope truncated: {len(view)} bytes, header for {count} recipients "
+            f"needs {header_size}"
+        )
+    (ciphertext_len,) = _LENGTH.unpack_from(view, header_size - _LENGTH.size)
+    if ciphertext_len < TAG_SIZE:
+        raise EnvelopeError(f"envelope ciphertext length {ciphertext_len} is shorter than a tag")
+    if ciphertext_len - TAG_SIZE > max_size:
+        raise EnvelopeError(
+            f"envelope declares a {ciphertext_len - TAG_SIZE}-byte plaintext, over the "
+            f"{max_size}-byte limit; raise max_size if this is intended"
+        )
+    if len(view) != header_size + ciphertext_len:
+        raise EnvelopeError(
+            f"envelope is {len(view)} bytes but its header declares "
+            f"{header_size + ciphertext_len}: truncated or has trailing bytes"
+        )
+    entries: dict[bytes, bytes] = {}
+    offset = _FIXED_HEADER_SIZE
+    for _ in range(count):
+        public = bytes(view[offset : offset + KEY_SIZE])
+        if public in entries:
+            raise EnvelopeError(f"envelope lists recipient {public.hex()} twice")
+        entries[public] = bytes(view[offset + KEY_SIZE : offset + RECIPIENT_ENTRY_SIZE])
+        offset += RECIPIENT_ENTRY_SIZE
+    return _ParsedEnvelope(
+        header=bytes(view[:header_size]),
+        ephemeral_public=bytes(view[_PREFIX.size : _PREFIX.size + KEY_SIZE]),
+        content_nonce=bytes(view[_PREFIX.size + KEY_SIZE : _FIXED_HEADER_SIZE]),
+        entries=entries,
+        ciphertext=view[header_size:],
+    )
+
+
+def envelope_recipients(envelope: bytes, max_size: int = MAX_PLAINTEXT_SIZE) -> list[bytes]:
+    """The recipient public keys an envelope is addressed to (not authenticated)."""
+    return list(_parse(envelope, max_size).entries)
+
+
+def open_envelope(
+    envelope: bytes,
+    private_key: bytes,
+    associated_data: bytes = b"",
+    max_size: int = MAX_PLAINTEXT_SIZE,
+) -> bytes:
+    """Decrypt an envelope with our raw X25519 private key; EnvelopeError on any problem."""
+    private = _load_private(private_key)
+    associated_data = _require_bytes(associated_data, "associated_data")
+    parsed = _parse(envelope, max_size)
+    our_public = private.public_key().public_bytes_raw()
+    wrapped = parsed.entries.get(our_public)
+    if wrapped is None:
+        raise EnvelopeError(
+            f"envelope is not addressed to public key {our_public.hex()}; ask the sender to "
+            "include it among the recipients"
+        )
+    try:
+        shared = private.exchange(X25519PublicKey.from_public_bytes(parsed.ephemeral_public))
+    except ValueError as exc:
+        raise EnvelopeError("envelope's ephemeral key is not a usable X25519 public key") from exc
+    wrap = AESGCM(_wrapping_key(shared, parsed.ephemeral_public, our_public))
+    try:
+        content_key = wrap.decrypt(_WRAP_NONCE, wrapped, parsed.ephemeral_public)
+    except InvalidTag as exc:
+        raise EnvelopeError("envelope's wrapped key for us fails authentication: tampered") from exc
+    try:
+        return AESGCM(content_key).decrypt(
+            parsed.content_nonce, parsed.ciphertext, parsed.header + associated_data
+        )
+    except InvalidTag as exc:
+        raise EnvelopeError(
+            "envelope content fails authentication: tampered, or the associated data differs"
+        ) from exc

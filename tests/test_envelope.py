@@ -1,0 +1,204 @@
+"""Hybrid envelope: X25519 + HKDF-SHA256 + AES-256-GCM for many recipients."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol.envelope import (
+    MAGIC,
+    MAX_RECIPIENTS,
+    envelope_recipients,
+    generate_keypair,
+    open_envelope,
+    public_key_of,
+    seal,
+)
+from protocol.errors import EnvelopeError
+
+ALICE = generate_keypair()
+BOB = generate_keypair()
+CAROL = generate_keypair()
+MALLORY = generate_keypair()
+
+
+def test_keypair_shapes_and_public_key_of() -> None:
+    private, public = generate_keypair()
+    assert len(private) == 32 and len(public) == 32
+    assert public_key_of(private) == public
+    assert generate_keypair() != (private, public)
+
+
+def test_public_key_of_rejects_bad_length() -> None:
+    with pytest.raises(EnvelopeError, match="32 raw bytes, got 31 bytes"):
+        public_key_of(b"\x00" * 31)
+
+
+def test_round_trip_several_recipients() -> None:
+    plaintext = b"model weights " * 1000
+    envelope = seal(plaintext, [ALICE[1], BOB[1], CAROL[1]], associated_data=b"task-1")
+    for private, _ in (ALICE, BOB, CAROL):
+        assert open_envelope(envelope, private, associated_data=b"task-1") == plaintext
+    assert envelope_recipients(envelope) == [ALICE[1], BOB[1], CAROL[1]]
+
+
+def test_each_seal_is_fresh() -> None:
+    first = seal(b"same", [ALICE[1]])
+    second = seal(b"same", [ALICE[1]])
+    assert first != second
+    assert open_envelope(first, ALICE[0]) == open_envelope(second, ALICE[0]) == b"same"
+
+
+def test_empty_plaintext() -> None:
+    assert open_envelope(seal(b"", [ALICE[1]]), ALICE[0]) == b""
+
+
+def test_duplicates_removed() -> None:
+    envelope = seal(b"x", [ALICE[1], BOB[1], ALICE[1]])
+    assert envelope_recipients(envelope) == [ALICE[1], BOB[1]]
+    assert open_envelope(envelope, ALICE[0]) == b"x"
+
+
+def test_wrong_recipient() -> None:
+    envelope = seal(b"secret", [ALICE[1], BOB[1]])
+    with pytest.raises(EnvelopeError, match="not addressed to public key"):
+        open_envelope(envelope, MALLORY[0])
+
+
+def test_wrong_associated_data() -> None:
+    envelope = seal(b"secret", [ALICE[1]], associated_data=b"round 1")
+    with pytest.raises(EnvelopeError, match="associated data differs"):
+        open_envelope(envelope, ALICE[0], associated_data=b"round 2")
+    with pytest.raises(EnvelopeError, match="associated data differs"):
+        open_envelope(envelope, ALICE[0])
+
+
+def test_every_single_byte_flip_is_detected() -> None:
+    envelope = seal(b"hello", [ALICE[1], BOB[1]], associated_data=b"ad")
+    assert open_envelope(envelope, ALICE[0], b"ad") == b"hello"
+    # 0x80 matters: X25519 ignores a public key's top bit, the envelope must not.
+    for position in range(len(envelope)):
+        for mask in (0x01, 0x80, 0xFF):
+            tampered = bytearray(envelope)
+            tampered[position] ^= mask
+            with pytest.raises(EnvelopeError):
+                open_envelope(bytes(tampered), ALICE[0], b"ad")
+
+
+def test_swapping_wrapped_keys_between_envelopes_is_detected() -> None:
+    first = seal(b"one", [ALICE[1], BOB[1]])
+    second = seal(b"two", [ALICE[1], BOB[1]])
+    header_size = 4 + 1 + 2 + 32 + 12 + 2 * 80 + 8
+    spliced = first[:header_size] + second[header_size:]
+    with pytest.raises(EnvelopeError, match="content fails authentication"):
+        open_envelope(spliced, ALICE[0])
+
+
+def test_truncation_at_every_length() -> None:
+    envelope = seal(b"payload", [ALICE[1], BOB[1]])
+    for length in range(len(envelope)):
+        with pytest.raises(EnvelopeError):
+            open_envelope(envelope[:length], ALICE[0])
+
+
+def test_trailing_bytes_rejected() -> None:
+    envelope = seal(b"payload", [ALICE[1]])
+    with pytest.raises(EnvelopeError, match="trailing bytes"):
+        open_envelope(envelope + b"\x00", ALICE[0])
+
+
+def test_bad_magic_and_version() -> None:
+    envelope = seal(b"payload", [ALICE[1]])
+    with pytest.raises(EnvelopeError, match="not an fl-node envelope"):
+        open_envelope(b"XXXX" + envelope[4:], ALICE[0])
+    with pytest.raises(EnvelopeError, match="unsupported envelope version 2"):
+        open_envelope(MAGIC + b"\x02" + envelope[5:], ALICE[0])
+
+
+def test_zero_recipient_count_rejected() -> None:
+    envelope = seal(b"payload", [ALICE[1]])
+    with pytest.raises(EnvelopeError, match="recipient count 0"):
+        open_envelope(envelope[:5] + struct.pack(">H", 0) + envelope[7:], ALICE[0])
+
+
+def test_too_many_recipients() -> None:
+    many = [generate_keypair()[1] for _ in range(MAX_RECIPIENTS + 1)]
+    with pytest.raises(EnvelopeError, match="exceed MAX_RECIPIENTS=1024"):
+        seal(b"x", many)
+    envelope = seal(b"x", many[:MAX_RECIPIENTS])
+    assert len(envelope_recipients(envelope)) == MAX_RECIPIENTS
+
+
+def test_no_recipients() -> None:
+    with pytest.raises(EnvelopeError, match="at least one recipient"):
+        seal(b"x", [])
+
+
+def test_bad_recipient_keys() -> None:
+    with pytest.raises(EnvelopeError, match="recipient 1 must be a 32-byte"):
+        seal(b"x", [ALICE[1], b"short"])
+    with pytest.raises(EnvelopeError, match="not a single value"):
+        seal(b"x", ALICE[1])
+    # The all-zero point has low order: the shared secret would be zero.
+    with pytest.raises(EnvelopeError, match="not a usable X25519 public key"):
+        seal(b"x", [bytes(32)])
+
+
+def test_size_limits() -> None:
+    with pytest.raises(EnvelopeError, match="over the 10-byte limit"):
+        seal(b"x" * 11, [ALICE[1]], max_size=10)
+    envelope = seal(b"x" * 11, [ALICE[1]])
+    with pytest.raises(EnvelopeError, match="raise max_size"):
+        open_envelope(envelope, ALICE[0], max_size=10)
+    assert open_envelope(envelope, ALICE[0], max_size=11) == b"x" * 11
+
+
+def test_declared_length_over_limit_rejected_before_decrypting() -> None:
+    envelope = seal(b"abc", [ALICE[1]])
+    header_size = 4 + 1 + 2 + 32 + 12 + 80 + 8
+    lying = envelope[: header_size - 8] + struct.pack(">Q", 2**63) + envelope[header_size:]
+    with pytest.raises(EnvelopeError, match="over the"):
+        open_envelope(lying, ALICE[0])
+
+
+def test_wrong_types() -> None:
+    with pytest.raises(EnvelopeError, match="plaintext must be bytes"):
+        seal("text", [ALICE[1]])  # type: ignore[arg-type]
+    with pytest.raises(EnvelopeError, match="envelope must be bytes"):
+        open_envelope("text", ALICE[0])  # type: ignore[arg-type]
+    with pytest.raises(EnvelopeError, match="associated_data must be bytes"):
+        open_envelope(seal(b"x", [ALICE[1]]), ALICE[0], "ad")  # type: ignore[arg-type]
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    plaintext=st.binary(max_size=2048),
+    associated_data=st.binary(max_size=64),
+    recipient_count=st.integers(min_value=1, max_value=5),
+    opener=st.integers(min_value=0, max_value=4),
+)
+def test_round_trip_property(
+    plaintext: bytes, associated_data: bytes, recipient_count: int, opener: int
+) -> None:
+    keys = [generate_keypair() for _ in range(recipient_count)]
+    envelope = seal(plaintext, [public for _, public in keys], associated_data)
+    private = keys[opener % recipient_count][0]
+    assert open_envelope(envelope, private, associated_data) == plaintext
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=512))
+def test_random_bytes_only_raise_envelope_error(data: bytes) -> None:
+    with pytest.raises(EnvelopeError):
+        open_envelope(data, ALICE[0])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes_behind_a_valid_prefix_only_raise_envelope_error(tail: bytes) -> None:
+    data = MAGIC + b"\x01\x00\x01" + tail
+    with pytest.raises(EnvelopeError):
+        open_envelope(data, ALICE[0])
