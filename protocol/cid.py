@@ -31,7 +31,9 @@ def cid_of(data: bytes, codec: str = "raw") -> str:
         digest = multihash.digest(bytes(data), HASH_NAME)
         return str(CID("base32", 1, codec, digest))
     except (KeyError, ValueError) as exc:
-        raise CIDError(f"unknown multicodec {codec!r}: use a name such as 'raw' or 'dag-pb'") from exc
+        raise CIDError(
+            f"unknown multicodec {codec!r}: use a name such as 'raw' or 'dag-pb'"
+        ) from exc
 
 
 def parse_cid(text: str) -> CID:

@@ -169,9 +169,7 @@ def seal(
         parts.append(wrap.encrypt(_WRAP_NONCE, content_key, ephemeral_public))
     parts.append(_LENGTH.pack(len(plaintext) + TAG_SIZE))
     header = b"".join(parts)
-    ciphertext = AESGCM(content_key).encrypt(
-        content_nonce, plaintext, header + associated_data
-    )
+    ciphertext = AESGCM(content_key).encrypt(content_nonce, plaintext, header + associated_data)
     return header + ciphertext
 
 
@@ -189,8 +187,11 @@ def _parse(envelope: bytes, max_size: int) -> _ParsedEnvelope:
         raise EnvelopeError(f"envelope must be bytes, got {type(envelope).__name__}")
     view = memoryview(envelope).cast("B")
     max_envelope = (
-        _FIXED_HEADER_SIZE + MAX_RECIPIENTS * RECIPIENT_ENTRY_SIZE + _LENGTH.size
-        + max_size + TAG_SIZE
+        _FIXED_HEADER_SIZE
+        + MAX_RECIPIENTS * RECIPIENT_ENTRY_SIZE
+        + _LENGTH.size
+        + max_size
+        + TAG_SIZE
     )
     if len(view) > max_envelope:
         raise EnvelopeError(

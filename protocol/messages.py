@@ -111,9 +111,7 @@ class _Bytes(_Field):
                 if self.min_size == self.max_size
                 else f"{self.min_size}..{self.max_size}"
             )
-            raise MessageError(
-                f"{where}: {self.what} must be {expected} bytes, got {len(value)}"
-            )
+            raise MessageError(f"{where}: {self.what} must be {expected} bytes, got {len(value)}")
         return bytes(value)
 
 
@@ -344,7 +342,9 @@ def decode_message(data: bytes) -> Message:
         raise MessageError(f"message must be bytes, got {_type_name(data)}")
     data = bytes(data)
     if len(data) > MAX_MESSAGE_SIZE:
-        raise MessageError(f"message is {len(data)} bytes, over MAX_MESSAGE_SIZE={MAX_MESSAGE_SIZE}")
+        raise MessageError(
+            f"message is {len(data)} bytes, over MAX_MESSAGE_SIZE={MAX_MESSAGE_SIZE}"
+        )
     wire = _unpack(data)
     if not isinstance(wire, dict):
         raise MessageError(f"message must be a msgpack map, got {_type_name(wire)}")

@@ -57,7 +57,7 @@ def scores(**changes: Any) -> EvaluationScores:
         round=3,
         validator=VALIDATOR,
         workers=(WORKER_A, WORKER_B),
-        scores=(12_345, -2**255),
+        scores=(12_345, -(2**255)),
         accepts=(True, False),
         global_accuracy=912_000,
         salt=b"\x07" * 32,
@@ -102,7 +102,9 @@ def test_lists_normalised_to_tuples() -> None:
 
 
 def test_decode_as_wrong_type() -> None:
-    with pytest.raises(MessageError, match="expected a CommitteeProof message, got ModelAnnouncement"):
+    with pytest.raises(
+        MessageError, match="expected a CommitteeProof message, got ModelAnnouncement"
+    ):
         decode_message_as(encode_message(announcement()), CommitteeProof)
 
 
@@ -234,7 +236,9 @@ def test_reject_unknown_type(tag: Any) -> None:
 def test_reject_missing_field() -> None:
     wire = wire_of(announcement())
     del wire["n_samples"]
-    with pytest.raises(MessageError, match=r"ModelAnnouncement: missing field\(s\) \['n_samples'\]"):
+    with pytest.raises(
+        MessageError, match=r"ModelAnnouncement: missing field\(s\) \['n_samples'\]"
+    ):
         decode_message(pack(wire))
 
 
@@ -315,9 +319,7 @@ def evaluation_scores(draw: st.DrawFn) -> EvaluationScores:
         round=draw(uint64),
         validator=draw(addresses),
         workers=tuple(workers),
-        scores=tuple(
-            draw(st.integers(min_value=-(2**255), max_value=2**255 - 1)) for _ in workers
-        ),
+        scores=tuple(draw(st.integers(min_value=-(2**255), max_value=2**255 - 1)) for _ in workers),
         accepts=tuple(draw(st.booleans()) for _ in workers),
         global_accuracy=draw(st.integers(min_value=0, max_value=SCALE)),
         salt=draw(st.binary(min_size=32, max_size=32)),
