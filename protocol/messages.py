@@ -215,12 +215,21 @@ class _MessageBase:
 
 
 @dataclass(frozen=True)
-class ModelAnnouncement(_MessageBase):
-    """A worker's trained update for a round: fetch the blob by ``cid``."""
+class _RoundMessage(_MessageBase):
+    """Every message belongs to one round of one task on one chain; these fields come first."""
 
     chain_id: int
     task: bytes
     round: int
+
+
+_ROUND_SCHEMA: Mapping[str, _Field] = {"chain_id": _UINT64, "task": _ADDRESS, "round": _UINT64}
+
+
+@dataclass(frozen=True)
+class ModelAnnouncement(_RoundMessage):
+    """A worker's trained update for a round: fetch the blob by ``cid``."""
+
     worker: bytes
     cid: str
     n_samples: int
@@ -228,9 +237,7 @@ class ModelAnnouncement(_MessageBase):
     TYPE_TAG: ClassVar[str] = "model"
     TOPIC_KIND: ClassVar[str] = "models"
     SCHEMA: ClassVar[Mapping[str, _Field]] = {
-        "chain_id": _UINT64,
-        "task": _ADDRESS,
-        "round": _UINT64,
+        **_ROUND_SCHEMA,
         "worker": _ADDRESS,
         "cid": _CidText(),
         # FedAvg weighs by sample count; zero samples would be a free ride.
@@ -239,33 +246,25 @@ class ModelAnnouncement(_MessageBase):
 
 
 @dataclass(frozen=True)
-class CommitteeProof(_MessageBase):
+class CommitteeProof(_RoundMessage):
     """A validator's VRF proof that it sits on a round's committee."""
 
-    chain_id: int
-    task: bytes
-    round: int
     validator: bytes
     vrf_proof: bytes
 
     TYPE_TAG: ClassVar[str] = "committee"
     TOPIC_KIND: ClassVar[str] = "committee"
     SCHEMA: ClassVar[Mapping[str, _Field]] = {
-        "chain_id": _UINT64,
-        "task": _ADDRESS,
-        "round": _UINT64,
+        **_ROUND_SCHEMA,
         "validator": _ADDRESS,
         "vrf_proof": _Bytes(1, MAX_VRF_PROOF_SIZE, "a VRF proof"),
     }
 
 
 @dataclass(frozen=True)
-class EvaluationScores(_MessageBase):
+class EvaluationScores(_RoundMessage):
     """A committee member's revealed manifest: per-worker scores and accept bits."""
 
-    chain_id: int
-    task: bytes
-    round: int
     validator: bytes
     workers: tuple[bytes, ...]
     scores: tuple[int, ...]
@@ -276,9 +275,7 @@ class EvaluationScores(_MessageBase):
     TYPE_TAG: ClassVar[str] = "scores"
     TOPIC_KIND: ClassVar[str] = "scores"
     SCHEMA: ClassVar[Mapping[str, _Field]] = {
-        "chain_id": _UINT64,
-        "task": _ADDRESS,
-        "round": _UINT64,
+        **_ROUND_SCHEMA,
         "validator": _ADDRESS,
         "workers": _Tuple(_ADDRESS, MAX_WORKERS),
         "scores": _Tuple(_Int256(), MAX_WORKERS),
