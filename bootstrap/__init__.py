@@ -1,0 +1,1 @@
+"""The bootstrap node: a DHT server that helps peers find each other. Nothing else."""

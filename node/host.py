@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -90,7 +91,9 @@ class HostConfig:
 
     def __post_init__(self) -> None:
         if not self.listen_addrs:
-            raise HostConfigError("listen_addrs is empty; give at least one, e.g. /ip4/127.0.0.1/tcp/0")
+            raise HostConfigError(
+                "listen_addrs is empty; give at least one, e.g. /ip4/127.0.0.1/tcp/0"
+            )
         for addr in self.listen_addrs:
             _parse_listen_addr(addr)
         if self.max_connections < 1:
@@ -258,6 +261,40 @@ def _parse_listen_addr(addr: str) -> multiaddr.Multiaddr:
     return parsed
 
 
+def _check_port_free(addr: multiaddr.Multiaddr) -> None:
+    """Refuse a fixed port that another socket listens on.
+
+    py-libp2p listens with SO_REUSEPORT, so a second node on the same port would bind
+    without error and the kernel would split inbound connections between the two at random.
+    """
+    port = int(addr.value_for_protocol("tcp"))
+    if port == 0:
+        return
+    ip4 = _value_or_none(addr, "ip4")
+    family, ip = (
+        (socket.AF_INET, ip4)
+        if ip4 is not None
+        else (socket.AF_INET6, addr.value_for_protocol("ip6"))
+    )
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # ignore TIME_WAIT leftovers
+        try:
+            probe.bind((ip, port))
+        except OSError as exc:
+            raise HostConfigError(
+                f"cannot listen on {addr}: {exc.strerror or exc}; is another node using port "
+                f"{port}? Choose another port or stop it"
+            ) from exc
+
+
+def _value_or_none(addr: multiaddr.Multiaddr, protocol: str) -> str | None:
+    try:
+        value = addr.value_for_protocol(protocol)
+    except Exception:  # multiaddr raises when the protocol is absent
+        return None
+    return str(value) if value is not None else None
+
+
 def _build_host(config: HostConfig) -> IHost:
     key_pair = load_or_create_identity(config.key_path)
     noise = NoiseTransport(key_pair, noise_privkey=create_new_x25519_key_pair().private_key)
@@ -297,6 +334,8 @@ async def open_host(config: HostConfig) -> AsyncIterator[IHost]:
     configure_libp2p_logging(config.libp2p_log_level)
     host = _build_host(config)
     listen = [_parse_listen_addr(a) for a in config.listen_addrs]
+    for addr in listen:
+        _check_port_free(addr)
     async with host.run(listen_addrs=listen):
         if not host.get_transport_addrs():
             raise HostConfigError(

@@ -1,0 +1,77 @@
+"""The ``fl-node`` command line: one function per subcommand, registered in ``main``.
+
+Subcommands so far: ``bootstrap``. Each ``add_<name>_command`` adds its parser and points
+``func`` at a handler that takes the parsed arguments and returns the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+__all__ = ["add_bootstrap_command", "build_parser", "main"]
+
+EXIT_CONFIG_ERROR = 2
+
+
+def add_bootstrap_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bootstrap",
+        help="run a bootstrap peer (Kademlia DHT server) and print its multiaddr",
+        description=(
+            "Run a bootstrap peer: a DHT server that other nodes dial first to find each other. "
+            "Prints its full multiaddrs (ending in /p2p/<peer id>), one per line, then runs "
+            "until SIGINT or SIGTERM."
+        ),
+    )
+    parser.add_argument("--config", required=True, type=Path, help="bootstrap TOML config file")
+    parser.set_defaults(func=run_bootstrap_command)
+
+
+def run_bootstrap_command(args: argparse.Namespace) -> int:
+    from bootstrap.config import ConfigError, load_bootstrap_config
+    from bootstrap.server import run_bootstrap
+    from node.host import HostConfigError, IdentityError
+
+    try:
+        config = load_bootstrap_config(args.config)
+        trio.run(run_bootstrap, config)
+    except (ConfigError, HostConfigError, IdentityError) as exc:
+        print(f"fl-node bootstrap: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fl-node", description="peer-to-peer federated learning node"
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="level of fl-node's own log output on stderr (default INFO)",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_bootstrap_command(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    status: int = args.func(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
