@@ -45,6 +45,11 @@ def load_bootstrap_config(path: Path) -> BootstrapConfig:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc}") from exc
 
+    loose_keys = sorted(k for k, v in document.items() if not isinstance(v, dict))
+    if loose_keys:
+        raise ConfigError(
+            f"{path}: key(s) {loose_keys} are outside any section; put them under [network]"
+        )
     unknown_sections = sorted(set(document) - {"network"})
     if unknown_sections:
         raise ConfigError(

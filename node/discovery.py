@@ -28,11 +28,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import trio
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.id import ID as PeerID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.tools.anyio_service import background_trio_service
+from multiaddr import Multiaddr
 
 from node.host import HostConfigError, parse_peer_multiaddr
 from protocol.cid import cid_of, parse_cid
@@ -47,6 +48,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_MIN_ROUND_PAUSE_S = 0.2
 
 
 def task_namespace(chain_id: int, task: bytes) -> str:
@@ -218,6 +221,10 @@ class Discovery:
 
     # --- maintenance ---
 
+    def wake(self) -> None:
+        """Start the next maintenance round now."""
+        self._wake.set()
+
     async def maintain_once(self) -> bool:
         """One maintenance round; True when every joined namespace has ``target_peers``."""
         await self.connect_bootstrap()
@@ -257,6 +264,7 @@ class Discovery:
     async def run_maintenance(self) -> None:
         """Keep bootstrap connections, the routing table and namespace peers healthy; forever."""
         while True:
+            self._wake = trio.Event()  # before the round: a wake during it starts the next
             try:
                 settled = await self.maintain_once()
             except Exception as exc:  # a transient network failure must not end discovery
@@ -265,9 +273,35 @@ class Discovery:
             interval = (
                 self.config.settled_interval_s if settled else self.config.maintenance_interval_s
             )
-            self._wake = trio.Event()
+            await trio.sleep(_MIN_ROUND_PAUSE_S)  # connection churn must not spin the loop
             with trio.move_on_after(interval):
                 await self._wake.wait()
+
+
+class _WakeOnConnectionChange(INotifee):
+    """Runs a maintenance round right after a connection opens or closes, instead of up
+    to ``settled_interval_s`` later."""
+
+    def __init__(self, discovery: Discovery) -> None:
+        self.discovery = discovery
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        self.discovery.wake()
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self.discovery.wake()
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
+        return None
+
+    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
+        return None
 
 
 def _check_cid(cid: str) -> bytes:
@@ -295,10 +329,14 @@ async def open_discovery(
     for namespace in namespaces:
         discovery.join(namespace)
     dht_service: Any = discovery.dht
+    notifee = _WakeOnConnectionChange(discovery)
+    network = host.get_network()
     async with background_trio_service(dht_service):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(discovery.run_maintenance)
+            network.register_notifee(notifee)
             try:
                 yield discovery
             finally:
+                network.remove_notifee(notifee)
                 nursery.cancel_scope.cancel()

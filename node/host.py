@@ -64,6 +64,7 @@ logger = logging.getLogger(__name__)
 
 # A serialized libp2p Ed25519 private key is 68 bytes; anything much larger is not a key file.
 _MAX_KEY_FILE_BYTES = 4096
+_CLOSE_TIMEOUT_S = 10.0
 
 
 class IdentityError(ValueError):
@@ -346,7 +347,24 @@ async def open_host(config: HostConfig) -> AsyncIterator[IHost]:
             yield host
         finally:
             with trio.CancelScope(shield=True):
+                await _close_connections(host)
                 await host.close()
+
+
+async def _close_connections(host: IHost) -> None:
+    """Close every connection at once: each close sleeps ~0.17 s inside py-libp2p, and the
+    swarm closes them one after another."""
+
+    async def close_peer(peer_id: PeerID) -> None:
+        try:
+            await host.disconnect(peer_id)
+        except Exception as exc:  # already gone or broken; it is closed either way
+            logger.debug("closing the connection to %s raised %s", peer_id, exc)
+
+    with trio.move_on_after(_CLOSE_TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            for peer_id in host.get_connected_peers():
+                nursery.start_soon(close_peer, peer_id)
 
 
 def host_multiaddrs(host: IHost) -> list[str]:
