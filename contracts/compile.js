@@ -21,7 +21,15 @@ const SETTINGS = {
   optimizer: { enabled: true, runs: 200 },
   viaIR: false,
   outputSelection: {
-    '*': { '*': ['abi', 'evm.bytecode.object', 'evm.deployedBytecode.object'] },
+    '*': {
+      '*': [
+        'abi',
+        'evm.bytecode.object',
+        'evm.bytecode.linkReferences',
+        'evm.deployedBytecode.object',
+        'evm.deployedBytecode.linkReferences',
+      ],
+    },
   },
 };
 
@@ -85,6 +93,9 @@ function buildArtifacts() {
         abi: compiled.abi,
         bytecode: '0x' + compiled.evm.bytecode.object,
         deployedBytecode: '0x' + compiled.evm.deployedBytecode.object,
+        // Library placeholders ("__$<hash>$__") in bytecode: { sourceName: { Library: [{ start, length }] } },
+        // byte offsets into the creation code; the deployer writes the library address there.
+        linkReferences: compiled.evm.bytecode.linkReferences || {},
       };
     }
   }

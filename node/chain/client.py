@@ -1,0 +1,497 @@
+"""ChainClient: a typed client for the Registry and Task contracts over web3 (sync API).
+
+Works the same on the embedded chain (web3's EthereumTesterProvider, in process) and on any
+JSON-RPC endpoint (anvil, a testnet). Every transaction is signed locally with the node's own
+key; nonces are tracked locally (one client per key and process) and re-synced from the chain
+after any send error. Before sending, each transaction is simulated (gas estimation), so a
+revert surfaces as ChainRevert with the contract's error name without spending a nonce.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account import Account
+from eth_typing import ChecksumAddress
+from eth_utils import to_checksum_address
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.contract import Contract
+
+from node.chain.artifacts import (
+    decode_log,
+    decode_revert,
+    load_artifact,
+    revert_data_from_exception,
+)
+from node.chain.errors import ChainError, ChainRevert
+from node.chain.types import (
+    ChainEvent,
+    Participant,
+    Phase,
+    Receipt,
+    Role,
+    RoundInfo,
+    RoundResult,
+    TaskParams,
+    TaskStatus,
+    Termination,
+)
+from protocol.manifest import manifest_commitment, update_commitment
+
+PRIORITY_FEE_WEI = 10**9
+GAS_HEADROOM = 1.2  # estimates are exact for the simulated state; leave room for drift
+GAS_FLOOR = 30_000
+_NONCE_ERRORS = (
+    "nonce too low",
+    "nonce too high",
+    "invalid transaction nonce",
+    "already known",
+    "replacement transaction",
+)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Addresses of one deployment: the registry plus what it was built from."""
+
+    registry: str
+    task_implementation: str
+    reward_math: str
+    receipts: tuple[Receipt, ...]
+
+
+def _address_bytes(address: str) -> bytes:
+    return bytes.fromhex(address.removeprefix("0x"))
+
+
+class ChainClient:
+    def __init__(
+        self,
+        w3: Web3,
+        private_key: str | bytes,
+        *,
+        registry: str | None = None,
+        receipt_timeout: float = 120.0,
+    ) -> None:
+        self.w3 = w3
+        self._account = Account.from_key(private_key)
+        self.address: ChecksumAddress = self._account.address
+        self.chain_id: int = w3.eth.chain_id
+        self.receipt_timeout = receipt_timeout
+        self.registry_address: str | None = to_checksum_address(registry) if registry else None
+        self._nonce: int | None = None
+        self._send_lock = threading.Lock()
+        self._contracts: dict[tuple[str, str], Contract] = {}
+
+    # ------------------------------------------------------------------ plumbing
+
+    def contract(self, name: str, address: str) -> Contract:
+        key = (name, address.lower())
+        if key not in self._contracts:
+            self._contracts[key] = self.w3.eth.contract(
+                address=to_checksum_address(address), abi=load_artifact(name).abi
+            )
+        return self._contracts[key]
+
+    @property
+    def registry(self) -> Contract:
+        if self.registry_address is None:
+            raise ChainError(
+                "no registry address: pass registry=... or call deploy_registry() first"
+            )
+        return self.contract("Registry", self.registry_address)
+
+    def task(self, address: str) -> Contract:
+        return self.contract("Task", address)
+
+    def _fees(self) -> dict[str, int]:
+        base_fee = int(self.w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
+        return {
+            "maxFeePerGas": 2 * base_fee + PRIORITY_FEE_WEI,
+            "maxPriorityFeePerGas": PRIORITY_FEE_WEI,
+        }
+
+    def _simulate(self, label: str, tx: dict[str, Any]) -> int:
+        """Gas estimate for `tx`; a revert becomes ChainRevert (nothing is sent)."""
+        try:
+            return int(self.w3.eth.estimate_gas(tx))  # type: ignore[arg-type]
+        except Exception as exc:
+            data = revert_data_from_exception(exc)
+            if data is None:
+                raise ChainError(f"{label}: could not simulate the transaction: {exc}") from exc
+            name, args = decode_revert(data)
+            raise ChainRevert(label, name, args, data) from None
+
+    def _send(self, label: str, tx: dict[str, Any]) -> Receipt:
+        """Simulate, sign with our key, send with our nonce, wait for the receipt."""
+        tx = {"from": self.address, "chainId": self.chain_id, "value": 0, **tx}
+        gas = max(GAS_FLOOR, int(self._simulate(label, tx) * GAS_HEADROOM))
+        with self._send_lock:
+            tx_hash = self._sign_and_send(label, {**tx, "gas": gas, **self._fees()})
+        try:
+            raw = self.w3.eth.wait_for_transaction_receipt(
+                HexBytes(tx_hash), timeout=self.receipt_timeout
+            )
+        except Exception as exc:
+            raise ChainError(
+                f"{label}: no receipt for {tx_hash.hex()} after {self.receipt_timeout}s: {exc}"
+            ) from exc
+        if raw["status"] != 1:
+            self._explain_failure(label, tx, raw["blockNumber"])
+        return Receipt(
+            function=label,
+            tx_hash="0x" + bytes(raw["transactionHash"]).hex(),
+            block_number=raw["blockNumber"],
+            gas_used=raw["gasUsed"],
+            contract_address=raw.get("contractAddress"),
+            events=tuple(self._decode_logs(raw["logs"])),
+        )
+
+    def _sign_and_send(self, label: str, tx: dict[str, Any]) -> bytes:
+        for attempt in (1, 2):
+            if self._nonce is None:
+                self._nonce = self.w3.eth.get_transaction_count(self.address, "pending")
+            signed = self._account.sign_transaction({**tx, "nonce": self._nonce})
+            try:
+                tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+            except Exception as exc:
+                self._nonce = None  # re-sync from the chain on the next send
+                if attempt == 1 and any(marker in str(exc).lower() for marker in _NONCE_ERRORS):
+                    continue  # the chain refused the nonce, so nothing was sent: safe to retry
+                raise ChainError(f"{label}: sending failed: {exc}") from exc
+            self._nonce += 1
+            return bytes(tx_hash)
+        raise AssertionError("unreachable")
+
+    def _explain_failure(self, label: str, tx: dict[str, Any], block_number: int) -> None:
+        """A mined transaction failed (state changed after simulation): replay it on the state
+        before its block to recover the revert reason."""
+        try:
+            self.w3.eth.call(tx, block_identifier=max(block_number - 1, 0))  # type: ignore[arg-type]
+        except Exception as exc:
+            data = revert_data_from_exception(exc)
+            if data is not None:
+                name, args = decode_revert(data)
+                raise ChainRevert(label, name, args, data) from None
+        raise ChainError(
+            f"{label}: transaction reverted in block {block_number}; replay gave no reason"
+        )
+
+    def _decode_logs(self, logs: Any) -> list[ChainEvent]:
+        events = []
+        for log in logs:
+            decoded = decode_log([bytes(t) for t in log["topics"]], bytes(log["data"]))
+            if decoded is None:
+                continue
+            name, args = decoded
+            events.append(
+                ChainEvent(
+                    name=name,
+                    address=to_checksum_address(log["address"]),
+                    args=args,
+                    block_number=log["blockNumber"],
+                    log_index=log["logIndex"],
+                    tx_hash="0x" + bytes(log["transactionHash"]).hex(),
+                )
+            )
+        return events
+
+    def _transact(self, contract: Contract, function: str, *args: Any, value: int = 0) -> Receipt:
+        data = contract.encode_abi(function, args=list(args))
+        return self._send(function, {"to": contract.address, "data": data, "value": value})
+
+    def _call(self, label: str, function: Any) -> Any:
+        try:
+            return function.call({"from": self.address})
+        except Exception as exc:
+            data = revert_data_from_exception(exc)
+            if data is None:
+                raise ChainError(f"{label}: call failed: {exc}") from exc
+            name, args = decode_revert(data)
+            raise ChainRevert(label, name, args, data) from None
+
+    def _deploy(
+        self, name: str, args: tuple[Any, ...] = (), libraries: dict[str, str] | None = None
+    ) -> Receipt:
+        artifact = load_artifact(name)
+        factory = self.w3.eth.contract(
+            abi=artifact.abi, bytecode=artifact.linked_bytecode(libraries or {})
+        )
+        data = factory.constructor(*args).data_in_transaction
+        receipt = self._send(f"deploy {name}", {"data": data})
+        if receipt.contract_address is None:
+            raise ChainError(f"deploying {name} produced no contract address")
+        return receipt
+
+    # ------------------------------------------------------------------ accounts and deployment
+
+    def balance(self, address: str | None = None) -> int:
+        return int(self.w3.eth.get_balance(to_checksum_address(address or self.address)))
+
+    def send_value(self, to: str, amount: int) -> Receipt:
+        return self._send("transfer", {"to": to_checksum_address(to), "value": amount})
+
+    def deploy_registry(self) -> Deployment:
+        """Deploy RewardMath (library), the Task implementation (linked) and the Registry; use it."""
+        math = self._deploy("RewardMath")
+        assert math.contract_address is not None
+        implementation = self._deploy("Task", libraries={"RewardMath": math.contract_address})
+        assert implementation.contract_address is not None
+        registry = self._deploy("Registry", (implementation.contract_address,))
+        assert registry.contract_address is not None
+        self.registry_address = registry.contract_address
+        return Deployment(
+            registry=registry.contract_address,
+            task_implementation=implementation.contract_address,
+            reward_math=math.contract_address,
+            receipts=(math, implementation, registry),
+        )
+
+    # ------------------------------------------------------------------ registry
+
+    def register(
+        self, peer_id: bytes, encryption_key: bytes, vrf_modulus: bytes, vrf_proof: bytes
+    ) -> Receipt:
+        if len(encryption_key) != 32:
+            raise ValueError("encryption_key must be the 32-byte X25519 public key")
+        return self._transact(
+            self.registry, "register", peer_id, encryption_key, vrf_modulus, vrf_proof
+        )
+
+    def is_registered(self, address: str | None = None) -> bool:
+        return bool(
+            self._call(
+                "isRegistered", self.registry.functions.isRegistered(address or self.address)
+            )
+        )
+
+    def participant(self, address: str) -> Participant:
+        peer_id, key, modulus, at = self._call(
+            "participant", self.registry.functions.participant(address)
+        )
+        return Participant(
+            to_checksum_address(address), bytes(peer_id), bytes(key), bytes(modulus), at
+        )
+
+    def account_of_peer(self, peer_id: bytes) -> str | None:
+        found = self._call("accountOfPeer", self.registry.functions.accountOfPeer(peer_id))
+        return None if int(found, 16) == 0 else to_checksum_address(found)
+
+    def validate_params(self, params: TaskParams) -> None:
+        """Raise ChainRevert(InvalidParameter(name)) if the registry would refuse `params`."""
+        self._call("validateParams", self.registry.functions.validateParams(params.to_abi()))
+
+    def create_task(self, params: TaskParams) -> tuple[str, Receipt]:
+        """Create a task escrowing exactly params.escrow; returns (task address, receipt)."""
+        receipt = self._transact(self.registry, "createTask", params.to_abi(), value=params.escrow)
+        return to_checksum_address(receipt.event("TaskCreated").args["task"]), receipt
+
+    def task_count(self) -> int:
+        return int(self._call("taskCount", self.registry.functions.taskCount()))
+
+    def task_at(self, index: int) -> str:
+        return to_checksum_address(self._call("taskAt", self.registry.functions.taskAt(index)))
+
+    def open_tasks(self, limit: int = 100) -> list[str]:
+        return [
+            to_checksum_address(a)
+            for a in self._call("openTasks", self.registry.functions.openTasks(limit))
+        ]
+
+    # ------------------------------------------------------------------ task: recruiting
+
+    def join_as_worker(self, task: str) -> Receipt:
+        deposit = self.task_params(task).worker_deposit
+        return self._transact(self.task(task), "joinAsWorker", value=deposit)
+
+    def join_as_validator(self, task: str) -> Receipt:
+        stake = self.task_params(task).validator_stake
+        return self._transact(self.task(task), "joinAsValidator", value=stake)
+
+    def join_with_value(self, task: str, role: Role, value: int) -> Receipt:
+        """Join sending an explicit amount (the contract requires the exact deposit)."""
+        function = "joinAsWorker" if role == Role.WORKER else "joinAsValidator"
+        return self._transact(self.task(task), function, value=value)
+
+    def leave_task(self, task: str) -> Receipt:
+        return self._transact(self.task(task), "leaveTask")
+
+    def start(self, task: str, validation_set_cid: str) -> Receipt:
+        return self._transact(self.task(task), "start", validation_set_cid)
+
+    def cancel(self, task: str) -> Receipt:
+        return self._transact(self.task(task), "cancel")
+
+    # ------------------------------------------------------------------ task: rounds
+
+    def submit_update(self, task: str, round: int, cid: str, n_samples: int) -> Receipt:
+        commitment = update_commitment(cid, _address_bytes(self.address))
+        return self.submit_update_commitment(task, round, commitment, n_samples)
+
+    def submit_update_commitment(
+        self, task: str, round: int, commitment: bytes, n_samples: int
+    ) -> Receipt:
+        return self._transact(self.task(task), "submitUpdate", round, commitment, n_samples)
+
+    def manifest_commitment(
+        self,
+        task: str,
+        round: int,
+        workers: list[str],
+        scores: list[int],
+        accepts: list[bool],
+        global_accuracy: int,
+        salt: bytes,
+    ) -> bytes:
+        """The commitment this client (as validator) commits for the given manifest."""
+        return manifest_commitment(
+            _address_bytes(task),
+            round,
+            _address_bytes(self.address),
+            [_address_bytes(w) for w in workers],
+            scores,
+            accepts,
+            global_accuracy,
+            salt,
+        )
+
+    def commit_manifest(
+        self, task: str, round: int, commitment: bytes, vrf_proof: bytes = b""
+    ) -> Receipt:
+        return self._transact(self.task(task), "commitManifest", round, commitment, vrf_proof)
+
+    def reveal_manifest(
+        self,
+        task: str,
+        round: int,
+        workers: list[str],
+        scores: list[int],
+        accepts: list[bool],
+        global_accuracy: int,
+        salt: bytes,
+    ) -> Receipt:
+        checksummed = [to_checksum_address(w) for w in workers]
+        return self._transact(
+            self.task(task),
+            "revealManifest",
+            round,
+            checksummed,
+            scores,
+            accepts,
+            global_accuracy,
+            salt,
+        )
+
+    def finalize_round(self, task: str, round: int) -> Receipt:
+        return self._transact(self.task(task), "finalizeRound", round)
+
+    def stop_training(self, task: str) -> Receipt:
+        return self._transact(self.task(task), "stopTraining")
+
+    def reclaim_escrow(self, task: str, amount: int) -> Receipt:
+        return self._transact(self.task(task), "reclaimEscrow", amount)
+
+    def withdraw(self, task: str) -> Receipt:
+        return self._transact(self.task(task), "withdraw")
+
+    # ------------------------------------------------------------------ task: views
+
+    def task_params(self, task: str) -> TaskParams:
+        return TaskParams.from_abi(tuple(self._call("params", self.task(task).functions.params())))
+
+    def requester(self, task: str) -> str:
+        return to_checksum_address(self._call("requester", self.task(task).functions.requester()))
+
+    def status(self, task: str) -> TaskStatus:
+        return TaskStatus(self._call("status", self.task(task).functions.status()))
+
+    def termination(self, task: str) -> Termination:
+        return Termination(self._call("termination", self.task(task).functions.termination()))
+
+    def phase(self, task: str) -> Phase:
+        return Phase(self._call("phase", self.task(task).functions.phase()))
+
+    def current_round(self, task: str) -> int:
+        return int(self._call("currentRound", self.task(task).functions.currentRound()))
+
+    def validation_set_cid(self, task: str) -> str:
+        return str(self._call("validationSetCid", self.task(task).functions.validationSetCid()))
+
+    def escrow(self, task: str) -> int:
+        return int(self._call("escrow", self.task(task).functions.escrow()))
+
+    def total_stake(self, task: str) -> int:
+        return int(self._call("totalStake", self.task(task).functions.totalStake()))
+
+    def members(self, task: str) -> tuple[list[str], list[str]]:
+        workers, validators = self._call("members", self.task(task).functions.members())
+        return [to_checksum_address(a) for a in workers], [
+            to_checksum_address(a) for a in validators
+        ]
+
+    def role_of(self, task: str, address: str | None = None) -> Role:
+        return Role(self._call("roleOf", self.task(task).functions.roleOf(address or self.address)))
+
+    def locked_deposit(self, task: str, address: str | None = None) -> int:
+        return int(
+            self._call(
+                "lockedDeposit", self.task(task).functions.lockedDeposit(address or self.address)
+            )
+        )
+
+    def credited_balance(self, task: str, address: str | None = None) -> int:
+        """Credited and not yet withdrawn (rewards, refunds), excluding the locked deposit."""
+        return int(
+            self._call("balanceOf", self.task(task).functions.balanceOf(address or self.address))
+        )
+
+    def withdrawable(self, task: str, address: str | None = None) -> int:
+        return int(
+            self._call(
+                "withdrawable", self.task(task).functions.withdrawable(address or self.address)
+            )
+        )
+
+    def round_info(self, task: str, round: int) -> RoundInfo:
+        return RoundInfo.from_abi(
+            tuple(self._call("roundInfo", self.task(task).functions.roundInfo(round)))
+        )
+
+    def round_result(self, task: str, round: int) -> RoundResult:
+        raw = tuple(self._call("roundResult", self.task(task).functions.roundResult(round)))
+        result = RoundResult.from_abi(raw)
+        return RoundResult(
+            **{
+                **result.__dict__,
+                "workers": tuple(to_checksum_address(a) for a in result.workers),
+                "validators": tuple(to_checksum_address(a) for a in result.validators),
+            }
+        )
+
+    def submitted_workers(self, task: str, round: int) -> list[str]:
+        found = self._call("submittedWorkers", self.task(task).functions.submittedWorkers(round))
+        return [to_checksum_address(a) for a in found]
+
+    def committed_validators(self, task: str, round: int) -> list[str]:
+        found = self._call(
+            "committedValidators", self.task(task).functions.committedValidators(round)
+        )
+        return [to_checksum_address(a) for a in found]
+
+    def update_commitment_of(self, task: str, round: int, worker: str) -> tuple[bytes, int]:
+        commitment, n_samples = self._call(
+            "updateCommitment", self.task(task).functions.updateCommitment(round, worker)
+        )
+        return bytes(commitment), int(n_samples)
+
+    def manifest_commitment_of(self, task: str, round: int, validator: str) -> tuple[bytes, bool]:
+        commitment, revealed = self._call(
+            "manifestCommitment", self.task(task).functions.manifestCommitment(round, validator)
+        )
+        return bytes(commitment), bool(revealed)
+
+    def latest_timestamp(self) -> int:
+        return int(self.w3.eth.get_block("latest")["timestamp"])

@@ -1,0 +1,242 @@
+"""Consensus, rewards and slashing of one round: the Python reference of contracts/RewardMath.sol.
+
+Same integers, same order of operations, same floors, so ``settle_round`` returns exactly
+what the Task contract credits on ``finalizeRound`` (tests compare the two on random inputs).
+
+Definitions (scores and accuracies are fixed point, protocol.fixedpoint.SCALE = 10**6):
+
+- ``R`` = committee members that revealed. ``R == 0``: nothing is decided; no worker is
+  accepted or rejected, both reward pools and every slash return to escrow.
+- Consensus score of a worker = the LOWER median of the R revealed scores (sorted ascending,
+  element ``(R - 1) // 2``); consensus accuracy = lower median of revealed global accuracies.
+- A worker is accepted iff strictly more than half of the reveals accept it.
+- A revealing member agrees iff every score is within ``tolerance`` of the median and every
+  accept bit equals the majority's. Members that committed and did not reveal, or disagree,
+  are slashed ``min(stake_left, validator_slash)``.
+- Worker pool W, CONTRIBUTION: accepted j gets ``W * max(median_j, 0) // S`` with S the sum of
+  positive medians over accepted workers; ``S == 0`` → each accepted gets ``W // n_accepted``.
+  TOPK: rank accepted by (median desc, submission index asc); ``k = min(top_k, n_accepted)``;
+  ``k == 1`` → the best gets all of W, else the best gets ``W // 2`` and each of the next
+  ``k - 1`` gets ``(W - W // 2) // (k - 1)``.
+- A rejected worker loses ``min(deposit_left, worker_slash)``; the sum is shared equally
+  (floor) by the accepted workers, or returns to escrow when none is accepted.
+- Validator pool V and slashed stakes: each agreeing member gets
+  ``V // n_agreeing + slashed // n_agreeing``.
+- Every floor remainder and every unpaid amount returns to escrow (``returned_to_escrow``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+
+from protocol.errors import ProtocolError
+
+BPS: int = 10_000
+
+
+class RewardPolicy(IntEnum):
+    """Task.RewardPolicy: how the worker pool is split among accepted workers."""
+
+    CONTRIBUTION = 0
+    TOPK = 1
+
+
+class RewardError(ProtocolError):
+    """Inputs to the settlement do not describe a round the contract could settle."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """RewardMath.Policy: one round's pools and per-member slash amounts."""
+
+    worker_reward: int
+    validator_reward: int
+    worker_slash: int
+    validator_slash: int
+    tolerance: int
+    reward_policy: RewardPolicy
+    top_k: int
+
+    @classmethod
+    def for_task(
+        cls,
+        *,
+        worker_reward_per_round: int,
+        validator_reward_per_round: int,
+        worker_deposit: int,
+        validator_stake: int,
+        slash_fraction_bps: int,
+        tolerance: int,
+        reward_policy: RewardPolicy,
+        top_k: int,
+    ) -> Policy:
+        """The policy a Task derives from its parameters (Task._policy)."""
+        if not 0 <= slash_fraction_bps <= BPS:
+            raise RewardError(f"slash_fraction_bps must be in [0, {BPS}], got {slash_fraction_bps}")
+        return cls(
+            worker_reward=worker_reward_per_round,
+            validator_reward=validator_reward_per_round,
+            worker_slash=worker_deposit * slash_fraction_bps // BPS,
+            validator_slash=validator_stake * slash_fraction_bps // BPS,
+            tolerance=tolerance,
+            reward_policy=RewardPolicy(reward_policy),
+            top_k=top_k,
+        )
+
+
+@dataclass(frozen=True)
+class CommitteeMember:
+    """RewardMath.Member: one member that committed this round, in commit order."""
+
+    revealed: bool
+    scores: tuple[int, ...]  # one per worker, submission order; () when not revealed
+    accepts: tuple[bool, ...]
+    global_accuracy: int
+    stake_left: int
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """RewardMath.Outcome. Worker lists are in submission order, member lists in commit order."""
+
+    reveals: int
+    consensus_scores: tuple[int, ...]
+    accepted: tuple[bool, ...]
+    worker_payouts: tuple[int, ...]  # reward plus share of slashed deposits
+    worker_slashes: tuple[int, ...]
+    agreed: tuple[bool, ...]
+    validator_payouts: tuple[int, ...]  # reward plus share of slashed stakes
+    validator_slashes: tuple[int, ...]
+    consensus_accuracy: int
+    returned_to_escrow: int
+
+
+def lower_median(values: Sequence[int]) -> int:
+    """Element (n - 1) // 2 of the sorted values: for an even count, the lower middle one."""
+    if not values:
+        raise RewardError("median of no values")
+    return sorted(values)[(len(values) - 1) // 2]
+
+
+def settle_round(
+    policy: Policy, worker_deposits_left: Sequence[int], committee: Sequence[CommitteeMember]
+) -> Settlement:
+    n_workers = len(worker_deposits_left)
+    for index, member in enumerate(committee):
+        if member.revealed and not (len(member.scores) == len(member.accepts) == n_workers):
+            raise RewardError(
+                f"committee[{index}] revealed {len(member.scores)} scores and "
+                f"{len(member.accepts)} accepts for {n_workers} workers"
+            )
+    revealed = [m for m in committee if m.revealed]
+    reveals = len(revealed)
+
+    consensus = [0] * n_workers
+    accepted = [False] * n_workers
+    agreed = [False] * len(committee)
+    consensus_accuracy = 0
+    if reveals > 0:
+        for j in range(n_workers):
+            consensus[j] = lower_median([m.scores[j] for m in revealed])
+            accepted[j] = 2 * sum(1 for m in revealed if m.accepts[j]) > reveals
+        consensus_accuracy = lower_median([m.global_accuracy for m in revealed])
+        for c, member in enumerate(committee):
+            agreed[c] = member.revealed and all(
+                member.accepts[j] == accepted[j]
+                and abs(member.scores[j] - consensus[j]) <= policy.tolerance
+                for j in range(n_workers)
+            )
+
+    worker_payouts, worker_slashes, returned_workers = _pay_workers(
+        policy, worker_deposits_left, consensus, accepted, reveals
+    )
+    validator_payouts, validator_slashes, returned_validators = _pay_validators(
+        policy, committee, agreed
+    )
+    return Settlement(
+        reveals=reveals,
+        consensus_scores=tuple(consensus),
+        accepted=tuple(accepted),
+        worker_payouts=tuple(worker_payouts),
+        worker_slashes=tuple(worker_slashes),
+        agreed=tuple(agreed),
+        validator_payouts=tuple(validator_payouts),
+        validator_slashes=tuple(validator_slashes),
+        consensus_accuracy=consensus_accuracy,
+        returned_to_escrow=returned_workers + returned_validators,
+    )
+
+
+def _pay_workers(
+    policy: Policy,
+    deposits_left: Sequence[int],
+    consensus: Sequence[int],
+    accepted: Sequence[bool],
+    reveals: int,
+) -> tuple[list[int], list[int], int]:
+    n_workers = len(deposits_left)
+    payouts = [0] * n_workers
+    slashes = [0] * n_workers
+    accepted_idx = [j for j in range(n_workers) if accepted[j]]
+    pool = policy.worker_reward
+    rewarded = 0
+    if accepted_idx:
+        if policy.reward_policy == RewardPolicy.TOPK:
+            ranked = sorted(accepted_idx, key=lambda j: (-consensus[j], j))
+            k = min(policy.top_k, len(ranked))
+            rest_each = (pool - pool // 2) // (k - 1) if k > 1 else 0
+            for rank, j in enumerate(ranked[:k]):
+                payouts[j] = (pool if k == 1 else pool // 2) if rank == 0 else rest_each
+        else:
+            total = sum(consensus[j] for j in accepted_idx if consensus[j] > 0)
+            for j in accepted_idx:
+                if total == 0:
+                    payouts[j] = pool // len(accepted_idx)
+                else:
+                    payouts[j] = pool * consensus[j] // total if consensus[j] > 0 else 0
+        rewarded = sum(payouts)
+    returned = pool - rewarded
+
+    slashed = 0
+    if reveals > 0:
+        for j in range(n_workers):
+            if not accepted[j]:
+                slashes[j] = min(deposits_left[j], policy.worker_slash)
+                slashed += slashes[j]
+    if not accepted_idx:
+        return payouts, slashes, returned + slashed
+    share = slashed // len(accepted_idx)
+    for j in accepted_idx:
+        payouts[j] += share
+    return payouts, slashes, returned + slashed - share * len(accepted_idx)
+
+
+def _pay_validators(
+    policy: Policy, committee: Sequence[CommitteeMember], agreed: Sequence[bool]
+) -> tuple[list[int], list[int], int]:
+    payouts = [0] * len(committee)
+    slashes = [0] * len(committee)
+    for c, member in enumerate(committee):
+        if not agreed[c]:
+            slashes[c] = min(member.stake_left, policy.validator_slash)
+    slashed = sum(slashes)
+    n_agreeing = sum(1 for a in agreed if a)
+    if n_agreeing == 0:
+        return payouts, slashes, policy.validator_reward + slashed
+    each = policy.validator_reward // n_agreeing + slashed // n_agreeing
+    for c in range(len(committee)):
+        if agreed[c]:
+            payouts[c] = each
+    return payouts, slashes, policy.validator_reward + slashed - each * n_agreeing
+
+
+def terminates(
+    *, round: int, rounds: int, target_accuracy: int, reveals: int, consensus_accuracy: int
+) -> bool:
+    """Task.finalizeRound's stop rule: the round limit, or the consensus accuracy reaching a
+    non-zero target (only when someone revealed)."""
+    if round >= rounds:
+        return True
+    return target_accuracy > 0 and reveals > 0 and consensus_accuracy >= target_accuracy
