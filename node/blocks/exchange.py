@@ -155,7 +155,9 @@ def decode_request(body: bytes, max_cids: int) -> list[str]:
     Raises CIDError on anything malformed, a wrong version, or more than ``max_cids`` CIDs.
     """
     try:
-        message = msgpack.unpackb(body, raw=False, strict_map_key=True, max_array_len=max_cids,
+        # The frame is already bounded (max_request_bytes); these limits only keep msgpack
+        # from preallocating for absurd declared lengths.
+        message = msgpack.unpackb(body, raw=False, strict_map_key=True, max_array_len=4096,
                                   max_map_len=8, max_str_len=256, max_bin_len=0)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise CIDError(f"block request is not valid msgpack: {exc}") from exc

@@ -1,0 +1,564 @@
+"""Block exchange between real libp2p hosts on 127.0.0.1 (node.blocks.exchange).
+
+Every timeout here is a hang guard or a protocol limit under test, never a timing assertion.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+import trio
+from libp2p.abc import IHost, INetStream
+from libp2p.peer.id import ID as PeerID
+from libp2p.peer.peerinfo import PeerInfo
+
+from node.blocks.exchange import (
+    _HEADER,
+    PROTOCOL_ID,
+    STATUS_BLOCK,
+    STATUS_BUSY,
+    STATUS_DONT_HAVE,
+    BlobTooLargeError,
+    BlockExchange,
+    BlockUnavailableError,
+    ExchangeLimits,
+    FetchTimeoutError,
+    decode_request,
+    encode_request,
+)
+from node.blocks.store import BlockStore
+from node.blocks.unixfs import CHUNK_SIZE, build_file_dag, decode_file_node, is_raw
+from node.host import HostConfig, host_multiaddrs, open_host
+from protocol.cid import cid_of, verify_block
+from protocol.envelope import generate_keypair, open_envelope, seal
+from tests.network.conftest import HANG_GUARD_S, Network, open_network, wait_until
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MB = 1_000_000
+
+
+async def exchange_on(
+    net: Network, data_dir: Path, limits: ExchangeLimits | None = None, **callbacks: object
+) -> BlockExchange:
+    """A host with a block store under ``data_dir`` and a started exchange, torn down with net."""
+    host = await net.host(echo=False)
+    store = BlockStore(data_dir / "blocks")
+    net.stack.callback(store.close)
+    exchange = BlockExchange(host, store, limits=limits, **callbacks)  # type: ignore[arg-type]
+    await net.stack.enter_async_context(exchange)
+    return exchange
+
+
+def provider_of(exchange: BlockExchange) -> str:
+    return host_multiaddrs(exchange.host)[0]
+
+
+def assert_store_holds_exactly(store: BlockStore, blob: bytes) -> None:
+    """Only the blob's own blocks were stored, and each one verifies."""
+    _, blocks = build_file_dag(blob)
+    assert set(store.cids()) == {block.cid for block in blocks}
+    for cid in store.cids():
+        verify_block(cid, store.get(cid))
+
+
+async def read_request(stream: INetStream) -> list[str]:
+    """Server side of a request, for the hand-written providers below."""
+    raw = b""
+    with trio.fail_after(HANG_GUARD_S):
+        while True:
+            try:
+                chunk = await stream.read(4096)
+            except Exception:  # EOF after the client's half-close
+                break
+            if not chunk:
+                break
+            raw += chunk
+    prefix = 1 if raw[0] < 0x80 else 2
+    return decode_request(raw[prefix:], max_cids=64)
+
+
+BlockHandler = Callable[[INetStream, str, bytes], Awaitable[bool]]
+
+
+def scripted_provider(blocks: dict[str, bytes],
+                      on_block: BlockHandler) -> Callable[[INetStream], Awaitable[None]]:
+    """A stream handler that answers requests through ``on_block`` (False: stop answering)."""
+
+    async def handler(stream: INetStream) -> None:
+        for cid in await read_request(stream):
+            data = blocks.get(cid)
+            if data is None:
+                await stream.write(_HEADER.pack(STATUS_DONT_HAVE, 0))
+            elif not await on_block(stream, cid, data):
+                return
+        await stream.close()
+
+    return handler
+
+
+async def honest(stream: INetStream, cid: str, data: bytes) -> bool:
+    await stream.write(_HEADER.pack(STATUS_BLOCK, len(data)) + data)
+    return True
+
+
+# --- the main path ------------------------------------------------------------------------
+
+
+async def test_ten_mb_sealed_blob_fetched_by_five_peers_at_once(tmp_path: Path) -> None:
+    keys = [generate_keypair() for _ in range(5)]
+    plaintext = os.urandom(10 * MB)
+    sealed = seal(plaintext, [public for _, public in keys])
+    async with open_network(tmp_path) as net:
+        publisher = await exchange_on(net, tmp_path / "publisher")
+        fetchers = [await exchange_on(net, tmp_path / f"fetcher{i}") for i in range(5)]
+        root = await publisher.publish(sealed)
+        assert root == build_file_dag(sealed)[0]
+        assert publisher.store.pins() == {root}
+        results: dict[int, bytes] = {}
+
+        async def fetch(index: int) -> None:
+            results[index] = await fetchers[index].fetch(
+                root, max_size=11 * MB, providers=[provider_of(publisher)], timeout_s=HANG_GUARD_S
+            )
+
+        async with trio.open_nursery() as nursery:
+            for index in range(5):
+                nursery.start_soon(fetch, index)
+        for index, (private, _) in enumerate(keys):
+            assert results[index] == sealed
+            assert open_envelope(results[index], private) == plaintext
+            assert_store_holds_exactly(fetchers[index].store, sealed)
+
+
+async def test_fetched_blob_is_served_onward_and_local_blocks_are_reused(tmp_path: Path) -> None:
+    blob = os.urandom(3 * CHUNK_SIZE + 100)
+    async with open_network(tmp_path) as net:
+        origin = await exchange_on(net, tmp_path / "origin")
+        relay = await exchange_on(net, tmp_path / "relay")
+        last = await exchange_on(net, tmp_path / "last")
+        root = await origin.publish(blob)
+        assert await relay.fetch(root, len(blob), providers=[provider_of(origin)], pin=True) == blob
+        assert relay.store.pins() == {root}
+        # The origin is not named: the relay alone must serve every block.
+        assert await last.fetch(root, len(blob), providers=[provider_of(relay)]) == blob
+        # Everything is local now: no provider is needed at all.
+        assert await last.fetch(root, len(blob)) == blob
+
+
+async def test_several_blobs_fetched_concurrently_by_one_node(tmp_path: Path) -> None:
+    blobs = [os.urandom(size) for size in (5000, 2 * CHUNK_SIZE + 1, 6 * CHUNK_SIZE)]
+    async with open_network(tmp_path) as net:
+        first = await exchange_on(net, tmp_path / "first")
+        second = await exchange_on(net, tmp_path / "second")
+        fetcher = await exchange_on(net, tmp_path / "fetcher")
+        roots = [await (first if i % 2 else second).publish(blob) for i, blob in enumerate(blobs)]
+        got: dict[str, bytes] = {}
+
+        async def fetch(root: str) -> None:
+            got[root] = await fetcher.fetch(
+                root,
+                10 * MB,
+                timeout_s=HANG_GUARD_S,
+                providers=[provider_of(first), provider_of(second)],
+            )
+
+        async with trio.open_nursery() as nursery:
+            for root in roots:
+                nursery.start_soon(fetch, root)
+        assert [got[root] for root in roots] == blobs
+
+
+async def test_providers_come_from_the_find_providers_callback(tmp_path: Path) -> None:
+    blob = os.urandom(2 * CHUNK_SIZE)
+    asked: list[str] = []
+    async with open_network(tmp_path) as net:
+        publisher = await exchange_on(net, tmp_path / "publisher")
+        publisher_info = PeerInfo(publisher.host.get_id(), publisher.host.get_addrs())
+
+        async def find_providers(cid: str) -> list[PeerInfo]:
+            asked.append(cid)
+            return [publisher_info]
+
+        fetcher = await exchange_on(net, tmp_path / "fetcher", find_providers=find_providers)
+        root = await publisher.publish(blob)
+        assert await fetcher.fetch(root, len(blob), timeout_s=HANG_GUARD_S) == blob
+        assert asked == [root]
+
+
+# --- malicious and failing providers ------------------------------------------------------
+
+
+def flip_last_byte(data: bytes) -> bytes:
+    return data[:-1] + bytes([data[-1] ^ 0x01])
+
+
+@pytest.mark.parametrize("lie", ["flipped byte", "padded block", "wrong root"])
+async def test_tampered_blocks_are_rejected_and_another_provider_serves(
+    tmp_path: Path, lie: str
+) -> None:
+    blob = os.urandom(4 * CHUNK_SIZE)
+    root, blocks = build_file_dag(blob)
+    by_cid = {block.cid: block.data for block in blocks}
+
+    async def tamper(stream: INetStream, cid: str, data: bytes) -> bool:
+        if lie == "flipped byte" and is_raw(cid):
+            data = flip_last_byte(data)
+        elif lie == "padded block" and is_raw(cid):
+            data = data + b"\x00"
+        elif lie == "wrong root" and cid == root:
+            data = by_cid[blocks[0].cid]
+        await stream.write(_HEADER.pack(STATUS_BLOCK, len(data)) + data)
+        return True
+
+    reported: list[tuple[PeerID, str]] = []
+    async with open_network(tmp_path) as net:
+        liar = await net.host(echo=False)
+        liar.set_stream_handler(PROTOCOL_ID, scripted_provider(by_cid, tamper))
+        publisher = await exchange_on(net, tmp_path / "publisher")
+        await publisher.publish(blob)
+        fetcher = await exchange_on(
+            net, tmp_path / "fetcher", on_bad_peer=lambda peer, why: reported.append((peer, why))
+        )
+        # The liar is listed first, so it is asked first.
+        providers = [host_multiaddrs(liar)[0], provider_of(publisher)]
+        got = await fetcher.fetch(root, len(blob), providers=providers, timeout_s=HANG_GUARD_S)
+        assert got == blob
+        assert [peer for peer, _ in reported] == [liar.get_id()]
+        assert "bad block" in reported[0][1] or "offered" in reported[0][1]
+        assert_store_holds_exactly(fetcher.store, blob)
+
+        # With the liar as the only provider the fetch fails, naming it.
+        alone = await exchange_on(net, tmp_path / "alone")
+        with pytest.raises(BlockUnavailableError, match=str(liar.get_id())):
+            await alone.fetch(
+                root, len(blob), providers=[host_multiaddrs(liar)[0]], timeout_s=HANG_GUARD_S
+            )
+        assert set(alone.store.cids()) <= {root}, "a block of the liar was stored"
+
+
+async def test_stalled_provider_is_dropped_after_the_read_timeout(tmp_path: Path) -> None:
+    blob = os.urandom(3 * CHUNK_SIZE)
+    root, blocks = build_file_dag(blob)
+    by_cid = {block.cid: block.data for block in blocks}
+    stalled = trio.Event()
+
+    async def stall(stream: INetStream, cid: str, data: bytes) -> bool:
+        if cid == root:
+            return await honest(stream, cid, data)
+        await stream.write(_HEADER.pack(STATUS_BLOCK, len(data)) + data[: len(data) // 2])
+        stalled.set()
+        await trio.sleep_forever()  # a paused writer that never closes or resets
+        return False
+
+    limits = ExchangeLimits(read_timeout_s=1.0)
+    async with open_network(tmp_path) as net:
+        staller = await net.host(echo=False)
+        staller.set_stream_handler(PROTOCOL_ID, scripted_provider(by_cid, stall))
+        publisher = await exchange_on(net, tmp_path / "publisher")
+        await publisher.publish(blob)
+        fetcher = await exchange_on(net, tmp_path / "fetcher", limits=limits)
+        providers = [host_multiaddrs(staller)[0], provider_of(publisher)]
+        assert (
+            await fetcher.fetch(root, len(blob), providers=providers, timeout_s=HANG_GUARD_S)
+            == blob
+        )
+        assert stalled.is_set()
+
+        # Only the staller: a clear error once the read timeout drops it.
+        alone = await exchange_on(net, tmp_path / "alone", limits=limits)
+        with pytest.raises(BlockUnavailableError, match="providers dropped.*TooSlow"):
+            await alone.fetch(
+                root, len(blob), providers=[host_multiaddrs(staller)[0]], timeout_s=HANG_GUARD_S
+            )
+        # And an overall deadline shorter than the read timeout ends the fetch on its own.
+        patient = await exchange_on(
+            net, tmp_path / "patient", limits=ExchangeLimits(read_timeout_s=HANG_GUARD_S)
+        )
+        with pytest.raises(FetchTimeoutError, match="did not finish within 1.0 s"):
+            await patient.fetch(
+                root, len(blob), providers=[host_multiaddrs(staller)[0]], timeout_s=1.0
+            )
+
+
+# A provider in its own process: serves the root, then half of the first leaf it is asked
+# for, says STALLED and waits to be killed.
+DYING_PROVIDER = """
+import random, sys, trio
+from pathlib import Path
+from node.blocks.exchange import _HEADER, PROTOCOL_ID, STATUS_BLOCK, decode_request
+from node.blocks.unixfs import build_file_dag
+from node.host import HostConfig, host_multiaddrs, open_host
+
+blob = random.Random(int(sys.argv[2])).randbytes(int(sys.argv[3]))
+root, blocks = build_file_dag(blob)
+by_cid = {b.cid: b.data for b in blocks}
+
+async def handler(stream):
+    raw = b""
+    while True:
+        try:
+            chunk = await stream.read(4096)
+        except Exception:
+            break
+        if not chunk:
+            break
+        raw += chunk
+    for cid in decode_request(raw[1 if raw[0] < 0x80 else 2 :], 64):
+        data = by_cid[cid]
+        if cid == root:
+            await stream.write(_HEADER.pack(STATUS_BLOCK, len(data)) + data)
+            continue
+        await stream.write(_HEADER.pack(STATUS_BLOCK, len(data)) + data[: len(data) // 2])
+        print("STALLED", flush=True)
+        await trio.sleep_forever()
+    await stream.close()
+
+async def main():
+    async with open_host(HostConfig(Path(sys.argv[1]))) as host:
+        host.set_stream_handler(PROTOCOL_ID, handler)
+        print("READY", host_multiaddrs(host)[0], root, flush=True)
+        await trio.sleep_forever()
+
+trio.run(main)
+"""
+
+
+async def fetch_into(
+    outcome: dict[str, object], fetcher: BlockExchange, root: str, size: int, providers: list[str]
+) -> None:
+    try:
+        outcome["blob"] = await fetcher.fetch(
+            root, size, providers=providers, timeout_s=HANG_GUARD_S
+        )
+    except BlockUnavailableError as exc:
+        outcome["error"] = exc
+
+
+class DyingProvider:
+    def __init__(self, tmp_path: Path, seed: int, size: int) -> None:
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                DYING_PROVIDER,
+                str(tmp_path / "dying.key"),
+                str(seed),
+                str(size),
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+
+    async def line(self) -> str:
+        assert self.process.stdout is not None
+        with trio.fail_after(HANG_GUARD_S):
+            text = await trio.to_thread.run_sync(self.process.stdout.readline)
+        assert text, "the provider process exited early"
+        return text.strip()
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+
+async def test_provider_killed_mid_transfer_does_not_hang_the_fetch(tmp_path: Path) -> None:
+    import random
+
+    size = 3 * CHUNK_SIZE + 7
+    blob = random.Random(7).randbytes(size)
+    # A long read timeout: only the kill can end the stalled request.
+    limits = ExchangeLimits(read_timeout_s=HANG_GUARD_S)
+    for with_backup in (True, False):
+        dying = DyingProvider(tmp_path, seed=7, size=size)
+        try:
+            ready, address, root = (await dying.line()).split()
+            assert ready == "READY"
+            async with open_network(tmp_path / str(with_backup)) as net:
+                backup = await exchange_on(net, tmp_path / f"backup{with_backup}")
+                assert await backup.publish(blob) == root
+                fetcher = await exchange_on(net, tmp_path / f"fetcher{with_backup}", limits=limits)
+                providers = [address, provider_of(backup)] if with_backup else [address]
+                outcome: dict[str, object] = {}
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(fetch_into, outcome, fetcher, root, size, providers)
+                    assert await dying.line() == "STALLED"
+                    assert not outcome, "the fetch ended while a request was stalled"
+                    dying.kill()
+            if with_backup:
+                assert outcome["blob"] == blob
+            else:
+                assert "providers dropped" in str(outcome["error"])
+        finally:
+            if dying.process.poll() is None:
+                dying.kill()
+
+
+# --- bounds -------------------------------------------------------------------------------
+
+
+class CountingStore(BlockStore):
+    """A block store that records which blocks the exchange served from it."""
+
+    served: list[str]
+
+    def get(self, cid: str) -> bytes:
+        self.served = [*getattr(self, "served", []), cid]
+        return super().get(cid)
+
+
+@pytest.mark.parametrize("size", [5000, 4 * CHUNK_SIZE])
+async def test_max_size_is_enforced_from_the_root_before_any_leaf(
+    tmp_path: Path, size: int
+) -> None:
+    blob = os.urandom(size)
+    async with open_network(tmp_path) as net:
+        host = await net.host(echo=False)
+        store = CountingStore(tmp_path / "publisher" / "blocks")
+        net.stack.callback(store.close)
+        publisher = await net.stack.enter_async_context(BlockExchange(host, store))
+        root = await publisher.publish(blob)
+        store.served = []
+        fetcher = await exchange_on(net, tmp_path / "fetcher")
+        with pytest.raises(BlobTooLargeError, match=f"{size} bytes, over max_size {size - 1}"):
+            await fetcher.fetch(
+                root, size - 1, providers=[provider_of(publisher)], timeout_s=HANG_GUARD_S
+            )
+        assert store.served == [root], "leaves were requested although the root was too large"
+        assert len(fetcher.store) == 0
+        assert await fetcher.fetch(root, size, providers=[provider_of(publisher)]) == blob
+
+
+async def test_unknown_cid_and_missing_providers_fail_clearly(tmp_path: Path) -> None:
+    unknown = cid_of(b"nobody has this")
+    async with open_network(tmp_path) as net:
+        publisher = await exchange_on(net, tmp_path / "publisher")
+        fetcher = await exchange_on(net, tmp_path / "fetcher", find_providers=lambda cid: [])
+        with trio.fail_after(HANG_GUARD_S):
+            with pytest.raises(
+                BlockUnavailableError, match=f"block {unknown} .* not available.*without it: \\['"
+            ):
+                await fetcher.fetch(unknown, MB, providers=[provider_of(publisher)])
+            with pytest.raises(BlockUnavailableError, match="no providers known"):
+                await fetcher.fetch(unknown, MB)
+            # A provider that is not listening any more.
+            async with open_host(HostConfig(tmp_path / "gone.key")) as gone:
+                gone_addr = host_multiaddrs(gone)[0]
+            with pytest.raises(BlockUnavailableError, match="providers dropped"):
+                await fetcher.fetch(unknown, MB, providers=[gone_addr])
+        with pytest.raises(ValueError, match="max_size"):
+            await fetcher.fetch(unknown, 0)
+        with pytest.raises(ValueError, match="/p2p/"):
+            await fetcher.fetch(unknown, MB, providers=["/ip4/127.0.0.1/tcp/1"])
+
+
+async def raw_request(host: IHost, server: IHost, payload: bytes) -> INetStream:
+    stream = await host.new_stream(server.get_id(), [PROTOCOL_ID])
+    await stream.write(payload)
+    return stream
+
+
+async def read_header(stream: INetStream) -> tuple[int, int]:
+    with trio.fail_after(HANG_GUARD_S):
+        header = await stream.read(_HEADER.size)
+    return _HEADER.unpack(header)
+
+
+async def assert_ended_by_server(stream: INetStream) -> None:
+    """The server sends nothing and ends the stream (reset or EOF) before the hang guard."""
+    with trio.fail_after(HANG_GUARD_S):
+        try:
+            data = await stream.read(1)
+        except Exception:  # reset or EOF: ended
+            return
+    assert data == b"", f"the server answered {data!r} instead of ending the stream"
+
+
+async def test_server_bounds_streams_requests_and_reads(tmp_path: Path) -> None:
+    blob = b"a small blob"
+    limits = ExchangeLimits(
+        max_streams_per_peer=1, read_timeout_s=0.5, max_cids_per_request=4, batch_size=4
+    )
+    async with open_network(tmp_path) as net:
+        server = await exchange_on(net, tmp_path / "server", limits=limits)
+        root = await server.publish(blob)
+        client = await net.host(echo=False)
+        await client.connect(PeerInfo(server.host.get_id(), server.host.get_addrs()))
+
+        # A request that never completes holds the peer's only slot...
+        silent = await raw_request(client, server.host, b"\x85")
+        await wait_until(lambda: server._serving_total == 1, "the server to take the request")
+        busy = await raw_request(client, server.host, encode_request([root]))
+        assert await read_header(busy) == (STATUS_BUSY, 0)
+        # ...until the server's read timeout resets it and frees the slot.
+        await assert_ended_by_server(silent)
+        ok = await raw_request(client, server.host, encode_request([root]))
+        assert await read_header(ok) == (STATUS_BLOCK, len(blob))
+
+        for hostile in (
+            b"\xff\xff\xff\x7f",  # a 268 MB frame announced
+            encode_request([root] * 5),  # more CIDs than the server answers
+            b"\x03abc",  # not msgpack
+            encode_request(["not a cid"]),
+        ):
+            stream = await raw_request(client, server.host, hostile)
+            await assert_ended_by_server(stream)
+        # The server still answers afterwards.
+        again = await raw_request(client, server.host, encode_request([root, cid_of(b"?")]))
+        assert await read_header(again) == (STATUS_BLOCK, len(blob))
+
+
+def test_request_codec_rejects_bad_requests() -> None:
+    good = cid_of(b"x")
+    frame = encode_request([good])
+    assert decode_request(frame[1:], max_cids=1) == [good]
+    for body, message in [
+        (b"\xc1", "not valid msgpack"),
+        (encode_request([])[1:], "non-empty 'want'"),
+        (encode_request([good, good])[2:], "asks for 2 CIDs, more than 1"),
+        (encode_request(["bafy"])[1:], "CID"),
+    ]:
+        with pytest.raises(Exception, match=message):
+            decode_request(body, max_cids=1)
+
+
+async def test_publish_through_the_dht_and_fetch_by_discovery(tmp_path: Path) -> None:
+    blob = os.urandom(CHUNK_SIZE + 1)
+    async with open_network(tmp_path) as net:
+        boot, boot_addr = await net.bootstrap()
+        publisher_peer = await net.peer(boot_addr)
+        fetcher_peer = await net.peer(boot_addr)
+        assert publisher_peer.discovery is not None and fetcher_peer.discovery is not None
+        # Join the DHT (bootstrap connection, routing tables) before providing.
+        assert await publisher_peer.discovery.connect_bootstrap() == 1
+        assert await fetcher_peer.discovery.connect_bootstrap() == 1
+        publisher_store = BlockStore(tmp_path / "publisher" / "blocks")
+        fetcher_store = BlockStore(tmp_path / "fetcher" / "blocks")
+        net.stack.callback(publisher_store.close)
+        net.stack.callback(fetcher_store.close)
+        publisher = await net.stack.enter_async_context(
+            BlockExchange(
+                publisher_peer.host, publisher_store, provide=publisher_peer.discovery.provide
+            )
+        )
+        fetcher = await net.stack.enter_async_context(
+            BlockExchange(
+                fetcher_peer.host,
+                fetcher_store,
+                find_providers=fetcher_peer.discovery.find_providers,
+            )
+        )
+        root = await publisher.publish(blob)
+        assert await fetcher.fetch(root, len(blob), timeout_s=HANG_GUARD_S) == blob
+        node = decode_file_node(fetcher_store.get(root))
+        assert node.file_size == len(blob)
