@@ -1,0 +1,162 @@
+"""Actions: what a machine asks the node runtime to do, as frozen dataclasses.
+
+The runtime executes the actions of one `handle()` call in order. `Persist` always comes
+first, so the state that records "sent" is on disk before anything is sent. Jobs
+(`DrawSortition`, `StartTraining`, `StartEvaluation`, `Aggregate`, `PrepareTaskData`)
+may run in a worker thread but must run in the order they were emitted; each answers with
+its event (`SortitionDrawn`, `TrainingDone`, ...) or `JobFailed`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from protocol.state.records import GlobalModel, Manifest, TxKind, Update
+
+
+@dataclass(frozen=True)
+class Action:
+    """Base class of all actions."""
+
+
+@dataclass(frozen=True)
+class SendTx(Action):
+    """Call the task contract. `args` are the call's arguments in ABI order, e.g.
+    `submitUpdate(round, commitment, nSamples)`; CREATE_TASK has none: the runtime takes
+    the task parameters and escrow from its config."""
+
+    kind: TxKind
+    round: int
+    args: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class Publish(Action):
+    """Base of the gossip publications; `wire_message` turns one into its wire form."""
+
+    round: int
+
+
+@dataclass(frozen=True)
+class PublishAnnouncement(Publish):
+    cid: str
+    n_samples: int
+
+
+@dataclass(frozen=True)
+class PublishCommitteeProof(Publish):
+    vrf_proof: bytes
+
+
+@dataclass(frozen=True)
+class PublishScores(Publish):
+    manifest: Manifest
+
+
+@dataclass(frozen=True)
+class Fetch(Action):
+    """Fetch a blob into the local block store; `providers` are chain addresses likely
+    to hold it (a hint next to the DHT's provider records)."""
+
+    cid: str
+    providers: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True)
+class DrawSortition(Action):
+    """Compute our VRF draw for the round (answer: SortitionDrawn)."""
+
+    round: int
+    seed: bytes
+
+
+@dataclass(frozen=True)
+class StartTraining(Action):
+    """Train locally from `base`, store the sealed update (answer: TrainingDone)."""
+
+    round: int
+    base: GlobalModel
+
+
+@dataclass(frozen=True)
+class StartEvaluation(Action):
+    """Evaluate `candidates` on the validation set (answer: EvaluationDone). The manifest
+    must list `workers` (every worker that submitted, in on-chain order, as the contract
+    checks); a worker without a candidate update (its blob could not be had) is rejected."""
+
+    round: int
+    workers: tuple[bytes, ...]
+    candidates: tuple[Update, ...]
+    validation_cid: str
+    base: GlobalModel
+
+
+@dataclass(frozen=True)
+class Aggregate(Action):
+    """Average the accepted updates of `round` into the next global model."""
+
+    round: int
+    updates: tuple[Update, ...]
+
+
+@dataclass(frozen=True)
+class PrepareTaskData(Action):
+    """Requester: seal the validation set for these members (answer: TaskDataReady)."""
+
+    workers: tuple[bytes, ...]
+    validators: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class SaveFinalModel(Action):
+    model: GlobalModel
+
+
+@dataclass(frozen=True)
+class Persist(Action):
+    """Write `persist.to_dict(machine)` now (atomically), before the actions after it."""
+
+
+@dataclass(frozen=True)
+class Log(Action):
+    level: str  # "debug" | "info" | "warning" | "error"
+    text: str
+
+
+def wire_message(publish: Publish, chain_id: int, task: bytes, sender: bytes) -> object:
+    """The `protocol.messages` gossip message for a Publish action."""
+    # Imported here so this package stays importable without protocol.messages.
+    from protocol import messages
+
+    if isinstance(publish, PublishAnnouncement):
+        return messages.ModelAnnouncement(
+            chain_id=chain_id,
+            task=task,
+            round=publish.round,
+            worker=sender,
+            cid=publish.cid,
+            n_samples=publish.n_samples,
+        )
+    if isinstance(publish, PublishCommitteeProof):
+        return messages.CommitteeProof(
+            chain_id=chain_id,
+            task=task,
+            round=publish.round,
+            validator=sender,
+            vrf_proof=publish.vrf_proof,
+        )
+    if isinstance(publish, PublishScores):
+        manifest = publish.manifest
+        return messages.EvaluationScores(
+            chain_id=chain_id,
+            task=task,
+            round=publish.round,
+            validator=sender,
+            workers=manifest.workers,
+            scores=manifest.scores,
+            accepts=manifest.accepts,
+            global_accuracy=manifest.global_accuracy,
+            salt=manifest.salt,
+        )
+    raise TypeError(f"no wire message for {type(publish).__name__}")

@@ -1,0 +1,213 @@
+"""Events: everything a round state machine learns, as frozen dataclasses.
+
+The node runtime turns chain logs, gossip messages, fetch results, finished jobs and
+transaction receipts into these and feeds them to `machine.handle(event)`. Time only
+enters through `Tick`; randomness (salts) only through `EvaluationDone`.
+
+Addresses are 20-byte `bytes`; scores and accuracies are fixed-point ints
+(`protocol.fixedpoint.SCALE`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocol.state.records import Job, Phase, Role, TxKind
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base class of all events."""
+
+
+# --- chain observations -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskCreated(Event):
+    """The registry created a task for `requester` at address `task`."""
+
+    task: bytes
+    requester: bytes
+
+
+@dataclass(frozen=True)
+class MemberJoined(Event):
+    member: bytes
+    role: Role
+
+
+@dataclass(frozen=True)
+class MemberLeft(Event):
+    member: bytes
+
+
+@dataclass(frozen=True)
+class TaskStarted(Event):
+    requester: bytes
+    validation_cid: str
+    initial_model_cid: str
+    workers: tuple[bytes, ...]
+    validators: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class RoundOpened(Event):
+    """A round started (the contract's RoundStarted); a phase is open while
+    `now < its deadline`."""
+
+    round: int
+    training_deadline: int
+    commit_deadline: int
+    reveal_deadline: int
+    seed: bytes
+
+
+@dataclass(frozen=True)
+class PhaseChanged(Event):
+    """The chain ended a phase early: `round` entered `phase` (COMMIT, REVEAL or
+    FINALIZING) at timestamp `at` (the Task contract's PhaseEndedEarly). The later
+    deadlines shift with it, as the contract computes them."""
+
+    round: int
+    phase: Phase
+    at: int
+
+
+@dataclass(frozen=True)
+class UpdateSubmitted(Event):
+    round: int
+    worker: bytes
+    commitment: bytes
+    n_samples: int
+
+
+@dataclass(frozen=True)
+class ManifestCommitted(Event):
+    round: int
+    validator: bytes
+
+
+@dataclass(frozen=True)
+class ManifestRevealed(Event):
+    round: int
+    validator: bytes
+
+
+@dataclass(frozen=True)
+class RoundFinalized(Event):
+    round: int
+    accepted: tuple[bytes, ...]
+    global_accuracy: int = 0
+
+
+@dataclass(frozen=True)
+class TaskTerminated(Event):
+    reason: str = ""
+
+
+# --- gossip ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AnnouncementReceived(Event):
+    """A validated ModelAnnouncement from the models topic (signer == worker)."""
+
+    round: int
+    worker: bytes
+    cid: str
+    n_samples: int
+
+
+# --- block fetches --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BlobFetched(Event):
+    cid: str
+
+
+@dataclass(frozen=True)
+class FetchFailed(Event):
+    cid: str
+    reason: str
+
+
+# --- jobs the runtime ran for us ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SortitionDrawn(Event):
+    """Our VRF draw for `round`: the proof when selected, None when not."""
+
+    round: int
+    vrf_proof: bytes | None
+
+
+@dataclass(frozen=True)
+class TrainingDone(Event):
+    """Local training finished; the encrypted update is stored locally under `cid`."""
+
+    round: int
+    cid: str
+    n_samples: int
+
+
+@dataclass(frozen=True)
+class EvaluationDone(Event):
+    """The manifest of our evaluation; `salt` is 32 fresh random bytes from the runtime."""
+
+    round: int
+    workers: tuple[bytes, ...]
+    scores: tuple[int, ...]
+    accepts: tuple[bool, ...]
+    global_accuracy: int
+    salt: bytes
+
+
+@dataclass(frozen=True)
+class TaskDataReady(Event):
+    """Requester: the validation set is sealed for the members and stored under the CID."""
+
+    validation_cid: str
+
+
+@dataclass(frozen=True)
+class JobFailed(Event):
+    round: int
+    job: Job
+    reason: str
+
+
+# --- transactions ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TxConfirmed(Event):
+    kind: TxKind
+    round: int
+
+
+@dataclass(frozen=True)
+class TxFailed(Event):
+    """A transaction reverted or could not be sent; `error_name` is the contract's error
+    name (e.g. "WrongPhase") or the client's."""
+
+    kind: TxKind
+    round: int
+    error_name: str
+
+
+# --- time and process life ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tick(Event):
+    """The time the contract compares deadlines with: the latest block's timestamp."""
+
+    now: int
+
+
+@dataclass(frozen=True)
+class Restarted(Event):
+    """The process restarted from persisted state: jobs and fetches in flight were lost."""

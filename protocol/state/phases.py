@@ -1,0 +1,574 @@
+"""The round state machine's shared rules: what every node tracks, and the table.
+
+A machine handles one event in four steps (`RoundMachine.handle`):
+
+1. drop it if it is late (an earlier round) or early (a later round; announcements for
+   the next round are kept until it opens);
+2. apply the rule `COMMON_RULES[(phase, type(event))]` (chain bookkeeping and phase
+   changes, the same for every role), then the role's own `RULES[(phase, type(event))]`;
+   a pair that is in neither table is ignored;
+3. move the phase on when the clock (`Tick`) passed its deadline;
+4. run the duties of the phase now reached (`DUTIES[phase]`): level-triggered checks
+   such as "the update is trained and not yet submitted → submit it". A duty marks what
+   it did in the state, so running it again emits nothing: this is what makes duplicate
+   events, replays after a restart and odd orderings harmless.
+
+If the persisted state changed, `Persist()` is put first in the returned actions.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
+
+from protocol.errors import ProtocolError
+from protocol.state.actions import Action, Aggregate, Fetch, Log, Persist, SendTx
+from protocol.state.commitments import UpdateCommitment, default_update_commitment
+from protocol.state.events import (
+    AnnouncementReceived,
+    BlobFetched,
+    Event,
+    FetchFailed,
+    JobFailed,
+    ManifestCommitted,
+    ManifestRevealed,
+    PhaseChanged,
+    Restarted,
+    RoundFinalized,
+    RoundOpened,
+    TaskStarted,
+    TaskTerminated,
+    Tick,
+    TxConfirmed,
+    TxFailed,
+    UpdateSubmitted,
+)
+from protocol.state.records import (
+    IN_ROUND,
+    PHASE_ORDER,
+    GlobalModel,
+    Phase,
+    Role,
+    TxKind,
+    TxStatus,
+    Update,
+)
+
+MAX_WORKERS = 256  # matches protocol.messages.MAX_WORKERS: bounds every per-worker table
+MAX_CIDS_PER_WORKER = 4  # announcements kept per worker before its commitment is seen
+MAX_EARLY_ANNOUNCEMENTS = MAX_WORKERS  # kept for a round that has not opened yet
+MAX_FETCH_ATTEMPTS = 3  # a blob is given up after this many FetchFailed
+
+NEXT_PHASE: dict[Phase, Phase] = {
+    Phase.TRAINING: Phase.COMMIT,
+    Phase.COMMIT: Phase.REVEAL,
+    Phase.REVEAL: Phase.FINALIZING,
+}
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A worker's on-chain submitUpdate."""
+
+    commitment: bytes
+    n_samples: int
+
+
+@dataclass(frozen=True)
+class PendingAggregation:
+    """Accepted updates of `round` waiting for their blobs; `helpers` (the committee
+    members who revealed) fetched them too, so they are likely providers."""
+
+    round: int
+    updates: tuple[Update, ...]
+    helpers: tuple[bytes, ...] = ()
+
+
+@dataclass
+class RoundView:
+    """What every node knows about its task and current round (persisted)."""
+
+    task: bytes | None = None
+    requester: bytes | None = None
+    phase: Phase = Phase.IDLE
+    round: int = 0
+    phase_since: int = 0
+    training_deadline: int = 0
+    commit_deadline: int = 0
+    reveal_deadline: int = 0
+    commit_duration: int = 0  # kept to shift the deadlines when a phase ends early
+    reveal_duration: int = 0
+    seed: bytes = b""
+    validation_cid: str | None = None
+    workers: tuple[bytes, ...] = ()
+    validators: tuple[bytes, ...] = ()
+    global_model: GlobalModel | None = None
+    # this round, from the chain
+    submissions: dict[bytes, Submission] = field(default_factory=dict)
+    committed: set[bytes] = field(default_factory=set)
+    revealed: set[bytes] = field(default_factory=set)
+    # this round, from gossip: unmatched announcements, and those matching a commitment
+    announced: dict[bytes, tuple[str, ...]] = field(default_factory=dict)
+    updates: dict[bytes, Update] = field(default_factory=dict)
+    early: list[AnnouncementReceived] = field(default_factory=list)
+    # our own transactions, keyed by tx_key(kind, round)
+    txs: dict[str, TxStatus] = field(default_factory=dict)
+    # blobs in the local store, being fetched, and failed fetches per CID
+    have: set[str] = field(default_factory=set)
+    fetching: set[str] = field(default_factory=set)
+    fetch_failures: dict[str, int] = field(default_factory=dict)
+    aggregation: PendingAggregation | None = None
+
+
+def tx_key(kind: TxKind, round: int) -> str:
+    return f"{kind.value}@{round}"
+
+
+def tx_round(key: str) -> int:
+    return int(key.rsplit("@", 1)[1])
+
+
+def short(address: bytes) -> str:
+    """An address as logs show it: 0x and the first 4 bytes."""
+    return "0x" + address[:4].hex()
+
+
+Rule = Callable[[Any, Any], list[Action]]
+"""(machine, event) -> actions; machine and event are the concrete types of the entry."""
+Duty = Callable[[Any], list[Action]]
+
+
+LocalState = TypeVar("LocalState")
+
+
+class RoundMachine(Generic[LocalState]):
+    """The base of the role machines: shared state, the dispatcher and shared duties.
+    `local` is the role's own state (a dataclass, persisted with the view)."""
+
+    role: ClassVar[Role]
+    RULES: ClassVar[Mapping[tuple[Phase, type[Event]], Rule]] = {}
+    DUTIES: ClassVar[Mapping[Phase, tuple[Duty, ...]]] = {}
+
+    def __init__(
+        self,
+        me: bytes,
+        task: bytes | None = None,
+        *,
+        update_commitment: UpdateCommitment = default_update_commitment,
+        finalize_after: int | None = None,
+    ) -> None:
+        """`me`: our chain address; `task`: the task contract's address (the requester
+        learns it from TaskCreated); `finalize_after`: seconds after the reveal phase
+        ends before we call finalizeRound ourselves if nobody did (None: never)."""
+        self.me = me
+        self.view = RoundView(task=task)
+        self.now = 0  # the last Tick; persisted but never a reason to Persist
+        self.update_commitment = update_commitment
+        self.finalize_after = finalize_after
+        self.local: LocalState = self._fresh_local()
+
+    # --- the dispatcher ----------------------------------------------------------------
+
+    def handle(self, event: Event) -> list[Action]:
+        before = copy.deepcopy(self._persisted())
+        actions = self._dispatch(event)
+        if self._persisted() != before:
+            actions.insert(0, Persist())
+        return actions
+
+    def _dispatch(self, event: Event) -> list[Action]:
+        if isinstance(event, Tick):
+            self.now = max(self.now, event.now)
+        if not self._admit(event):
+            return []
+        phase = self.view.phase
+        actions: list[Action] = []
+        for table in (COMMON_RULES, self.RULES):
+            rule = table.get((phase, type(event)))
+            if rule is not None:
+                actions += rule(self, event)
+        actions += self._advance_by_clock()
+        # aggregation first: the next round's duties may wait for the model it makes
+        for duty in (aggregate_when_fetched, *self.DUTIES.get(self.view.phase, ()), *LAST_DUTIES):
+            actions += duty(self)
+        return actions
+
+    def _admit(self, event: Event) -> bool:
+        """False for events of another round; early announcements are kept for later."""
+        event_round = getattr(event, "round", None)
+        view = self.view
+        if isinstance(event, AnnouncementReceived) and (
+            view.phase == Phase.IDLE or event.round == view.round + 1
+        ):
+            if len(view.early) < MAX_EARLY_ANNOUNCEMENTS and event not in view.early:
+                view.early.append(event)
+            return False
+        if event_round is None or isinstance(event, RoundOpened) or event_round == view.round:
+            return True
+        # before the first round our own setup transactions carry round 0
+        return view.phase == Phase.IDLE and isinstance(event, TxConfirmed | TxFailed)
+
+    def _advance_by_clock(self) -> list[Action]:
+        view = self.view
+        actions: list[Action] = []
+        while True:
+            deadline = {
+                Phase.TRAINING: view.training_deadline,
+                Phase.COMMIT: view.commit_deadline,
+                Phase.REVEAL: view.reveal_deadline,
+            }.get(view.phase)
+            if view.phase == Phase.REVEAL and view.committed <= view.revealed:
+                # as the contract: a reveal phase with nobody left to reveal is over
+                actions += self._enter(Phase.FINALIZING, "nothing left to reveal")
+            elif deadline is not None and self.now >= deadline:
+                actions += self._enter(NEXT_PHASE[view.phase], "deadline passed")
+            else:
+                return actions
+
+    def _enter(self, phase: Phase, reason: str) -> list[Action]:
+        """Move to a later phase (never back), with the one log line a change gets."""
+        view = self.view
+        if PHASE_ORDER[phase] <= PHASE_ORDER[view.phase]:
+            return []
+        old, view.phase, view.phase_since = view.phase, phase, self.now
+        return [Log("info", f"round {view.round}: {old} -> {phase} ({reason})")]
+
+    # --- state helpers used by the rules and duties ------------------------------------
+
+    def _persisted(self) -> tuple[object, ...]:
+        """The state a restart must get back (`now` excluded: ticks are not changes)."""
+        return (self.view, self.local)
+
+    def _fresh_local(self) -> LocalState:
+        raise NotImplementedError
+
+    def _new_round(self) -> None:
+        """Reset the role's per-round state (called when a round opens)."""
+        self.local = self._fresh_local()
+
+    def _on_restart(self) -> list[Action]:
+        """Forget the role's jobs in flight so the duties ask for them again."""
+        return []
+
+    def _wanted_blobs(self) -> dict[str, tuple[bytes, ...]]:
+        """CID -> provider hint of the blobs the role needs now (beyond aggregation)."""
+        return {}
+
+    def _tx_status(self, kind: TxKind) -> TxStatus | None:
+        return self.view.txs.get(tx_key(kind, self.view.round))
+
+    def _landed(self, kind: TxKind) -> bool:
+        return self._tx_status(kind) == TxStatus.CONFIRMED
+
+    def _send(self, kind: TxKind, *args: Any) -> list[Action]:
+        """The one place a transaction is sent; at most once per kind and round."""
+        key = tx_key(kind, self.view.round)
+        if key in self.view.txs:
+            return []
+        self.view.txs[key] = TxStatus.PENDING
+        return [SendTx(kind, self.view.round, tuple(args))]
+
+    def _update_commitment(self, cid: str, worker: bytes) -> bytes | None:
+        """The commitment of (cid, worker), or None when they cannot have one."""
+        try:
+            return self.update_commitment(cid, worker)
+        except ProtocolError:
+            return None
+
+    def _given_up(self, cid: str) -> bool:
+        return self.view.fetch_failures.get(cid, 0) >= MAX_FETCH_ATTEMPTS
+
+    def _resolved(self, cid: str) -> bool:
+        return cid in self.view.have or self._given_up(cid)
+
+    def _base_ready(self) -> bool:
+        """The global model to start from is available locally."""
+        view = self.view
+        return (
+            view.global_model is not None
+            and view.aggregation is None
+            and all(cid in view.have for cid in view.global_model.blob_cids)
+        )
+
+    def _base_wanted(self) -> dict[str, tuple[bytes, ...]]:
+        """The initial model's blob, while the global model is still the initial one."""
+        model = self.view.global_model
+        if model is None or model.updates:
+            return {}
+        return {model.initial_cid: self._requester_hint()}
+
+    def _requester_hint(self) -> tuple[bytes, ...]:
+        return (self.view.requester,) if self.view.requester else ()
+
+    def _record_announcement(self, event: AnnouncementReceived) -> None:
+        view = self.view
+        worker = event.worker
+        if worker in view.updates or (view.workers and worker not in view.workers):
+            return
+        cids = view.announced.get(worker, ())
+        if event.cid in cids or len(cids) >= MAX_CIDS_PER_WORKER:
+            return
+        view.announced[worker] = (*cids, event.cid)
+        self._match(worker)
+
+    def _match(self, worker: bytes) -> None:
+        """Pair a worker's on-chain commitment with the announced CID that opens it."""
+        view = self.view
+        submission = view.submissions.get(worker)
+        if submission is None:
+            return
+        for cid in view.announced.get(worker, ()):
+            if self._update_commitment(cid, worker) == submission.commitment:
+                view.updates[worker] = Update(worker, cid, submission.n_samples)
+                del view.announced[worker]
+                return
+
+
+# --- the common rules -------------------------------------------------------------------
+
+
+def _task_started(m: RoundMachine, e: TaskStarted) -> list[Action]:
+    view = m.view
+    if view.global_model is not None:
+        return []
+    view.requester = e.requester
+    view.validation_cid = e.validation_cid
+    view.workers = e.workers[:MAX_WORKERS]
+    view.validators = e.validators[:MAX_WORKERS]
+    view.global_model = GlobalModel(e.initial_model_cid)
+    return [Log("info", f"task started: {len(e.workers)} workers, {len(e.validators)} validators")]
+
+
+def _round_opened(m: RoundMachine, e: RoundOpened) -> list[Action]:
+    view = m.view
+    if view.phase != Phase.IDLE and e.round <= view.round:
+        return []  # a duplicate or an old round
+    actions: list[Action] = []
+    if view.phase in IN_ROUND:
+        actions.append(Log("warning", f"round {view.round} never finalized here; moving on"))
+    view.round = e.round
+    view.training_deadline = e.training_deadline
+    view.commit_deadline = e.commit_deadline
+    view.reveal_deadline = e.reveal_deadline
+    view.commit_duration = max(0, e.commit_deadline - e.training_deadline)
+    view.reveal_duration = max(0, e.reveal_deadline - e.commit_deadline)
+    view.seed = e.seed
+    view.submissions, view.committed, view.revealed = {}, set(), set()
+    view.announced, view.updates = {}, {}
+    view.txs = {key: s for key, s in view.txs.items() if tx_round(key) >= e.round}
+    keep = {*(view.global_model.blob_cids if view.global_model else ())}
+    keep |= {u.cid for u in view.aggregation.updates} if view.aggregation else set()
+    keep |= {view.validation_cid} if view.validation_cid else set()
+    view.have &= keep
+    view.fetching &= keep
+    view.fetch_failures = {c: n for c, n in view.fetch_failures.items() if c in keep}
+    early, view.early = view.early, []
+    m._new_round()
+    old, view.phase, view.phase_since = view.phase, Phase.TRAINING, m.now
+    actions.append(
+        Log(
+            "info",
+            f"round {e.round}: {old} -> training (opened: training until "
+            f"{e.training_deadline}, commit until {e.commit_deadline}, "
+            f"reveal until {e.reveal_deadline})",
+        )
+    )
+    for announcement in early:
+        if announcement.round == e.round:
+            m._record_announcement(announcement)
+    return actions
+
+
+def _update_submitted(m: RoundMachine, e: UpdateSubmitted) -> list[Action]:
+    view = m.view
+    if e.worker == m.me:
+        view.txs[tx_key(TxKind.SUBMIT_UPDATE, view.round)] = TxStatus.CONFIRMED
+    if e.worker in view.submissions or len(view.submissions) >= MAX_WORKERS:
+        return []
+    view.submissions[e.worker] = Submission(e.commitment, e.n_samples)
+    m._match(e.worker)
+    return []
+
+
+def _manifest_committed(m: RoundMachine, e: ManifestCommitted) -> list[Action]:
+    view = m.view
+    if e.validator == m.me:
+        view.txs[tx_key(TxKind.COMMIT_MANIFEST, view.round)] = TxStatus.CONFIRMED
+    if len(view.committed) < MAX_WORKERS:
+        view.committed.add(e.validator)
+    return m._enter(Phase.COMMIT, "a manifest was committed")
+
+
+def _manifest_revealed(m: RoundMachine, e: ManifestRevealed) -> list[Action]:
+    view = m.view
+    if e.validator == m.me:
+        view.txs[tx_key(TxKind.REVEAL_MANIFEST, view.round)] = TxStatus.CONFIRMED
+    if len(view.revealed) < MAX_WORKERS:
+        view.revealed.add(e.validator)
+    return m._enter(Phase.REVEAL, "a manifest was revealed")
+
+
+def _phase_changed(m: RoundMachine, e: PhaseChanged) -> list[Action]:
+    """Shift the deadlines as the contract does: the phase before `e.phase` ended at
+    `e.at` and the phases after it keep their durations."""
+    view = m.view
+    if e.phase not in NEXT_PHASE.values() or PHASE_ORDER[e.phase] < PHASE_ORDER[view.phase]:
+        return []
+    if e.phase == Phase.COMMIT:
+        view.training_deadline = e.at
+        view.commit_deadline = e.at + view.commit_duration
+        view.reveal_deadline = view.commit_deadline + view.reveal_duration
+    elif e.phase == Phase.REVEAL:
+        view.commit_deadline = e.at
+        view.reveal_deadline = e.at + view.reveal_duration
+    else:
+        view.reveal_deadline = e.at
+    return m._enter(e.phase, f"the previous phase ended early at {e.at}")
+
+
+def _round_finalized(m: RoundMachine, e: RoundFinalized) -> list[Action]:
+    view = m.view
+    actions = m._enter(Phase.FINALIZED, f"{len(e.accepted)} updates accepted")
+    updates = []
+    for worker in dict.fromkeys(e.accepted[:MAX_WORKERS]):
+        if worker in view.updates:
+            updates.append(view.updates[worker])
+        else:
+            actions.append(
+                Log("warning", f"accepted update of {short(worker)} was never announced to us")
+            )
+    if view.aggregation is not None:
+        actions.append(Log("warning", f"round {view.aggregation.round} never aggregated here"))
+    if updates:
+        view.aggregation = PendingAggregation(
+            view.round, tuple(updates), tuple(sorted(view.revealed))
+        )
+    else:
+        view.aggregation = None
+        actions.append(Log("info", f"round {view.round}: no update to average; model carries over"))
+    return actions
+
+
+def _task_terminated(m: RoundMachine, e: TaskTerminated) -> list[Action]:
+    return m._enter(Phase.TERMINATED, e.reason or "task terminated")
+
+
+def _announcement(m: RoundMachine, e: AnnouncementReceived) -> list[Action]:
+    m._record_announcement(e)
+    return []
+
+
+def _blob_fetched(m: RoundMachine, e: BlobFetched) -> list[Action]:
+    if e.cid in m.view.fetching:
+        m.view.fetching.discard(e.cid)
+        m.view.have.add(e.cid)
+    return []
+
+
+def _fetch_failed(m: RoundMachine, e: FetchFailed) -> list[Action]:
+    view = m.view
+    if e.cid not in view.fetching:
+        return []
+    view.fetching.discard(e.cid)
+    view.fetch_failures[e.cid] = view.fetch_failures.get(e.cid, 0) + 1
+    if m._given_up(e.cid):
+        return [Log("warning", f"giving up on blob {e.cid}: {e.reason}")]
+    return []
+
+
+def _tx_confirmed(m: RoundMachine, e: TxConfirmed) -> list[Action]:
+    key = tx_key(e.kind, e.round)
+    if key in m.view.txs:
+        m.view.txs[key] = TxStatus.CONFIRMED
+    return []
+
+
+def _tx_failed(m: RoundMachine, e: TxFailed) -> list[Action]:
+    key = tx_key(e.kind, e.round)
+    if m.view.txs.get(key) != TxStatus.PENDING:
+        return []
+    m.view.txs[key] = TxStatus.FAILED
+    return [Log("warning", f"{e.kind} for round {e.round} failed ({e.error_name}); not resent")]
+
+
+def _job_failed(m: RoundMachine, e: JobFailed) -> list[Action]:
+    return [Log("error", f"round {e.round}: {e.job} failed: {e.reason}")]
+
+
+def _restarted(m: RoundMachine, e: Restarted) -> list[Action]:
+    m.view.fetching.clear()
+    return [Log("info", f"resumed in round {m.view.round}, phase {m.view.phase}"), *m._on_restart()]
+
+
+def every(phases: Iterable[Phase], event: type[Event], rule: Rule) -> dict[Any, Rule]:
+    return {(phase, event): rule for phase in phases}
+
+
+ALL_PHASES = tuple(Phase)
+OPEN_PHASES = (*IN_ROUND, Phase.FINALIZED)  # a round is known and not terminated
+ROUND_PHASES = (*IN_ROUND,)  # a round is running
+
+COMMON_RULES: dict[tuple[Phase, type[Event]], Rule] = {
+    (Phase.IDLE, TaskStarted): _task_started,
+    **every((Phase.IDLE, *OPEN_PHASES), RoundOpened, _round_opened),
+    **every(OPEN_PHASES, UpdateSubmitted, _update_submitted),
+    **every(ROUND_PHASES, ManifestCommitted, _manifest_committed),
+    **every(ROUND_PHASES, ManifestRevealed, _manifest_revealed),
+    **every(ROUND_PHASES, PhaseChanged, _phase_changed),
+    **every(ROUND_PHASES, RoundFinalized, _round_finalized),
+    **every(ROUND_PHASES, AnnouncementReceived, _announcement),
+    **every((Phase.IDLE, *OPEN_PHASES), TaskTerminated, _task_terminated),
+    **every(ALL_PHASES, BlobFetched, _blob_fetched),
+    **every(ALL_PHASES, FetchFailed, _fetch_failed),
+    **every(ALL_PHASES, TxConfirmed, _tx_confirmed),
+    **every(ALL_PHASES, TxFailed, _tx_failed),
+    **every(ALL_PHASES, JobFailed, _job_failed),
+    **every(ALL_PHASES, Restarted, _restarted),
+}
+
+
+# --- the common duties (every phase, every role) ----------------------------------------
+
+
+def fetch_wanted_blobs(m: RoundMachine) -> list[Action]:
+    view = m.view
+    wanted = dict(m._wanted_blobs())
+    if view.aggregation is not None:
+        for update in view.aggregation.updates:
+            wanted[update.cid] = (update.worker, *view.aggregation.helpers)
+    actions: list[Action] = []
+    for cid, providers in wanted.items():
+        if cid not in view.have and cid not in view.fetching and not m._given_up(cid):
+            view.fetching.add(cid)
+            actions.append(Fetch(cid, providers))
+    return actions
+
+
+def aggregate_when_fetched(m: RoundMachine) -> list[Action]:
+    view = m.view
+    pending = view.aggregation
+    if pending is None or view.global_model is None:
+        return []
+    if not all(m._resolved(u.cid) for u in pending.updates):
+        return []
+    view.aggregation = None
+    fetched = tuple(u for u in pending.updates if u.cid in view.have)
+    if not fetched:
+        return [
+            Log("warning", f"round {pending.round}: no accepted blob fetched; model carries over")
+        ]
+    view.global_model = GlobalModel(view.global_model.initial_cid, pending.round, fetched)
+    return [Aggregate(pending.round, fetched)]
+
+
+def finalize_if_nobody_did(m: RoundMachine) -> list[Action]:
+    if m.view.phase != Phase.FINALIZING or m.finalize_after is None:
+        return []
+    if m.now - m.view.phase_since < m.finalize_after:
+        return []
+    return m._send(TxKind.FINALIZE_ROUND, m.view.round)
+
+
+LAST_DUTIES: tuple[Duty, ...] = (fetch_wanted_blobs, finalize_if_nobody_did)

@@ -1,0 +1,95 @@
+"""Small value types shared by events, actions and machines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+ADDRESS_LENGTH = 20
+SALT_LENGTH = 32
+
+
+class Role(StrEnum):
+    REQUESTER = "requester"
+    WORKER = "worker"
+    VALIDATOR = "validator"
+
+
+class Phase(StrEnum):
+    """Where the task is, as this node sees it. Within a round the order only moves
+    forward: TRAINING < COMMIT < REVEAL < FINALIZING < FINALIZED."""
+
+    IDLE = "idle"  # recruiting, or not started yet
+    TRAINING = "training"
+    COMMIT = "commit"
+    REVEAL = "reveal"
+    FINALIZING = "finalizing"  # reveal over; waiting for someone to call finalizeRound
+    FINALIZED = "finalized"  # round settled; waiting for the next round to open
+    TERMINATED = "terminated"
+
+
+PHASE_ORDER: dict[Phase, int] = {phase: index for index, phase in enumerate(Phase)}
+IN_ROUND: frozenset[Phase] = frozenset(
+    {Phase.TRAINING, Phase.COMMIT, Phase.REVEAL, Phase.FINALIZING}
+)
+
+
+class TxKind(StrEnum):
+    """The contract calls the machines send: at most one of each kind per round."""
+
+    CREATE_TASK = "createTask"
+    START_TASK = "start"
+    CANCEL_TASK = "cancel"
+    SUBMIT_UPDATE = "submitUpdate"
+    COMMIT_MANIFEST = "commitManifest"
+    REVEAL_MANIFEST = "revealManifest"
+    FINALIZE_ROUND = "finalizeRound"
+
+
+class TxStatus(StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    FAILED = "failed"
+
+
+class Job(StrEnum):
+    SORTITION = "sortition"
+    TRAINING = "training"
+    EVALUATION = "evaluation"
+    AGGREGATION = "aggregation"
+    TASK_DATA = "task_data"
+
+
+@dataclass(frozen=True)
+class Update:
+    """A worker's model update: its blob CID and its on-chain sample count."""
+
+    worker: bytes
+    cid: str
+    n_samples: int
+
+
+@dataclass(frozen=True)
+class GlobalModel:
+    """The current global model: the initial model, or the FedAvg of `updates`, the
+    accepted updates of round `after_round` (a round with none carries the model over)."""
+
+    initial_cid: str
+    after_round: int = 0
+    updates: tuple[Update, ...] = ()
+
+    @property
+    def blob_cids(self) -> tuple[str, ...]:
+        """The blobs a node needs locally to rebuild this model."""
+        return tuple(u.cid for u in self.updates) if self.updates else (self.initial_cid,)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validator's evaluation of one round, exactly as revealed on chain."""
+
+    workers: tuple[bytes, ...]
+    scores: tuple[int, ...]
+    accepts: tuple[bool, ...]
+    global_accuracy: int
+    salt: bytes

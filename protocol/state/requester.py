@@ -1,0 +1,176 @@
+"""The requester: create the task, start it once recruited (with the validation set
+sealed for the members), finalize rounds nobody finalized, keep the final model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from protocol.state.actions import Action, Log, PrepareTaskData, SaveFinalModel
+from protocol.state.commitments import UpdateCommitment, default_update_commitment
+from protocol.state.events import (
+    Event,
+    MemberJoined,
+    MemberLeft,
+    TaskCreated,
+    TaskDataReady,
+)
+from protocol.state.phases import MAX_WORKERS, Duty, RoundMachine, Rule
+from protocol.state.records import Phase, Role, TxKind, TxStatus
+
+
+@dataclass
+class RequesterState:
+    """Recruiting and the end of the task (persisted; kept across rounds)."""
+
+    members: dict[bytes, Role] = field(default_factory=dict)
+    data_requested: bool = False
+    validation_cid: str | None = None
+    final_saved: bool = False
+
+
+@dataclass(frozen=True)
+class Recruiting:
+    """When to start: once the minimums joined and either the maximums joined or
+    `start_after` (a timestamp) passed; cancel at `recruit_deadline` if not started."""
+
+    min_workers: int = 1
+    min_validators: int = 1
+    max_workers: int = MAX_WORKERS
+    max_validators: int = MAX_WORKERS
+    start_after: int = 0
+    recruit_deadline: int | None = None
+
+
+class RequesterMachine(RoundMachine[RequesterState]):
+    role: ClassVar[Role] = Role.REQUESTER
+
+    def __init__(
+        self,
+        me: bytes,
+        *,
+        recruiting: Recruiting = Recruiting(),
+        local_blobs: Iterable[str] = (),
+        task: bytes | None = None,
+        update_commitment: UpdateCommitment = default_update_commitment,
+        finalize_after: int | None = 0,
+    ) -> None:
+        """`local_blobs`: CIDs already in our block store (the initial model); `task`:
+        given when resuming a task created earlier."""
+        super().__init__(
+            me, task, update_commitment=update_commitment, finalize_after=finalize_after
+        )
+        self.recruiting = recruiting
+        self.view.have.update(local_blobs)
+
+    def _fresh_local(self) -> RequesterState:
+        return RequesterState()
+
+    def _new_round(self) -> None:
+        """Nothing of ours is per round."""
+
+    def _on_restart(self) -> list[Action]:
+        self.local.data_requested = self.local.validation_cid is not None
+        return []
+
+    def _members(self, role: Role) -> tuple[bytes, ...]:
+        return tuple(a for a, r in self.local.members.items() if r == role)
+
+    def _started(self) -> bool:
+        return self.view.global_model is not None
+
+
+# --- rules ------------------------------------------------------------------------------
+
+
+def _task_created(m: RequesterMachine, e: TaskCreated) -> list[Action]:
+    if m.view.task is not None or e.requester != m.me:
+        return []
+    m.view.task = e.task
+    return [Log("info", f"task created at 0x{e.task.hex()}; recruiting")]
+
+
+def _member_joined(m: RequesterMachine, e: MemberJoined) -> list[Action]:
+    if e.role != Role.REQUESTER and len(m.local.members) < 2 * MAX_WORKERS:
+        m.local.members[e.member] = e.role
+    return []
+
+
+def _member_left(m: RequesterMachine, e: MemberLeft) -> list[Action]:
+    m.local.members.pop(e.member, None)
+    return []
+
+
+def _task_data_ready(m: RequesterMachine, e: TaskDataReady) -> list[Action]:
+    if not m.local.data_requested or m.local.validation_cid is not None:
+        return []
+    m.local.validation_cid = e.validation_cid
+    m.view.have.add(e.validation_cid)
+    return []
+
+
+REQUESTER_RULES: dict[tuple[Phase, type[Event]], Rule] = {
+    (Phase.IDLE, TaskCreated): _task_created,
+    (Phase.IDLE, MemberJoined): _member_joined,
+    (Phase.IDLE, MemberLeft): _member_left,
+    (Phase.IDLE, TaskDataReady): _task_data_ready,
+}
+
+
+# --- duties -----------------------------------------------------------------------------
+
+
+def create_task(m: RequesterMachine) -> list[Action]:
+    if m.view.task is not None:
+        return []
+    return m._send(TxKind.CREATE_TASK)
+
+
+def prepare_task_data(m: RequesterMachine) -> list[Action]:
+    local, rules = m.local, m.recruiting
+    if m.view.task is None or m._started() or local.data_requested:
+        return []
+    if m._tx_status(TxKind.CANCEL_TASK) is not None:
+        return []
+    workers, validators = m._members(Role.WORKER), m._members(Role.VALIDATOR)
+    if len(workers) < rules.min_workers or len(validators) < rules.min_validators:
+        return []
+    full = len(workers) >= rules.max_workers and len(validators) >= rules.max_validators
+    if not full and m.now < rules.start_after:
+        return []
+    local.data_requested = True
+    return [PrepareTaskData(workers, validators)]
+
+
+def start_task(m: RequesterMachine) -> list[Action]:
+    cid = m.local.validation_cid
+    if cid is None or m._started():
+        return []
+    return m._send(TxKind.START_TASK, cid)
+
+
+def cancel_task(m: RequesterMachine) -> list[Action]:
+    deadline = m.recruiting.recruit_deadline
+    if deadline is None or m.now < deadline or m.view.task is None or m._started():
+        return []
+    if m._tx_status(TxKind.START_TASK) not in (None, TxStatus.FAILED):
+        return []  # a start is on its way
+    return m._send(TxKind.CANCEL_TASK)
+
+
+def save_final_model(m: RequesterMachine) -> list[Action]:
+    model = m.view.global_model
+    if model is None or m.view.aggregation is not None or m.local.final_saved:
+        return []
+    m.local.final_saved = True
+    return [SaveFinalModel(model)]
+
+
+REQUESTER_DUTIES: dict[Phase, tuple[Duty, ...]] = {
+    Phase.IDLE: (create_task, prepare_task_data, start_task, cancel_task),
+    Phase.TERMINATED: (save_final_model,),
+}
+
+RequesterMachine.RULES = REQUESTER_RULES
+RequesterMachine.DUTIES = REQUESTER_DUTIES

@@ -1,0 +1,242 @@
+"""The validator: draw sortition; when selected, fetch and evaluate the committed
+updates, commit the manifest before the commit deadline, reveal it after."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from protocol.errors import ProtocolError
+from protocol.fixedpoint import SCALE
+from protocol.state.actions import (
+    Action,
+    DrawSortition,
+    Log,
+    PublishCommitteeProof,
+    PublishScores,
+    StartEvaluation,
+)
+from protocol.state.commitments import (
+    ManifestCommitment,
+    UpdateCommitment,
+    default_manifest_commitment,
+    default_update_commitment,
+)
+from protocol.state.events import EvaluationDone, Event, JobFailed, SortitionDrawn
+from protocol.state.phases import Duty, RoundMachine, Rule, every
+from protocol.state.records import SALT_LENGTH, Job, Manifest, Phase, Role, TxKind
+
+
+@dataclass
+class ValidatorState:
+    """This round's committee work (persisted; reset when a round opens)."""
+
+    sortition_requested: bool = False
+    drawn: bool = False
+    vrf_proof: bytes | None = None  # set when selected
+    proof_published: bool = False
+    evaluation_requested: bool = False
+    manifest: Manifest | None = None
+    scores_published: bool = False
+
+
+class ValidatorMachine(RoundMachine[ValidatorState]):
+    role: ClassVar[Role] = Role.VALIDATOR
+
+    def __init__(
+        self,
+        me: bytes,
+        task: bytes,
+        *,
+        update_commitment: UpdateCommitment = default_update_commitment,
+        manifest_commitment: ManifestCommitment = default_manifest_commitment,
+        finalize_after: int | None = None,
+        evaluation_reserve: int | None = None,
+    ) -> None:
+        """`evaluation_reserve`: seconds before the commit deadline at which evaluation
+        starts with whatever updates are fetched by then (default: half the time from
+        the training deadline to the commit deadline)."""
+        super().__init__(
+            me, task, update_commitment=update_commitment, finalize_after=finalize_after
+        )
+        self.manifest_commitment = manifest_commitment
+        self.evaluation_reserve = evaluation_reserve
+
+    def _fresh_local(self) -> ValidatorState:
+        return ValidatorState()
+
+    def _on_restart(self) -> list[Action]:
+        local = self.local
+        local.sortition_requested = local.sortition_requested and local.drawn
+        local.evaluation_requested = local.evaluation_requested and local.manifest is not None
+        return []
+
+    def _is_member(self) -> bool:
+        return not self.view.validators or self.me in self.view.validators
+
+    def _selected(self) -> bool:
+        return self.local.vrf_proof is not None
+
+    def _wanted_blobs(self) -> dict[str, tuple[bytes, ...]]:
+        view = self.view
+        if not self._is_member() or view.validation_cid is None:
+            return {}
+        wanted = {view.validation_cid: self._requester_hint()}
+        wanted |= self._base_wanted()
+        evaluating = self.local.evaluation_requested or self.local.manifest is not None
+        if self._selected() and not evaluating and view.phase in (Phase.TRAINING, Phase.COMMIT):
+            wanted |= {u.cid: (u.worker,) for u in view.updates.values()}
+        return wanted
+
+    def _evaluation_cutoff(self) -> int:
+        view = self.view
+        reserve = self.evaluation_reserve
+        if reserve is None:
+            reserve = max(0, view.commit_deadline - view.training_deadline) // 2
+        return view.commit_deadline - reserve
+
+    def _manifest_problem(self, e: EvaluationDone) -> str | None:
+        """Why an evaluation result cannot be committed, or None."""
+        if not self._selected() or not self.local.evaluation_requested:
+            return "no evaluation was asked for"
+        if not len(e.workers) == len(e.scores) == len(e.accepts):
+            return "workers, scores and accepts differ in length"
+        if e.workers != tuple(self.view.submissions):
+            return "the workers are not exactly the submitters in on-chain order"
+        if not 0 <= e.global_accuracy <= SCALE:
+            return f"global accuracy {e.global_accuracy} is outside 0..{SCALE}"
+        if len(e.salt) != SALT_LENGTH:
+            return f"salt has {len(e.salt)} bytes, not {SALT_LENGTH}"
+        return None
+
+
+# --- rules ------------------------------------------------------------------------------
+
+
+def _sortition_drawn(m: ValidatorMachine, e: SortitionDrawn) -> list[Action]:
+    if m.local.drawn:
+        return []
+    m.local.drawn = True
+    m.local.vrf_proof = e.vrf_proof
+    if e.vrf_proof is None:
+        return [Log("info", f"round {e.round}: not selected for the committee; idle")]
+    return [Log("info", f"round {e.round}: selected for the committee")]
+
+
+def _evaluation_done(m: ValidatorMachine, e: EvaluationDone) -> list[Action]:
+    if m.local.manifest is not None:
+        return []
+    problem = m._manifest_problem(e)
+    if problem is not None:
+        return [Log("error", f"round {e.round}: evaluation result dropped: {problem}")]
+    m.local.manifest = Manifest(e.workers, e.scores, e.accepts, e.global_accuracy, e.salt)
+    return []
+
+
+def _too_late(m: ValidatorMachine, e: SortitionDrawn | EvaluationDone) -> list[Action]:
+    return [Log("warning", f"round {e.round}: {type(e).__name__} came after the commit phase")]
+
+
+def _job_failed(m: ValidatorMachine, e: JobFailed) -> list[Action]:
+    if e.job == Job.SORTITION:
+        m.local.sortition_requested = False
+    elif e.job == Job.EVALUATION:
+        m.local.evaluation_requested = False
+    return []
+
+
+AFTER_COMMIT = (Phase.REVEAL, Phase.FINALIZING, Phase.FINALIZED)
+
+VALIDATOR_RULES: dict[tuple[Phase, type[Event]], Rule] = {
+    **every((Phase.TRAINING, Phase.COMMIT), SortitionDrawn, _sortition_drawn),
+    **every(AFTER_COMMIT, SortitionDrawn, _too_late),
+    (Phase.COMMIT, EvaluationDone): _evaluation_done,
+    **every(AFTER_COMMIT, EvaluationDone, _too_late),
+    **every((Phase.TRAINING, Phase.COMMIT), JobFailed, _job_failed),
+}
+
+
+# --- duties -----------------------------------------------------------------------------
+
+
+def draw_sortition(m: ValidatorMachine) -> list[Action]:
+    local = m.local
+    if local.drawn or local.sortition_requested or not m._is_member():
+        return []
+    local.sortition_requested = True
+    return [DrawSortition(m.view.round, m.view.seed)]
+
+
+def publish_committee_proof(m: ValidatorMachine) -> list[Action]:
+    proof = m.local.vrf_proof
+    if proof is None or m.local.proof_published:
+        return []
+    m.local.proof_published = True
+    return [PublishCommitteeProof(m.view.round, proof)]
+
+
+def start_evaluation(m: ValidatorMachine) -> list[Action]:
+    """Once every committed update is fetched or given up (or the cutoff came)."""
+    view, local = m.view, m.local
+    if not m._selected() or local.evaluation_requested or local.manifest is not None:
+        return []
+    base, validation_cid = view.global_model, view.validation_cid
+    if base is None or validation_cid is None or validation_cid not in view.have:
+        return []
+    if not m._base_ready():
+        return []
+    workers = tuple(view.submissions)
+    matched = [view.updates.get(worker) for worker in workers]
+    all_resolved = all(u is not None and m._resolved(u.cid) for u in matched)
+    if not all_resolved and m.now < m._evaluation_cutoff():
+        return []
+    candidates = tuple(u for u in matched if u is not None and u.cid in view.have)
+    local.evaluation_requested = True
+    actions: list[Action] = [StartEvaluation(view.round, workers, candidates, validation_cid, base)]
+    if len(candidates) < len(workers):
+        missing = len(workers) - len(candidates)
+        actions.append(Log("warning", f"round {view.round}: {missing} committed updates not had"))
+    return actions
+
+
+def commit_manifest(m: ValidatorMachine) -> list[Action]:
+    manifest, proof = m.local.manifest, m.local.vrf_proof
+    if manifest is None or proof is None or m.view.task is None:
+        return []
+    if m._tx_status(TxKind.COMMIT_MANIFEST) is not None:
+        return []
+    try:
+        commitment = m.manifest_commitment(m.view.task, m.view.round, m.me, manifest)
+    except ProtocolError as problem:
+        m.local.manifest = None  # never committable; keeps this from repeating
+        return [Log("error", f"round {m.view.round}: manifest not committed: {problem}")]
+    return m._send(TxKind.COMMIT_MANIFEST, m.view.round, commitment, proof)
+
+
+def reveal_manifest(m: ValidatorMachine) -> list[Action]:
+    manifest = m.local.manifest
+    if manifest is None or not m._landed(TxKind.COMMIT_MANIFEST):
+        return []
+    actions = m._send(
+        TxKind.REVEAL_MANIFEST,
+        m.view.round,
+        manifest.workers,
+        manifest.scores,
+        manifest.accepts,
+        manifest.global_accuracy,
+        manifest.salt,
+    )
+    if actions and not m.local.scores_published:
+        m.local.scores_published = True
+        actions.append(PublishScores(m.view.round, manifest))
+    return actions
+
+
+VALIDATOR_DUTIES: dict[Phase, tuple[Duty, ...]] = {
+    Phase.TRAINING: (draw_sortition, publish_committee_proof),
+    Phase.COMMIT: (draw_sortition, publish_committee_proof, start_evaluation, commit_manifest),
+    Phase.REVEAL: (reveal_manifest,),
+}
+
+ValidatorMachine.RULES = VALIDATOR_RULES
+ValidatorMachine.DUTIES = VALIDATOR_DUTIES

@@ -1,0 +1,216 @@
+"""WorkerMachine, phase by phase."""
+
+from __future__ import annotations
+
+from protocol.manifest import update_commitment
+from protocol.state import GlobalModel, Phase, TxKind, Update, WorkerMachine
+from protocol.state.actions import (
+    Action,
+    Aggregate,
+    Fetch,
+    Persist,
+    PublishAnnouncement,
+    SendTx,
+    StartTraining,
+)
+from protocol.state.events import (
+    BlobFetched,
+    FetchFailed,
+    JobFailed,
+    ManifestCommitted,
+    ManifestRevealed,
+    Restarted,
+    RoundFinalized,
+    Tick,
+    TrainingDone,
+    TxConfirmed,
+    TxFailed,
+)
+from protocol.state.persist import from_dict, to_dict
+from protocol.state.phases import MAX_FETCH_ATTEMPTS
+from protocol.state.records import Job
+
+from .helpers import (
+    INITIAL_CID,
+    REQUESTER,
+    TASK,
+    VALIDATORS,
+    WORKERS,
+    announced,
+    deadlines,
+    feed,
+    logs,
+    only,
+    opened,
+    started,
+    submitted,
+    txs,
+    update_cid,
+)
+
+ME, OTHER, THIRD = WORKERS
+MY_CID = update_cid(ME, 1)
+
+
+def training_worker() -> WorkerMachine:
+    """A worker in round 1 that has been asked to train from the initial model."""
+    worker = WorkerMachine(ME, TASK)
+    feed(worker, started(), opened(1), BlobFetched(INITIAL_CID))
+    assert worker.local.training_requested
+    return worker
+
+
+def test_a_round_from_the_initial_model_to_the_next_global_model() -> None:
+    worker = WorkerMachine(ME, TASK)
+    actions = feed(worker, started(), opened(1))
+    assert only(actions, Fetch) == [Fetch(INITIAL_CID, (REQUESTER,))]
+    assert not only(actions, StartTraining)  # the initial model is not here yet
+
+    actions = worker.handle(BlobFetched(INITIAL_CID))
+    assert only(actions, StartTraining) == [StartTraining(1, GlobalModel(INITIAL_CID))]
+
+    actions = worker.handle(TrainingDone(1, MY_CID, 120))
+    submit = SendTx(TxKind.SUBMIT_UPDATE, 1, (1, update_commitment(MY_CID, ME), 120))
+    assert txs(actions) == [submit]
+    assert actions.index(Persist()) < actions.index(submit)  # "sent" is on disk first
+    assert not only(actions, PublishAnnouncement)  # not before the commitment is on chain
+
+    actions = worker.handle(TxConfirmed(TxKind.SUBMIT_UPDATE, 1))
+    assert only(actions, PublishAnnouncement) == [PublishAnnouncement(1, MY_CID, 120)]
+
+    feed(worker, submitted(ME, 1, 120), submitted(OTHER, 1, 80), announced(OTHER, 1, 80))
+    training_end, commit_end, _ = deadlines(1)
+    actions = worker.handle(Tick(training_end))
+    assert worker.view.phase == Phase.COMMIT
+    assert "round 1: training -> commit (deadline passed)" in logs(actions, "info")
+    # announced once more for validators that joined or restarted since
+    assert only(actions, PublishAnnouncement) == [PublishAnnouncement(1, MY_CID, 120)]
+
+    feed(worker, ManifestCommitted(1, VALIDATORS[0]), Tick(commit_end))
+    assert worker.view.phase == Phase.REVEAL
+    actions = worker.handle(ManifestRevealed(1, VALIDATORS[0]))
+    assert worker.view.phase == Phase.FINALIZING  # everyone who committed revealed
+
+    actions = worker.handle(RoundFinalized(1, (ME, OTHER)))
+    other_cid = update_cid(OTHER, 1)
+    assert only(actions, Fetch) == [Fetch(other_cid, (OTHER, VALIDATORS[0]))]
+    assert not only(actions, Aggregate)
+    actions = worker.handle(BlobFetched(other_cid))
+    expected = (Update(ME, MY_CID, 120), Update(OTHER, other_cid, 80))
+    assert only(actions, Aggregate) == [Aggregate(1, expected)]
+
+    actions = worker.handle(opened(2))
+    assert only(actions, StartTraining) == [StartTraining(2, GlobalModel(INITIAL_CID, 1, expected))]
+    assert not txs(actions)
+
+
+def test_the_next_round_trains_only_after_the_last_one_is_averaged() -> None:
+    worker = training_worker()
+    feed(worker, TrainingDone(1, MY_CID, 100), TxConfirmed(TxKind.SUBMIT_UPDATE, 1))
+    feed(worker, submitted(ME, 1), submitted(OTHER, 1), announced(OTHER, 1))
+    # finalizeRound settles round 1 and opens round 2 in one transaction
+    actions = feed(worker, RoundFinalized(1, (ME, OTHER)), opened(2))
+    assert not only(actions, StartTraining)
+    actions = worker.handle(BlobFetched(update_cid(OTHER, 1)))
+    aggregate, start = only(actions, Aggregate)[0], only(actions, StartTraining)[0]
+    assert actions.index(aggregate) < actions.index(start)
+    assert start.base == GlobalModel(INITIAL_CID, 1, aggregate.updates)
+
+
+def test_training_that_finishes_after_the_deadline_is_not_submitted() -> None:
+    worker = training_worker()
+    worker.handle(Tick(deadlines(1)[0]))
+    actions = worker.handle(TrainingDone(1, MY_CID, 100))
+    assert not txs(actions)
+    assert any("after its deadline" in text for text in logs(actions, "warning"))
+
+
+def test_a_failed_submission_is_reported_and_never_sent_again() -> None:
+    worker = training_worker()
+    assert len(txs(worker.handle(TrainingDone(1, MY_CID, 100)))) == 1
+    actions = worker.handle(TxFailed(TxKind.SUBMIT_UPDATE, 1, "WrongPhase"))
+    assert logs(actions, "warning") == ["submitUpdate for round 1 failed (WrongPhase); not resent"]
+    almost = deadlines(1)[0] - 1
+    again = feed(worker, TrainingDone(1, MY_CID, 100), Tick(almost), Restarted(), Tick(almost))
+    assert not txs(again)
+    assert not only(again, PublishAnnouncement)
+
+
+def test_a_restarted_worker_that_already_submitted_does_not_submit_again() -> None:
+    worker = training_worker()
+    worker.handle(TrainingDone(1, MY_CID, 100))  # sent; the process dies before the receipt
+    restored = from_dict(to_dict(worker))
+    actions = feed(restored, Restarted())
+    actions += feed(restored, TrainingDone(1, MY_CID, 100), submitted(ME, 1))
+    assert not txs(actions)
+    assert not only(actions, StartTraining)
+    # the chain shows it landed: the announcement goes out once
+    assert only(actions, PublishAnnouncement) == [PublishAnnouncement(1, MY_CID, 100)]
+
+
+def test_a_restart_during_training_asks_for_the_training_again() -> None:
+    worker = training_worker()
+    restored = from_dict(to_dict(worker))
+    actions = restored.handle(Restarted())
+    assert only(actions, StartTraining) == [StartTraining(1, GlobalModel(INITIAL_CID))]
+
+
+def test_a_failed_training_job_is_retried_while_the_phase_lasts() -> None:
+    worker = training_worker()
+    actions = worker.handle(JobFailed(1, Job.TRAINING, "out of memory"))
+    assert logs(actions, "error") == ["round 1: training failed: out of memory"]
+    assert len(only(actions, StartTraining)) == 1
+
+
+def test_events_of_a_past_round_are_ignored() -> None:
+    worker = training_worker()
+    feed(worker, RoundFinalized(1, ()), opened(2))
+    for late in (
+        TrainingDone(1, MY_CID, 100),
+        TxConfirmed(TxKind.SUBMIT_UPDATE, 1),
+        submitted(OTHER, 1),
+        announced(OTHER, 1),
+        RoundFinalized(1, (OTHER,)),
+        opened(1),
+    ):
+        assert worker.handle(late) == [], late
+    assert worker.view.round == 2
+
+
+def test_a_worker_not_in_the_task_stays_idle() -> None:
+    worker = WorkerMachine(ME, TASK)
+    actions = feed(worker, started(workers=(OTHER, THIRD)), opened(1), BlobFetched(INITIAL_CID))
+    assert not only(actions, Fetch) and not only(actions, StartTraining)
+    assert not txs(feed(worker, TrainingDone(1, MY_CID, 100)))
+
+
+def test_a_round_without_accepted_updates_carries_the_model_over() -> None:
+    worker = training_worker()
+    feed(worker, TrainingDone(1, MY_CID, 100), submitted(ME, 1))
+    actions = worker.handle(RoundFinalized(1, ()))
+    assert not only(actions, Aggregate)
+    assert "round 1: no update to average; model carries over" in logs(actions, "info")
+    actions = worker.handle(opened(2))
+    assert only(actions, StartTraining) == [StartTraining(2, GlobalModel(INITIAL_CID))]
+
+
+def test_an_accepted_update_nobody_announced_is_left_out_of_the_average() -> None:
+    worker = training_worker()
+    feed(worker, TrainingDone(1, MY_CID, 100), submitted(ME, 1), submitted(OTHER, 1))
+    actions = worker.handle(RoundFinalized(1, (ME, OTHER)))
+    assert any("never announced" in text for text in logs(actions, "warning"))
+    assert only(actions, Aggregate) == [Aggregate(1, (Update(ME, MY_CID, 100),))]
+
+
+def test_an_accepted_blob_that_cannot_be_fetched_is_retried_then_left_out() -> None:
+    worker = training_worker()
+    feed(worker, TrainingDone(1, MY_CID, 100), submitted(ME, 1))
+    feed(worker, submitted(OTHER, 1), announced(OTHER, 1))
+    other_cid = update_cid(OTHER, 1)
+    fetches = only(worker.handle(RoundFinalized(1, (ME, OTHER))), Fetch)
+    actions: list[Action] = []
+    for _ in range(MAX_FETCH_ATTEMPTS):
+        actions = worker.handle(FetchFailed(other_cid, "no provider"))
+        fetches += only(actions, Fetch)
+    assert [f.cid for f in fetches] == [other_cid] * MAX_FETCH_ATTEMPTS
+    assert only(actions, Aggregate) == [Aggregate(1, (Update(ME, MY_CID, 100),))]
