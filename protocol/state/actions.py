@@ -33,7 +33,7 @@ class SendTx(Action):
 
 @dataclass(frozen=True)
 class Publish(Action):
-    """Base of the gossip publications; `wire_message` turns one into its wire form."""
+    """Base of the gossip publications; `wire.wire_message` makes the gossip message."""
 
     round: int
 
@@ -122,41 +122,3 @@ class Persist(Action):
 class Log(Action):
     level: str  # "debug" | "info" | "warning" | "error"
     text: str
-
-
-def wire_message(publish: Publish, chain_id: int, task: bytes, sender: bytes) -> object:
-    """The `protocol.messages` gossip message for a Publish action."""
-    # Imported here so this package stays importable without protocol.messages.
-    from protocol import messages
-
-    if isinstance(publish, PublishAnnouncement):
-        return messages.ModelAnnouncement(
-            chain_id=chain_id,
-            task=task,
-            round=publish.round,
-            worker=sender,
-            cid=publish.cid,
-            n_samples=publish.n_samples,
-        )
-    if isinstance(publish, PublishCommitteeProof):
-        return messages.CommitteeProof(
-            chain_id=chain_id,
-            task=task,
-            round=publish.round,
-            validator=sender,
-            vrf_proof=publish.vrf_proof,
-        )
-    if isinstance(publish, PublishScores):
-        manifest = publish.manifest
-        return messages.EvaluationScores(
-            chain_id=chain_id,
-            task=task,
-            round=publish.round,
-            validator=sender,
-            workers=manifest.workers,
-            scores=manifest.scores,
-            accepts=manifest.accepts,
-            global_accuracy=manifest.global_accuracy,
-            salt=manifest.salt,
-        )
-    raise TypeError(f"no wire message for {type(publish).__name__}")

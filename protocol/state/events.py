@@ -167,9 +167,12 @@ class EvaluationDone(Event):
 
 @dataclass(frozen=True)
 class TaskDataReady(Event):
-    """Requester: the validation set is sealed for the members and stored under the CID."""
+    """Requester: the validation set is sealed for these members (as asked by
+    PrepareTaskData) and stored under `validation_cid`."""
 
     validation_cid: str
+    workers: tuple[bytes, ...]
+    validators: tuple[bytes, ...]
 
 
 @dataclass(frozen=True)

@@ -92,20 +92,37 @@ def _task_created(m: RequesterMachine, e: TaskCreated) -> list[Action]:
 
 
 def _member_joined(m: RequesterMachine, e: MemberJoined) -> list[Action]:
-    if e.role != Role.REQUESTER and len(m.local.members) < 2 * MAX_WORKERS:
-        m.local.members[e.member] = e.role
-    return []
+    if e.role == Role.REQUESTER or m.local.members.get(e.member) == e.role:
+        return []
+    if len(m.local.members) >= 2 * MAX_WORKERS:
+        return []
+    m.local.members[e.member] = e.role
+    return _members_changed(m)
 
 
 def _member_left(m: RequesterMachine, e: MemberLeft) -> list[Action]:
-    m.local.members.pop(e.member, None)
-    return []
+    if m.local.members.pop(e.member, None) is None:
+        return []
+    return _members_changed(m)
+
+
+def _members_changed(m: RequesterMachine) -> list[Action]:
+    """The validation set is sealed for the members: prepare it again for the new ones,
+    unless the start is already on its way."""
+    local = m.local
+    if not local.data_requested or m._tx_status(TxKind.START_TASK) is not None:
+        return []
+    local.data_requested, local.validation_cid = False, None
+    return [Log("info", "members changed; sealing the validation set again")]
 
 
 def _task_data_ready(m: RequesterMachine, e: TaskDataReady) -> list[Action]:
-    if not m.local.data_requested or m.local.validation_cid is not None:
+    local = m.local
+    if not local.data_requested or local.validation_cid is not None:
         return []
-    m.local.validation_cid = e.validation_cid
+    if (e.workers, e.validators) != (m._members(Role.WORKER), m._members(Role.VALIDATOR)):
+        return []  # sealed for members who have changed since
+    local.validation_cid = e.validation_cid
     m.view.have.add(e.validation_cid)
     return []
 
