@@ -1,9 +1,25 @@
 """The task/round state machine: pure, table-driven, no I/O (design §3).
 
 One machine per role and task: `WorkerMachine`, `ValidatorMachine`, `RequesterMachine`.
-The node runtime feeds it events (`events.py`) and executes the actions it returns
-(`actions.py`); `phases.py` holds the rules; `persist.py` turns a machine into a dict
-and back so a restarted node resumes where it was.
+`machine.handle(event) -> list[Action]`; `phases.py` holds the rules (a table keyed by
+(phase, event type)) and the per-phase duties; `persist.py` turns a machine into a dict
+and back.
+
+What the node runtime must do to drive one:
+
+- feed chain logs in chain order, mapped to events: Registry.TaskCreated -> TaskCreated,
+  MemberJoined/MemberLeft, TaskStarted (+ members() and the initial model CID),
+  RoundStarted -> RoundOpened, PhaseEndedEarly -> PhaseChanged, UpdateSubmitted,
+  ManifestCommitted, ManifestRevealed, WorkerSettled... + RoundFinalized -> RoundFinalized
+  (with the accepted workers), TaskTerminated;
+- after the logs of a block, `Tick(block.timestamp)`: the machine's clock is the chain's,
+  so "the deadline passed" means the same thing to it as to the contract;
+- execute the returned actions in order (`Persist` is always first: write
+  `persist.to_dict(machine)` atomically before sending anything); answer each job and
+  fetch with its event, each SendTx with TxConfirmed or TxFailed (a machine never resends;
+  retry transport errors below it, where the nonce is known);
+- on start-up from a saved dict: `persist.from_dict(data, **options)`, then `Restarted()`,
+  which asks again for the jobs and fetches that died with the old process.
 """
 
 from protocol.state.phases import RoundMachine, RoundView

@@ -66,9 +66,8 @@ class ValidatorMachine(RoundMachine[ValidatorState]):
         return ValidatorState()
 
     def _on_restart(self) -> list[Action]:
-        local = self.local
-        local.sortition_requested = local.sortition_requested and local.drawn
-        local.evaluation_requested = local.evaluation_requested and local.manifest is not None
+        self.local.sortition_requested = False
+        self.local.evaluation_requested = False
         return []
 
     def _is_member(self) -> bool:
@@ -194,8 +193,13 @@ def start_evaluation(m: ValidatorMachine) -> list[Action]:
     local.evaluation_requested = True
     actions: list[Action] = [StartEvaluation(view.round, workers, candidates, validation_cid, base)]
     if len(candidates) < len(workers):
-        missing = len(workers) - len(candidates)
-        actions.append(Log("warning", f"round {view.round}: {missing} committed updates not had"))
+        actions.append(
+            Log(
+                "warning",
+                f"round {view.round}: {len(workers) - len(candidates)} of {len(workers)} "
+                "committed updates could not be fetched; they will be rejected",
+            )
+        )
     return actions
 
 

@@ -162,7 +162,9 @@ def test_evaluation_starts_at_the_cutoff_without_updates_never_announced() -> No
     assert only(actions, StartEvaluation) == [
         StartEvaluation(1, (W0, W1), (update(W0),), VALIDATION_CID, INITIAL)
     ]
-    assert "round 1: 1 committed updates not had" in logs(actions, "warning")
+    assert logs(actions, "warning") == [
+        "round 1: 1 of 2 committed updates could not be fetched; they will be rejected"
+    ]
 
 
 def test_evaluation_that_ends_after_the_commit_deadline_is_not_committed() -> None:
