@@ -163,3 +163,14 @@ def test_the_final_model_is_saved_after_the_last_round_is_averaged() -> None:
     assert only(actions, Aggregate) == [Aggregate(1, updates)]
     assert only(actions, SaveFinalModel) == [SaveFinalModel(GlobalModel(INITIAL_CID, 1, updates))]
     assert not feed(machine, BlobFetched(update_cid(w1, 1)), TaskTerminated("round limit"))
+
+
+def test_a_validator_that_never_reveals_holds_the_round_until_the_reveal_deadline() -> None:
+    machine = running_requester()
+    v0, v1 = VALIDATORS[:2]
+    feed(machine, ManifestCommitted(1, v0), ManifestCommitted(1, v1), Tick(COMMIT_END))
+    actions = feed(machine, ManifestRevealed(1, v0), Tick(REVEAL_END - 1))
+    assert machine.view.phase == Phase.REVEAL and not txs(actions)
+    actions = machine.handle(Tick(REVEAL_END))
+    assert "round 1: reveal -> finalizing (deadline passed)" in logs(actions, "info")
+    assert txs(actions) == [SendTx(TxKind.FINALIZE_ROUND, 1, (1,))]
