@@ -1,19 +1,24 @@
 """Block exchange: publish blobs as UnixFS DAGs and fetch them by CID from peers.
 
-Wire protocol ``/fl-node/blocks/1.0.0`` (one request per stream)::
+Wire protocol ``/fl-node/blocks/1.0.0``; a stream carries any number of requests in turn::
 
-    request   uvarint length || msgpack {"v": 1, "want": [CID text, ...]}   (the client then
-              half-closes)
+    request   uvarint length || msgpack {"v": 1, "want": [CID text, ...]}
     response  for each wanted CID, in order: status u8 || length u32 big-endian || bytes
               status 0 = block follows, 1 = don't have (length 0),
-              2 = busy (length 0, nothing follows: retry later or elsewhere)
+              2 = busy (length 0; the server closes the stream: retry later or elsewhere)
 
-Why not py-libp2p's bitswap (measured in ``bench/block_fetch.py``): it stores blocks a
-peer pushes without asking, assembles whole files in RAM without a size bound, cuts
-blocks to 63 KB and ran 2-4x slower than one stream here. This protocol asks only for
-blocks it wants, with the exact size each must have (known from the verified parent), so
-every read is bounded before it happens and every block is hashed before it is stored
-or used. The blocks themselves are ordinary IPFS blocks (see :mod:`node.blocks.unixfs`).
+Clients keep a few streams per provider open between requests: a fresh yamux stream starts
+with a 256 KiB window and py-libp2p's writer polls every 10 ms while a window is closed, so
+one stream per request spent most of its time waiting. A server resets a stream idle for
+``idle_stream_timeout_s`` and lets a new stream evict the longest-idle one when a limit is
+reached, so idle pooled streams never lock a peer out.
+
+Why not py-libp2p's bitswap (compared in ``bench/block_fetch.py``): it stores blocks a peer
+pushes without being asked, assembles whole files in RAM without a size bound and cuts
+blocks to 63 KB. This protocol asks only for blocks it wants, with the exact size each must
+have (known from the verified parent), so every read is bounded before it happens and every
+block is hashed before it is stored or used. The blocks themselves are ordinary IPFS blocks
+(see :mod:`node.blocks.unixfs`).
 
 Fetching: the root comes first; its declared file size is checked against ``max_size``
 before any other block is asked for; then leaves are fetched in batches, several requests
@@ -21,7 +26,7 @@ in flight over all providers. A provider that sends bytes not matching the CID i
 for the rest of the fetch (and reported through ``on_bad_peer``); one that times out,
 resets or dies is dropped too; a block nobody has ends the fetch with a clear error.
 Serving is bounded: request size, CIDs per request, concurrent streams per peer and in
-total, and a timeout on every read and on the whole response.
+total, a timeout on every read, on every whole response and on idle streams.
 """
 
 from __future__ import annotations
@@ -30,15 +35,17 @@ import inspect
 import logging
 import struct
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import msgpack
 import multiaddr
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
+from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID as PeerID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 
@@ -119,6 +126,8 @@ class ExchangeLimits:
     """Longest wait for any single read; a paused or dead peer is dropped after it."""
     request_timeout_s: float = 60.0
     """Longest time for one whole request/response, on either side."""
+    idle_stream_timeout_s: float = 30.0
+    """A server resets a reused stream idle this long; clients reuse streams idle half that."""
     connect_timeout_s: float = 10.0
     find_providers_timeout_s: float = 10.0
     busy_retries: int = 20
@@ -134,8 +143,8 @@ class ExchangeLimits:
                      "max_streams_total", "max_request_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("read_timeout_s", "request_timeout_s", "connect_timeout_s",
-                     "find_providers_timeout_s"):
+        for name in ("read_timeout_s", "request_timeout_s", "idle_stream_timeout_s",
+                     "connect_timeout_s", "find_providers_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
 
@@ -192,13 +201,25 @@ async def _read_exactly(stream: INetStream, size: int, read_timeout_s: float) ->
     return bytes(buf)
 
 
-async def _read_uvarint_frame(stream: INetStream, max_size: int, read_timeout_s: float) -> bytes:
+async def _read_first_byte(stream: INetStream) -> int | None:
+    """The next byte, or None when the peer has closed its side (no timeout: callers bound it)."""
+    try:
+        data = await stream.read(1)
+    except StreamEOF:
+        return None
+    return data[0] if data else None
+
+
+async def _read_uvarint_frame(stream: INetStream, first: int, max_size: int,
+                              read_timeout_s: float) -> bytes:
+    """A uvarint-length-prefixed frame whose first prefix byte ``first`` was already read."""
     length = 0
+    byte = first
     for shift in range(0, 35, 7):
-        byte = (await _read_exactly(stream, 1, read_timeout_s))[0]
         length |= (byte & 0x7F) << shift
         if not byte & 0x80:
             break
+        byte = (await _read_exactly(stream, 1, read_timeout_s))[0]
     else:
         raise CIDError("request length prefix is longer than 5 bytes")
     if length > max_size:
@@ -216,6 +237,20 @@ class _Want:
     cid: str
     offset: int
     size: int | None  # file bytes under it; None only for the root
+
+
+@dataclass(eq=False)
+class _Session:
+    """One stream this node is serving."""
+
+    peer: PeerID
+    idle_since: float | None = None  # set while a reused stream waits for its next request
+    idle_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+
+@dataclass
+class _Progress:
+    answered: bool = False  # a response header arrived on this stream for this request
 
 
 @dataclass
@@ -282,9 +317,11 @@ class BlockExchange:
         self._find_providers = find_providers
         self._provide = provide
         self._on_bad_peer = on_bad_peer
-        self._serving: Counter[PeerID] = Counter()
-        self._serving_total = 0
+        self._serving: Counter[PeerID] = Counter()  # streams being served, per peer
+        self._sessions: set[_Session] = set()
         self._started = False
+        self._idle: dict[PeerID, list[tuple[INetStream, float]]] = {}  # pooled client streams
+        self._slots: dict[PeerID, trio.Semaphore] = {}
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -306,6 +343,17 @@ class BlockExchange:
 
     async def __aexit__(self, *exc: object) -> None:
         self.stop()
+        await self.close_idle_streams()
+
+    @property
+    def streams_served(self) -> int:
+        """Streams this node is serving right now (busy or idle between requests)."""
+        return len(self._sessions)
+
+    @property
+    def streams_idle(self) -> int:
+        """Served streams idle between requests (these give way to new streams)."""
+        return sum(1 for session in self._sessions if session.idle_since is not None)
 
     # --- publish ----------------------------------------------------------------------------
 
@@ -333,32 +381,73 @@ class BlockExchange:
     async def _serve(self, stream: INetStream) -> None:
         limits = self.limits
         peer = stream.muxed_conn.peer_id
-        if (self._serving[peer] >= limits.max_streams_per_peer
-                or self._serving_total >= limits.max_streams_total):
+        session = self._admit(peer)
+        if session is None:
             await self._answer_busy(stream)
             return
-        self._serving[peer] += 1
-        self._serving_total += 1
         try:
-            with trio.fail_after(limits.request_timeout_s):
-                body = await _read_uvarint_frame(stream, limits.max_request_bytes,
-                                                 limits.read_timeout_s)
-                cids = decode_request(body, limits.max_cids_per_request)
-                for cid in cids:
-                    data = self._local_block(cid)
-                    if data is None:
-                        await stream.write(_HEADER.pack(STATUS_DONT_HAVE, 0))
-                    else:
-                        await stream.write(_HEADER.pack(STATUS_BLOCK, len(data)) + data)
-                await stream.close()
+            served = 0
+            while True:
+                # A new stream's first request must come promptly; a reused one may idle,
+                # and may be evicted while idle to make room for another stream.
+                wait = limits.read_timeout_s if served == 0 else limits.idle_stream_timeout_s
+                session.idle_scope = trio.CancelScope()
+                session.idle_since = trio.current_time() if served else None
+                with session.idle_scope, trio.fail_after(wait):
+                    first = await _read_first_byte(stream)
+                session.idle_since = None
+                if session.idle_scope.cancelled_caught:
+                    await _reset_quietly(stream)
+                    return
+                if first is None:  # the client closed its side: done
+                    break
+                with trio.fail_after(limits.request_timeout_s):
+                    body = await _read_uvarint_frame(stream, first, limits.max_request_bytes,
+                                                     limits.read_timeout_s)
+                    cids = decode_request(body, limits.max_cids_per_request)
+                    for cid in cids:
+                        data = self._local_block(cid)
+                        if data is None:
+                            await stream.write(_HEADER.pack(STATUS_DONT_HAVE, 0))
+                        else:
+                            await stream.write(_HEADER.pack(STATUS_BLOCK, len(data)) + data)
+                served += 1
+            await stream.close()
         except Exception as exc:  # a broken or hostile peer; its stream is reset, we go on
             logger.debug("block request from %s failed: %r", peer, exc)
             await _reset_quietly(stream)
         finally:
-            self._serving[peer] -= 1
-            if self._serving[peer] <= 0:
-                del self._serving[peer]
-            self._serving_total -= 1
+            self._release(session)
+
+    def _admit(self, peer: PeerID) -> _Session | None:
+        """Count a new stream from ``peer`` against the limits; None means answer busy.
+
+        Over a limit, the longest-idle reused stream (of this peer when the per-peer limit
+        is hit) is evicted instead, so idle pooled streams never lock out real requests.
+        """
+        peer_full = self._serving[peer] >= self.limits.max_streams_per_peer
+        if peer_full or len(self._sessions) >= self.limits.max_streams_total:
+            victim = self._longest_idle(peer if peer_full else None)
+            if victim is None:
+                return None
+            self._release(victim)
+            victim.idle_scope.cancel()
+        session = _Session(peer)
+        self._sessions.add(session)
+        self._serving[peer] += 1
+        return session
+
+    def _longest_idle(self, peer: PeerID | None) -> _Session | None:
+        idle = [s for s in self._sessions
+                if s.idle_since is not None and (peer is None or s.peer == peer)]
+        return min(idle, key=lambda s: s.idle_since or 0.0, default=None)
+
+    def _release(self, session: _Session) -> None:
+        if session in self._sessions:
+            self._sessions.discard(session)
+            self._serving[session.peer] -= 1
+            if self._serving[session.peer] <= 0:
+                del self._serving[session.peer]
 
     async def _answer_busy(self, stream: INetStream) -> None:
         try:
@@ -529,55 +618,115 @@ class BlockExchange:
 
     async def _request(self, state: _BlobFetch, provider: _Provider, wants: list[_Want]) -> None:
         """Ask one provider for ``wants``; place what arrives, requeue what does not."""
-        limits = self.limits
         peer = provider.info.peer_id
         todo = deque(wants)
-        stream: INetStream | None = None
-        finished = False
         try:
-            with trio.fail_after(limits.request_timeout_s):
-                with trio.fail_after(limits.connect_timeout_s):
-                    await self.host.connect(provider.info)
-                    stream = await self.host.new_stream(peer, [PROTOCOL_ID])
-                await stream.write(encode_request([w.cid for w in wants]))
-                # INetStream does not declare close_write; NetStream has it (a half-close).
-                await cast(Any, stream).close_write()
-                while todo:
-                    want = todo[0]
-                    header = await _read_exactly(stream, _HEADER.size, limits.read_timeout_s)
-                    status, length = _HEADER.unpack(header)
-                    if status == STATUS_BUSY:
-                        provider.busy += 1
-                        if provider.busy > limits.busy_retries:
-                            raise _ProviderFailed(f"busy {provider.busy} times")
-                        await trio.sleep(min(0.05 * provider.busy, 1.0))
-                        break
-                    if status == STATUS_DONT_HAVE:
-                        state.tried.setdefault(want.cid, set()).add(peer)
-                        todo.popleft()
-                        state.pending.append(want)
-                        continue
-                    if status != STATUS_BLOCK:
-                        raise _ProviderFailed(f"unknown response status {status}")
-                    self._check_length(want, length)
-                    data = await _read_exactly(stream, length, limits.read_timeout_s)
+            async with self._provider_slot(peer):
+                for attempt in range(2):
+                    stream, reused = await self._checkout(provider)
+                    progress = _Progress()
                     try:
-                        await self._accept(state, want, data)
-                    except CIDError as exc:
-                        raise _BadBlock(f"sent a bad block for {want.cid}: {exc}") from exc
-                    todo.popleft()
-                    provider.busy = 0
-                await stream.close()
-                finished = True
+                        with trio.fail_after(self.limits.request_timeout_s):
+                            keep = await self._transfer(state, provider, stream, todo, progress)
+                    except _BadBlock:
+                        await _reset_shielded(stream)
+                        raise
+                    except Exception as exc:
+                        await _reset_shielded(stream)
+                        if reused and not progress.answered and attempt == 0:
+                            # A pooled stream the server has since closed: not its fault.
+                            logger.debug("stale pooled stream to %s: %r", peer, exc)
+                            continue
+                        raise _ProviderFailed(f"request failed: {exc!r}") from exc
+                    await self._checkin(peer, stream, keep)
+                    return
         except _ProviderFailed:
             raise
-        except Exception as exc:  # timeout, reset, EOF, dial failure: this provider is out
+        except Exception as exc:  # dial or stream-open failure, timeout
             raise _ProviderFailed(f"request failed: {exc!r}") from exc
         finally:
-            if stream is not None and not finished:
-                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-                    await _reset_quietly(stream)
             state.pending.extend(todo)  # whoever is still usable gets them next
+
+    async def _transfer(self, state: _BlobFetch, provider: _Provider, stream: INetStream,
+                        todo: deque[_Want], progress: _Progress) -> bool:
+        """One request/response on ``stream``; True when the stream can be reused."""
+        limits = self.limits
+        await stream.write(encode_request([want.cid for want in todo]))
+        while todo:
+            want = todo[0]
+            header = await _read_exactly(stream, _HEADER.size, limits.read_timeout_s)
+            progress.answered = True
+            status, length = _HEADER.unpack(header)
+            if status == STATUS_BUSY:
+                provider.busy += 1
+                if provider.busy > limits.busy_retries:
+                    raise _ProviderFailed(f"busy {provider.busy} times")
+                await trio.sleep(min(0.05 * provider.busy, 1.0))
+                return False  # the server closes a stream it answered busy
+            if status == STATUS_DONT_HAVE:
+                state.tried.setdefault(want.cid, set()).add(provider.info.peer_id)
+                state.pending.append(todo.popleft())
+                continue
+            if status != STATUS_BLOCK:
+                raise _ProviderFailed(f"unknown response status {status}")
+            self._check_length(want, length)
+            data = await _read_exactly(stream, length, limits.read_timeout_s)
+            try:
+                await self._accept(state, want, data)
+            except CIDError as exc:
+                raise _BadBlock(f"sent a bad block for {want.cid}: {exc}") from exc
+            todo.popleft()
+            provider.busy = 0
+        return True
+
+    # --- client streams: a small pool per provider ----------------------------------------
+    #
+    # Every yamux stream starts with a 256 KiB window and py-libp2p's writer polls every
+    # 10 ms while the window is closed, so a fresh stream per request spends most of its
+    # time waiting for window updates. Reused streams keep their grown windows.
+
+    @asynccontextmanager
+    async def _provider_slot(self, peer: PeerID) -> AsyncIterator[None]:
+        """Bound this node's concurrent requests to one provider, over all fetches."""
+        slots = self._slots.get(peer)
+        if slots is None:
+            slots = self._slots[peer] = trio.Semaphore(self.limits.requests_per_provider)
+        try:
+            async with slots:
+                yield
+        finally:
+            idle = slots.value == self.limits.requests_per_provider
+            if idle and not slots.statistics().tasks_waiting and self._slots.get(peer) is slots:
+                del self._slots[peer]
+
+    async def _checkout(self, provider: _Provider) -> tuple[INetStream, bool]:
+        """A pooled stream to ``provider`` (True) or a new one (False)."""
+        peer = provider.info.peer_id
+        pool = self._idle.get(peer, [])
+        while pool:
+            stream, since = pool.pop()
+            if trio.current_time() - since < self.limits.idle_stream_timeout_s / 2:
+                return stream, True
+            await _reset_shielded(stream)  # the server may be timing it out right now
+        with trio.fail_after(self.limits.connect_timeout_s):
+            await self.host.connect(provider.info)
+            return await self.host.new_stream(peer, [PROTOCOL_ID]), False
+
+    async def _checkin(self, peer: PeerID, stream: INetStream, reusable: bool) -> None:
+        pool = self._idle.setdefault(peer, [])
+        if reusable and len(pool) < self.limits.requests_per_provider:
+            pool.append((stream, trio.current_time()))
+            return
+        if not pool:
+            del self._idle[peer]
+        await _reset_shielded(stream)
+
+    async def close_idle_streams(self) -> None:
+        """Reset every pooled client stream (done on exit)."""
+        pools, self._idle = self._idle, {}
+        for pool in pools.values():
+            for stream, _ in pool:
+                await _reset_shielded(stream)
 
     def _check_length(self, want: _Want, length: int) -> None:
         if want.size is None:
@@ -667,6 +816,12 @@ async def _maybe_await(value: Any) -> Any:
     if inspect.isawaitable(value):
         return await value
     return value
+
+
+async def _reset_shielded(stream: INetStream) -> None:
+    """Reset ``stream`` even while being cancelled, bounded in time."""
+    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+        await _reset_quietly(stream)
 
 
 async def _reset_quietly(stream: INetStream) -> None:

@@ -67,20 +67,27 @@ def assert_store_holds_exactly(store: BlockStore, blob: bytes) -> None:
         verify_block(cid, store.get(cid))
 
 
+async def read_exactly(stream: INetStream, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = await stream.read(size - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data
+
+
 async def read_request(stream: INetStream) -> list[str]:
-    """Server side of a request, for the hand-written providers below."""
-    raw = b""
+    """Server side of one request, for the hand-written providers below."""
     with trio.fail_after(HANG_GUARD_S):
+        length, shift = 0, 0
         while True:
-            try:
-                chunk = await stream.read(4096)
-            except Exception:  # EOF after the client's half-close
+            byte = (await read_exactly(stream, 1))[0]
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
                 break
-            if not chunk:
-                break
-            raw += chunk
-    prefix = 1 if raw[0] < 0x80 else 2
-    return decode_request(raw[prefix:], max_cids=64)
+        return decode_request(await read_exactly(stream, length), max_cids=64)
 
 
 BlockHandler = Callable[[INetStream, str, bytes], Awaitable[bool]]
@@ -299,17 +306,24 @@ blob = random.Random(int(sys.argv[2])).randbytes(int(sys.argv[3]))
 root, blocks = build_file_dag(blob)
 by_cid = {b.cid: b.data for b in blocks}
 
-async def handler(stream):
-    raw = b""
-    while True:
-        try:
-            chunk = await stream.read(4096)
-        except Exception:
-            break
+async def read_exactly(stream, size):
+    data = b""
+    while len(data) < size:
+        chunk = await stream.read(size - len(data))
         if not chunk:
+            raise EOFError
+        data += chunk
+    return data
+
+async def handler(stream):
+    length, shift = 0, 0
+    while True:
+        byte = (await read_exactly(stream, 1))[0]
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
             break
-        raw += chunk
-    for cid in decode_request(raw[1 if raw[0] < 0x80 else 2 :], 64):
+    for cid in decode_request(await read_exactly(stream, length), 64):
         data = by_cid[cid]
         if cid == root:
             await stream.write(_HEADER.pack(STATUS_BLOCK, len(data)) + data)
@@ -487,7 +501,11 @@ async def assert_ended_by_server(stream: INetStream) -> None:
 async def test_server_bounds_streams_requests_and_reads(tmp_path: Path) -> None:
     blob = b"a small blob"
     limits = ExchangeLimits(
-        max_streams_per_peer=1, read_timeout_s=0.5, max_cids_per_request=4, batch_size=4
+        max_streams_per_peer=1,
+        read_timeout_s=0.5,
+        idle_stream_timeout_s=0.5,
+        max_cids_per_request=4,
+        batch_size=4,
     )
     async with open_network(tmp_path) as net:
         server = await exchange_on(net, tmp_path / "server", limits=limits)
@@ -497,13 +515,22 @@ async def test_server_bounds_streams_requests_and_reads(tmp_path: Path) -> None:
 
         # A request that never completes holds the peer's only slot...
         silent = await raw_request(client, server.host, b"\x85")
-        await wait_until(lambda: server._serving_total == 1, "the server to take the request")
+        await wait_until(lambda: server.streams_served == 1, "the server to take the request")
         busy = await raw_request(client, server.host, encode_request([root]))
         assert await read_header(busy) == (STATUS_BUSY, 0)
         # ...until the server's read timeout resets it and frees the slot.
         await assert_ended_by_server(silent)
         ok = await raw_request(client, server.host, encode_request([root]))
         assert await read_header(ok) == (STATUS_BLOCK, len(blob))
+        assert await read_exactly(ok, len(blob)) == blob
+        # The stream stays open for further requests, answered in order.
+        await ok.write(encode_request([cid_of(b"?"), root]))
+        assert await read_header(ok) == (STATUS_DONT_HAVE, 0)
+        assert await read_header(ok) == (STATUS_BLOCK, len(blob))
+        assert await read_exactly(ok, len(blob)) == blob
+        # An idle reused stream is reset after idle_stream_timeout_s, freeing the slot.
+        await assert_ended_by_server(ok)
+        await wait_until(lambda: server.streams_served == 0, "the server to free the slot")
 
         for hostile in (
             b"\xff\xff\xff\x7f",  # a 268 MB frame announced
@@ -516,6 +543,42 @@ async def test_server_bounds_streams_requests_and_reads(tmp_path: Path) -> None:
         # The server still answers afterwards.
         again = await raw_request(client, server.host, encode_request([root, cid_of(b"?")]))
         assert await read_header(again) == (STATUS_BLOCK, len(blob))
+
+
+async def test_idle_reused_streams_give_way_to_new_ones(tmp_path: Path) -> None:
+    blob = b"another small blob"
+    async with open_network(tmp_path) as net:
+        server = await exchange_on(net, tmp_path / "server", ExchangeLimits(max_streams_per_peer=1))
+        root = await server.publish(blob)
+        client = await net.host(echo=False)
+        await client.connect(PeerInfo(server.host.get_id(), server.host.get_addrs()))
+        pooled = await raw_request(client, server.host, encode_request([root]))
+        assert await read_header(pooled) == (STATUS_BLOCK, len(blob))
+        assert await read_exactly(pooled, len(blob)) == blob
+        await wait_until(lambda: server.streams_idle == 1, "the stream to wait for more requests")
+        # The peer's only slot is held by an idle stream: a new stream evicts it.
+        fresh = await raw_request(client, server.host, encode_request([root]))
+        assert await read_header(fresh) == (STATUS_BLOCK, len(blob))
+        await assert_ended_by_server(pooled)
+
+
+async def test_stale_pooled_stream_is_replaced_without_blaming_the_provider(tmp_path: Path) -> None:
+    blobs = [os.urandom(CHUNK_SIZE + 1), os.urandom(CHUNK_SIZE + 2)]
+    reported: list[object] = []
+    async with open_network(tmp_path) as net:
+        server = await exchange_on(net, tmp_path / "server", ExchangeLimits(idle_stream_timeout_s=0.5))
+        roots = [await server.publish(blob) for blob in blobs]
+        # The client would reuse a stream idle up to 60 s; the server resets it after 0.5 s.
+        fetcher = await exchange_on(
+            net,
+            tmp_path / "fetcher",
+            ExchangeLimits(idle_stream_timeout_s=120),
+            on_bad_peer=lambda peer, why: reported.append(why),
+        )
+        assert await fetcher.fetch(roots[0], MB, providers=[provider_of(server)]) == blobs[0]
+        await wait_until(lambda: server.streams_served == 0, "the server to reset idle streams")
+        assert await fetcher.fetch(roots[1], MB, providers=[provider_of(server)]) == blobs[1]
+        assert reported == []
 
 
 def test_request_codec_rejects_bad_requests() -> None:
