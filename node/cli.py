@@ -47,6 +47,22 @@ def run_bootstrap_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_localnet_command(subparsers: argparse._SubParsersAction) -> None:
+    from node.localnet.command import add_arguments, run_command
+
+    parser = subparsers.add_parser(
+        "localnet",
+        help="run a whole network on this machine (anvil, bootstrap, requester, workers, validators)",
+        description=(
+            "Start anvil, deploy the contracts, start a bootstrap node, a requester, workers and "
+            "validators as separate processes, show a table per round, and write results.json "
+            "and plots to the output folder. Stops everything it started on exit."
+        ),
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run_command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fl-node", description="peer-to-peer federated learning node"
@@ -59,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_bootstrap_command(subparsers)
+    add_localnet_command(subparsers)
     return parser
 
 

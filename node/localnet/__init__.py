@@ -1,0 +1,1 @@
+"""`fl-node localnet`: a whole fl-node network on this machine (launcher, scenarios, results)."""

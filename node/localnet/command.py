@@ -1,0 +1,123 @@
+"""The `fl-node localnet` subcommand: arguments, scenario defaults, and the run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from node.localnet.scenario import PARTITIONS, Scenario, ScenarioError, load_scenario
+
+__all__ = ["add_arguments", "options_from_args", "run_command"]
+
+# Built-in values for what neither the command line nor the scenario's [defaults] sets.
+DEFAULTS: dict[str, Any] = {
+    "workers": 5,
+    "validators": 3,
+    "rounds": 10,
+    "partition": "iid",
+    "alpha": 0.5,
+    "seed": 0,
+    "max_samples": None,
+}
+EXIT_USAGE = 2
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # Defaults are None so a scenario's [defaults] can fill what the command line leaves out.
+    parser.add_argument("--workers", type=_positive_int, help="number of workers (default 5)")
+    parser.add_argument("--validators", type=_positive_int, help="number of validators (default 3)")
+    parser.add_argument("--rounds", type=_positive_int, help="rounds of the task (default 10)")
+    parser.add_argument("--partition", choices=PARTITIONS, help="how the training set is split (default iid)")
+    parser.add_argument("--alpha", type=_positive_float, help="Dirichlet concentration (default 0.5)")
+    parser.add_argument("--seed", type=int, help="partition seed (default 0)")
+    parser.add_argument(
+        "--max-samples", type=_positive_int, help="use only the first N training samples (default: all)"
+    )
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        help="folder with the MNIST IDX files (default $FL_NODE_DATA_ROOT or ../shared/datasets/mnist)",
+    )
+    parser.add_argument("--scenario", type=Path, help="scenario TOML (see scenarios/)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path("localnet-output"),
+        help="empty or new folder for logs, node data, results.json and plots (default localnet-output)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_positive_float,
+        help="give up after this many seconds (default: from the task's phase durations)",
+    )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run every node in this process on the embedded chain (no anvil, no subprocesses)",
+    )
+
+
+def options_from_args(args: argparse.Namespace, scenario: Scenario | None) -> dict[str, Any]:
+    """Command line first, then the scenario's [defaults], then DEFAULTS."""
+    from_scenario = scenario.defaults if scenario is not None else {}
+    merged: dict[str, Any] = {}
+    for key, default in DEFAULTS.items():
+        given = getattr(args, key)
+        merged[key] = given if given is not None else from_scenario.get(key, default)
+    return merged
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from node.chain.errors import ChainError
+    from node.config import ConfigError
+    from node.localnet.launcher import LocalnetError, LocalnetOptions, run_localnet
+    from protocol.data import default_data_root, mnist_available, mnist_search_dirs
+
+    try:
+        scenario = load_scenario(args.scenario) if args.scenario is not None else None
+    except ScenarioError as exc:
+        print(f"fl-node localnet: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    merged = options_from_args(args, scenario)
+    data_root = (args.data_root or default_data_root()).resolve()
+    if not (mnist_available(data_root, "train") and mnist_available(data_root, "test")):
+        looked = ", ".join(str(d) for d in mnist_search_dirs(data_root))
+        print(
+            f"fl-node localnet: MNIST not found (looked in {looked}); pass --data-root DIR or set "
+            "FL_NODE_DATA_ROOT to a folder with the four MNIST IDX files",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    options = LocalnetOptions(
+        output=args.output,
+        data_root=data_root,
+        scenario_path=args.scenario,
+        in_process=args.in_process,
+        timeout=args.timeout,
+        task_overrides=dict(scenario.task) if scenario is not None else {},
+        **merged,
+    )
+    try:
+        return run_localnet(options)
+    except (ScenarioError, ConfigError) as exc:
+        print(f"fl-node localnet: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (LocalnetError, ChainError) as exc:
+        print(f"fl-node localnet: {exc}", file=sys.stderr)
+        return 1

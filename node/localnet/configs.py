@@ -1,0 +1,178 @@
+"""Per-node config files for the localnet, checked with node.config before they are written.
+
+Each node gets a folder `nodes/<name>/` with `node.toml`, its chain key (`chain.key`, 0600)
+and its data dir (`data/`). The task parameters suit a small local run: every worker and
+validator must join before it starts, the committee is every validator (equal stakes and
+committee size = validator count make the VRF select all), and phases end early as soon
+as everyone acted, so the deadlines only matter when a node is down.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from node.config import NodeConfig, parse_config
+
+__all__ = ["NodePlan", "TaskDefaults", "node_document", "to_toml", "write_node_config"]
+
+ETHER = 10**18
+
+
+@dataclass(frozen=True)
+class TaskDefaults:
+    """[task] of the localnet's requester; `overrides` (a scenario's [task]) win."""
+
+    rounds: int
+    workers: int
+    validators: int
+    training_seconds: int = 180
+    commit_seconds: int = 120
+    reveal_seconds: int = 60
+    qualification_threshold: float = 0.3
+    validation_samples: int = 1000
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def section(self, output: Path) -> dict[str, Any]:
+        section: dict[str, Any] = {
+            "model": "mnist_cnn",
+            "rounds": self.rounds,
+            "worker_reward_per_round_wei": 3 * ETHER,
+            "validator_reward_per_round_wei": 1 * ETHER,
+            "worker_deposit_wei": 1 * ETHER,
+            "validator_stake_wei": 2 * ETHER,
+            "committee_size": self.validators,
+            "qualification_threshold": self.qualification_threshold,
+            "tolerance": 0.02,
+            "training_seconds": self.training_seconds,
+            "commit_seconds": self.commit_seconds,
+            "reveal_seconds": self.reveal_seconds,
+            "min_workers": self.workers,
+            "max_workers": self.workers,
+            "min_validators": self.validators,
+            "max_validators": self.validators,
+            "recruit_seconds": 600,
+            "start_after_seconds": 300,
+            "validation_samples": self.validation_samples,
+            "output": str(output),
+        }
+        section.update(self.overrides)
+        return section
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    name: str  # requester | worker-<i> | validator-<i>
+    role: str
+    folder: Path
+    private_key: str  # 0x hex
+    behaviour: str = "honest"
+    part_index: int = 0
+
+    @property
+    def config_path(self) -> Path:
+        return self.folder / "node.toml"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.folder / "data"
+
+    @property
+    def key_path(self) -> Path:
+        return self.folder / "chain.key"
+
+
+def node_document(
+    plan: NodePlan,
+    *,
+    rpc_url: str,
+    registry: str,
+    bootstrap: list[str],
+    data_root: Path,
+    partition: str,
+    alpha: float,
+    num_parts: int,
+    seed: int,
+    max_samples: int | None,
+    task: TaskDefaults,
+    log_level: str = "info",
+) -> dict[str, Any]:
+    """The TOML document of one node (absolute paths, so the file works from anywhere)."""
+    data: dict[str, Any] = {
+        "root": str(data_root.resolve()),
+        "partition": partition,
+        "alpha": alpha,
+        "num_parts": num_parts,
+        "part_index": plan.part_index,
+        "seed": seed,
+    }
+    if max_samples is not None:
+        data["max_samples"] = max_samples
+    document: dict[str, Any] = {
+        "node": {
+            "role": plan.role,
+            "data_dir": str(plan.data_dir.resolve()),
+            "torch_threads": 1,
+            "log_level": log_level,
+        },
+        "network": {"listen": ["/ip4/127.0.0.1/tcp/0"], "bootstrap": list(bootstrap)},
+        "chain": {
+            "rpc_url": rpc_url,
+            "private_key_file": str(plan.key_path.resolve()),
+            "registry": registry,
+            "task": "auto",
+            "poll_interval": 0.5,
+        },
+        "data": data,
+    }
+    if plan.role == "requester":
+        document["task"] = task.section(plan.folder.resolve() / "final-model.bin")
+    elif plan.role in ("worker", "validator"):
+        document["behaviour"] = {plan.role: plan.behaviour}
+    return document
+
+
+def write_node_config(plan: NodePlan, document: Mapping[str, Any]) -> NodeConfig:
+    """Check `document` with node.config, then write node.toml and the 0600 key file."""
+    config = parse_config(document, plan.config_path)
+    plan.folder.mkdir(parents=True, exist_ok=True)
+    plan.data_dir.mkdir(exist_ok=True)
+    fd = os.open(plan.key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(plan.private_key + "\n")
+    plan.config_path.write_text(to_toml(document), encoding="utf-8")
+    return config
+
+
+def to_toml(document: Mapping[str, Mapping[str, Any]]) -> str:
+    """TOML for a document of tables holding strings, numbers, booleans and string lists."""
+    lines: list[str] = []
+    for section, table in document.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in table.items())
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"TOML has no {value}")
+        return repr(value)
+    if isinstance(value, str | Path):
+        text = str(value)
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+        if any(ord(c) < 0x20 for c in escaped):
+            raise ValueError(f"control character in TOML string {text!r}")
+        return f'"{escaped}"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} {value!r} as TOML")
