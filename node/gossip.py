@@ -11,8 +11,9 @@ message, ours included, passes :meth:`TaskGossip.check` before anyone sees it:
 - the injected extra validator accepts it (the sortition helper checks VRF proofs there).
 
 A rejected message is dropped, never forwarded, and costs the forwarder score (P4). Peers
-whose score falls below ``graylist_threshold`` (invalid messages, or the rate limit's
-behaviour penalty when they flood) are pruned from our meshes and ignored for ``ban_s``.
+whose score falls below ``graylist_threshold`` (about ten invalid messages, or two messages
+over the rate limit, each of which adds a behaviour penalty of 5) are pruned from our meshes
+and ignored for ``ban_s``.
 
 py-libp2p details handled here (see /work/shared/LIBP2P-NOTES.md):
 - the default rate limit (10 msg/s per topic per forwarder, own publishes included) is raised
@@ -32,7 +33,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -77,6 +78,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+_DEDUPE_WINDOW = 8192  # message ids remembered per topic to drop duplicate deliveries
+
 AddressLookup = Callable[[PeerID], bytes | None]
 """Registered chain address (20 bytes) of a peer for the task, or None if not registered."""
 ExtraValidator = Callable[[Message, PeerID], bool | Awaitable[bool]]
@@ -103,10 +106,11 @@ class GossipConfig:
     behaviour_penalty_weight: float = 1.0
     """Score lost per unit of behaviour penalty; each message over the rate limit adds 5."""
     score_decay: float = 0.95
-    publish_threshold: float = -10.0
-    """Below this, a peer's messages are dropped unseen and we stop sending to it."""
-    graylist_threshold: float = -20.0
-    """Below this, :class:`ScoreGuard` prunes the peer from our meshes and bans it."""
+    graylist_threshold: float = -10.0
+    """Below this, a peer's messages are dropped unseen, we stop sending to it, and
+    :class:`ScoreGuard` prunes it from our meshes and bans it. One threshold for all three:
+    py-libp2p drops an incoming message at the *publish* threshold before validating or
+    rate-limiting it, so no message-borne penalty can push a score past a lower one."""
     ban_s: float = 600.0
     """How long a graylisted peer stays ignored."""
     receive_buffer: int = 1024
@@ -122,11 +126,8 @@ class GossipConfig:
             raise ValueError(f"heartbeat_interval_s must be >= 1, got {self.heartbeat_interval_s}")
         if self.round_window < 0:
             raise ValueError(f"round_window must be >= 0, got {self.round_window}")
-        if not self.graylist_threshold <= self.publish_threshold <= 0:
-            raise ValueError(
-                "thresholds must satisfy graylist_threshold <= publish_threshold <= 0, got "
-                f"{self.graylist_threshold}, {self.publish_threshold}"
-            )
+        if not self.graylist_threshold < 0:
+            raise ValueError(f"graylist_threshold must be < 0, got {self.graylist_threshold}")
         if not 0 < self.score_decay <= 1:
             raise ValueError(f"score_decay must be in (0, 1], got {self.score_decay}")
         if self.max_messages_per_topic_per_second <= 0 or self.receive_buffer < 1:
@@ -147,8 +148,8 @@ def gossip_score_params(config: GossipConfig) -> ScoreParams:
         p5_behavior_penalty_weight=config.behaviour_penalty_weight,
         p5_behavior_penalty_decay=config.score_decay,
         p5_behavior_penalty_threshold=0.0,
-        publish_threshold=config.publish_threshold,
-        gossip_threshold=config.publish_threshold,
+        publish_threshold=config.graylist_threshold,
+        gossip_threshold=config.graylist_threshold,
         graylist_threshold=config.graylist_threshold,
         accept_px_threshold=0.0,
     )
@@ -160,7 +161,8 @@ class ScoreGuard:
     py-libp2p computes scores but acts on them only partly: its publish gate drops a
     low-score peer's messages, yet its heartbeat keeps the peer in the mesh. Every heartbeat
     this guard sends PRUNE for each of the peer's meshes, drops it from them and blacklists it
-    in pubsub (its pubsub stream is reset; its messages are ignored) for ``ban_s``.
+    in pubsub (its pubsub stream is reset; its messages and new streams are refused) for
+    ``ban_s``. The connection stays: the peer may still serve blocks.
     """
 
     def __init__(self, pubsub: Pubsub, router: GossipSub, config: GossipConfig) -> None:
@@ -196,7 +198,7 @@ class ScoreGuard:
                         await self.router.emit_prune(topic, peer_id, False, False)
                     except Exception as exc:  # the peer may be gone already
                         logger.debug("PRUNE to %s failed: %s", peer_id, exc)
-            self.pubsub.add_to_blacklist(peer_id)
+            await self._blacklist(peer_id)
             self.banned_until[peer_id] = now + self.config.ban_s
             self.ban_count += 1
             newly_banned.append(peer_id)
@@ -207,6 +209,20 @@ class ScoreGuard:
                 self.config.ban_s,
             )
         return newly_banned
+
+    async def _blacklist(self, peer_id: PeerID) -> None:
+        # Not Pubsub.add_to_blacklist: its teardown task deletes peers[peer_id] after an await
+        # during which the dead-peer handler already deleted it, and the KeyError stops the
+        # whole Pubsub service (py-libp2p 0.8.1). The blacklist set drops the peer's messages
+        # and refuses its new pubsub streams; resetting its stream lets the dead-peer handler
+        # clean up on its own.
+        self.pubsub.blacklisted_peers.add(peer_id)
+        stream = self.pubsub.peers.get(peer_id)
+        if stream is not None:
+            try:
+                await stream.reset()
+            except Exception as exc:  # already broken: the dead-peer handler cleans up
+                logger.debug("resetting the pubsub stream of %s raised %s", peer_id, exc)
 
     async def run(self) -> None:
         while True:
@@ -253,6 +269,17 @@ async def open_pubsub(host: IHost, config: GossipConfig | None = None) -> AsyncI
                     yield GossipNode(host, pubsub, router, guard, config)
                 finally:
                     nursery.cancel_scope.cancel()
+
+
+def _require_acceptance(verdict: object) -> None:
+    if verdict is not True:
+        raise GossipRejected("extra validator refused the message")
+
+
+def _discard(awaitable: object) -> None:
+    close = getattr(awaitable, "close", None)
+    if close is not None:
+        close()  # a coroutine never awaited would warn
 
 
 def signer_address_of(message: Message) -> bytes:
@@ -347,37 +374,81 @@ class TaskGossip:
             )
         return message, registered
 
+    def check_sync(self, data: bytes, kind: str, signer: PeerID) -> tuple[Message, bytes]:
+        """All rules, for a synchronous extra validator; raises GossipRejected naming the one
+        broken."""
+        message, registered = self.check_static(data, kind, signer)
+        if self.extra_validator is not None:
+            verdict = self._call_extra_validator(message, signer)
+            if inspect.isawaitable(verdict):
+                _discard(verdict)
+                raise TypeError("the extra validator is async; use check()")
+            _require_acceptance(verdict)
+        return message, registered
+
     async def check(self, data: bytes, kind: str, signer: PeerID) -> tuple[Message, bytes]:
         """All rules; raises GossipRejected naming the one broken."""
         message, registered = self.check_static(data, kind, signer)
         if self.extra_validator is not None:
-            try:
-                verdict = self.extra_validator(message, signer)
-                if inspect.isawaitable(verdict):
+            verdict = self._call_extra_validator(message, signer)
+            if inspect.isawaitable(verdict):
+                try:
                     verdict = await verdict
-            except Exception as exc:
-                raise GossipRejected(f"extra validator: {exc}") from exc
-            if verdict is not True:
-                raise GossipRejected("extra validator refused the message")
+                except Exception as exc:
+                    raise GossipRejected(f"extra validator: {exc}") from exc
+            _require_acceptance(verdict)
         return message, registered
 
-    async def _topic_validator(self, forwarder: PeerID, msg: rpc_pb2.Message) -> bool:
-        kind = next(
-            (self._kind_of_topic[t] for t in msg.topicIDs if t in self._kind_of_topic), None
+    def _call_extra_validator(self, message: Message, signer: PeerID) -> object:
+        assert self.extra_validator is not None
+        try:
+            return self.extra_validator(message, signer)
+        except Exception as exc:
+            raise GossipRejected(f"extra validator: {exc}") from exc
+
+    @property
+    def _extra_validator_is_async(self) -> bool:
+        hook = self.extra_validator
+        return hook is not None and (
+            inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(type(hook).__call__)
         )
-        if kind is None or len(msg.topicIDs) != 1:
-            self.rejections["multi-topic"] += 1
+
+    def _reject(self, kind: str, forwarder: PeerID, exc: Exception) -> bool:
+        if isinstance(exc, GossipRejected):
+            self.rejections[str(exc).split(":", 1)[0]] += 1
+            logger.debug("rejected gossip on %s forwarded by %s: %s", kind, forwarder, exc)
+        else:  # a broken callback must not take the router down
+            self.rejections["validator error"] += 1
+            logger.error("gossip validation raised unexpectedly: %r", exc)
+        return False
+
+    def _kind_of(self, msg: rpc_pb2.Message) -> str | None:
+        if len(msg.topicIDs) != 1:
+            return None
+        return self._kind_of_topic.get(msg.topicIDs[0])
+
+    def _sync_topic_validator(self, forwarder: PeerID, msg: rpc_pb2.Message) -> bool:
+        # Synchronous on purpose: py-libp2p checks "seen" before validating and marks it
+        # after, so an awaiting validator lets two copies of a message through at once.
+        kind = self._kind_of(msg)
+        if kind is None:
+            self.rejections["not one of the task's topics"] += 1
+            return False
+        try:
+            self.check_sync(msg.data, kind, PeerID(msg.from_id))
+        except Exception as exc:
+            return self._reject(kind, forwarder, exc)
+        return True
+
+    async def _async_topic_validator(self, forwarder: PeerID, msg: rpc_pb2.Message) -> bool:
+        kind = self._kind_of(msg)
+        if kind is None:
+            self.rejections["not one of the task's topics"] += 1
             return False
         try:
             await self.check(msg.data, kind, PeerID(msg.from_id))
-        except GossipRejected as exc:
-            self.rejections[str(exc).split(":", 1)[0]] += 1
-            logger.debug("rejected gossip on %s forwarded by %s: %s", kind, forwarder, exc)
-            return False
-        except Exception as exc:  # a broken callback must not take the router down
-            self.rejections["validator error"] += 1
-            logger.error("gossip validation raised unexpectedly: %r", exc)
-            return False
+        except Exception as exc:
+            return self._reject(kind, forwarder, exc)
         return True
 
     # --- publishing and receiving ---
@@ -410,14 +481,25 @@ class TaskGossip:
         consumer = _Consumer(send)
         self._consumers[kind].append(consumer)
         try:
-            async with receive:
-                yield receive
+            yield receive
         finally:
+            # close(), not aclose(): no checkpoint that could turn an unwinding error into
+            # Cancelled in a cancelled scope.
             self._consumers[kind].remove(consumer)
             send.close()
+            receive.close()
 
     async def _pump(self, kind: str, subscription: Any) -> None:
+        recent: OrderedDict[bytes, None] = OrderedDict()
         async for msg in subscription:
+            # Exactly once per consumer, even when an async validator lets py-libp2p deliver
+            # two concurrently arriving copies.
+            message_id = bytes(msg.from_id) + bytes(msg.seqno)
+            if message_id in recent:
+                continue
+            recent[message_id] = None
+            if len(recent) > _DEDUPE_WINDOW:
+                recent.popitem(last=False)
             try:
                 message = decode_message(msg.data)  # validated already; cannot fail
             except MessageError:
@@ -451,7 +533,10 @@ async def open_task_gossip(
     async with trio.open_nursery() as nursery:
         try:
             for kind, topic in gossip.topics.items():
-                pubsub.set_topic_validator(topic, gossip._topic_validator, True)
+                if gossip._extra_validator_is_async:
+                    pubsub.set_topic_validator(topic, gossip._async_topic_validator, True)
+                else:
+                    pubsub.set_topic_validator(topic, gossip._sync_topic_validator, False)
                 subscription = await pubsub.subscribe(topic)
                 nursery.start_soon(gossip._pump, kind, subscription)
             yield gossip

@@ -1,0 +1,406 @@
+"""node.gossip: validated task gossip over real hosts (1 bootstrap + 6 peers on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import trio
+from libp2p.peer.id import ID as PeerID
+
+from node.discovery import DiscoveryConfig, task_namespace
+from node.gossip import (
+    GossipConfig,
+    GossipRejected,
+    Received,
+    TaskGossip,
+    open_pubsub,
+    open_task_gossip,
+)
+from node.host import HostConfig, open_host
+from protocol.cid import cid_of
+from protocol.messages import (
+    MAX_MESSAGE_SIZE,
+    TOPIC_KINDS,
+    CommitteeProof,
+    EvaluationScores,
+    Message,
+    ModelAnnouncement,
+    encode_message,
+)
+from tests.network.conftest import Network, Peer, open_network, wait_until
+
+CHAIN_ID = 31337
+TASK = bytes.fromhex("5fbdb2315678afecb367f032d93f642f64180aa3")
+OTHER_TASK = b"\x01" * 20
+ROUND = 5
+
+
+def address_of(peer_id: PeerID) -> bytes:
+    return hashlib.sha256(peer_id.to_bytes()).digest()[:20]
+
+
+def announcement(
+    worker: bytes, round_: int = ROUND, tag: bytes = b"", **changes: object
+) -> ModelAnnouncement:
+    fields: dict[str, object] = {
+        "chain_id": CHAIN_ID,
+        "task": TASK,
+        "round": round_,
+        "worker": worker,
+        "cid": cid_of(b"update of " + worker + tag),
+        "n_samples": 600,
+    }
+    fields.update(changes)
+    return ModelAnnouncement(**fields)  # type: ignore[arg-type]
+
+
+def proof_for(validator: bytes) -> bytes:
+    """What the test's stand-in for the VRF check accepts."""
+    return hashlib.sha256(b"vrf" + validator).digest()
+
+
+def committee_proof(validator: bytes, proof: bytes | None = None) -> CommitteeProof:
+    return CommitteeProof(CHAIN_ID, TASK, ROUND, validator, proof or proof_for(validator))
+
+
+def scores(validator: bytes, workers: list[bytes]) -> EvaluationScores:
+    return EvaluationScores(
+        CHAIN_ID,
+        TASK,
+        ROUND,
+        validator,
+        tuple(workers),
+        tuple(10_000 * (i + 1) for i in range(len(workers))),
+        tuple(True for _ in workers),
+        910_000,
+        b"\x07" * 32,
+    )
+
+
+def vrf_stand_in(message: Message, signer: PeerID) -> bool:
+    if isinstance(message, CommitteeProof):
+        return message.vrf_proof == proof_for(message.validator)
+    return True
+
+
+@dataclass
+class Member:
+    peer: Peer
+    gossip: TaskGossip
+    inbox: dict[str, list[Received]] = field(default_factory=lambda: {k: [] for k in TOPIC_KINDS})
+
+    @property
+    def peer_id(self) -> PeerID:
+        return self.peer.host.get_id()
+
+    @property
+    def address(self) -> bytes:
+        return address_of(self.peer_id)
+
+    def received(self, kind: str = "models") -> list[Message]:
+        return [r.message for r in self.inbox[kind]]
+
+    async def publish_raw(self, kind: str, data: bytes) -> None:
+        """Publish bytes on a task topic through pubsub, around TaskGossip's checks."""
+        assert self.peer.gossip is not None
+        await self.peer.gossip.pubsub.publish(self.gossip.topics[kind], data)
+
+
+@dataclass
+class Swarm:
+    network: Network
+    stack: AsyncExitStack
+    bootstrap_addr: str
+    registry: dict[PeerID, bytes]
+    members: list[Member] = field(default_factory=list)
+
+    async def join(
+        self,
+        registered: bool = True,
+        config: GossipConfig | None = None,
+        target_peers: int = 8,
+        validating: bool = True,
+    ) -> Member:
+        """A member of the task; ``validating=False`` makes a rogue that subscribes without
+        validators, so it can send what an honest node would refuse to publish."""
+        discovery = DiscoveryConfig(
+            bootstrap_addrs=(self.bootstrap_addr,), target_peers=target_peers
+        )
+        peer = await self.network.peer(
+            self.bootstrap_addr,
+            (task_namespace(CHAIN_ID, TASK),),
+            gossip=config,
+            discovery=discovery,
+        )
+        if registered:
+            self.registry[peer.host.get_id()] = address_of(peer.host.get_id())
+        assert peer.gossip is not None
+        if validating:
+            gossip = await self.stack.enter_async_context(
+                open_task_gossip(
+                    peer.gossip, CHAIN_ID, TASK, lambda: ROUND, self.registry.get, vrf_stand_in
+                )
+            )
+        else:
+            gossip = TaskGossip(peer.gossip, CHAIN_ID, TASK, lambda: ROUND, self.registry.get)
+            for topic in gossip.topics.values():
+                await peer.gossip.pubsub.subscribe(topic)
+        member = Member(peer, gossip)
+        if validating:
+            await self.stack.enter_async_context(collecting(gossip, member.inbox))
+        self.members.append(member)
+        return member
+
+    async def wait_for_mesh(self) -> None:
+        def ready() -> bool:
+            for member in self.members:
+                node = member.peer.gossip
+                assert node is not None
+                others = {m.peer_id for m in self.members} - {member.peer_id}
+                for topic in member.gossip.topics.values():
+                    if not others <= node.pubsub.peer_topics.get(topic, set()):
+                        return False
+                    if len(node.router.mesh.get(topic, ())) < min(len(others), 4):
+                        return False
+            return True
+
+        await wait_until(ready, "every member to see the others subscribed and a full mesh")
+
+
+@asynccontextmanager
+async def collecting(gossip: TaskGossip, inbox: dict[str, list[Received]]) -> AsyncIterator[None]:
+    """Append every received message to ``inbox`` while the block runs.
+
+    The nursery is cancelled only in ``finally`` right before it exits: cancelling it earlier
+    (say, from an exit-stack callback) would let the next checkpoint raise Cancelled in place
+    of a failing assertion, and the nursery would then swallow the failure.
+    """
+
+    async def collect(channel: trio.MemoryReceiveChannel[Received], into: list[Received]) -> None:
+        async for received in channel:
+            into.append(received)
+
+    async with AsyncExitStack() as stack:
+        channels = {k: await stack.enter_async_context(gossip.messages(k)) for k in TOPIC_KINDS}
+        async with trio.open_nursery() as nursery:
+            for kind, channel in channels.items():
+                nursery.start_soon(collect, channel, inbox[kind])
+            try:
+                yield
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def open_swarm(tmp_path: Path) -> AsyncIterator[Swarm]:
+    async with open_network(tmp_path) as network:
+        _, bootstrap_addr = await network.bootstrap()
+        # One exit stack for hosts, gossip and collectors: trio needs them unwound in
+        # exactly the reverse order they were entered.
+        yield Swarm(network, network.stack, bootstrap_addr, {})
+
+
+async def test_every_peer_receives_every_valid_message(tmp_path: Path) -> None:
+    async with open_swarm(tmp_path) as swarm:
+        members = [await swarm.join() for _ in range(6)]
+        await swarm.wait_for_mesh()
+
+        for member in members:
+            await member.gossip.publish(announcement(member.address))
+        await members[0].gossip.publish(committee_proof(members[0].address))
+        await members[0].gossip.publish(
+            scores(members[0].address, [m.address for m in members[1:]])
+        )
+
+        workers = {m.address for m in members}
+        for member in members:
+            await wait_until(
+                lambda m=member: {a.worker for a in m.received("models")} == workers,  # type: ignore[union-attr, misc]
+                "all six announcements at every peer",
+            )
+            await wait_until(
+                lambda m=member: m.received("committee") and m.received("scores"),  # type: ignore[misc]
+                "the committee proof and the scores at every peer",
+            )
+            assert len(member.received("models")) == 6  # each exactly once
+            (received,) = member.inbox["committee"]
+            assert received.signer == members[0].peer_id
+            assert received.signer_address == members[0].address
+            assert not member.gossip.rejections
+
+
+async def test_invalid_and_unregistered_messages_reach_nobody(tmp_path: Path) -> None:
+    async with open_swarm(tmp_path) as swarm:
+        honest = [await swarm.join() for _ in range(5)]
+        rogue = await swarm.join(validating=False)  # registered, sends anything
+        stranger = await swarm.join(registered=False, validating=False)
+        await swarm.wait_for_mesh()
+        bad_messages = {
+            "malformed": ("models", b"\x93not a message"),
+            "oversized": ("models", b"\x00" * (MAX_MESSAGE_SIZE + 1)),
+            "wrong chain": ("models", encode_message(announcement(rogue.address, chain_id=1))),
+            "wrong task": ("models", encode_message(announcement(rogue.address, task=OTHER_TASK))),
+            "wrong round": (
+                "models",
+                encode_message(announcement(rogue.address, round_=ROUND + 2)),
+            ),
+            "wrong topic": ("models", encode_message(committee_proof(rogue.address))),
+            "address mismatch": ("models", encode_message(announcement(honest[0].address))),
+            "extra validator refused the message": (
+                "committee",
+                encode_message(committee_proof(rogue.address, proof=b"forged")),
+            ),
+        }
+        for kind, data in bad_messages.values():
+            await rogue.publish_raw(kind, data)
+        await stranger.publish_raw("models", encode_message(announcement(stranger.address)))
+        # A valid message from the same sender, published last, marks the end.
+        marker = announcement(rogue.address, tag=b"marker")
+        await rogue.publish_raw("models", encode_message(marker))
+
+        for member in honest:
+            await wait_until(lambda m=member: marker in m.received(), "the marker everywhere")  # type: ignore[misc]
+        await trio.sleep(0.5)  # grace for stragglers before the negative check
+        for member in honest:
+            assert member.received("models") == [marker]
+            assert member.received("committee") == []
+        rejected = sum(
+            (m.gossip.rejections for m in honest), start=type(honest[0].gossip.rejections)()
+        )
+        for reason in [*bad_messages, "unregistered signer"]:
+            assert rejected[reason] >= 1, f"no honest peer rejected a '{reason}' message"
+
+
+async def test_own_invalid_messages_are_refused_before_publishing(tmp_path: Path) -> None:
+    async with open_swarm(tmp_path) as swarm:
+        sender, receiver = await swarm.join(), await swarm.join()
+        outsider = await swarm.join(registered=False)
+        await swarm.wait_for_mesh()
+
+        with pytest.raises(GossipRejected, match="wrong round"):
+            await sender.gossip.publish(announcement(sender.address, round_=ROUND + 3))
+        with pytest.raises(GossipRejected, match="address mismatch"):
+            await sender.gossip.publish(announcement(receiver.address))
+        with pytest.raises(GossipRejected, match="unregistered signer"):
+            await outsider.gossip.publish(announcement(outsider.address))
+        marker = announcement(sender.address, tag=b"marker")
+        await sender.gossip.publish(marker)
+        await wait_until(lambda: marker in receiver.received(), "the valid message")
+        assert receiver.received() == [marker]
+        assert not receiver.gossip.rejections  # nothing invalid went out
+        node = sender.peer.gossip
+        assert node is not None
+        assert node.guard.score(sender.peer_id) == 0  # no self-penalty
+
+
+async def test_a_peer_flooding_invalid_messages_is_graylisted(tmp_path: Path) -> None:
+    async with open_swarm(tmp_path) as swarm:
+        honest = [await swarm.join() for _ in range(3)]
+        flooder = await swarm.join(validating=False)
+        await swarm.wait_for_mesh()
+        for index in range(40):
+            await flooder.publish_raw("models", b"junk %d" % index)
+
+        def banned_everywhere() -> bool:
+            return all(
+                m.peer.gossip is not None and flooder.peer_id in m.peer.gossip.guard.banned_until
+                for m in honest
+            )
+
+        await wait_until(banned_everywhere, "every honest peer to graylist the flooder")
+        for member in honest:
+            node = member.peer.gossip
+            assert node is not None
+            assert node.pubsub.is_peer_blacklisted(flooder.peer_id)
+            assert all(flooder.peer_id not in mesh for mesh in node.router.mesh.values())
+
+        # Its valid messages reach nobody any more; honest traffic still flows.
+        late = announcement(flooder.address, tag=b"after the ban")
+        await flooder.publish_raw("models", encode_message(late))
+        marker = announcement(honest[0].address, tag=b"marker")
+        await honest[0].gossip.publish(marker)
+        for member in honest[1:]:
+            await wait_until(lambda m=member: marker in m.received(), "honest traffic")  # type: ignore[misc]
+        await trio.sleep(0.5)  # grace for stragglers before the negative check
+        for member in honest:
+            assert member.received() == [marker]
+
+
+async def test_a_peer_flooding_valid_messages_over_the_rate_limit_is_graylisted(
+    tmp_path: Path,
+) -> None:
+    strict = GossipConfig(max_messages_per_topic_per_second=5)
+    unlimited = GossipConfig(max_messages_per_topic_per_second=1e9)
+    async with open_swarm(tmp_path) as swarm:
+        # Two members only: the flooder reaches the receiver directly, not through a relay
+        # that the rate limit would blame instead.
+        receiver = await swarm.join(config=strict)
+        flooder = await swarm.join(config=unlimited, validating=False)
+        await swarm.wait_for_mesh()
+        for index in range(30):
+            message = announcement(flooder.address, tag=b"%d" % index)
+            await flooder.publish_raw("models", encode_message(message))
+        node = receiver.peer.gossip
+        assert node is not None
+        await wait_until(
+            lambda: flooder.peer_id in node.guard.banned_until,
+            "the receiver to graylist the flooder",
+        )
+        assert len(receiver.received()) < 30  # the gate dropped the rest
+
+
+async def test_validation_rules_one_by_one(tmp_path: Path) -> None:
+    """TaskGossip.check on its own: each rule, and the round window either side."""
+    rounds = iter(range(10**6))
+    current = {"round": ROUND}
+    async with open_host(HostConfig(key_path=tmp_path / "node.key")) as host:
+        async with open_pubsub(host) as node:
+            me = host.get_id()
+            registry = {me: address_of(me)}
+            async with open_task_gossip(
+                node, CHAIN_ID, TASK, lambda: current["round"], registry.get, vrf_stand_in
+            ) as gossip:
+                mine = address_of(me)
+                for round_ in (ROUND - 1, ROUND, ROUND + 1):
+                    message, address = await gossip.check(
+                        encode_message(announcement(mine, round_=round_)), "models", me
+                    )
+                    assert message.round == round_ and address == mine
+                for round_ in (ROUND - 2, ROUND + 2, 0):
+                    with pytest.raises(GossipRejected, match="wrong round"):
+                        await gossip.check(
+                            encode_message(announcement(mine, round_=round_)), "models", me
+                        )
+                current["round"] = 0
+                await gossip.check(encode_message(announcement(mine, round_=0)), "models", me)
+                current["round"] = ROUND
+
+                stranger = PeerID(b"\x00\x24" + b"\x08\x01\x12\x20" + bytes(32))
+                with pytest.raises(GossipRejected, match="unregistered signer"):
+                    await gossip.check(encode_message(announcement(mine)), "models", stranger)
+                with pytest.raises(GossipRejected, match="wrong topic"):
+                    await gossip.check(encode_message(announcement(mine)), "scores", me)
+                with pytest.raises(GossipRejected, match="unknown topic kind"):
+                    await gossip.check(encode_message(announcement(mine)), "weights", me)
+                with pytest.raises(GossipRejected, match="malformed: .*trailing"):
+                    await gossip.check(encode_message(announcement(mine)) + b"\x00", "models", me)
+
+                async def slow_refusal(message: Message, signer: PeerID) -> bool:
+                    await trio.sleep(0)
+                    return next(rounds) < 0
+
+                gossip.extra_validator = slow_refusal
+                with pytest.raises(GossipRejected, match="extra validator refused"):
+                    await gossip.check(encode_message(announcement(mine)), "models", me)
+
+                def broken(message: Message, signer: PeerID) -> bool:
+                    raise RuntimeError("VRF key unknown")
+
+                gossip.extra_validator = broken
+                with pytest.raises(GossipRejected, match="VRF key unknown"):
+                    await gossip.check(encode_message(announcement(mine)), "models", me)
