@@ -53,7 +53,14 @@ from protocol.errors import CIDError
 
 from .cids import canonical_cid, check_block
 from .store import BlockCorruptError, BlockNotFoundError, BlockStore, BlockStoreError
-from .unixfs import MAX_BLOCK_SIZE, DagError, build_file_dag, decode_file_node, is_raw
+from .unixfs import (
+    MAX_BLOCK_SIZE,
+    MAX_DAG_DEPTH,
+    DagError,
+    build_file_dag,
+    decode_file_node,
+    is_raw,
+)
 
 __all__ = [
     "PROTOCOL_ID",
@@ -237,6 +244,7 @@ class _Want:
     cid: str
     offset: int
     size: int | None  # file bytes under it; None only for the root
+    depth: int = 0
 
 
 @dataclass(eq=False)
@@ -277,6 +285,8 @@ class _BlobFetch:
     changed: trio.Event = field(default_factory=trio.Event)
     error: Exception | None = None  # set once: the fetch stops and raises it
     cancel_scope: trio.CancelScope | None = None
+    discovering: bool = False  # a find_providers lookup is running
+    setbacks_at_lookup: int | None = None  # setbacks() when find_providers last ran
 
     def notify(self) -> None:
         self.changed.set()
@@ -288,6 +298,11 @@ class _BlobFetch:
         if self.cancel_scope is not None:
             self.cancel_scope.cancel()
         self.notify()
+
+    def setbacks(self) -> int:
+        """Grows whenever a provider is dropped or lacks a block."""
+        dropped = sum(1 for provider in self.providers.values() if provider.down)
+        return dropped + sum(len(peers) for peers in self.tried.values())
 
     def usable(self) -> list[_Provider]:
         return [p for p in self.providers.values() if p.down is None]
@@ -491,18 +506,22 @@ class BlockExchange:
         state.pending.append(_Want(root, 0, None))
         with self.store.hold(root):
             self._take_local(state)
-            with trio.move_on_after(timeout_s if timeout_s is not None else float("inf")) as scope:
-                if state.remaining:
-                    await self._discover(state)
+            if state.remaining and state.error is None:
+                deadline = timeout_s if timeout_s is not None else float("inf")
+                with trio.move_on_after(deadline) as scope:
                     async with trio.open_nursery() as nursery:
                         state.cancel_scope = nursery.cancel_scope
+                        if self._find_providers is not None:
+                            # Explicit providers start at once; the DHT's join when found.
+                            state.discovering = True
+                            nursery.start_soon(self._discover, state)
                         for _ in range(self.limits.requests_in_flight):
                             nursery.start_soon(self._worker, state)
-            if scope.cancelled_caught:
-                raise FetchTimeoutError(
-                    f"fetching {root} did not finish within {timeout_s} s "
-                    f"({state.remaining} blocks missing); retry, or raise timeout_s for slow peers"
-                )
+                if scope.cancelled_caught:
+                    raise FetchTimeoutError(
+                        f"fetching {root} did not finish within {timeout_s} s ({state.remaining} "
+                        "blocks missing); retry, or raise timeout_s for slow peers"
+                    )
             if state.error is not None:
                 raise state.error
             if pin:
@@ -517,11 +536,16 @@ class BlockExchange:
         if self._find_providers is None:
             return 0
         found: Sequence[PeerInfo] = ()
-        with trio.move_on_after(self.limits.find_providers_timeout_s):
-            try:
+        state.discovering = True
+        state.setbacks_at_lookup = state.setbacks()
+        try:
+            with trio.move_on_after(self.limits.find_providers_timeout_s):
                 found = await _maybe_await(self._find_providers(state.root))
-            except Exception as exc:
-                logger.warning("find_providers(%s) failed: %s", state.root, exc)
+        except Exception as exc:
+            logger.warning("find_providers(%s) failed: %s", state.root, exc)
+        finally:
+            state.discovering = False
+            state.notify()
         added = 0
         for info in found:
             if info.peer_id != self.host.get_id() and info.peer_id not in state.providers:
@@ -539,7 +563,14 @@ class BlockExchange:
             except (BlockNotFoundError, BlockCorruptError):
                 continue  # removed meanwhile, or rotted (and removed): fetch it
             state.pending.remove(want)
-            self._place(state, want, data)
+            try:
+                self._place(state, want, data)
+            except DagError as exc:  # verified bytes, so the DAG itself is unusable
+                state.fail(BlockFetchError(f"{state.root} is not a usable file DAG: {exc}"))
+                return
+            except BlobTooLargeError as exc:
+                state.fail(exc)
+                return
 
     async def _worker(self, state: _BlobFetch) -> None:
         while True:
@@ -566,14 +597,17 @@ class BlockExchange:
             picked = self._pick(state)
             if picked is not None:
                 return picked
+            if state.discovering:  # providers may be on their way
+                await state.changed.wait()
+                continue
             if state.in_flight == 0:
                 if not state.pending:  # cannot happen: every want is pending, in flight or placed
                     state.fail(BlockFetchError(f"fetch of {state.root} lost track of "
                                                f"{state.remaining} blocks"))
                     return None
                 # Nothing in flight and no provider left for what is pending: look for
-                # more providers once per stall, else give up with the reason.
-                if await self._discover(state) == 0:
+                # more providers if providers failed since the last lookup, else give up.
+                if state.setbacks() == state.setbacks_at_lookup or await self._discover(state) == 0:
                     state.fail(self._unavailable(state))
                     return None
                 continue
@@ -729,14 +763,11 @@ class BlockExchange:
                 await _reset_shielded(stream)
 
     def _check_length(self, want: _Want, length: int) -> None:
-        if want.size is None:
-            if length > MAX_BLOCK_SIZE:
-                raise _BadBlock(f"offered a {length}-byte root, over the {MAX_BLOCK_SIZE}-byte limit")
-        elif is_raw(want.cid):
-            if length != want.size:
-                raise _BadBlock(f"offered {length} bytes for {want.cid}, which has {want.size}")
-        elif length > MAX_BLOCK_SIZE:
-            raise _BadBlock(f"offered a {length}-byte node, over the {MAX_BLOCK_SIZE}-byte limit")
+        # A leaf whose length differs from what its parent declares is still read (it is
+        # bounded): if its bytes match the CID the DAG is what lies, not the provider.
+        if length > MAX_BLOCK_SIZE:
+            raise _BadBlock(f"offered a {length}-byte block for {want.cid}, over the "
+                            f"{MAX_BLOCK_SIZE}-byte limit")
 
     async def _accept(self, state: _BlobFetch, want: _Want, data: bytes) -> None:
         """Verify ``data`` as ``want``, check its place in the DAG, store it, place it."""
@@ -780,6 +811,8 @@ class BlockExchange:
                 for copy in copies:
                     state.pending.remove(copy)
             return
+        if want.depth >= MAX_DAG_DEPTH:
+            raise DagError(f"the DAG is deeper than {MAX_DAG_DEPTH} levels; no sane file is")
         node = decode_file_node(data)
         if want.size is None:
             if node.file_size > state.max_size:
@@ -795,7 +828,7 @@ class BlockExchange:
             state.buffer = bytearray(node.file_size)
         offset = want.offset
         for link in node.links:
-            state.pending.append(_Want(link.cid, offset, link.file_size))
+            state.pending.append(_Want(link.cid, offset, link.file_size, want.depth + 1))
             offset += link.file_size
         state.remaining += len(node.links) - 1
         self._take_local(state)

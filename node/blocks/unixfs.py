@@ -26,6 +26,7 @@ from .cids import cid_from_binary, cid_info
 __all__ = [
     "CHUNK_SIZE",
     "MAX_BLOCK_SIZE",
+    "MAX_DAG_DEPTH",
     "MAX_LINKS_PER_NODE",
     "Block",
     "DagError",
@@ -45,6 +46,8 @@ MAX_LINKS_PER_NODE = 174
 MAX_BLOCK_SIZE = 1024 * 1024
 # A node listing more links than this cannot be one of a sane file's nodes.
 MAX_LINKS_DECODED = 4096
+# Levels of file nodes above the leaves: 3 already address 174**3 x 256 KiB = 1.4 TB.
+MAX_DAG_DEPTH = 8
 
 _RAW = "raw"
 _DAG_PB = "dag-pb"

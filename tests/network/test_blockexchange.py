@@ -26,6 +26,7 @@ from node.blocks.exchange import (
     STATUS_DONT_HAVE,
     BlobTooLargeError,
     BlockExchange,
+    BlockFetchError,
     BlockUnavailableError,
     ExchangeLimits,
     FetchTimeoutError,
@@ -33,7 +34,14 @@ from node.blocks.exchange import (
     encode_request,
 )
 from node.blocks.store import BlockStore
-from node.blocks.unixfs import CHUNK_SIZE, build_file_dag, decode_file_node, is_raw
+from node.blocks.unixfs import (
+    CHUNK_SIZE,
+    Link,
+    build_file_dag,
+    decode_file_node,
+    encode_file_node,
+    is_raw,
+)
 from node.host import HostConfig, host_multiaddrs, open_host
 from protocol.cid import cid_of, verify_block
 from protocol.envelope import generate_keypair, open_envelope, seal
@@ -249,6 +257,49 @@ async def test_tampered_blocks_are_rejected_and_another_provider_serves(
         assert set(alone.store.cids()) <= {root}, "a block of the liar was stored"
 
 
+def chain_of_nodes(leaf: bytes, levels: int, declared: int | None = None) -> dict[str, bytes]:
+    """A DAG of ``levels`` single-link file nodes over one raw leaf (root last)."""
+    child = cid_of(leaf)
+    blocks = {child: leaf}
+    size = len(leaf) if declared is None else declared
+    for _ in range(levels):
+        node = encode_file_node([Link(child, size, size)])
+        child = cid_of(node, codec="dag-pb")
+        blocks[child] = node
+    return blocks
+
+
+@pytest.mark.parametrize(
+    ("levels", "declared", "message"),
+    [(1, 5, "leaf .* has 4 bytes, its parent says 5"), (9, None, "the DAG is deeper than 8 levels")],
+)
+async def test_a_lying_dag_fails_the_fetch_without_blaming_providers(
+    tmp_path: Path, levels: int, declared: int | None, message: str
+) -> None:
+    blocks = chain_of_nodes(b"leaf", levels, declared)
+    root = list(blocks)[-1]
+    reported: list[object] = []
+    async with open_network(tmp_path) as net:
+        provider = await net.host(echo=False)
+        provider.set_stream_handler(PROTOCOL_ID, scripted_provider(blocks, honest))
+        fetcher = await exchange_on(
+            net, tmp_path / "fetcher", on_bad_peer=lambda peer, why: reported.append(why)
+        )
+        with pytest.raises(BlockFetchError, match=f"not a usable file DAG: {message}"):
+            await fetcher.fetch(
+                root, MB, providers=[host_multiaddrs(provider)[0]], timeout_s=HANG_GUARD_S
+            )
+        assert reported == []
+    # The same DAG is refused from the local store too.
+    with BlockStore(tmp_path / "local" / "blocks") as store:
+        for cid, data in blocks.items():
+            store.put(cid, data)
+        async with open_network(tmp_path / "local-net") as net:
+            exchange = BlockExchange(await net.host(echo=False), store)
+            with pytest.raises(BlockFetchError, match=message):
+                await exchange.fetch(root, MB)
+
+
 async def test_stalled_provider_is_dropped_after_the_read_timeout(tmp_path: Path) -> None:
     blob = os.urandom(3 * CHUNK_SIZE)
     root, blocks = build_file_dag(blob)
@@ -457,14 +508,20 @@ async def test_unknown_cid_and_missing_providers_fail_clearly(tmp_path: Path) ->
     unknown = cid_of(b"nobody has this")
     async with open_network(tmp_path) as net:
         publisher = await exchange_on(net, tmp_path / "publisher")
-        fetcher = await exchange_on(net, tmp_path / "fetcher", find_providers=lambda cid: [])
+        lookups: list[str] = []
+        fetcher = await exchange_on(
+            net, tmp_path / "fetcher", find_providers=lambda cid: lookups.append(cid) or []
+        )
         with trio.fail_after(HANG_GUARD_S):
             with pytest.raises(
                 BlockUnavailableError, match=f"block {unknown} .* not available.*without it: \\['"
             ):
                 await fetcher.fetch(unknown, MB, providers=[provider_of(publisher)])
+            # The publisher said it lacks the block: one more lookup, then the error.
+            assert lookups == [unknown, unknown]
             with pytest.raises(BlockUnavailableError, match="no providers known"):
                 await fetcher.fetch(unknown, MB)
+            assert len(lookups) == 3  # nothing changed after an empty lookup: no second one
             # A provider that is not listening any more.
             async with open_host(HostConfig(tmp_path / "gone.key")) as gone:
                 gone_addr = host_multiaddrs(gone)[0]
