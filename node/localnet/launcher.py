@@ -19,33 +19,31 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
+import trio
 from eth_account import Account
-from eth_typing import HexStr
+from eth_utils import to_checksum_address
 from web3 import Web3
 
 from node.anvil import Anvil
 from node.chain.client import ChainClient
 from node.chain.dev import fund
-from node.chain.events import EventFollower
-from node.chain.types import ChainEvent, RoundInfo
 from node.localnet.configs import NodePlan, TaskDefaults, node_document, write_node_config
 from node.localnet.evaluation import TestSetEvaluator
 from node.localnet.processes import ManagedProcess, ProcessGroup, log_tail
-from node.localnet.results import Participant, build_results, write_plots, write_results
+from node.localnet.results import Participant, write_plots, write_results
 from node.localnet.scenario import Crash, ResolvedScenario, Scenario, load_scenario
-from node.localnet.table import header, round_row, status_line
-from node.localnet.tracker import PHASE_NAMES, RoundRecord, TaskTracker
-from protocol.training import Metrics
+from node.localnet.table import header
+from node.localnet.view import ChainView
 
 __all__ = [
-    "GLOBAL_MODEL_PATTERN",
     "LocalnetError",
     "LocalnetOptions",
     "NodeDied",
@@ -55,10 +53,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FUNDING_WEI = 1_000 * 10**18
-# Where a node keeps the global model after round r (the codec format, no pickle).
-GLOBAL_MODEL_PATTERN = "global/round-{round}.bin"
 BOOTSTRAP_TIMEOUT = 120.0
-MODEL_WAIT_SECONDS = 20.0  # how long after RoundFinalized to wait for the round's model file
 
 
 class LocalnetError(RuntimeError):
@@ -137,20 +132,12 @@ class Localnet:
         self.w3: Web3 | None = None
         self.reader: ChainClient | None = None
         self.plans: dict[str, NodePlan] = {}
-        self.tracker = TaskTracker()
-        self.task: str | None = None
-        self.boundaries: dict[int, RoundInfo] = {}
-        self.evaluations: dict[int, Metrics] = {}
-        self.pending_models: dict[int, float] = {}  # round -> monotonic deadline for its file
+        self.view: ChainView | None = None
         self.registry: str | None = None
         self.rpc_url: str | None = None
         self.crashes_done: set[Crash] = set()
         self.restarts_due: dict[str, float] = {}
-        self._timestamps: dict[int, int] = {}
-        self._last_status = ""
         self._started = time.monotonic()
-        self._evaluator: TestSetEvaluator | None = None
-        self.models_missing = False
 
     # ------------------------------------------------------------------ output
 
@@ -272,77 +259,27 @@ class Localnet:
 
     # ------------------------------------------------------------------ following the task
 
-    def _timestamp(self, block: int) -> int:
-        if block not in self._timestamps:
-            assert self.w3 is not None
-            self._timestamps[block] = int(self.w3.eth.get_block(block)["timestamp"])
-        return self._timestamps[block]
+    def open_view(self) -> ChainView:
+        assert self.w3 is not None and self.reader is not None
+        self.view = ChainView(
+            self.w3,
+            self.reader,
+            self.participants(),
+            model_dir=self.plans["requester"].data_dir,
+            evaluator=lambda: TestSetEvaluator(self.options.data_root),
+            cursor_path=self.output / "monitor-cursor.json",
+            say=self.say,
+        )
+        return self.view
 
-    def _find_task(self) -> None:
-        assert self.reader is not None
-        if self.reader.task_count() > 0:
-            self.task = self.reader.task_at(0)
-            self.say(f"task {self.task}")
+    def participants(self) -> list[Participant]:
+        return [
+            Participant(p.name, p.role, Account.from_key(p.private_key).address, p.behaviour)
+            for p in self.plans.values()
+        ]
 
-    def _address_names(self) -> dict[str, str]:
-        return {Account.from_key(p.private_key).address: p.name for p in self.plans.values()}
-
-    def name_of(self, address: str) -> str:
-        return self._address_names().get(address, address)
-
-    def follow(self, follower: EventFollower) -> None:
-        assert self.reader is not None
-        for event in follower.poll():
-            finalized = self.tracker.feed(event, self._timestamp(event.block_number))
-            if finalized is not None:
-                self._on_finalized(finalized, event)
-        follower.commit()
-
-    def _on_finalized(self, record: RoundRecord, event: ChainEvent) -> None:
-        assert self.reader is not None and self.task is not None
-        self.boundaries[record.round] = self.reader.round_info(self.task, record.round)
-        self.pending_models[record.round] = time.monotonic() + MODEL_WAIT_SECONDS
-
-    def _evaluate_ready_models(self, force: bool = False) -> None:
-        """Evaluate every finalized round whose model file exists; print its row once done
-        (or, without the file, once its wait ran out)."""
-        for number in sorted(self.pending_models):
-            path = self.plans["requester"].data_dir / GLOBAL_MODEL_PATTERN.format(round=number)
-            deadline = self.pending_models[number]
-            if path.exists():
-                try:
-                    self.evaluations[number] = self.evaluator.evaluate_file(path)
-                except Exception as exc:  # a bad file is reported, never fatal
-                    self.say(f"round {number}: cannot evaluate {path}: {exc}")
-            elif not force and time.monotonic() < deadline and not self.models_missing:
-                break  # rows stay in round order
-            else:
-                # The runtime writes no per-round models: do not wait for the later ones.
-                self.models_missing = True
-            del self.pending_models[number]
-            record = self.tracker.rounds[number]
-            self.say(round_row(record, self.name_of, self.evaluations.get(number), self._gas(record)))
-
-    @property
-    def evaluator(self) -> TestSetEvaluator:
-        if self._evaluator is None:
-            self._evaluator = TestSetEvaluator(self.options.data_root)
-        return self._evaluator
-
-    def _gas(self, record: RoundRecord) -> int:
-        gas = self._gas_by_tx([h for hashes in record.tx_hashes.values() for h in hashes])
-        return sum(gas.values())
-
-    def _gas_by_tx(self, hashes: list[str]) -> dict[str, int]:
-        assert self.w3 is not None
-        return {
-            h: int(self.w3.eth.get_transaction_receipt(HexStr(h))["gasUsed"]) for h in set(hashes)
-        }
-
-    # ------------------------------------------------------------------ crashes
-
-    def _apply_crashes(self) -> None:
-        finalized = {r.round for r in self.tracker.finalized_rounds()}
+    def _apply_crashes(self, view: ChainView) -> None:
+        finalized = {r.round for r in view.tracker.finalized_rounds()}
         for crash in self.scenario.crashes:
             if crash in self.crashes_done or crash.after_round not in finalized:
                 continue
@@ -359,39 +296,41 @@ class Localnet:
                 self.processes[name].start()
                 self.say(f"scenario: restarted {name}")
 
-    # ------------------------------------------------------------------ the run
-
     def deadline(self) -> float:
         if self.options.timeout is not None:
             return self._started + self.options.timeout
         task = TaskDefaults(
-            self.options.rounds, self.options.workers, self.options.validators
+            self.options.rounds, self.options.workers, self.options.validators,
+            overrides=self.options.task_overrides,
         ).section(Path("unused"))
-        task.update(self.options.task_overrides)
         per_round = task["training_seconds"] + task["commit_seconds"] + task["reveal_seconds"]
         return self._started + task["recruit_seconds"] + self.options.rounds * (per_round + 60)
 
-    def watch(self) -> None:
-        assert self.w3 is not None
-        follower = EventFollower(self.w3, self.output / "monitor-cursor.json")
+    def _failed_node(self, view: ChainView) -> ManagedProcess | None:
+        failed = self.processes.failed(clean_exit_ok=view.tracker.terminated)
+        if failed is not None and not view.tracker.terminated:
+            # A node stops by itself once it saw the task end: read the chain once more
+            # before calling its exit a failure.
+            view.poll()
+            failed = self.processes.failed(clean_exit_ok=view.tracker.terminated)
+        return failed
+
+    def watch(self, view: ChainView) -> None:
         deadline = self.deadline()
+        expected = {"workers": self.options.workers, "validators": self.options.validators}
         self.say(header())
         while True:
-            if self.task is None:
-                self._find_task()
-                if self.task is not None:
-                    follower.follow(self.task, 0)
-            if self.task is not None:
-                self.follow(follower)
-                self._apply_crashes()
-                self._evaluate_ready_models()
-                self._show_status()
-            # After the events: a node may stop by itself once it saw the task end.
-            failed = self.processes.failed(clean_exit_ok=self.tracker.terminated)
+            view.poll()
+            self._apply_crashes(view)
+            view.print_ready_rounds()
+            down = [p.name for p in self.processes.processes.values() if p.starts and not p.running]
+            view.show_status(expected, down)
+            failed = self._failed_node(view)
             if failed is not None:
                 raise NodeDied(failed.name, failed.returncode, failed.tail())
-            if self.tracker.terminated and not self.pending_models:
-                self.say(f"task terminated: {self.tracker.termination.name}")  # type: ignore[union-attr]
+            if view.tracker.terminated and not view.pending_models:
+                assert view.tracker.termination is not None
+                self.say(f"task terminated: {view.tracker.termination.name}")
                 return
             if time.monotonic() > deadline:
                 raise LocalnetError(
@@ -400,78 +339,16 @@ class Localnet:
                 )
             time.sleep(self.options.poll_interval)
 
-    def _show_status(self) -> None:
-        assert self.reader is not None and self.task is not None
-        if self.tracker.terminated:
-            return
-        phase = PHASE_NAMES[self.reader.phase(self.task)]
-        down = [p.name for p in self.processes.processes.values() if p.starts and not p.running]
-        line = status_line(
-            self.tracker.current_round,
-            phase,
-            {"workers": self.options.workers, "validators": self.options.validators},
-            down,
-        )
-        if line != self._last_status:
-            self._last_status = line
-            self.say(f"  {line}")
-
-    def collect_results(self, outcome: str) -> dict[str, Any]:
-        assert self.reader is not None
-        participants = []
-        for plan in self.plans.values():
-            address = Account.from_key(plan.private_key).address
-            participants.append(Participant(plan.name, plan.role, address, plan.behaviour))
-        balances = {}
-        if self.task is not None:
-            for p in participants:
-                balances[p.address] = self.reader.credited_balance(self.task, p.address)
-        hashes = [
-            h
-            for record in self.tracker.rounds.values()
-            for kind_hashes in record.tx_hashes.values()
-            for h in kind_hashes
-        ]
-        initial = None
-        try:
-            initial = self.evaluator.evaluate_initial(
-                int(self.options.task_overrides.get("model_seed", 0))
-            )
-        except Exception as exc:
-            logger.warning("cannot evaluate the initial model: %s", exc)
-        return build_results(
-            options=self.options.described(),
-            scenario={
-                "description": self.scenario.description,
-                "workers": {f"worker-{i}": k for i, k in enumerate(self.scenario.worker_kinds)},
-                "validators": {
-                    f"validator-{i}": k for i, k in enumerate(self.scenario.validator_kinds)
-                },
-                "crashes": [asdict(c) for c in self.scenario.crashes],
-            },
-            participants=participants,
-            chain={
-                "rpc_url": self.rpc_url,
-                "chain_id": self.reader.chain_id,
-                "registry": self.registry,
-                "task": self.task,
-            },
-            tracker=self.tracker,
-            boundaries=self.boundaries,
-            evaluations=self.evaluations,
-            gas_by_tx=self._gas_by_tx(hashes),
-            final_balances=balances,
-            wall_seconds=time.monotonic() - self._started,
+    def write_outputs(self, view: ChainView, outcome: str) -> None:
+        document = view.results(
             outcome=outcome,
-            initial_evaluation=initial,
+            options=self.options.described(),
+            scenario=_describe_scenario(self.scenario),
+            chain={"backend": "anvil", "rpc_url": self.rpc_url, "registry": self.registry},
+            wall_seconds=time.monotonic() - self._started,
+            model_seed=int(self.options.task_overrides.get("model_seed", 0)),
         )
-
-    def write_outputs(self, outcome: str) -> None:
-        document = self.collect_results(outcome)
-        path = self.output / "results.json"
-        write_results(document, path)
-        plots = write_plots(document, self.output)
-        self.say(f"results: {path}; plots: {', '.join(str(p) for p in plots)}")
+        _write_outputs(document, self.output, self.say)
 
     def stop(self) -> None:
         self.processes.stop_all()
@@ -487,17 +364,18 @@ class Localnet:
                 self.plan_nodes()
                 bootstrap = self.start_bootstrap()
                 self.write_configs(bootstrap)
+                view = self.open_view()
                 self.start_nodes()
-                self.watch()
-                # Give nodes a moment to write the last round's model, then stop them.
-                self.write_outputs("completed")
+                self.watch(view)
+                self.write_outputs(view, "completed")
                 return 0
             except (LocalnetError, KeyboardInterrupt) as exc:
                 reason = str(exc) or type(exc).__name__
                 self.say(f"localnet failed: {reason}")
-                if self.task is not None and self.reader is not None:
+                if self.view is not None and self.view.task is not None:
                     try:
-                        self.write_outputs(f"failed: {reason.splitlines()[0]}")
+                        self.view.print_ready_rounds(force=True)
+                        self.write_outputs(self.view, f"failed: {reason.splitlines()[0]}")
                     except Exception as write_error:  # results are a bonus on failure
                         self.say(f"(no results.json: {write_error})")
                 return 130 if isinstance(exc, KeyboardInterrupt | Interrupted) else 1
@@ -509,6 +387,99 @@ def _fresh_key() -> str:
     return "0x" + bytes(Account.create().key).hex()
 
 
+def _describe_scenario(scenario: ResolvedScenario) -> dict[str, Any]:
+    return {
+        "description": scenario.description,
+        "workers": {f"worker-{i}": k for i, k in enumerate(scenario.worker_kinds)},
+        "validators": {f"validator-{i}": k for i, k in enumerate(scenario.validator_kinds)},
+        "crashes": [asdict(c) for c in scenario.crashes],
+    }
+
+
+def _write_outputs(document: dict[str, Any], output: Path, say: Callable[[str], None]) -> None:
+    path = output / "results.json"
+    write_results(document, path)
+    plots = write_plots(document, output)
+    say(f"results: {path}; plots: {', '.join(str(p) for p in plots)}")
+
+
+def run_in_process(
+    options: LocalnetOptions, scenario: ResolvedScenario, out: TextIO = sys.stdout
+) -> int:
+    """--in-process: G's run_inprocess (every node in this process, embedded chain), then the
+    same table and results.json from the chain it leaves behind. The table comes at the
+    end: the run holds this thread until the task is over."""
+    from node.runtime.inprocess import run_inprocess
+
+    def say(text: str) -> None:
+        print(text, file=out, flush=True)
+
+    if scenario.crashes:
+        raise LocalnetError(
+            "--in-process cannot crash nodes (they share this process); drop the scenario's "
+            "[[crash]] entries or run without --in-process"
+        )
+    if options.partition != "iid":
+        raise LocalnetError(
+            "--in-process partitions the data iid only (run_inprocess takes no partition); "
+            "drop --partition or run without --in-process"
+        )
+    output = options.output.resolve()
+    if output.exists() and any(output.iterdir()):
+        raise LocalnetError(f"output folder {output} is not empty; pass another --output or delete it")
+    started = time.monotonic()
+    say(f"in-process: requester, {options.workers} workers, {options.validators} validators "
+        "on the embedded chain")
+    result = trio.run(
+        partial(
+            run_inprocess,
+            output / "nodes",
+            options.data_root,
+            workers=options.workers,
+            validators=options.validators,
+            rounds=options.rounds,
+            max_samples=options.max_samples,
+            worker_behaviours=scenario.worker_kinds,
+            validator_behaviours=scenario.validator_kinds,
+            task=dict(options.task_overrides),
+            timeout_s=options.timeout or 3600.0,
+        )
+    )
+    statuses = [("requester", "requester", "honest", result.requester)]
+    statuses += [(f"worker-{i}", "worker", scenario.worker_kinds[i], s) for i, s in enumerate(result.workers)]
+    statuses += [
+        (f"validator-{i}", "validator", scenario.validator_kinds[i], s)
+        for i, s in enumerate(result.validators)
+    ]
+    participants = [
+        Participant(name, role, to_checksum_address(status.address), kind)
+        for name, role, kind, status in statuses
+    ]
+    reader = ChainClient(result.w3, _fresh_key(), registry=result.registry)
+    view = ChainView(
+        result.w3,
+        reader,
+        participants,
+        model_dir=output / "nodes" / "requester",
+        evaluator=lambda: TestSetEvaluator(options.data_root),
+        cursor_path=output / "monitor-cursor.json",
+        say=say,
+    )
+    say(header())
+    view.poll()
+    view.print_ready_rounds(force=True)
+    document = view.results(
+        outcome="completed" if view.tracker.terminated else "failed: the task did not terminate",
+        options=options.described(),
+        scenario=_describe_scenario(scenario),
+        chain={"backend": "embedded", "rpc_url": None, "registry": result.registry},
+        wall_seconds=time.monotonic() - started,
+        model_seed=int(options.task_overrides.get("model_seed", 0)),
+    )
+    _write_outputs(document, output, say)
+    return 0 if view.tracker.terminated else 1
+
+
 def run_localnet(options: LocalnetOptions, out: TextIO = sys.stdout) -> int:
     """Run a localnet with `options` (scenario defaults already merged by the caller)."""
     scenario = (
@@ -517,4 +488,6 @@ def run_localnet(options: LocalnetOptions, out: TextIO = sys.stdout) -> int:
         else Scenario(source="<no scenario>")
     )
     resolved = scenario.resolve(options.workers, options.validators)
+    if options.in_process:
+        return run_in_process(options, resolved, out)
     return Localnet(options, resolved, out).run()

@@ -1,0 +1,178 @@
+"""A read-only view of one task on any chain backend: its events feed a TaskTracker, each
+finalized round becomes a table row once its global model is evaluated on the MNIST test
+set, and at the end the whole run becomes results.json. Used by the multi-process launcher
+(live, while the nodes run) and by --in-process (once, after the run)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from eth_typing import HexStr
+from web3 import Web3
+
+from node.chain.client import ChainClient
+from node.chain.events import EventFollower
+from node.chain.types import RoundInfo
+from node.localnet.evaluation import TestSetEvaluator
+from node.localnet.results import Participant, build_results
+from node.localnet.table import round_row, status_line
+from node.localnet.tracker import PHASE_NAMES, RoundRecord, TaskTracker
+from protocol.training import Metrics
+
+__all__ = ["GLOBAL_MODEL_PATTERN", "ChainView"]
+
+logger = logging.getLogger(__name__)
+
+# Where the requester keeps the global model after round r (codec format, never pickle).
+GLOBAL_MODEL_PATTERN = "global/round-{round}.bin"
+MODEL_WAIT_SECONDS = 20.0  # how long after RoundFinalized to wait for the round's model file
+
+
+class ChainView:
+    def __init__(
+        self,
+        w3: Web3,
+        reader: ChainClient,
+        participants: Sequence[Participant],
+        model_dir: Path,
+        evaluator: Callable[[], TestSetEvaluator],
+        cursor_path: Path,
+        say: Callable[[str], None],
+    ) -> None:
+        self.w3 = w3
+        self.reader = reader  # only calls views; never sends
+        self.participants = list(participants)
+        self.names = {p.address: p.name for p in participants}
+        self.model_dir = model_dir
+        self._evaluator_factory = evaluator
+        self._evaluator: TestSetEvaluator | None = None
+        self.say = say
+        self.follower = EventFollower(w3, cursor_path)
+        self.tracker = TaskTracker()
+        self.task: str | None = None
+        self.boundaries: dict[int, RoundInfo] = {}
+        self.evaluations: dict[int, Metrics] = {}
+        self.pending_models: dict[int, float] = {}  # round -> monotonic deadline for its file
+        self.models_missing = False
+        self._timestamps: dict[int, int] = {}
+        self._last_status = ""
+
+    @property
+    def evaluator(self) -> TestSetEvaluator:
+        if self._evaluator is None:
+            self._evaluator = self._evaluator_factory()
+        return self._evaluator
+
+    def name_of(self, address: str) -> str:
+        return self.names.get(address, address)
+
+    def find_task(self) -> bool:
+        """The registry's first task (the localnet's requester creates exactly one)."""
+        if self.task is None and self.reader.task_count() > 0:
+            self.task = self.reader.task_at(0)
+            self.follower.follow(self.task, 0)
+            self.say(f"task {self.task}")
+        return self.task is not None
+
+    def _timestamp(self, block: int) -> int:
+        if block not in self._timestamps:
+            self._timestamps[block] = int(self.w3.eth.get_block(block)["timestamp"])
+        return self._timestamps[block]
+
+    def poll(self) -> list[RoundRecord]:
+        """Read new events; returns the rounds they finalized."""
+        if not self.find_task():
+            return []
+        finalized = []
+        for event in self.follower.poll():
+            record = self.tracker.feed(event, self._timestamp(event.block_number))
+            if record is not None:
+                assert self.task is not None
+                self.boundaries[record.round] = self.reader.round_info(self.task, record.round)
+                self.pending_models[record.round] = time.monotonic() + MODEL_WAIT_SECONDS
+                finalized.append(record)
+        self.follower.commit()
+        return finalized
+
+    def model_path(self, round_number: int) -> Path:
+        return self.model_dir / GLOBAL_MODEL_PATTERN.format(round=round_number)
+
+    def print_ready_rounds(self, force: bool = False) -> None:
+        """Evaluate each finalized round whose model file exists and print its row; rows stay
+        in round order, a round without a file waits MODEL_WAIT_SECONDS (not with `force`)."""
+        for number in sorted(self.pending_models):
+            path = self.model_path(number)
+            if path.exists():
+                try:
+                    self.evaluations[number] = self.evaluator.evaluate_file(path)
+                except Exception as exc:  # a bad file is reported, never fatal
+                    self.say(f"round {number}: cannot evaluate {path}: {exc}")
+            elif not force and not self.models_missing and time.monotonic() < self.pending_models[number]:
+                break
+            else:
+                self.models_missing = True  # no per-round models: do not wait for later ones
+            del self.pending_models[number]
+            record = self.tracker.rounds[number]
+            self.say(round_row(record, self.name_of, self.evaluations.get(number), self.round_gas(record)))
+
+    def show_status(self, expected: Mapping[str, int], down: list[str]) -> None:
+        """Print the current round's state when it changed since the last call."""
+        if self.task is None or self.tracker.terminated:
+            return
+        phase = PHASE_NAMES[self.reader.phase(self.task)]
+        line = status_line(self.tracker.current_round, phase, expected, down)
+        if line != self._last_status:
+            self._last_status = line
+            self.say(f"  {line}")
+
+    def gas_by_tx(self, hashes: Sequence[str]) -> dict[str, int]:
+        return {
+            h: int(self.w3.eth.get_transaction_receipt(HexStr(h))["gasUsed"]) for h in set(hashes)
+        }
+
+    def round_gas(self, record: RoundRecord) -> int:
+        return sum(self.gas_by_tx([h for hs in record.tx_hashes.values() for h in hs]).values())
+
+    def results(
+        self,
+        *,
+        outcome: str,
+        options: Mapping[str, Any],
+        scenario: Mapping[str, Any],
+        chain: Mapping[str, Any],
+        wall_seconds: float,
+        model_seed: int,
+    ) -> dict[str, Any]:
+        balances = {}
+        if self.task is not None:
+            for p in self.participants:
+                balances[p.address] = self.reader.credited_balance(self.task, p.address)
+        hashes = [
+            h
+            for record in self.tracker.rounds.values()
+            for kind_hashes in record.tx_hashes.values()
+            for h in kind_hashes
+        ]
+        initial = None
+        try:
+            initial = self.evaluator.evaluate_initial(model_seed)
+        except Exception as exc:  # the results still say everything else
+            logger.warning("cannot evaluate the initial model: %s", exc)
+        return build_results(
+            options=options,
+            scenario=scenario,
+            participants=self.participants,
+            chain={**chain, "chain_id": self.reader.chain_id, "task": self.task},
+            tracker=self.tracker,
+            boundaries=self.boundaries,
+            evaluations=self.evaluations,
+            gas_by_tx=self.gas_by_tx(hashes),
+            final_balances=balances,
+            wall_seconds=wall_seconds,
+            outcome=outcome,
+            initial_evaluation=initial,
+        )
