@@ -52,7 +52,13 @@ from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from protocol.errors import CIDError
 
 from .cids import canonical_cid, check_block
-from .store import BlockCorruptError, BlockNotFoundError, BlockStore, BlockStoreError
+from .store import (
+    BlockCorruptError,
+    BlockNotFoundError,
+    BlockStore,
+    BlockStoreError,
+    BlockStoreFullError,
+)
 from .unixfs import (
     MAX_BLOCK_SIZE,
     MAX_DAG_DEPTH,
@@ -378,6 +384,13 @@ class BlockExchange:
 
         def store_all() -> None:
             with self.store.hold(*(block.cid for block in blocks)):
+                needed = sum(len(b.data) for b in blocks if not self.store.has(b.cid))
+                if self.store.total_bytes + needed > self.store.max_bytes:
+                    raise BlockStoreFullError(
+                        f"publishing {len(blob)} bytes needs {needed} more bytes in the block "
+                        f"store, which holds {self.store.total_bytes} of {self.store.max_bytes}; "
+                        "raise the block store cap (max_bytes) or unpin old blobs and run gc()"
+                    )
                 for block in blocks:
                     self.store.put(block.cid, block.data)
                 if pin:

@@ -33,7 +33,7 @@ from node.blocks.exchange import (
     decode_request,
     encode_request,
 )
-from node.blocks.store import BlockStore
+from node.blocks.store import BlockStore, BlockStoreFullError
 from node.blocks.unixfs import (
     CHUNK_SIZE,
     Link,
@@ -502,6 +502,18 @@ async def test_max_size_is_enforced_from_the_root_before_any_leaf(
         assert store.served == [root], "leaves were requested although the root was too large"
         assert len(fetcher.store) == 0
         assert await fetcher.fetch(root, size, providers=[provider_of(publisher)]) == blob
+
+
+async def test_publish_refuses_a_blob_the_store_cannot_hold(tmp_path: Path) -> None:
+    async with open_network(tmp_path) as net:
+        store = BlockStore(tmp_path / "small" / "blocks", max_bytes=3 * CHUNK_SIZE)
+        net.stack.callback(store.close)
+        exchange = BlockExchange(await net.host(echo=False), store)
+        with pytest.raises(BlockStoreFullError, match="raise the block store cap"):
+            await exchange.publish(os.urandom(4 * CHUNK_SIZE))
+        assert len(store) == 0
+        await exchange.publish(os.urandom(2 * CHUNK_SIZE))
+        assert len(store) == 3
 
 
 async def test_unknown_cid_and_missing_providers_fail_clearly(tmp_path: Path) -> None:
