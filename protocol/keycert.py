@@ -1,7 +1,7 @@
 """Certifying a VRF key: a non-interactive proof that x -> x^e mod n is a permutation.
 
-RSA-FDH-VRF gives one proof per input only if the key was generated honestly
-(RFC 9381 section 7.1.1); a validator who picks a bad modulus could hold several valid
+RSA-FDH-VRF gives one proof per input only if the key was generated honestly (RFC 9381,
+security considerations on key generation); a validator who picks a bad modulus could hold several valid
 proofs, hence several betas, per round.  So a validator registers its modulus together
 with the "perm" proof of Goldberg, Reyzin, Sagga and Baldimtsi ("Efficient Noninteractive
 Certification of RSA Moduli and Beyond", ASIACRYPT 2019, ePrint 2018/057): the verifier
@@ -53,7 +53,8 @@ sum(q^-2 for q >= ALPHA with q^2 | n) <= (2048 / 26) * 2^-26 < 2^-19.7 per VRF i
 i.e. a crafted key gains a choice of beta in about one round in 800,000.  Proving
 square-freeness as well (N-th roots, the paper's section 3.2) would cost a 2048-bit
 exponent per challenge, about 0.7M gas each on chain, which that residual does not
-justify.  ALPHA = 2^13 keeps the on-chain prime table at 2 KB.
+justify.  ALPHA = 2^13 keeps the on-chain prime table at 2 KB; VRF.verifyKeyCertificate
+spends about 0.36M gas in all (python -m bench.vrf), 0.23M of it on the small primes.
 """
 
 from __future__ import annotations
