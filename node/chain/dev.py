@@ -21,7 +21,7 @@ def embedded_web3() -> Web3:
     return Web3(EthereumTesterProvider(EthereumTester(PyEVMBackend())))
 
 
-def _tester(w3: Web3) -> EthereumTester | None:
+def embedded_tester(w3: Web3) -> EthereumTester | None:
     provider = w3.provider
     if isinstance(provider, EthereumTesterProvider):
         tester = provider.ethereum_tester
@@ -31,7 +31,7 @@ def _tester(w3: Web3) -> EthereumTester | None:
 
 
 def is_embedded(w3: Web3) -> bool:
-    return _tester(w3) is not None
+    return embedded_tester(w3) is not None
 
 
 def _rpc(w3: Web3, method: str, params: list[Any]) -> Any:
@@ -46,7 +46,7 @@ def latest_timestamp(w3: Web3) -> int:
 
 
 def mine(w3: Web3, blocks: int = 1) -> None:
-    tester = _tester(w3)
+    tester = embedded_tester(w3)
     if tester is not None:
         tester.mine_blocks(blocks)
         return
@@ -55,16 +55,19 @@ def mine(w3: Web3, blocks: int = 1) -> None:
 
 
 def advance_time(w3: Web3, seconds: int) -> int:
-    """Move chain time forward by `seconds` and mine a block at the new time; returns it.
+    """Mine a block `seconds` after the latest one and return its timestamp.
 
-    eth-tester: each later block adds 1 s to the travelled time. anvil: later blocks keep
-    wall-clock time plus the accumulated offset.
+    eth-tester: time_travel(T) mines a block at T - 1 and makes T the pending time, hence the
+    + 1; later blocks add 1 s each. anvil: later blocks keep wall-clock time plus the offset.
     """
     if seconds < 0:
         raise ValueError("chain time only moves forward")
-    tester = _tester(w3)
+    if seconds == 0:
+        mine(w3)
+        return latest_timestamp(w3)
+    tester = embedded_tester(w3)
     if tester is not None:
-        tester.time_travel(latest_timestamp(w3) + seconds)
+        tester.time_travel(latest_timestamp(w3) + seconds + 1)
         return latest_timestamp(w3)
     _rpc(w3, "evm_increaseTime", [seconds])
     _rpc(w3, "evm_mine", [])
@@ -72,7 +75,7 @@ def advance_time(w3: Web3, seconds: int) -> int:
 
 
 def snapshot(w3: Web3) -> Any:
-    tester = _tester(w3)
+    tester = embedded_tester(w3)
     if tester is not None:
         return tester.take_snapshot()
     return _rpc(w3, "evm_snapshot", [])
@@ -80,7 +83,7 @@ def snapshot(w3: Web3) -> Any:
 
 def revert(w3: Web3, snapshot_id: Any) -> None:
     """Return the chain to `snapshot_id` (anvil consumes the snapshot; take a new one after)."""
-    tester = _tester(w3)
+    tester = embedded_tester(w3)
     if tester is not None:
         tester.revert_to_snapshot(snapshot_id)
         return

@@ -180,6 +180,7 @@ class Receipt:
     tx_hash: str
     block_number: int
     gas_used: int
+    fee_wei: int  # gas_used * effective gas price: what the sender paid beyond any value
     contract_address: str | None = None
     events: tuple[ChainEvent, ...] = ()
 

@@ -1,0 +1,244 @@
+"""Test harness for the contracts: a deployed registry with registered, funded participants,
+task creation with sensible defaults, and a driver that plays one round end to end.
+
+Each participant has its own key and ChainClient (anvil hands out duplicate nonces to
+concurrent senders of one account, and it mirrors how nodes run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from eth_account import Account
+from web3 import Web3
+
+from node.chain import ChainClient, Deployment, Receipt, RoundResult, TaskParams, dev
+from protocol.rewards import CommitteeMember, Policy, RewardPolicy
+
+ETHER = 10**18
+FUNDING = 100 * ETHER
+DURATION = 1_000  # seconds per phase: far above the 1 s per block of eth-tester
+
+
+def _deterministic_key(label: str) -> bytes:
+    # Test keys only: derived from a label so failures are reproducible across runs.
+    return hashlib.sha256(f"fl-node contract tests {label}".encode()).digest()
+
+
+def peer_id_for(address: str) -> bytes:
+    return b"\x00\x24\x08\x01\x12\x20" + hashlib.sha256(address.encode()).digest()
+
+
+@dataclass
+class World:
+    w3: Web3
+    deployment: Deployment
+    requester: ChainClient
+    workers: list[ChainClient]
+    validators: list[ChainClient]
+    outsider: ChainClient  # registered, never joins
+    unregistered: ChainClient
+    snapshot_id: Any = None
+
+    @property
+    def everyone(self) -> list[ChainClient]:
+        return [self.requester, *self.workers, *self.validators, self.outsider, self.unregistered]
+
+    def reset(self) -> None:
+        """Back to the freshly registered state (eth-tester: cheap; anvil: re-snapshots)."""
+        dev.revert(self.w3, self.snapshot_id)
+        if not dev.is_embedded(self.w3):
+            self.snapshot_id = dev.snapshot(self.w3)  # anvil consumes a snapshot on revert
+        for client in self.everyone:
+            client.forget_cached_state()
+
+    def params(self, **overrides: Any) -> TaskParams:
+        base = TaskParams(
+            model_arch="mnist-cnn",
+            initial_model_cid="bafkreiinitialmodel",
+            rounds=3,
+            worker_reward_per_round=3 * ETHER,
+            validator_reward_per_round=ETHER,
+            worker_deposit=ETHER,
+            validator_stake=2 * ETHER,
+            committee_size=3,
+            qualification_threshold=500_000,
+            tolerance=10_000,
+            target_accuracy=0,
+            training_duration=DURATION,
+            commit_duration=DURATION,
+            reveal_duration=DURATION,
+            reward_policy=RewardPolicy.CONTRIBUTION,
+            top_k=0,
+            slash_fraction_bps=5_000,
+            max_workers=len(self.workers),
+            max_validators=len(self.validators),
+            min_workers=1,
+            min_validators=1,
+            recruit_deadline=dev.latest_timestamp(self.w3) + 10 * DURATION,
+        )
+        return replace(base, **overrides)
+
+    def create_task(self, **overrides: Any) -> str:
+        task, _ = self.requester.create_task(self.params(**overrides))
+        return task
+
+    def started_task(
+        self, n_workers: int | None = None, n_validators: int | None = None, **overrides: Any
+    ) -> str:
+        task = self.create_task(**overrides)
+        for worker in self.workers[: n_workers if n_workers is not None else len(self.workers)]:
+            worker.join_as_worker(task)
+        for validator in self.validators[
+            : n_validators if n_validators is not None else len(self.validators)
+        ]:
+            validator.join_as_validator(task)
+        self.requester.start(task, "bafkreivalidationset")
+        return task
+
+    def advance_to(self, timestamp: int) -> None:
+        now = dev.latest_timestamp(self.w3)
+        if timestamp > now:
+            dev.advance_time(self.w3, timestamp - now)
+
+    def accounted(self, task: str) -> int:
+        """escrow + locked deposits + credited balances over every address that could hold any."""
+        reader = self.requester
+        total = reader.escrow(task)
+        for client in self.everyone:
+            total += reader.locked_deposit(task, client.address)
+            total += reader.credited_balance(task, client.address)
+        return total
+
+
+def make_world(w3: Web3, n_workers: int = 4, n_validators: int = 4) -> World:
+    def client(label: str) -> ChainClient:
+        key = _deterministic_key(label)
+        dev.fund(w3, Account.from_key(key).address, FUNDING)
+        return ChainClient(w3, key)
+
+    requester = client("requester")
+    deployment = requester.deploy_registry()
+    workers = [client(f"worker{i}") for i in range(n_workers)]
+    validators = [client(f"validator{i}") for i in range(n_validators)]
+    outsider = client("outsider")
+    unregistered = client("unregistered")
+    for member in [requester, *workers, *validators, outsider, unregistered]:
+        member.registry_address = deployment.registry
+    for member in [*workers, *validators, outsider]:
+        member.register(
+            peer_id_for(member.address),
+            hashlib.sha256(b"x25519" + member.address.encode()).digest(),
+            b"\xc5" * 256,
+            b"\x01",
+        )
+    world = World(w3, deployment, requester, workers, validators, outsider, unregistered)
+    world.snapshot_id = dev.snapshot(w3)
+    return world
+
+
+@dataclass(frozen=True)
+class Vote:
+    """What one committee member does in a round."""
+
+    scores: tuple[int, ...] = ()
+    accepts: tuple[bool, ...] = ()
+    accuracy: int = 0
+    reveal: bool = True
+
+
+@dataclass
+class RoundPlay:
+    """The outcome of play_round: the chain's result and the inputs the Python model needs."""
+
+    result: RoundResult
+    deposits_left: list[int]
+    committee: list[CommitteeMember]
+    finalize_gas: int
+    gas: dict[str, list[int]] = field(default_factory=dict)
+    fees: dict[str, int] = field(default_factory=dict)  # wei paid for gas, per sender
+
+
+def play_round(
+    world: World,
+    task: str,
+    round: int,
+    submitters: list[ChainClient],
+    votes: list[tuple[ChainClient, Vote]],
+) -> RoundPlay:
+    """Submit, commit, reveal and finalize one round, jumping over deadlines where parties
+    stay silent. Returns the chain's result with the inputs to recompute it in Python."""
+    gas: dict[str, list[int]] = {"submitUpdate": [], "commitManifest": [], "revealManifest": []}
+    fees: dict[str, int] = {}
+
+    def paid(sender: ChainClient, receipt: Receipt) -> None:
+        gas.setdefault(receipt.function, []).append(receipt.gas_used)
+        fees[sender.address] = fees.get(sender.address, 0) + receipt.fee_wei
+
+    for index, worker in enumerate(submitters):
+        paid(
+            worker,
+            worker.submit_update(task, round, f"bafkrei-round{round}-worker{index}", 100 + index),
+        )
+    info = world.requester.round_info(task, round)
+    if info.phase.name == "TRAINING":
+        world.advance_to(info.training_end)
+    workers = world.requester.submitted_workers(task, round)
+    salts = {}
+    for validator, vote in votes:
+        salt = hashlib.sha256(f"salt {task} {round} {validator.address}".encode()).digest()
+        salts[validator.address] = salt
+        commitment = validator.manifest_commitment(
+            task, round, workers, list(vote.scores), list(vote.accepts), vote.accuracy, salt
+        )
+        paid(validator, validator.commit_manifest(task, round, commitment))
+    info = world.requester.round_info(task, round)
+    if info.phase.name == "COMMIT":
+        world.advance_to(info.commit_end)
+    deposits_left = [world.requester.locked_deposit(task, w) for w in workers]
+    committee = []
+    for validator, vote in votes:
+        stake_left = world.requester.locked_deposit(task, validator.address)
+        if vote.reveal:
+            receipt = validator.reveal_manifest(
+                task, round, workers, list(vote.scores), list(vote.accepts), vote.accuracy,
+                salts[validator.address],
+            )  # fmt: skip
+            paid(validator, receipt)
+        committee.append(
+            CommitteeMember(
+                revealed=vote.reveal,
+                scores=vote.scores if vote.reveal else (),
+                accepts=vote.accepts if vote.reveal else (),
+                global_accuracy=vote.accuracy,
+                stake_left=stake_left,
+            )
+        )
+    info = world.requester.round_info(task, round)
+    if info.phase.name == "REVEAL":
+        world.advance_to(info.reveal_end)
+    finalize = world.outsider.finalize_round(task, round)
+    paid(world.outsider, finalize)
+    return RoundPlay(
+        result=world.requester.round_result(task, round),
+        deposits_left=deposits_left,
+        committee=committee,
+        finalize_gas=finalize.gas_used,
+        gas=gas,
+        fees=fees,
+    )
+
+
+def policy_of(params: TaskParams) -> Policy:
+    return Policy.for_task(
+        worker_reward_per_round=params.worker_reward_per_round,
+        validator_reward_per_round=params.validator_reward_per_round,
+        worker_deposit=params.worker_deposit,
+        validator_stake=params.validator_stake,
+        slash_fraction_bps=params.slash_fraction_bps,
+        tolerance=params.tolerance,
+        reward_policy=params.reward_policy,
+        top_k=params.top_k,
+    )
