@@ -1,0 +1,221 @@
+"""A whole network in one process: bootstrap, requester, workers and validators as node
+objects on the embedded chain (eth-tester), with real libp2p hosts on 127.0.0.1, real
+gossip and block exchange, real MNIST.
+
+Chain time: eth-tester stamps blocks with the wall clock but mines only on transactions,
+so a clock task mines an empty block every `block_interval_s`: deadlines then pass as on
+a real chain. Phases also end early on chain once everyone expected has acted, so an
+honest network never waits for a deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+from eth_account import Account
+from web3 import Web3
+
+from node.chain import ChainClient, RoundResult, dev
+from node.config import NodeConfig, parse_config
+from node.discovery import DiscoveryConfig, open_discovery
+from node.host import HostConfig, host_multiaddrs, open_host
+from node.runtime.driver import NodeStatus
+from node.runtime.keys import write_chain_key
+from node.runtime.node import run_node
+
+__all__ = ["InProcessResult", "run_inprocess"]
+
+logger = logging.getLogger("fl_node.runtime")
+
+ETHER = 10**18
+FUNDING_WEI = 1_000 * ETHER
+
+
+@dataclass
+class InProcessResult:
+    """What happened: the task, every node's status, the chain's round results."""
+
+    w3: Web3
+    registry: str
+    task: str
+    requester: NodeStatus
+    workers: list[NodeStatus]
+    validators: list[NodeStatus]
+    rounds: list[RoundResult] = field(default_factory=list)
+
+    @property
+    def nodes(self) -> list[NodeStatus]:
+        return [self.requester, *self.workers, *self.validators]
+
+
+def _node_document(
+    workdir: Path,
+    name: str,
+    role: str,
+    registry: str,
+    bootstrap: Sequence[str],
+    data_root: Path,
+    data: Mapping[str, Any],
+    training: Mapping[str, Any],
+    task: Mapping[str, Any],
+    behaviour: Mapping[str, str],
+) -> dict[str, Any]:
+    return {
+        "node": {"role": role, "data_dir": f"{name}", "torch_threads": 1},
+        "network": {"listen": ["/ip4/127.0.0.1/tcp/0"], "bootstrap": list(bootstrap)},
+        "chain": {
+            "rpc_url": "embedded",
+            "private_key_file": f"{name}/chain.key",
+            "registry": registry,
+            "task": "auto",
+            "poll_interval": 0.3,
+        },
+        "data": {"root": str(data_root), **data},
+        "training": dict(training),
+        "task": dict(task),
+        "behaviour": dict(behaviour),
+    }
+
+
+async def run_inprocess(
+    workdir: Path,
+    data_root: Path,
+    *,
+    workers: int = 3,
+    validators: int = 2,
+    rounds: int = 2,
+    model: str = "mnist_cnn",
+    max_samples: int | None = 3000,
+    validation_samples: int = 500,
+    worker_behaviours: Sequence[str] = (),
+    validator_behaviours: Sequence[str] = (),
+    task: Mapping[str, Any] | None = None,
+    training: Mapping[str, Any] | None = None,
+    block_interval_s: float = 1.0,
+    timeout_s: float = 900.0,
+) -> InProcessResult:
+    """Run a task from creation to termination; returns when every node is done.
+
+    `worker_behaviours[i]` / `validator_behaviours[i]` set a node's [behaviour] (default
+    honest); `task` and `training` override the [task] and [training] keys.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    w3 = dev.embedded_web3()
+    lock = threading.Lock()
+    deployer_key = os.urandom(32)
+    dev.fund(w3, Account.from_key(deployer_key).address, FUNDING_WEI)
+    deployer = ChainClient(w3, deployer_key)
+    registry = deployer.deploy_registry().registry
+    task_keys = {
+        "model": model,
+        "rounds": rounds,
+        "min_workers": workers,
+        "max_workers": workers,
+        "min_validators": validators,
+        "max_validators": validators,
+        "committee_size": validators,
+        "training_seconds": 300,
+        "commit_seconds": 300,
+        "reveal_seconds": 300,
+        "recruit_seconds": 900,
+        "validation_samples": validation_samples,
+        "output": str(workdir / "final-model.bin"),
+        **(task or {}),
+    }
+    training_keys = {"epochs": 1, "batch_size": 32, "lr": 0.05, **(training or {})}
+    data_keys: dict[str, Any] = {"num_parts": workers, "seed": 7}
+    if max_samples is not None:
+        data_keys["max_samples"] = max_samples
+
+    statuses: dict[str, list[NodeStatus]] = {}
+    async with open_host(HostConfig(key_path=workdir / "bootstrap.key")) as boot_host:
+        async with open_discovery(boot_host, DiscoveryConfig(dht_server=True)):
+            bootstrap = host_multiaddrs(boot_host)
+            configs: list[tuple[str, NodeConfig]] = []
+            plan = [("requester", "requester", 0)]
+            plan += [(f"worker{i}", "worker", i) for i in range(workers)]
+            plan += [(f"validator{i}", "validator", i) for i in range(validators)]
+            for name, role, index in plan:
+                behaviour = {}
+                if role == "worker" and index < len(worker_behaviours):
+                    behaviour["worker"] = worker_behaviours[index]
+                if role == "validator" and index < len(validator_behaviours):
+                    behaviour["validator"] = validator_behaviours[index]
+                document = _node_document(
+                    workdir, name, role, registry, bootstrap, data_root,
+                    {**data_keys, "part_index": index if role == "worker" else 0},
+                    training_keys, task_keys, behaviour,
+                )
+                config = parse_config(document, workdir / f"{name}.toml")
+                key = os.urandom(32)
+                key_file = config.chain.private_key_file
+                if not key_file.exists():
+                    write_chain_key(key_file, key)
+                    dev.fund(w3, Account.from_key(key).address, FUNDING_WEI)
+                configs.append((name, config))
+
+            async with trio.open_nursery() as nursery:
+
+                async def chain_clock() -> None:
+                    while True:
+                        await trio.sleep(block_interval_s)
+                        await trio.to_thread.run_sync(lambda: _locked(lock, dev.mine, w3))
+
+                all_done = trio.Event()
+
+                async def linger() -> None:
+                    if all(s and s[0].done for s in statuses.values()):
+                        all_done.set()
+                    await all_done.wait()
+
+                async def node(name: str, config: NodeConfig) -> None:
+                    out: list[NodeStatus] = []
+                    statuses[name] = out
+                    await run_node(
+                        config, w3=w3, chain_lock=lock, name=name, status_out=out, linger=linger
+                    )
+
+                clock_scope = trio.CancelScope()
+
+                async def clock() -> None:
+                    with clock_scope:
+                        await chain_clock()
+
+                nursery.start_soon(clock)
+                with trio.fail_after(timeout_s):
+                    async with trio.open_nursery() as nodes:
+                        for name, config in configs:
+                            nodes.start_soon(node, name, config)
+                clock_scope.cancel()
+
+    def status(name: str) -> NodeStatus:
+        return statuses[name][0]
+
+    requester = status("requester")
+    if requester.task is None:
+        raise RuntimeError("the requester never created its task")
+    reader = ChainClient(w3, deployer_key, registry=registry)
+    last = reader.current_round(requester.task)
+    results = [reader.round_result(requester.task, r) for r in range(1, last + 1)]
+    return InProcessResult(
+        w3=w3,
+        registry=registry,
+        task=requester.task,
+        requester=requester,
+        workers=[status(f"worker{i}") for i in range(workers)],
+        validators=[status(f"validator{i}") for i in range(validators)],
+        rounds=results,
+    )
+
+
+def _locked(lock: threading.Lock, fn: Any, *args: Any) -> Any:
+    with lock:
+        return fn(*args)

@@ -1,0 +1,348 @@
+"""The learning jobs of a node: data loading, training, evaluation, aggregation.
+
+Synchronous functions over local blobs; the driver runs them in a worker thread
+(`trio.to_thread.run_sync`) so gossip and the chain keep flowing. Every peer blob goes
+through `open_envelope` (authenticated), `decode_state_dict` against the task's model
+spec (size-bounded, no pickle) and `check_finite` before it is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import msgpack
+import numpy as np
+import torch
+
+from node.blocks import BlockStore, decode_file_node
+from node.blocks.unixfs import is_raw
+from node.config import BehaviourConfig, DataConfig, TrainingConfig
+from protocol.aggregation import get_aggregator
+from protocol.codec import ModelSpec, check_finite, decode_state_dict, encode_state_dict
+from protocol.contribution import leave_one_out, quantize
+from protocol.data import (
+    Dataset,
+    load_mnist,
+    partition_dirichlet,
+    partition_iid,
+    partition_shards,
+    to_tensors,
+)
+from protocol.envelope import open_envelope, seal
+from protocol.errors import DatasetError, ProtocolError
+from protocol.fixedpoint import SCALE, to_fixed
+from protocol.models import build_model
+from protocol.state.records import GlobalModel, Update
+from protocol.training import TrainConfig, TrainProgress, evaluate, train_local
+
+logger = logging.getLogger(__name__)
+
+DATASET_FORMAT_VERSION = 1
+MAX_VALIDATION_SAMPLES = 60_000
+IMAGE_SHAPE = (28, 28)
+MAX_DAG_DEPTH = 4
+ENVELOPE_OVERHEAD_PER_RECIPIENT = 80
+MAX_RECIPIENTS = 1024
+MAX_ABS_SCORE = 10**30  # Task.sol MAX_ABS_SCORE
+
+StateDict = dict[str, torch.Tensor]
+
+
+class BlobError(ProtocolError):
+    """A blob in the local store is missing, malformed or not addressed to us."""
+
+
+# --- blobs ------------------------------------------------------------------------------
+
+
+def read_blob(store: BlockStore, cid: str, max_size: int, depth: int = 0) -> bytes:
+    """The bytes of the UnixFS file `cid` from the local store (every block verified)."""
+    data = store.get(cid)
+    if is_raw(cid):
+        return data
+    if depth >= MAX_DAG_DEPTH:
+        raise BlobError(f"blob {cid} nests deeper than {MAX_DAG_DEPTH} levels")
+    node = decode_file_node(data)
+    if node.file_size > max_size:
+        raise BlobError(f"blob {cid} is {node.file_size} bytes, over the {max_size}-byte bound")
+    return b"".join(read_blob(store, link.cid, max_size, depth + 1) for link in node.links)
+
+
+def max_update_size(spec: ModelSpec) -> int:
+    return spec.max_encoded_size() + MAX_RECIPIENTS * ENVELOPE_OVERHEAD_PER_RECIPIENT + 1024
+
+
+def max_validation_size() -> int:
+    return MAX_VALIDATION_SAMPLES * (IMAGE_SHAPE[0] * IMAGE_SHAPE[1] + 1) + (
+        MAX_RECIPIENTS * ENVELOPE_OVERHEAD_PER_RECIPIENT + 4096
+    )
+
+
+# --- datasets ---------------------------------------------------------------------------
+
+
+def encode_dataset(dataset: Dataset) -> bytes:
+    """A labelled image set as canonical msgpack (uint8 images and labels, raw bytes)."""
+    images = np.ascontiguousarray(dataset.images, dtype=np.uint8)
+    labels = np.ascontiguousarray(dataset.labels, dtype=np.uint8)
+    return msgpack.packb(
+        {
+            "v": DATASET_FORMAT_VERSION,
+            "shape": list(images.shape),
+            "images": images.tobytes(),
+            "labels": labels.tobytes(),
+        }
+    )
+
+
+def decode_dataset(data: bytes) -> Dataset:
+    """Strict inverse of encode_dataset, bounded by MAX_VALIDATION_SAMPLES."""
+    if len(data) > max_validation_size():
+        raise DatasetError(f"validation set blob of {len(data)} bytes is over the bound")
+    try:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:
+        raise DatasetError(f"validation set is not valid msgpack: {exc}") from exc
+    if not isinstance(raw, dict) or set(raw) != {"v", "shape", "images", "labels"}:
+        raise DatasetError("validation set must be a map of v, shape, images and labels")
+    if raw["v"] != DATASET_FORMAT_VERSION:
+        raise DatasetError(f"validation set format {raw['v']!r} unsupported")
+    shape = raw["shape"]
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 3
+        or tuple(shape[1:]) != IMAGE_SHAPE
+        or not isinstance(shape[0], int)
+        or not 1 <= shape[0] <= MAX_VALIDATION_SAMPLES
+    ):
+        raise DatasetError(f"validation set shape {shape!r} is not [N, 28, 28]")
+    n = shape[0]
+    images, labels = raw["images"], raw["labels"]
+    if not isinstance(images, bytes) or len(images) != n * 28 * 28:
+        raise DatasetError("validation set images do not match its shape")
+    if not isinstance(labels, bytes) or len(labels) != n:
+        raise DatasetError("validation set labels do not match its shape")
+    return Dataset(
+        np.frombuffer(images, dtype=np.uint8).reshape(n, *IMAGE_SHAPE).copy(),
+        np.frombuffer(labels, dtype=np.uint8).copy(),
+    )
+
+
+def load_worker_shard(config: DataConfig) -> Dataset:
+    """This worker's part of the MNIST training set, as the config partitions it."""
+    full = load_mnist(config.root, "train")
+    if config.max_samples is not None and config.max_samples < len(full):
+        full = Dataset(full.images[: config.max_samples], full.labels[: config.max_samples])
+    if config.partition == "iid":
+        parts = partition_iid(len(full), config.num_parts, config.seed)
+    elif config.partition == "dirichlet":
+        parts = partition_dirichlet(full.labels, config.num_parts, config.alpha, config.seed)
+    else:
+        parts = partition_shards(full.labels, config.num_parts, config.shards_per_part, config.seed)
+    mine = parts[config.part_index]
+    return Dataset(full.images[mine], full.labels[mine])
+
+
+def load_validation_set(config: DataConfig, samples: int) -> Dataset:
+    """The requester's validation set: a seeded sample of the MNIST test split."""
+    test = load_mnist(config.root, "test")
+    if samples > len(test):
+        raise DatasetError(f"validation_samples {samples} exceeds the {len(test)} test samples")
+    chosen = np.sort(np.random.default_rng(config.seed).permutation(len(test))[:samples])
+    return Dataset(test.images[chosen], test.labels[chosen])
+
+
+# --- models -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskCrypto:
+    """What sealing and opening a task's blobs needs: our key and the associated data."""
+
+    private_key: bytes
+    associated_data: bytes  # the task address: a blob cannot be replayed into another task
+
+    def seal(self, plaintext: bytes, recipients: Sequence[bytes]) -> bytes:
+        return seal(plaintext, recipients, self.associated_data)
+
+    def open(self, envelope: bytes, max_size: int) -> bytes:
+        return open_envelope(envelope, self.private_key, self.associated_data, max_size)
+
+
+class ModelBook:
+    """Builds models from blobs in the local store and keeps the latest global model."""
+
+    def __init__(
+        self,
+        arch: str,
+        store: BlockStore,
+        crypto: TaskCrypto,
+        aggregate: Callable[[Sequence[StateDict], Sequence[int]], StateDict] | None = None,
+    ) -> None:
+        self.arch = arch
+        self.spec = ModelSpec.of(build_model(arch))
+        self.store = store
+        self.crypto = crypto
+        self._aggregate = aggregate or (lambda states, n: get_aggregator("fedavg")(states, n))
+        self._lock = threading.Lock()
+        self._cached: tuple[GlobalModel, StateDict] | None = None
+
+    def initial(self, cid: str) -> StateDict:
+        """The task's initial model: a plain (public) codec blob."""
+        blob = read_blob(self.store, cid, self.spec.max_encoded_size())
+        state = decode_state_dict(blob, self.spec)
+        check_finite(state)
+        return state
+
+    def update(self, cid: str) -> StateDict:
+        """A worker's sealed update, opened and checked (raises ProtocolError when bad)."""
+        envelope = read_blob(self.store, cid, max_update_size(self.spec))
+        state = decode_state_dict(self.crypto.open(envelope, self.spec.max_encoded_size()), self.spec)
+        check_finite(state)
+        return state
+
+    def global_state(self, model: GlobalModel) -> StateDict:
+        """The global model `model` describes (FedAvg of its updates, or the initial one)."""
+        with self._lock:
+            if self._cached is not None and self._cached[0] == model:
+                return self._cached[1]
+        if not model.updates:
+            state = self.initial(model.initial_cid)
+        else:
+            states = [self.update(u.cid) for u in model.updates]
+            state = self._aggregate(states, [u.n_samples for u in model.updates])
+        with self._lock:
+            self._cached = (model, state)
+        return state
+
+    def module(self, state: StateDict) -> torch.nn.Module:
+        model = build_model(self.arch)
+        model.load_state_dict(state)
+        return model
+
+
+def initial_model_blob(arch: str, seed: int) -> bytes:
+    return encode_state_dict(build_model(arch, seed=seed).state_dict())
+
+
+# --- jobs -------------------------------------------------------------------------------
+
+
+def train_update(
+    book: ModelBook,
+    base: StateDict,
+    shard: Dataset,
+    training: TrainingConfig,
+    behaviour: BehaviourConfig,
+    seed: int,
+    progress: Callable[[TrainProgress], None] | None = None,
+) -> StateDict:
+    """Local training from `base` as the behaviour says (honest unless a scenario asks)."""
+    kind = behaviour.worker
+    if kind == "free_rider":
+        return {name: tensor.clone() for name, tensor in base.items()}
+    if kind == "noise":
+        generator = torch.Generator().manual_seed(seed)
+        return {
+            name: torch.randn(t.shape, generator=generator, dtype=t.dtype) if t.is_floating_point()
+            else t.clone()
+            for name, t in base.items()
+        }
+    labels = shard.labels
+    if kind == "shuffled_labels":
+        labels = np.random.default_rng(seed).permutation(labels)
+    images, targets = to_tensors(Dataset(shard.images, labels))
+    model = book.module(base)
+    config = TrainConfig(
+        epochs=training.epochs,
+        batch_size=training.batch_size,
+        lr=training.lr,
+        momentum=training.momentum,
+        prox_mu=training.prox_mu,
+        seed=seed,
+    )
+    train_local(model, images, targets, config, progress)
+    return {name: t.detach().clone() for name, t in model.state_dict().items()}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A validator's verdict on one round, in manifest order."""
+
+    workers: tuple[bytes, ...]
+    scores: tuple[int, ...]
+    accepts: tuple[bool, ...]
+    global_accuracy: int
+    accuracies: tuple[float | None, ...]  # per worker; None when unusable
+
+
+def evaluate_round(
+    book: ModelBook,
+    workers: Sequence[bytes],
+    candidates: Sequence[Update],
+    base: StateDict,
+    validation: Dataset,
+    qualification_threshold: int,
+    aggregator: str = "fedavg",
+) -> Evaluation:
+    """Evaluate every worker's update, qualify, aggregate, score by leave-one-out."""
+    images, labels = to_tensors(validation)
+    by_worker = {u.worker: u for u in candidates}
+    accuracies: list[float | None] = []
+    qualified: list[tuple[int, StateDict, int]] = []  # (index, state, n_samples)
+    for index, worker in enumerate(workers):
+        update = by_worker.get(worker)
+        if update is None:
+            accuracies.append(None)
+            continue
+        try:
+            state = book.update(update.cid)
+        except ProtocolError as problem:
+            logger.warning("update of 0x%s rejected: %s", worker[:4].hex(), problem)
+            accuracies.append(None)
+            continue
+        accuracy = evaluate(book.module(state), images, labels).accuracy
+        accuracies.append(accuracy)
+        if to_fixed(accuracy) >= qualification_threshold:
+            qualified.append((index, state, update.n_samples))
+    rule = get_aggregator(aggregator)
+
+    def aggregate(states: Sequence[Mapping[str, torch.Tensor]], n: Sequence[int]) -> StateDict:
+        return rule(states, n)
+
+    def loss(state: Mapping[str, torch.Tensor]) -> float:
+        return evaluate(book.module(dict(state)), images, labels).loss
+
+    scores = [0] * len(workers)
+    if qualified:
+        states = [s for _, s, _ in qualified]
+        counts = [n for _, _, n in qualified]
+        contributions = quantize(leave_one_out(states, counts, loss, aggregate, baseline=base))
+        for (index, _, _), score in zip(qualified, contributions, strict=True):
+            scores[index] = max(-MAX_ABS_SCORE, min(MAX_ABS_SCORE, score))
+        result = aggregate(states, counts)
+    else:
+        result = base
+    global_accuracy = to_fixed(evaluate(book.module(result), images, labels).accuracy)
+    accepted = {index for index, _, _ in qualified}
+    return Evaluation(
+        workers=tuple(workers),
+        scores=tuple(scores),
+        accepts=tuple(i in accepted for i in range(len(workers))),
+        global_accuracy=min(max(global_accuracy, 0), SCALE),
+        accuracies=tuple(accuracies),
+    )
+
+
+def lie_about(evaluation: Evaluation) -> Evaluation:
+    """The lying validator of the scenarios: scores turned upside down, accepts flipped."""
+    return Evaluation(
+        workers=evaluation.workers,
+        scores=tuple(SCALE // 10 - s for s in evaluation.scores),
+        accepts=tuple(not a for a in evaluation.accepts),
+        global_accuracy=evaluation.global_accuracy,
+        accuracies=evaluation.accuracies,
+    )
