@@ -14,7 +14,7 @@ from pathlib import Path
 
 import trio
 
-__all__ = ["add_bootstrap_command", "build_parser", "main"]
+__all__ = ["add_bootstrap_command", "add_run_command", "build_parser", "main"]
 
 EXIT_CONFIG_ERROR = 2
 
@@ -63,6 +63,41 @@ def add_localnet_command(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_command)
 
 
+def add_run_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run one node (requester, worker or validator) from a TOML config",
+        description=(
+            "Run one long-running node in the role its config names: register, join (or "
+            "create) a task and take part in its rounds until the task is over. Stops cleanly "
+            "on SIGINT or SIGTERM; run it again with the same data_dir to resume."
+        ),
+    )
+    parser.add_argument("--config", required=True, type=Path, help="node TOML config (see node.toml)")
+    parser.set_defaults(func=run_node_command)
+
+
+def run_node_command(args: argparse.Namespace) -> int:
+    from node.blocks import BlockStoreError
+    from node.chain import ChainError
+    from node.config import ConfigError, load_config
+    from node.host import HostConfigError, IdentityError
+    from node.runtime.keys import KeyFileError
+    from node.runtime.node import NodeConfigError, run_node_until_signal
+
+    try:
+        config = load_config(args.config)
+        logging.getLogger().setLevel(config.node.log_level.upper())
+        trio.run(run_node_until_signal, config)
+    except (ConfigError, NodeConfigError, HostConfigError, IdentityError, KeyFileError) as exc:
+        print(f"fl-node run: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    except (ChainError, BlockStoreError) as exc:
+        print(f"fl-node run: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fl-node", description="peer-to-peer federated learning node"
@@ -75,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_bootstrap_command(subparsers)
+    add_run_command(subparsers)
     add_localnet_command(subparsers)
     return parser
 
