@@ -3,16 +3,22 @@
     python -m bench.block_fetch [--sizes 1,10,50] [--repeat 3] [--no-bitswap]
 
 A provider process (this module with ``--serve``) publishes one random blob per size in
-its block store, in py-libp2p's bitswap (``MerkleDag.add_bytes``), and behind a plain TCP
-socket. This process then fetches each blob three ways and prints MB/s (MB = 10^6 bytes,
-median of the repeats) with ratios:
+its block store, in py-libp2p's bitswap (``MerkleDag.add_bytes``), on a plain libp2p
+stream and behind a plain TCP socket. This process then fetches each blob five ways and
+prints MB/s (MB = 10^6 bytes, median of the repeats) with the ratio to tcp in brackets:
 
 - ``tcp``: a raw socket copy of the same bytes (the baseline: no libp2p, no hashing);
-- ``fl-node``: ``BlockExchange.fetch`` into a fresh on-disk block store (default limits,
-  durable writes, every block verified, the blob assembled in memory);
+- ``libp2p stream``: the same bytes down one Noise + Yamux stream (what the transport
+  allows before any block protocol);
+- ``fl-node cold``: ``BlockExchange.fetch`` by a fresh exchange into a fresh on-disk block
+  store (new streams; default limits, durable writes, every block verified, the blob
+  assembled in memory): a node's first fetch from a provider;
+- ``fl-node warm``: the same through one long-lived exchange whose pooled streams are
+  reused (its store emptied before each fetch): later fetches from the same provider;
 - ``bitswap``: ``MerkleDag.fetch_file`` with a fresh in-memory bitswap store.
 
-Numbers vary with machine load; compare the ratios, which come from the same run.
+Store set-up and clean-up are outside the timings. Numbers swing with machine load;
+compare the ratios, which come from the same run.
 """
 
 from __future__ import annotations
@@ -33,8 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from libp2p.abc import INetStream
+from libp2p.custom_types import TProtocol
 
 MB = 1_000_000
+RAW_STREAM = TProtocol("/fl-bench/raw-copy/1.0.0")
 SEED = 20240601
 # The provider exits on its own after this long even if its parent never closes stdin.
 PROVIDER_LIFETIME_S = 20 * 60
@@ -75,6 +84,14 @@ async def serve(workdir: Path, sizes: list[int], bitswap: bool) -> None:
                 await tcp.send_all(blobs[sizes[index[0]]])
             await tcp.aclose()
 
+        async def stream_blob(stream: INetStream) -> None:
+            index = await stream.read(1)
+            blob = blobs[sizes[index[0]]]
+            for start in range(0, len(blob), 1 << 20):
+                await stream.write(blob[start : start + (1 << 20)])
+            await stream.close()
+
+        host.set_stream_handler(RAW_STREAM, stream_blob)
         listeners = await nursery.start(partial(trio.serve_tcp, copy_blob, 0, host="127.0.0.1"))
         port = listeners[0].socket.getsockname()[1]
         print(json.dumps({"addr": host_multiaddrs(host)[0], "roots": roots,
@@ -89,14 +106,32 @@ async def serve(workdir: Path, sizes: list[int], bitswap: bool) -> None:
 # --- the measuring process ------------------------------------------------------------------
 
 
-async def timed(action: Callable[[], Awaitable[bytes]], expected: bytes) -> float:
-    """Seconds one fetch took; fails loudly if the bytes are wrong."""
+Probe = Callable[[], Awaitable[tuple[float, bytes]]]
+
+
+async def clock(fetch: Awaitable[bytes]) -> tuple[float, bytes]:
     start = time.perf_counter()
-    got = await action()
-    elapsed = time.perf_counter() - start
+    data = await fetch
+    return time.perf_counter() - start, data
+
+
+async def timed(probe: Probe, expected: bytes) -> float:
+    """Seconds one fetch took; fails loudly if the bytes are wrong."""
+    elapsed, got = await probe()
     if got != expected:
         raise SystemExit(f"fetched bytes differ from the published blob ({len(got)} bytes)")
     return elapsed
+
+
+async def read_all(read: Callable[[int], Awaitable[bytes]], size: int) -> bytes:
+    chunks, received = [], 0
+    while received < size:
+        chunk = await read(1 << 20)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        received += len(chunk)
+    return b"".join(chunks)
 
 
 async def measure(info: dict[str, Any], sizes: list[int], repeat: int, workdir: Path,
@@ -110,68 +145,91 @@ async def measure(info: dict[str, Any], sizes: list[int], repeat: int, workdir: 
     rows = []
     async with open_host(HostConfig(workdir / "fetcher.key")) as host, trio.open_nursery() as nursery:
         provider = await connect(host, info["addr"])
+        # One long-lived exchange, as a node has: its pooled streams stay warm between
+        # fetches; its store is emptied (gc) before each one so every block is fetched.
+        warm_store = BlockStore(workdir / "warm" / "blocks", max_bytes=2 * max(sizes) * MB)
+        warm = BlockExchange(host, warm_store)
         for index, size in enumerate(sizes):
             blob = make_blob(size)
+            root = info["roots"][str(size)]
 
-            async def tcp_copy(index: int = index, size: int = size) -> bytes:
-                stream = await trio.open_tcp_stream("127.0.0.1", info["tcp_port"])
-                await stream.send_all(bytes([index]))
-                chunks, received = [], 0
-                while received < size * MB:
-                    chunk = await stream.receive_some(1 << 20)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                    received += len(chunk)
-                await stream.aclose()
-                return b"".join(chunks)
+            async def tcp_copy(index: int = index, size: int = size) -> tuple[float, bytes]:
+                async def copy() -> bytes:
+                    stream = await trio.open_tcp_stream("127.0.0.1", info["tcp_port"])
+                    await stream.send_all(bytes([index]))
+                    data = await read_all(stream.receive_some, size * MB)
+                    await stream.aclose()
+                    return data
 
-            async def block_fetch(size: int = size) -> bytes:
+                return await clock(copy())
+
+            async def stream_copy(index: int = index, size: int = size) -> tuple[float, bytes]:
+                async def copy() -> bytes:
+                    stream = await host.new_stream(provider, [RAW_STREAM])
+                    await stream.write(bytes([index]))
+                    data = await read_all(stream.read, size * MB)
+                    await stream.close()
+                    return data
+
+                return await clock(copy())
+
+            async def cold_fetch(size: int = size, root: str = root) -> tuple[float, bytes]:
                 directory = workdir / f"fetch-{uuid.uuid4().hex}"
                 store = BlockStore(directory / "blocks", max_bytes=2 * size * MB)
                 try:
-                    # A fresh exchange per fetch: cold streams, the conservative case.
+                    # A fresh exchange: new streams, the first fetch from a provider.
                     async with BlockExchange(host, store) as exchange:
-                        return await exchange.fetch(info["roots"][str(size)], size * MB,
-                                                    providers=[info["addr"]], timeout_s=600)
+                        return await clock(exchange.fetch(root, size * MB,
+                                                          providers=[info["addr"]], timeout_s=600))
                 finally:
                     store.close()
                     shutil.rmtree(directory)
 
-            async def bitswap_fetch(size: int = size) -> bytes:
+            async def warm_fetch(size: int = size, root: str = root) -> tuple[float, bytes]:
+                warm_store.gc()
+                return await clock(warm.fetch(root, size * MB, providers=[info["addr"]],
+                                              timeout_s=600))
+
+            async def bitswap_fetch(size: int = size) -> tuple[float, bytes]:
                 client = BitswapClient(host, MemoryBlockStore())
                 client.set_nursery(nursery)
                 await client.start()
                 try:
-                    data, _ = await MerkleDag(client).fetch_file(
+                    elapsed, (data, _) = await clock(MerkleDag(client).fetch_file(
                         bytes.fromhex(info["bitswap_roots"][str(size)]), peer_id=provider,
-                        timeout=60)
-                    return data
+                        timeout=60))
+                    return elapsed, data
                 finally:
                     await client.stop()
 
-            times: dict[str, list[float]] = {"tcp": [], "fl-node": [], "bitswap": []}
-            for _ in range(repeat):  # interleaved, so load changes hit all three alike
-                times["tcp"].append(await timed(tcp_copy, blob))
-                times["fl-node"].append(await timed(block_fetch, blob))
-                if bitswap:
-                    times["bitswap"].append(await timed(bitswap_fetch, blob))
+            probes: dict[str, Probe] = {"tcp": tcp_copy, "stream": stream_copy,
+                                        "cold": cold_fetch, "warm": warm_fetch}
+            if bitswap:
+                probes["bitswap"] = bitswap_fetch
+            await warm_fetch()  # first contact: opens the warm exchange's streams
+            times: dict[str, list[float]] = {name: [] for name in probes}
+            for _ in range(repeat):  # interleaved, so load changes hit all alike
+                for name, probe in probes.items():
+                    times[name].append(await timed(probe, blob))
             row = {"size_mb": float(size)}
-            for name, samples in times.items():
-                if samples:
-                    row[name] = size / statistics.median(samples)
+            row.update({name: size / statistics.median(samples) for name, samples in times.items()})
             rows.append(row)
             print_row(row, bitswap)
+        await warm.close_idle_streams()
+        warm_store.close()
         nursery.cancel_scope.cancel()
     return rows
 
 
 def print_row(row: dict[str, float], bitswap: bool) -> None:
-    line = (f"{row['size_mb']:>5.0f} MB  tcp {row['tcp']:8.1f} MB/s  "
-            f"fl-node {row['fl-node']:7.1f} MB/s ({row['fl-node'] / row['tcp']:.3f} x tcp)")
+    tcp = row["tcp"]
+    line = (f"{row['size_mb']:>4.0f} MB | tcp {tcp:6.1f} | libp2p stream {row['stream']:5.1f} "
+            f"({row['stream'] / tcp:.3f}) | fl-node cold {row['cold']:5.1f} ({row['cold'] / tcp:.3f})"
+            f" warm {row['warm']:5.1f} ({row['warm'] / tcp:.3f})")
     if bitswap:
-        line += (f"  bitswap {row['bitswap']:6.1f} MB/s ({row['bitswap'] / row['tcp']:.3f} x tcp)"
-                 f"  fl-node/bitswap {row['fl-node'] / row['bitswap']:.2f}")
+        line += (f" | bitswap {row['bitswap']:5.1f} ({row['bitswap'] / tcp:.3f})"
+                 f" | fl-node/bitswap cold {row['cold'] / row['bitswap']:.2f}"
+                 f" warm {row['warm'] / row['bitswap']:.2f}")
     print(line, flush=True)
 
 
@@ -205,7 +263,8 @@ def main() -> None:
             if not line:
                 raise SystemExit("the provider process exited before it was ready")
             info = json.loads(line)
-            print(f"provider ready; loopback, separate processes, median of {args.repeat}")
+            print(f"provider ready; loopback, separate processes, median of {args.repeat}; "
+                  "MB/s, (ratio to tcp)")
             trio.run(measure, info, sizes, args.repeat, workdir, bitswap)
         finally:
             assert provider.stdin is not None

@@ -48,6 +48,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID as PeerID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.stream_muxer.yamux.yamux import YamuxStream
 
 from protocol.errors import CIDError
 
@@ -60,6 +61,7 @@ from .store import (
     BlockStoreFullError,
 )
 from .unixfs import (
+    CHUNK_SIZE,
     MAX_BLOCK_SIZE,
     MAX_DAG_DEPTH,
     DagError,
@@ -83,6 +85,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PROTOCOL_ID = TProtocol("/fl-node/blocks/1.0.0")
+# Verified leaves waiting to be written, and the threads writing them, per fetch.
+_WRITE_QUEUE_BLOCKS = 8
+_WRITERS = 2
 WIRE_VERSION = 1
 
 STATUS_BLOCK = 0
@@ -292,6 +297,7 @@ class _BlobFetch:
     error: Exception | None = None  # set once: the fetch stops and raises it
     cancel_scope: trio.CancelScope | None = None
     discovering: bool = False  # a find_providers lookup is running
+    to_store: trio.MemorySendChannel[tuple[str, bytes]] | None = None  # verified leaves
     setbacks_at_lookup: int | None = None  # setbacks() when find_providers last ran
 
     def notify(self) -> None:
@@ -524,12 +530,19 @@ class BlockExchange:
                 with trio.move_on_after(deadline) as scope:
                     async with trio.open_nursery() as nursery:
                         state.cancel_scope = nursery.cancel_scope
-                        if self._find_providers is not None:
-                            # Explicit providers start at once; the DHT's join when found.
-                            state.discovering = True
-                            nursery.start_soon(self._discover, state)
-                        for _ in range(self.limits.requests_in_flight):
-                            nursery.start_soon(self._worker, state)
+                        to_store, stored = trio.open_memory_channel[tuple[str, bytes]](
+                            _WRITE_QUEUE_BLOCKS)
+                        state.to_store = to_store
+                        async with stored:
+                            for _ in range(_WRITERS):
+                                nursery.start_soon(self._write_leaves, state, stored.clone())
+                        async with to_store, trio.open_nursery() as requests:
+                            if self._find_providers is not None:
+                                # Explicit providers start at once; the DHT's join when found.
+                                state.discovering = True
+                                requests.start_soon(self._discover, state)
+                            for _ in range(self.limits.requests_in_flight):
+                                requests.start_soon(self._worker, state)
                 if scope.cancelled_caught:
                     raise FetchTimeoutError(
                         f"fetching {root} did not finish within {timeout_s} s ({state.remaining} "
@@ -757,7 +770,9 @@ class BlockExchange:
             await _reset_shielded(stream)  # the server may be timing it out right now
         with trio.fail_after(self.limits.connect_timeout_s):
             await self.host.connect(provider.info)
-            return await self.host.new_stream(peer, [PROTOCOL_ID]), False
+            stream = await self.host.new_stream(peer, [PROTOCOL_ID])
+            await _widen_receive_window(stream, 2 * self.limits.batch_size * CHUNK_SIZE)
+            return stream, False
 
     async def _checkin(self, peer: PeerID, stream: INetStream, reusable: bool) -> None:
         pool = self._idle.setdefault(peer, [])
@@ -783,11 +798,19 @@ class BlockExchange:
                             f"{MAX_BLOCK_SIZE}-byte limit")
 
     async def _accept(self, state: _BlobFetch, want: _Want, data: bytes) -> None:
-        """Verify ``data`` as ``want``, check its place in the DAG, store it, place it."""
+        """Verify ``data`` as ``want``, check its place in the DAG, store it, place it.
+
+        Nodes are stored before their children are asked for, so a held root always
+        reaches every stored block (gc-safe); leaves go to background writers, because
+        a durable write (fsync) can take longer than receiving the next block.
+        """
         check_block(want.cid, data)  # CIDError: the provider lied
         try:
             self._place(state, want, data, check_only=True)
-            await trio.to_thread.run_sync(self.store.put, want.cid, data)
+            if is_raw(want.cid) and state.to_store is not None:
+                await state.to_store.send((want.cid, data))
+            else:
+                await trio.to_thread.run_sync(self.store.put, want.cid, data)
         except DagError as exc:
             # The bytes match the CID, so the provider is honest: the DAG itself is bad.
             state.fail(BlockFetchError(f"{state.root} is not a usable file DAG: {exc}"))
@@ -796,6 +819,16 @@ class BlockExchange:
             state.fail(exc)
             return
         self._place(state, want, data)
+
+    async def _write_leaves(self, state: _BlobFetch,
+                            stored: trio.MemoryReceiveChannel[tuple[str, bytes]]) -> None:
+        async with stored:
+            async for cid, data in stored:
+                try:
+                    await trio.to_thread.run_sync(self.store.put, cid, data)
+                except BlockStoreError as exc:
+                    state.fail(exc)
+                    return
 
     def _place(self, state: _BlobFetch, want: _Want, data: bytes, check_only: bool = False) -> None:
         """Put a verified block where it belongs; queue a node's children.
@@ -862,6 +895,26 @@ async def _maybe_await(value: Any) -> Any:
     if inspect.isawaitable(value):
         return await value
     return value
+
+
+async def _widen_receive_window(stream: INetStream, size: int) -> None:
+    """Grant a fresh yamux stream a ``size``-byte receive window up front.
+
+    A new stream allows 256 KiB in flight and py-libp2p's sender sleeps in 10 ms steps
+    while the window is shut, so a 1 MiB response on a cold stream waits several times
+    before auto-tuning catches up. Our responses are bounded by what we ask for, so
+    granting that much at once costs no more memory than the answer itself.
+    """
+    muxed = getattr(stream, "muxed_stream", None)
+    if not isinstance(muxed, YamuxStream):
+        return
+    async with muxed.window_lock:
+        grant = size - muxed.recv_window
+        if grant <= 0:
+            return
+        muxed.recv_window += grant
+        muxed.target_recv_window = max(muxed.target_recv_window, muxed.recv_window)
+    await muxed.send_window_update(grant)
 
 
 async def _reset_shielded(stream: INetStream) -> None:

@@ -516,6 +516,21 @@ async def test_publish_refuses_a_blob_the_store_cannot_hold(tmp_path: Path) -> N
         assert len(store) == 3
 
 
+async def test_fetch_into_a_full_store_fails_clearly(tmp_path: Path) -> None:
+    blob = os.urandom(6 * CHUNK_SIZE)
+    async with open_network(tmp_path) as net:
+        publisher = await exchange_on(net, tmp_path / "publisher")
+        root = await publisher.publish(blob)
+        store = BlockStore(tmp_path / "small" / "blocks", max_bytes=3 * CHUNK_SIZE)
+        net.stack.callback(store.close)
+        fetcher = BlockExchange(await net.host(echo=False), store)
+        with pytest.raises(BlockStoreFullError, match="is full"):
+            await fetcher.fetch(
+                root, len(blob), providers=[provider_of(publisher)], timeout_s=HANG_GUARD_S
+            )
+        assert store.total_bytes <= 3 * CHUNK_SIZE
+
+
 async def test_unknown_cid_and_missing_providers_fail_clearly(tmp_path: Path) -> None:
     unknown = cid_of(b"nobody has this")
     async with open_network(tmp_path) as net:
