@@ -96,7 +96,7 @@ STATUS_BUSY = 2
 _HEADER = struct.Struct(">BI")
 
 FindProviders = Callable[[str], Awaitable[Sequence[PeerInfo]] | Sequence[PeerInfo]]
-Provide = Callable[[str], Awaitable[None] | None]
+Provide = Callable[[str], Awaitable[object] | object]  # e.g. Discovery.provide -> bool
 OnBadPeer = Callable[[PeerID, str], None]
 
 

@@ -427,7 +427,7 @@ class DyingProvider:
     async def line(self) -> str:
         assert self.process.stdout is not None
         with trio.fail_after(HANG_GUARD_S):
-            text = await trio.to_thread.run_sync(self.process.stdout.readline)
+            text = await trio.to_thread.run_sync(self.process.stdout.readline, abandon_on_cancel=True)
         assert text, "the provider process exited early"
         return text.strip()
 
