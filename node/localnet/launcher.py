@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 
 FUNDING_WEI = 1_000 * 10**18
 BOOTSTRAP_TIMEOUT = 120.0
+FINISH_GRACE_SECONDS = 90.0  # for nodes to withdraw and exit once the task is over
 
 
 class LocalnetError(RuntimeError):
@@ -331,6 +332,7 @@ class Localnet:
             if view.tracker.terminated and not view.pending_models:
                 assert view.tracker.termination is not None
                 self.say(f"task terminated: {view.tracker.termination.name}")
+                self._wait_for_nodes_to_finish(view)
                 return
             if time.monotonic() > deadline:
                 raise LocalnetError(
@@ -338,6 +340,19 @@ class Localnet:
                     f"see the node logs in {self.logs}"
                 )
             time.sleep(self.options.poll_interval)
+
+    def _wait_for_nodes_to_finish(self, view: ChainView) -> None:
+        """Nodes withdraw what they earned and exit by themselves once the task is over; let
+        them, so the results read balances and withdrawals at rest (stragglers are stopped)."""
+        deadline = time.monotonic() + FINISH_GRACE_SECONDS
+        while time.monotonic() < deadline:
+            if not any(p.running for p in self.processes.processes.values() if p.name != "bootstrap"):
+                break
+            time.sleep(self.options.poll_interval)
+        else:
+            running = [p.name for p in self.processes.processes.values() if p.running]
+            self.say(f"still running {FINISH_GRACE_SECONDS:.0f}s after the end: {', '.join(running)}")
+        view.poll()
 
     def write_outputs(self, view: ChainView, outcome: str) -> None:
         document = view.results(
@@ -347,6 +362,7 @@ class Localnet:
             chain={"backend": "anvil", "rpc_url": self.rpc_url, "registry": self.registry},
             wall_seconds=time.monotonic() - self._started,
             model_seed=int(self.options.task_overrides.get("model_seed", 0)),
+            final_model=self.plans["requester"].folder / "final-model.bin",
         )
         _write_outputs(document, self.output, self.say)
 
@@ -455,7 +471,10 @@ def run_in_process(
         Participant(name, role, to_checksum_address(status.address), kind)
         for name, role, kind, status in statuses
     ]
-    reader = ChainClient(result.w3, _fresh_key(), registry=result.registry)
+    reader_key = _fresh_key()
+    # eth-tester refuses even a call from an account that cannot pay for its gas.
+    fund(result.w3, Account.from_key(reader_key).address, 10**18)
+    reader = ChainClient(result.w3, reader_key, registry=result.registry)
     view = ChainView(
         result.w3,
         reader,
@@ -475,6 +494,7 @@ def run_in_process(
         chain={"backend": "embedded", "rpc_url": None, "registry": result.registry},
         wall_seconds=time.monotonic() - started,
         model_seed=int(options.task_overrides.get("model_seed", 0)),
+        final_model=output / "nodes" / "final-model.bin",  # run_inprocess's [task] output
     )
     _write_outputs(document, output, say)
     return 0 if view.tracker.terminated else 1

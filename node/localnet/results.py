@@ -81,6 +81,17 @@ def detection_scores(
     }
 
 
+def _metrics_entry(metrics: Metrics | None) -> dict[str, float] | None:
+    if metrics is None:
+        return None
+    return {
+        "test_accuracy": metrics.accuracy,
+        "test_loss": metrics.loss,
+        "test_macro_precision": metrics.macro_precision,
+        "test_macro_recall": metrics.macro_recall,
+    }
+
+
 def _fixed(value: int | None) -> float | None:
     return None if value is None else value / SCALE
 
@@ -99,6 +110,7 @@ def build_results(
     wall_seconds: float,
     outcome: str,
     initial_evaluation: Metrics | None = None,
+    final_evaluation: Metrics | None = None,
 ) -> dict[str, Any]:
     """The results document. `final_balances` is wei credited and not withdrawn per address
     (deposits excluded); `gas_by_tx` maps transaction hashes to gas used."""
@@ -132,6 +144,7 @@ def build_results(
         ],
         "termination": tracker.termination.name if tracker.termination is not None else None,
         "initial_test_accuracy": initial_evaluation.accuracy if initial_evaluation else None,
+        "final_model": _metrics_entry(final_evaluation),
         "rounds": rounds,
         "totals": {
             "rewards": totals_rewards,
@@ -204,6 +217,7 @@ _TOP = {
     "participants": list,
     "termination": (str, type(None)),
     "initial_test_accuracy": _OPTIONAL_FLOAT,
+    "final_model": (dict, type(None)),
     "rounds": list,
     "totals": dict,
     "wall_seconds": _NUMBER,
@@ -237,6 +251,12 @@ _DETECTION = {
     "false_negatives": int,
     "precision": _OPTIONAL_FLOAT,
     "recall": _OPTIONAL_FLOAT,
+}
+_FINAL_MODEL = {
+    "test_accuracy": _NUMBER,
+    "test_loss": _NUMBER,
+    "test_macro_precision": _NUMBER,
+    "test_macro_recall": _NUMBER,
 }
 _PARTICIPANT = {"name": str, "role": str, "address": str, "kind": str}
 _TOTALS = {"rewards": dict, "slashes": dict, "balances": dict, "withdrawn": dict, "gas": int}
@@ -282,6 +302,10 @@ def validate_results(document: Any) -> None:
         _check_fields(f"results.participants[{i}]", participant, _PARTICIPANT)
         names.add(participant["name"])
     _check_fraction("results.initial_test_accuracy", document["initial_test_accuracy"])
+    if document["final_model"] is not None:
+        _check_fields("results.final_model", document["final_model"], _FINAL_MODEL)
+        for key in ("test_accuracy", "test_macro_precision", "test_macro_recall"):
+            _check_fraction(f"results.final_model.{key}", document["final_model"][key])
     previous = 0
     for i, entry in enumerate(document["rounds"]):
         where = f"results.rounds[{i}]"
@@ -343,6 +367,10 @@ def write_plots(document: Mapping[str, Any], folder: Path) -> list[Path]:
         points = [(r["round"], r[key]) for r in document["rounds"] if r[key] is not None]
         if points:
             axes.plot(*zip(*points, strict=True), marker="o", label=label)
+    final = document.get("final_model")
+    if final is not None and rounds:
+        axes.plot([rounds[-1]], [final["test_accuracy"]], marker="*", markersize=12,
+                  linestyle="none", color="tab:red", label="final model, MNIST test set")
     if document.get("initial_test_accuracy") is not None:
         axes.axhline(document["initial_test_accuracy"], linestyle=":", color="grey",
                      label="initial model")

@@ -5,7 +5,6 @@ set, and at the end the whole run becomes results.json. Used by the multi-proces
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -24,8 +23,6 @@ from node.localnet.tracker import PHASE_NAMES, RoundRecord, TaskTracker
 from protocol.training import Metrics
 
 __all__ = ["GLOBAL_MODEL_PATTERN", "ChainView"]
-
-logger = logging.getLogger(__name__)
 
 # Where the requester keeps the global model after round r (codec format, never pickle).
 GLOBAL_MODEL_PATTERN = "global/round-{round}.bin"
@@ -146,6 +143,7 @@ class ChainView:
         chain: Mapping[str, Any],
         wall_seconds: float,
         model_seed: int,
+        final_model: Path | None,
     ) -> dict[str, Any]:
         balances = {}
         if self.task is not None:
@@ -157,11 +155,17 @@ class ChainView:
             for kind_hashes in record.tx_hashes.values()
             for h in kind_hashes
         ]
-        initial = None
+        initial = final = None
         try:
             initial = self.evaluator.evaluate_initial(model_seed)
         except Exception as exc:  # the results still say everything else
-            logger.warning("cannot evaluate the initial model: %s", exc)
+            self.say(f"cannot evaluate the initial model: {exc}")
+        if final_model is not None and final_model.exists():
+            try:
+                final = self.evaluator.evaluate_file(final_model)
+                self.say(f"final model {final_model}: test accuracy {final.accuracy:.4f}")
+            except Exception as exc:
+                self.say(f"cannot evaluate the final model {final_model}: {exc}")
         return build_results(
             options=options,
             scenario=scenario,
@@ -175,4 +179,5 @@ class ChainView:
             wall_seconds=wall_seconds,
             outcome=outcome,
             initial_evaluation=initial,
+            final_evaluation=final,
         )

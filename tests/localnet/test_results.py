@@ -126,6 +126,7 @@ def build_sample() -> dict[str, Any]:
         wall_seconds=42.0,
         outcome="completed",
         initial_evaluation=Metrics(2.3, 0.1, 0.01, 0.1, 10_000),
+        final_evaluation=Metrics(0.4, 0.9, 0.9, 0.89, 10_000),
     )
 
 
@@ -193,6 +194,8 @@ def test_recorded_sample_file_follows_the_schema() -> None:
         (lambda d: d["rounds"][0]["phase_seconds"].pop("reveal"), "phase_seconds must have exactly"),
         (lambda d: d["totals"].update(gas=True), "totals.gas must not be a boolean"),
         (lambda d: d["participants"][0].pop("address"), "participants[0] lacks key(s) ['address']"),
+        (lambda d: d["final_model"].update(test_accuracy=2.0), "final_model.test_accuracy = 2.0"),
+        (lambda d: d["final_model"].pop("test_loss"), "final_model lacks key(s) ['test_loss']"),
     ],
 )
 def test_schema_violations_name_the_key(mutate: Any, expected: str) -> None:
