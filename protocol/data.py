@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -158,6 +159,20 @@ def load_idx(
                 f"the file is corrupt or not the canonical one, re-copy it. {HOW_TO_GET_MNIST}"
             )
     return parse_idx(data, source=str(path))
+
+
+DATA_ROOT_ENV = "FL_NODE_DATA_ROOT"
+
+
+def default_data_root() -> Path:
+    """$FL_NODE_DATA_ROOT, else ../shared/datasets/mnist beside the repository checkout."""
+    fallback = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "mnist"
+    return Path(os.environ.get(DATA_ROOT_ENV, fallback))
+
+
+def mnist_available(root: str | Path, split: Literal["train", "test"] = "test") -> bool:
+    """Whether every file of the split is present under root (not whether it is intact)."""
+    return all(_find_file(Path(root), stem)[0] is not None for stem in MNIST_FILES[split])
 
 
 def mnist_search_dirs(root: str | Path) -> list[Path]:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
 import struct
 from pathlib import Path
@@ -17,8 +16,10 @@ from protocol.data import (
     MNIST_MEAN,
     MNIST_STD,
     Dataset,
+    default_data_root,
     load_idx,
     load_mnist,
+    mnist_available,
     parse_idx,
     partition_dirichlet,
     partition_iid,
@@ -27,11 +28,9 @@ from protocol.data import (
 )
 from protocol.errors import DatasetError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DATA_ROOT = Path(os.environ.get("FL_NODE_DATA_ROOT", REPO_ROOT / ".." / "shared" / "datasets" / "mnist"))
+DATA_ROOT = default_data_root()
 needs_mnist = pytest.mark.skipif(
-    not (DATA_ROOT / "t10k-labels-idx1-ubyte.gz").is_file(),
-    reason=f"MNIST not found at {DATA_ROOT} (set FL_NODE_DATA_ROOT)",
+    not mnist_available(DATA_ROOT), reason=f"MNIST not found at {DATA_ROOT} (set FL_NODE_DATA_ROOT)"
 )
 
 
@@ -133,6 +132,16 @@ def test_finds_plain_files_under_torchvision_layout(tmp_path: Path) -> None:
         (raw / stem).write_bytes(gzip.decompress((DATA_ROOT / f"{stem}.gz").read_bytes()))
     dataset = load_mnist(tmp_path, "test")
     assert len(dataset) == 10000
+
+
+def test_default_root_follows_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FL_NODE_DATA_ROOT", str(tmp_path))
+    assert default_data_root() == tmp_path
+    assert not mnist_available(tmp_path)
+    monkeypatch.delenv("FL_NODE_DATA_ROOT")
+    assert default_data_root().parts[-3:] == ("shared", "datasets", "mnist")
 
 
 def test_missing_files_say_where_they_looked_and_how_to_get_them(tmp_path: Path) -> None:

@@ -1,14 +1,11 @@
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from protocol.data import load_mnist, partition_iid, to_tensors
+from protocol.data import default_data_root, load_mnist, mnist_available, partition_iid, to_tensors
 from protocol.errors import ProtocolError
 from protocol.models import build_model
 from protocol.training import (
@@ -20,11 +17,9 @@ from protocol.training import (
     train_local,
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DATA_ROOT = Path(os.environ.get("FL_NODE_DATA_ROOT", REPO_ROOT / ".." / "shared" / "datasets" / "mnist"))
+DATA_ROOT = default_data_root()
 pytestmark = pytest.mark.skipif(
-    not (DATA_ROOT / "t10k-labels-idx1-ubyte.gz").is_file(),
-    reason=f"MNIST not found at {DATA_ROOT} (set FL_NODE_DATA_ROOT)",
+    not mnist_available(DATA_ROOT), reason=f"MNIST not found at {DATA_ROOT} (set FL_NODE_DATA_ROOT)"
 )
 
 Subset = tuple[torch.Tensor, torch.Tensor]
