@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -68,7 +70,7 @@ def test_training_is_deterministic_given_the_seed(subsets: tuple[Subset, Subset]
     runs = []
     for seed in (3, 3, 4):
         model = build_model("mnist_2nn", seed=1)
-        train_local(model, x[:500], y[:500], TrainConfig(**{**config.__dict__, "seed": seed}))
+        train_local(model, x[:500], y[:500], dataclasses.replace(config, seed=seed))
         runs.append(flat(model))
     assert torch.equal(runs[0], runs[1])
     assert not torch.equal(runs[0], runs[2])
