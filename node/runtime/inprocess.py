@@ -43,6 +43,7 @@ class InProcessResult:
     """What happened: the task, every node's status, the chain's round results."""
 
     w3: Web3
+    reader: ChainClient  # a funded client of the deployer, for views and checks
     registry: str
     task: str
     requester: NodeStatus
@@ -207,6 +208,7 @@ async def run_inprocess(
     results = [reader.round_result(requester.task, r) for r in range(1, last + 1)]
     return InProcessResult(
         w3=w3,
+        reader=reader,
         registry=registry,
         task=requester.task,
         requester=requester,

@@ -12,7 +12,7 @@ from pathlib import Path
 import trio
 from web3 import Web3
 
-from node.blocks import BlockExchange, BlockStore
+from node.blocks import BlockExchange, BlockStore, ExchangeLimits
 from node.chain import ChainClient
 from node.config import NodeConfig
 from node.discovery import Discovery, DiscoveryConfig, open_discovery
@@ -24,6 +24,9 @@ from node.runtime.keys import load_or_create_keys
 
 logger = logging.getLogger("fl_node.runtime")
 
+# A stalled provider is dropped after seconds, not a minute: another member holds the blob
+# too (validators fetched every update), and a round has deadlines.
+EXCHANGE_LIMITS = ExchangeLimits(read_timeout_s=4.0, request_timeout_s=12.0)
 LINGER_S = 30.0  # after its task, a node serves its blobs this long for peers finishing
 
 
@@ -81,7 +84,7 @@ async def run_node(
                 async with open_pubsub(host) as gossip_node:
                     exchange = BlockExchange(
                         host, store, find_providers=discovery.find_providers,
-                        provide=_provide(discovery),
+                        provide=_provide(discovery), limits=EXCHANGE_LIMITS,
                     )
                     async with exchange:
                         driver = Driver(

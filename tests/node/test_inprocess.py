@@ -1,0 +1,85 @@
+"""A whole task in one process: requester + 3 workers + 2 validators (+ bootstrap) on the
+embedded chain, real libp2p hosts on 127.0.0.1, real gossip, block exchange and MNIST.
+
+Checks what the chain says against what the nodes did: the task terminates after its
+round limit, the global model beats chance, every honest party is paid exactly what the
+contract's round results credit it, and no transaction reverted.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from node.chain import TaskStatus, Termination
+from node.runtime.inprocess import run_inprocess
+from node.runtime.learning import ModelBook  # noqa: F401  (import check of the job module)
+from protocol.codec import ModelSpec, decode_state_dict
+from protocol.data import load_mnist, mnist_available, to_tensors
+from protocol.models import build_model
+from protocol.training import evaluate
+
+REPO = Path(__file__).resolve().parents[2]
+DATA_ROOT = Path(os.environ.get("FL_NODE_DATA_ROOT", REPO.parent / "shared/datasets/mnist"))
+CHANCE = 0.1
+
+pytestmark = pytest.mark.skipif(
+    not mnist_available(DATA_ROOT, "train"), reason=f"MNIST not found under {DATA_ROOT}"
+)
+
+
+async def test_two_rounds_of_an_honest_task(tmp_path: Path) -> None:
+    result = await run_inprocess(
+        tmp_path,
+        DATA_ROOT,
+        workers=3,
+        validators=2,
+        rounds=2,
+        model="mnist_2nn",
+        max_samples=3000,
+        validation_samples=500,
+        task={"qualification_threshold": 0.3},
+        timeout_s=540,
+    )
+    reader = result.reader
+    task = result.task
+
+    # the task ran to its round limit, every node saw it end, nothing reverted
+    assert reader.status(task) == TaskStatus.TERMINATED
+    assert reader.termination(task) == Termination.ROUND_LIMIT
+    assert [r.finalized for r in result.rounds] == [True, True]
+    assert all(node.done and node.phase == "terminated" for node in result.nodes)
+    assert [node.failed_txs for node in result.nodes] == [[]] * len(result.nodes)
+
+    # learning: above chance by the committee's consensus, the requester's own measure,
+    # and the saved final model on the MNIST test split
+    assert all(r.consensus_accuracy > CHANCE * 1e6 for r in result.rounds)
+    assert result.requester.accuracy_by_round[2] > CHANCE
+    final = result.requester.final_model
+    assert final is not None and final.exists()
+    model = build_model("mnist_2nn")
+    model.load_state_dict(decode_state_dict(final.read_bytes(), ModelSpec.of(model)))
+    images, labels = to_tensors(load_mnist(DATA_ROOT, "test"))
+    assert evaluate(model, images[:2000], labels[:2000]).accuracy > 3 * CHANCE
+
+    # money: every honest party withdrew exactly its deposit plus what the rounds credited
+    params = reader.task_params(task)
+    credited: dict[str, int] = {}
+    for r in result.rounds:
+        assert all(r.agreed) and all(r.revealed)
+        assert sum(r.worker_payouts) > 0 and not any(r.worker_slashes)
+        for address, paid in zip(r.workers, r.worker_payouts, strict=True):
+            credited[address] = credited.get(address, 0) + paid
+        for address, paid in zip(r.validators, r.validator_payouts, strict=True):
+            credited[address] = credited.get(address, 0) + paid
+    for worker in result.workers:
+        assert worker.withdrawn_wei == params.worker_deposit + credited.get(worker.address, 0)
+    for validator in result.validators:
+        assert validator.withdrawn_wei == params.validator_stake + credited[validator.address]
+        assert credited[validator.address] > 0
+    for node in result.nodes:
+        assert reader.withdrawable(task, node.address) == (
+            reader.withdrawable(task, result.requester.address) if node is result.requester else 0
+        )

@@ -1,0 +1,107 @@
+"""node.runtime.learning: bad peer blobs are rejected with a reason, never used; honest
+ones are scored. Real crypto, a real block store, real MNIST (a small slice)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from node.blocks import BlockStore, build_file_dag
+from node.config import BehaviourConfig, TrainingConfig
+from node.runtime import learning
+from protocol.codec import encode_state_dict
+from protocol.data import Dataset, load_mnist, mnist_available
+from protocol.envelope import generate_keypair, public_key_of
+from protocol.errors import DatasetError, EnvelopeError, ModelValidationError, ProtocolError
+from protocol.models import build_model
+from protocol.state.records import GlobalModel, Update
+
+REPO = Path(__file__).resolve().parents[2]
+DATA_ROOT = Path(os.environ.get("FL_NODE_DATA_ROOT", REPO.parent / "shared/datasets/mnist"))
+TASK = bytes(range(20))
+ARCH = "mnist_2nn"
+
+
+def put(store: BlockStore, blob: bytes) -> str:
+    root, blocks = build_file_dag(blob)
+    for block in blocks:
+        store.put(block.cid, block.data)
+    return root
+
+
+@pytest.fixture
+def book(tmp_path: Path) -> learning.ModelBook:
+    private, _ = generate_keypair()
+    store = BlockStore(tmp_path / "blocks")
+    return learning.ModelBook(ARCH, store, learning.TaskCrypto(private, TASK))
+
+
+def sealed_update(book: learning.ModelBook, state: dict[str, torch.Tensor]) -> str:
+    me = public_key_of(book.crypto.private_key)
+    return put(book.store, book.crypto.seal(encode_state_dict(state), [me]))
+
+
+def test_dataset_round_trip_and_strict_decoding() -> None:
+    images = np.arange(3 * 28 * 28, dtype=np.uint8).reshape(3, 28, 28)
+    dataset = Dataset(images, np.array([1, 2, 3], dtype=np.uint8))
+    blob = learning.encode_dataset(dataset)
+    back = learning.decode_dataset(blob)
+    assert np.array_equal(back.images, images) and list(back.labels) == [1, 2, 3]
+    with pytest.raises(DatasetError):
+        learning.decode_dataset(blob[:-5])
+    with pytest.raises(DatasetError, match="not valid msgpack|must be a map"):
+        learning.decode_dataset(b"\xc1garbage")
+
+
+def test_updates_not_for_us_or_not_finite_are_refused(book: learning.ModelBook) -> None:
+    state = build_model(ARCH, seed=1).state_dict()
+    good = sealed_update(book, state)
+    assert set(book.update(good)) == set(state)
+
+    _, stranger = generate_keypair()
+    not_ours = put(book.store, book.crypto.seal(encode_state_dict(state), [stranger]))
+    with pytest.raises(EnvelopeError, match="not addressed"):
+        book.update(not_ours)
+
+    poisoned = {name: t.clone() for name, t in state.items()}
+    next(iter(poisoned.values()))[0] = float("nan")
+    with pytest.raises(ModelValidationError, match="NaN"):
+        book.update(sealed_update(book, poisoned))
+
+    other_arch = build_model("mnist_cnn", seed=1).state_dict()
+    with pytest.raises(ProtocolError):
+        book.update(sealed_update(book, other_arch))
+
+
+@pytest.mark.skipif(not mnist_available(DATA_ROOT, "test"), reason=f"no MNIST under {DATA_ROOT}")
+def test_evaluation_accepts_trained_rejects_noise_and_missing(book: learning.ModelBook) -> None:
+    test = load_mnist(DATA_ROOT, "test")
+    train = Dataset(test.images[:2000], test.labels[:2000])
+    validation = Dataset(test.images[2000:2500], test.labels[2000:2500])
+    base_cid = put(book.store, learning.initial_model_blob(ARCH, 0))
+    base = book.global_state(GlobalModel(base_cid))
+    trained = learning.train_update(
+        book, base, train, TrainingConfig(lr=0.1), BehaviourConfig(), seed=1
+    )
+    noise = learning.train_update(
+        book, base, train, TrainingConfig(), BehaviourConfig(worker="noise"), seed=1
+    )
+    workers = (b"\x01" * 20, b"\x02" * 20, b"\x03" * 20)
+    candidates = (
+        Update(workers[0], sealed_update(book, trained), 2000),
+        Update(workers[1], sealed_update(book, noise), 2000),
+    )  # the third worker's blob could not be fetched
+    result = learning.evaluate_round(book, workers, candidates, base, validation, 500_000)
+    assert result.workers == workers
+    assert result.accepts == (True, False, False)
+    assert result.accuracies[0] is not None and result.accuracies[0] > 0.5
+    assert result.accuracies[2] is None
+    assert result.scores[1] == result.scores[2] == 0
+    assert result.scores[0] > 0  # better than the untrained base it replaces
+    assert result.global_accuracy > 500_000
+    lied = learning.lie_about(result)
+    assert lied.accepts == (False, True, True) and lied.scores != result.scores
