@@ -89,7 +89,8 @@ class LocalnetOptions:
     in_process: bool = False
     timeout: float | None = None  # seconds for the whole run; None: derived from the phases
     poll_interval: float = 1.0
-    python: str = sys.executable
+    # How to start `fl-node` (the same interpreter as the launcher by default).
+    node_command: tuple[str, ...] = (sys.executable, "-m", "node.cli")
     node_log_level: str = "info"
     task_overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -97,7 +98,7 @@ class LocalnetOptions:
         described = asdict(self)
         for key in ("output", "data_root", "scenario_path"):
             described[key] = None if described[key] is None else str(described[key])
-        described.pop("python")
+        described.pop("node_command")
         return described
 
 
@@ -194,7 +195,7 @@ class Localnet:
         process = self.processes.add(
             ManagedProcess(
                 "bootstrap",
-                [self.options.python, "-m", "node.cli", "bootstrap", "--config", str(config)],
+                [*self.options.node_command, "bootstrap", "--config", str(config)],
                 self.logs / "bootstrap.log",
             )
         )
@@ -245,7 +246,7 @@ class Localnet:
             self.processes.add(
                 ManagedProcess(
                     plan.name,
-                    [options.python, "-m", "node.cli", "run", "--config", str(plan.config_path)],
+                    [*options.node_command, "run", "--config", str(plan.config_path)],
                     self.logs / f"{plan.name}.log",
                 )
             )
@@ -484,8 +485,8 @@ def run_in_process(
         cursor_path=output / "monitor-cursor.json",
         say=say,
     )
-    say(header())
     view.poll()
+    say(header())
     view.print_ready_rounds(force=True)
     document = view.results(
         outcome="completed" if view.tracker.terminated else "failed: the task did not terminate",

@@ -394,15 +394,24 @@ def write_plots(document: Mapping[str, Any], folder: Path) -> list[Path]:
     ether = 10**18
     figure, axes = plt.subplots(figsize=(max(6, 0.8 * len(names)), 4))
     positions = range(len(names))
-    axes.bar(positions, [rewards[n] / ether for n in names], label="rewards",
+    axes.bar(positions, [rewards[n] / ether for n in names],
              color=["tab:green" if kinds.get(n, "honest") == "honest" else "tab:orange" for n in names])
-    axes.bar(positions, [-slashes.get(n, 0) / ether for n in names], label="slashed", color="tab:red")
+    axes.bar(positions, [-slashes.get(n, 0) / ether for n in names], color="tab:red")
     axes.axhline(0, color="black", linewidth=0.8)
     axes.set_xticks(list(positions))
     axes.set_xticklabels([f"{n}\n({kinds.get(n, '?')})" for n in names], fontsize=8)
     axes.set_ylabel("ETH")
-    axes.set_title("rewards (green: honest, orange: dishonest) and slashes per participant")
-    axes.legend()
+    axes.set_title("rewards and slashes per participant", fontsize=11)
+    from matplotlib.patches import Patch
+
+    axes.legend(
+        handles=[
+            Patch(color="tab:green", label="rewards (honest)"),
+            Patch(color="tab:orange", label="rewards (dishonest)"),
+            Patch(color="tab:red", label="slashed"),
+        ],
+        fontsize=8,
+    )
     figure.tight_layout()
     written.append(folder / "rewards.png")
     figure.savefig(written[-1], dpi=100)
