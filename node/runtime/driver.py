@@ -52,8 +52,8 @@ from protocol import keycert
 from protocol.codec import encode_state_dict
 from protocol.data import Dataset
 from protocol.errors import ProtocolError
-from protocol.messages import ModelAnnouncement
-from protocol.sortition import committee_proof, is_selected
+from protocol.messages import CommitteeProof, Message, ModelAnnouncement
+from protocol.sortition import committee_proof, is_selected, round_alpha
 from protocol.state import events as ev
 from protocol.state import persist
 from protocol.state.actions import (
@@ -77,7 +77,8 @@ from protocol.state.requester import Recruiting, RequesterMachine
 from protocol.state.validator import ValidatorMachine
 from protocol.state.wire import announcement_received, wire_message
 from protocol.state.worker import WorkerMachine
-from protocol.vrf import i2osp
+from protocol.vrf import VRFPublicKey, i2osp
+from protocol.vrf import verify as vrf_verify
 
 STATE_FILE = "machine.json"
 CURSOR_FILE = "cursor.json"
@@ -155,6 +156,8 @@ class Driver:
         self.peers: dict[PeerID, bytes] = {}  # task members' peer ids -> addresses
         self.peer_of: dict[bytes, PeerID] = {}
         self.encryption_keys: dict[bytes, bytes] = {}
+        self.vrf_keys: dict[bytes, bytes] = {}  # validators' registered VRF moduli
+        self.round_seeds: dict[int, tuple[bytes, int]] = {}  # round -> (seed, total stake)
         self.initial_cid: str | None = None
         self.shard: Dataset | None = None
         self.validation: Dataset | None = None
@@ -465,6 +468,7 @@ class Driver:
             self.peers[peer] = member
             self.peer_of[member] = peer
             self.encryption_keys[member] = participant.encryption_key
+            self.vrf_keys[member] = participant.vrf_modulus
 
     async def _gossip_session(self) -> None:
         assert self.task is not None
@@ -475,7 +479,8 @@ class Driver:
         machine = self.machine
         assert machine is not None
         async with open_task_gossip(
-            self.gossip_node, chain_id, task, lambda: machine.view.round, self._lookup
+            self.gossip_node, chain_id, task, lambda: machine.view.round, self._lookup,
+            self._check_committee_proof,
         ) as gossip:
             self.gossip = gossip
             self.gossip_ready.set()
@@ -483,6 +488,25 @@ class Driver:
                 async for received in models:
                     if isinstance(received.message, ModelAnnouncement):
                         await self.events_send.send(announcement_received(received.message))
+
+    async def _check_committee_proof(self, message: Message, signer: PeerID) -> bool:
+        """Gossip rule for CommitteeProof: a valid VRF proof of a seat in that round, for
+        the validator's registered key (the contract checks it again at commit)."""
+        if not isinstance(message, CommitteeProof):
+            return True
+        assert self.task is not None and self.params is not None
+        modulus = self.vrf_keys.get(message.validator)
+        if modulus is None:
+            raise GossipRejected("the validator has no registered VRF key in this task")
+        if message.round not in self.round_seeds:
+            info = await self.chain.run(self.client.round_info, self.task, message.round)
+            if info.total_stake == 0:
+                raise GossipRejected(f"round {message.round} has not started")
+            self.round_seeds[message.round] = (info.seed, info.total_stake)
+        seed, total_stake = self.round_seeds[message.round]
+        key = VRFPublicKey.from_modulus_bytes(modulus)
+        beta = vrf_verify(key, round_alpha(seed, message.round), message.vrf_proof)
+        return is_selected(beta, self.params.committee_size, self.params.validator_stake, total_stake)
 
     async def _publish(self, action: Publish) -> None:
         if isinstance(action, PublishScores) and self.config.behaviour.validator == "lazy":

@@ -29,6 +29,7 @@ from node.host import HostConfig, host_multiaddrs, open_host
 from node.runtime.driver import NodeStatus
 from node.runtime.keys import write_chain_key
 from node.runtime.node import run_node
+from protocol.state.records import PHASE_ORDER, Phase
 
 __all__ = ["InProcessResult", "run_inprocess"]
 
@@ -50,6 +51,7 @@ class InProcessResult:
     workers: list[NodeStatus]
     validators: list[NodeStatus]
     rounds: list[RoundResult] = field(default_factory=list)
+    restarted: list[str] = field(default_factory=list)  # nodes killed and started again
 
     @property
     def nodes(self) -> list[NodeStatus]:
@@ -99,14 +101,18 @@ async def run_inprocess(
     validator_behaviours: Sequence[str] = (),
     task: Mapping[str, Any] | None = None,
     training: Mapping[str, Any] | None = None,
+    crash: Mapping[str, tuple[int, str]] | None = None,
     block_interval_s: float = 1.0,
     timeout_s: float = 900.0,
 ) -> InProcessResult:
     """Run a task from creation to termination; returns when every node is done.
 
     `worker_behaviours[i]` / `validator_behaviours[i]` set a node's [behaviour] (default
-    honest); `task` and `training` override the [task] and [training] keys.
+    honest); `task` and `training` override the [task] and [training] keys; `crash`
+    maps a node name ("worker0") to the (round, phase) at which it is killed once and
+    started again from its data directory.
     """
+    crash = dict(crash or {})
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     w3 = dev.embedded_web3()
@@ -137,6 +143,7 @@ async def run_inprocess(
         data_keys["max_samples"] = max_samples
 
     statuses: dict[str, list[NodeStatus]] = {}
+    restarted: list[str] = []
     async with open_host(HostConfig(key_path=workdir / "bootstrap.key")) as boot_host:
         async with open_discovery(boot_host, DiscoveryConfig(dht_server=True)):
             bootstrap = host_multiaddrs(boot_host)
@@ -180,9 +187,36 @@ async def run_inprocess(
                 async def node(name: str, config: NodeConfig) -> None:
                     out: list[NodeStatus] = []
                     statuses[name] = out
+                    if name in crash and not await _crashed(name, crash[name], config, out):
+                        return
                     await run_node(
                         config, w3=w3, chain_lock=lock, name=name, status_out=out, linger=linger
                     )
+
+                async def _crashed(
+                    name: str, point: tuple[int, str], config: NodeConfig, out: list[NodeStatus]
+                ) -> bool:
+                    """Run the node until it reaches `point`, then kill it (True), or until it
+                    is done first (False)."""
+                    with trio.CancelScope() as scope:
+
+                        async def watch() -> None:
+                            while not (out and _reached(out[0], point)):
+                                await trio.sleep(0.05)
+                            scope.cancel()
+
+                        async with trio.open_nursery() as watcher:
+                            watcher.start_soon(watch)
+                            await run_node(
+                                config, w3=w3, chain_lock=lock, name=name, status_out=out,
+                                linger=linger,
+                            )
+                            watcher.cancel_scope.cancel()
+                    if scope.cancelled_caught:
+                        logger.info("[%s] killed at round %d, %s; restarting it", name, *point)
+                        out.clear()
+                        restarted.append(name)
+                    return scope.cancelled_caught
 
                 clock_scope = trio.CancelScope()
 
@@ -215,7 +249,15 @@ async def run_inprocess(
         workers=[status(f"worker{i}") for i in range(workers)],
         validators=[status(f"validator{i}") for i in range(validators)],
         rounds=results,
+        restarted=restarted,
     )
+
+
+def _reached(status: NodeStatus, point: tuple[int, str]) -> bool:
+    round, phase = point
+    if status.round != round:
+        return status.round > round
+    return PHASE_ORDER[Phase(status.phase)] >= PHASE_ORDER[Phase(phase)]
 
 
 def _locked(lock: threading.Lock, fn: Any, *args: Any) -> Any:

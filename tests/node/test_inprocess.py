@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from node.chain import TaskStatus, Termination
-from node.runtime.inprocess import run_inprocess
+from node.runtime.inprocess import InProcessResult, run_inprocess
 from node.runtime.learning import ModelBook  # noqa: F401  (import check of the job module)
 from protocol.codec import ModelSpec, decode_state_dict
 from protocol.data import load_mnist, mnist_available, to_tensors
@@ -64,7 +64,12 @@ async def test_two_rounds_of_an_honest_task(tmp_path: Path) -> None:
     images, labels = to_tensors(load_mnist(DATA_ROOT, "test"))
     assert evaluate(model, images[:2000], labels[:2000]).accuracy > 3 * CHANCE
 
-    # money: every honest party withdrew exactly its deposit plus what the rounds credited
+    assert_paid_as_credited(result)
+
+
+def assert_paid_as_credited(result: InProcessResult) -> None:
+    """Every party withdrew exactly its deposit plus what the contract's rounds credited."""
+    reader, task = result.reader, result.task
     params = reader.task_params(task)
     credited: dict[str, int] = {}
     for r in result.rounds:
@@ -79,7 +84,30 @@ async def test_two_rounds_of_an_honest_task(tmp_path: Path) -> None:
     for validator in result.validators:
         assert validator.withdrawn_wei == params.validator_stake + credited[validator.address]
         assert credited[validator.address] > 0
-    for node in result.nodes:
-        assert reader.withdrawable(task, node.address) == (
-            reader.withdrawable(task, result.requester.address) if node is result.requester else 0
-        )
+    for node in [*result.workers, *result.validators]:
+        assert reader.withdrawable(task, node.address) == 0
+
+
+async def test_a_worker_killed_mid_round_resumes_from_its_data_dir(tmp_path: Path) -> None:
+    result = await run_inprocess(
+        tmp_path,
+        DATA_ROOT,
+        workers=3,
+        validators=2,
+        rounds=2,
+        model="mnist_2nn",
+        max_samples=3000,
+        validation_samples=500,
+        task={"qualification_threshold": 0.3},
+        crash={"worker0": (1, "reveal")},
+        timeout_s=540,
+    )
+    assert result.restarted == ["worker0"]
+    assert result.reader.status(result.task) == TaskStatus.TERMINATED
+    restarted = result.workers[0]
+    assert restarted.done and restarted.failed_txs == []
+    # the new process took part in round 2 (trained, submitted, was accepted)
+    last = result.rounds[-1]
+    assert restarted.address in last.workers
+    assert last.accepted[last.workers.index(restarted.address)]
+    assert_paid_as_credited(result)
