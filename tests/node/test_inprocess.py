@@ -64,19 +64,21 @@ async def test_two_rounds_of_an_honest_task(tmp_path: Path) -> None:
     images, labels = to_tensors(load_mnist(DATA_ROOT, "test"))
     assert evaluate(model, images[:2000], labels[:2000]).accuracy > 3 * CHANCE
 
+    assert not any(slash for r in result.rounds for slash in r.worker_slashes)
     assert_paid_as_credited(result)
 
 
 def assert_paid_as_credited(result: InProcessResult) -> None:
-    """Every party withdrew exactly its deposit plus what the contract's rounds credited."""
+    """Every party withdrew exactly its deposit plus what the contract's rounds credited,
+    minus what they slashed."""
     reader, task = result.reader, result.task
     params = reader.task_params(task)
     credited: dict[str, int] = {}
     for r in result.rounds:
         assert all(r.agreed) and all(r.revealed)
-        assert sum(r.worker_payouts) > 0 and not any(r.worker_slashes)
-        for address, paid in zip(r.workers, r.worker_payouts, strict=True):
-            credited[address] = credited.get(address, 0) + paid
+        assert sum(r.worker_payouts) > 0
+        for address, paid, slashed in zip(r.workers, r.worker_payouts, r.worker_slashes, strict=True):
+            credited[address] = credited.get(address, 0) + paid - slashed
         for address, paid in zip(r.validators, r.validator_payouts, strict=True):
             credited[address] = credited.get(address, 0) + paid
     for worker in result.workers:
@@ -88,7 +90,7 @@ def assert_paid_as_credited(result: InProcessResult) -> None:
         assert reader.withdrawable(task, node.address) == 0
 
 
-async def test_a_worker_killed_mid_round_resumes_from_its_data_dir(tmp_path: Path) -> None:
+async def test_a_killed_worker_resumes_and_a_noise_worker_is_slashed(tmp_path: Path) -> None:
     result = await run_inprocess(
         tmp_path,
         DATA_ROOT,
@@ -100,6 +102,7 @@ async def test_a_worker_killed_mid_round_resumes_from_its_data_dir(tmp_path: Pat
         validation_samples=500,
         task={"qualification_threshold": 0.3},
         crash={"worker0": (1, "reveal")},
+        worker_behaviours=("honest", "honest", "noise"),
         timeout_s=540,
     )
     assert result.restarted == ["worker0"]
@@ -110,4 +113,9 @@ async def test_a_worker_killed_mid_round_resumes_from_its_data_dir(tmp_path: Pat
     last = result.rounds[-1]
     assert restarted.address in last.workers
     assert last.accepted[last.workers.index(restarted.address)]
+    # the noise worker's updates were rejected by both validators and its deposit slashed
+    noisy = result.workers[2].address
+    for r in result.rounds:
+        index = r.workers.index(noisy)
+        assert not r.accepted[index] and r.worker_slashes[index] > 0 and r.worker_payouts[index] == 0
     assert_paid_as_credited(result)
