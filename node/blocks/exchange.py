@@ -7,9 +7,8 @@ Wire protocol ``/fl-node/blocks/1.0.0``; a stream carries any number of requests
               status 0 = block follows, 1 = don't have (length 0),
               2 = busy (length 0; the server closes the stream: retry later or elsewhere)
 
-Clients keep a few streams per provider open between requests: a fresh yamux stream starts
-with a 256 KiB window and py-libp2p's writer polls every 10 ms while a window is closed, so
-one stream per request spent most of its time waiting. A server resets a stream idle for
+Clients keep a few streams per provider open between requests, which saves opening and
+negotiating (multistream-select) a stream per request. A server resets a stream idle for
 ``idle_stream_timeout_s`` and lets a new stream evict the longest-idle one when a limit is
 reached, so idle pooled streams never lock a peer out.
 
@@ -48,7 +47,6 @@ from libp2p.custom_types import TProtocol
 from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID as PeerID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
-from libp2p.stream_muxer.yamux.yamux import YamuxStream
 
 from protocol.errors import CIDError
 
@@ -61,7 +59,6 @@ from .store import (
     BlockStoreFullError,
 )
 from .unixfs import (
-    CHUNK_SIZE,
     MAX_BLOCK_SIZE,
     MAX_DAG_DEPTH,
     DagError,
@@ -739,11 +736,7 @@ class BlockExchange:
             provider.busy = 0
         return True
 
-    # --- client streams: a small pool per provider ----------------------------------------
-    #
-    # Every yamux stream starts with a 256 KiB window and py-libp2p's writer polls every
-    # 10 ms while the window is closed, so a fresh stream per request spends most of its
-    # time waiting for window updates. Reused streams keep their grown windows.
+    # --- client streams: a small pool per provider (see the module doc) --------------------
 
     @asynccontextmanager
     async def _provider_slot(self, peer: PeerID) -> AsyncIterator[None]:
@@ -770,9 +763,7 @@ class BlockExchange:
             await _reset_shielded(stream)  # the server may be timing it out right now
         with trio.fail_after(self.limits.connect_timeout_s):
             await self.host.connect(provider.info)
-            stream = await self.host.new_stream(peer, [PROTOCOL_ID])
-            await _widen_receive_window(stream, 2 * self.limits.batch_size * CHUNK_SIZE)
-            return stream, False
+            return await self.host.new_stream(peer, [PROTOCOL_ID]), False
 
     async def _checkin(self, peer: PeerID, stream: INetStream, reusable: bool) -> None:
         pool = self._idle.setdefault(peer, [])
@@ -895,26 +886,6 @@ async def _maybe_await(value: Any) -> Any:
     if inspect.isawaitable(value):
         return await value
     return value
-
-
-async def _widen_receive_window(stream: INetStream, size: int) -> None:
-    """Grant a fresh yamux stream a ``size``-byte receive window up front.
-
-    A new stream allows 256 KiB in flight and py-libp2p's sender sleeps in 10 ms steps
-    while the window is shut, so a 1 MiB response on a cold stream waits several times
-    before auto-tuning catches up. Our responses are bounded by what we ask for, so
-    granting that much at once costs no more memory than the answer itself.
-    """
-    muxed = getattr(stream, "muxed_stream", None)
-    if not isinstance(muxed, YamuxStream):
-        return
-    async with muxed.window_lock:
-        grant = size - muxed.recv_window
-        if grant <= 0:
-            return
-        muxed.recv_window += grant
-        muxed.target_recv_window = max(muxed.target_recv_window, muxed.recv_window)
-    await muxed.send_window_update(grant)
 
 
 async def _reset_shielded(stream: INetStream) -> None:
