@@ -154,7 +154,7 @@ contract Task {
     uint256 public constant MAX_CID_LENGTH = 256;
 
     bool private initialized;
-    bool private transient locked;
+    bool private transient entered;
 
     address public registry;
     address public requester;
@@ -165,6 +165,8 @@ contract Task {
     string public validationSetCid;
     uint256 public escrow; // unspent reward (plus whatever returned to it)
     uint256 public totalStake;
+    uint256 public totalLocked; // sum of lockedDeposit
+    uint256 public totalCredited; // sum of credited, unwithdrawn balances
 
     address[] private workers_;
     address[] private validators_;
@@ -247,10 +249,10 @@ contract Task {
     error ReentrantCall();
 
     modifier nonReentrant() {
-        if (locked) revert ReentrantCall();
-        locked = true;
+        if (entered) revert ReentrantCall();
+        entered = true;
         _;
-        locked = false;
+        entered = false;
     }
 
     modifier onlyRequester() {
@@ -309,6 +311,7 @@ contract Task {
         memberIndex[msg.sender] = list.length;
         roleOf[msg.sender] = role;
         lockedDeposit[msg.sender] = msg.value;
+        totalLocked += msg.value;
         emit MemberJoined(msg.sender, role, msg.value);
     }
 
@@ -327,6 +330,8 @@ contract Task {
         uint256 refund = lockedDeposit[msg.sender];
         lockedDeposit[msg.sender] = 0;
         if (role == Role.VALIDATOR) totalStake -= refund;
+        totalLocked -= refund;
+        totalCredited += refund;
         balances[msg.sender] += refund;
         emit MemberLeft(msg.sender, role, refund);
     }
@@ -500,6 +505,8 @@ contract Task {
 
     function _applyWorkerOutcome(uint256 round, RewardMath.Outcome memory out) private {
         address[] storage ws = submitters[round];
+        uint256 paid = 0;
+        uint256 slashed = 0;
         for (uint256 j = 0; j < ws.length; ++j) {
             address w = ws[j];
             uint256 payout = out.workerPayouts[j];
@@ -512,12 +519,18 @@ contract Task {
             });
             if (slash > 0) lockedDeposit[w] -= slash;
             if (payout > 0) balances[w] += payout;
+            paid += payout;
+            slashed += slash;
             emit WorkerSettled(round, w, out.consensusScores[j], out.accepted[j], payout, slash);
         }
+        totalLocked -= slashed;
+        totalCredited += paid;
     }
 
     function _applyValidatorOutcome(uint256 round, RewardMath.Outcome memory out) private {
         address[] storage cs = committers[round];
+        uint256 paid = 0;
+        uint256 slashed = 0;
         for (uint256 c = 0; c < cs.length; ++c) {
             address v = cs[c];
             Manifest storage m = manifests[round][v];
@@ -531,8 +544,12 @@ contract Task {
                 totalStake -= slash;
             }
             if (payout > 0) balances[v] += payout;
+            paid += payout;
+            slashed += slash;
             emit ValidatorSettled(round, v, m.revealed, out.agreed[c], payout, slash);
         }
+        totalLocked -= slashed;
+        totalCredited += paid;
     }
 
     /// Stop a running task now; the current round is abandoned and its reward stays in escrow.
@@ -594,12 +611,13 @@ contract Task {
 
     /// Pull payment: rewards, refunds and, once terminated, the remaining deposit or stake.
     function withdraw() external nonReentrant {
-        uint256 amount = balances[msg.sender];
+        uint256 credited = balances[msg.sender];
+        uint256 released = status == Status.TERMINATED ? lockedDeposit[msg.sender] : 0;
+        uint256 amount = credited + released;
         balances[msg.sender] = 0;
-        if (status == Status.TERMINATED) {
-            amount += lockedDeposit[msg.sender];
-            lockedDeposit[msg.sender] = 0;
-        }
+        lockedDeposit[msg.sender] -= released;
+        totalCredited -= credited;
+        totalLocked -= released;
         if (amount == 0) revert NothingToWithdraw(msg.sender);
         emit Withdrawn(msg.sender, amount);
         _send(msg.sender, amount);
@@ -637,6 +655,11 @@ contract Task {
     /// What `account` could withdraw now.
     function withdrawable(address account) external view returns (uint256) {
         return balances[account] + (status == Status.TERMINATED ? lockedDeposit[account] : 0);
+    }
+
+    /// The books: address(this).balance always equals escrow + locked + credited.
+    function books() external view returns (uint256, uint256, uint256) {
+        return (escrow, totalLocked, totalCredited);
     }
 
     /// Credited but not yet withdrawn (excludes the locked deposit).

@@ -40,7 +40,7 @@ contract Reentrant {
         task.joinAsWorker{value: deposit}();
     }
 
-    function leave() external {
+    function leaveTask() external {
         task.leaveTask();
     }
 

@@ -354,18 +354,15 @@ class ChainClient:
 
     # ------------------------------------------------------------------ task: recruiting
 
-    def join_as_worker(self, task: str) -> Receipt:
-        deposit = self.task_params(task).worker_deposit
-        return self._transact(self.task(task), "joinAsWorker", value=deposit)
+    def join_as_worker(self, task: str, deposit: int | None = None) -> Receipt:
+        """Join with the task's worker deposit (read from the task unless given)."""
+        amount = self.task_params(task).worker_deposit if deposit is None else deposit
+        return self._transact(self.task(task), "joinAsWorker", value=amount)
 
-    def join_as_validator(self, task: str) -> Receipt:
-        stake = self.task_params(task).validator_stake
-        return self._transact(self.task(task), "joinAsValidator", value=stake)
-
-    def join_with_value(self, task: str, role: Role, value: int) -> Receipt:
-        """Join sending an explicit amount (the contract requires the exact deposit)."""
-        function = "joinAsWorker" if role == Role.WORKER else "joinAsValidator"
-        return self._transact(self.task(task), function, value=value)
+    def join_as_validator(self, task: str, stake: int | None = None) -> Receipt:
+        """Join with the task's validator stake (read from the task unless given)."""
+        amount = self.task_params(task).validator_stake if stake is None else stake
+        return self._transact(self.task(task), "joinAsValidator", value=amount)
 
     def leave_task(self, task: str) -> Receipt:
         return self._transact(self.task(task), "leaveTask")
@@ -479,6 +476,12 @@ class ChainClient:
 
     def escrow(self, task: str) -> int:
         return int(self._call(self.task(task), "escrow"))
+
+    def books(self, task: str) -> tuple[int, int, int]:
+        """(escrow, total locked deposits, total credited balances); their sum always equals
+        the task's ether balance."""
+        escrow, locked, credited = self._call(self.task(task), "books")
+        return int(escrow), int(locked), int(credited)
 
     def total_stake(self, task: str) -> int:
         return int(self._call(self.task(task), "totalStake"))

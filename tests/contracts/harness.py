@@ -14,8 +14,8 @@ from typing import Any
 from eth_account import Account
 from web3 import Web3
 
-from node.chain import ChainClient, Deployment, Receipt, RoundResult, TaskParams, dev
-from protocol.rewards import CommitteeMember, Policy, RewardPolicy
+from node.chain import ChainClient, Deployment, Phase, Receipt, RoundResult, TaskParams, dev
+from protocol.rewards import Policy, RewardPolicy
 
 ETHER = 10**18
 FUNDING = 100 * ETHER
@@ -40,7 +40,9 @@ class World:
     validators: list[ChainClient]
     outsider: ChainClient  # registered, never joins
     unregistered: ChainClient
+    settlement_harness: str  # RewardMathHarness, linked to the deployment's RewardMath
     snapshot_id: Any = None
+    _member_counts: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def everyone(self) -> list[ChainClient]:
@@ -53,6 +55,7 @@ class World:
             self.snapshot_id = dev.snapshot(self.w3)  # anvil consumes a snapshot on revert
         for client in self.everyone:
             client.forget_cached_state()
+        self._member_counts.clear()
 
     def params(self, **overrides: Any) -> TaskParams:
         base = TaskParams(
@@ -98,13 +101,21 @@ class World:
         self.requester.start(task, "bafkreivalidationset")
         return task
 
+    def member_counts(self, task: str) -> tuple[int, int]:
+        """(workers, validators) of a started task (fixed once running, so cached)."""
+        if task not in self._member_counts:
+            workers, validators = self.requester.members(task)
+            self._member_counts[task] = (len(workers), len(validators))
+        return self._member_counts[task]
+
     def advance_to(self, timestamp: int) -> None:
         now = dev.latest_timestamp(self.w3)
         if timestamp > now:
             dev.advance_time(self.w3, timestamp - now)
 
     def accounted(self, task: str) -> int:
-        """escrow + locked deposits + credited balances over every address that could hold any."""
+        """escrow + locked deposits + credited balances, summed address by address over every
+        address that could hold any (independent of the contract's own totals)."""
         reader = self.requester
         total = reader.escrow(task)
         for client in self.everyone:
@@ -134,7 +145,20 @@ def make_world(w3: Web3, n_workers: int = 4, n_validators: int = 4) -> World:
             b"\xc5" * 256,
             b"\x01",
         )
-    world = World(w3, deployment, requester, workers, validators, outsider, unregistered)
+    harness = requester.deploy(
+        "RewardMathHarness", libraries={"RewardMath": deployment.reward_math}
+    )
+    assert harness.contract_address is not None
+    world = World(
+        w3,
+        deployment,
+        requester,
+        workers,
+        validators,
+        outsider,
+        unregistered,
+        harness.contract_address,
+    )
     world.snapshot_id = dev.snapshot(w3)
     return world
 
@@ -151,11 +175,9 @@ class Vote:
 
 @dataclass
 class RoundPlay:
-    """The outcome of play_round: the chain's result and the inputs the Python model needs."""
+    """The outcome of play_round: the chain's result, gas per function, fees per sender."""
 
     result: RoundResult
-    deposits_left: list[int]
-    committee: list[CommitteeMember]
     finalize_gas: int
     gas: dict[str, list[int]] = field(default_factory=dict)
     fees: dict[str, int] = field(default_factory=dict)  # wei paid for gas, per sender
@@ -168,24 +190,27 @@ def play_round(
     submitters: list[ChainClient],
     votes: list[tuple[ChainClient, Vote]],
 ) -> RoundPlay:
-    """Submit, commit, reveal and finalize one round, jumping over deadlines where parties
-    stay silent. Returns the chain's result with the inputs to recompute it in Python."""
-    gas: dict[str, list[int]] = {"submitUpdate": [], "commitManifest": [], "revealManifest": []}
+    """Submit, commit, reveal and finalize one round, jumping over a deadline whenever someone
+    stays silent (otherwise the phase ended early). Views are read only when needed: every
+    call costs a py-evm execution."""
+    gas: dict[str, list[int]] = {}
     fees: dict[str, int] = {}
 
     def paid(sender: ChainClient, receipt: Receipt) -> None:
         gas.setdefault(receipt.function, []).append(receipt.gas_used)
         fees[sender.address] = fees.get(sender.address, 0) + receipt.fee_wei
 
+    def finish_phase(still_open: Phase, deadline: str) -> None:
+        info = world.requester.round_info(task, round)
+        if info.phase == still_open:
+            world.advance_to(getattr(info, deadline))
+
+    n_workers, n_validators = world.member_counts(task)
     for index, worker in enumerate(submitters):
-        paid(
-            worker,
-            worker.submit_update(task, round, f"bafkrei-round{round}-worker{index}", 100 + index),
-        )
-    info = world.requester.round_info(task, round)
-    if info.phase.name == "TRAINING":
-        world.advance_to(info.training_end)
-    workers = world.requester.submitted_workers(task, round)
+        paid(worker, worker.submit_update(task, round, f"bafkrei-r{round}-w{index}", 100 + index))
+    if len(submitters) < n_workers:
+        finish_phase(Phase.TRAINING, "training_end")
+    workers = [w.address for w in submitters]  # submission order
     salts = {}
     for validator, vote in votes:
         salt = hashlib.sha256(f"salt {task} {round} {validator.address}".encode()).digest()
@@ -194,37 +219,21 @@ def play_round(
             task, round, workers, list(vote.scores), list(vote.accepts), vote.accuracy, salt
         )
         paid(validator, validator.commit_manifest(task, round, commitment))
-    info = world.requester.round_info(task, round)
-    if info.phase.name == "COMMIT":
-        world.advance_to(info.commit_end)
-    deposits_left = [world.requester.locked_deposit(task, w) for w in workers]
-    committee = []
+    if len(votes) < n_validators:
+        finish_phase(Phase.COMMIT, "commit_end")
     for validator, vote in votes:
-        stake_left = world.requester.locked_deposit(task, validator.address)
         if vote.reveal:
             receipt = validator.reveal_manifest(
                 task, round, workers, list(vote.scores), list(vote.accepts), vote.accuracy,
                 salts[validator.address],
             )  # fmt: skip
             paid(validator, receipt)
-        committee.append(
-            CommitteeMember(
-                revealed=vote.reveal,
-                scores=vote.scores if vote.reveal else (),
-                accepts=vote.accepts if vote.reveal else (),
-                global_accuracy=vote.accuracy,
-                stake_left=stake_left,
-            )
-        )
-    info = world.requester.round_info(task, round)
-    if info.phase.name == "REVEAL":
-        world.advance_to(info.reveal_end)
+    if not all(vote.reveal for _, vote in votes):
+        finish_phase(Phase.REVEAL, "reveal_end")
     finalize = world.outsider.finalize_round(task, round)
     paid(world.outsider, finalize)
     return RoundPlay(
         result=world.requester.round_result(task, round),
-        deposits_left=deposits_left,
-        committee=committee,
         finalize_gas=finalize.gas_used,
         gas=gas,
         fees=fees,

@@ -159,12 +159,12 @@ def test_join_rules(any_world: World) -> None:
     world = any_world
     task = world.create_task(max_workers=2)
     worker, validator = world.workers[0], world.validators[0]
-    reverts("NotRegistered", world.unregistered.join_with_value, task, Role.WORKER, ETHER)
-    err = reverts("WrongDeposit", worker.join_with_value, task, Role.WORKER, ETHER - 1)
+    reverts("NotRegistered", world.unregistered.join_as_worker, task, ETHER)
+    err = reverts("WrongDeposit", worker.join_as_worker, task, ETHER - 1)
     assert err.values == (ETHER, ETHER - 1)
-    err = reverts("WrongDeposit", validator.join_with_value, task, Role.VALIDATOR, ETHER)
+    err = reverts("WrongDeposit", validator.join_as_validator, task, ETHER)
     assert err.values == (2 * ETHER, ETHER)
-    reverts("RequesterCannotJoin", world.requester.join_with_value, task, Role.WORKER, ETHER)
+    reverts("RequesterCannotJoin", world.requester.join_as_worker, task, ETHER)
     worker.join_as_worker(task)
     # One address is never both worker and validator, nor joins twice.
     err = reverts("AlreadyMember", worker.join_as_validator, task)
@@ -392,7 +392,7 @@ def test_reentrant_withdraw_is_refused(world: World, swallow: bool) -> None:
     )  # fmt: skip
     task = world.create_task()
     attacker_owner.transact("Reentrant", attacker, "join", task, ETHER)
-    attacker_owner.transact("Reentrant", attacker, "leave")
+    attacker_owner.transact("Reentrant", attacker, "leaveTask")
     assert world.requester.withdrawable(task, attacker) == ETHER
     task_balance = world.w3.eth.get_balance(task)
     if swallow:

@@ -1,0 +1,346 @@
+"""Property tests: the Solidity arithmetic equals protocol/rewards.py, and random task
+histories on the embedded chain keep the books balanced and never cost an honest party.
+
+Cost control: one registered world per session, rewound to a snapshot for every example;
+parties of at most three workers and three validators; one or two rounds.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from node.chain import TaskStatus
+from protocol.manifest import MAX_ABS_SCORE, MAX_ACCURACY
+from protocol.rewards import CommitteeMember, Policy, RewardPolicy, settle_round, terminates
+from tests.contracts.harness import ETHER, Vote, World, play_round, policy_of
+
+SETTLE_EXAMPLES = int(os.environ.get("FL_NODE_SETTLE_EXAMPLES", "300"))
+HISTORY_EXAMPLES = int(os.environ.get("FL_NODE_HISTORY_EXAMPLES", "200"))
+
+amounts = st.one_of(st.integers(0, 12), st.integers(0, 10**18), st.integers(0, 2**112))
+# Small score ranges make ties, equal medians and exact-tolerance edges common.
+scores = st.one_of(
+    st.integers(-3, 3),
+    st.integers(-(10**6), 10**6),
+    st.sampled_from([MAX_ABS_SCORE, -MAX_ABS_SCORE]),
+)
+
+
+@st.composite
+def settlement_inputs(draw: st.DrawFn) -> tuple[Policy, list[int], list[CommitteeMember]]:
+    n_workers = draw(st.integers(0, 6))
+    policy = Policy(
+        worker_reward=draw(amounts),
+        validator_reward=draw(amounts),
+        worker_slash=draw(amounts),
+        validator_slash=draw(amounts),
+        tolerance=draw(st.one_of(st.integers(0, 3), st.integers(0, 2**64 - 1))),
+        reward_policy=draw(st.sampled_from(RewardPolicy)),
+        top_k=draw(st.integers(0, 8)),
+    )
+    deposits = [draw(amounts) for _ in range(n_workers)]
+    committee = []
+    for _ in range(draw(st.integers(0, 5))):
+        revealed = draw(st.booleans())
+        committee.append(
+            CommitteeMember(
+                revealed=revealed,
+                scores=tuple(draw(scores) for _ in range(n_workers)) if revealed else (),
+                accepts=tuple(draw(st.booleans()) for _ in range(n_workers)) if revealed else (),
+                global_accuracy=draw(st.integers(0, MAX_ACCURACY)) if revealed else 0,
+                stake_left=draw(amounts),
+            )
+        )
+    return policy, deposits, committee
+
+
+@settings(
+    max_examples=SETTLE_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(inputs=settlement_inputs())
+def test_solidity_settlement_equals_python(
+    world: World, inputs: tuple[Policy, list[int], list[CommitteeMember]]
+) -> None:
+    policy, deposits, committee = inputs
+    expected = settle_round(policy, deposits, committee)
+    on_chain = world.requester.call(
+        "RewardMathHarness",
+        world.settlement_harness,
+        "settle",
+        (
+            policy.worker_reward,
+            policy.validator_reward,
+            policy.worker_slash,
+            policy.validator_slash,
+            policy.tolerance,
+            int(policy.reward_policy),
+            policy.top_k,
+        ),
+        deposits,
+        [
+            (m.revealed, list(m.scores), list(m.accepts), m.global_accuracy, m.stake_left)
+            for m in committee
+        ],
+    )
+    assert tuple(tuple(v) if isinstance(v, list | tuple) else v for v in on_chain) == (
+        expected.reveals,
+        expected.consensus_scores,
+        expected.accepted,
+        expected.worker_payouts,
+        expected.worker_slashes,
+        expected.agreed,
+        expected.validator_payouts,
+        expected.validator_slashes,
+        expected.consensus_accuracy,
+        expected.returned_to_escrow,
+    )
+    # Conservation within a round: what is paid out plus what returns to escrow is exactly
+    # both pools plus everything slashed.
+    paid = sum(expected.worker_payouts) + sum(expected.validator_payouts)
+    slashed = sum(expected.worker_slashes) + sum(expected.validator_slashes)
+    assert (
+        paid + expected.returned_to_escrow
+        == policy.worker_reward + policy.validator_reward + slashed
+    )
+
+
+# ---------------------------------------------------------------------- random task histories
+
+BEHAVIOURS = ("honest", "liar", "silent", "absent")  # silent: commits, never reveals
+
+
+@dataclass(frozen=True)
+class History:
+    n_workers: int
+    n_validators: int
+    rounds: int
+    reward_policy: RewardPolicy
+    top_k: int
+    slash_fraction_bps: int
+    tolerance: int
+    target_accuracy: int
+    worker_reward: int
+    validator_reward: int
+    worker_deposit: int
+    validator_stake: int
+    honest_workers: tuple[bool, ...]
+    honest_validators: tuple[bool, ...]
+    truth_scores: tuple[tuple[int, ...], ...]  # [round][worker]
+    submits: tuple[tuple[bool, ...], ...]  # [round][worker], honest workers always submit
+    behaviours: tuple[tuple[str, ...], ...]  # [round][validator]
+    lies: tuple[tuple[tuple[tuple[int, bool], ...], ...], ...]  # [round][validator][worker]
+    accuracies: tuple[int, ...]  # [round] the honest global accuracy
+    stop_before_round: int  # 0 = never stop
+    leaver_joins: bool  # an extra worker joins and leaves before the start
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> History:
+    n_workers = draw(st.integers(1, 3))
+    n_validators = draw(st.integers(1, 3))
+    rounds = draw(st.integers(1, 2))
+    honest_workers = tuple(draw(st.booleans()) for _ in range(n_workers))
+    honest_validators = tuple(draw(st.booleans()) for _ in range(n_validators))
+    small_score = st.integers(-3, 5)
+    lie = st.tuples(small_score, st.booleans())
+    return History(
+        n_workers=n_workers,
+        n_validators=n_validators,
+        rounds=rounds,
+        reward_policy=draw(st.sampled_from(RewardPolicy)),
+        top_k=draw(st.integers(1, 3)),
+        slash_fraction_bps=draw(st.sampled_from([0, 1, 3_333, 5_000, 10_000])),
+        tolerance=draw(st.sampled_from([0, 1, 3])),
+        target_accuracy=draw(st.sampled_from([0, 0, 800_000])),
+        worker_reward=draw(st.sampled_from([0, 1, 7, 10**17, 3 * ETHER + 1])),
+        validator_reward=draw(st.sampled_from([0, 1, 5, 10**17 + 3])),
+        worker_deposit=draw(st.sampled_from([0, 3, 10**17])),
+        validator_stake=draw(st.sampled_from([0, 7, 2 * 10**17])),
+        honest_workers=honest_workers,
+        honest_validators=honest_validators,
+        truth_scores=tuple(
+            tuple(draw(small_score) for _ in range(n_workers)) for _ in range(rounds)
+        ),
+        submits=tuple(
+            tuple(h or draw(st.booleans()) for h in honest_workers) for _ in range(rounds)
+        ),
+        behaviours=tuple(
+            tuple("honest" if h else draw(st.sampled_from(BEHAVIOURS)) for h in honest_validators)
+            for _ in range(rounds)
+        ),
+        lies=tuple(
+            tuple(tuple(draw(lie) for _ in range(n_workers)) for _ in range(n_validators))
+            for _ in range(rounds)
+        ),
+        accuracies=tuple(draw(st.sampled_from([700_000, 900_000])) for _ in range(rounds)),
+        stop_before_round=draw(st.integers(0, rounds)),
+        leaver_joins=draw(st.booleans()),
+    )
+
+
+def _check_history(world: World, h: History) -> None:
+    requester = world.requester
+    workers = world.workers[: h.n_workers]
+    validators = world.validators[: h.n_validators]
+    task, _ = requester.create_task(
+        world.params(
+            rounds=h.rounds,
+            reward_policy=h.reward_policy,
+            top_k=h.top_k,
+            slash_fraction_bps=h.slash_fraction_bps,
+            tolerance=h.tolerance,
+            target_accuracy=h.target_accuracy,
+            worker_reward_per_round=h.worker_reward,
+            validator_reward_per_round=h.validator_reward,
+            worker_deposit=h.worker_deposit,
+            validator_stake=h.validator_stake,
+        )
+    )
+    params = requester.task_params(task)
+    policy = policy_of(params)
+    escrow = params.escrow
+    locked: dict[str, int] = {}
+    credited: dict[str, int] = {}
+    put_in: dict[str, int] = {}
+    for worker in workers:
+        worker.join_as_worker(task, h.worker_deposit)
+        locked[worker.address] = put_in[worker.address] = h.worker_deposit
+    for validator in validators:
+        validator.join_as_validator(task, h.validator_stake)
+        locked[validator.address] = put_in[validator.address] = h.validator_stake
+    if h.leaver_joins:
+        leaver = world.workers[3]
+        leaver.join_as_worker(task, h.worker_deposit)
+        leaver.leave_task(task)
+        credited[leaver.address] = h.worker_deposit
+        put_in[leaver.address] = h.worker_deposit
+    requester.start(task, "bafkreivalidation")
+
+    honest_majority_always = True
+    for index in range(h.rounds):
+        round = index + 1
+        if h.stop_before_round == round:
+            requester.stop_training(task)
+            break
+        submitters = [w for w, s in zip(workers, h.submits[index], strict=True) if s]
+        submitted_index = [i for i, s in enumerate(h.submits[index]) if s]
+        votes = []
+        for v, (validator, behaviour) in enumerate(
+            zip(validators, h.behaviours[index], strict=True)
+        ):
+            if behaviour == "absent":
+                continue
+            if behaviour == "liar":
+                lies = [h.lies[index][v][i] for i in submitted_index]
+                vote = Vote(tuple(s for s, _ in lies), tuple(a for _, a in lies), 10**6 - 1)
+            else:
+                vote = Vote(
+                    tuple(h.truth_scores[index][i] for i in submitted_index),
+                    tuple(h.honest_workers[i] for i in submitted_index),
+                    h.accuracies[index],
+                    reveal=behaviour == "honest",
+                )
+            votes.append((validator, vote))
+        played = play_round(world, task, round, submitters, votes)
+        revealers = [(validator, vote) for validator, vote in votes if vote.reveal]
+        honest_revealers = sum(1 for v, _ in revealers if h.honest_validators[validators.index(v)])
+        honest_majority_always &= 2 * honest_revealers > len(revealers)
+
+        # The chain's settlement is exactly the Python reference run on the model's books.
+        committee = [
+            CommitteeMember(
+                revealed=vote.reveal,
+                scores=vote.scores if vote.reveal else (),
+                accepts=vote.accepts if vote.reveal else (),
+                global_accuracy=vote.accuracy,
+                stake_left=locked[validator.address],
+            )
+            for validator, vote in votes
+        ]
+        expected = settle_round(policy, [locked[w.address] for w in submitters], committee)
+        result = played.result
+        assert (
+            result.consensus_scores,
+            result.accepted,
+            result.worker_payouts,
+            result.worker_slashes,
+            result.agreed,
+            result.validator_payouts,
+            result.validator_slashes,
+            result.reveals,
+            result.consensus_accuracy,
+            result.returned_to_escrow,
+        ) == (
+            expected.consensus_scores,
+            expected.accepted,
+            expected.worker_payouts,
+            expected.worker_slashes,
+            expected.agreed,
+            expected.validator_payouts,
+            expected.validator_slashes,
+            expected.reveals,
+            expected.consensus_accuracy,
+            expected.returned_to_escrow,
+        )
+        for client, payout, slash in zip(
+            submitters, expected.worker_payouts, expected.worker_slashes, strict=True
+        ):
+            credited[client.address] = credited.get(client.address, 0) + payout
+            locked[client.address] -= slash
+        for (client, _), payout, slash in zip(
+            votes, expected.validator_payouts, expected.validator_slashes, strict=True
+        ):
+            credited[client.address] = credited.get(client.address, 0) + payout
+            locked[client.address] -= slash
+        escrow += expected.returned_to_escrow - h.worker_reward - h.validator_reward
+        books = (escrow, sum(locked.values()), sum(credited.values()))
+        assert requester.books(task) == books
+        assert world.w3.eth.get_balance(task) == sum(books)
+        done = terminates(
+            round=round,
+            rounds=h.rounds,
+            target_accuracy=h.target_accuracy,
+            reveals=expected.reveals,
+            consensus_accuracy=expected.consensus_accuracy,
+        )
+        assert (requester.status(task) == TaskStatus.TERMINATED) == done
+        if done:
+            break
+    else:
+        raise AssertionError("the last round must terminate the task")
+
+    assert requester.status(task) == TaskStatus.TERMINATED
+    event(f"honest majority in every round: {honest_majority_always}")
+    # Everyone withdraws what the model says it is owed; the books then hold only escrow, so
+    # nobody the model owes nothing was owed anything on chain either.
+    for client in [*workers, *validators, world.workers[3]]:
+        owed = credited.get(client.address, 0) + locked.get(client.address, 0)
+        honest = (client in workers and h.honest_workers[workers.index(client)]) or (
+            client in validators and h.honest_validators[validators.index(client)]
+        )
+        if honest and honest_majority_always:
+            assert owed >= put_in[client.address], f"honest {client.address} lost money"
+        if owed:
+            assert client.withdraw(task).event("Withdrawn").args["amount"] == owed
+    assert requester.books(task) == (escrow, 0, 0)
+    assert world.w3.eth.get_balance(task) == escrow
+    if escrow:
+        requester.reclaim_escrow(task, escrow)
+    assert world.w3.eth.get_balance(task) == 0
+
+
+@settings(
+    max_examples=HISTORY_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(history=histories())
+def test_random_task_histories(world: World, history: History) -> None:
+    world.reset()  # the fixture resets once per test; hypothesis runs many examples in it
+    _check_history(world, history)

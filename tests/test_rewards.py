@@ -1,0 +1,280 @@
+"""protocol/rewards.py and protocol/manifest.py: hand-computed cases and pure properties.
+(Equality with the Solidity code is tested on chain in tests/contracts/test_properties.py.)"""
+
+from __future__ import annotations
+
+import pytest
+from eth_abi import encode as abi_encode
+from eth_utils import keccak
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol.manifest import (
+    MAX_ABS_SCORE,
+    ManifestError,
+    check_manifest,
+    manifest_commitment,
+    update_commitment,
+)
+from protocol.rewards import (
+    CommitteeMember,
+    Policy,
+    RewardError,
+    RewardPolicy,
+    lower_median,
+    settle_round,
+    terminates,
+)
+
+A, B, C = b"\xaa" * 20, b"\xbb" * 20, b"\xcc" * 20
+
+
+def policy(**overrides: object) -> Policy:
+    base = {
+        "worker_reward": 1_000,
+        "validator_reward": 100,
+        "worker_slash": 50,
+        "validator_slash": 40,
+        "tolerance": 0,
+        "reward_policy": RewardPolicy.CONTRIBUTION,
+        "top_k": 0,
+    }
+    base.update(overrides)
+    return Policy(**base)  # type: ignore[arg-type]
+
+
+def member(
+    scores: tuple[int, ...], accepts: tuple[bool, ...], accuracy: int = 0, stake: int = 1_000
+) -> CommitteeMember:
+    return CommitteeMember(True, scores, accepts, accuracy, stake)
+
+
+SILENT = CommitteeMember(False, (), (), 0, 1_000)
+
+
+def test_lower_median() -> None:
+    assert lower_median([3, 1, 2]) == 2
+    assert lower_median([4, 1, 3, 2]) == 2  # even count: the lower of the two middles
+    assert lower_median([-5]) == -5
+    with pytest.raises(RewardError):
+        lower_median([])
+
+
+def test_contribution_split_with_remainder() -> None:
+    committee = [member((3, 6, 0), (True, True, True)), member((3, 6, 0), (True, True, True))]
+    out = settle_round(policy(), [500, 500, 500], committee)
+    # Positive medians 3 and 6 share 1000: 1000*3//9 = 333, 1000*6//9 = 666; score 0 earns 0.
+    assert out.worker_payouts == (333, 666, 0)
+    assert out.validator_payouts == (50, 50)
+    assert out.returned_to_escrow == 1000 - 999
+    assert out.agreed == (True, True)
+
+
+def test_all_nonpositive_contributions_split_equally() -> None:
+    committee = [member((-1, 0, -7), (True, True, True))]
+    out = settle_round(policy(), [0, 0, 0], committee)
+    assert out.worker_payouts == (333, 333, 333)
+    assert out.returned_to_escrow == 1000 - 999  # V = 100 goes whole to the single member
+
+
+def test_topk_half_to_best_rest_shared_ties_by_submission_order() -> None:
+    scores = (5, 9, 9, 1)
+    committee = [member(scores, (True,) * 4)]
+    out = settle_round(
+        policy(reward_policy=RewardPolicy.TOPK, top_k=3, worker_reward=1001), [0] * 4, committee
+    )
+    # Ranking: index 1 (9, earlier), index 2 (9), index 0 (5); index 3 out of the top 3.
+    assert out.worker_payouts == (250, 500, 250, 0)
+    assert out.returned_to_escrow == 1001 - 1000
+    only_one = settle_round(policy(reward_policy=RewardPolicy.TOPK, top_k=1), [0] * 4, committee)
+    assert only_one.worker_payouts == (0, 1000, 0, 0)  # k == 1: the best takes the whole pool
+
+
+def test_rejected_workers_are_slashed_to_the_accepted() -> None:
+    committee = [member((10, 10, 10), (True, False, False))] * 3
+    out = settle_round(policy(worker_slash=50), [500, 30, 500], committee)
+    assert out.accepted == (True, False, False)
+    assert out.worker_slashes == (0, 30, 50)  # capped by what is left of the deposit
+    assert out.worker_payouts == (1000 + 80, 0, 0)  # the whole pool plus both slashes
+    assert out.returned_to_escrow == 100 - 3 * 33  # only the validator pool's remainder
+    nobody = settle_round(policy(), [500, 500], [member((1, 1), (False, False))])
+    assert nobody.worker_payouts == (0, 0) and nobody.worker_slashes == (50, 50)
+    # The V pool goes to the one (agreeing) member; W and both slashes return to escrow.
+    assert nobody.validator_payouts == (100,)
+    assert nobody.returned_to_escrow == 1000 + 2 * 50
+
+
+def test_strict_majority_and_even_committees() -> None:
+    yes, no = member((1,), (True,)), member((1,), (False,))
+    assert settle_round(policy(), [0], [yes, yes, no, no]).accepted == (False,)  # 2 of 4: no
+    assert settle_round(policy(), [0], [yes, yes, yes, no]).accepted == (True,)
+    # Silent members count for nothing in the majority (only reveals do).
+    assert settle_round(policy(), [0], [yes, SILENT, SILENT]).accepted == (True,)
+
+
+def test_agreement_tolerance_edges() -> None:
+    committee = [member((100,), (True,)), member((103,), (True,)), member((97,), (True,))]
+    at_edge = settle_round(policy(tolerance=3), [0], committee)
+    assert at_edge.consensus_scores == (100,) and at_edge.agreed == (True, True, True)
+    strict = settle_round(policy(tolerance=2), [0], committee)
+    assert strict.agreed == (True, False, False)
+    # The one agreeing member takes V and both slashes: 100 + 2 * 40.
+    assert strict.validator_payouts == (180, 0, 0) and strict.validator_slashes == (0, 40, 40)
+    wrong_bit = settle_round(policy(tolerance=10), [0], [*committee[:2], member((100,), (False,))])
+    assert wrong_bit.agreed == (True, True, False)
+
+
+def test_silent_committers_are_slashed_capped_by_stake() -> None:
+    committee = [member((1,), (True,)), CommitteeMember(False, (), (), 0, 25), SILENT]
+    out = settle_round(policy(validator_slash=40), [0], committee)
+    assert out.validator_slashes == (0, 25, 40)
+    assert out.validator_payouts == (100 + 25 + 40, 0, 0)
+
+
+def test_no_reveals_decides_nothing_and_returns_everything() -> None:
+    out = settle_round(policy(), [500, 500], [SILENT, SILENT])
+    assert out.reveals == 0 and out.accepted == (False, False)
+    assert out.worker_slashes == (0, 0)  # nobody judged the workers
+    assert out.validator_slashes == (40, 40)
+    assert out.returned_to_escrow == 1000 + 100 + 80
+    assert settle_round(policy(), [], []).returned_to_escrow == 1100
+
+
+def test_consensus_accuracy_and_termination() -> None:
+    committee = [member((), (), acc) for acc in (900, 700, 800, 950)]
+    out = settle_round(policy(), [], committee)
+    assert out.consensus_accuracy == 800
+    assert terminates(round=1, rounds=5, target_accuracy=800, reveals=4, consensus_accuracy=800)
+    assert not terminates(round=1, rounds=5, target_accuracy=0, reveals=4, consensus_accuracy=800)
+    assert not terminates(round=1, rounds=5, target_accuracy=1, reveals=0, consensus_accuracy=0)
+    assert terminates(round=5, rounds=5, target_accuracy=0, reveals=0, consensus_accuracy=0)
+
+
+def test_bad_inputs_are_named() -> None:
+    with pytest.raises(RewardError, match=r"committee\[0\] revealed 1 scores"):
+        settle_round(policy(), [0, 0], [member((1,), (True,))])
+    with pytest.raises(RewardError, match="slash_fraction_bps"):
+        Policy.for_task(
+            worker_reward_per_round=1,
+            validator_reward_per_round=1,
+            worker_deposit=1,
+            validator_stake=1,
+            slash_fraction_bps=10_001,
+            tolerance=0,
+            reward_policy=RewardPolicy.CONTRIBUTION,
+            top_k=0,
+        )
+
+
+def test_policy_for_task_floors_the_slash() -> None:
+    derived = Policy.for_task(
+        worker_reward_per_round=10,
+        validator_reward_per_round=3,
+        worker_deposit=999,
+        validator_stake=1_001,
+        slash_fraction_bps=3_333,
+        tolerance=5,
+        reward_policy=RewardPolicy.TOPK,
+        top_k=2,
+    )
+    assert (derived.worker_slash, derived.validator_slash) == (
+        999 * 3_333 // 10_000,
+        1_001 * 3_333 // 10_000,
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    n_workers=st.integers(0, 5),
+    data=st.data(),
+)
+def test_money_is_conserved(n_workers: int, data: st.DataObject) -> None:
+    chosen = policy(
+        worker_reward=data.draw(st.integers(0, 10**20)),
+        validator_reward=data.draw(st.integers(0, 10**20)),
+        worker_slash=data.draw(st.integers(0, 10**19)),
+        validator_slash=data.draw(st.integers(0, 10**19)),
+        tolerance=data.draw(st.integers(0, 3)),
+        reward_policy=data.draw(st.sampled_from(RewardPolicy)),
+        top_k=data.draw(st.integers(0, 6)),
+    )
+    deposits = data.draw(st.lists(st.integers(0, 10**19), min_size=n_workers, max_size=n_workers))
+    committee = data.draw(
+        st.lists(
+            st.builds(
+                CommitteeMember,
+                revealed=st.booleans(),
+                scores=st.tuples(*[st.integers(-3, 3)] * n_workers),
+                accepts=st.tuples(*[st.booleans()] * n_workers),
+                global_accuracy=st.integers(0, 10**6),
+                stake_left=st.integers(0, 10**19),
+            ),
+            max_size=5,
+        )
+    )
+    out = settle_round(chosen, deposits, committee)
+    paid = sum(out.worker_payouts) + sum(out.validator_payouts)
+    slashed = sum(out.worker_slashes) + sum(out.validator_slashes)
+    assert paid + out.returned_to_escrow == chosen.worker_reward + chosen.validator_reward + slashed
+    assert all(s <= d for s, d in zip(out.worker_slashes, deposits, strict=True))
+    assert all(p == 0 for p, a in zip(out.worker_payouts, out.accepted, strict=True) if not a)
+    assert all(p == 0 for p, g in zip(out.validator_payouts, out.agreed, strict=True) if not g)
+
+
+# ---------------------------------------------------------------------- manifest
+
+
+def test_update_commitment_is_keccak_of_packed_cid_and_address() -> None:
+    assert update_commitment("bafkreiabc", A) == keccak(b"bafkreiabc" + A)
+    assert update_commitment("bafkreiabc", A) != update_commitment("bafkreiabc", B)
+
+
+def test_manifest_commitment_binds_every_field() -> None:
+    args = (C, 1, A, [A, B], [5, -5], [True, False], 900_000, b"\x01" * 32)
+    expected = keccak(
+        abi_encode(
+            [
+                "address",
+                "uint256",
+                "address",
+                "address[]",
+                "int256[]",
+                "bool[]",
+                "uint256",
+                "bytes32",
+            ],
+            [C, 1, A, [A, B], [5, -5], [True, False], 900_000, b"\x01" * 32],
+        )
+    )
+    assert manifest_commitment(*args) == expected
+    variants = [
+        (B, *args[1:]),
+        (C, 2, *args[2:]),
+        (C, 1, B, *args[3:]),
+        (C, 1, A, [B, A], *args[4:]),
+        (C, 1, A, [A, B], [5, -4], *args[5:]),
+        (C, 1, A, [A, B], [5, -5], [True, True], *args[6:]),
+        (*args[:6], 900_001, args[7]),
+        (*args[:7], b"\x02" * 32),
+    ]
+    assert len({manifest_commitment(*v) for v in variants} | {expected}) == len(variants) + 1
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: update_commitment("", A), "non-empty"),
+        (lambda: update_commitment("bafy", b"\x01" * 19), "20-byte address"),
+        (lambda: manifest_commitment(C, 0, A, [], [], [], 0, b"\x00" * 32), "round"),
+        (lambda: manifest_commitment(C, 1, A, [], [], [], 0, b"\x00" * 31), "32 bytes"),
+        (lambda: check_manifest([A], [1, 2], [True], 0), "equal lengths"),
+        (lambda: check_manifest([A], [MAX_ABS_SCORE + 1], [True], 0), "outside"),
+        (lambda: check_manifest([A], [1.5], [True], 0), "fixed-point int"),  # type: ignore[list-item]
+        (lambda: check_manifest([A], [1], [1], 0), "bool"),  # type: ignore[list-item]
+        (lambda: check_manifest([A], [1], [True], -1), "global_accuracy"),
+        (lambda: check_manifest(["0x" + "aa" * 20], [1], [True], 0), "bytes.fromhex"),  # type: ignore[list-item]
+    ],
+)
+def test_manifest_input_errors_name_the_problem(call: object, message: str) -> None:
+    with pytest.raises(ManifestError, match=message):
+        call()  # type: ignore[operator]
