@@ -82,8 +82,14 @@ def test_localnet_runs_two_rounds_and_survives_a_worker_crash(
         assert entry["rejected"] == [], entry
         assert sorted(entry["agreed"]) == sorted(entry["committee"]) and entry["committee"], entry
         assert entry["gas"]["total"] > 0
-        assert entry["test_accuracy"] is not None and entry["test_accuracy"] > 0.5, entry
-    assert second["test_accuracy"] > results["initial_test_accuracy"]
+        assert entry["consensus_accuracy"] > 0.5, entry
+        # Per-round test accuracy needs the runtime's per-round model files; when present
+        # they must show a trained model.
+        assert entry["test_accuracy"] is None or entry["test_accuracy"] > 0.5, entry
+    # The requester's final model, evaluated by the launcher on the 10k MNIST test set.
+    assert results["final_model"] is not None, report
+    assert results["final_model"]["test_accuracy"] > 0.5
+    assert results["final_model"]["test_accuracy"] > results["initial_test_accuracy"] + 0.3
 
     totals = results["totals"]
     for participant in results["participants"]:
