@@ -69,6 +69,10 @@ from .unixfs import (
 
 __all__ = [
     "PROTOCOL_ID",
+    "RESPONSE_HEADER",
+    "STATUS_BLOCK",
+    "STATUS_BUSY",
+    "STATUS_DONT_HAVE",
     "BlobTooLargeError",
     "BlockExchange",
     "BlockFetchError",
@@ -90,7 +94,7 @@ WIRE_VERSION = 1
 STATUS_BLOCK = 0
 STATUS_DONT_HAVE = 1
 STATUS_BUSY = 2
-_HEADER = struct.Struct(">BI")
+RESPONSE_HEADER = struct.Struct(">BI")  # status, length of the block that follows
 
 FindProviders = Callable[[str], Awaitable[Sequence[PeerInfo]] | Sequence[PeerInfo]]
 Provide = Callable[[str], Awaitable[object] | object]  # e.g. Discovery.provide -> bool
@@ -439,9 +443,9 @@ class BlockExchange:
                     for cid in cids:
                         data = self._local_block(cid)
                         if data is None:
-                            await stream.write(_HEADER.pack(STATUS_DONT_HAVE, 0))
+                            await stream.write(RESPONSE_HEADER.pack(STATUS_DONT_HAVE, 0))
                         else:
-                            await stream.write(_HEADER.pack(STATUS_BLOCK, len(data)) + data)
+                            await stream.write(RESPONSE_HEADER.pack(STATUS_BLOCK, len(data)) + data)
                 served += 1
             await stream.close()
         except Exception as exc:  # a broken or hostile peer; its stream is reset, we go on
@@ -483,7 +487,7 @@ class BlockExchange:
     async def _answer_busy(self, stream: INetStream) -> None:
         try:
             with trio.fail_after(self.limits.read_timeout_s):
-                await stream.write(_HEADER.pack(STATUS_BUSY, 0))
+                await stream.write(RESPONSE_HEADER.pack(STATUS_BUSY, 0))
                 await stream.close()
         except Exception:
             await _reset_quietly(stream)
@@ -711,9 +715,9 @@ class BlockExchange:
         await stream.write(encode_request([want.cid for want in todo]))
         while todo:
             want = todo[0]
-            header = await _read_exactly(stream, _HEADER.size, limits.read_timeout_s)
+            header = await _read_exactly(stream, RESPONSE_HEADER.size, limits.read_timeout_s)
             progress.answered = True
-            status, length = _HEADER.unpack(header)
+            status, length = RESPONSE_HEADER.unpack(header)
             if status == STATUS_BUSY:
                 provider.busy += 1
                 if provider.busy > limits.busy_retries:

@@ -19,8 +19,8 @@ from libp2p.peer.id import ID as PeerID
 from libp2p.peer.peerinfo import PeerInfo
 
 from node.blocks.exchange import (
-    _HEADER,
     PROTOCOL_ID,
+    RESPONSE_HEADER,
     STATUS_BLOCK,
     STATUS_BUSY,
     STATUS_DONT_HAVE,
@@ -109,7 +109,7 @@ def scripted_provider(blocks: dict[str, bytes],
         for cid in await read_request(stream):
             data = blocks.get(cid)
             if data is None:
-                await stream.write(_HEADER.pack(STATUS_DONT_HAVE, 0))
+                await stream.write(RESPONSE_HEADER.pack(STATUS_DONT_HAVE, 0))
             elif not await on_block(stream, cid, data):
                 return
         await stream.close()
@@ -118,7 +118,7 @@ def scripted_provider(blocks: dict[str, bytes],
 
 
 async def honest(stream: INetStream, cid: str, data: bytes) -> bool:
-    await stream.write(_HEADER.pack(STATUS_BLOCK, len(data)) + data)
+    await stream.write(RESPONSE_HEADER.pack(STATUS_BLOCK, len(data)) + data)
     return True
 
 
@@ -228,7 +228,7 @@ async def test_tampered_blocks_are_rejected_and_another_provider_serves(
             data = data + b"\x00"
         elif lie == "wrong root" and cid == root:
             data = by_cid[blocks[0].cid]
-        await stream.write(_HEADER.pack(STATUS_BLOCK, len(data)) + data)
+        await stream.write(RESPONSE_HEADER.pack(STATUS_BLOCK, len(data)) + data)
         return True
 
     reported: list[tuple[PeerID, str]] = []
@@ -309,7 +309,7 @@ async def test_stalled_provider_is_dropped_after_the_read_timeout(tmp_path: Path
     async def stall(stream: INetStream, cid: str, data: bytes) -> bool:
         if cid == root:
             return await honest(stream, cid, data)
-        await stream.write(_HEADER.pack(STATUS_BLOCK, len(data)) + data[: len(data) // 2])
+        await stream.write(RESPONSE_HEADER.pack(STATUS_BLOCK, len(data)) + data[: len(data) // 2])
         stalled.set()
         await trio.sleep_forever()  # a paused writer that never closes or resets
         return False
@@ -349,7 +349,7 @@ async def test_stalled_provider_is_dropped_after_the_read_timeout(tmp_path: Path
 DYING_PROVIDER = """
 import random, sys, trio
 from pathlib import Path
-from node.blocks.exchange import _HEADER, PROTOCOL_ID, STATUS_BLOCK, decode_request
+from node.blocks.exchange import RESPONSE_HEADER, PROTOCOL_ID, STATUS_BLOCK, decode_request
 from node.blocks.unixfs import build_file_dag
 from node.host import HostConfig, host_multiaddrs, open_host
 
@@ -377,9 +377,9 @@ async def handler(stream):
     for cid in decode_request(await read_exactly(stream, length), 64):
         data = by_cid[cid]
         if cid == root:
-            await stream.write(_HEADER.pack(STATUS_BLOCK, len(data)) + data)
+            await stream.write(RESPONSE_HEADER.pack(STATUS_BLOCK, len(data)) + data)
             continue
-        await stream.write(_HEADER.pack(STATUS_BLOCK, len(data)) + data[: len(data) // 2])
+        await stream.write(RESPONSE_HEADER.pack(STATUS_BLOCK, len(data)) + data[: len(data) // 2])
         print("STALLED", flush=True)
         await trio.sleep_forever()
     await stream.close()
@@ -568,8 +568,8 @@ async def raw_request(host: IHost, server: IHost, payload: bytes) -> INetStream:
 
 async def read_header(stream: INetStream) -> tuple[int, int]:
     with trio.fail_after(HANG_GUARD_S):
-        header = await stream.read(_HEADER.size)
-    return _HEADER.unpack(header)
+        header = await stream.read(RESPONSE_HEADER.size)
+    return RESPONSE_HEADER.unpack(header)
 
 
 async def assert_ended_by_server(stream: INetStream) -> None:
