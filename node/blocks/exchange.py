@@ -759,10 +759,12 @@ class BlockExchange:
     async def _checkout(self, provider: _Provider) -> tuple[INetStream, bool]:
         """A pooled stream to ``provider`` (True) or a new one (False)."""
         peer = provider.info.peer_id
-        pool = self._idle.get(peer, [])
+        pool = self._idle.pop(peer, [])
         while pool:
             stream, since = pool.pop()
             if trio.current_time() - since < self.limits.idle_stream_timeout_s / 2:
+                if pool:  # others may have checked streams in meanwhile: keep both
+                    self._idle[peer] = pool + self._idle.get(peer, [])
                 return stream, True
             await _reset_shielded(stream)  # the server may be timing it out right now
         with trio.fail_after(self.limits.connect_timeout_s):
@@ -770,12 +772,10 @@ class BlockExchange:
             return await self.host.new_stream(peer, [PROTOCOL_ID]), False
 
     async def _checkin(self, peer: PeerID, stream: INetStream, reusable: bool) -> None:
-        pool = self._idle.setdefault(peer, [])
+        pool = self._idle.get(peer, [])
         if reusable and len(pool) < self.limits.requests_per_provider:
-            pool.append((stream, trio.current_time()))
+            self._idle[peer] = [*pool, (stream, trio.current_time())]
             return
-        if not pool:
-            del self._idle[peer]
         await _reset_shielded(stream)
 
     async def close_idle_streams(self) -> None:
