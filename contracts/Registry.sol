@@ -85,7 +85,7 @@ contract Registry {
         task = _clone(taskImplementation);
         isTask[task] = true;
         tasks.push(task);
-        Task(task).initialize{value: msg.value}(msg.sender, params);
+        Task(task).initialize{value: msg.value}(msg.sender, params, keccak256(abi.encode(params)));
         emit TaskCreated(task, msg.sender, tasks.length - 1, msg.value);
     }
 

@@ -2,6 +2,7 @@
 pragma solidity ^0.8.24;
 
 import {RewardMath} from "./RewardMath.sol";
+import {VRF} from "./VRF.sol";
 
 interface IParticipantRegistry {
     function isRegistered(address account) external view returns (bool);
@@ -163,6 +164,7 @@ contract Task {
     Termination public termination;
     uint256 public currentRound; // 0 before start, then 1..rounds
     string public validationSetCid;
+    bytes32 public paramsHash; // keccak256(abi.encode(params)): binds the sortition seed to them
     uint256 public escrow; // unspent reward (plus whatever returned to it)
     uint256 public totalStake;
     uint256 public totalLocked; // sum of lockedDeposit
@@ -273,8 +275,9 @@ contract Task {
     // ---------------------------------------------------------------- creation and recruiting
 
     /// Called once by the Registry right after cloning, forwarding the escrow. The Registry has
-    /// validated `p` (Registry.validateParams); only its own clones count as tasks.
-    function initialize(address requester_, Params calldata p) external payable {
+    /// validated `p` (Registry.validateParams) and hashed it (keccak256(abi.encode(p)); computed
+    /// there to keep Task's code small); only the Registry's own clones count as tasks.
+    function initialize(address requester_, Params calldata p, bytes32 paramsHash_) external payable {
         if (initialized) revert AlreadyInitialized();
         initialized = true;
         uint256 expected = uint256(p.rounds) * (uint256(p.workerRewardPerRound) + uint256(p.validatorRewardPerRound));
@@ -282,6 +285,7 @@ contract Task {
         registry = msg.sender;
         requester = requester_;
         params_ = p;
+        paramsHash = paramsHash_;
         escrow = msg.value;
         emit TaskInitialized(msg.sender, requester_, msg.value);
     }
@@ -349,7 +353,7 @@ contract Task {
         validationSetCid = validationSetCid_;
         status = Status.RUNNING;
         emit TaskStarted(validationSetCid_, workers_.length, validators_.length);
-        _startRound(1, keccak256(abi.encodePacked(address(this))));
+        _startRound(1, VRF.initialSeed(block.chainid, address(this), paramsHash));
     }
 
     /// Before start: the requester may cancel at any time, anyone once the recruit deadline
@@ -562,8 +566,8 @@ contract Task {
         RoundState storage r = rounds_[round];
         r.trainingStart = uint64(block.timestamp);
         r.totalStake = uint128(totalStake);
-        // Sortition seed chain (design section 7): seed_r = keccak(seed_{r-1} || r || prevrandao).
-        r.seed = keccak256(abi.encodePacked(previousSeed, round, block.prevrandao));
+        // Sortition seed chain (design section 7, protocol/sortition.py).
+        r.seed = VRF.nextSeed(previousSeed, round, block.prevrandao);
         (, uint256 trainingEnd, uint256 commitEnd, uint256 revealEnd) = _boundaries(r);
         emit RoundStarted(round, r.seed, totalStake, trainingEnd, commitEnd, revealEnd);
     }

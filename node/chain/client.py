@@ -471,6 +471,9 @@ class ChainClient:
     def current_round(self, task: str) -> int:
         return int(self._call(self.task(task), "currentRound"))
 
+    def params_hash(self, task: str) -> bytes:
+        return bytes(self._call(self.task(task), "paramsHash"))
+
     def validation_set_cid(self, task: str) -> str:
         return str(self._call(self.task(task), "validationSetCid"))
 

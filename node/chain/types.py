@@ -6,7 +6,16 @@ from dataclasses import dataclass, fields
 from enum import IntEnum
 from typing import Any
 
+from eth_abi import encode as abi_encode
+from eth_utils import keccak
+
 from protocol.rewards import RewardPolicy
+
+# Task.Params as one ABI tuple, field types in declaration order.
+PARAMS_ABI_TYPE = (
+    "(string,string,uint32,uint128,uint128,uint128,uint128,uint32,uint64,uint64,uint64,"
+    "uint32,uint32,uint32,uint8,uint16,uint16,uint16,uint16,uint16,uint16,uint64)"
+)
 
 __all__ = [
     "ChainEvent",
@@ -86,6 +95,10 @@ class TaskParams:
     def escrow(self) -> int:
         """The exact value createTask requires: rounds * (worker + validator reward per round)."""
         return self.rounds * (self.worker_reward_per_round + self.validator_reward_per_round)
+
+    def abi_hash(self) -> bytes:
+        """keccak256(abi.encode(params)), the Task's paramsHash (it seeds the sortition)."""
+        return keccak(abi_encode([PARAMS_ABI_TYPE], [self.to_abi()]))
 
     def to_abi(self) -> tuple[Any, ...]:
         return tuple(

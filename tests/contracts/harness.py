@@ -178,7 +178,7 @@ class RoundPlay:
     """The outcome of play_round: the chain's result, gas per function, fees per sender."""
 
     result: RoundResult
-    finalize_gas: int
+    finalize: Receipt
     gas: dict[str, list[int]] = field(default_factory=dict)
     fees: dict[str, int] = field(default_factory=dict)  # wei paid for gas, per sender
 
@@ -234,7 +234,7 @@ def play_round(
     paid(world.outsider, finalize)
     return RoundPlay(
         result=world.requester.round_result(task, round),
-        finalize_gas=finalize.gas_used,
+        finalize=finalize,
         gas=gas,
         fees=fees,
     )

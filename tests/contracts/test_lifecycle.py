@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from node.chain import Phase, TaskStatus, Termination
 from tests.contracts.harness import ETHER, Vote, World, play_round
 
@@ -16,12 +18,13 @@ def test_three_honest_rounds_pay_exactly(any_world: World) -> None:
     )
     fees = {c.address: 0 for c in world.everyone}
     start_balance = {c.address: c.balance() for c in world.everyone}
-    # create happened before the snapshot of balances: account for its value separately.
+    # Balances are taken after createTask: the requester's escrow is accounted separately.
     assert (
         world.requester.escrow(task)
         == 3 * (3 * ETHER + ETHER)
         == create.event("TaskCreated").args["escrow"]
     )
+    assert world.requester.params_hash(task) == world.requester.task_params(task).abi_hash()
 
     for w in workers:
         fees[w.address] += w.join_as_worker(task).fee_wei
@@ -82,3 +85,35 @@ def test_three_honest_rounds_pay_exactly(any_world: World) -> None:
         == start_balance[world.requester.address] - fees[world.requester.address] + 3
     )
     assert world.w3.eth.get_balance(task) == 0
+
+
+@pytest.mark.anvil
+def test_round_seeds_follow_the_sortition_seed_chain(anvil_world_session: World) -> None:
+    """seed_1 = next(initial(chainId, task, paramsHash), 1, prevrandao of start()), then each
+    round's seed chains from the previous one with the prevrandao of the finalize that opened it
+    (protocol/sortition.py is the definition). anvil only: eth-tester draws a block's mixHash
+    when it mines the block, after executing its transactions, so the prevrandao a transaction
+    saw there is not the mined block's mixHash."""
+    from protocol.sortition import initial_seed, next_seed
+
+    world = anvil_world_session
+    world.reset()
+    params = world.params(rounds=2)
+    task, _ = world.requester.create_task(params)
+    assert world.requester.params_hash(task) == params.abi_hash()
+    world.workers[0].join_as_worker(task)
+    world.validators[0].join_as_validator(task)
+    started = world.requester.start(task, "bafkreivalidation")
+    seed = initial_seed(world.requester.chain_id, bytes.fromhex(task[2:]), params.abi_hash())
+    prevrandao = int.from_bytes(
+        bytes(world.w3.eth.get_block(started.block_number)["mixHash"]), "big"
+    )
+    seed = next_seed(seed, 1, prevrandao)
+    assert world.requester.round_info(task, 1).seed == seed
+    assert started.event("RoundStarted").args["seed"] == seed
+    played = play_round(
+        world, task, 1, world.workers[:1], [(world.validators[0], Vote((1,), (True,), 5))]
+    )
+    block = world.w3.eth.get_block(played.finalize.block_number)
+    prevrandao = int.from_bytes(bytes(block["mixHash"]), "big")
+    assert world.requester.round_info(task, 2).seed == next_seed(seed, 2, prevrandao)

@@ -149,6 +149,7 @@ def test_implementation_and_tasks_cannot_be_reinitialized(world: World) -> None:
             "initialize",
             world.outsider.address,
             params.to_abi(),
+            params.abi_hash(),
         )
 
 
