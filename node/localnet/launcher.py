@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import time
@@ -197,6 +198,7 @@ class Localnet:
                 "bootstrap",
                 [*self.options.node_command, "bootstrap", "--config", str(config)],
                 self.logs / "bootstrap.log",
+                env=_child_env(),
             )
         )
         process.start()
@@ -248,6 +250,7 @@ class Localnet:
                     plan.name,
                     [*options.node_command, "run", "--config", str(plan.config_path)],
                     self.logs / f"{plan.name}.log",
+                    env=_child_env(),
                 )
             )
 
@@ -398,6 +401,17 @@ class Localnet:
                 return 130 if isinstance(exc, KeyboardInterrupt | Interrupted) else 1
             finally:
                 self.stop()
+
+
+def _child_env() -> dict[str, str]:
+    """The launcher's environment, with this checkout importable from any working folder
+    (`python -m node.cli` must find the same code as the launcher, installed or not)."""
+    source_root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([source_root, *[p for p in paths if p != source_root]])
+    env.setdefault("PYTHONUNBUFFERED", "1")  # logs reach the files as they happen
+    return env
 
 
 def _fresh_key() -> str:
