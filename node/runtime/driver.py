@@ -108,6 +108,7 @@ class NodeStatus:
     phase: str = "idle"
     accuracy_by_round: dict[int, float] = field(default_factory=dict)
     withdrawn_wei: int = 0
+    reclaimed_wei: int = 0  # requester: unspent escrow taken back
     final_model: Path | None = None
     done: bool = False
     failed_txs: list[str] = field(default_factory=list)  # "kind@round: error name"
@@ -250,6 +251,9 @@ class Driver:
                     max_workers=task.max_workers,
                     max_validators=task.max_validators,
                     start_after=self._started_at + task.start_after_seconds,
+                    # the chain's deadline is set a moment later, at creation; the requester
+                    # may cancel any time, so cancelling at this one is never refused
+                    recruit_deadline=self._started_at + task.recruit_seconds,
                 ),
                 "finalize_after": 0,
             }
@@ -320,9 +324,16 @@ class Driver:
         return True
 
     async def _settle_up(self) -> None:
-        """Withdraw what the task owes us (rewards, refunds, the deposit)."""
+        """Withdraw what the task owes us (rewards, refunds, the deposit; the requester
+        also takes back the escrow nobody earned)."""
         if self.task is None:
             return
+        if self.config.role == "requester":
+            escrow = await self.chain.run(self.client.escrow, self.task)
+            if escrow > 0:
+                await self.chain.run(self.client.reclaim_escrow, self.task, escrow)
+                self.status.reclaimed_wei += escrow
+                self.log.info("took back %d wei of unspent escrow", escrow)
         amount = await self.chain.run(self.client.withdrawable, self.task)
         if amount > 0:
             await self.chain.run(self.client.withdraw, self.task)

@@ -66,6 +66,9 @@ async def test_two_rounds_of_an_honest_task(tmp_path: Path) -> None:
 
     assert not any(slash for r in result.rounds for slash in r.worker_slashes)
     assert_paid_as_credited(result)
+    # the requester took back exactly what no round paid out
+    assert result.requester.reclaimed_wei == sum(r.returned_to_escrow for r in result.rounds)
+    assert reader.escrow(task) == 0
 
 
 def assert_paid_as_credited(result: InProcessResult) -> None:
