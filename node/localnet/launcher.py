@@ -41,7 +41,6 @@ from node.localnet.evaluation import TestSetEvaluator
 from node.localnet.processes import ManagedProcess, ProcessGroup, log_tail
 from node.localnet.results import Participant, write_plots, write_results
 from node.localnet.scenario import Crash, ResolvedScenario, Scenario, load_scenario
-from node.localnet.table import header
 from node.localnet.view import ChainView
 
 __all__ = [
@@ -323,7 +322,6 @@ class Localnet:
     def watch(self, view: ChainView) -> None:
         deadline = self.deadline()
         expected = {"workers": self.options.workers, "validators": self.options.validators}
-        self.say(header())
         while True:
             view.poll()
             self._apply_crashes(view)
@@ -500,7 +498,6 @@ def run_in_process(
         say=say,
     )
     view.poll()
-    say(header())
     view.print_ready_rounds(force=True)
     document = view.results(
         outcome="completed" if view.tracker.terminated else "failed: the task did not terminate",

@@ -18,7 +18,7 @@ from node.chain.events import EventFollower
 from node.chain.types import RoundInfo
 from node.localnet.evaluation import TestSetEvaluator
 from node.localnet.results import Participant, build_results
-from node.localnet.table import round_row, status_line
+from node.localnet.table import header, round_row, status_line
 from node.localnet.tracker import PHASE_NAMES, RoundRecord, TaskTracker
 from protocol.training import Metrics
 
@@ -57,6 +57,7 @@ class ChainView:
         self.models_missing = False
         self._timestamps: dict[int, int] = {}
         self._last_status = ""
+        self._header_shown = False
 
     @property
     def evaluator(self) -> TestSetEvaluator:
@@ -114,6 +115,9 @@ class ChainView:
                 self.models_missing = True  # no per-round models: do not wait for later ones
             del self.pending_models[number]
             record = self.tracker.rounds[number]
+            if not self._header_shown:
+                self._header_shown = True
+                self.say(header())
             self.say(round_row(record, self.name_of, self.evaluations.get(number), self.round_gas(record)))
 
     def show_status(self, expected: Mapping[str, int], down: list[str]) -> None:
