@@ -3,6 +3,16 @@
 - :mod:`node.blocks.unixfs`: blobs as Kubo-compatible UnixFS DAGs (raw leaves, dag-pb nodes).
 - :mod:`node.blocks.store`: the filesystem block store under ``<data>/blocks/``.
 - :mod:`node.blocks.exchange`: publish / fetch blobs by CID between peers.
+
+Typical use on a node::
+
+    store = BlockStore(data_dir / "blocks", max_bytes=cap)
+    async with BlockExchange(host, store, find_providers=discovery.find_providers,
+                             provide=discovery.provide, on_bad_peer=score_down) as blocks:
+        cid = await blocks.publish(sealed_model)            # stored, pinned, announced
+        blob = await blocks.fetch(cid, max_size=limit,       # verified, size-bounded
+                                  providers=[announcer_multiaddr], timeout_s=120)
+        store.unpin(old_cid); store.gc()                     # free an old round's blobs
 """
 
 from .exchange import (
