@@ -303,6 +303,13 @@ def parse_config(document: Mapping[str, Any], path: Path) -> NodeConfig:
     unknown = sorted(set(document) - set(SCHEMA))
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {unknown}; known: {sorted(SCHEMA)}")
+    for name, raw in document.items():  # typos first: they often explain what is missing
+        unknown_keys = sorted(set(raw) - set(SCHEMA[name][1]))
+        if unknown_keys:
+            raise ConfigError(
+                f"{path}: [{name}] has unknown key(s) {unknown_keys}; "
+                f"allowed: {sorted(SCHEMA[name][1])}"
+            )
     for name in REQUIRED_SECTIONS:
         if name not in document:
             raise ConfigError(f"{path}: missing section [{name}]")
@@ -328,11 +335,6 @@ def parse_config(document: Mapping[str, Any], path: Path) -> NodeConfig:
 
 def _section(path: Path, name: str, raw: dict[str, Any], base: Path) -> dict[str, Any]:
     cls, keys = SCHEMA[name]
-    unknown = sorted(set(raw) - set(keys))
-    if unknown:
-        raise ConfigError(
-            f"{path}: [{name}] has unknown key(s) {unknown}; allowed: {sorted(keys)}"
-        )
     values: dict[str, Any] = {}
     for key, spec in keys.items():
         where = f"{path}: [{name}] {key}"
