@@ -12,8 +12,11 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import msgpack
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from libp2p.abc import IHost, INetStream
 from libp2p.peer.id import ID as PeerID
 from libp2p.peer.peerinfo import PeerInfo
@@ -45,6 +48,7 @@ from node.blocks.unixfs import (
 from node.host import HostConfig, host_multiaddrs, open_host
 from protocol.cid import cid_of, verify_block
 from protocol.envelope import generate_keypair, open_envelope, seal
+from protocol.errors import CIDError
 from tests.network.conftest import HANG_GUARD_S, Network, open_network, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -677,6 +681,20 @@ def test_request_codec_rejects_bad_requests() -> None:
     ]:
         with pytest.raises(Exception, match=message):
             decode_request(body, max_cids=1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300) | st.builds(msgpack.packb, st.recursive(
+    st.none() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=70) | st.binary(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=8,
+)))
+def test_request_decoder_raises_only_cid_errors(body: bytes) -> None:
+    try:
+        cids = decode_request(body, max_cids=4)
+    except CIDError:
+        return
+    assert 1 <= len(cids) <= 4
 
 
 async def test_publish_through_the_dht_and_fetch_by_discovery(tmp_path: Path) -> None:
