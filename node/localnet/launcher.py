@@ -398,6 +398,9 @@ class Localnet:
                         self.say(f"(no results.json: {write_error})")
                 return 130 if isinstance(exc, KeyboardInterrupt | Interrupted) else 1
             finally:
+                # A second Ctrl-C must not cut the clean-up short.
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
                 self.stop()
 
 

@@ -1,0 +1,77 @@
+"""`fl-node localnet` refuses bad input before starting anything, with a message that says
+what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from node.cli import main
+from protocol.data import default_data_root, mnist_available
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    status = main(["localnet", *argv])
+    captured = capsys.readouterr()
+    return status, captured.out + captured.err
+
+
+def test_bad_scenario_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scenario = tmp_path / "bad.toml"
+    scenario.write_text("[[worker]]\nindex = 0\nkind = 'sleepy'\n")
+    status, text = _run(capsys, "--scenario", str(scenario), "--output", str(tmp_path / "o"))
+    assert status == 2
+    assert f"{scenario}: [[worker]] #1 kind must be one of" in text
+    status, text = _run(capsys, "--scenario", str(tmp_path / "missing.toml"))
+    assert status == 2 and "scenario file not found" in text
+
+
+def test_scenario_index_beyond_the_command_line_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if not mnist_available(default_data_root(), "train"):
+        pytest.skip("MNIST not found; the data check comes first")
+    scenario = tmp_path / "s.toml"
+    scenario.write_text("[[validator]]\nindex = 2\nkind = 'lazy'\n")
+    status, text = _run(
+        capsys, "--scenario", str(scenario), "--validators", "2", "--output", str(tmp_path / "o")
+    )
+    assert status == 2
+    assert "runs 2 validators (indexes 0..1); raise --validators or lower the index" in text
+    assert not (tmp_path / "o").exists()  # nothing was started
+
+
+def test_missing_mnist_says_where_it_looked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, text = _run(capsys, "--data-root", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o"))
+    assert status == 2
+    assert "MNIST not found" in text and str(tmp_path / "nowhere") in text
+    assert "--data-root" in text
+
+
+def test_output_folder_must_be_empty(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if not mnist_available(default_data_root(), "train"):
+        pytest.skip("MNIST not found; the data check comes first")
+    output = tmp_path / "o"
+    output.mkdir()
+    (output / "results.json").write_text("{}")
+    status, text = _run(capsys, "--output", str(output))
+    assert status == 1
+    assert "is not empty; pass another --output or delete it" in text
+
+
+def test_in_process_refuses_crashes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if not mnist_available(default_data_root(), "train"):
+        pytest.skip("MNIST not found; the data check comes first")
+    scenario = tmp_path / "crash.toml"
+    scenario.write_text("[[crash]]\nrole = 'worker'\nindex = 0\nafter_round = 1\n")
+    status, text = _run(
+        capsys, "--in-process", "--scenario", str(scenario), "--output", str(tmp_path / "o")
+    )
+    assert status == 1
+    assert "--in-process cannot crash nodes" in text
+
+
+@pytest.mark.parametrize("argv", [["--workers", "0"], ["--alpha", "-1"], ["--partition", "random"]])
+def test_argument_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["localnet", *argv])
+    assert info.value.code == 2
