@@ -101,6 +101,7 @@ async def run_inprocess(
     validator_behaviours: Sequence[str] = (),
     task: Mapping[str, Any] | None = None,
     training: Mapping[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
     crash: Mapping[str, tuple[int, str]] | None = None,
     block_interval_s: float = 1.0,
     timeout_s: float = 900.0,
@@ -108,7 +109,8 @@ async def run_inprocess(
     """Run a task from creation to termination; returns when every node is done.
 
     `worker_behaviours[i]` / `validator_behaviours[i]` set a node's [behaviour] (default
-    honest); `task` and `training` override the [task] and [training] keys; `crash`
+    honest); `task`, `training` and `data` override those sections' keys (e.g.
+    data={"partition": "dirichlet", "alpha": 0.3}); `crash`
     maps a node name ("worker0") to the (round, phase) at which it is killed once and
     started again from its data directory.
     """
@@ -141,6 +143,7 @@ async def run_inprocess(
     data_keys: dict[str, Any] = {"num_parts": workers, "seed": 7}
     if max_samples is not None:
         data_keys["max_samples"] = max_samples
+    data_keys.update(data or {})
 
     statuses: dict[str, list[NodeStatus]] = {}
     restarted: list[str] = []
