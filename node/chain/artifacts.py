@@ -70,6 +70,67 @@ def load_artifact(name: str, directory: Path = ARTIFACTS_DIR) -> Artifact:
     )
 
 
+@dataclass(frozen=True)
+class AbiFunction:
+    """One contract function, encoded and decoded with eth_abi directly (web3's Contract
+    objects rebuild every function of a large ABI per instance: most of a call's CPU time)."""
+
+    name: str
+    selector: bytes
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+    def encode(self, args: tuple[Any, ...]) -> str:
+        if len(args) != len(self.inputs):
+            raise ChainError(f"{self.name} takes {len(self.inputs)} arguments, got {len(args)}")
+        return "0x" + (self.selector + abi_encode(list(self.inputs), list(args))).hex()
+
+    def decode(self, data: bytes) -> Any:
+        values = abi_decode(list(self.outputs), bytes(data))
+        return values[0] if len(values) == 1 else values
+
+
+@cache
+def abi_functions(contract: str) -> dict[str, AbiFunction]:
+    table = {}
+    for entry in load_artifact(contract).abi:
+        if entry["type"] != "function":
+            continue
+        if entry["name"] in table:
+            raise ChainError(
+                f"{contract}.{entry['name']} is overloaded; the client needs unique names"
+            )
+        table[entry["name"]] = AbiFunction(
+            name=entry["name"],
+            selector=keccak(text=_signature(entry))[:4],
+            inputs=tuple(collapse_if_tuple(i) for i in entry["inputs"]),
+            outputs=tuple(collapse_if_tuple(o) for o in entry["outputs"]),
+        )
+    return table
+
+
+def abi_function(contract: str, name: str) -> AbiFunction:
+    try:
+        return abi_functions(contract)[name]
+    except KeyError:
+        raise ChainError(f"{contract} has no function {name!r}") from None
+
+
+def constructor_data(artifact: Artifact, bytecode: str, args: tuple[Any, ...]) -> str:
+    """Creation code followed by the ABI-encoded constructor arguments."""
+    types = [
+        collapse_if_tuple(i)
+        for e in artifact.abi
+        if e["type"] == "constructor"
+        for i in e["inputs"]
+    ]
+    if len(types) != len(args):
+        raise ChainError(
+            f"{artifact.name}'s constructor takes {len(types)} arguments, got {len(args)}"
+        )
+    return bytecode + abi_encode(types, list(args)).hex()
+
+
 def _signature(entry: dict[str, Any]) -> str:
     types = ",".join(collapse_if_tuple(i) for i in entry["inputs"])
     return f"{entry['name']}({types})"

@@ -19,9 +19,10 @@ from eth_typing import ChecksumAddress
 from eth_utils import to_checksum_address
 from hexbytes import HexBytes
 from web3 import Web3
-from web3.contract import Contract
 
 from node.chain.artifacts import (
+    abi_function,
+    constructor_data,
     decode_log,
     decode_revert,
     load_artifact,
@@ -57,6 +58,14 @@ _NONCE_ERRORS = (
 
 
 @dataclass(frozen=True)
+class Target:
+    """A deployed contract: which artifact's ABI, at which address."""
+
+    contract: str
+    address: str
+
+
+@dataclass(frozen=True)
 class Deployment:
     """Addresses of one deployment: the registry plus what it was built from."""
 
@@ -87,7 +96,6 @@ class ChainClient:
         self.registry_address: str | None = to_checksum_address(registry) if registry else None
         self._nonce: int | None = None
         self._send_lock = threading.Lock()
-        self._contracts: dict[tuple[str, str], Contract] = {}
         self._params_cache: dict[str, TaskParams] = {}
 
     # ------------------------------------------------------------------ plumbing
@@ -99,24 +107,16 @@ class ChainClient:
             self._nonce = None
             self._params_cache.clear()
 
-    def contract(self, name: str, address: str) -> Contract:
-        key = (name, address.lower())
-        if key not in self._contracts:
-            self._contracts[key] = self.w3.eth.contract(
-                address=to_checksum_address(address), abi=load_artifact(name).abi
-            )
-        return self._contracts[key]
-
     @property
-    def registry(self) -> Contract:
+    def registry(self) -> Target:
         if self.registry_address is None:
             raise ChainError(
                 "no registry address: pass registry=... or call deploy_registry() first"
             )
-        return self.contract("Registry", self.registry_address)
+        return Target("Registry", self.registry_address)
 
-    def task(self, address: str) -> Contract:
-        return self.contract("Task", address)
+    def task(self, address: str) -> Target:
+        return Target("Task", to_checksum_address(address))
 
     def _fees(self) -> dict[str, int]:
         base_fee = int(self.w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
@@ -221,19 +221,16 @@ class ChainClient:
             )
         return events
 
-    def _transact(self, contract: Contract, function: str, *args: Any, value: int = 0) -> Receipt:
-        data = contract.encode_abi(function, args=list(args))
-        return self._send(function, {"to": contract.address, "data": data, "value": value})
+    def _transact(self, target: Target, function: str, *args: Any, value: int = 0) -> Receipt:
+        data = abi_function(target.contract, function).encode(args)
+        return self._send(function, {"to": target.address, "data": data, "value": value})
 
-    def _call(self, contract: Contract, function: str, *args: Any) -> Any:
+    def _call(self, target: Target, function: str, *args: Any) -> Any:
+        abi = abi_function(target.contract, function)
+        tx = {"from": self.address, "to": target.address, "data": abi.encode(args)}
         try:
-            return contract.get_function_by_name(function)(*args).call({"from": self.address})
+            return abi.decode(self.w3.eth.call(tx))  # type: ignore[arg-type]
         except Exception as exc:
-            tx = {
-                "from": self.address,
-                "to": contract.address,
-                "data": contract.encode_abi(function, args=list(args)),
-            }
             data = self._embedded_revert_data(tx) or revert_data_from_exception(exc)
             if data is None:
                 raise ChainError(f"{function}: call failed: {exc}") from exc
@@ -267,10 +264,7 @@ class ChainClient:
     ) -> Receipt:
         """Deploy the artifact `name` (libraries linked by name); the receipt has its address."""
         artifact = load_artifact(name)
-        factory = self.w3.eth.contract(
-            abi=artifact.abi, bytecode=artifact.linked_bytecode(libraries or {})
-        )
-        data = factory.constructor(*args).data_in_transaction
+        data = constructor_data(artifact, artifact.linked_bytecode(libraries or {}), args)
         receipt = self._send(f"deploy {name}", {"data": data, "value": value})
         if receipt.contract_address is None:
             raise ChainError(f"deploying {name} produced no contract address")
@@ -280,11 +274,12 @@ class ChainClient:
         self, contract_name: str, address: str, function: str, *args: Any, value: int = 0
     ) -> Receipt:
         """Send any function of any of our artifacts (tests, tools)."""
-        return self._transact(self.contract(contract_name, address), function, *args, value=value)
+        target = Target(contract_name, to_checksum_address(address))
+        return self._transact(target, function, *args, value=value)
 
     def call(self, contract_name: str, address: str, function: str, *args: Any) -> Any:
         """Call any view of any of our artifacts (tests, tools)."""
-        return self._call(self.contract(contract_name, address), function, *args)
+        return self._call(Target(contract_name, to_checksum_address(address)), function, *args)
 
     # ------------------------------------------------------------------ accounts and deployment
 

@@ -18,7 +18,7 @@ from protocol.manifest import MAX_ABS_SCORE, MAX_ACCURACY
 from protocol.rewards import CommitteeMember, Policy, RewardPolicy, settle_round, terminates
 from tests.contracts.harness import ETHER, Vote, World, play_round, policy_of
 
-SETTLE_EXAMPLES = int(os.environ.get("FL_NODE_SETTLE_EXAMPLES", "300"))
+SETTLE_EXAMPLES = int(os.environ.get("FL_NODE_SETTLE_EXAMPLES", "200"))
 HISTORY_EXAMPLES = int(os.environ.get("FL_NODE_HISTORY_EXAMPLES", "200"))
 
 amounts = st.one_of(st.integers(0, 12), st.integers(0, 10**18), st.integers(0, 2**112))
