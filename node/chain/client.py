@@ -189,15 +189,18 @@ class ChainClient:
         raise AssertionError("unreachable")
 
     def _explain_failure(self, label: str, tx: dict[str, Any], block_number: int) -> None:
-        """A mined transaction failed (state changed after simulation): replay it on the state
-        before its block to recover the revert reason."""
-        try:
-            self.w3.eth.call(tx, block_identifier=max(block_number - 1, 0))  # type: ignore[arg-type]
-        except Exception as exc:
-            data = revert_data_from_exception(exc)
-            if data is not None:
-                name, args = decode_revert(data)
-                raise ChainRevert(label, name, args, data) from None
+        """A mined transaction failed although its simulation passed: the state or the time
+        moved in between (a deadline passed, another party acted first). Replay it on its
+        block (same timestamp) and on the one before to recover the revert reason."""
+        call = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
+        for block in (block_number, max(block_number - 1, 0)):
+            try:
+                self.w3.eth.call(call, block_identifier=block)  # type: ignore[arg-type]
+            except Exception as exc:
+                data = revert_data_from_exception(exc)
+                if data is not None:
+                    name, args = decode_revert(data)
+                    raise ChainRevert(label, name, args, data) from None
         raise ChainError(
             f"{label}: transaction reverted in block {block_number}; replay gave no reason"
         )

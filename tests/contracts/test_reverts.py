@@ -465,3 +465,15 @@ def test_deadline_driven_phases_without_early_end(world: World) -> None:
     world.outsider.finalize_round(task, 1)
     assert world.requester.round_result(task, 1).reveals == 0
     assert world.requester.current_round(task) == 2
+
+
+def test_a_transaction_mined_after_its_deadline_reports_the_revert(world: World) -> None:
+    """Simulated one second before the deadline, mined at it: the receipt fails, the client
+    replays it on its block and raises the contract's error; the nonce stays in sync."""
+    task = world.started_task(n_workers=2, n_validators=1)
+    info = world.requester.round_info(task, 1)
+    world.advance_to(info.training_end - 1)  # the next block is mined at training_end
+    worker = world.workers[0]
+    err = reverts("WrongPhase", worker.submit_update, task, 1, "bafkreilate", 1)
+    assert err.values == (Phase.TRAINING, Phase.COMMIT)
+    worker.join_as_worker(world.create_task())  # the next transaction still goes through
