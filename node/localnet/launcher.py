@@ -36,6 +36,7 @@ from web3 import Web3
 from node.anvil import Anvil
 from node.chain.client import ChainClient
 from node.chain.dev import fund
+from node.config import ConfigError
 from node.localnet.configs import NodePlan, TaskDefaults, node_document, write_node_config
 from node.localnet.evaluation import TestSetEvaluator
 from node.localnet.processes import ManagedProcess, ProcessGroup, log_tail
@@ -52,7 +53,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FUNDING_WEI = 1_000 * 10**18
+FUNDING_WEI = 100 * 10**18  # deposits and stakes are a few ETH; the rest pays gas
 BOOTSTRAP_TIMEOUT = 120.0
 FINISH_GRACE_SECONDS = 90.0  # for nodes to withdraw and exit once the task is over
 
@@ -157,7 +158,9 @@ class Localnet:
         self.logs.mkdir(parents=True, exist_ok=True)
 
     def start_chain(self) -> None:
-        self.anvil = Anvil(log_path=self.logs / "anvil.log", accounts=1).start()
+        self.anvil = Anvil(
+            log_path=self.logs / "anvil.log", accounts=1, balance_ether=1_000_000
+        ).start()
         self.rpc_url = self.anvil.url
         self.w3 = self.anvil.web3()
         deployer = Account.create()
@@ -243,7 +246,15 @@ class Localnet:
                 task=task,
                 log_level=options.node_log_level,
             )
-            write_node_config(plan, document)
+            try:
+                write_node_config(plan, document)
+            except ConfigError as exc:
+                if plan.role == "requester" and options.task_overrides:
+                    raise ConfigError(
+                        f"{exc} (the scenario {options.scenario_path} sets [task] "
+                        f"{sorted(options.task_overrides)}; fix it there)"
+                    ) from exc
+                raise
             self.processes.add(
                 ManagedProcess(
                     plan.name,
@@ -446,16 +457,16 @@ def run_in_process(
     def say(text: str) -> None:
         print(text, file=out, flush=True)
 
-    if scenario.crashes:
+    stays_down = [c.node_name for c in scenario.crashes if c.restart_after is None]
+    if stays_down:
         raise LocalnetError(
-            "--in-process cannot crash nodes (they share this process); drop the scenario's "
-            "[[crash]] entries or run without --in-process"
+            f"--in-process restarts a crashed node at once; {', '.join(stays_down)} would stay "
+            "down: give its [[crash]] a restart_after or run without --in-process"
         )
-    if options.partition != "iid":
-        raise LocalnetError(
-            "--in-process partitions the data iid only (run_inprocess takes no partition); "
-            "drop --partition or run without --in-process"
-        )
+    # run_inprocess kills a node when it reaches (round, phase) and starts it again at once.
+    crash_points = {
+        f"{c.role}{c.index}": (c.after_round + 1, "training") for c in scenario.crashes
+    }
     output = options.output.resolve()
     if output.exists() and any(output.iterdir()):
         raise LocalnetError(f"output folder {output} is not empty; pass another --output or delete it")
@@ -474,6 +485,8 @@ def run_in_process(
             worker_behaviours=scenario.worker_kinds,
             validator_behaviours=scenario.validator_kinds,
             task=dict(options.task_overrides),
+            data={"partition": options.partition, "alpha": options.alpha, "seed": options.seed},
+            crash=crash_points,
             timeout_s=options.timeout or 3600.0,
         )
     )

@@ -16,7 +16,7 @@ from node.chain.types import ChainEvent, Phase, Termination
 __all__ = ["PHASE_NAMES", "TX_KINDS", "RoundRecord", "TaskTracker", "WorkerOutcome"]
 
 PHASE_NAMES = {
-    Phase.NONE: "-",
+    Phase.NONE: "idle",
     Phase.TRAINING: "training",
     Phase.COMMIT: "commit",
     Phase.REVEAL: "reveal",

@@ -67,7 +67,7 @@ def test_in_process_refuses_crashes(tmp_path: Path, capsys: pytest.CaptureFixtur
         capsys, "--in-process", "--scenario", str(scenario), "--output", str(tmp_path / "o")
     )
     assert status == 1
-    assert "--in-process cannot crash nodes" in text
+    assert "worker-0 would stay down: give its [[crash]] a restart_after" in text
 
 
 @pytest.mark.parametrize("argv", [["--workers", "0"], ["--alpha", "-1"], ["--partition", "random"]])
