@@ -24,7 +24,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -50,6 +50,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _MIN_ROUND_PAUSE_S = 0.2
+_NEARBY_PEERS = 8  # routing-table peers asked directly for provider records
+_NAMESPACE_LOOKUP_LIMIT = 64
 
 
 def task_namespace(chain_id: int, task: bytes) -> str:
@@ -71,9 +73,11 @@ class DiscoveryConfig:
     target_peers: int = 8
     """Connections to peers of each joined namespace that maintenance keeps open."""
     maintenance_interval_s: float = 2.0
-    """Pause between maintenance rounds while a namespace has fewer than target_peers."""
-    settled_interval_s: float = 30.0
-    """Pause between maintenance rounds once every namespace has target_peers."""
+    """Period of the cheap maintenance work: bootstrap and known-peer reconnects."""
+    lookup_interval_s: float = 2.0
+    """First pause between namespace lookups while under target; doubles while lookups find
+    nobody new, up to ``max_lookup_interval_s``."""
+    max_lookup_interval_s: float = 60.0
     advertise_interval_s: float = 300.0
     """Re-put our rendezvous records this often (a restarted DHT server forgets them)."""
     query_timeout_s: float = 10.0
@@ -88,13 +92,25 @@ class DiscoveryConfig:
             raise HostConfigError(f"target_peers must be >= 1, got {self.target_peers}")
         for name in (
             "maintenance_interval_s",
-            "settled_interval_s",
+            "lookup_interval_s",
+            "max_lookup_interval_s",
             "advertise_interval_s",
             "query_timeout_s",
         ):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise HostConfigError(f"{name} must be a positive number, got {value}")
+        if self.max_lookup_interval_s < self.lookup_interval_s:
+            raise HostConfigError("max_lookup_interval_s must be >= lookup_interval_s")
+
+
+@dataclass
+class _Namespace:
+    cid: str
+    peers: dict[PeerID, PeerInfo] = field(default_factory=dict)
+    advertise_at: float = -math.inf
+    lookup_at: float = -math.inf
+    lookup_pause: float = 0.0
 
 
 class Discovery:
@@ -112,8 +128,9 @@ class Discovery:
             enable_random_walk=config.random_walk,
         )
         self._bootstrap = [parse_peer_multiaddr(a) for a in config.bootstrap_addrs]
-        self._namespaces: dict[str, float] = {}  # namespace -> when we last advertised it
-        self._namespace_peers: dict[str, set[PeerID]] = {}
+        self._namespaces: dict[str, _Namespace] = {}
+        self._dial_retry_at: dict[PeerID, float] = {}
+        self._dial_pause: dict[PeerID, float] = {}
         self._wake = trio.Event()
 
     # --- namespaces (task rendezvous) ---
@@ -121,18 +138,19 @@ class Discovery:
     def join(self, namespace: str) -> None:
         """Advertise ``namespace`` and keep ``target_peers`` of its peers connected."""
         if namespace not in self._namespaces:
-            self._namespaces[namespace] = -math.inf
-            self._namespace_peers[namespace] = set()
+            self._namespaces[namespace] = _Namespace(
+                _namespace_cid(namespace), lookup_pause=self.config.lookup_interval_s
+            )
             self._wake.set()
 
     def leave(self, namespace: str) -> None:
         """Stop maintaining ``namespace`` (its records expire on the DHT servers)."""
         self._namespaces.pop(namespace, None)
-        self._namespace_peers.pop(namespace, None)
 
     def namespace_peers(self, namespace: str) -> set[PeerID]:
         """Peers found in ``namespace`` so far (connected or not)."""
-        return set(self._namespace_peers.get(namespace, ()))
+        state = self._namespaces.get(namespace)
+        return set(state.peers) if state is not None else set()
 
     def connected_namespace_peers(self, namespace: str) -> set[PeerID]:
         connected = set(self.host.get_connected_peers())
@@ -153,21 +171,37 @@ class Discovery:
         return False
 
     async def find_providers(self, cid: str, limit: int = 20) -> list[PeerInfo]:
-        """Providers of ``cid`` from the local record store and the network, ourselves excluded."""
+        """Providers of ``cid``: our record store, then the network; ourselves excluded.
+
+        The network part asks the bootstrap peers and the closest peers of our routing table
+        directly (one GET_PROVIDERS each); only when they know no provider does it run the
+        full iterative Kademlia lookup, which costs dozens of queries.
+        """
         key = _check_cid(cid)
+        me = self.host.get_id()
         found: dict[PeerID, PeerInfo] = {}
-        for info in self.dht.provider_store.get_providers(key):
-            found[info.peer_id] = info
-        with trio.move_on_after(self.config.query_timeout_s):
-            for info in await self._network_providers(key):
+
+        def merge(infos: list[PeerInfo]) -> None:
+            for info in infos:
                 known = found.get(info.peer_id)
-                if known is None or (info.addrs and not known.addrs):
+                if info.peer_id != me and (known is None or (info.addrs and not known.addrs)):
                     found[info.peer_id] = info
-        found.pop(self.host.get_id(), None)
+
+        merge(self.dht.provider_store.get_providers(key))
+        with trio.move_on_after(self.config.query_timeout_s):
+            nearby = [i.peer_id for i in self._bootstrap]
+            nearby += self.dht.routing_table.find_local_closest_peers(key, _NEARBY_PEERS)
+            connected = set(self.host.get_connected_peers())
+            remote = await self._ask_for_providers(
+                key, [p for p in dict.fromkeys(nearby) if p in connected]
+            )
+            if not remote:
+                closest = await self.dht.peer_routing.find_closest_peers_network(key)
+                remote = await self._ask_for_providers(key, closest)
+            merge(remote)
         return [_with_known_addrs(self.host, info) for info in found.values()][:limit]
 
-    async def _network_providers(self, key: bytes) -> list[PeerInfo]:
-        closest = await self.dht.peer_routing.find_closest_peers_network(key)
+    async def _ask_for_providers(self, key: bytes, peers: list[PeerID]) -> list[PeerInfo]:
         results: list[PeerInfo] = []
         store = self.dht.provider_store
 
@@ -179,7 +213,7 @@ class Discovery:
                 results.extend(providers)
 
         async with trio.open_nursery() as nursery:
-            for peer_id in closest:
+            for peer_id in peers:
                 if peer_id != self.host.get_id():
                     nursery.start_soon(ask, peer_id)
         return results
@@ -203,11 +237,28 @@ class Discovery:
         await self._add_to_routing_table(info.peer_id)
         return True
 
+    async def _connect_with_backoff(self, info: PeerInfo) -> bool:
+        """connect(), but a peer that failed is retried only after a doubling pause."""
+        now = trio.current_time()
+        if now < self._dial_retry_at.get(info.peer_id, -math.inf):
+            return False
+        if await self.connect(info):
+            self._dial_retry_at.pop(info.peer_id, None)
+            self._dial_pause.pop(info.peer_id, None)
+            return True
+        pause = min(
+            self._dial_pause.get(info.peer_id, self.config.lookup_interval_s / 2) * 2,
+            self.config.max_lookup_interval_s,
+        )
+        self._dial_pause[info.peer_id] = pause
+        self._dial_retry_at[info.peer_id] = now + pause
+        return False
+
     async def connect_bootstrap(self) -> int:
         """Connect to every bootstrap peer not yet connected; returns how many are connected."""
         connected = 0
         for info in self._bootstrap:
-            if await self.connect(info):
+            if await self._connect_with_backoff(info):
                 connected += 1
         return connected
 
@@ -225,62 +276,60 @@ class Discovery:
         """Start the next maintenance round now."""
         self._wake.set()
 
-    async def maintain_once(self) -> bool:
-        """One maintenance round; True when every joined namespace has ``target_peers``."""
+    async def maintain_once(self) -> None:
+        """One maintenance round: bootstrap and known peers reconnected, lookups when due."""
         await self.connect_bootstrap()
         for peer_id in self.host.get_connected_peers():
             await self._add_to_routing_table(peer_id)
-        settled = True
-        now = trio.current_time()
         for namespace in list(self._namespaces):
-            if now - self._namespaces[namespace] >= self.config.advertise_interval_s:
-                if await self.provide(_namespace_cid(namespace)):
-                    self._namespaces[namespace] = now
-                else:
-                    settled = False
-            if not await self._fill_namespace(namespace):
-                settled = False
-        return settled
+            await self._maintain_namespace(namespace)
 
-    async def _fill_namespace(self, namespace: str) -> bool:
-        peers = self._namespace_peers.get(namespace)
-        if peers is None:
-            return True
+    async def _maintain_namespace(self, namespace: str) -> None:
+        state = self._namespaces.get(namespace)
+        if state is None:
+            return
+        config = self.config
+        now = trio.current_time()
+        if now >= state.advertise_at:
+            advertised = await self.provide(state.cid)
+            state.advertise_at = now + (
+                config.advertise_interval_s if advertised else state.lookup_pause
+            )
+        under_target = len(self.connected_namespace_peers(namespace)) < config.target_peers
+        if now >= state.lookup_at:
+            found = await self.find_providers(state.cid, limit=_NAMESPACE_LOOKUP_LIMIT)
+            new = [info for info in found if info.peer_id not in state.peers]
+            state.peers.update((info.peer_id, info) for info in found)
+            # Look again soon while it pays off; back off while it finds nobody new.
+            if new:
+                state.lookup_pause = config.lookup_interval_s
+            else:
+                state.lookup_pause = min(state.lookup_pause * 2, config.max_lookup_interval_s)
+            pause = state.lookup_pause if under_target else config.max_lookup_interval_s
+            state.lookup_at = trio.current_time() + pause
         connected = self.connected_namespace_peers(namespace)
-        if len(connected) >= self.config.target_peers:
-            return True
-        for info in await self.find_namespace_peers(namespace):
-            if namespace not in self._namespace_peers:
-                return True  # left meanwhile
-            peers.add(info.peer_id)
-            if info.peer_id in connected:
-                continue
-            if len(connected) >= self.config.target_peers:
+        for info in list(state.peers.values()):
+            if len(connected) >= config.target_peers:
                 break
-            if await self.connect(info):
+            if info.peer_id not in connected and await self._connect_with_backoff(info):
                 connected.add(info.peer_id)
-        return len(connected) >= self.config.target_peers
 
     async def run_maintenance(self) -> None:
         """Keep bootstrap connections, the routing table and namespace peers healthy; forever."""
         while True:
             self._wake = trio.Event()  # before the round: a wake during it starts the next
             try:
-                settled = await self.maintain_once()
+                await self.maintain_once()
             except Exception as exc:  # a transient network failure must not end discovery
                 logger.warning("discovery maintenance round failed: %s", exc)
-                settled = False
-            interval = (
-                self.config.settled_interval_s if settled else self.config.maintenance_interval_s
-            )
             await trio.sleep(_MIN_ROUND_PAUSE_S)  # connection churn must not spin the loop
-            with trio.move_on_after(interval):
+            with trio.move_on_after(self.config.maintenance_interval_s):
                 await self._wake.wait()
 
 
 class _WakeOnConnectionChange(INotifee):
     """Runs a maintenance round right after a connection opens or closes, instead of up
-    to ``settled_interval_s`` later."""
+    to ``maintenance_interval_s`` later."""
 
     def __init__(self, discovery: Discovery) -> None:
         self.discovery = discovery

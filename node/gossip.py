@@ -1,4 +1,5 @@
-"""Validated gossip for a task: GossipSub v1.2/v1.1, strict signing, topic validators, scoring.
+"""Validated gossip for a task: GossipSub v1.1 (v1.2 optional), strict signing, topic
+validators, scoring.
 
 Three topics per task (``protocol.messages.topic_name``): models, committee, scores. Every
 message, ours included, passes :meth:`TaskGossip.check` before anyone sees it:
@@ -78,6 +79,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+_GOSSIPSUB_PROTOCOLS = {"1.2": PROTOCOL_ID_V12, "1.1": PROTOCOL_ID_V11}
 _DEDUPE_WINDOW = 8192  # message ids remembered per topic to drop duplicate deliveries
 
 AddressLookup = Callable[[PeerID], bytes | None]
@@ -92,6 +94,11 @@ class GossipRejected(ValueError):
 
 @dataclass(frozen=True)
 class GossipConfig:
+    versions: tuple[str, ...] = ("1.1",)
+    """GossipSub versions offered, preferred first: "1.2" and/or "1.1". 1.2 only adds
+    IDONTWANT, which saves bandwidth on large messages; py-libp2p sends it for every
+    message, which measured 2.5x the CPU per message (bench/gossip_latency.py) for our
+    messages of a few hundred bytes (go-libp2p skips it below 1 KiB)."""
     degree: int = 6
     degree_low: int = 4
     degree_high: int = 12
@@ -117,6 +124,12 @@ class GossipConfig:
     """Messages buffered per consumer of :meth:`TaskGossip.messages` before drops."""
 
     def __post_init__(self) -> None:
+        unknown = [v for v in self.versions if v not in _GOSSIPSUB_PROTOCOLS]
+        if not self.versions or unknown:
+            raise ValueError(
+                f"gossipsub versions must be some of {sorted(_GOSSIPSUB_PROTOCOLS)}, "
+                f"got {list(self.versions)}"
+            )
         if not 1 <= self.degree_low <= self.degree <= self.degree_high:
             raise ValueError(
                 "gossip degrees must satisfy 1 <= degree_low <= degree <= degree_high, got "
@@ -246,7 +259,7 @@ async def open_pubsub(host: IHost, config: GossipConfig | None = None) -> AsyncI
     """Run GossipSub (v1.2, v1.1) with strict signing and scoring on ``host``."""
     config = config or GossipConfig()
     router = GossipSub(
-        protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11],
+        protocols=[_GOSSIPSUB_PROTOCOLS[v] for v in config.versions],
         degree=config.degree,
         degree_low=config.degree_low,
         degree_high=config.degree_high,
@@ -269,6 +282,10 @@ async def open_pubsub(host: IHost, config: GossipConfig | None = None) -> AsyncI
                     yield GossipNode(host, pubsub, router, guard, config)
                 finally:
                     nursery.cancel_scope.cancel()
+
+
+def _message_id(msg: rpc_pb2.Message) -> bytes:
+    return bytes(msg.from_id) + bytes(msg.seqno)
 
 
 def _require_acceptance(verdict: object) -> None:
@@ -323,6 +340,7 @@ class TaskGossip:
     rejections: Counter[str] = field(default_factory=Counter)
     """Rejected messages by reason, ours and peers' (observability; tests read it)."""
     _consumers: dict[str, list[_Consumer]] = field(default_factory=dict)
+    _decoded: OrderedDict[bytes, Message] = field(default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, bytes) or len(self.task) != ADDRESS_SIZE:
@@ -435,9 +453,10 @@ class TaskGossip:
             self.rejections["not one of the task's topics"] += 1
             return False
         try:
-            self.check_sync(msg.data, kind, PeerID(msg.from_id))
+            message, _ = self.check_sync(msg.data, kind, PeerID(msg.from_id))
         except Exception as exc:
             return self._reject(kind, forwarder, exc)
+        self._remember_decoded(msg, message)
         return True
 
     async def _async_topic_validator(self, forwarder: PeerID, msg: rpc_pb2.Message) -> bool:
@@ -446,10 +465,17 @@ class TaskGossip:
             self.rejections["not one of the task's topics"] += 1
             return False
         try:
-            await self.check(msg.data, kind, PeerID(msg.from_id))
+            message, _ = await self.check(msg.data, kind, PeerID(msg.from_id))
         except Exception as exc:
             return self._reject(kind, forwarder, exc)
+        self._remember_decoded(msg, message)
         return True
+
+    def _remember_decoded(self, msg: rpc_pb2.Message, message: Message) -> None:
+        # Decoding costs about a millisecond (CID parsing); the pump reuses this result.
+        self._decoded[_message_id(msg)] = message
+        if len(self._decoded) > _DEDUPE_WINDOW:
+            self._decoded.popitem(last=False)
 
     # --- publishing and receiving ---
 
@@ -494,16 +520,18 @@ class TaskGossip:
         async for msg in subscription:
             # Exactly once per consumer, even when an async validator lets py-libp2p deliver
             # two concurrently arriving copies.
-            message_id = bytes(msg.from_id) + bytes(msg.seqno)
+            message_id = _message_id(msg)
             if message_id in recent:
                 continue
             recent[message_id] = None
             if len(recent) > _DEDUPE_WINDOW:
                 recent.popitem(last=False)
-            try:
-                message = decode_message(msg.data)  # validated already; cannot fail
-            except MessageError:
-                continue
+            message = self._decoded.pop(message_id, None)
+            if message is None:
+                try:
+                    message = decode_message(msg.data)  # validated already; cannot fail
+                except MessageError:
+                    continue
             signer = PeerID(msg.from_id)
             received = Received(message, signer, signer_address_of(message), kind)
             for consumer in self._consumers[kind]:
