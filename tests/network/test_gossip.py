@@ -14,6 +14,7 @@ from libp2p.peer.id import ID as PeerID
 
 from node.discovery import DiscoveryConfig, task_namespace
 from node.gossip import (
+    ExtraValidator,
     GossipConfig,
     GossipRejected,
     Received,
@@ -88,6 +89,13 @@ def vrf_stand_in(message: Message, signer: PeerID) -> bool:
     return True
 
 
+async def async_vrf_stand_in(message: Message, signer: PeerID) -> bool:
+    """The same rule as a coroutine (the node's real hook reads the chain); it makes
+    TaskGossip register async topic validators."""
+    await trio.sleep(0)
+    return vrf_stand_in(message, signer)
+
+
 @dataclass
 class Member:
     peer: Peer
@@ -118,6 +126,7 @@ class Swarm:
     bootstrap_addr: str
     registry: dict[PeerID, bytes]
     members: list[Member] = field(default_factory=list)
+    hook: ExtraValidator = vrf_stand_in
 
     async def join(
         self,
@@ -143,7 +152,7 @@ class Swarm:
         if validating:
             gossip = await self.stack.enter_async_context(
                 open_task_gossip(
-                    peer.gossip, CHAIN_ID, TASK, lambda: ROUND, self.registry.get, vrf_stand_in
+                    peer.gossip, CHAIN_ID, TASK, lambda: ROUND, self.registry.get, self.hook
                 )
             )
         else:
@@ -205,8 +214,12 @@ async def open_swarm(tmp_path: Path) -> AsyncIterator[Swarm]:
         yield Swarm(network, network.stack, bootstrap_addr, {})
 
 
-async def test_every_peer_receives_every_valid_message(tmp_path: Path) -> None:
+@pytest.mark.parametrize("hook", [vrf_stand_in, async_vrf_stand_in], ids=["sync", "async"])
+async def test_every_peer_receives_every_valid_message(
+    tmp_path: Path, hook: ExtraValidator
+) -> None:
     async with open_swarm(tmp_path) as swarm:
+        swarm.hook = hook
         members = [await swarm.join() for _ in range(6)]
         await swarm.wait_for_mesh()
 
