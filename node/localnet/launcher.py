@@ -32,10 +32,12 @@ import trio
 from eth_account import Account
 from eth_utils import to_checksum_address
 from web3 import Web3
+from web3.exceptions import Web3Exception
 
 from node.anvil import Anvil
 from node.chain.client import ChainClient
 from node.chain.dev import fund
+from node.chain.errors import ChainError
 from node.config import ConfigError
 from node.localnet.configs import NodePlan, TaskDefaults, node_document, write_node_config
 from node.localnet.evaluation import TestSetEvaluator
@@ -169,7 +171,7 @@ class Localnet:
         deployment = client.deploy_registry()
         self.registry = deployment.registry
         self.reader = client  # reads only from here on; its account sends nothing more
-        self.say(f"anvil {self.rpc_url}  registry {self.registry}")
+        self.say(f"anvil {self.rpc_url} (pid {self.anvil.pid})  registry {self.registry}")
 
     def plan_nodes(self) -> None:
         nodes = self.output / "nodes"
@@ -334,7 +336,13 @@ class Localnet:
         deadline = self.deadline()
         expected = {"workers": self.options.workers, "validators": self.options.validators}
         while True:
-            view.poll()
+            try:
+                view.poll()
+            except (OSError, ChainError, Web3Exception) as exc:
+                raise LocalnetError(
+                    f"lost the chain at {self.rpc_url}: {exc}; the last lines of anvil's log:\n"
+                    f"{log_tail(self.logs / 'anvil.log', 20)}"
+                ) from exc
             self._apply_crashes(view)
             view.print_ready_rounds()
             down = [p.name for p in self.processes.processes.values() if p.starts and not p.running]

@@ -69,7 +69,7 @@ def _alive(pid: int) -> bool:
 def _assert_all_gone(tmp_path: Path, output: str) -> None:
     pids = [int(p.name) for p in (tmp_path / "pids").iterdir()]
     anvil_pid = _anvil_pid(tmp_path)
-    assert pids and anvil_pid, output
+    assert pids and anvil_pid and anvil_pid > 0, output
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(_alive(p) for p in [*pids, anvil_pid]):
         time.sleep(0.1)
@@ -77,12 +77,10 @@ def _assert_all_gone(tmp_path: Path, output: str) -> None:
 
 
 def _anvil_pid(tmp_path: Path) -> int | None:
-    # The launcher's anvil listened on the port in the first line of its output.
+    # The launcher names its anvil's pid in its first line: "anvil http://... (pid N) ...".
     for line in (tmp_path / "launcher.out").read_text().splitlines():
         if line.startswith("anvil http://"):
-            port = line.split()[1].rsplit(":", 1)[1]
-            found = subprocess.run(["pgrep", "-f", f"--port {port} "], capture_output=True, text=True)
-            return int(found.stdout.split()[0]) if found.stdout.strip() else -1
+            return int(line.split("(pid ")[1].split(")")[0])
     return None
 
 
@@ -116,4 +114,25 @@ def test_ctrl_c_stops_everything(tmp_path: Path, needs: Path) -> None:
     (tmp_path / "launcher.out").write_text(output)
     assert launcher.returncode == 130, output
     assert "localnet failed: stopped by SIGINT" in output
+    _assert_all_gone(tmp_path, output)
+
+
+@pytest.mark.anvil
+def test_losing_the_chain_fails_the_run_with_anvils_log(tmp_path: Path, needs: Path) -> None:
+    launcher = _launch(tmp_path, needs)
+    assert launcher.stdout is not None
+    lines = []
+    for line in launcher.stdout:
+        lines.append(line)
+        if line.startswith("started requester"):
+            break
+    (tmp_path / "launcher.out").write_text("".join(lines))
+    anvil_pid = _anvil_pid(tmp_path)
+    assert anvil_pid and _alive(anvil_pid), lines
+    os.kill(anvil_pid, signal.SIGKILL)
+    rest, _ = launcher.communicate(timeout=60)
+    output = "".join(lines) + rest
+    (tmp_path / "launcher.out").write_text(output)
+    assert launcher.returncode == 1, output
+    assert "lost the chain at http://127.0.0.1:" in output
     _assert_all_gone(tmp_path, output)
