@@ -515,9 +515,14 @@ class Driver:
                 raise GossipRejected(f"round {message.round} has not started")
             self.round_seeds[message.round] = (info.seed, info.total_stake)
         seed, total_stake = self.round_seeds[message.round]
+        # slashing happens at finalization, so during a round the locked deposit is the
+        # stake the round's snapshot counted
+        stake = await self.chain.run(
+            self.client.locked_deposit, self.task, checksum(message.validator)
+        )
         key = VRFPublicKey.from_modulus_bytes(modulus)
         beta = vrf_verify(key, round_alpha(seed, message.round), message.vrf_proof)
-        return is_selected(beta, self.params.committee_size, self.params.validator_stake, total_stake)
+        return stake > 0 and is_selected(beta, self.params.committee_size, stake, total_stake)
 
     async def _publish(self, action: Publish) -> None:
         if isinstance(action, PublishScores) and self.config.behaviour.validator == "lazy":

@@ -64,7 +64,9 @@ async def test_two_rounds_of_an_honest_task(tmp_path: Path) -> None:
     images, labels = to_tensors(load_mnist(DATA_ROOT, "test"))
     assert evaluate(model, images[:2000], labels[:2000]).accuracy > 3 * CHANCE
 
-    assert not any(slash for r in result.rounds for slash in r.worker_slashes)
+    for r in result.rounds:
+        assert all(r.agreed) and all(r.revealed)
+        assert not any(r.worker_slashes) and all(r.validator_payouts)
     assert_paid_as_credited(result)
     # the requester took back exactly what no round paid out
     assert result.requester.reclaimed_wei == sum(r.returned_to_escrow for r in result.rounds)
@@ -78,34 +80,39 @@ def assert_paid_as_credited(result: InProcessResult) -> None:
     params = reader.task_params(task)
     credited: dict[str, int] = {}
     for r in result.rounds:
-        assert all(r.agreed) and all(r.revealed)
         assert sum(r.worker_payouts) > 0
         for address, paid, slashed in zip(r.workers, r.worker_payouts, r.worker_slashes, strict=True):
             credited[address] = credited.get(address, 0) + paid - slashed
-        for address, paid in zip(r.validators, r.validator_payouts, strict=True):
-            credited[address] = credited.get(address, 0) + paid
+        for address, paid, slashed in zip(
+            r.validators, r.validator_payouts, r.validator_slashes, strict=True
+        ):
+            credited[address] = credited.get(address, 0) + paid - slashed
     for worker in result.workers:
         assert worker.withdrawn_wei == params.worker_deposit + credited.get(worker.address, 0)
     for validator in result.validators:
         assert validator.withdrawn_wei == params.validator_stake + credited[validator.address]
-        assert credited[validator.address] > 0
     for node in [*result.workers, *result.validators]:
         assert reader.withdrawable(task, node.address) == 0
 
 
-async def test_a_killed_worker_resumes_and_a_noise_worker_is_slashed(tmp_path: Path) -> None:
+async def test_a_killed_worker_resumes_and_cheaters_are_slashed(tmp_path: Path) -> None:
+    """worker0 is killed in round 1's reveal phase and restarted; worker2 sends noise;
+    validator2 lies (reveals flipped verdicts), validator3 is lazy (commits, never reveals)."""
     result = await run_inprocess(
         tmp_path,
         DATA_ROOT,
         workers=3,
-        validators=2,
+        validators=4,
         rounds=2,
         model="mnist_2nn",
         max_samples=3000,
         validation_samples=500,
-        task={"qualification_threshold": 0.3},
+        # a validator the VRF leaves out never commits, so that commit phase runs to its
+        # deadline: keep it short
+        task={"qualification_threshold": 0.3, "commit_seconds": 60, "reveal_seconds": 30},
         crash={"worker0": (1, "reveal")},
         worker_behaviours=("honest", "honest", "noise"),
+        validator_behaviours=("honest", "honest", "lying", "lazy"),
         timeout_s=540,
     )
     assert result.restarted == ["worker0"]
@@ -121,4 +128,19 @@ async def test_a_killed_worker_resumes_and_a_noise_worker_is_slashed(tmp_path: P
     for r in result.rounds:
         index = r.workers.index(noisy)
         assert not r.accepted[index] and r.worker_slashes[index] > 0 and r.worker_payouts[index] == 0
+    # the honest validators agree and are paid; the liar disagrees, the lazy one never
+    # revealed: both lose stake to the honest ones
+    # (round 1: equal stakes, so the VRF seats everyone; later a slashed validator's
+    # smaller stake may cost it its seat)
+    honest, liar, lazy = result.validators[:2], result.validators[2], result.validators[3]
+    first = result.rounds[0]
+    assert {liar.address, lazy.address} <= set(first.validators)
+    for r in result.rounds:
+        seat = {address: i for i, address in enumerate(r.validators)}
+        assert all(r.agreed[seat[v.address]] and r.validator_payouts[seat[v.address]] > 0 for v in honest)
+        if liar.address in seat:
+            assert r.revealed[seat[liar.address]] and not r.agreed[seat[liar.address]]
+            assert r.validator_slashes[seat[liar.address]] > 0
+        if lazy.address in seat:
+            assert not r.revealed[seat[lazy.address]] and r.validator_slashes[seat[lazy.address]] > 0
     assert_paid_as_credited(result)
