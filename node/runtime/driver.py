@@ -405,7 +405,12 @@ class Driver:
             await self.events_send.send(await self._send_tx(action))
 
     async def _send_tx(self, action: SendTx) -> ev.Event:
-        for attempt in range(1, TX_ATTEMPTS + 1):
+        # Every task call is safe to retry: if a lost attempt landed, the contract refuses
+        # the repeat (AlreadySubmitted, WrongPhase, ...) and nothing is sent twice. A
+        # createTask repeated would create a second task, so it gets one attempt; if it
+        # landed anyway, its TaskCreated log still reaches the machine.
+        attempts = 1 if action.kind == TxKind.CREATE_TASK else TX_ATTEMPTS
+        for attempt in range(1, attempts + 1):
             try:
                 if action.kind == TxKind.CREATE_TASK:
                     await self.chain.run(self._create_task)
@@ -421,7 +426,6 @@ class Driver:
                 self.status.failed_txs.append(f"{action.kind}@{action.round}: {revert.name}")
                 return ev.TxFailed(action.kind, action.round, revert.name)
             except ChainError as problem:
-                # Safe to retry: the simulation before each send reverts if it had landed.
                 self.log.warning("%s attempt %d failed: %s", action.kind, attempt, problem)
                 await trio.sleep(attempt)
         self.status.failed_txs.append(f"{action.kind}@{action.round}: ChainError")
