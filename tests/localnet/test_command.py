@@ -11,6 +11,12 @@ from node.cli import main
 from protocol.data import default_data_root, mnist_available
 
 
+@pytest.fixture
+def mnist() -> None:
+    if not mnist_available(default_data_root(), "train"):
+        pytest.skip(f"MNIST not found under {default_data_root()}; the data check comes first")
+
+
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     status = main(["localnet", *argv])
     captured = capsys.readouterr()
@@ -27,9 +33,9 @@ def test_bad_scenario_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert status == 2 and "scenario file not found" in text
 
 
-def test_scenario_index_beyond_the_command_line_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if not mnist_available(default_data_root(), "train"):
-        pytest.skip("MNIST not found; the data check comes first")
+def test_scenario_index_beyond_the_command_line_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mnist: None
+) -> None:
     scenario = tmp_path / "s.toml"
     scenario.write_text("[[validator]]\nindex = 2\nkind = 'lazy'\n")
     status, text = _run(
@@ -47,9 +53,9 @@ def test_missing_mnist_says_where_it_looked(tmp_path: Path, capsys: pytest.Captu
     assert "--data-root" in text
 
 
-def test_output_folder_must_be_empty(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if not mnist_available(default_data_root(), "train"):
-        pytest.skip("MNIST not found; the data check comes first")
+def test_output_folder_must_be_empty(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mnist: None
+) -> None:
     output = tmp_path / "o"
     output.mkdir()
     (output / "results.json").write_text("{}")
@@ -58,9 +64,9 @@ def test_output_folder_must_be_empty(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "is not empty; pass another --output or delete it" in text
 
 
-def test_in_process_refuses_crashes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if not mnist_available(default_data_root(), "train"):
-        pytest.skip("MNIST not found; the data check comes first")
+def test_in_process_refuses_crashes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mnist: None
+) -> None:
     scenario = tmp_path / "crash.toml"
     scenario.write_text("[[crash]]\nrole = 'worker'\nindex = 0\nafter_round = 1\n")
     status, text = _run(

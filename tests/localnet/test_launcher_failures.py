@@ -54,6 +54,25 @@ def _launch(tmp_path: Path, data_root: Path, fail: str = "") -> subprocess.Popen
     )
 
 
+def _read_until_started(launcher: subprocess.Popen[str]) -> list[str]:
+    """The launcher's output up to its line saying the nodes were started."""
+    assert launcher.stdout is not None
+    lines = []
+    for line in launcher.stdout:
+        lines.append(line)
+        if line.startswith("started requester"):
+            break
+    return lines
+
+
+def _finish(launcher: subprocess.Popen[str], lines: list[str], tmp_path: Path) -> str:
+    """Wait for the launcher to exit; its whole output (also kept in launcher.out)."""
+    rest, _ = launcher.communicate(timeout=60)
+    output = "".join(lines) + rest
+    (tmp_path / "launcher.out").write_text(output)
+    return output
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -98,20 +117,13 @@ def test_a_dying_node_fails_the_run_with_its_log_tail(tmp_path: Path, needs: Pat
 @pytest.mark.anvil
 def test_ctrl_c_stops_everything(tmp_path: Path, needs: Path) -> None:
     launcher = _launch(tmp_path, needs)
-    assert launcher.stdout is not None
-    lines = []
-    for line in launcher.stdout:
-        lines.append(line)
-        if line.startswith("started requester"):
-            break
+    lines = _read_until_started(launcher)
     pids = tmp_path / "pids"
     deadline = time.monotonic() + 60
     while len(list(pids.iterdir())) < 4 and time.monotonic() < deadline:  # 1 + 2 + 1 nodes
         time.sleep(0.1)
     launcher.send_signal(signal.SIGINT)
-    rest, _ = launcher.communicate(timeout=60)
-    output = "".join(lines) + rest
-    (tmp_path / "launcher.out").write_text(output)
+    output = _finish(launcher, lines, tmp_path)
     assert launcher.returncode == 130, output
     assert "localnet failed: stopped by SIGINT" in output
     _assert_all_gone(tmp_path, output)
@@ -120,19 +132,12 @@ def test_ctrl_c_stops_everything(tmp_path: Path, needs: Path) -> None:
 @pytest.mark.anvil
 def test_losing_the_chain_fails_the_run_with_anvils_log(tmp_path: Path, needs: Path) -> None:
     launcher = _launch(tmp_path, needs)
-    assert launcher.stdout is not None
-    lines = []
-    for line in launcher.stdout:
-        lines.append(line)
-        if line.startswith("started requester"):
-            break
+    lines = _read_until_started(launcher)
     (tmp_path / "launcher.out").write_text("".join(lines))
     anvil_pid = _anvil_pid(tmp_path)
     assert anvil_pid and _alive(anvil_pid), lines
     os.kill(anvil_pid, signal.SIGKILL)
-    rest, _ = launcher.communicate(timeout=60)
-    output = "".join(lines) + rest
-    (tmp_path / "launcher.out").write_text(output)
+    output = _finish(launcher, lines, tmp_path)
     assert launcher.returncode == 1, output
     assert "lost the chain at http://127.0.0.1:" in output
     _assert_all_gone(tmp_path, output)
