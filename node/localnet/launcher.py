@@ -73,8 +73,9 @@ class NodeDied(LocalnetError):
         self.name = name
 
 
-class Interrupted(LocalnetError):
-    """SIGINT or SIGTERM reached the launcher."""
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM reached the launcher. A BaseException, like KeyboardInterrupt, so
+    that no `except Exception` on the way (web3, the chain client) can swallow it."""
 
 
 @dataclass(frozen=True)
@@ -406,7 +407,7 @@ class Localnet:
                 self.watch(view)
                 self.write_outputs(view, "completed")
                 return 0
-            except (LocalnetError, KeyboardInterrupt) as exc:
+            except (LocalnetError, KeyboardInterrupt, Interrupted) as exc:
                 reason = str(exc) or type(exc).__name__
                 self.say(f"localnet failed: {reason}")
                 if self.view is not None and self.view.task is not None:
