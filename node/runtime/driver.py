@@ -420,7 +420,9 @@ class Driver:
                 self.log.info("round %d: %s confirmed", action.round, action.kind.value)
                 return ev.TxConfirmed(action.kind, action.round)
             except ChainRevert as revert:
-                if ALREADY_DONE.get(action.kind) == revert.name:
+                if ALREADY_DONE.get(action.kind) == revert.name or await self._finalized_by_other(
+                    action
+                ):
                     return ev.TxConfirmed(action.kind, action.round)
                 self.log.warning("round %d: %s reverted: %s", action.round, action.kind, revert)
                 self.status.failed_txs.append(f"{action.kind}@{action.round}: {revert.name}")
@@ -430,6 +432,15 @@ class Driver:
                 await trio.sleep(attempt)
         self.status.failed_txs.append(f"{action.kind}@{action.round}: ChainError")
         return ev.TxFailed(action.kind, action.round, "ChainError")
+
+    async def _finalized_by_other(self, action: SendTx) -> bool:
+        """A finalizeRound that lost the race to another party's: the round is settled."""
+        if action.kind != TxKind.FINALIZE_ROUND or self.task is None:
+            return False
+        info = await self.chain.run(self.client.round_info, self.task, action.round)
+        if info.finalized:
+            self.log.info("round %d: finalized by someone else first", action.round)
+        return info.finalized
 
     def _create_task(self) -> None:
         task = self.config.task
