@@ -6,6 +6,7 @@ against the task's architecture with the codec's size bound, as a peer's blob wo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -30,7 +31,9 @@ class TestSetEvaluator:
         self.threads = threads
 
     def evaluate_blob(self, blob: bytes) -> Metrics:
-        state = decode_state_dict(blob, self.spec)
+        return self.evaluate_state(decode_state_dict(blob, self.spec))
+
+    def evaluate_state(self, state: Mapping[str, torch.Tensor]) -> Metrics:
         check_finite(state)
         model = build_model(self.model_name)
         model.load_state_dict(state)

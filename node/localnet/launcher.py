@@ -405,6 +405,8 @@ class Localnet:
                 view = self.open_view()
                 self.start_nodes()
                 self.watch(view)
+                self.processes.stop_all()  # the requester's block store is free once it stopped
+                view.rebuild_evaluations(self.plans["requester"].data_dir)
                 self.write_outputs(view, "completed")
                 return 0
             except (LocalnetError, KeyboardInterrupt, Interrupted) as exc:
@@ -523,6 +525,7 @@ def run_in_process(
         say=say,
     )
     view.poll()
+    view.rebuild_evaluations(output / "nodes" / "requester")
     view.print_ready_rounds(force=True)
     document = view.results(
         outcome="completed" if view.tracker.terminated else "failed: the task did not terminate",

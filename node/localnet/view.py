@@ -120,6 +120,35 @@ class ChainView:
                 self.say(header())
             self.say(round_row(record, self.name_of, self.evaluations.get(number), self.round_gas(record)))
 
+    def rebuild_evaluations(self, requester_data_dir: Path) -> None:
+        """Test-set metrics for the finalized rounds that have none, from global models
+        rebuilt out of the chain and the requester's block store (the requester must have
+        stopped: its store is locked while it runs)."""
+        from node.localnet.rebuild import RebuildError, rebuild_global_models
+
+        missing = [r for r in self.tracker.finalized_rounds() if r.round not in self.evaluations]
+        if not missing or self.task is None:
+            return
+        rounds = self.tracker.finalized_rounds()  # the chain of models starts at round 1
+        try:
+            for number, state in rebuild_global_models(
+                requester_data_dir, self.reader, self.task, rounds
+            ):
+                if number in self.evaluations:
+                    continue
+                if isinstance(state, RebuildError):
+                    self.say(f"round {number}: no test accuracy: {state}")
+                    continue
+                metrics = self.evaluator.evaluate_state(state)
+                self.evaluations[number] = metrics
+                self.say(
+                    f"round {number}: global model on the MNIST test set: accuracy "
+                    f"{metrics.accuracy:.4f}, macro precision {metrics.macro_precision:.4f}, "
+                    f"macro recall {metrics.macro_recall:.4f}"
+                )
+        except Exception as exc:  # the results still hold everything the chain says
+            self.say(f"cannot rebuild the rounds' global models from {requester_data_dir}: {exc}")
+
     def show_status(self, expected: Mapping[str, int], down: list[str]) -> None:
         """Print the current round's state when it changed since the last call."""
         if self.task is None or self.tracker.terminated:

@@ -83,13 +83,14 @@ def test_localnet_runs_two_rounds_and_survives_a_worker_crash(
         assert sorted(entry["agreed"]) == sorted(entry["committee"]) and entry["committee"], entry
         assert entry["gas"]["total"] > 0
         assert entry["consensus_accuracy"] > 0.5, entry
-        # Per-round test accuracy needs the runtime's per-round model files; when present
-        # they must show a trained model.
-        assert entry["test_accuracy"] is None or entry["test_accuracy"] > 0.5, entry
-    # The requester's final model, evaluated by the launcher on the 10k MNIST test set.
+        # Each round's global model, rebuilt from the chain and the requester's blocks and
+        # evaluated on the 10k MNIST test set, is a trained model.
+        assert entry["test_accuracy"] > results["initial_test_accuracy"] + 0.2, entry
+    # The requester's own final model is the global model after the last round: the
+    # launcher's rebuild of that round must agree with it.
     assert results["final_model"] is not None, report
     assert results["final_model"]["test_accuracy"] > 0.5
-    assert results["final_model"]["test_accuracy"] > results["initial_test_accuracy"] + 0.3
+    assert second["test_accuracy"] == pytest.approx(results["final_model"]["test_accuracy"], abs=1e-3)
 
     totals = results["totals"]
     for participant in results["participants"]:
