@@ -302,7 +302,7 @@ class Driver:
                 if isinstance(item, _Batch):
                     for event in item.events:
                         await self._feed(event)
-                    self.follower.commit()
+                    await trio.to_thread.run_sync(self.follower.commit)
                     item.done.set()
                 else:
                     await self._feed(item)
@@ -358,7 +358,9 @@ class Driver:
 
     async def _execute(self, action: Action) -> None:
         if isinstance(action, Persist):
-            self._persist()
+            # fsync off the trio thread; awaited, so nothing after it runs before it is on disk
+            assert self.machine is not None
+            await trio.to_thread.run_sync(self._persist, persist.to_dict(self.machine))
         elif isinstance(action, Log):
             self.log.log(logging.getLevelName(action.level.upper()), action.text)
         elif isinstance(action, SendTx):
@@ -372,12 +374,11 @@ class Driver:
         else:
             self.jobs_send.send_nowait(action)
 
-    def _persist(self) -> None:
-        assert self.machine is not None
+    def _persist(self, state: dict[str, Any]) -> None:
         path = self.data_dir / STATE_FILE
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(persist.to_dict(self.machine), handle)
+            json.dump(state, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
