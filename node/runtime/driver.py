@@ -569,7 +569,7 @@ class Driver:
     async def _fetch(self, action: Fetch) -> None:
         if not self.peers and self.task is not None:
             await self._load_peers()
-        bound = max(learning.max_validation_size(), self._update_bound())
+        bound = self._fetch_bound(action.cid)
         started = time.monotonic()
         try:
             await self.exchange.fetch(
@@ -586,8 +586,15 @@ class Driver:
         self.log.debug("fetched %s in %.1f s", action.cid, time.monotonic() - started)
         await self.events_send.send(ev.BlobFetched(action.cid))
 
-    def _update_bound(self) -> int:
-        return learning.max_update_size(self.book.spec) if self.book else 1 << 26
+    def _fetch_bound(self, cid: str) -> int:
+        """The most bytes the blob `cid` may have: a validation set, or a model update
+        (the initial model is smaller still); a peer cannot make us fetch more."""
+        machine = self.machine
+        if machine is not None and cid == machine.view.validation_cid:
+            return learning.max_validation_size()
+        if self.book is None:
+            return learning.max_validation_size()
+        return learning.max_update_size(self.book.spec)
 
     # --- jobs ------------------------------------------------------------------------------
 
