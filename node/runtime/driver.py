@@ -32,7 +32,7 @@ from libp2p.peer.id import ID as PeerID
 from libp2p.peer.peerinfo import PeerInfo
 
 from node.blocks import BlockExchange, BlockFetchError, BlockStore, BlockStoreError
-from node.chain import ChainClient, ChainError, ChainRevert, EventFollower, TaskParams, TaskStatus
+from node.chain import ChainClient, ChainError, ChainRevert, EventFollower, TaskParams
 from node.chain.types import RewardPolicy
 from node.chain.types import Role as ChainRole
 from node.config import AUTO_TASK, NodeConfig
@@ -185,22 +185,24 @@ class Driver:
         )
         self.log.info("registered as %s (peer %s)", self.keys.address, self.keys.peer_id)
 
-    async def _find_task(self) -> str:
-        """The task from the config, or the first open one of the registry (waiting)."""
+    async def _find_and_join(self) -> str:
+        """Join the task of the config, or with task = "auto" the first open task of the
+        registry that takes us (waiting for one); a task we are in already is resumed."""
         wanted = self.config.chain.task
         if wanted != AUTO_TASK:
-            return checksum(address_bytes(wanted))
+            task = checksum(address_bytes(wanted))
+            await self._join(task)
+            return task
         announced = False
         while True:
             for task in await self.chain.run(self.client.open_tasks):
-                role = await self.chain.run(self.client.role_of, task)
-                if role != ChainRole.NONE:
+                try:
+                    await self._join(task)
                     return task
-                status = await self.chain.run(self.client.status, task)
-                if status == TaskStatus.RECRUITING:
-                    return task
+                except ChainRevert as refused:  # full, closed, started meanwhile: next one
+                    self.log.info("task %s did not take us: %s", task, refused.name)
             if not announced:
-                self.log.info("no open task on the registry yet; waiting for one")
+                self.log.info("no open task on the registry takes us yet; waiting for one")
                 announced = True
             await trio.sleep(self.config.chain.poll_interval)
 
@@ -277,12 +279,10 @@ class Driver:
                 self.follower.follow(registry, head)
         else:
             state_path = self.data_dir / STATE_FILE
+            saved = None
             if state_path.exists():
                 saved = json.loads(state_path.read_text()).get("view", {}).get("task")
-                task = checksum(address_bytes(saved)) if saved else await self._find_task()
-            else:
-                task = await self._find_task()
-            await self._join(task)
+            task = checksum(address_bytes(saved)) if saved else await self._find_and_join()
             await self._load_task(task)
         machine = self.machine = self._build_machine()
         if machine.view.task is not None and self.task is None:
