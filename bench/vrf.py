@@ -46,12 +46,18 @@ def python_times(key: vrf.VRFPrivateKey, repeat: int) -> list[tuple[str, float]]
     d, n = key.private_exponent(), key.modulus
     return [
         ("baseline: pow(m, d, n), no CRT", median_ms(lambda: pow(message, d, n), repeat)),
-        ("keygen 2048 (OpenSSL)", median_ms(lambda: vrf.generate_private_key(), max(3, repeat // 4))),
+        (
+            "keygen 2048 (OpenSSL)",
+            median_ms(lambda: vrf.generate_private_key(), max(3, repeat // 4)),
+        ),
         ("prove (CRT + self-check)", median_ms(lambda: vrf.prove(key, alpha), repeat)),
         ("verify", median_ms(lambda: vrf.verify(key.public_key, alpha, pi), repeat)),
         ("is_selected", median_ms(lambda: sortition.is_selected(beta, 10, 3, 100), repeat)),
         ("certify (9 roots)", median_ms(lambda: keycert.certify(key, OWNER), max(3, repeat // 4))),
-        ("verify_certificate", median_ms(lambda: keycert.verify_certificate(n, OWNER, certificate), repeat)),
+        (
+            "verify_certificate",
+            median_ms(lambda: keycert.verify_certificate(n, OWNER, certificate), repeat),
+        ),
     ]
 
 
@@ -61,12 +67,14 @@ def chain_gas(key: vrf.VRFPrivateKey) -> list[tuple[str, int, int]]:
     from web3 import Web3
     from web3.providers.eth_tester import EthereumTesterProvider
 
+    from node.chain import dev
+
     artifact = json.loads(ARTIFACT.read_text())
     w3 = Web3(EthereumTesterProvider(EthereumTester(PyEVMBackend())))
     sender = w3.eth.accounts[0]
     w3.eth.default_account = sender
-    factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
-    address = w3.eth.wait_for_transaction_receipt(factory.constructor().transact())["contractAddress"]
+    library = dev.deploy_from_dev_account(w3, "VRF")
+    address = dev.deploy_from_dev_account(w3, "VRFHarness", {"VRF": library})
     harness = w3.eth.contract(address=address, abi=artifact["abi"])
     transfer = w3.eth.estimate_gas({"from": sender, "to": w3.eth.accounts[1], "value": 1})
 
@@ -75,14 +83,26 @@ def chain_gas(key: vrf.VRFPrivateKey) -> list[tuple[str, int, int]]:
     modulus = key.public_key.modulus_bytes()
     pi = vrf.prove(key, alpha)
     _, library = harness.functions.verifyGas(modulus, alpha, pi).call()
-    rows.append(("VRF.verify, 2048-bit", library, harness.functions.verify(modulus, alpha, pi).estimate_gas()))
+    rows.append(
+        (
+            "VRF.verify, 2048-bit",
+            library,
+            harness.functions.verify(modulus, alpha, pi).estimate_gas(),
+        )
+    )
     vectors = json.loads(RFC_VECTORS.read_text())
     for example in vectors["examples"][1:]:
-        rfc_modulus = vrf.VRFPublicKey(int(vectors["keys"][example["key"]]["n"], 16)).modulus_bytes()
+        rfc_modulus = vrf.VRFPublicKey(
+            int(vectors["keys"][example["key"]]["n"], 16)
+        ).modulus_bytes()
         args = (rfc_modulus, bytes.fromhex(example["alpha"]), bytes.fromhex(example["pi"]))
         _, library = harness.functions.verifyGas(*args).call()
         rows.append(
-            (f"VRF.verify, {example['key']}-bit (RFC)", library, harness.functions.verify(*args).estimate_gas())
+            (
+                f"VRF.verify, {example['key']}-bit (RFC)",
+                library,
+                harness.functions.verify(*args).estimate_gas(),
+            )
         )
     certificate = keycert.certify(key, OWNER)
     owner = Web3.to_checksum_address(OWNER)
@@ -111,7 +131,9 @@ def main() -> None:
     gas = chain_gas(key)
     transfer = gas[0][2]
     print()
-    print(f"{'on chain (eth-tester, prague)':<34} {'library gas':>12} {'tx gas':>10} {'x transfer':>11}")
+    print(
+        f"{'on chain (eth-tester, prague)':<34} {'library gas':>12} {'tx gas':>10} {'x transfer':>11}"
+    )
     for name, library, total in gas:
         library_text = f"{library:>12,}" if library else f"{'-':>12}"
         print(f"{name:<34} {library_text} {total:>10,} {total / transfer:>11.2f}")

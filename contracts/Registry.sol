@@ -2,6 +2,7 @@
 pragma solidity ^0.8.24;
 
 import {Task} from "./Task.sol";
+import {VRF} from "./VRF.sol";
 
 /// @title Registry: participants (address -> libp2p peer ID, X25519 key, VRF key) and tasks.
 /// @notice Deployed once, with the address of a Task implementation; every task is an
@@ -20,7 +21,6 @@ contract Registry {
     uint256 public constant MAX_ROUNDS = 10_000;
     uint256 public constant MAX_AMOUNT = 2 ** 112; // rewards and deposits: payouts stay < 2**128
     uint256 public constant MAX_STRING_LENGTH = 256;
-    uint256 public constant MAX_VRF_MODULUS_LENGTH = 1024;
 
     address public immutable taskImplementation;
 
@@ -37,9 +37,6 @@ contract Registry {
     error PeerIdTooLong(uint256 length, uint256 max);
     error PeerIdTaken(address owner);
     error EmptyEncryptionKey();
-    error EmptyVrfKey();
-    error VrfKeyTooLong(uint256 length, uint256 max);
-    error EmptyVrfProof();
     error NotRegistered(address account);
     error InvalidParameter(string name);
     error CloneFailed();
@@ -69,13 +66,13 @@ contract Registry {
         emit ParticipantRegistered(msg.sender, peerId, encryptionKey, vrfModulus);
     }
 
-    /// The VRF key seam. This issue: basic checks only. The sortition issue verifies the
-    /// certification proof that x -> x^e mod n is a permutation, bound to `owner`.
-    function _verifyVrfKey(address owner, bytes calldata modulus, bytes calldata proof) internal pure {
-        owner;
-        if (modulus.length == 0) revert EmptyVrfKey();
-        if (modulus.length > MAX_VRF_MODULUS_LENGTH) revert VrfKeyTooLong(modulus.length, MAX_VRF_MODULUS_LENGTH);
-        if (proof.length == 0) revert EmptyVrfProof();
+    /// A VRF key is registered with its certificate (protocol/keycert.py): a 2048-bit odd modulus
+    /// without prime factors below 2^13 and e-th roots (e = 65537) of nine challenges derived
+    /// from the modulus and `owner`, which shows x -> x^e mod n permutes Z_n^*, so each VRF input
+    /// has exactly one proof. Reverts with VRF's KeySizeInvalid, ModulusEven,
+    /// ModulusHasSmallFactor, CertificateLengthInvalid or CertificateRootInvalid.
+    function _verifyVrfKey(address owner, bytes calldata modulus, bytes calldata proof) internal view {
+        VRF.verifyKeyCertificate(modulus, owner, proof);
     }
 
     /// Creates a task with the caller as requester; msg.value must be exactly the whole reward,
@@ -98,7 +95,8 @@ contract Registry {
         if (p.workerRewardPerRound > MAX_AMOUNT) revert InvalidParameter("workerRewardPerRound");
         if (p.validatorRewardPerRound > MAX_AMOUNT) revert InvalidParameter("validatorRewardPerRound");
         if (p.workerDeposit > MAX_AMOUNT) revert InvalidParameter("workerDeposit");
-        if (p.validatorStake > MAX_AMOUNT) revert InvalidParameter("validatorStake");
+        // Sortition weighs validators by stake: with none, nobody could ever be selected.
+        if (p.validatorStake == 0 || p.validatorStake > MAX_AMOUNT) revert InvalidParameter("validatorStake");
         if (p.committeeSize == 0) revert InvalidParameter("committeeSize");
         if (p.trainingDuration == 0) revert InvalidParameter("trainingDuration");
         if (p.commitDuration == 0) revert InvalidParameter("commitDuration");

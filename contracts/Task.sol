@@ -6,6 +6,7 @@ import {VRF} from "./VRF.sol";
 
 interface IParticipantRegistry {
     function isRegistered(address account) external view returns (bool);
+    function vrfModulusOf(address account) external view returns (bytes memory);
 }
 
 /// @title Task: one federated-learning task, created through the Registry as a minimal clone.
@@ -401,11 +402,25 @@ contract Task {
         }
     }
 
-    /// The committee seam. This issue: every staked validator of the task is a committee member.
-    /// The sortition issue replaces the body with the VRF check against the round's seed.
+    /// Committee sortition (design section 7, protocol/sortition.py): `vrfProof` must be the
+    /// validator's RSA-FDH-VRF proof on seed_r || r under its registered (certified) key, and
+    /// its beta must fall under min(1, tau * stake / W), with stake its locked stake (slashes
+    /// only happen at finalize, so it is fixed within a round) and W the round's snapshot.
+    /// Reverts NotCommitteeMember (no stake in this task), or VRF's ProofLengthMismatch,
+    /// ProofOutOfRange, ProofInvalid (forged, or for another seed or round) or NotSelected.
     function _checkCommitteeMember(address validator, uint256 round, bytes calldata vrfProof) internal view {
-        vrfProof;
-        if (roleOf[validator] != Role.VALIDATOR) revert NotCommitteeMember(validator, round);
+        uint256 stake = lockedDeposit[validator];
+        if (roleOf[validator] != Role.VALIDATOR || stake == 0) revert NotCommitteeMember(validator, round);
+        RoundState storage r = rounds_[round];
+        VRF.verifyCommitteeMember(
+            IParticipantRegistry(registry).vrfModulusOf(validator),
+            r.seed,
+            round,
+            vrfProof,
+            stake,
+            r.totalStake,
+            params_.committeeSize
+        );
     }
 
     function revealManifest(

@@ -4,7 +4,10 @@ pragma solidity ^0.8.24;
 /// @title VRF: RSA-FDH-VRF-SHA256 verification (RFC 9381 section 4), VRF key certificates and
 /// committee sortition. The byte-exact twin of protocol/vrf.py, protocol/keycert.py and
 /// protocol/sortition.py; read those docstrings for the derivations.
-/// @dev Every function is internal, so it is compiled into the calling contract. The modexp
+/// @dev Every function but verifyCommitteeMember is internal, so it is compiled into the caller
+/// (the Registry inlines verifyKeyCertificate). verifyCommitteeMember is external: the deployed
+/// library is linked into Task like RewardMath, since inlining it would leave Task 0.9 KB under
+/// the 24 KiB code limit (23,662 bytes) where linking leaves 2.6 KB (21,952). The modexp
 /// precompile (0x05) does the RSA arithmetic; SHA-256 (0x02) does MGF1 and proof_to_hash.
 library VRF {
     uint256 internal constant PUBLIC_EXPONENT = 65537;
@@ -164,6 +167,7 @@ library VRF {
 
     /// @notice Verify a committee member's proof for `round` and its seat; returns its beta.
     /// The caller must know the modulus was certified (the registry checks that once).
+    /// External: callers reach it by DELEGATECALL to the deployed library (see above).
     function verifyCommitteeMember(
         bytes memory modulus,
         bytes32 seed,
@@ -172,7 +176,7 @@ library VRF {
         uint256 stake,
         uint256 totalStake,
         uint256 tau
-    ) internal view returns (bytes32 beta) {
+    ) external view returns (bytes32 beta) {
         beta = verify(modulus, roundAlpha(seed, round), proof);
         if (!isSelected(beta, tau, stake, totalStake)) revert NotSelected(round);
     }

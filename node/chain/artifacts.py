@@ -22,8 +22,9 @@ from eth_utils.abi import collapse_if_tuple
 from node.chain.errors import ChainError
 
 ARTIFACTS_DIR = Path(__file__).resolve().parents[2] / "contracts" / "artifacts"
-# Contracts whose errors and events a client decodes (the interfaces add nothing new).
-DECODED_CONTRACTS = ("Registry", "Task", "RewardMath")
+# Contracts whose errors and events a client decodes (the interfaces add nothing new). VRF is
+# linked into Task, whose ABI therefore lacks the errors the library reverts with.
+DECODED_CONTRACTS = ("Registry", "Task", "RewardMath", "VRF")
 
 
 @dataclass(frozen=True)

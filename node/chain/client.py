@@ -72,6 +72,7 @@ class Deployment:
     registry: str
     task_implementation: str
     reward_math: str
+    vrf: str
     receipts: tuple[Receipt, ...]
 
 
@@ -293,10 +294,14 @@ class ChainClient:
         return self._send("transfer", {"to": to_checksum_address(to), "value": amount})
 
     def deploy_registry(self) -> Deployment:
-        """Deploy RewardMath (library), the Task implementation (linked) and the Registry; use it."""
+        """Deploy the libraries RewardMath and VRF, the Task implementation (linked to both) and
+        the Registry; use it."""
         math = self.deploy("RewardMath")
-        assert math.contract_address is not None
-        implementation = self.deploy("Task", libraries={"RewardMath": math.contract_address})
+        vrf = self.deploy("VRF")
+        assert math.contract_address is not None and vrf.contract_address is not None
+        implementation = self.deploy(
+            "Task", libraries={"RewardMath": math.contract_address, "VRF": vrf.contract_address}
+        )
         assert implementation.contract_address is not None
         registry = self.deploy("Registry", implementation.contract_address)
         assert registry.contract_address is not None
@@ -305,7 +310,8 @@ class ChainClient:
             registry=registry.contract_address,
             task_implementation=implementation.contract_address,
             reward_math=math.contract_address,
-            receipts=(math, implementation, registry),
+            vrf=vrf.contract_address,
+            receipts=(math, vrf, implementation, registry),
         )
 
     # ------------------------------------------------------------------ registry
@@ -313,6 +319,9 @@ class ChainClient:
     def register(
         self, peer_id: bytes, encryption_key: bytes, vrf_modulus: bytes, vrf_proof: bytes
     ) -> Receipt:
+        """Register our peer ID, X25519 key and VRF key: `vrf_modulus` is the 256-byte modulus
+        (e = 65537) and `vrf_proof` its certificate bound to this client's address,
+        protocol.keycert.certify(key, address bytes); the registry reverts otherwise."""
         if len(encryption_key) != 32:
             raise ValueError("encryption_key must be the 32-byte X25519 public key")
         return self._transact(
@@ -405,8 +414,11 @@ class ChainClient:
         )
 
     def commit_manifest(
-        self, task: str, round: int, commitment: bytes, vrf_proof: bytes = b""
+        self, task: str, round: int, commitment: bytes, vrf_proof: bytes
     ) -> Receipt:
+        """Commit as a committee member: `vrf_proof` is our VRF proof for the round,
+        protocol.sortition.committee_proof(key, round seed, round).proof, selected under the
+        round's stake snapshot (round_info().seed and .total_stake)."""
         return self._transact(self.task(task), "commitManifest", round, commitment, vrf_proof)
 
     def reveal_manifest(

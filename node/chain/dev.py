@@ -101,3 +101,17 @@ def fund(w3: Web3, to: str, amount: int) -> None:
     receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
     if receipt["status"] != 1:
         raise ChainError(f"funding {to} with {amount} wei failed")
+
+
+def deploy_from_dev_account(w3: Web3, name: str, libraries: dict[str, str] | None = None) -> str:
+    """Deploy the artifact `name` (no constructor arguments) from the dev chain's first
+    unlocked account, linking `libraries` by name; its address. Test and benchmark contracts
+    (VRFHarness needs the VRF library) on a bare chain, without a ChainClient key."""
+    from node.chain.artifacts import load_artifact
+
+    code = load_artifact(name).linked_bytecode(libraries or {})
+    tx_hash = w3.eth.send_transaction({"from": w3.eth.accounts[0], "data": code})  # type: ignore[typeddict-item]
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
+    if receipt["status"] != 1 or receipt["contractAddress"] is None:
+        raise ChainError(f"deploying {name} failed")
+    return str(receipt["contractAddress"])

@@ -2,20 +2,36 @@
 task creation with sensible defaults, and a driver that plays one round end to end.
 
 Each participant has its own key and ChainClient (anvil hands out duplicate nonces to
-concurrent senders of one account, and it mirrors how nodes run).
+concurrent senders of one account, and it mirrors how nodes run), and its own committed
+test VRF key (tests/data/vrf_test_keys.json), registered with a real certificate; committee
+members commit with real VRF proofs for the round's seed.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from eth_account import Account
 from web3 import Web3
 
-from node.chain import ChainClient, Deployment, Phase, Receipt, RoundResult, TaskParams, dev
+from node.chain import (
+    ChainClient,
+    ChainRevert,
+    Deployment,
+    Phase,
+    Receipt,
+    RoundResult,
+    TaskParams,
+    dev,
+)
+from protocol import keycert, sortition
 from protocol.rewards import Policy, RewardPolicy
+from protocol.vrf import VRFPrivateKey
+from tests.vrf_test_keys import honest_keys
 
 ETHER = 10**18
 FUNDING = 100 * ETHER
@@ -31,6 +47,32 @@ def peer_id_for(address: str) -> bytes:
     return b"\x00\x24\x08\x01\x12\x20" + hashlib.sha256(address.encode()).digest()
 
 
+def encryption_key_for(address: str) -> bytes:
+    return hashlib.sha256(b"x25519" + address.encode()).digest()
+
+
+@functools.cache
+def certificate(key: VRFPrivateKey, owner: str) -> bytes:
+    """The key's certificate for `owner` (about 0.14 s each: cached for the session, so the
+    embedded and the anvil world, which use the same addresses, share them)."""
+    return keycert.certify(key, bytes.fromhex(owner.removeprefix("0x")))
+
+
+def register(client: ChainClient, key: VRFPrivateKey, peer_id: bytes | None = None) -> Receipt:
+    """Register `client` with `key` and a real certificate bound to its address."""
+    return client.register(
+        peer_id if peer_id is not None else peer_id_for(client.address),
+        encryption_key_for(client.address),
+        key.public_key.modulus_bytes(),
+        certificate(key, client.address),
+    )
+
+
+# Everyone selected: tau * w >= W for every positive stake a test uses, so each staked
+# validator's threshold min(1, tau * w / W) is 1 (the largest committeeSize, uint32).
+EVERYONE = 2**32 - 1
+
+
 @dataclass
 class World:
     w3: Web3
@@ -41,8 +83,11 @@ class World:
     outsider: ChainClient  # registered, never joins
     unregistered: ChainClient
     settlement_harness: str  # RewardMathHarness, linked to the deployment's RewardMath
+    vrf_keys: dict[str, VRFPrivateKey]  # address -> the VRF key it registered
+    spare_vrf_keys: tuple[VRFPrivateKey, ...]  # test keys nobody registered (yet)
     snapshot_id: Any = None
     _member_counts: dict[str, tuple[int, int]] = field(default_factory=dict)
+    _seeds: dict[tuple[str, int], bytes] = field(default_factory=dict)
 
     @property
     def everyone(self) -> list[ChainClient]:
@@ -56,6 +101,7 @@ class World:
         for client in self.everyone:
             client.forget_cached_state()
         self._member_counts.clear()
+        self._seeds.clear()  # a task created after the revert may reuse an address
 
     def params(self, **overrides: Any) -> TaskParams:
         base = TaskParams(
@@ -66,7 +112,7 @@ class World:
             validator_reward_per_round=ETHER,
             worker_deposit=ETHER,
             validator_stake=2 * ETHER,
-            committee_size=3,
+            committee_size=EVERYONE,
             qualification_threshold=500_000,
             tolerance=10_000,
             target_accuracy=0,
@@ -108,6 +154,22 @@ class World:
             self._member_counts[task] = (len(workers), len(validators))
         return self._member_counts[task]
 
+    def seed(self, task: str, round: int) -> bytes:
+        """The round's sortition seed, as the Task stores it (fixed once the round started)."""
+        if (task, round) not in self._seeds:
+            self._seeds[(task, round)] = self.requester.round_info(task, round).seed
+        return self._seeds[(task, round)]
+
+    def ticket(self, validator: ChainClient, task: str, round: int) -> sortition.CommitteeTicket:
+        """`validator`'s VRF evaluation for the round (proof and beta)."""
+        key = self.vrf_keys[validator.address]
+        return sortition.committee_proof(key, self.seed(task, round), round)
+
+    def commit(self, validator: ChainClient, task: str, round: int, commitment: bytes) -> Receipt:
+        """commitManifest with `validator`'s real VRF proof for the round."""
+        proof = self.ticket(validator, task, round).proof
+        return validator.commit_manifest(task, round, commitment, proof)
+
     def advance_to(self, timestamp: int) -> None:
         now = dev.latest_timestamp(self.w3)
         if timestamp > now:
@@ -138,13 +200,13 @@ def make_world(w3: Web3, n_workers: int = 4, n_validators: int = 4) -> World:
     unregistered = client("unregistered")
     for member in [requester, *workers, *validators, outsider, unregistered]:
         member.registry_address = deployment.registry
-    for member in [*workers, *validators, outsider]:
-        member.register(
-            peer_id_for(member.address),
-            hashlib.sha256(b"x25519" + member.address.encode()).digest(),
-            b"\xc5" * 256,
-            b"\x01",
-        )
+    registered = [*workers, *validators, outsider]
+    keys = honest_keys()
+    if len(keys) <= len(registered):
+        raise ValueError(f"{len(registered)} participants need more than {len(keys)} test VRF keys")
+    vrf_keys = dict(zip((m.address for m in registered), keys, strict=False))
+    for member in registered:
+        register(member, vrf_keys[member.address])
     harness = requester.deploy(
         "RewardMathHarness", libraries={"RewardMath": deployment.reward_math}
     )
@@ -158,6 +220,8 @@ def make_world(w3: Web3, n_workers: int = 4, n_validators: int = 4) -> World:
         outsider,
         unregistered,
         harness.contract_address,
+        vrf_keys,
+        keys[len(registered) :],
     )
     world.snapshot_id = dev.snapshot(w3)
     return world
@@ -189,10 +253,12 @@ def play_round(
     round: int,
     submitters: list[ChainClient],
     votes: list[tuple[ChainClient, Vote]],
+    unseated: Sequence[ChainClient] = (),
 ) -> RoundPlay:
     """Submit, commit, reveal and finalize one round, jumping over a deadline whenever someone
     stays silent (otherwise the phase ended early). Views are read only when needed: every
-    call costs a py-evm execution."""
+    call costs a py-evm execution. Each of `unseated` (validators the sortition did not pick,
+    or without stake) must fail to commit with its real VRF proof."""
     gas: dict[str, list[int]] = {}
     fees: dict[str, int] = {}
 
@@ -211,6 +277,13 @@ def play_round(
     if len(submitters) < n_workers:
         finish_phase(Phase.TRAINING, "training_end")
     workers = [w.address for w in submitters]  # submission order
+    for validator in unseated:
+        try:
+            world.commit(validator, task, round, b"\x01" * 32)
+        except ChainRevert as exc:
+            assert exc.name in ("NotSelected", "NotCommitteeMember"), str(exc)
+        else:
+            raise AssertionError(f"{validator.address} was seated in round {round}")
     salts = {}
     for validator, vote in votes:
         salt = hashlib.sha256(f"salt {task} {round} {validator.address}".encode()).digest()
@@ -218,7 +291,7 @@ def play_round(
         commitment = validator.manifest_commitment(
             task, round, workers, list(vote.scores), list(vote.accepts), vote.accuracy, salt
         )
-        paid(validator, validator.commit_manifest(task, round, commitment))
+        paid(validator, world.commit(validator, task, round, commitment))
     if len(votes) < n_validators:
         finish_phase(Phase.COMMIT, "commit_end")
     for validator, vote in votes:

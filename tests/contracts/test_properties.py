@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from node.chain import TaskStatus
 from protocol.manifest import MAX_ABS_SCORE, MAX_ACCURACY
 from protocol.rewards import CommitteeMember, Policy, RewardPolicy, settle_round, terminates
-from tests.contracts.harness import ETHER, Vote, World, play_round, policy_of
+from protocol.sortition import is_selected
+from tests.contracts.harness import ETHER, EVERYONE, Vote, World, play_round, policy_of
 
 SETTLE_EXAMPLES = int(os.environ.get("FL_NODE_SETTLE_EXAMPLES", "200"))
 HISTORY_EXAMPLES = int(os.environ.get("FL_NODE_HISTORY_EXAMPLES", "200"))
@@ -120,6 +121,7 @@ class History:
     n_workers: int
     n_validators: int
     rounds: int
+    committee_size: int  # tau of the sortition
     reward_policy: RewardPolicy
     top_k: int
     slash_fraction_bps: int
@@ -153,6 +155,7 @@ def histories(draw: st.DrawFn) -> History:
         n_workers=n_workers,
         n_validators=n_validators,
         rounds=rounds,
+        committee_size=draw(st.sampled_from([1, 2, EVERYONE])),
         reward_policy=draw(st.sampled_from(RewardPolicy)),
         top_k=draw(st.integers(1, 3)),
         slash_fraction_bps=draw(st.sampled_from([0, 1, 3_333, 5_000, 10_000])),
@@ -161,7 +164,7 @@ def histories(draw: st.DrawFn) -> History:
         worker_reward=draw(st.sampled_from([0, 1, 7, 10**17, 3 * ETHER + 1])),
         validator_reward=draw(st.sampled_from([0, 1, 5, 10**17 + 3])),
         worker_deposit=draw(st.sampled_from([0, 3, 10**17])),
-        validator_stake=draw(st.sampled_from([0, 7, 2 * 10**17])),
+        validator_stake=draw(st.sampled_from([7, 2 * 10**17])),
         honest_workers=honest_workers,
         honest_validators=honest_validators,
         truth_scores=tuple(
@@ -191,6 +194,7 @@ def _check_history(world: World, h: History) -> None:
     task, _ = requester.create_task(
         world.params(
             rounds=h.rounds,
+            committee_size=h.committee_size,
             reward_policy=h.reward_policy,
             top_k=h.top_k,
             slash_fraction_bps=h.slash_fraction_bps,
@@ -230,11 +234,21 @@ def _check_history(world: World, h: History) -> None:
             break
         submitters = [w for w, s in zip(workers, h.submits[index], strict=True) if s]
         submitted_index = [i for i, s in enumerate(h.submits[index]) if s]
+        # Sortition: the chain's stake snapshot is the model's, and the chain seats exactly
+        # those protocol.sortition seats (checked below by an unseated member's commit).
+        info = requester.round_info(task, round)
+        assert info.total_stake == sum(locked[v.address] for v in validators)
         votes = []
+        unseated = []
         for v, (validator, behaviour) in enumerate(
             zip(validators, h.behaviours[index], strict=True)
         ):
             if behaviour == "absent":
+                continue
+            stake = locked[validator.address]
+            beta = world.ticket(validator, task, round).beta
+            if not (stake and is_selected(beta, h.committee_size, stake, info.total_stake)):
+                unseated.append(validator)
                 continue
             if behaviour == "liar":
                 lies = [h.lies[index][v][i] for i in submitted_index]
@@ -247,7 +261,8 @@ def _check_history(world: World, h: History) -> None:
                     reveal=behaviour == "honest",
                 )
             votes.append((validator, vote))
-        played = play_round(world, task, round, submitters, votes)
+        event(f"a willing validator unseated: {bool(unseated)}")
+        played = play_round(world, task, round, submitters, votes, unseated=unseated[:1])
         revealers = [(validator, vote) for validator, vote in votes if vote.reveal]
         honest_revealers = sum(1 for v, _ in revealers if h.honest_validators[validators.index(v)])
         honest_majority_always &= 2 * honest_revealers > len(revealers)

@@ -11,8 +11,20 @@ from eth_abi import encode as abi_encode
 from eth_utils import keccak
 
 from node.chain import ChainClient, ChainRevert, Phase, Role, TaskStatus, Termination, dev
+from protocol import keycert, sortition, vrf
 from protocol.manifest import MAX_ABS_SCORE
-from tests.contracts.harness import DURATION, ETHER, Vote, World, peer_id_for, play_round
+from tests.contracts.harness import (
+    DURATION,
+    ETHER,
+    Vote,
+    World,
+    certificate,
+    encryption_key_for,
+    peer_id_for,
+    play_round,
+    register,
+)
+from tests.vrf_test_keys import non_permutation_primes, rfc_vectors, small_factor_primes
 
 SALT = b"\x5a" * 32
 
@@ -24,7 +36,9 @@ def reverts(name: str, action: Callable[..., Any], *args: Any, **kwargs: Any) ->
     return caught.value
 
 
-def commit(validator: ChainClient, task: str, round: int, workers: list[str], **vote: Any) -> Vote:
+def commit(
+    world: World, validator: ChainClient, task: str, round: int, workers: list[str], **vote: Any
+) -> Vote:
     chosen = Vote(
         scores=vote.get("scores", tuple(100_000 for _ in workers)),
         accepts=vote.get("accepts", tuple(True for _ in workers)),
@@ -33,7 +47,7 @@ def commit(validator: ChainClient, task: str, round: int, workers: list[str], **
     commitment = validator.manifest_commitment(
         task, round, workers, list(chosen.scores), list(chosen.accepts), chosen.accuracy, SALT
     )
-    validator.commit_manifest(task, round, commitment)
+    world.commit(validator, task, round, commitment)
     return chosen
 
 
@@ -48,32 +62,96 @@ def reveal(validator: ChainClient, task: str, round: int, workers: list[str], vo
 
 def test_double_registration_reverts(any_world: World) -> None:
     worker = any_world.workers[0]
-    err = reverts(
-        "AlreadyRegistered", worker.register, b"\x01another-peer", os.urandom(32), b"\x01", b"\x01"
-    )
+    key = any_world.vrf_keys[worker.address]
+    err = reverts("AlreadyRegistered", register, worker, key, b"\x01another-peer")
     assert err.args_by_name["account"].lower() == worker.address.lower()
 
 
 def test_registration_input_checks(world: World) -> None:
     fresh = world.unregistered
-    key = os.urandom(32)
-    reverts("EmptyPeerId", fresh.register, b"", key, b"\x01", b"\x01")
-    err = reverts("PeerIdTooLong", fresh.register, b"\x01" * 129, key, b"\x01", b"\x01")
+    key = world.spare_vrf_keys[0]
+    modulus, proof = key.public_key.modulus_bytes(), certificate(key, fresh.address)
+    x25519 = encryption_key_for(fresh.address)
+    reverts("EmptyPeerId", fresh.register, b"", x25519, modulus, proof)
+    err = reverts("PeerIdTooLong", fresh.register, b"\x01" * 129, x25519, modulus, proof)
     assert err.values == (129, 128)
-    taken = reverts(
-        "PeerIdTaken", fresh.register, peer_id_for(world.outsider.address), key, b"\x01", b"\x01"
-    )
+    outsider_peer = peer_id_for(world.outsider.address)
+    taken = reverts("PeerIdTaken", fresh.register, outsider_peer, x25519, modulus, proof)
     assert taken.args_by_name["owner"].lower() == world.outsider.address.lower()
-    reverts("EmptyEncryptionKey", fresh.register, b"\x01peer", b"\x00" * 32, b"\x01", b"\x01")
-    reverts("EmptyVrfKey", fresh.register, b"\x01peer", key, b"", b"\x01")
-    reverts("VrfKeyTooLong", fresh.register, b"\x01peer", key, b"\x01" * 1025, b"\x01")
-    reverts("EmptyVrfProof", fresh.register, b"\x01peer", key, b"\x01", b"")
+    reverts("EmptyEncryptionKey", fresh.register, b"\x01peer", b"\x00" * 32, modulus, proof)
     assert not fresh.is_registered()
     reverts("NotRegistered", fresh.participant, fresh.address)
-    fresh.register(b"\x01peer", key, b"\x01", b"\x01")
-    assert fresh.participant(fresh.address).peer_id == b"\x01peer"
+    fresh.register(b"\x01peer", x25519, modulus, proof)
+    participant = fresh.participant(fresh.address)
+    assert (participant.peer_id, participant.vrf_modulus) == (b"\x01peer", modulus)
     assert fresh.account_of_peer(b"\x01peer") == fresh.address
     assert fresh.account_of_peer(b"\x01unknown") is None
+
+
+def _roots(modulus: int, owner: str, exponent: int, primes: tuple[int, ...]) -> bytes:
+    """A certificate made with the private exponent of `exponent`: what the owner of the key
+    (modulus, exponent) can compute; e = 65537 on an honest key gives keycert.certify's."""
+    phi = 1
+    for prime in primes:
+        phi *= prime - 1
+    private = pow(exponent, -1, phi)
+    rhos = keycert.challenges(modulus, bytes.fromhex(owner[2:]))
+    return b"".join(vrf.i2osp(pow(rho, private, modulus), keycert.KEY_BYTES) for rho in rhos)
+
+
+def test_uncertified_vrf_keys_are_refused(world: World) -> None:
+    """Every way a VRF key can fail its certificate reverts with VRF's named error, so only
+    keys with one proof per round (x -> x^65537 mod n a permutation) are ever registered."""
+    fresh = world.unregistered
+    peer, x25519 = peer_id_for(fresh.address), encryption_key_for(fresh.address)
+    key = world.spare_vrf_keys[0]
+    modulus = key.public_key.modulus_bytes()
+    good = certificate(key, fresh.address)
+
+    def refused(name: str, modulus: bytes, proof: bytes) -> tuple[Any, ...]:
+        return reverts(name, fresh.register, peer, x25519, modulus, proof).values
+
+    altered = bytearray(good)
+    altered[3 * keycert.KEY_BYTES + 17] ^= 0x01
+    assert refused("CertificateRootInvalid", modulus, bytes(altered)) == (3,)
+    # A certificate is bound to its owner: another account's does not transfer.
+    stolen = certificate(key, world.outsider.address)
+    assert refused("CertificateRootInvalid", modulus, stolen) == (0,)
+    assert refused("CertificateLengthInvalid", modulus, good[:-1]) == (len(good) - 1,)
+    assert refused("CertificateLengthInvalid", modulus, b"") == (0,)
+    # The registry stores n only and fixes e = 65537: a key (n, 3) proves cube roots.
+    cube_key = next(
+        k
+        for k in (key, *world.spare_vrf_keys, *world.vrf_keys.values())
+        if (k.prime_p - 1) % 3 and (k.prime_q - 1) % 3
+    )
+    cube_modulus = cube_key.public_key.modulus_bytes()
+    cube_roots = _roots(cube_key.modulus, fresh.address, 3, (cube_key.prime_p, cube_key.prime_q))
+    assert refused("CertificateRootInvalid", cube_modulus, cube_roots) == (0,)
+    # e | p - 1: x -> x^e is not a permutation, most challenges have no e-th root at all;
+    # its owner's best try (roots with e^-1 mod phi/e) fails.
+    p, q = non_permutation_primes()
+    bad_n = p * q
+    partial = pow(keycert.PUBLIC_EXPONENT, -1, (p - 1) * (q - 1) // keycert.PUBLIC_EXPONENT)
+    guesses = b"".join(
+        vrf.i2osp(pow(rho, partial, bad_n), keycert.KEY_BYTES)
+        for rho in keycert.challenges(bad_n, bytes.fromhex(fresh.address[2:]))
+    )
+    assert refused("CertificateRootInvalid", vrf.i2osp(bad_n, keycert.KEY_BYTES), guesses)
+    # Sizes and shapes, checked before any root.
+    rfc_3072 = vrf.VRFPublicKey(int(rfc_vectors()["keys"]["3072"]["n"], 16))
+    assert refused("KeySizeInvalid", rfc_3072.modulus_bytes(), good) == (384,)
+    assert refused("KeySizeInvalid", modulus + b"\x01", good) == (257,)
+    assert refused("KeySizeInvalid", b"\x00" + modulus[1:], good) == (256,)
+    assert refused("KeySizeInvalid", b"", good) == (0,)
+    even = modulus[:-1] + bytes([modulus[-1] ^ 1])
+    assert refused("ModulusEven", even, good) == ()
+    factor, big_p, big_q = small_factor_primes()
+    with_factor = vrf.i2osp(factor * big_p * big_q, keycert.KEY_BYTES)
+    assert refused("ModulusHasSmallFactor", with_factor, good) == (factor,)
+    assert not fresh.is_registered()
+    register(fresh, key)
+    assert fresh.participant(fresh.address).vrf_modulus == modulus
 
 
 @pytest.mark.parametrize(
@@ -88,6 +166,7 @@ def test_registration_input_checks(world: World) -> None:
         ("min_workers", 0),
         ("max_validators", 257),
         ("worker_deposit", 2**112 + 1),
+        ("validator_stake", 0),
     ],
 )
 def test_invalid_task_parameters_are_named(world: World, field: str, value: Any) -> None:
@@ -102,6 +181,7 @@ def test_invalid_task_parameters_are_named(world: World, field: str, value: Any)
         "min_workers": "minWorkers",
         "max_validators": "maxValidators",
         "worker_deposit": "workerDeposit",
+        "validator_stake": "validatorStake",
     }.get(field, field)
     assert err.values == (contract_name,)
     reverts("InvalidParameter", world.requester.create_task, params)
@@ -241,7 +321,7 @@ def test_phase_and_round_guards(any_world: World) -> None:
     assert world.requester.phase(task) == Phase.TRAINING
     err = reverts("WrongRound", w0.submit_update, task, 2, "bafkreiupdate", 10)
     assert err.values == (1, 2)
-    err = reverts("WrongPhase", v0.commit_manifest, task, 1, b"\x01" * 32)
+    err = reverts("WrongPhase", world.commit, v0, task, 1, b"\x01" * 32)
     assert err.values == (Phase.COMMIT, Phase.TRAINING)
     reverts("WrongPhase", world.outsider.finalize_round, task, 1)  # finalize too early
     reverts("NotWorker", v0.submit_update, task, 1, "bafkreiupdate", 10)
@@ -256,15 +336,16 @@ def test_phase_and_round_guards(any_world: World) -> None:
     err = reverts("WrongPhase", world.workers[0].submit_update, task, 1, "bafkreilate", 10)
     assert err.values == (Phase.TRAINING, Phase.COMMIT)
     workers = world.requester.submitted_workers(task, 1)
-    reverts("NotCommitteeMember", w0.commit_manifest, task, 1, b"\x01" * 32)
-    reverts("NotCommitteeMember", world.outsider.commit_manifest, task, 1, b"\x01" * 32)
-    reverts("EmptyCommitment", v0.commit_manifest, task, 1, b"\x00" * 32)
-    vote0 = commit(v0, task, 1, workers)
-    reverts("AlreadyCommitted", v0.commit_manifest, task, 1, b"\x02" * 32)
+    # A registered key's valid VRF proof does not make a worker or an outsider a member.
+    reverts("NotCommitteeMember", world.commit, w0, task, 1, b"\x01" * 32)
+    reverts("NotCommitteeMember", world.commit, world.outsider, task, 1, b"\x01" * 32)
+    reverts("EmptyCommitment", world.commit, v0, task, 1, b"\x00" * 32)
+    vote0 = commit(world, v0, task, 1, workers)
+    reverts("AlreadyCommitted", world.commit, v0, task, 1, b"\x02" * 32)
     err = reverts("WrongPhase", reveal, v0, task, 1, workers, vote0)
     assert err.values == (Phase.REVEAL, Phase.COMMIT)
     reverts("WrongPhase", world.outsider.finalize_round, task, 1)
-    vote1 = commit(v1, task, 1, workers)
+    vote1 = commit(world, v1, task, 1, workers)
     assert world.requester.phase(task) == Phase.REVEAL
     reverts("WrongPhase", world.outsider.finalize_round, task, 1)  # still too early
     reverts("NotCommitted", reveal, world.validators[2], task, 1, workers, vote0)
@@ -277,6 +358,63 @@ def test_phase_and_round_guards(any_world: World) -> None:
     assert err.values == (2, 1)
 
 
+def test_committee_seats_are_checked_by_vrf(any_world: World) -> None:
+    """Forged proofs, proofs for another seed, round or key, and validators the sortition did
+    not pick all revert; the chain seats exactly whom protocol.sortition seats. tau = 2 of four
+    equal stakes: each validator's threshold is 1/2, so rounds are played until both a seated
+    and an unseated validator were seen (a round lacks one with probability 1/8)."""
+    world = any_world
+    validators = world.validators[:4]
+    task = world.started_task(
+        n_workers=1, n_validators=4, committee_size=2, rounds=16, slash_fraction_bps=0
+    )
+    checked_forgeries = False
+    seen = {True: 0, False: 0}
+    for round in range(1, 17):
+        info = world.requester.round_info(task, round)
+        world.advance_to(info.training_end)
+        assert info.total_stake == 4 * 2 * ETHER
+        tickets = {v.address: world.ticket(v, task, round) for v in validators}
+        if not checked_forgeries:
+            checked_forgeries = True
+            v0 = validators[0]
+            key = world.vrf_keys[v0.address]
+            pi = tickets[v0.address].proof
+            forged = bytearray(pi)
+            forged[100] ^= 0x04
+            other_seed = sortition.committee_proof(key, bytes(32), round).proof
+            other_round = sortition.committee_proof(key, info.seed, round + 1).proof
+            modulus = key.public_key.modulus_bytes()
+            for name, proof in [
+                ("ProofInvalid", bytes(forged)),
+                ("ProofInvalid", other_seed),
+                ("ProofInvalid", other_round),
+                ("ProofOutOfRange", modulus),  # pi >= n
+                ("ProofLengthMismatch", pi + b"\x00"),
+                ("ProofLengthMismatch", b""),
+            ]:
+                reverts(name, v0.commit_manifest, task, round, b"\x01" * 32, proof)
+            for other in validators[1:]:  # another member's proof: valid, under another key
+                proof = tickets[other.address].proof
+                name = "ProofInvalid" if proof < modulus else "ProofOutOfRange"  # big-endian
+                reverts(name, v0.commit_manifest, task, round, b"\x01" * 32, proof)
+        for validator in validators:
+            ticket = tickets[validator.address]
+            selected = sortition.is_selected(ticket.beta, 2, 2 * ETHER, info.total_stake)
+            seen[selected] += 1
+            if selected:
+                validator.commit_manifest(task, round, b"\x01" * 32, ticket.proof)
+            else:
+                err = reverts("NotSelected", validator.commit_manifest, task, round, b"\x01" * 32,
+                              ticket.proof)  # fmt: skip
+                assert err.values == (round,)
+        if seen[True] and seen[False]:
+            break
+        world.advance_to(world.requester.round_info(task, round).reveal_end)
+        world.outsider.finalize_round(task, round)
+    assert seen[True] and seen[False], seen
+
+
 def test_reveal_must_match_commitment(any_world: World) -> None:
     world = any_world
     task = world.started_task(n_workers=2, n_validators=2)
@@ -284,8 +422,8 @@ def test_reveal_must_match_commitment(any_world: World) -> None:
         worker.submit_update(task, 1, f"bafkrei{index}", 10)
     workers = world.requester.submitted_workers(task, 1)
     v0, v1 = world.validators[:2]
-    vote = commit(v0, task, 1, workers, scores=(5, 6))
-    commit(v1, task, 1, workers)
+    vote = commit(world, v0, task, 1, workers, scores=(5, 6))
+    commit(world, v1, task, 1, workers)
     tampered = [
         Vote(scores=(5, 7), accepts=vote.accepts, accuracy=vote.accuracy),
         Vote(scores=vote.scores, accepts=(True, False), accuracy=vote.accuracy),
@@ -313,14 +451,14 @@ def test_manifest_must_list_the_submitters_within_bounds(world: World) -> None:
     submitted = world.requester.submitted_workers(task, 1)
     v0, v1 = world.validators[:2]
     wrong_set = [submitted[0], world.workers[2].address]
-    bad_set = commit(v0, task, 1, wrong_set)
+    bad_set = commit(world, v0, task, 1, wrong_set)
     # protocol.manifest refuses to commit such a score, so build this commitment by hand.
     out_of_range = Vote(scores=(MAX_ABS_SCORE + 1, 0), accepts=(True, True), accuracy=1)
     encoded = abi_encode(
         ["address", "uint256", "address", "address[]", "int256[]", "bool[]", "uint256", "bytes32"],
         [task, 1, v1.address, submitted, list(out_of_range.scores), [True, True], 1, SALT],
     )
-    v1.commit_manifest(task, 1, keccak(encoded))
+    world.commit(v1, task, 1, keccak(encoded))
     err = reverts("ManifestWorkersMismatch", reveal, v0, task, 1, wrong_set, bad_set)
     assert err.values == (1, 1)
     err = reverts("ScoreOutOfRange", reveal, v1, task, 1, submitted, out_of_range)
@@ -333,8 +471,8 @@ def test_late_reveal_reverts_and_silent_committer_is_slashed(any_world: World) -
     world.workers[0].submit_update(task, 1, "bafkrei0", 10)
     workers = world.requester.submitted_workers(task, 1)
     v0, v1 = world.validators[:2]
-    vote0 = commit(v0, task, 1, workers)
-    vote1 = commit(v1, task, 1, workers)
+    vote0 = commit(world, v0, task, 1, workers)
+    vote1 = commit(world, v1, task, 1, workers)
     reveal(v0, task, 1, workers, vote0)
     info = world.requester.round_info(task, 1)
     world.advance_to(info.reveal_end)
@@ -387,9 +525,10 @@ def test_reentrant_withdraw_is_refused(world: World, swallow: bool) -> None:
     deployed = attacker_owner.deploy("Reentrant", value=ETHER)
     attacker = deployed.contract_address
     assert attacker is not None
+    key = world.spare_vrf_keys[0]
     attacker_owner.transact(
         "Reentrant", attacker, "register", world.deployment.registry, b"\x01reentrant", os.urandom(32),
-        b"\x01", b"\x01",
+        key.public_key.modulus_bytes(), certificate(key, attacker),
     )  # fmt: skip
     task = world.create_task()
     attacker_owner.transact("Reentrant", attacker, "join", task, ETHER)

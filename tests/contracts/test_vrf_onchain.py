@@ -20,7 +20,8 @@ from web3.contract import Contract
 from web3.exceptions import ContractCustomError
 from web3.providers.eth_tester import EthereumTesterProvider
 
-from node.chain.artifacts import revert_data_from_exception
+from node.chain import dev
+from node.chain.artifacts import load_artifact, revert_data_from_exception
 from protocol import keycert, sortition, vrf
 from protocol.errors import VRFError
 from tests.vrf_test_keys import (
@@ -43,14 +44,16 @@ def harness() -> Contract:
     artifact = json.loads(ARTIFACT.read_text())
     w3 = Web3(EthereumTesterProvider(EthereumTester(PyEVMBackend())))
     w3.eth.default_account = w3.eth.accounts[0]
-    factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
-    receipt = w3.eth.wait_for_transaction_receipt(factory.constructor().transact())
-    return w3.eth.contract(address=receipt["contractAddress"], abi=artifact["abi"])
+    # verifyCommitteeMember is the deployed VRF library's (as linked into Task); the rest inline.
+    library = dev.deploy_from_dev_account(w3, "VRF")
+    address = dev.deploy_from_dev_account(w3, "VRFHarness", {"VRF": library})
+    return w3.eth.contract(address=address, abi=artifact["abi"])
 
 
 def _error_names(harness: Contract) -> dict[str, str]:
     names = {}
-    for item in harness.abi:
+    # The linked library's errors bubble up from its DELEGATECALL; the harness ABI lacks them.
+    for item in [*harness.abi, *load_artifact("VRF").abi]:
         if item["type"] == "error":
             signature = f"{item['name']}({','.join(i['type'] for i in item['inputs'])})"
             names["0x" + keccak(text=signature)[:4].hex()] = item["name"]
@@ -74,7 +77,9 @@ def python_outcome(call: Callable[[], Any]) -> tuple[str, Any]:
         return "revert", None
 
 
-def assert_agree(harness: Contract, chain: Callable[[], Any], python: Callable[[], Any]) -> str | None:
+def assert_agree(
+    harness: Contract, chain: Callable[[], Any], python: Callable[[], Any]
+) -> str | None:
     """Both accept with the same value, or both refuse; returns the chain's error name."""
     chain_kind, chain_value = outcome(harness, chain)
     python_kind, python_value = python_outcome(python)
@@ -99,8 +104,14 @@ def _examples() -> list[tuple[str, int, bytes, bytes, bytes]]:
         for e in vectors["examples"]
     ]
     extra_n = int(vectors["extra"]["key"]["n"], 16)
-    cases += [(f"extra {i}", extra_n, e["alpha"], e["pi"], e["beta"]) for i, e in enumerate(vectors["extra"]["examples"])]
-    return [(name, n, bytes.fromhex(a), bytes.fromhex(p), bytes.fromhex(b)) for name, n, a, p, b in cases]
+    cases += [
+        (f"extra {i}", extra_n, e["alpha"], e["pi"], e["beta"])
+        for i, e in enumerate(vectors["extra"]["examples"])
+    ]
+    return [
+        (name, n, bytes.fromhex(a), bytes.fromhex(p), bytes.fromhex(b))
+        for name, n, a, p, b in cases
+    ]
 
 
 @pytest.mark.parametrize("case", _examples(), ids=lambda case: case[0])
@@ -132,7 +143,9 @@ def test_malformed_proofs_and_keys_revert_with_named_errors(harness: Contract) -
     for expected, arguments in cases.items():
         assert outcome(harness, verify(*arguments).call) == ("revert", expected)
         with pytest.raises(VRFError):
-            vrf.verify(vrf.VRFPublicKey.from_modulus_bytes(arguments[0]), arguments[1], arguments[2])
+            vrf.verify(
+                vrf.VRFPublicKey.from_modulus_bytes(arguments[0]), arguments[1], arguments[2]
+            )
 
 
 @PROPERTY_SETTINGS
@@ -141,7 +154,9 @@ def test_malformed_proofs_and_keys_revert_with_named_errors(harness: Contract) -
     alpha=st.binary(max_size=200),
     flip=st.one_of(st.none(), st.integers(0, 256 * 8 - 1)),
 )
-def test_verify_agrees_with_python(harness: Contract, key_index: int, alpha: bytes, flip: int | None) -> None:
+def test_verify_agrees_with_python(
+    harness: Contract, key_index: int, alpha: bytes, flip: int | None
+) -> None:
     key = honest_keys()[key_index]
     pi = bytearray(vrf.prove(key, alpha))
     if flip is not None:
@@ -160,8 +175,15 @@ selection_integers = st.one_of(
 
 
 @settings(max_examples=150, deadline=None)
-@given(beta=st.binary(min_size=32, max_size=32), tau=selection_integers, stake=selection_integers, total=selection_integers)
-def test_is_selected_agrees_with_python(harness: Contract, beta: bytes, tau: int, stake: int, total: int) -> None:
+@given(
+    beta=st.binary(min_size=32, max_size=32),
+    tau=selection_integers,
+    stake=selection_integers,
+    total=selection_integers,
+)
+def test_is_selected_agrees_with_python(
+    harness: Contract, beta: bytes, tau: int, stake: int, total: int
+) -> None:
     assert_agree(
         harness,
         harness.functions.isSelected(beta, tau, stake, total).call,
@@ -199,7 +221,12 @@ def test_is_selected_agrees_near_the_threshold(
     task=st.binary(min_size=20, max_size=20),
 )
 def test_seeds_agree_with_python(
-    harness: Contract, previous: bytes, round_number: int, prevrandao: int, chain_id: int, task: bytes
+    harness: Contract,
+    previous: bytes,
+    round_number: int,
+    prevrandao: int,
+    chain_id: int,
+    task: bytes,
 ) -> None:
     functions = harness.functions
     assert functions.nextSeed(previous, round_number, prevrandao).call() == sortition.next_seed(
@@ -209,7 +236,9 @@ def test_seeds_agree_with_python(
     assert functions.initialSeed(chain_id, task_address, previous).call() == sortition.initial_seed(
         chain_id, task, previous
     )
-    assert functions.roundAlpha(previous, round_number).call() == sortition.round_alpha(previous, round_number)
+    assert functions.roundAlpha(previous, round_number).call() == sortition.round_alpha(
+        previous, round_number
+    )
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +253,11 @@ def certificates() -> dict[int, bytes]:
     other_owner=st.one_of(st.none(), st.binary(min_size=20, max_size=20)),
 )
 def test_certificate_checks_agree_with_python(
-    harness: Contract, certificates: dict[int, bytes], key_index: int, flip: int | None, other_owner: bytes | None
+    harness: Contract,
+    certificates: dict[int, bytes],
+    key_index: int,
+    flip: int | None,
+    other_owner: bytes | None,
 ) -> None:
     key = honest_keys()[key_index]
     proof = bytearray(certificates[key_index])
@@ -243,7 +276,9 @@ def test_certificate_checks_agree_with_python(
     assert (error == "CertificateRootInvalid") == tampered
 
 
-def test_bad_keys_and_certificates_revert_with_named_errors(harness: Contract, certificates: dict[int, bytes]) -> None:
+def test_bad_keys_and_certificates_revert_with_named_errors(
+    harness: Contract, certificates: dict[int, bytes]
+) -> None:
     owner = Web3.to_checksum_address(OWNER)
     check = harness.functions.verifyKeyCertificate
     key = honest_keys()[0]
@@ -276,7 +311,10 @@ def test_committee_member_on_chain(harness: Contract) -> None:
     ticket = sortition.committee_proof(key, seed, 1)
     member = harness.functions.verifyCommitteeMember
     assert member(modulus, seed, 1, ticket.proof, 5, 5, 1).call() == ticket.beta
-    assert outcome(harness, member(modulus, seed, 2, ticket.proof, 5, 5, 1).call) == ("revert", "ProofInvalid")
+    assert outcome(harness, member(modulus, seed, 2, ticket.proof, 5, 5, 1).call) == (
+        "revert",
+        "ProofInvalid",
+    )
     assert outcome(harness, member(modulus, seed, 1, ticket.proof, 1, 2**200, 1).call) == (
         "revert",
         "NotSelected",
