@@ -30,6 +30,9 @@ training_seconds = 150
 commit_seconds = 90
 reveal_seconds = 60
 validation_samples = 500
+# One epoch on 1000 samples from a random start scores 0.27-0.73 on the validation set
+# (seen); chance is 0.1. Low enough that no honest update is rejected in round 1.
+qualification_threshold = 0.15
 [[crash]]
 role = "worker"
 index = 1
