@@ -109,7 +109,7 @@ async def test_a_killed_worker_resumes_and_cheaters_are_slashed(tmp_path: Path) 
         validation_samples=500,
         # a validator the VRF leaves out never commits, so that commit phase runs to its
         # deadline: keep it short
-        task={"qualification_threshold": 0.3, "commit_seconds": 60, "reveal_seconds": 30},
+        task={"qualification_threshold": 0.3, "commit_seconds": 60, "reveal_seconds": 20},
         crash={"worker0": (1, "reveal")},
         worker_behaviours=("honest", "honest", "noise"),
         validator_behaviours=("honest", "honest", "lying", "lazy"),
