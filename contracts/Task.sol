@@ -396,6 +396,11 @@ contract Task {
         committers[round].push(msg.sender);
         r.commits += 1;
         emit ManifestCommitted(round, msg.sender, commitment);
+        // Under sortition this early end needs every validator seated and committed, which
+        // only happens when each threshold is 1 (tau * stake >= W for all); otherwise the
+        // commit phase runs to its deadline. An unseated validator could prove it is not
+        // seated (its unique VRF proof above the threshold), but that costs it a transaction
+        // (~60k gas) for nothing, so no such rule: size commitDuration for the evaluation.
         if (r.commits == validators_.length) {
             r.revealStart = uint64(block.timestamp);
             emit PhaseEndedEarly(round, Phase.REVEAL, block.timestamp);
