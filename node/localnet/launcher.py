@@ -283,7 +283,6 @@ class Localnet:
             self.w3,
             self.reader,
             self.participants(),
-            model_dir=self.plans["requester"].data_dir,
             evaluator=lambda: TestSetEvaluator(self.options.data_root),
             cursor_path=self.output / "monitor-cursor.json",
             say=self.say,
@@ -345,13 +344,12 @@ class Localnet:
                     f"{log_tail(self.logs / 'anvil.log', 20)}"
                 ) from exc
             self._apply_crashes(view)
-            view.print_ready_rounds()
             down = [p.name for p in self.processes.processes.values() if p.starts and not p.running]
             view.show_status(expected, down)
             failed = self._failed_node(view)
             if failed is not None:
                 raise NodeDied(failed.name, failed.returncode, failed.tail())
-            if view.tracker.terminated and not view.pending_models:
+            if view.tracker.terminated:
                 assert view.tracker.termination is not None
                 self.say(f"task terminated: {view.tracker.termination.name}")
                 self._wait_for_nodes_to_finish(view)
@@ -407,6 +405,7 @@ class Localnet:
                 self.watch(view)
                 self.processes.stop_all()  # the requester's block store is free once it stopped
                 view.rebuild_evaluations(self.plans["requester"].data_dir)
+                view.print_table()
                 self.write_outputs(view, "completed")
                 return 0
             except (LocalnetError, KeyboardInterrupt, Interrupted) as exc:
@@ -414,7 +413,6 @@ class Localnet:
                 self.say(f"localnet failed: {reason}")
                 if self.view is not None and self.view.task is not None:
                     try:
-                        self.view.print_ready_rounds(force=True)
                         self.write_outputs(self.view, f"failed: {reason.splitlines()[0]}")
                     except Exception as write_error:  # results are a bonus on failure
                         self.say(f"(no results.json: {write_error})")
@@ -519,14 +517,14 @@ def run_in_process(
         result.w3,
         reader,
         participants,
-        model_dir=output / "nodes" / "requester",
         evaluator=lambda: TestSetEvaluator(options.data_root),
         cursor_path=output / "monitor-cursor.json",
         say=say,
+        live=False,  # the run is over: one table at the end
     )
     view.poll()
     view.rebuild_evaluations(output / "nodes" / "requester")
-    view.print_ready_rounds(force=True)
+    view.print_table()
     document = view.results(
         outcome="completed" if view.tracker.terminated else "failed: the task did not terminate",
         options=options.described(),

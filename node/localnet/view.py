@@ -5,7 +5,6 @@ set, and at the end the whole run becomes results.json. Used by the multi-proces
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,8 @@ from node.localnet.table import header, round_row, status_line
 from node.localnet.tracker import PHASE_NAMES, RoundRecord, TaskTracker
 from protocol.training import Metrics
 
-__all__ = ["GLOBAL_MODEL_PATTERN", "ChainView"]
+__all__ = ["ChainView"]
 
-# Where the requester keeps the global model after round r (codec format, never pickle).
-GLOBAL_MODEL_PATTERN = "global/round-{round}.bin"
-MODEL_WAIT_SECONDS = 20.0  # how long after RoundFinalized to wait for the round's model file
 
 
 class ChainView:
@@ -35,26 +31,24 @@ class ChainView:
         w3: Web3,
         reader: ChainClient,
         participants: Sequence[Participant],
-        model_dir: Path,
         evaluator: Callable[[], TestSetEvaluator],
         cursor_path: Path,
         say: Callable[[str], None],
+        live: bool = True,
     ) -> None:
         self.w3 = w3
         self.reader = reader  # only calls views; never sends
         self.participants = list(participants)
         self.names = {p.address: p.name for p in participants}
-        self.model_dir = model_dir
         self._evaluator_factory = evaluator
         self._evaluator: TestSetEvaluator | None = None
         self.say = say
+        self.live = live  # print a row as each round is finalized
         self.follower = EventFollower(w3, cursor_path)
         self.tracker = TaskTracker()
         self.task: str | None = None
         self.boundaries: dict[int, RoundInfo] = {}
         self.evaluations: dict[int, Metrics] = {}
-        self.pending_models: dict[int, float] = {}  # round -> monotonic deadline for its file
-        self.models_missing = False
         self._timestamps: dict[int, int] = {}
         self._last_status = ""
         self._header_shown = False
@@ -91,34 +85,20 @@ class ChainView:
             if record is not None:
                 assert self.task is not None
                 self.boundaries[record.round] = self.reader.round_info(self.task, record.round)
-                self.pending_models[record.round] = time.monotonic() + MODEL_WAIT_SECONDS
                 finalized.append(record)
         self.follower.commit()
+        if self.live:
+            self.print_rows(finalized)
         return finalized
 
-    def model_path(self, round_number: int) -> Path:
-        return self.model_dir / GLOBAL_MODEL_PATTERN.format(round=round_number)
-
-    def print_ready_rounds(self, force: bool = False) -> None:
-        """Evaluate each finalized round whose model file exists and print its row; rows stay
-        in round order, a round without a file waits MODEL_WAIT_SECONDS (not with `force`)."""
-        for number in sorted(self.pending_models):
-            path = self.model_path(number)
-            if path.exists():
-                try:
-                    self.evaluations[number] = self.evaluator.evaluate_file(path)
-                except Exception as exc:  # a bad file is reported, never fatal
-                    self.say(f"round {number}: cannot evaluate {path}: {exc}")
-            elif not force and not self.models_missing and time.monotonic() < self.pending_models[number]:
-                break
-            else:
-                self.models_missing = True  # no per-round models: do not wait for later ones
-            del self.pending_models[number]
-            record = self.tracker.rounds[number]
+    def print_rows(self, records: list[RoundRecord]) -> None:
+        """Live rows for just-finalized rounds (test accuracy comes with print_table)."""
+        for record in records:
             if not self._header_shown:
                 self._header_shown = True
                 self.say(header())
-            self.say(round_row(record, self.name_of, self.evaluations.get(number), self.round_gas(record)))
+            self.say(round_row(record, self.name_of, self.evaluations.get(record.round),
+                               self.round_gas(record)))
 
     def rebuild_evaluations(self, requester_data_dir: Path) -> None:
         """Test-set metrics for the finalized rounds that have none, from global models
@@ -139,15 +119,17 @@ class ChainView:
                 if isinstance(state, RebuildError):
                     self.say(f"round {number}: no test accuracy: {state}")
                     continue
-                metrics = self.evaluator.evaluate_state(state)
-                self.evaluations[number] = metrics
-                self.say(
-                    f"round {number}: global model on the MNIST test set: accuracy "
-                    f"{metrics.accuracy:.4f}, macro precision {metrics.macro_precision:.4f}, "
-                    f"macro recall {metrics.macro_recall:.4f}"
-                )
+                self.evaluations[number] = self.evaluator.evaluate_state(state)
         except Exception as exc:  # the results still hold everything the chain says
             self.say(f"cannot rebuild the rounds' global models from {requester_data_dir}: {exc}")
+
+    def print_table(self) -> None:
+        """Every finalized round again, now with its test-set accuracy."""
+        self.say("rounds, with each global model evaluated on the MNIST test set:")
+        self.say(header())
+        for record in self.tracker.finalized_rounds():
+            metrics = self.evaluations.get(record.round)
+            self.say(round_row(record, self.name_of, metrics, self.round_gas(record)))
 
     def show_status(self, expected: Mapping[str, int], down: list[str]) -> None:
         """Print the current round's state when it changed since the last call."""
