@@ -396,9 +396,9 @@ contract Task {
         committers[round].push(msg.sender);
         r.commits += 1;
         emit ManifestCommitted(round, msg.sender, commitment);
-        // Under sortition this early end needs every validator seated and committed, which
-        // only happens when each threshold is 1 (tau * stake >= W for all); otherwise the
-        // commit phase runs to its deadline. An unseated validator could prove it is not
+        // Under sortition this early end needs every validator seated and committed: certain
+        // when each threshold is 1 (tau * stake >= W for all), rare otherwise, so the commit
+        // phase usually runs to its deadline. An unseated validator could prove it is not
         // seated (its unique VRF proof above the threshold), but that costs it a transaction
         // (~60k gas) for nothing, so no such rule: size commitDuration for the evaluation.
         if (r.commits == validators_.length) {
