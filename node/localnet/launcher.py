@@ -106,19 +106,32 @@ class LocalnetOptions:
         return described
 
 
-@contextmanager
-def _signals_raise() -> Iterator[None]:
-    """SIGTERM (and SIGINT, by default KeyboardInterrupt) end the run through `finally`."""
+class _StopRequests:
+    """SIGINT/SIGTERM set a flag that the launcher's loops check between chain reads, so a
+    signal never lands in the middle of an HTTP request (that left web3's pooled connection
+    broken, and the partial results unreadable); a second signal raises at once."""
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted(f"stopped by {signal.Signals(signum).name}")
+    def __init__(self) -> None:
+        self.reason: str | None = None
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.reason is not None:
+            raise Interrupted(f"stopped by a second {name}")
+        self.reason = f"stopped by {name}"
+
+    def check(self) -> None:
+        if self.reason is not None:
+            raise Interrupted(self.reason)
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        previous = {s: signal.signal(s, self.handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for signum, old in previous.items():
+                signal.signal(signum, old)
 
 
 class Localnet:
@@ -144,8 +157,14 @@ class Localnet:
         self.crashes_done: set[Crash] = set()
         self.restarts_due: dict[str, float] = {}
         self._started = time.monotonic()
+        self.stop_requests = _StopRequests()
 
     # ------------------------------------------------------------------ output
+
+    def _sleep(self, seconds: float) -> None:
+        self.stop_requests.check()
+        time.sleep(seconds)
+        self.stop_requests.check()
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -161,8 +180,10 @@ class Localnet:
         self.logs.mkdir(parents=True, exist_ok=True)
 
     def start_chain(self) -> None:
+        # A block a second, as on a real chain: phase deadlines pass on block timestamps, and
+        # an instant-mining anvil makes no block while nobody sends a transaction.
         self.anvil = Anvil(
-            log_path=self.logs / "anvil.log", accounts=1, balance_ether=1_000_000
+            log_path=self.logs / "anvil.log", accounts=1, balance_ether=1_000_000, block_time=1
         ).start()
         self.rpc_url = self.anvil.url
         self.w3 = self.anvil.web3()
@@ -219,7 +240,7 @@ class Localnet:
                 return addresses
             if not process.running:
                 raise NodeDied("bootstrap", process.returncode, process.tail())
-            time.sleep(0.2)
+            self._sleep(0.2)
         raise LocalnetError(
             f"the bootstrap node printed no multiaddr within {BOOTSTRAP_TIMEOUT:.0f}s; "
             f"its log:\n{process.tail()}"
@@ -359,7 +380,7 @@ class Localnet:
                     f"the task did not terminate within {deadline - self._started:.0f}s; "
                     f"see the node logs in {self.logs}"
                 )
-            time.sleep(self.options.poll_interval)
+            self._sleep(self.options.poll_interval)
 
     def _wait_for_nodes_to_finish(self, view: ChainView) -> None:
         """Nodes withdraw what they earned and exit by themselves once the task is over; let
@@ -368,7 +389,7 @@ class Localnet:
         while time.monotonic() < deadline:
             if not any(p.running for p in self.processes.processes.values() if p.name != "bootstrap"):
                 break
-            time.sleep(self.options.poll_interval)
+            self._sleep(self.options.poll_interval)
         else:
             running = [p.name for p in self.processes.processes.values() if p.running]
             self.say(f"still running {FINISH_GRACE_SECONDS:.0f}s after the end: {', '.join(running)}")
@@ -394,7 +415,7 @@ class Localnet:
     def run(self) -> int:
         """The whole run; 0 when the task terminated, 1 otherwise (the reason printed)."""
         self.prepare_output()
-        with _signals_raise():
+        with self.stop_requests.installed():
             try:
                 self.start_chain()
                 self.plan_nodes()
