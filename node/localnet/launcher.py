@@ -425,7 +425,7 @@ class Localnet:
                 self.start_nodes()
                 self.watch(view)
                 self.processes.stop_all()  # the requester's block store is free once it stopped
-                view.rebuild_evaluations(self.plans["requester"].data_dir)
+                view.rebuild_evaluations([p.data_dir for p in self.plans.values()])
                 view.print_table()
                 self.write_outputs(view, "completed")
                 return 0
@@ -520,6 +520,9 @@ def run_in_process(
             timeout_s=options.timeout or 3600.0,
         )
     )
+    node_folders = ["requester"]
+    node_folders += [f"validator{i}" for i in range(len(result.validators))]
+    node_folders += [f"worker{i}" for i in range(len(result.workers))]
     statuses = [("requester", "requester", "honest", result.requester)]
     statuses += [(f"worker-{i}", "worker", scenario.worker_kinds[i], s) for i, s in enumerate(result.workers)]
     statuses += [
@@ -544,7 +547,8 @@ def run_in_process(
         live=False,  # the run is over: one table at the end
     )
     view.poll()
-    view.rebuild_evaluations(output / "nodes" / "requester")
+    # run_inprocess's data folders: nodes/requester, nodes/worker0, nodes/validator0, ...
+    view.rebuild_evaluations([output / "nodes" / name for name in node_folders])
     view.print_table()
     document = view.results(
         outcome="completed" if view.tracker.terminated else "failed: the task did not terminate",

@@ -100,10 +100,10 @@ class ChainView:
             self.say(round_row(record, self.name_of, self.evaluations.get(record.round),
                                self.round_gas(record)))
 
-    def rebuild_evaluations(self, requester_data_dir: Path) -> None:
+    def rebuild_evaluations(self, data_dirs: list[Path]) -> None:
         """Test-set metrics for the finalized rounds that have none, from global models
-        rebuilt out of the chain and the requester's block store (the requester must have
-        stopped: its store is locked while it runs)."""
+        rebuilt out of the chain and the nodes' block stores (requester first; the nodes
+        must have stopped: a store is locked while its node runs)."""
         from node.localnet.rebuild import RebuildError, rebuild_global_models
 
         missing = [r for r in self.tracker.finalized_rounds() if r.round not in self.evaluations]
@@ -112,7 +112,7 @@ class ChainView:
         rounds = self.tracker.finalized_rounds()  # the chain of models starts at round 1
         try:
             for number, state in rebuild_global_models(
-                requester_data_dir, self.reader, self.task, rounds
+                data_dirs, self.reader, self.task, rounds
             ):
                 if number in self.evaluations:
                     continue
@@ -121,7 +121,7 @@ class ChainView:
                     continue
                 self.evaluations[number] = self.evaluator.evaluate_state(state)
         except Exception as exc:  # the results still hold everything the chain says
-            self.say(f"cannot rebuild the rounds' global models from {requester_data_dir}: {exc}")
+            self.say(f"cannot rebuild the rounds' global models: {exc}")
 
     def print_table(self) -> None:
         """Every finalized round again, now with its test-set accuracy."""
