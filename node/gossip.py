@@ -16,6 +16,19 @@ whose score falls below ``graylist_threshold`` (about ten invalid messages, or t
 over the rate limit, each of which adds a behaviour penalty of 5) are pruned from our meshes
 and ignored for ``ban_s``.
 
+Rejecting is only right when the message is wrong. When it is only *our* view that cannot
+judge it yet (a signer whose membership we have not loaded, a round our chain follower has
+not reached, a chain read that failed or took too long), rejecting would penalize honest
+forwarders and, since py-libp2p caches the verdict per message id, lose the message for
+good. Those messages get gossipsub's third verdict, IGNORE (:class:`GossipIgnored`): dropped
+without penalty, neither cached nor marked seen, and parked to be validated again once our
+view moved on (:class:`GossipPubsub` adds the verdict py-libp2p 0.8.1 lacks). Before ignoring,
+the async path asks the source of truth: ``refresh_members`` reloads the task's members on a
+lookup miss (a signer still unknown afterwards is rejected), ``chain_round`` says whether a
+round ahead of ours is real (one beyond the chain's round is rejected). Messages of a round
+already behind our window are ignored, not rejected: an honest forwarder a round behind us
+still relays them.
+
 py-libp2p details handled here (see /work/shared/LIBP2P-NOTES.md):
 - the default rate limit (10 msg/s per topic per forwarder, own publishes included) is raised
   to ``max_messages_per_topic_per_second`` (pitfall 4);
@@ -37,11 +50,13 @@ import math
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 from libp2p.abc import IHost
+from libp2p.exceptions import ValidationError
 from libp2p.peer.id import ID as PeerID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
@@ -67,6 +82,8 @@ __all__ = [
     "AddressLookup",
     "ExtraValidator",
     "GossipConfig",
+    "GossipIgnored",
+    "GossipPubsub",
     "GossipRejected",
     "Received",
     "ScoreGuard",
@@ -81,15 +98,46 @@ logger = logging.getLogger(__name__)
 
 _GOSSIPSUB_PROTOCOLS = {"1.2": PROTOCOL_ID_V12, "1.1": PROTOCOL_ID_V11}
 _DEDUPE_WINDOW = 8192  # message ids remembered per topic to drop duplicate deliveries
+_VALIDATOR_SLOTS = 64  # concurrent async validations per host
+_OWN_APPROVED_LIMIT = 64  # own messages checked by publish() whose validation is still due
 
 AddressLookup = Callable[[PeerID], bytes | None]
 """Registered chain address (20 bytes) of a peer for the task, or None if not registered."""
 ExtraValidator = Callable[[Message, PeerID], bool | Awaitable[bool]]
-"""Extra acceptance rule (e.g. VRF proof check): True accepts; False or an exception rejects."""
+"""Extra acceptance rule (e.g. VRF proof check): True accepts; False or an exception rejects,
+except :class:`GossipIgnored`, which says it cannot judge the message yet."""
+MembersRefresh = Callable[[], Awaitable[None]]
+"""Reload the task's members from the chain, so that ``lookup`` sees late joiners."""
+ChainRound = Callable[[], Awaitable[int]]
+"""The task's current round as the chain says now (our round view may lag it)."""
 
 
 class GossipRejected(ValueError):
     """A gossip message failed validation; the text names the rule it broke."""
+
+
+class GossipIgnored(GossipRejected):
+    """We cannot judge the message (yet): dropped without penalizing the forwarder.
+
+    ``retry``: our view may catch up (park it and validate it again later); False for
+    messages that will never be of use (a stale round).
+    """
+
+    def __init__(self, reason: str, retry: bool = True) -> None:
+        super().__init__(reason)
+        self.retry = retry
+
+
+class _UnknownSigner(GossipRejected):
+    """A lookup miss: the async path refreshes the members before rejecting."""
+
+
+class _RoundAhead(GossipRejected):
+    """A round beyond our window: the async path asks the chain before rejecting."""
+
+    def __init__(self, reason: str, round_: int) -> None:
+        super().__init__(reason)
+        self.round = round_
 
 
 @dataclass(frozen=True)
@@ -122,6 +170,21 @@ class GossipConfig:
     """How long a graylisted peer stays ignored."""
     receive_buffer: int = 1024
     """Messages buffered per consumer of :meth:`TaskGossip.messages` before drops."""
+    validation_timeout_s: float = 4.0
+    """Bound on one async validation (chain reads included). Past it the message is ignored
+    and retried later, not rejected: a slow chain or a busy loop is our lag, not the
+    sender's fault. py-libp2p's own timeout, which would reject, is set far above it."""
+    refresh_interval_s: float = 1.0
+    """Least time between two member reloads or chain round reads triggered by messages, so
+    unknown signers cannot make us hammer the chain."""
+    pending_limit: int = 1024
+    """Ignored messages kept for another validation; beyond it the oldest are dropped."""
+    pending_bytes: int = 16 * 1024 * 1024
+    """The same bound in message bytes (a message may be up to MAX_MESSAGE_SIZE)."""
+    pending_retry_s: float = 2.0
+    """A parked message is validated again when our round changed or after this long."""
+    pending_ttl_s: float = 120.0
+    """A parked message still unjudgeable after this long is dropped."""
 
     def __post_init__(self) -> None:
         unknown = [v for v in self.versions if v not in _GOSSIPSUB_PROTOCOLS]
@@ -145,6 +208,20 @@ class GossipConfig:
             raise ValueError(f"score_decay must be in (0, 1], got {self.score_decay}")
         if self.max_messages_per_topic_per_second <= 0 or self.receive_buffer < 1:
             raise ValueError("max_messages_per_topic_per_second and receive_buffer must be > 0")
+        timings = {
+            "validation_timeout_s": self.validation_timeout_s,
+            "refresh_interval_s": self.refresh_interval_s,
+            "pending_retry_s": self.pending_retry_s,
+            "pending_ttl_s": self.pending_ttl_s,
+        }
+        for name, value in timings.items():
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        if self.pending_limit < 0 or self.pending_bytes < 0:
+            raise ValueError(
+                f"pending_limit and pending_bytes must be >= 0, got {self.pending_limit}, "
+                f"{self.pending_bytes}"
+            )
 
 
 def gossip_score_params(config: GossipConfig) -> ScoreParams:
@@ -166,6 +243,70 @@ def gossip_score_params(config: GossipConfig) -> ScoreParams:
         graylist_threshold=config.graylist_threshold,
         accept_px_threshold=0.0,
     )
+
+
+class _MessageIgnored(Exception):
+    """Raised out of :meth:`GossipPubsub.validate_msg` for an ignored message; deliberately
+    not a ValidationError, which py-libp2p's push_msg would count against the forwarder."""
+
+
+_PUBSUB_TIMEOUT = "Validation timeout"  # py-libp2p 0.8.1's cached error for its timeout
+_IGNORE_REASONS: ContextVar[list[str] | None] = ContextVar("gossip_ignore_reasons", default=None)
+
+
+def ignore_current_message(reason: str) -> None:
+    """Called by a topic validator about to return False: make the verdict IGNORE.
+
+    A context variable, because py-libp2p runs async validators in child tasks of the
+    validate_msg call and turns whatever they raise into a plain ValidationError.
+    """
+    reasons = _IGNORE_REASONS.get()
+    if reasons is not None:
+        reasons.append(reason)
+
+
+class GossipPubsub(Pubsub):
+    """py-libp2p's Pubsub with gossipsub's IGNORE verdict.
+
+    A validator that calls :func:`ignore_current_message` before returning False gets the
+    message dropped with no score penalty for the forwarder, its cached verdict removed, and
+    it is not marked seen, so a later copy (or our own replay) is validated afresh. py-libp2p's
+    own validation timeout gets the same treatment: it also counts the wait for a validator
+    slot, so it measures our load, never the sender's fault; the message goes to its topic's
+    ``timed_out`` handler (TaskGossip parks it), since no validator saw it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.timed_out: dict[str, Callable[[PeerID, rpc_pb2.Message], None]] = {}
+
+    async def validate_msg(self, msg_forwarder: PeerID, msg: rpc_pb2.Message) -> None:
+        reasons: list[str] = []
+        token = _IGNORE_REASONS.set(reasons)
+        try:
+            await super().validate_msg(msg_forwarder, msg)
+        except ValidationError:
+            message_id = self._msg_id_constructor(msg)
+            cached = self.validation_cache.cache.get(message_id)
+            if not reasons and cached is not None and cached.error_message == _PUBSUB_TIMEOUT:
+                reasons.append(f"slow validation: over py-libp2p's {self.validation_timeout} s")
+                for topic in msg.topicIDs:
+                    handler = self.timed_out.get(topic)
+                    if handler is not None:
+                        handler(msg_forwarder, msg)
+            if not reasons:
+                raise
+            # no checkpoint since validate_msg cached the failure, so no copy saw it
+            self.validation_cache._remove(message_id)
+            raise _MessageIgnored(reasons[0]) from None
+        finally:
+            _IGNORE_REASONS.reset(token)
+
+    async def push_msg(self, msg_forwarder: PeerID, msg: rpc_pb2.Message) -> None:
+        try:
+            await super().push_msg(msg_forwarder, msg)
+        except _MessageIgnored as ignored:
+            logger.debug("ignored gossip forwarded by %s: %s", msg_forwarder, ignored)
 
 
 class ScoreGuard:
@@ -256,7 +397,7 @@ class GossipNode:
 
 @asynccontextmanager
 async def open_pubsub(host: IHost, config: GossipConfig | None = None) -> AsyncIterator[GossipNode]:
-    """Run GossipSub (v1.2, v1.1) with strict signing and scoring on ``host``."""
+    """Run GossipSub (v1.2, v1.1) with strict signing, scoring and IGNORE on ``host``."""
     config = config or GossipConfig()
     router = GossipSub(
         protocols=[_GOSSIPSUB_PROTOCOLS[v] for v in config.versions],
@@ -269,7 +410,16 @@ async def open_pubsub(host: IHost, config: GossipConfig | None = None) -> AsyncI
         spam_protection_enabled=True,
         max_messages_per_topic_per_second=config.max_messages_per_topic_per_second,
     )
-    pubsub = Pubsub(host, router, strict_signing=True)
+    pubsub = GossipPubsub(
+        host,
+        router,
+        strict_signing=True,
+        # a backstop only: TaskGossip bounds its validations itself and ignores on timeout
+        validation_timeout=4 * config.validation_timeout_s,
+        # async validators waiting on the chain hold a slot each; 10 (the default) made
+        # every other message queue behind a few slow ones
+        max_concurrent_validator_count=_VALIDATOR_SLOTS,
+    )
     guard = ScoreGuard(pubsub, router, config)
     pubsub_service: Any = pubsub
     router_service: Any = router
@@ -325,6 +475,17 @@ class _Consumer:
 
 
 @dataclass
+class _Parked:
+    """An ignored message kept for another validation."""
+
+    forwarder: PeerID
+    msg: rpc_pb2.Message
+    expires_at: float
+    round_view: int = 0
+    retry_at: float = 0.0
+
+
+@dataclass
 class TaskGossip:
     """The three gossip topics of one task, validated as the module doc describes.
 
@@ -337,10 +498,24 @@ class TaskGossip:
     current_round: Callable[[], int]
     lookup: AddressLookup
     extra_validator: ExtraValidator | None = None
+    refresh_members: MembersRefresh | None = None
+    chain_round: ChainRound | None = None
     rejections: Counter[str] = field(default_factory=Counter)
     """Rejected messages by reason, ours and peers' (observability; tests read it)."""
+    ignored: Counter[str] = field(default_factory=Counter)
+    """Messages dropped without penalty by reason (a message retried counts each time)."""
+    member_refreshes: int = 0
+    replays: int = 0
+    """Parked messages handed back to pubsub for another validation."""
     _consumers: dict[str, list[_Consumer]] = field(default_factory=dict)
     _decoded: OrderedDict[bytes, Message] = field(default_factory=OrderedDict)
+    _pending: OrderedDict[bytes, _Parked] = field(default_factory=OrderedDict)
+    _pending_bytes: int = 0
+    _own_approved: OrderedDict[tuple[str, bytes], None] = field(default_factory=OrderedDict)
+    _members_fresh_from: float = -math.inf
+    _members_last_start: float = -math.inf
+    _members_refreshing: trio.Event | None = None
+    _chain_round_cache: tuple[float, int] = (-math.inf, 0)
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, bytes) or len(self.task) != ADDRESS_SIZE:
@@ -352,7 +527,14 @@ class TaskGossip:
     # --- validation ---
 
     def check_static(self, data: bytes, kind: str, signer: PeerID) -> tuple[Message, bytes]:
-        """Every rule but the extra validator; returns the message and the signer's address."""
+        """Every rule but the extra validator, against our current view only; returns the
+        message and the signer's address."""
+        message = self._decode(data, kind)
+        registered = self._check_signer(message, signer)
+        self._check_round(message)
+        return message, registered
+
+    def _decode(self, data: bytes, kind: str) -> Message:
         if kind not in self.topics:
             raise GossipRejected(f"unknown topic kind {kind!r}")
         if len(data) > MAX_MESSAGE_SIZE:
@@ -373,15 +555,12 @@ class TaskGossip:
             raise GossipRejected(
                 f"wrong task: 0x{message.task.hex()}, expected 0x{self.task.hex()}"
             )
-        current = self.current_round()
-        if abs(message.round - current) > self.node.config.round_window:
-            raise GossipRejected(
-                f"wrong round: {message.round}, ours is {current} "
-                f"(window ±{self.node.config.round_window})"
-            )
+        return message
+
+    def _check_signer(self, message: Message, signer: PeerID) -> bytes:
         registered = self.lookup(signer)
         if registered is None:
-            raise GossipRejected(
+            raise _UnknownSigner(
                 f"unregistered signer: peer {signer} is not registered for the task"
             )
         claimed = signer_address_of(message)
@@ -390,7 +569,17 @@ class TaskGossip:
                 f"address mismatch: peer {signer} is registered as 0x{registered.hex()}, "
                 f"the message claims 0x{claimed.hex()}"
             )
-        return message, registered
+        return registered
+
+    def _check_round(self, message: Message) -> None:
+        current = self.current_round()
+        window = self.node.config.round_window
+        text = f"wrong round: {message.round}, ours is {current} (window ±{window})"
+        if message.round > current + window:
+            raise _RoundAhead(text, message.round)
+        if message.round < current - window:
+            # an honest forwarder a round behind us still relays it: no penalty
+            raise GossipIgnored(f"{text}; stale", retry=False)
 
     def check_sync(self, data: bytes, kind: str, signer: PeerID) -> tuple[Message, bytes]:
         """All rules, for a synchronous extra validator; raises GossipRejected naming the one
@@ -405,33 +594,128 @@ class TaskGossip:
         return message, registered
 
     async def check(self, data: bytes, kind: str, signer: PeerID) -> tuple[Message, bytes]:
-        """All rules; raises GossipRejected naming the one broken."""
-        message, registered = self.check_static(data, kind, signer)
+        """All rules; raises GossipRejected naming the one broken, or GossipIgnored when our
+        view cannot judge the message even after asking the chain (``refresh_members``,
+        ``chain_round``) within ``validation_timeout_s``."""
+        timeout = self.node.config.validation_timeout_s
+        with trio.move_on_after(timeout):
+            return await self._check_refreshing(data, kind, signer)
+        raise GossipIgnored(
+            f"slow validation: not judged within {timeout} s (chain reads or our event loop "
+            "are slow); retrying later"
+        )
+
+    async def _check_refreshing(
+        self, data: bytes, kind: str, signer: PeerID
+    ) -> tuple[Message, bytes]:
+        arrived = trio.current_time()
+        message = self._decode(data, kind)
+        try:
+            registered = self._check_signer(message, signer)
+        except _UnknownSigner:
+            if self.refresh_members is None:
+                raise
+            await self._members_loaded_since(arrived)
+            registered = self._check_signer(message, signer)  # still unknown: really not one
+        try:
+            self._check_round(message)
+        except _RoundAhead as ahead:
+            if self.chain_round is None:
+                raise
+            chain_round = await self._chain_round_since(arrived)
+            if ahead.round > chain_round + self.node.config.round_window:
+                raise
+            raise GossipIgnored(
+                f"round ahead of our view: {ahead.round}, ours is {self.current_round()}, the "
+                f"chain's {chain_round}; kept until we catch up"
+            ) from None
         if self.extra_validator is not None:
             verdict = self._call_extra_validator(message, signer)
             if inspect.isawaitable(verdict):
                 try:
                     verdict = await verdict
+                except GossipRejected:
+                    raise
                 except Exception as exc:
                     raise GossipRejected(f"extra validator: {exc}") from exc
             _require_acceptance(verdict)
         return message, registered
 
+    async def _members_loaded_since(self, moment: float) -> None:
+        """Return once a member reload that started at or after ``moment`` has finished.
+
+        One reload at a time, at most one per ``refresh_interval_s``; messages waiting for
+        one share it. A failed reload makes the message unjudgeable, not invalid.
+        """
+        refresh = self.refresh_members
+        assert refresh is not None
+        interval = self.node.config.refresh_interval_s
+        while self._members_fresh_from < moment:
+            running = self._members_refreshing
+            if running is not None:
+                await running.wait()
+                continue
+            wait = self._members_last_start + interval - trio.current_time()
+            if wait > 0:
+                await trio.sleep(wait)
+                continue
+            started = self._members_last_start = trio.current_time()
+            done = self._members_refreshing = trio.Event()
+            try:
+                await refresh()
+                self.member_refreshes += 1
+            except Exception as exc:
+                raise GossipIgnored(f"member reload failed: {exc}") from exc
+            finally:
+                self._members_refreshing = None
+                done.set()
+            self._members_fresh_from = started
+
+    async def _chain_round_since(self, moment: float) -> int:
+        """The chain's round, read at most once per ``refresh_interval_s`` (a reading older
+        than ``moment`` is fine then: rounds last far longer)."""
+        chain_round = self.chain_round
+        assert chain_round is not None
+        interval = self.node.config.refresh_interval_s
+        read_at, value = self._chain_round_cache
+        if read_at < moment - interval:
+            try:
+                value = await chain_round()
+            except Exception as exc:
+                raise GossipIgnored(f"reading the chain's round failed: {exc}") from exc
+            self._chain_round_cache = (moment, value)
+        return value
+
     def _call_extra_validator(self, message: Message, signer: PeerID) -> object:
         assert self.extra_validator is not None
         try:
             return self.extra_validator(message, signer)
+        except GossipRejected:
+            raise
         except Exception as exc:
             raise GossipRejected(f"extra validator: {exc}") from exc
 
     @property
-    def _extra_validator_is_async(self) -> bool:
+    def _validates_async(self) -> bool:
         hook = self.extra_validator
-        return hook is not None and (
+        async_hook = hook is not None and (
             inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(type(hook).__call__)
         )
+        return async_hook or self.refresh_members is not None or self.chain_round is not None
 
-    def _reject(self, kind: str, forwarder: PeerID, exc: Exception) -> bool:
+    def _refuse(self, kind: str, forwarder: PeerID, msg: rpc_pb2.Message, exc: Exception) -> bool:
+        message_id = _message_id(msg)
+        if isinstance(exc, GossipIgnored):
+            reason = str(exc).split(":", 1)[0]
+            self.ignored[reason] += 1
+            ignore_current_message(str(exc))
+            logger.debug("ignored gossip on %s forwarded by %s: %s", kind, forwarder, exc)
+            if exc.retry:
+                self._park(message_id, forwarder, msg)
+            else:
+                self._unpark(message_id)
+            return False
+        self._unpark(message_id)
         if isinstance(exc, GossipRejected):
             self.rejections[str(exc).split(":", 1)[0]] += 1
             logger.debug("rejected gossip on %s forwarded by %s: %s", kind, forwarder, exc)
@@ -440,10 +724,75 @@ class TaskGossip:
             logger.error("gossip validation raised unexpectedly: %r", exc)
         return False
 
+    def _timed_out_in_pubsub(self, forwarder: PeerID, msg: rpc_pb2.Message) -> None:
+        self.ignored["slow validation"] += 1
+        self._park(_message_id(msg), forwarder, msg)
+
+    def _park(self, message_id: bytes, forwarder: PeerID, msg: rpc_pb2.Message) -> None:
+        config = self.node.config
+        now = trio.current_time()
+        parked = self._pending.get(message_id)
+        if parked is None:
+            size = len(msg.data)
+            if config.pending_limit < 1 or size > config.pending_bytes:
+                return
+            while (
+                len(self._pending) >= config.pending_limit
+                or self._pending_bytes + size > config.pending_bytes
+            ):
+                self._unpark(next(iter(self._pending)))
+                self.ignored["pending overflow"] += 1
+            parked = self._pending[message_id] = _Parked(forwarder, msg, now + config.pending_ttl_s)
+            self._pending_bytes += size
+        parked.round_view = self.current_round()
+        parked.retry_at = now + config.pending_retry_s
+
+    def _unpark(self, message_id: bytes) -> None:
+        parked = self._pending.pop(message_id, None)
+        if parked is not None:
+            self._pending_bytes -= len(parked.msg.data)
+
+    async def _replay_pending(self) -> None:
+        """Validate parked messages again once our round moved or ``pending_retry_s``
+        passed, through pubsub, so an accepted one is delivered and forwarded as usual."""
+        pubsub = self.node.pubsub
+        async with trio.open_nursery() as nursery:
+            while True:
+                await trio.sleep(min(1.0, self.node.config.pending_retry_s))
+                now = trio.current_time()
+                current = self.current_round()
+                for message_id, parked in list(self._pending.items()):
+                    if now >= parked.expires_at or pubsub._is_msg_seen(parked.msg):
+                        self._unpark(message_id)
+                        if now >= parked.expires_at:
+                            self.ignored["expired unjudged"] += 1
+                        continue
+                    if parked.round_view == current and now < parked.retry_at:
+                        continue
+                    parked.retry_at = now + self.node.config.pending_retry_s
+                    self.replays += 1
+                    nursery.start_soon(pubsub.push_msg, parked.forwarder, parked.msg)
+
+    @property
+    def pending(self) -> int:
+        """Messages parked for another validation."""
+        return len(self._pending)
+
     def _kind_of(self, msg: rpc_pb2.Message) -> str | None:
         if len(msg.topicIDs) != 1:
             return None
         return self._kind_of_topic.get(msg.topicIDs[0])
+
+    def _own_checked(self, forwarder: PeerID, msg: rpc_pb2.Message) -> bool:
+        """Our own publish, checked by :meth:`publish` a moment ago: no second check (it
+        could come out IGNORE under load and the message would silently not go out)."""
+        if forwarder != self.node.host.get_id() or PeerID(msg.from_id) != forwarder:
+            return False
+        key = (msg.topicIDs[0], bytes(msg.data))
+        if key not in self._own_approved:
+            return False
+        del self._own_approved[key]
+        return True
 
     def _sync_topic_validator(self, forwarder: PeerID, msg: rpc_pb2.Message) -> bool:
         # Synchronous on purpose: py-libp2p checks "seen" before validating and marks it
@@ -452,11 +801,13 @@ class TaskGossip:
         if kind is None:
             self.rejections["not one of the task's topics"] += 1
             return False
+        if self._own_checked(forwarder, msg):
+            return True
         try:
             message, _ = self.check_sync(msg.data, kind, PeerID(msg.from_id))
         except Exception as exc:
-            return self._reject(kind, forwarder, exc)
-        self._remember_decoded(msg, message)
+            return self._refuse(kind, forwarder, msg, exc)
+        self._accepted(msg, message)
         return True
 
     async def _async_topic_validator(self, forwarder: PeerID, msg: rpc_pb2.Message) -> bool:
@@ -464,16 +815,20 @@ class TaskGossip:
         if kind is None:
             self.rejections["not one of the task's topics"] += 1
             return False
+        if self._own_checked(forwarder, msg):
+            return True
         try:
             message, _ = await self.check(msg.data, kind, PeerID(msg.from_id))
         except Exception as exc:
-            return self._reject(kind, forwarder, exc)
-        self._remember_decoded(msg, message)
+            return self._refuse(kind, forwarder, msg, exc)
+        self._accepted(msg, message)
         return True
 
-    def _remember_decoded(self, msg: rpc_pb2.Message, message: Message) -> None:
+    def _accepted(self, msg: rpc_pb2.Message, message: Message) -> None:
         # Decoding costs about a millisecond (CID parsing); the pump reuses this result.
-        self._decoded[_message_id(msg)] = message
+        message_id = _message_id(msg)
+        self._unpark(message_id)
+        self._decoded[message_id] = message
         if len(self._decoded) > _DEDUPE_WINDOW:
             self._decoded.popitem(last=False)
 
@@ -483,15 +838,33 @@ class TaskGossip:
         """Check ``message`` as a peer would, then publish it on its topic.
 
         Raises GossipRejected (and publishes nothing) if a peer would reject it; publishing
-        it anyway would only lower our own score.
+        it anyway would only lower our own score. While our own view cannot judge it
+        (GossipIgnored), it checks again every ``pending_retry_s`` up to ``pending_ttl_s``.
         """
         data = encode_message(message)
         kind = message.TOPIC_KIND
-        try:
-            await self.check(data, kind, self.node.host.get_id())
-        except GossipRejected as exc:
-            self.rejections[f"own: {str(exc).split(':', 1)[0]}"] += 1
-            raise GossipRejected(f"not publishing our own {type(message).__name__}: {exc}") from exc
+        config = self.node.config
+        give_up_at = trio.current_time() + config.pending_ttl_s
+        while True:
+            try:
+                await self.check(data, kind, self.node.host.get_id())
+                break
+            except GossipIgnored as exc:
+                if exc.retry and trio.current_time() + config.pending_retry_s < give_up_at:
+                    await trio.sleep(config.pending_retry_s)
+                    continue
+                self.ignored[f"own: {str(exc).split(':', 1)[0]}"] += 1
+                raise GossipIgnored(
+                    f"not publishing our own {type(message).__name__}: {exc}", retry=False
+                ) from exc
+            except GossipRejected as exc:
+                self.rejections[f"own: {str(exc).split(':', 1)[0]}"] += 1
+                raise GossipRejected(
+                    f"not publishing our own {type(message).__name__}: {exc}"
+                ) from exc
+        self._own_approved[(self.topics[kind], data)] = None
+        if len(self._own_approved) > _OWN_APPROVED_LIMIT:  # left by a publish that failed
+            self._own_approved.popitem(last=False)
         await self.node.pubsub.publish(self.topics[kind], data)
 
     @asynccontextmanager
@@ -554,14 +927,26 @@ async def open_task_gossip(
     current_round: Callable[[], int],
     lookup: AddressLookup,
     extra_validator: ExtraValidator | None = None,
+    refresh_members: MembersRefresh | None = None,
+    chain_round: ChainRound | None = None,
 ) -> AsyncIterator[TaskGossip]:
-    """Subscribe to the task's three topics with validators; unsubscribe on exit."""
-    gossip = TaskGossip(node, chain_id, task, current_round, lookup, extra_validator)
+    """Subscribe to the task's three topics with validators; unsubscribe on exit.
+
+    ``refresh_members`` and ``chain_round`` let validation tell "our view lags" from
+    "invalid" (see the module doc); without them a lookup miss or a round beyond the window
+    is rejected.
+    """
+    gossip = TaskGossip(
+        node, chain_id, task, current_round, lookup, extra_validator, refresh_members, chain_round
+    )
     pubsub = node.pubsub
     async with trio.open_nursery() as nursery:
         try:
+            nursery.start_soon(gossip._replay_pending)
             for kind, topic in gossip.topics.items():
-                if gossip._extra_validator_is_async:
+                if isinstance(pubsub, GossipPubsub):
+                    pubsub.timed_out[topic] = gossip._timed_out_in_pubsub
+                if gossip._validates_async:
                     pubsub.set_topic_validator(topic, gossip._async_topic_validator, True)
                 else:
                     pubsub.set_topic_validator(topic, gossip._sync_topic_validator, False)
@@ -573,6 +958,8 @@ async def open_task_gossip(
             with trio.CancelScope(shield=True):
                 for topic in gossip.topics.values():
                     pubsub.remove_topic_validator(topic)
+                    if isinstance(pubsub, GossipPubsub):
+                        pubsub.timed_out.pop(topic, None)
                     try:
                         await pubsub.unsubscribe(topic)
                     except Exception as exc:  # stopping anyway

@@ -37,7 +37,7 @@ from node.chain.types import RewardPolicy
 from node.chain.types import Role as ChainRole
 from node.config import AUTO_TASK, NodeConfig
 from node.discovery import Discovery, task_namespace
-from node.gossip import GossipNode, GossipRejected, TaskGossip, open_task_gossip
+from node.gossip import GossipIgnored, GossipNode, GossipRejected, TaskGossip, open_task_gossip
 from node.runtime import learning
 from node.runtime.chainside import (
     ALREADY_DONE,
@@ -505,9 +505,12 @@ class Driver:
         await self._load_peers()
         machine = self.machine
         assert machine is not None
+        # _load_peers and _chain_round let gossip tell a member we have not loaded yet, or a
+        # round our follower has not reached, from an invalid message (never penalize those)
         async with open_task_gossip(
             self.gossip_node, chain_id, task, lambda: machine.view.round, self._lookup,
-            self._check_committee_proof,
+            self._check_committee_proof, refresh_members=self._load_peers,
+            chain_round=self._chain_round,
         ) as gossip:
             self.gossip = gossip
             self.gossip_ready.set()
@@ -516,19 +519,37 @@ class Driver:
                     if isinstance(received.message, ModelAnnouncement):
                         await self.events_send.send(announcement_received(received.message))
 
+    async def _chain_round(self) -> int:
+        assert self.task is not None
+        return await self.chain.run(self.client.current_round, self.task)
+
     async def _check_committee_proof(self, message: Message, signer: PeerID) -> bool:
         """Gossip rule for CommitteeProof: a valid VRF proof of a seat in that round, for
-        the validator's registered key (the contract checks it again at commit)."""
+        the validator's registered key (the contract checks it again at commit).
+
+        What only says that the chain, or our view of it, cannot judge the proof (a failed
+        read, a round not started as far as our endpoint knows, a stake already slashed)
+        raises GossipIgnored: the forwarder is not penalized."""
         if not isinstance(message, CommitteeProof):
             return True
+        try:
+            return await self._committee_seat_proven(message)
+        except ChainRevert as revert:
+            raise GossipRejected(
+                f"the chain refused to read round {message.round}: {revert}"
+            ) from revert
+        except (ChainError, OSError) as problem:
+            raise GossipIgnored(f"chain read failed: {problem}") from problem
+
+    async def _committee_seat_proven(self, message: CommitteeProof) -> bool:
         assert self.task is not None and self.params is not None
         modulus = self.vrf_keys.get(message.validator)
-        if modulus is None:
+        if modulus is None:  # loaded with the peer map that gossip's lookup just matched
             raise GossipRejected("the validator has no registered VRF key in this task")
         if message.round not in self.round_seeds:
             info = await self.chain.run(self.client.round_info, self.task, message.round)
             if info.total_stake == 0:
-                raise GossipRejected(f"round {message.round} has not started")
+                raise GossipIgnored(f"round {message.round} has not started on our chain view")
             self.round_seeds[message.round] = (info.seed, info.total_stake)
         seed, total_stake = self.round_seeds[message.round]
         # slashing happens at finalization, so during a round the locked deposit is the
@@ -538,7 +559,12 @@ class Driver:
         )
         key = VRFPublicKey.from_modulus_bytes(modulus)
         beta = vrf_verify(key, round_alpha(seed, message.round), message.vrf_proof)
-        return stake > 0 and is_selected(beta, self.params.committee_size, stake, total_stake)
+        if stake > 0 and is_selected(beta, self.params.committee_size, stake, total_stake):
+            return True
+        info = await self.chain.run(self.client.round_info, self.task, message.round)
+        if info.finalized:  # the stake read is today's, maybe slashed since the snapshot
+            raise GossipIgnored(f"round {message.round} is finalized already", retry=False)
+        return False
 
     async def _publish(self, action: Publish) -> None:
         if isinstance(action, PublishScores) and self.config.behaviour.validator == "lazy":

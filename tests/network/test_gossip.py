@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import pytest
 import trio
@@ -16,6 +17,7 @@ from node.discovery import DiscoveryConfig, task_namespace
 from node.gossip import (
     ExtraValidator,
     GossipConfig,
+    GossipIgnored,
     GossipRejected,
     Received,
     TaskGossip,
@@ -97,6 +99,33 @@ async def async_vrf_stand_in(message: Message, signer: PeerID) -> bool:
 
 
 @dataclass
+class LaggingView:
+    """A member's view of the chain that lags the chain (the swarm's registry): it knows the
+    members in ``known`` only, and thinks the task is in ``round``."""
+
+    chain: dict[PeerID, bytes]
+    known: dict[PeerID, bytes] = field(default_factory=dict)
+    round: int = ROUND
+    reloads: int = 0
+    chain_slow: bool = False
+    """While set, the extra validator's chain reads take longer than the validation timeout."""
+
+    async def reload_members(self) -> None:
+        await trio.sleep(0.01)  # a chain read
+        self.known.update(self.chain)
+        self.reloads += 1
+
+    async def chain_round(self) -> int:
+        await trio.sleep(0.01)
+        return ROUND
+
+    async def hook(self, message: Message, signer: PeerID) -> bool:
+        while self.chain_slow:
+            await trio.sleep(0.05)
+        return vrf_stand_in(message, signer)
+
+
+@dataclass
 class Member:
     peer: Peer
     gossip: TaskGossip
@@ -134,9 +163,11 @@ class Swarm:
         config: GossipConfig | None = None,
         target_peers: int = 8,
         validating: bool = True,
+        view: LaggingView | None = None,
     ) -> Member:
         """A member of the task; ``validating=False`` makes a rogue that subscribes without
-        validators, so it can send what an honest node would refuse to publish."""
+        validators, so it can send what an honest node would refuse to publish; ``view``
+        gives it a lagging view of the chain that it can refresh."""
         discovery = DiscoveryConfig(
             bootstrap_addrs=(self.bootstrap_addr,), target_peers=target_peers
         )
@@ -149,7 +180,20 @@ class Swarm:
         if registered:
             self.registry[peer.host.get_id()] = address_of(peer.host.get_id())
         assert peer.gossip is not None
-        if validating:
+        if view is not None:
+            gossip = await self.stack.enter_async_context(
+                open_task_gossip(
+                    peer.gossip,
+                    CHAIN_ID,
+                    TASK,
+                    lambda: view.round,
+                    view.known.get,
+                    view.hook,
+                    refresh_members=view.reload_members,
+                    chain_round=view.chain_round,
+                )
+            )
+        elif validating:
             gossip = await self.stack.enter_async_context(
                 open_task_gossip(
                     peer.gossip, CHAIN_ID, TASK, lambda: ROUND, self.registry.get, self.hook
@@ -385,10 +429,15 @@ async def test_validation_rules_one_by_one(tmp_path: Path) -> None:
                     )
                     assert message.round == round_ and address == mine
                 for round_ in (ROUND - 2, ROUND + 2, 0):
-                    with pytest.raises(GossipRejected, match="wrong round"):
+                    with pytest.raises(GossipRejected, match="wrong round") as refused:
                         await gossip.check(
                             encode_message(announcement(mine, round_=round_)), "models", me
                         )
+                    # behind the window: no penalty (honest forwarders a round behind relay
+                    # it), nothing to retry; ahead of it with no chain to ask: rejected
+                    stale = round_ < ROUND
+                    assert isinstance(refused.value, GossipIgnored) == stale
+                    assert not stale or not cast(GossipIgnored, refused.value).retry
                 current["round"] = 0
                 await gossip.check(encode_message(announcement(mine, round_=0)), "models", me)
                 current["round"] = ROUND
@@ -417,3 +466,122 @@ async def test_validation_rules_one_by_one(tmp_path: Path) -> None:
                 gossip.extra_validator = broken
                 with pytest.raises(GossipRejected, match="VRF key unknown"):
                     await gossip.check(encode_message(announcement(mine)), "models", me)
+
+
+def penalties(members: list[Member], honest: list[Member]) -> dict[str, object]:
+    """What ``members`` hold against the ``honest`` peers: bans and negative scores."""
+    honest_ids = {m.peer_id for m in honest}
+    found: dict[str, object] = {}
+    for index, member in enumerate(members):
+        node = member.peer.gossip
+        assert node is not None
+        banned = honest_ids & set(node.guard.banned_until)
+        negative = {str(p): node.guard.score(p) for p in honest_ids if node.guard.score(p) < 0}
+        if banned or negative:
+            found[f"member {index}"] = {"banned": banned, "negative scores": negative}
+    return found
+
+
+async def publish_announcements(senders: list[Member], count: int) -> set[str]:
+    """``count`` distinct announcements from each sender; returns their CIDs."""
+    cids = set()
+    for index in range(count):
+        for sender in senders:
+            message = announcement(sender.address, tag=b"%d" % index)
+            await sender.gossip.publish(message)
+            cids.add(message.cid)
+    return cids
+
+
+def received_cids(member: Member) -> set[str]:
+    return {m.cid for m in member.received("models") if isinstance(m, ModelAnnouncement)}
+
+
+# Each test below sends more messages than the ~10 invalid ones that graylist a forwarder:
+# before IGNORE existed, each of them got the lagging member to ban its honest neighbours.
+LAG_MESSAGES_PER_SENDER = 8
+FAST_RETRY = GossipConfig(pending_retry_s=0.3, validation_timeout_s=0.5)
+
+
+async def test_a_member_that_has_not_loaded_the_senders_yet_reloads_instead_of_rejecting(
+    tmp_path: Path,
+) -> None:
+    """The requester that missed announcements: it had not yet seen the workers join."""
+    async with open_swarm(tmp_path) as swarm:
+        view = LaggingView(swarm.registry)  # knows nobody yet
+        lagging = await swarm.join(view=view)
+        senders = [await swarm.join() for _ in range(3)]
+        stranger = await swarm.join(registered=False, validating=False)
+        await swarm.wait_for_mesh()
+
+        sent = await publish_announcements(senders, LAG_MESSAGES_PER_SENDER)
+        await stranger.publish_raw("models", encode_message(announcement(stranger.address)))
+        marker = announcement(senders[0].address, tag=b"marker")
+        await senders[0].gossip.publish(marker)
+
+        everyone = [lagging, *senders]
+        for member in everyone:
+            await wait_until(
+                lambda m=member: received_cids(m) == sent | {marker.cid},  # type: ignore[misc]
+                "every announcement at every member, the lagging one included",
+            )
+        await wait_until(
+            lambda: lagging.gossip.rejections["unregistered signer"] >= 1,
+            "the lagging member to reject the stranger after reloading",
+        )
+        assert stranger.address not in {a.worker for a in lagging.received("models")}
+        assert 1 <= view.reloads < LAG_MESSAGES_PER_SENDER  # shared, not one per message
+        assert lagging.gossip.rejections == {"unregistered signer": 1}
+        assert penalties(everyone, everyone) == {}
+
+
+async def test_a_member_whose_round_lags_keeps_messages_until_it_catches_up(
+    tmp_path: Path,
+) -> None:
+    async with open_swarm(tmp_path) as swarm:
+        view = LaggingView(swarm.registry, round=ROUND - 2)  # two rounds behind the chain
+        lagging = await swarm.join(config=FAST_RETRY, view=view)
+        senders = [await swarm.join() for _ in range(3)]
+        rogue = await swarm.join(validating=False)
+        view.known.update(swarm.registry)
+        await swarm.wait_for_mesh()
+
+        sent = await publish_announcements(senders, LAG_MESSAGES_PER_SENDER)
+        # beyond even the chain's round: invalid, whatever our lag
+        await rogue.publish_raw("models", encode_message(announcement(rogue.address, round_=ROUND + 2)))
+        await wait_until(
+            lambda: lagging.gossip.pending >= len(sent), "the lagging member to park them"
+        )
+        assert lagging.received("models") == []
+        view.round = ROUND - 1  # our chain follower caught up
+
+        await wait_until(lambda: received_cids(lagging) == sent, "the parked messages delivered")
+        assert lagging.gossip.replays >= 1
+        await wait_until(
+            lambda: lagging.gossip.rejections["wrong round"] >= 1, "the far-future one rejected"
+        )
+        assert lagging.gossip.rejections == {"wrong round": 1}
+        honest = [m for m in swarm.members if m is not rogue]
+        assert penalties(honest, honest) == {}
+
+
+async def test_validation_slower_than_its_timeout_is_retried_not_rejected(
+    tmp_path: Path,
+) -> None:
+    """A busy loop or a slow chain endpoint is our lag, not the sender's fault."""
+    async with open_swarm(tmp_path) as swarm:
+        view = LaggingView(swarm.registry, chain_slow=True)
+        lagging = await swarm.join(config=FAST_RETRY, view=view)
+        senders = [await swarm.join() for _ in range(3)]
+        view.known.update(swarm.registry)
+        await swarm.wait_for_mesh()
+
+        sent = await publish_announcements(senders, LAG_MESSAGES_PER_SENDER)
+        await wait_until(
+            lambda: lagging.gossip.ignored["slow validation"] >= len(sent),
+            "the lagging member to time out on each message",
+        )
+        view.chain_slow = False
+        await wait_until(lambda: received_cids(lagging) == sent, "the parked messages delivered")
+        assert not lagging.gossip.rejections
+        assert penalties(swarm.members, swarm.members) == {}
