@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import trio
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetStream
 from libp2p.exceptions import ValidationError
 from libp2p.peer.id import ID as PeerID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
@@ -307,6 +307,22 @@ class GossipPubsub(Pubsub):
             await super().push_msg(msg_forwarder, msg)
         except _MessageIgnored as ignored:
             logger.debug("ignored gossip forwarded by %s: %s", msg_forwarder, ignored)
+
+    async def stream_handler(self, stream: INetStream) -> None:
+        try:
+            await super().stream_handler(stream)
+        except RuntimeError as exc:
+            # py-libp2p 0.8.1 checks manager.is_running, which stays True while the service
+            # stops, then schedules push_msg on its closed nursery; the error would crash
+            # the host's connection. The service is going away: drop the stream.
+            if "closed to new arrivals" not in str(exc):
+                raise
+            logger.debug("pubsub stopping; dropped a stream from %s", stream.muxed_conn.peer_id)
+            with trio.CancelScope(shield=True):
+                try:
+                    await stream.reset()
+                except Exception as reset_error:  # already broken
+                    logger.debug("resetting the stream raised %s", reset_error)
 
 
 class ScoreGuard:
