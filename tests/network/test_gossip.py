@@ -585,3 +585,64 @@ async def test_validation_slower_than_its_timeout_is_retried_not_rejected(
         await wait_until(lambda: received_cids(lagging) == sent, "the parked messages delivered")
         assert not lagging.gossip.rejections
         assert penalties(swarm.members, swarm.members) == {}
+
+
+async def test_member_reloads_are_shared_and_a_real_stranger_stays_rejected(
+    tmp_path: Path,
+) -> None:
+    """TaskGossip.check with a lagging lookup: one reload serves the messages waiting for it,
+    a signer still unknown after it is rejected, a failed reload only ignores."""
+    async with open_host(HostConfig(key_path=tmp_path / "node.key")) as host:
+        async with open_pubsub(host, GossipConfig(refresh_interval_s=0.2)) as node:
+            me = host.get_id()
+            chain = {me: address_of(me)}
+            view = LaggingView(chain)
+            async with open_task_gossip(
+                node,
+                CHAIN_ID,
+                TASK,
+                lambda: view.round,
+                view.known.get,
+                refresh_members=view.reload_members,
+                chain_round=view.chain_round,
+            ) as gossip:
+                mine = address_of(me)
+                accepted: list[Message] = []
+
+                async def check_one(tag: bytes) -> None:
+                    message, _ = await gossip.check(
+                        encode_message(announcement(mine, tag=tag)), "models", me
+                    )
+                    accepted.append(message)
+
+                async with trio.open_nursery() as nursery:
+                    for index in range(10):
+                        nursery.start_soon(check_one, b"%d" % index)
+                # one reload, plus one for those that arrived after it had started
+                assert len(accepted) == 10 and 1 <= view.reloads <= 2
+                reloads = view.reloads
+
+                stranger = PeerID(b"\x00\x24" + b"\x08\x01\x12\x20" + bytes(32))
+                with pytest.raises(GossipRejected, match="unregistered signer") as refused:
+                    await gossip.check(encode_message(announcement(mine)), "models", stranger)
+                assert not isinstance(refused.value, GossipIgnored)
+                assert view.reloads == reloads + 1  # it did look before rejecting
+
+                async def broken_reload() -> None:
+                    raise OSError("connection refused")
+
+                gossip.refresh_members = broken_reload
+                with pytest.raises(GossipIgnored, match="member reload failed"):
+                    await gossip.check(encode_message(announcement(mine)), "models", stranger)
+
+                # a round ahead of ours that the chain has reached: ignored to retry; one
+                # beyond the chain's round: rejected
+                view.round = ROUND - 2
+                with pytest.raises(GossipIgnored, match="round ahead of our view") as ahead:
+                    await gossip.check(encode_message(announcement(mine)), "models", me)
+                assert ahead.value.retry
+                with pytest.raises(GossipRejected, match="wrong round") as beyond:
+                    await gossip.check(
+                        encode_message(announcement(mine, round_=ROUND + 2)), "models", me
+                    )
+                assert not isinstance(beyond.value, GossipIgnored)
