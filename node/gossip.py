@@ -181,8 +181,11 @@ class GossipConfig:
     """Ignored messages kept for another validation; beyond it the oldest are dropped."""
     pending_bytes: int = 16 * 1024 * 1024
     """The same bound in message bytes (a message may be up to MAX_MESSAGE_SIZE)."""
+    pending_per_signer: int = 32
+    """The same bound per signer (an honest one has a few messages a round)."""
     pending_retry_s: float = 2.0
-    """A parked message is validated again when our round changed or after this long."""
+    """A parked message is validated again when our round changed or after this long,
+    doubling with each attempt (up to 64 times this)."""
     pending_ttl_s: float = 120.0
     """A parked message still unjudgeable after this long is dropped."""
 
@@ -217,10 +220,10 @@ class GossipConfig:
         for name, value in timings.items():
             if not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
-        if self.pending_limit < 0 or self.pending_bytes < 0:
+        if min(self.pending_limit, self.pending_bytes, self.pending_per_signer) < 0:
             raise ValueError(
-                f"pending_limit and pending_bytes must be >= 0, got {self.pending_limit}, "
-                f"{self.pending_bytes}"
+                "pending_limit, pending_bytes and pending_per_signer must be >= 0, got "
+                f"{self.pending_limit}, {self.pending_bytes}, {self.pending_per_signer}"
             )
 
 
@@ -499,6 +502,7 @@ class _Parked:
     expires_at: float
     round_view: int = 0
     retry_at: float = 0.0
+    attempts: int = 0
 
 
 @dataclass
@@ -527,6 +531,7 @@ class TaskGossip:
     _decoded: OrderedDict[bytes, Message] = field(default_factory=OrderedDict)
     _pending: OrderedDict[bytes, _Parked] = field(default_factory=OrderedDict)
     _pending_bytes: int = 0
+    _pending_by_signer: Counter[bytes] = field(default_factory=Counter)
     _own_approved: OrderedDict[tuple[str, bytes], None] = field(default_factory=OrderedDict)
     _members_fresh_from: float = -math.inf
     _members_last_start: float = -math.inf
@@ -745,12 +750,20 @@ class TaskGossip:
         self._park(_message_id(msg), forwarder, msg)
 
     def _park(self, message_id: bytes, forwarder: PeerID, msg: rpc_pb2.Message) -> None:
+        """Keep an ignored message for another validation: bounded in count and bytes, and
+        per signer, so one member's unjudgeable messages cannot push out everybody else's."""
         config = self.node.config
         now = trio.current_time()
         parked = self._pending.get(message_id)
         if parked is None:
             size = len(msg.data)
-            if config.pending_limit < 1 or size > config.pending_bytes:
+            signer = bytes(msg.from_id)
+            if (
+                config.pending_limit < 1
+                or size > config.pending_bytes
+                or self._pending_by_signer[signer] >= config.pending_per_signer
+            ):
+                self.ignored["pending overflow"] += 1
                 return
             while (
                 len(self._pending) >= config.pending_limit
@@ -760,13 +773,26 @@ class TaskGossip:
                 self.ignored["pending overflow"] += 1
             parked = self._pending[message_id] = _Parked(forwarder, msg, now + config.pending_ttl_s)
             self._pending_bytes += size
+            self._pending_by_signer[signer] += 1
         parked.round_view = self.current_round()
-        parked.retry_at = now + config.pending_retry_s
+        # backing off: a message that stays unjudgeable costs fewer and fewer chain reads
+        parked.retry_at = now + config.pending_retry_s * 2 ** min(parked.attempts, 6)
+        parked.attempts += 1
 
     def _unpark(self, message_id: bytes) -> None:
         parked = self._pending.pop(message_id, None)
         if parked is not None:
             self._pending_bytes -= len(parked.msg.data)
+            signer = bytes(parked.msg.from_id)
+            self._pending_by_signer[signer] -= 1
+            if self._pending_by_signer[signer] <= 0:
+                del self._pending_by_signer[signer]
+
+    async def _replay(self, parked: _Parked) -> None:
+        try:
+            await self.node.pubsub.push_msg(parked.forwarder, parked.msg)
+        except Exception as exc:  # e.g. the forwarder went away meanwhile
+            logger.debug("replaying a parked message failed: %r", exc)
 
     async def _replay_pending(self) -> None:
         """Validate parked messages again once our round moved or ``pending_retry_s``
@@ -785,9 +811,9 @@ class TaskGossip:
                         continue
                     if parked.round_view == current and now < parked.retry_at:
                         continue
-                    parked.retry_at = now + self.node.config.pending_retry_s
+                    parked.retry_at = math.inf  # until its validation parks it again
                     self.replays += 1
-                    nursery.start_soon(pubsub.push_msg, parked.forwarder, parked.msg)
+                    nursery.start_soon(self._replay, parked)
 
     @property
     def pending(self) -> int:
