@@ -12,6 +12,7 @@ from typing import cast
 import pytest
 import trio
 from libp2p.peer.id import ID as PeerID
+from libp2p.pubsub.pb import rpc_pb2
 
 from node.discovery import DiscoveryConfig, task_namespace
 from node.gossip import (
@@ -493,8 +494,14 @@ async def publish_announcements(senders: list[Member], count: int) -> set[str]:
     return cids
 
 
-def received_cids(member: Member) -> set[str]:
-    return {m.cid for m in member.received("models") if isinstance(m, ModelAnnouncement)}
+def received_cids(member: Member, senders: list[Member] | None = None) -> set[str]:
+    """CIDs of the announcements ``member`` received (from ``senders`` only, if given)."""
+    workers = None if senders is None else {s.address for s in senders}
+    return {
+        m.cid
+        for m in member.received("models")
+        if isinstance(m, ModelAnnouncement) and (workers is None or m.worker in workers)
+    }
 
 
 # Each test below sends more messages than the ~10 invalid ones that graylist a forwarder:
@@ -555,7 +562,9 @@ async def test_a_member_whose_round_lags_keeps_messages_until_it_catches_up(
         assert lagging.received("models") == []
         view.round = ROUND - 1  # our chain follower caught up
 
-        await wait_until(lambda: received_cids(lagging) == sent, "the parked messages delivered")
+        await wait_until(
+            lambda: received_cids(lagging, senders) == sent, "the parked messages delivered"
+        )
         assert lagging.gossip.replays >= 1
         await wait_until(
             lambda: lagging.gossip.rejections["wrong round"] >= 1, "the far-future one rejected"
@@ -646,3 +655,27 @@ async def test_member_reloads_are_shared_and_a_real_stranger_stays_rejected(
                         encode_message(announcement(mine, round_=ROUND + 2)), "models", me
                     )
                 assert not isinstance(beyond.value, GossipIgnored)
+
+
+async def test_parked_messages_are_bounded_per_signer_and_in_total(tmp_path: Path) -> None:
+    config = GossipConfig(pending_limit=6, pending_per_signer=4)
+    async with open_host(HostConfig(key_path=tmp_path / "node.key")) as host:
+        async with open_pubsub(host, config) as node:
+            async with open_task_gossip(
+                node, CHAIN_ID, TASK, lambda: ROUND, {}.get
+            ) as gossip:
+                forwarder = host.get_id()
+
+                def park(signer: bytes, index: int) -> None:
+                    msg = rpc_pb2.Message(from_id=signer, seqno=b"%08d" % index, data=b"x")
+                    gossip._park(msg.from_id + msg.seqno, forwarder, msg)
+
+                for index in range(6):
+                    park(b"signer a", index)
+                assert gossip.pending == 4  # a's share
+                assert gossip.ignored["pending overflow"] == 2
+                for index in range(3):
+                    park(b"signer b", index)
+                assert gossip.pending == 6  # the total: a's oldest made room
+                assert gossip.ignored["pending overflow"] == 3
+                assert dict(gossip._pending_by_signer) == {b"signer a": 3, b"signer b": 3}
