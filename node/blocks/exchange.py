@@ -34,8 +34,8 @@ import inspect
 import logging
 import struct
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,17 +132,24 @@ class ExchangeLimits:
     max_cids_per_request: int = 32
     """The most CIDs a server answers in one request (and a client asks for)."""
     max_request_bytes: int = 8 * 1024
-    batch_size: int = 4
-    """CIDs a client asks per request: 4 x 256 KiB leaves = 1 MiB per round trip."""
+    batch_size: int = 2
+    """CIDs a client asks per request: 2 x 256 KiB leaves = 512 KiB per round trip."""
     requests_in_flight: int = 8
     """Concurrent requests of one fetch, over all providers."""
-    requests_per_provider: int = 4
-    """Concurrent requests of one fetch to one provider (below max_streams_per_peer)."""
+    requests_per_provider: int = 2
+    """Concurrent requests to one provider, over all fetches (below max_streams_per_peer).
+
+    With ``batch_size`` this bounds the bulk data queued on one connection: yamux sends
+    window updates, stream opens and protocol negotiation through the same FIFO write path
+    and TCP buffers as the blocks, so 4 x 1 MiB in flight per peer delayed them by seconds
+    under load (window waits over yamux's 5 s limit reset streams; negotiations passed
+    libp2p's 10 s limit). 2 x 512 KiB keeps loopback throughput (bench/block_fetch.py)."""
     max_streams_per_peer: int = 8
     """Concurrent requests a server answers for one peer; more get ``busy``."""
     max_streams_total: int = 64
     read_timeout_s: float = 10.0
-    """Longest wait for any single read; a paused or dead peer is dropped after it."""
+    """Longest silence of a peer: a read (or a stream open) fails once nothing at all has
+    moved between us and that peer, on any block stream, for this long."""
     request_timeout_s: float = 60.0
     """Longest time for one whole request/response, on either side."""
     idle_stream_timeout_s: float = 30.0
@@ -151,6 +158,9 @@ class ExchangeLimits:
     find_providers_timeout_s: float = 10.0
     busy_retries: int = 20
     """How often a fetch retries a provider that answered busy before dropping it."""
+    provider_strikes: int = 3
+    """Failed requests in a row (timeouts, resets) after which a fetch drops a provider;
+    a wrong block drops it at once."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= self.max_cids_per_request:
@@ -159,7 +169,7 @@ class ExchangeLimits:
                 f"got {self.batch_size}"
             )
         for name in ("requests_in_flight", "requests_per_provider", "max_streams_per_peer",
-                     "max_streams_total", "max_request_bytes"):
+                     "max_streams_total", "max_request_bytes", "provider_strikes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("read_timeout_s", "request_timeout_s", "idle_stream_timeout_s",
@@ -208,14 +218,56 @@ def _uvarint(value: int) -> bytes:
     return bytes(out)
 
 
-async def _read_exactly(stream: INetStream, size: int, read_timeout_s: float) -> bytes:
-    """Read exactly ``size`` bytes, each read bounded by ``read_timeout_s`` (pitfall 7)."""
+class _PeerClock:
+    """Per-peer silence deadlines that any traffic with that peer pushes back.
+
+    Why not a plain timeout per read: all streams to a peer share one yamux connection
+    and all peers share one trio loop. Under load (many fetches at once, a busy loop, the
+    GIL held by training threads) a healthy peer's bytes arrive for other streams while one
+    stream waits its turn for many seconds; a per-stream timeout then drops a working
+    provider, and the fetch waits for its other requests to time out too (issue 4: stalls
+    of a minute). A peer is only declared stalled when nothing at all has moved between
+    us and it for the whole ``patience``.
+    """
+
+    def __init__(self) -> None:
+        self._watches: dict[PeerID, dict[trio.CancelScope, float]] = {}
+
+    def progress(self, peer: PeerID) -> None:
+        """Bytes moved between us and ``peer``: push back every deadline on it."""
+        watches = self._watches.get(peer)
+        if watches:
+            now = trio.current_time()
+            for scope, patience in watches.items():
+                scope.deadline = max(scope.deadline, now + patience)
+
+    @contextmanager
+    def silence_limit(self, peer: PeerID, patience: float) -> Iterator[None]:
+        """Raise trio.TooSlowError if ``peer`` is silent for ``patience`` seconds."""
+        scope = trio.CancelScope(deadline=trio.current_time() + patience)
+        watches = self._watches.setdefault(peer, {})
+        watches[scope] = patience
+        try:
+            with scope:
+                yield
+        finally:
+            del watches[scope]
+            if not watches and self._watches.get(peer) is watches:
+                del self._watches[peer]
+        if scope.cancelled_caught:
+            raise trio.TooSlowError(f"peer {peer} silent for {patience} s")
+
+
+async def _read_exactly(stream: INetStream, size: int, clock: _PeerClock, peer: PeerID,
+                        patience: float) -> bytes:
+    """Read exactly ``size`` bytes; fails once ``peer`` is silent for ``patience`` (pitfall 7)."""
     buf = bytearray()
     while len(buf) < size:
-        with trio.fail_after(read_timeout_s):
+        with clock.silence_limit(peer, patience):
             chunk = await stream.read(size - len(buf))
         if not chunk:
             raise EOFError(f"stream ended after {len(buf)} of {size} bytes")
+        clock.progress(peer)
         buf += chunk
     return bytes(buf)
 
@@ -230,7 +282,7 @@ async def _read_first_byte(stream: INetStream) -> int | None:
 
 
 async def _read_uvarint_frame(stream: INetStream, first: int, max_size: int,
-                              read_timeout_s: float) -> bytes:
+                              clock: _PeerClock, peer: PeerID, patience: float) -> bytes:
     """A uvarint-length-prefixed frame whose first prefix byte ``first`` was already read."""
     length = 0
     byte = first
@@ -238,12 +290,12 @@ async def _read_uvarint_frame(stream: INetStream, first: int, max_size: int,
         length |= (byte & 0x7F) << shift
         if not byte & 0x80:
             break
-        byte = (await _read_exactly(stream, 1, read_timeout_s))[0]
+        byte = (await _read_exactly(stream, 1, clock, peer, patience))[0]
     else:
         raise CIDError("request length prefix is longer than 5 bytes")
     if length > max_size:
         raise CIDError(f"request frame of {length} bytes exceeds the {max_size}-byte limit")
-    return await _read_exactly(stream, length, read_timeout_s)
+    return await _read_exactly(stream, length, clock, peer, patience)
 
 
 # --- fetch bookkeeping ----------------------------------------------------------------------
@@ -278,6 +330,7 @@ class _Provider:
     info: PeerInfo
     in_flight: int = 0
     busy: int = 0
+    strikes: int = 0  # failed requests since its last delivered block
     down: str | None = None  # why it was dropped for this fetch
 
 
@@ -350,6 +403,7 @@ class BlockExchange:
         self._started = False
         self._idle: dict[PeerID, list[tuple[INetStream, float]]] = {}  # pooled client streams
         self._slots: dict[PeerID, trio.Semaphore] = {}
+        self._clock = _PeerClock()
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -425,10 +479,9 @@ class BlockExchange:
             while True:
                 # A new stream's first request must come promptly; a reused one may idle,
                 # and may be evicted while idle to make room for another stream.
-                wait = limits.read_timeout_s if served == 0 else limits.idle_stream_timeout_s
                 session.idle_scope = trio.CancelScope()
                 session.idle_since = trio.current_time() if served else None
-                with session.idle_scope, trio.fail_after(wait):
+                with session.idle_scope, self._first_byte_limit(peer, served == 0):
                     first = await _read_first_byte(stream)
                 session.idle_since = None
                 if session.idle_scope.cancelled_caught:
@@ -437,8 +490,9 @@ class BlockExchange:
                 if first is None:  # the client closed its side: done
                     break
                 with trio.fail_after(limits.request_timeout_s):
+                    self._clock.progress(peer)
                     body = await _read_uvarint_frame(stream, first, limits.max_request_bytes,
-                                                     limits.read_timeout_s)
+                                                     self._clock, peer, limits.read_timeout_s)
                     cids = decode_request(body, limits.max_cids_per_request)
                     for cid in cids:
                         data = self._local_block(cid)
@@ -446,6 +500,7 @@ class BlockExchange:
                             await stream.write(RESPONSE_HEADER.pack(STATUS_DONT_HAVE, 0))
                         else:
                             await stream.write(RESPONSE_HEADER.pack(STATUS_BLOCK, len(data)) + data)
+                        self._clock.progress(peer)  # the peer reads: it is alive
                 served += 1
             await stream.close()
         except Exception as exc:  # a broken or hostile peer; its stream is reset, we go on
@@ -453,6 +508,13 @@ class BlockExchange:
             await _reset_quietly(stream)
         finally:
             self._release(session)
+
+    def _first_byte_limit(self, peer: PeerID, new_stream: bool) -> AbstractContextManager[object]:
+        """A new stream's first request must come unless the peer falls silent; a reused
+        stream may idle ``idle_stream_timeout_s`` whatever else the peer does."""
+        if new_stream:
+            return self._clock.silence_limit(peer, self.limits.read_timeout_s)
+        return trio.fail_after(self.limits.idle_stream_timeout_s)
 
     def _admit(self, peer: PeerID) -> _Session | None:
         """Count a new stream from ``peer`` against the limits; None means answer busy.
@@ -609,8 +671,19 @@ class BlockExchange:
             state.in_flight += 1
             try:
                 await self._request(state, provider, wants)
+            except _BadBlock as exc:
+                self._drop_provider(state, provider, str(exc), bad=True)
             except _ProviderFailed as exc:
-                self._drop_provider(state, provider, str(exc), bad=isinstance(exc, _BadBlock))
+                # A reset or timeout may be the load, not the provider (yamux resets a
+                # stream whose window stays shut 5 s): retry a few times before dropping.
+                provider.strikes += 1
+                if provider.strikes >= self.limits.provider_strikes:
+                    self._drop_provider(state, provider, str(exc), bad=False)
+                else:
+                    logger.info("request to %s for %s failed (%d of %d): %s",
+                                provider.info.peer_id, state.root, provider.strikes,
+                                self.limits.provider_strikes, exc)
+                    await trio.sleep(0.1 * provider.strikes)
             finally:
                 provider.in_flight -= 1
                 state.in_flight -= 1
@@ -712,10 +785,14 @@ class BlockExchange:
                         todo: deque[_Want], progress: _Progress) -> bool:
         """One request/response on ``stream``; True when the stream can be reused."""
         limits = self.limits
-        await stream.write(encode_request([want.cid for want in todo]))
+        peer = provider.info.peer_id
+        with self._clock.silence_limit(peer, limits.read_timeout_s):
+            await stream.write(encode_request([want.cid for want in todo]))
+        self._clock.progress(peer)
         while todo:
             want = todo[0]
-            header = await _read_exactly(stream, RESPONSE_HEADER.size, limits.read_timeout_s)
+            header = await _read_exactly(stream, RESPONSE_HEADER.size, self._clock, peer,
+                                         limits.read_timeout_s)
             progress.answered = True
             status, length = RESPONSE_HEADER.unpack(header)
             if status == STATUS_BUSY:
@@ -731,13 +808,14 @@ class BlockExchange:
             if status != STATUS_BLOCK:
                 raise _ProviderFailed(f"unknown response status {status}")
             self._check_length(want, length)
-            data = await _read_exactly(stream, length, limits.read_timeout_s)
+            data = await _read_exactly(stream, length, self._clock, peer, limits.read_timeout_s)
             try:
                 await self._accept(state, want, data)
             except CIDError as exc:
                 raise _BadBlock(f"sent a bad block for {want.cid}: {exc}") from exc
             todo.popleft()
             provider.busy = 0
+            provider.strikes = 0
         return True
 
     # --- client streams: a small pool per provider (see the module doc) --------------------
@@ -769,7 +847,11 @@ class BlockExchange:
             await _reset_shielded(stream)  # the server may be timing it out right now
         with trio.fail_after(self.limits.connect_timeout_s):
             await self.host.connect(provider.info)
-            return await self.host.new_stream(peer, [PROTOCOL_ID]), False
+        # Opening a stream is a round trip over the (maybe busy) connection: see _PeerClock.
+        with self._clock.silence_limit(peer, self.limits.connect_timeout_s):
+            stream = await self.host.new_stream(peer, [PROTOCOL_ID])
+        self._clock.progress(peer)
+        return stream, False
 
     async def _checkin(self, peer: PeerID, stream: INetStream, reusable: bool) -> None:
         pool = self._idle.get(peer, [])
