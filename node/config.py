@@ -88,8 +88,8 @@ class DataConfig:
 class TrainingConfig:
     epochs: int = 1
     batch_size: int = 32
-    lr: float = 0.05
-    momentum: float = 0.0
+    lr: float = 0.02  # with momentum 0.9: 5 IID MNIST workers pass 99% by round 3-5 (bench.fedsim)
+    momentum: float = 0.9
     prox_mu: float = 0.0
 
 

@@ -46,6 +46,11 @@ class TaskDefaults:
             "worker_deposit_wei": 1 * ETHER,
             "validator_stake_wei": 2 * ETHER,
             "committee_size": self.validators,
+            # Top-K over all workers: every accepted worker is paid every round. Under
+            # "contribution", IID workers' leave-one-out scores are noise around zero, so an
+            # honest worker with a slightly negative score would go unpaid for that round.
+            "reward_policy": "topk",
+            "top_k": self.workers,
             "qualification_threshold": self.qualification_threshold,
             "tolerance": 0.02,
             "training_seconds": self.training_seconds,
