@@ -49,6 +49,9 @@ class TaskDefaults:
             # Top-K over all workers: every accepted worker is paid every round. Under
             # "contribution", IID workers' leave-one-out scores are noise around zero, so an
             # honest worker with a slightly negative score would go unpaid for that round.
+            # A rejected worker loses 10% of its original deposit each round, so over the
+            # default 10 rounds it is slashed every round (at 50% it is empty after two).
+            "slash_fraction_bps": 1000,
             "reward_policy": "topk",
             "top_k": self.workers,
             "qualification_threshold": self.qualification_threshold,
