@@ -38,6 +38,7 @@ def _participant(w3: object, label: str) -> ChainClient:
 def _params(now: int, n_workers: int, n_validators: int, rounds: int) -> TaskParams:
     return TaskParams(
         model_arch="mnist-cnn",
+        aggregator="fedavg",
         initial_model_cid="bafkreiinitialmodel",
         rounds=rounds,
         worker_reward_per_round=ETHER,

@@ -90,6 +90,7 @@ contract Registry {
     /// check parameters with a call before sending the escrow.
     function validateParams(Task.Params calldata p) public view {
         _checkString(p.modelArch, "modelArch");
+        _checkString(p.aggregator, "aggregator");
         _checkString(p.initialModelCid, "initialModelCid");
         if (p.rounds == 0 || p.rounds > MAX_ROUNDS) revert InvalidParameter("rounds");
         if (p.workerRewardPerRound > MAX_AMOUNT) revert InvalidParameter("workerRewardPerRound");

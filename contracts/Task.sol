@@ -55,6 +55,7 @@ contract Task {
 
     struct Params {
         string modelArch;
+        string aggregator; // aggregation rule spec, e.g. "fedavg" or "median:1"; read off chain
         string initialModelCid;
         uint32 rounds;
         uint128 workerRewardPerRound;

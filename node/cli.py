@@ -82,20 +82,34 @@ def run_node_command(args: argparse.Namespace) -> int:
     from node.chain import ChainError
     from node.config import ConfigError, load_config
     from node.host import HostConfigError, IdentityError
+    from node.runtime.driver import TaskUnusable
     from node.runtime.keys import KeyFileError
     from node.runtime.node import NodeConfigError, run_node_until_signal
 
+    config_errors = (
+        ConfigError, NodeConfigError, HostConfigError, IdentityError, KeyFileError, TaskUnusable
+    )
     try:
         config = load_config(args.config)
         logging.getLogger().setLevel(config.node.log_level.upper())
         trio.run(run_node_until_signal, config)
-    except (ConfigError, NodeConfigError, HostConfigError, IdentityError, KeyFileError) as exc:
-        print(f"fl-node run: {exc}", file=sys.stderr)
-        return EXIT_CONFIG_ERROR
-    except (ChainError, BlockStoreError) as exc:
-        print(f"fl-node run: {exc}", file=sys.stderr)
-        return 1
+    except Exception as raised:
+        problem = sole_error(raised)  # raised inside the node's nurseries: wrapped in groups
+        if isinstance(problem, config_errors):
+            print(f"fl-node run: {problem}", file=sys.stderr)
+            return EXIT_CONFIG_ERROR
+        if isinstance(problem, (ChainError, BlockStoreError)):
+            print(f"fl-node run: {problem}", file=sys.stderr)
+            return 1
+        raise
     return 0
+
+
+def sole_error(raised: BaseException) -> BaseException:
+    """The one exception inside nested single-member exception groups (else `raised`)."""
+    while isinstance(raised, BaseExceptionGroup) and len(raised.exceptions) == 1:
+        raised = raised.exceptions[0]
+    return raised
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from protocol.aggregation import AggregationError
+from protocol.aggregation.rule import AggregationRule
 from protocol.fixedpoint import SCALE
 
 __all__ = [
@@ -163,6 +165,14 @@ def _one_of(options: tuple[str, ...]) -> Check:
     return lambda v: None if v in options else f"one of {list(options)}"
 
 
+def _aggregation_spec(v: str) -> str | None:
+    try:
+        AggregationRule.parse(v)
+    except AggregationError as exc:
+        return f"an aggregation rule spec ({exc})"
+    return None
+
+
 def _at_least(low: float) -> Check:
     return lambda v: None if v >= low else f"a number >= {low}"
 
@@ -260,7 +270,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Key]]] = {
             "max_validators": _Key("int", _at_least(1)),
             "recruit_seconds": _Key("int", _at_least(1)),
             "start_after_seconds": _Key("int", _at_least(0)),
-            "aggregator": _Key("str"),
+            "aggregator": _Key("str", _aggregation_spec),
             "validation_samples": _Key("int", _at_least(1)),
             "model_seed": _Key("int", _at_least(0)),
             "output": _Key("path"),

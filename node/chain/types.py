@@ -13,7 +13,7 @@ from protocol.rewards import RewardPolicy
 
 # Task.Params as one ABI tuple, field types in declaration order.
 PARAMS_ABI_TYPE = (
-    "(string,string,uint32,uint128,uint128,uint128,uint128,uint32,uint64,uint64,uint64,"
+    "(string,string,string,uint32,uint128,uint128,uint128,uint128,uint32,uint64,uint64,uint64,"
     "uint32,uint32,uint32,uint8,uint16,uint16,uint16,uint16,uint16,uint16,uint64)"
 )
 
@@ -69,6 +69,7 @@ class TaskParams:
     """
 
     model_arch: str
+    aggregator: str  # protocol.aggregation.rule spec: "fedavg", "median:1", ...
     initial_model_cid: str
     rounds: int
     worker_reward_per_round: int

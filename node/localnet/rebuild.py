@@ -5,8 +5,8 @@ worker's update CID with keccak(cid, worker). Every participant is a recipient o
 sealed update, and each node keeps the blobs it fetched (the requester and the committee
 fetch all of them; a worker keeps its own). So the launcher, which set the localnet up and
 owns its data folders, finds each accepted update by its on-chain commitment in some node's
-block store, opens it with that node's key, and averages the round's updates as every node
-does (data-size weighted FedAvg; a round without accepted updates carries the model over).
+block store, opens it with that node's key, and combines the round's updates as every node
+does (the task's aggregation rule; a round without accepted updates carries the model over).
 Nothing unchecked is used: the store verifies every block's hash, the CID must match the
 commitment, the envelope is authenticated, and the model is decoded against the task's
 architecture (never pickle).
@@ -26,7 +26,7 @@ from node.localnet.tracker import RoundRecord
 from node.runtime.driver import BLOCKS_DIR
 from node.runtime.keys import ENCRYPTION_KEY_FILE, read_secret
 from node.runtime.learning import ModelBook, StateDict, TaskCrypto
-from protocol.aggregation import get_aggregator
+from protocol.aggregation.rule import AggregationRule
 from protocol.manifest import update_commitment
 
 __all__ = ["RebuildError", "rebuild_global_models"]
@@ -50,7 +50,7 @@ def rebuild_global_models(
     be rebuilt yields its RebuildError instead. `data_dirs`: the nodes' data folders, the
     requester's first (it holds the initial model)."""
     params = reader.task_params(task)
-    fedavg = get_aggregator("fedavg")
+    rule = AggregationRule.parse(params.aggregator)
     with ExitStack() as stack:
         books = []
         for data_dir in data_dirs:
@@ -67,7 +67,7 @@ def rebuild_global_models(
             try:
                 states, weights = _accepted_updates(reader, task, record, books)
                 if states:
-                    current = fedavg(states, weights)
+                    current = rule(states, weights)
                 elif current is None:
                     raise RebuildError(
                         f"round {record.round} accepted no update and carries over the model "

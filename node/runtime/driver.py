@@ -49,10 +49,13 @@ from node.runtime.chainside import (
 )
 from node.runtime.keys import NodeKeys
 from protocol import keycert
+from protocol.aggregation import AggregationError
+from protocol.aggregation.rule import AggregationRule
 from protocol.codec import encode_state_dict
 from protocol.data import Dataset
 from protocol.errors import ProtocolError
 from protocol.messages import CommitteeProof, Message, ModelAnnouncement
+from protocol.models import MODELS
 from protocol.sortition import committee_proof, is_selected, round_alpha
 from protocol.state import events as ev
 from protocol.state import persist
@@ -94,6 +97,25 @@ JOB_OF = {
     Aggregate: Job.AGGREGATION,
     PrepareTaskData: Job.TASK_DATA,
 }
+
+
+class TaskUnusable(ValueError):
+    """A task this node cannot work on (a model or aggregation rule it does not know)."""
+
+
+def task_problem(model_arch: str, aggregator: str) -> str | None:
+    """Why this node could not do the work of a task with this model and aggregation rule
+    (its on-chain parameters), or None: checked before any deposit."""
+    if model_arch not in MODELS:
+        return (
+            f"model {model_arch!r} is not one this node knows ({', '.join(sorted(MODELS))}); "
+            "upgrade fl-node or pick another task"
+        )
+    try:
+        AggregationRule.parse(aggregator)
+    except AggregationError as exc:
+        return f"its aggregator: {exc}; upgrade fl-node or pick another task"
+    return None
 
 
 @dataclass
@@ -194,13 +216,19 @@ class Driver:
             await self._join(task)
             return task
         announced = False
+        unusable: set[str] = set()
         while True:
             for task in await self.chain.run(self.client.open_tasks):
+                if task in unusable:
+                    continue
                 try:
                     await self._join(task)
                     return task
                 except ChainRevert as refused:  # full, closed, started meanwhile: next one
                     self.log.info("task %s did not take us: %s", task, refused.name)
+                except TaskUnusable as problem:
+                    unusable.add(task)
+                    self.log.warning("skipping %s", problem)
             if not announced:
                 self.log.info("no open task on the registry takes us yet; waiting for one")
                 announced = True
@@ -210,6 +238,10 @@ class Driver:
         role = await self.chain.run(self.client.role_of, task)
         if role != ChainRole.NONE:
             return
+        params = await self.chain.run(self.client.task_params, task)
+        problem = task_problem(params.model_arch, params.aggregator)
+        if problem is not None:  # before the deposit: we could never do the work
+            raise TaskUnusable(f"task {task}: {problem}")
         if self.config.role == "worker":
             await self.chain.run(self.client.join_as_worker, task)
         else:
@@ -222,8 +254,12 @@ class Driver:
         self.translator.task = task
         self.follower.follow(task, 0)
         self.params = await self.chain.run(self.client.task_params, task)
+        problem = task_problem(self.params.model_arch, self.params.aggregator)
+        if problem is not None:
+            raise TaskUnusable(f"task {task}: {problem}")
         crypto = learning.TaskCrypto(self.keys.encryption_private, address_bytes(task))
-        self.book = learning.ModelBook(self.params.model_arch, self.store, crypto)
+        rule = AggregationRule.parse(self.params.aggregator)
+        self.book = learning.ModelBook(self.params.model_arch, self.store, crypto, rule)
 
     def _build_machine(self) -> RoundMachine[Any]:
         role = self.config.role
@@ -448,6 +484,7 @@ class Driver:
         assert self.initial_cid is not None
         params = TaskParams(
             model_arch=task.model,
+            aggregator=AggregationRule.parse(task.aggregator).spec,
             initial_model_cid=self.initial_cid,
             rounds=task.rounds,
             worker_reward_per_round=task.worker_reward_per_round_wei,

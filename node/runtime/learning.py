@@ -20,7 +20,7 @@ import torch
 from node.blocks import BlockStore, decode_file_node
 from node.blocks.unixfs import is_raw
 from node.config import BehaviourConfig, DataConfig, TrainingConfig
-from protocol.aggregation import get_aggregator
+from protocol.aggregation.rule import AggregationRule
 from protocol.codec import ModelSpec, check_finite, decode_state_dict, encode_state_dict
 from protocol.contribution import leave_one_out, quantize
 from protocol.data import (
@@ -180,13 +180,13 @@ class ModelBook:
         arch: str,
         store: BlockStore,
         crypto: TaskCrypto,
-        aggregate: Callable[[Sequence[StateDict], Sequence[int]], StateDict] | None = None,
+        rule: AggregationRule | None = None,
     ) -> None:
         self.arch = arch
         self.spec = ModelSpec.of(build_model(arch))
         self.store = store
         self.crypto = crypto
-        self._aggregate = aggregate or (lambda states, n: get_aggregator("fedavg")(states, n))
+        self.rule = rule or AggregationRule()  # the task's: global models and leave-one-out
         self._lock = threading.Lock()
         self._cached: tuple[GlobalModel, StateDict] | None = None
 
@@ -205,7 +205,8 @@ class ModelBook:
         return state
 
     def global_state(self, model: GlobalModel) -> StateDict:
-        """The global model `model` describes (FedAvg of its updates, or the initial one)."""
+        """The global model `model` describes (its updates under the task's rule, or the
+        initial model)."""
         with self._lock:
             if self._cached is not None and self._cached[0] == model:
                 return self._cached[1]
@@ -213,7 +214,7 @@ class ModelBook:
             state = self.initial(model.initial_cid)
         else:
             states = [self.update(u.cid) for u in model.updates]
-            state = self._aggregate(states, [u.n_samples for u in model.updates])
+            state = self.rule(states, [u.n_samples for u in model.updates])
         with self._lock:
             self._cached = (model, state)
         return state
@@ -286,9 +287,9 @@ def evaluate_round(
     base: StateDict,
     validation: Dataset,
     qualification_threshold: int,
-    aggregator: str = "fedavg",
 ) -> Evaluation:
-    """Evaluate every worker's update, qualify, aggregate, score by leave-one-out."""
+    """Evaluate every worker's update, qualify, aggregate by the task's rule (``book.rule``),
+    score by leave-one-out under the same rule."""
     images, labels = to_tensors(validation)
     by_worker = {u.worker: u for u in candidates}
     accuracies: list[float | None] = []
@@ -308,7 +309,7 @@ def evaluate_round(
         accuracies.append(accuracy)
         if to_fixed(accuracy) >= qualification_threshold:
             qualified.append((index, state, update.n_samples))
-    rule = get_aggregator(aggregator)
+    rule = book.rule
 
     def aggregate(states: Sequence[Mapping[str, torch.Tensor]], n: Sequence[int]) -> StateDict:
         return rule(states, n)

@@ -106,6 +106,7 @@ class World:
     def params(self, **overrides: Any) -> TaskParams:
         base = TaskParams(
             model_arch="mnist-cnn",
+            aggregator="fedavg",
             initial_model_cid="bafkreiinitialmodel",
             rounds=3,
             worker_reward_per_round=3 * ETHER,

@@ -14,8 +14,9 @@ def test_three_honest_rounds_pay_exactly(any_world: World) -> None:
     world = any_world
     workers, validators = world.workers[:4], world.validators[:3]
     task, create = world.requester.create_task(
-        world.params(rounds=3, min_workers=4, min_validators=3)
+        world.params(rounds=3, min_workers=4, min_validators=3, aggregator="trimmed_mean:1")
     )
+    assert world.requester.task_params(task).aggregator == "trimmed_mean:1"  # stored for nodes
     fees = {c.address: 0 for c in world.everyone}
     start_balance = {c.address: c.balance() for c in world.everyone}
     # Balances are taken after createTask: the requester's escrow is accounted separately.

@@ -158,6 +158,7 @@ def test_uncertified_vrf_keys_are_refused(world: World) -> None:
     ("field", "value"),
     [
         ("model_arch", ""),
+        ("aggregator", ""),
         ("initial_model_cid", ""),
         ("rounds", 0),
         ("committee_size", 0),

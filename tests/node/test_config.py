@@ -64,6 +64,8 @@ def test_minimal_config_gets_defaults_and_resolves_paths(tmp_path: Path) -> None
         (lambda t: t + "\n[data]\n", "not valid TOML"),  # a section twice
         (lambda t: t.replace('root = "mnist"', 'root = "mnist"\npart_index = 3'), "part_index 3"),
         (lambda t: t + "\n[task]\nqualification_threshold = 1.5\n", "[task] qualification_threshold must be a fraction"),
+        (lambda t: t + "\n[task]\naggregator = \"mean\"\n", "[task] aggregator must be an aggregation rule spec (unknown aggregation rule 'mean'"),
+        (lambda t: t + "\n[task]\naggregator = \"fedavg:1\"\n", "fedavg tolerates no Byzantine updates"),
     ],
 )
 def test_errors_name_the_key_and_the_file(tmp_path: Path, edit, expected: str) -> None:

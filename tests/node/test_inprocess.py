@@ -40,11 +40,13 @@ async def test_two_rounds_of_an_honest_task(tmp_path: Path) -> None:
         model="mnist_2nn",
         max_samples=3000,
         validation_samples=500,
-        task={"qualification_threshold": 0.3},
+        # n = 3 updates, 2 when one is left out: the rule lowers f to what n allows
+        task={"qualification_threshold": 0.3, "aggregator": "median:1"},
         timeout_s=540,
     )
     reader = result.reader
     task = result.task
+    assert reader.task_params(task).aggregator == "median:1"
 
     # the task ran to its round limit, every node saw it end, nothing reverted
     assert reader.status(task) == TaskStatus.TERMINATED

@@ -13,6 +13,7 @@ import torch
 from node.blocks import BlockStore, build_file_dag
 from node.config import BehaviourConfig, TrainingConfig
 from node.runtime import learning
+from protocol.aggregation.rule import AggregationRule
 from protocol.codec import encode_state_dict
 from protocol.data import Dataset, load_mnist, mnist_available
 from protocol.envelope import generate_keypair, public_key_of
@@ -105,3 +106,27 @@ def test_evaluation_accepts_trained_rejects_noise_and_missing(book: learning.Mod
     assert result.global_accuracy > 500_000
     lied = learning.lie_about(result)
     assert lied.accepts == (False, True, True) and lied.scores != result.scores
+
+
+def test_the_global_model_is_built_by_the_tasks_rule(tmp_path: Path) -> None:
+    """Everyone combines a round's accepted updates by the task's on-chain rule: with
+    median:1, one wild update among three does not move the global model."""
+    private, _ = generate_keypair()
+    store = BlockStore(tmp_path / "blocks")
+    crypto = learning.TaskCrypto(private, TASK)
+    median = learning.ModelBook(ARCH, store, crypto, AggregationRule.parse("median:1"))
+    fedavg = learning.ModelBook(ARCH, store, crypto)
+    honest = [build_model(ARCH, seed=s).state_dict() for s in (1, 2)]
+    wild = {name: torch.full_like(t, 1e3) for name, t in honest[0].items()}
+    updates = tuple(
+        Update(bytes([i]) * 20, sealed_update(median, state), 100)
+        for i, state in enumerate([*honest, wild], start=1)
+    )
+    model = GlobalModel(put(store, learning.initial_model_blob(ARCH, 0)), 1, updates)
+    by_median = median.global_state(model)
+    by_fedavg = fedavg.global_state(model)
+    for name, tensor in by_median.items():
+        low = torch.minimum(honest[0][name], honest[1][name])
+        high = torch.maximum(honest[0][name], honest[1][name])
+        assert bool(((tensor >= low) & (tensor <= high)).all()), name  # the middle value
+        assert bool((by_fedavg[name] > 300).all()), name  # the mean is pulled to the wild one
