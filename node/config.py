@@ -52,6 +52,7 @@ class NodeSection:
     data_dir: Path
     torch_threads: int = 1
     log_level: str = "info"
+    status_listen: str = ""  # host:port of the status page; empty = no page
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,22 @@ def _one_of(options: tuple[str, ...]) -> Check:
     return lambda v: None if v in options else f"one of {list(options)}"
 
 
+def parse_listen(value: str) -> tuple[str, int]:
+    """``host:port`` (port 0 = any free port) -> (host, port); ValueError saying why not."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not host:port (e.g. \"127.0.0.1:8080\")")
+    return host.strip("[]"), int(port)
+
+
+def _listen_address(v: str) -> str | None:
+    try:
+        parse_listen(v)
+    except ValueError:
+        return "host:port, e.g. \"127.0.0.1:8080\""
+    return None
+
+
 def _aggregation_spec(v: str) -> str | None:
     try:
         AggregationRule.parse(v)
@@ -200,6 +217,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Key]]] = {
             "data_dir": _Key("path", required=True),
             "torch_threads": _Key("int", _at_least(1)),
             "log_level": _Key("str", _one_of(LOG_LEVELS)),
+            "status_listen": _Key("str", _listen_address),
         },
     ),
     "network": (

@@ -108,6 +108,7 @@ def node_document(
     max_samples: int | None,
     task: TaskDefaults,
     log_level: str = "info",
+    status_listen: str | None = None,
 ) -> dict[str, Any]:
     """The TOML document of one node (absolute paths, so the file works from anywhere)."""
     data: dict[str, Any] = {
@@ -126,6 +127,7 @@ def node_document(
             "data_dir": str(plan.data_dir.resolve()),
             "torch_threads": 1,
             "log_level": log_level,
+            **({"status_listen": status_listen} if status_listen else {}),
         },
         "network": {"listen": ["/ip4/127.0.0.1/tcp/0"], "bootstrap": list(bootstrap)},
         "chain": {

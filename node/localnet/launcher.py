@@ -34,7 +34,7 @@ from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.exceptions import Web3Exception
 
-from node.anvil import Anvil
+from node.anvil import Anvil, free_port
 from node.chain.client import ChainClient
 from node.chain.dev import fund
 from node.chain.errors import ChainError
@@ -146,6 +146,7 @@ class Localnet:
         self.out = out
         self.output = options.output.resolve()
         self.logs = self.output / "logs"
+        self.status_listen = f"127.0.0.1:{free_port()}"  # the requester's status page
         self.processes = ProcessGroup()
         self.anvil: Anvil | None = None
         self.w3: Web3 | None = None
@@ -269,6 +270,7 @@ class Localnet:
                 max_samples=options.max_samples,
                 task=task,
                 log_level=options.node_log_level,
+                status_listen=self.status_listen if plan.role == "requester" else None,
             )
             try:
                 write_node_config(plan, document)
@@ -295,6 +297,7 @@ class Localnet:
             f"started requester, {self.options.workers} workers, {self.options.validators} "
             f"validators; logs in {self.logs}"
         )
+        self.say(f"the requester's status page: http://{self.status_listen}/")
 
     # ------------------------------------------------------------------ following the task
 

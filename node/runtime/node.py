@@ -21,6 +21,7 @@ from node.host import HostConfig, open_host
 from node.runtime.chainside import ChainAccess
 from node.runtime.driver import BLOCKS_DIR, Driver, NodeStatus
 from node.runtime.keys import load_or_create_keys
+from node.status import TaskWatch, run_status_page
 
 logger = logging.getLogger("fl_node.runtime")
 
@@ -93,8 +94,13 @@ async def run_node(
                         )
                         if status_out is not None:
                             status_out.append(driver.status)
-                        status = await driver.run()
-                        await (linger or _linger_default)()
+                        async with trio.open_nursery() as page:
+                            if config.node.status_listen:
+                                watch = TaskWatch(chain, driver.status, data_dir)
+                                page.start_soon(run_status_page, config.node.status_listen, watch)
+                            status = await driver.run()
+                            await (linger or _linger_default)()
+                            page.cancel_scope.cancel()
                         return status
 
 

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from node.chain import TaskStatus, Termination
+from node.runtime.chainside import ChainAccess
 from node.runtime.inprocess import InProcessResult, run_inprocess
 from node.runtime.learning import ModelBook  # noqa: F401  (import check of the job module)
+from node.status import TaskWatch
 from protocol.codec import ModelSpec, decode_state_dict
 from protocol.data import load_mnist, mnist_available, to_tensors
 from protocol.models import build_model
@@ -70,6 +72,7 @@ async def test_two_rounds_of_an_honest_task(tmp_path: Path) -> None:
         assert all(r.agreed) and all(r.revealed)
         assert not any(r.worker_slashes) and all(r.validator_payouts)
     assert_paid_as_credited(result)
+    assert_status_page_agrees(result, tmp_path / "status")
     # the requester took back exactly what no round paid out
     assert result.requester.reclaimed_wei == sum(r.returned_to_escrow for r in result.rounds)
     assert reader.escrow(task) == 0
@@ -95,6 +98,22 @@ def assert_paid_as_credited(result: InProcessResult) -> None:
         assert validator.withdrawn_wei == params.validator_stake + credited[validator.address]
     for node in [*result.workers, *result.validators]:
         assert reader.withdrawable(task, node.address) == 0
+
+
+def assert_status_page_agrees(result: InProcessResult, folder: Path) -> None:
+    """The status page's document, read from the chain's events as a restarted node would,
+    shows the task as the chain's round results do."""
+    folder.mkdir()
+    watch = TaskWatch(ChainAccess(result.reader), result.requester, folder)
+    watch.refresh()
+    document = watch.document()
+    assert document["task"]["status"] == "terminated"
+    assert document["task"]["params"]["aggregator"] == "median:1"
+    assert [r["phase"] for r in document["rounds"]] == ["finalized"] * len(result.rounds)
+    assert len(document["members"]) == len(result.workers) + len(result.validators)
+    paid = sum(sum(r.worker_payouts) + sum(r.validator_payouts) for r in result.rounds)
+    assert sum(int(m["earned_wei"]) for m in document["members"]) == paid
+    assert all(int(m["withdrawn_wei"]) > 0 for m in document["members"])
 
 
 async def test_a_killed_worker_resumes_and_cheaters_are_slashed(tmp_path: Path) -> None:
