@@ -22,7 +22,7 @@ from typing import Any
 
 import trio
 
-from node.chain.events import EventFollower
+from node.chain.events import BlockTimestamps, EventFollower
 from node.chain.types import TaskParams, TaskStatus
 from node.config import parse_listen
 from node.localnet.tracker import PHASE_NAMES, TaskTracker, ValidatorOutcome, WorkerOutcome
@@ -149,7 +149,10 @@ class TaskWatch:
     escrow_wei: int | None = None
     task_status: TaskStatus | None = None
     _follower: EventFollower | None = None
-    _timestamps: dict[int, int] = field(default_factory=dict)
+    _timestamp: BlockTimestamps = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._timestamp = BlockTimestamps(self.chain.client.w3)
 
     def document(self) -> dict[str, Any]:
         return status_document(self.node, self.tracker, self.params, self.escrow_wei, self.task_status)
@@ -180,10 +183,6 @@ class TaskWatch:
         self.escrow_wei = client.escrow(task)
         self.task_status = client.status(task)
 
-    def _timestamp(self, block: int) -> int:
-        if block not in self._timestamps:
-            self._timestamps[block] = int(self.chain.client.w3.eth.get_block(block)["timestamp"])
-        return self._timestamps[block]
 
 
 # --- HTTP -------------------------------------------------------------------------------

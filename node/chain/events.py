@@ -139,3 +139,16 @@ class EventFollower:
                 )
             )
         return found
+
+
+class BlockTimestamps:
+    """Block number -> timestamp, each block read once (events carry numbers, not times)."""
+
+    def __init__(self, w3: Web3) -> None:
+        self.w3 = w3
+        self._seen: dict[int, int] = {}
+
+    def __call__(self, block: int) -> int:
+        if block not in self._seen:
+            self._seen[block] = int(self.w3.eth.get_block(block)["timestamp"])
+        return self._seen[block]

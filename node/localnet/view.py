@@ -13,7 +13,7 @@ from eth_typing import HexStr
 from web3 import Web3
 
 from node.chain.client import ChainClient
-from node.chain.events import EventFollower
+from node.chain.events import BlockTimestamps, EventFollower
 from node.chain.types import RoundInfo
 from node.localnet.evaluation import TestSetEvaluator
 from node.localnet.results import Participant, build_results
@@ -49,7 +49,7 @@ class ChainView:
         self.task: str | None = None
         self.boundaries: dict[int, RoundInfo] = {}
         self.evaluations: dict[int, Metrics] = {}
-        self._timestamps: dict[int, int] = {}
+        self._timestamp = BlockTimestamps(w3)
         self._last_status = ""
         self._header_shown = False
 
@@ -69,11 +69,6 @@ class ChainView:
             self.follower.follow(self.task, 0)
             self.say(f"task {self.task}")
         return self.task is not None
-
-    def _timestamp(self, block: int) -> int:
-        if block not in self._timestamps:
-            self._timestamps[block] = int(self.w3.eth.get_block(block)["timestamp"])
-        return self._timestamps[block]
 
     def poll(self) -> list[RoundRecord]:
         """Read new events; returns the rounds they finalized."""
