@@ -156,10 +156,6 @@ class Discovery:
         connected = set(self.host.get_connected_peers())
         return self.namespace_peers(namespace) & connected
 
-    async def find_namespace_peers(self, namespace: str) -> list[PeerInfo]:
-        """Look the namespace's peers up on the DHT (our own peer excluded)."""
-        return await self.find_providers(_namespace_cid(namespace))
-
     # --- content provider records ---
 
     async def provide(self, cid: str) -> bool:

@@ -14,7 +14,3 @@ def to_fixed(value: float) -> int:
     scaled = abs(value) * SCALE
     magnitude = int(scaled + 0.5)
     return magnitude if value >= 0 else -magnitude
-
-
-def from_fixed(value: int) -> float:
-    return value / SCALE

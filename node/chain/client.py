@@ -536,17 +536,9 @@ class ChainClient:
         found = self._call(self.task(task), "submittedWorkers", round)
         return [to_checksum_address(a) for a in found]
 
-    def committed_validators(self, task: str, round: int) -> list[str]:
-        found = self._call(self.task(task), "committedValidators", round)
-        return [to_checksum_address(a) for a in found]
-
     def update_commitment_of(self, task: str, round: int, worker: str) -> tuple[bytes, int]:
         commitment, n_samples = self._call(self.task(task), "updateCommitment", round, worker)
         return bytes(commitment), int(n_samples)
-
-    def manifest_commitment_of(self, task: str, round: int, validator: str) -> tuple[bytes, bool]:
-        commitment, revealed = self._call(self.task(task), "manifestCommitment", round, validator)
-        return bytes(commitment), bool(revealed)
 
     def latest_timestamp(self) -> int:
         return int(self.w3.eth.get_block("latest")["timestamp"])
