@@ -20,9 +20,10 @@ import torch
 from node.blocks import BlockStore, decode_file_node
 from node.blocks.unixfs import is_raw
 from node.config import BehaviourConfig, DataConfig, TrainingConfig
+from protocol import verdict as verdicts
 from protocol.aggregation.rule import AggregationRule
 from protocol.codec import ModelSpec, check_finite, decode_state_dict, encode_state_dict
-from protocol.contribution import leave_one_out, quantize
+from protocol.contribution import leave_one_out
 from protocol.data import (
     Dataset,
     load_mnist,
@@ -33,7 +34,7 @@ from protocol.data import (
 )
 from protocol.envelope import open_envelope, seal
 from protocol.errors import DatasetError, ProtocolError
-from protocol.fixedpoint import SCALE, to_fixed
+from protocol.fixedpoint import SCALE
 from protocol.models import build_model
 from protocol.state.records import GlobalModel, Update
 from protocol.training import TrainConfig, TrainProgress, evaluate, train_local
@@ -46,7 +47,6 @@ IMAGE_SHAPE = (28, 28)
 MAX_DAG_DEPTH = 4
 ENVELOPE_OVERHEAD_PER_RECIPIENT = 80
 MAX_RECIPIENTS = 1024
-MAX_ABS_SCORE = 10**30  # Task.sol MAX_ABS_SCORE
 
 StateDict = dict[str, torch.Tensor]
 
@@ -271,7 +271,7 @@ def train_update(
 
 @dataclass(frozen=True)
 class Evaluation:
-    """A validator's verdict on one round, in manifest order."""
+    """A validator's verdict on one round, in manifest order, with what it measured."""
 
     workers: tuple[bytes, ...]
     scores: tuple[int, ...]
@@ -288,27 +288,26 @@ def evaluate_round(
     validation: Dataset,
     qualification_threshold: int,
 ) -> Evaluation:
-    """Evaluate every worker's update, qualify, aggregate by the task's rule (``book.rule``),
-    score by leave-one-out under the same rule."""
+    """Measure every worker's update on the validation set, the leave-one-out losses of
+    the qualified ones and their aggregate under the task's rule (``book.rule``); the
+    verdict itself is `protocol.verdict`'s."""
     images, labels = to_tensors(validation)
     by_worker = {u.worker: u for u in candidates}
     accuracies: list[float | None] = []
-    qualified: list[tuple[int, StateDict, int]] = []  # (index, state, n_samples)
+    states: dict[int, StateDict] = {}
     for index, worker in enumerate(workers):
         update = by_worker.get(worker)
         if update is None:
             accuracies.append(None)
             continue
         try:
-            state = book.update(update.cid)
+            states[index] = book.update(update.cid)
         except ProtocolError as problem:
             logger.warning("update of 0x%s rejected: %s", worker[:4].hex(), problem)
             accuracies.append(None)
             continue
-        accuracy = evaluate(book.module(state), images, labels).accuracy
-        accuracies.append(accuracy)
-        if to_fixed(accuracy) >= qualification_threshold:
-            qualified.append((index, state, update.n_samples))
+        accuracies.append(evaluate(book.module(states[index]), images, labels).accuracy)
+    qualified = verdicts.qualified_indices(accuracies, qualification_threshold)
     rule = book.rule
 
     def aggregate(states: Sequence[Mapping[str, torch.Tensor]], n: Sequence[int]) -> StateDict:
@@ -317,23 +316,22 @@ def evaluate_round(
     def loss(state: Mapping[str, torch.Tensor]) -> float:
         return evaluate(book.module(dict(state)), images, labels).loss
 
-    scores = [0] * len(workers)
+    contributions: list[float] = []
+    result = base
     if qualified:
-        states = [s for _, s, _ in qualified]
-        counts = [n for _, _, n in qualified]
-        contributions = quantize(leave_one_out(states, counts, loss, aggregate, baseline=base))
-        for (index, _, _), score in zip(qualified, contributions, strict=True):
-            scores[index] = max(-MAX_ABS_SCORE, min(MAX_ABS_SCORE, score))
-        result = aggregate(states, counts)
-    else:
-        result = base
-    global_accuracy = to_fixed(evaluate(book.module(result), images, labels).accuracy)
-    accepted = {index for index, _, _ in qualified}
+        chosen = [states[i] for i in qualified]
+        counts = [by_worker[workers[i]].n_samples for i in qualified]
+        contributions = leave_one_out(chosen, counts, loss, aggregate, baseline=base)
+        result = aggregate(chosen, counts)
+    global_accuracy = evaluate(book.module(result), images, labels).accuracy
+    verdict = verdicts.verdict(
+        workers, accuracies, qualification_threshold, contributions, global_accuracy
+    )
     return Evaluation(
-        workers=tuple(workers),
-        scores=tuple(scores),
-        accepts=tuple(i in accepted for i in range(len(workers))),
-        global_accuracy=min(max(global_accuracy, 0), SCALE),
+        workers=verdict.workers,
+        scores=verdict.scores,
+        accepts=verdict.accepts,
+        global_accuracy=verdict.global_accuracy,
         accuracies=tuple(accuracies),
     )
 
