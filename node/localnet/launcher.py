@@ -485,7 +485,7 @@ def run_in_process(
     """--in-process: G's run_inprocess (every node in this process, embedded chain), then the
     same table and results.json from the chain it leaves behind. The table comes at the
     end: the run holds this thread until the task is over."""
-    from node.runtime.inprocess import run_inprocess
+    from node.localnet.inprocess import run_inprocess
 
     def say(text: str) -> None:
         print(text, file=out, flush=True)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from node.chain import TaskStatus, Termination
+from node.localnet.inprocess import InProcessResult, run_inprocess
 from node.runtime.chainside import ChainAccess
-from node.runtime.inprocess import InProcessResult, run_inprocess
 from node.runtime.learning import ModelBook  # noqa: F401  (import check of the job module)
 from node.status import TaskWatch
 from protocol.codec import ModelSpec, decode_state_dict
