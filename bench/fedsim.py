@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from node.datasets import default_data_root, load_mnist
 from protocol.aggregation import fedavg
 from protocol.cid import cid_of, verify_block
 from protocol.codec import ModelSpec, check_finite, decode_state_dict, encode_state_dict
-from protocol.data import Dataset, default_data_root, load_mnist, partition_iid, to_tensors
+from protocol.data import Dataset, partition_iid, to_tensors
 from protocol.envelope import generate_keypair, open_envelope, seal
 from protocol.errors import DatasetError
 from protocol.models import build_model

@@ -16,7 +16,11 @@ from typing import Any
 
 from protocol.aggregation import AggregationError
 from protocol.aggregation.rule import AggregationRule
+from protocol.data import BUILTIN_SPECS
+from protocol.data import PARTITIONS as PARTITIONS
+from protocol.errors import ProtocolError
 from protocol.fixedpoint import SCALE
+from protocol.models import ModelReference, is_import_reference
 
 __all__ = [
     "BehaviourConfig",
@@ -34,7 +38,6 @@ __all__ = [
 
 ROLES = ("worker", "validator", "requester")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-PARTITIONS = ("iid", "dirichlet", "shards")
 WORKER_BEHAVIOURS = ("honest", "shuffled_labels", "noise", "free_rider")
 VALIDATOR_BEHAVIOURS = ("honest", "lying", "lazy")
 REWARD_POLICIES = ("contribution", "topk")
@@ -77,7 +80,14 @@ class ChainConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    root: Path
+    """Where this node's samples come from (see node.datasets.sources) and its part of them."""
+
+    source: str = "mnist"  # built-in name, file or folder (absolute), or "package.module:loader"
+    root: Path | None = None  # where built-in datasets are looked for; None: $FL_NODE_DATA_ROOT
+    label_column: str = "label"  # CSV sources
+    num_classes: int | None = None  # non-built-in sources; default: the largest label + 1
+    mean: tuple[float, ...] | None = None  # normalisation of non-built-in sources
+    std: tuple[float, ...] | None = None
     partition: str = "iid"
     alpha: float = 0.5
     num_parts: int = 1
@@ -125,6 +135,7 @@ class TaskConfig:
     start_after_seconds: int = 60
     aggregator: str = "fedavg"
     validation_samples: int = 1000
+    validation: str | None = None  # the validation data's source; default: [data] source's test split
     model_seed: int = 0
     output: Path | None = None
 
@@ -190,6 +201,14 @@ def _aggregation_spec(v: str) -> str | None:
     return None
 
 
+def _model_reference(v: str) -> str | None:
+    try:
+        ModelReference.parse(v)
+    except ProtocolError as exc:
+        return f"a model reference ({exc})"
+    return None
+
+
 def _at_least(low: float) -> Check:
     return lambda v: None if v >= low else f"a number >= {low}"
 
@@ -204,7 +223,7 @@ def _positive(v: Any) -> str | None:
 
 @dataclass(frozen=True)
 class _Key:
-    kind: str  # "str" | "int" | "float" | "path" | "strs" | "bool"
+    kind: str  # "str" | "int" | "float" | "path" | "strs" | "floats"
     check: Check | None = None
     required: bool = False
 
@@ -241,7 +260,12 @@ SCHEMA: dict[str, tuple[type, dict[str, _Key]]] = {
     "data": (
         DataConfig,
         {
-            "root": _Key("path", required=True),
+            "source": _Key("str"),
+            "root": _Key("path"),
+            "label_column": _Key("str"),
+            "num_classes": _Key("int", _at_least(2)),
+            "mean": _Key("floats", lambda v: None if v else "a non-empty list"),
+            "std": _Key("floats", lambda v: None if v and min(v) > 0 else "a list of numbers > 0"),
             "partition": _Key("str", _one_of(PARTITIONS)),
             "alpha": _Key("float", _positive),
             "num_parts": _Key("int", _at_least(1)),
@@ -264,7 +288,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Key]]] = {
     "task": (
         TaskConfig,
         {
-            "model": _Key("str"),
+            "model": _Key("str", _model_reference),
             "rounds": _Key("int", _at_least(1)),
             "worker_reward_per_round_wei": _Key("int", _at_least(0)),
             "validator_reward_per_round_wei": _Key("int", _at_least(0)),
@@ -290,6 +314,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Key]]] = {
             "start_after_seconds": _Key("int", _at_least(0)),
             "aggregator": _Key("str", _aggregation_spec),
             "validation_samples": _Key("int", _at_least(1)),
+            "validation": _Key("str"),
             "model_seed": _Key("int", _at_least(0)),
             "output": _Key("path"),
         },
@@ -302,7 +327,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Key]]] = {
         },
     ),
 }
-REQUIRED_SECTIONS = ("node", "chain", "data")
+REQUIRED_SECTIONS = ("node", "chain")
 
 
 def load_config(path: str | Path) -> NodeConfig:
@@ -342,6 +367,9 @@ def parse_config(document: Mapping[str, Any], path: Path) -> NodeConfig:
         if name not in document:
             raise ConfigError(f"{path}: missing section [{name}]")
     sections = {name: _section(path, name, document.get(name, {}), base) for name in SCHEMA}
+    for section, key in (("data", "source"), ("task", "validation")):
+        if key in sections[section]:
+            sections[section][key] = _data_source(sections[section][key], base)
 
     node = sections["node"]
     network = dict(sections["network"])
@@ -399,6 +427,13 @@ def _typed(where: str, kind: str, value: Any, base: Path) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise ConfigError(f"{where} must be a list of strings, got {_describe(value)}")
         return tuple(value)
+    if kind == "floats":
+        if not isinstance(value, list) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in value
+        ):
+            raise ConfigError(f"{where} must be a list of finite numbers, got {_describe(value)}")
+        return tuple(float(v) for v in value)
     raise AssertionError(kind)
 
 
@@ -429,6 +464,14 @@ def _check_consistency(config: NodeConfig) -> None:
             f"{path}: [chain] rpc_url must be an http(s):// or ws(s):// URL, or \"embedded\" "
             f"(only inside one process), got {chain.rpc_url!r}"
         )
+
+
+def _data_source(value: str, base: Path) -> str:
+    """A built-in dataset name or loader reference as given; a path made absolute."""
+    if value in BUILTIN_SPECS or is_import_reference(value):
+        return value
+    resolved = Path(value).expanduser()
+    return str(resolved if resolved.is_absolute() else (base / resolved).resolve())
 
 
 def _is_address(text: str) -> bool:

@@ -1,26 +1,20 @@
-"""MNIST-format (IDX) datasets, deterministic client partitions, and tensor conversion.
+"""Datasets as arrays: IDX parsing, dataset specs (shape, classes, normalisation), checks,
+deterministic client partitions and tensor conversion.
 
-Pure functions over local files and arrays: nothing here downloads. IDX files may be
-gzip-compressed or plain; the format is detected from the magic bytes, never the name.
+Pure functions over bytes and arrays: nothing here opens a file, reads the environment or
+touches the network (node/datasets does that and hands the bytes or arrays in).
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import os
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 
 from protocol.errors import DatasetError
 
-GZIP_MAGIC = b"\x1f\x8b"
 IDX_HEADER_PREFIX = 4  # two zero bytes, dtype code, number of dimensions
 
 # IDX dtype codes (big-endian on disk).
@@ -33,47 +27,76 @@ IDX_DTYPES: dict[int, np.dtype] = {
     0x0E: np.dtype(">f8"),
 }
 
-# Large enough for any MNIST-style file (train images are 47 MB); bounds what a
-# corrupt or hostile gzip stream can make us allocate.
-DEFAULT_MAX_IDX_BYTES = 1 << 30
+# Bounds a spec's class count (and so a model's output layer a spec can ask for).
+MAX_CLASSES = 1 << 16
+PARTITIONS = ("iid", "dirichlet", "shards")
 
-MNIST_FILES: dict[str, tuple[str, str]] = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
 
-# Canonical MD5s of the uncompressed files, as published with MNIST.
-MNIST_MD5: dict[str, str] = {
-    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
-    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
-    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
-    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
-}
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What a model is fed: one sample's shape, the number of classes and how raw values
+    become model inputs, ``(raw * scale - mean[c]) / std[c]`` per channel ``c``.
 
-MNIST_MEAN = 0.1307
-MNIST_STD = 0.3081
-MNIST_CLASSES = 10
+    ``sample_shape`` is the shape the model sees per sample: ``(C, H, W)`` for images,
+    ``(F,)`` for tabular rows. Raw grey images ``[N, H, W]`` fit ``(1, H, W)``.
+    """
 
-HOW_TO_GET_MNIST = (
-    "Get the four MNIST files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-    "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, gzip-compressed or plain) from "
-    "http://yann.lecun.com/exdb/mnist (or a mirror) and copy them into the data root, or "
-    "`pip install fl-node[vision]` and run "
-    "`python -c \"import torchvision; torchvision.datasets.MNIST('<root>', download=True)\"`, "
-    "which puts them under <root>/MNIST/raw."
+    name: str
+    sample_shape: tuple[int, ...]
+    num_classes: int
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    scale: float = 1.0 / 255.0
+
+    def __post_init__(self) -> None:
+        if not self.sample_shape or any(d < 1 for d in self.sample_shape):
+            raise DatasetError(f"dataset {self.name!r}: sample shape {self.sample_shape} is empty")
+        if not 2 <= self.num_classes <= MAX_CLASSES:
+            raise DatasetError(
+                f"dataset {self.name!r}: {self.num_classes} classes; need 2..{MAX_CLASSES}"
+            )
+        channels = self.sample_shape[0] if len(self.sample_shape) == 3 else 1
+        for what, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) not in (1, channels):
+                raise DatasetError(
+                    f"dataset {self.name!r}: {what} has {len(values)} values; give 1 or one "
+                    f"per channel ({channels})"
+                )
+        if any(not s > 0 for s in self.std) or not self.scale > 0:
+            raise DatasetError(f"dataset {self.name!r}: std and scale must be > 0")
+
+
+# Per-dataset statistics of the training split (pixel values scaled to [0, 1]).
+MNIST_SPEC = DatasetSpec("mnist", (1, 28, 28), 10, (0.1307,), (0.3081,))
+FASHION_MNIST_SPEC = DatasetSpec("fashion-mnist", (1, 28, 28), 10, (0.2860,), (0.3530,))
+KMNIST_SPEC = DatasetSpec("kmnist", (1, 28, 28), 10, (0.1918,), (0.3483,))
+EMNIST_DIGITS_SPEC = DatasetSpec("emnist-digits", (1, 28, 28), 10, (0.1733,), (0.3317,))
+CIFAR10_SPEC = DatasetSpec(
+    "cifar10", (3, 32, 32), 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 )
+BUILTIN_SPECS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (MNIST_SPEC, FASHION_MNIST_SPEC, KMNIST_SPEC, EMNIST_DIGITS_SPEC, CIFAR10_SPEC)
+}
+
+MNIST_MEAN = MNIST_SPEC.mean[0]
+MNIST_STD = MNIST_SPEC.std[0]
+MNIST_CLASSES = MNIST_SPEC.num_classes
 
 
 @dataclass(frozen=True, eq=False)  # arrays have no single truth value to compare
 class Dataset:
-    """An image classification dataset: uint8 images [N, H, W] and uint8 labels [N]."""
+    """Labelled samples: ``images`` [N, ...] (grey images [N, H, W], colour [N, C, H, W],
+    tabular rows [N, F]) and integer ``labels`` [N]; ``spec`` says how to feed them to a
+    model (MNIST's when None)."""
 
     images: np.ndarray
     labels: np.ndarray
+    spec: DatasetSpec | None = None
 
     def __post_init__(self) -> None:
-        if self.images.ndim != 3:
-            raise DatasetError(f"images must be [N, H, W], got shape {self.images.shape}")
+        if self.images.ndim < 2:
+            raise DatasetError(f"images must be [N, ...], got shape {self.images.shape}")
         if self.labels.ndim != 1:
             raise DatasetError(f"labels must be [N], got shape {self.labels.shape}")
         if len(self.images) != len(self.labels):
@@ -85,30 +108,9 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.labels)
 
-
-def _read_bounded(path: Path, max_bytes: int) -> bytes:
-    """The file's bytes, gunzipped if it starts with the gzip magic, at most max_bytes."""
-    try:
-        with open(path, "rb") as raw:
-            head = raw.read(2)
-            raw.seek(0)
-            if head == GZIP_MAGIC:
-                with gzip.GzipFile(fileobj=raw) as unzipped:
-                    data = unzipped.read(max_bytes + 1)
-            else:
-                data = raw.read(max_bytes + 1)
-    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise DatasetError(
-            f"{path}: corrupt gzip stream ({exc}); re-copy the file. {HOW_TO_GET_MNIST}"
-        ) from exc
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read ({exc})") from exc
-    if len(data) > max_bytes:
-        raise DatasetError(
-            f"{path}: more than {max_bytes} bytes uncompressed; not an IDX file this loader "
-            "accepts (raise max_bytes if it really is that large)"
-        )
-    return data
+    def subset(self, indices: np.ndarray | Sequence[int]) -> Dataset:
+        chosen = np.asarray(indices)
+        return Dataset(self.images[chosen], self.labels[chosen], self.spec)
 
 
 def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
@@ -145,71 +147,35 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
     return array.astype(dtype.newbyteorder("="), copy=True)
 
 
-def load_idx(
-    path: str | Path, expected_md5: str | None = None, max_bytes: int = DEFAULT_MAX_IDX_BYTES
-) -> np.ndarray:
-    """Read an IDX file (gzip or plain), optionally checking the MD5 of its uncompressed bytes."""
-    path = Path(path)
-    data = _read_bounded(path, max_bytes)
-    if expected_md5 is not None:
-        actual = hashlib.md5(data, usedforsecurity=False).hexdigest()
-        if actual != expected_md5:
-            raise DatasetError(
-                f"{path}: MD5 of the uncompressed file is {actual}, expected {expected_md5}; "
-                f"the file is corrupt or not the canonical one, re-copy it. {HOW_TO_GET_MNIST}"
-            )
-    return parse_idx(data, source=str(path))
+def model_input_shape(raw_sample_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape a model sees for one raw sample: grey [H, W] gains a channel axis."""
+    return (1, *raw_sample_shape) if len(raw_sample_shape) == 2 else raw_sample_shape
 
 
-DATA_ROOT_ENV = "FL_NODE_DATA_ROOT"
-
-
-def default_data_root() -> Path:
-    """$FL_NODE_DATA_ROOT, else ../shared/datasets/mnist beside the repository checkout."""
-    fallback = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "mnist"
-    return Path(os.environ.get(DATA_ROOT_ENV, fallback))
-
-
-def mnist_available(root: str | Path, split: Literal["train", "test"] = "test") -> bool:
-    """Whether every file of the split is present under root (not whether it is intact)."""
-    return all(_find_file(Path(root), stem)[0] is not None for stem in MNIST_FILES[split])
-
-
-def mnist_search_dirs(root: str | Path) -> list[Path]:
-    """Where load_mnist looks, in order: root itself, then torchvision's root/MNIST/raw."""
-    root = Path(root)
-    return [root, root / "MNIST" / "raw"]
-
-
-def _find_file(root: Path, stem: str) -> tuple[Path | None, list[Path]]:
-    candidates = [d / name for d in mnist_search_dirs(root) for name in (stem + ".gz", stem)]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate, candidates
-    return None, candidates
-
-
-def load_mnist(root: str | Path, split: Literal["train", "test"]) -> Dataset:
-    """Load an MNIST split from root (files gzip or plain, in root or root/MNIST/raw)."""
-    if split not in MNIST_FILES:
-        raise DatasetError(f"unknown MNIST split {split!r}; use 'train' or 'test'")
-    root = Path(root)
-    arrays: list[np.ndarray] = []
-    for stem in MNIST_FILES[split]:
-        found, looked = _find_file(root, stem)
-        if found is None:
-            places = "\n  ".join(str(p) for p in looked)
-            raise DatasetError(
-                f"MNIST file {stem} not found; looked at:\n  {places}\n{HOW_TO_GET_MNIST}"
-            )
-        arrays.append(load_idx(found, expected_md5=MNIST_MD5[stem]))
-    images, labels = arrays
-    if images.ndim != 3 or images.dtype != np.uint8 or labels.ndim != 1 or labels.dtype != np.uint8:
+def check_dataset(dataset: Dataset, spec: DatasetSpec, source: str) -> None:
+    """Raise DatasetError naming ``source`` and the mismatch unless ``dataset`` fits ``spec``:
+    sample shape, a numeric dtype, integer labels in [0, num_classes)."""
+    if len(dataset) == 0:
+        raise DatasetError(f"{source}: no samples")
+    shape = model_input_shape(tuple(dataset.images.shape[1:]))
+    if shape != spec.sample_shape:
         raise DatasetError(
-            f"MNIST {split} files have unexpected layout: images {images.dtype}{images.shape}, "
-            f"labels {labels.dtype}{labels.shape}"
+            f"{source}: samples have shape {tuple(dataset.images.shape[1:])} (fed as {shape}) "
+            f"but {spec.name} expects {spec.sample_shape}"
         )
-    return Dataset(images=images, labels=labels)
+    if dataset.images.dtype.kind not in "uif":
+        raise DatasetError(f"{source}: sample dtype {dataset.images.dtype} is not numeric")
+    if dataset.images.dtype.kind == "f" and not np.isfinite(dataset.images).all():
+        raise DatasetError(f"{source}: samples contain NaN or infinite values")
+    labels = dataset.labels
+    if labels.dtype.kind not in "ui":
+        raise DatasetError(f"{source}: labels have dtype {labels.dtype}; need integers")
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= spec.num_classes:
+        raise DatasetError(
+            f"{source}: labels range over [{low}, {high}] but {spec.name} has "
+            f"{spec.num_classes} classes (labels 0..{spec.num_classes - 1})"
+        )
 
 
 def _rng(seed: int) -> np.random.Generator:
@@ -287,16 +253,45 @@ def partition_shards(
     return [np.sort(np.concatenate([shards[s] for s in row])).astype(np.int64) for row in assignment]
 
 
+def partition(
+    labels: np.ndarray,
+    scheme: str,
+    k: int,
+    seed: int,
+    alpha: float = 0.5,
+    shards_per_part: int = 2,
+) -> list[np.ndarray]:
+    """Sample indices of k clients under ``scheme`` (one of PARTITIONS)."""
+    if scheme == "iid":
+        return partition_iid(len(labels), k, seed)
+    if scheme == "dirichlet":
+        return partition_dirichlet(labels, k, alpha, seed)
+    if scheme == "shards":
+        return partition_shards(labels, k, shards_per_part, seed)
+    raise DatasetError(f"unknown partition {scheme!r}; use one of {list(PARTITIONS)}")
+
+
 def to_tensors(
     dataset: Dataset,
     indices: np.ndarray | Sequence[int] | None = None,
-    mean: float = MNIST_MEAN,
-    std: float = MNIST_STD,
+    mean: float | None = None,
+    std: float | None = None,
+    spec: DatasetSpec | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalized float32 images [N, 1, H, W] and int64 labels [N], for the selected indices."""
+    """Normalised float32 inputs [N, *spec.sample_shape] and int64 labels [N] for the
+    selected indices. The spec is the argument's, else the dataset's, else MNIST's; mean
+    and std, when given, override its (single-channel) statistics."""
+    spec = spec or dataset.spec or MNIST_SPEC
     images = dataset.images if indices is None else dataset.images[np.asarray(indices)]
     labels = dataset.labels if indices is None else dataset.labels[np.asarray(indices)]
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32).div_(255.0)
-    x = x.sub_(mean).div_(std).unsqueeze(1)
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32).mul_(spec.scale)
+    x = x.reshape(len(images), *model_input_shape(tuple(images.shape[1:])))
+    means = (mean,) if mean is not None else spec.mean
+    stds = (std,) if std is not None else spec.std
+    if len(spec.sample_shape) == 3 and x.ndim == 4:
+        channel = (1, -1, 1, 1)
+        x = x.sub_(torch.tensor(means).reshape(channel)).div_(torch.tensor(stds).reshape(channel))
+    else:
+        x = x.sub_(means[0]).div_(stds[0])
     y = torch.from_numpy(np.ascontiguousarray(labels)).to(torch.int64)
     return x, y

@@ -11,15 +11,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.data import (
+from node.datasets import (
     MNIST_FILES,
-    MNIST_MEAN,
-    MNIST_STD,
-    Dataset,
     default_data_root,
     load_idx,
     load_mnist,
     mnist_available,
+)
+from protocol.data import (
+    MNIST_MEAN,
+    MNIST_STD,
+    Dataset,
     parse_idx,
     partition_dirichlet,
     partition_iid,
@@ -32,6 +34,12 @@ DATA_ROOT = default_data_root()
 needs_mnist = pytest.mark.skipif(
     not mnist_available(DATA_ROOT), reason=f"MNIST not found at {DATA_ROOT} (set FL_NODE_DATA_ROOT)"
 )
+
+
+@pytest.fixture(autouse=True)
+def empty_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees (or fills) the user's download cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
 
 
 def idx_bytes(array: np.ndarray, code: int) -> bytes:
@@ -104,11 +112,11 @@ def test_corrupt_gzip_and_size_bound(tmp_path: Path) -> None:
         load_idx(tmp_path / "absent")
 
 
-def test_md5_mismatch_is_reported(tmp_path: Path) -> None:
+def test_sha256_mismatch_is_reported(tmp_path: Path) -> None:
     path = tmp_path / "x"
     path.write_bytes(idx_bytes(np.zeros(3, np.uint8), 0x08))
-    with pytest.raises(DatasetError, match="MD5 of the uncompressed file is .* expected 0+"):
-        load_idx(path, expected_md5="0" * 32)
+    with pytest.raises(DatasetError, match="SHA-256 of the uncompressed file is .* expected 0+"):
+        load_idx(path, expected_sha256="0" * 64)
 
 
 # --- MNIST -------------------------------------------------------------------------------
@@ -148,10 +156,11 @@ def test_missing_files_say_where_they_looked_and_how_to_get_them(tmp_path: Path)
     with pytest.raises(DatasetError) as raised:
         load_mnist(tmp_path, "train")
     message = str(raised.value)
-    assert str(tmp_path / "train-images-idx3-ubyte.gz") in message
-    assert str(tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte") in message
-    assert "yann.lecun.com" in message and "fl-node[vision]" in message
-    with pytest.raises(DatasetError, match="unknown MNIST split 'val'"):
+    assert f"\n  {tmp_path}\n" in message and str(tmp_path / "MNIST" / "raw") in message
+    # each file with the checksum it is checked against and where to get it
+    assert "train-images-idx3-ubyte.gz: 440fcabf" in message
+    assert "https://ossci-datasets.s3.amazonaws.com/mnist/train-images-idx3-ubyte.gz" in message
+    with pytest.raises(DatasetError, match="unknown split 'val'"):
         load_mnist(tmp_path, "val")  # type: ignore[arg-type]
 
 
@@ -163,10 +172,10 @@ def test_truncated_or_altered_mnist_file_is_reported(tmp_path: Path) -> None:
     raw = bytearray(gzip.decompress(labels.read_bytes()))
     raw[100] = (raw[100] + 1) % 10  # a valid-looking file with one wrong label
     labels.write_bytes(gzip.compress(bytes(raw)))
-    with pytest.raises(DatasetError, match="t10k-labels-idx1-ubyte.gz: MD5"):
+    with pytest.raises(DatasetError, match="t10k-labels-idx1-ubyte.gz: not the mnist file .* SHA"):
         load_mnist(tmp_path, "test")
     labels.write_bytes(gzip.compress(bytes(raw[:-10])))
-    with pytest.raises(DatasetError, match="MD5"):
+    with pytest.raises(DatasetError, match="SHA-256"):
         load_mnist(tmp_path, "test")
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from protocol.data import default_data_root, load_mnist, mnist_available, partition_iid, to_tensors
+from node.datasets import default_data_root, load_mnist, mnist_available
+from protocol.data import partition_iid, to_tensors
 from protocol.errors import ProtocolError
 from protocol.models import build_model
 from protocol.training import (

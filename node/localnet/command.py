@@ -86,8 +86,8 @@ def options_from_args(args: argparse.Namespace, scenario: Scenario | None) -> di
 def run_command(args: argparse.Namespace) -> int:
     from node.chain.errors import ChainError
     from node.config import ConfigError
+    from node.datasets import default_data_root, mnist_available, mnist_search_dirs
     from node.localnet.launcher import LocalnetError, LocalnetOptions, run_localnet
-    from protocol.data import default_data_root, mnist_available, mnist_search_dirs
 
     try:
         scenario = load_scenario(args.scenario) if args.scenario is not None else None

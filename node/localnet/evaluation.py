@@ -11,8 +11,9 @@ from pathlib import Path
 
 import torch
 
+from node.datasets import load_mnist
 from protocol.codec import ModelSpec, check_finite, decode_state_dict
-from protocol.data import load_mnist, to_tensors
+from protocol.data import to_tensors
 from protocol.models import build_model
 from protocol.training import Metrics, evaluate
 

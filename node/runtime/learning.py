@@ -19,23 +19,18 @@ import torch
 
 from node.blocks import BlockStore, decode_file_node
 from node.blocks.unixfs import is_raw
-from node.config import BehaviourConfig, DataConfig, TrainingConfig
+from node.config import BehaviourConfig, TrainingConfig
+from node.datasets import load_validation_set as load_validation_set  # the driver calls learning.*
+from node.datasets import load_worker_shard as load_worker_shard
+from node.models import build_model
 from protocol import verdict as verdicts
 from protocol.aggregation.rule import AggregationRule
 from protocol.codec import ModelSpec, check_finite, decode_state_dict, encode_state_dict
 from protocol.contribution import leave_one_out
-from protocol.data import (
-    Dataset,
-    load_mnist,
-    partition_dirichlet,
-    partition_iid,
-    partition_shards,
-    to_tensors,
-)
+from protocol.data import Dataset, to_tensors
 from protocol.envelope import open_envelope, seal
 from protocol.errors import DatasetError, ProtocolError
 from protocol.fixedpoint import SCALE
-from protocol.models import build_model
 from protocol.state.records import GlobalModel, Update
 from protocol.training import TrainConfig, TrainProgress, evaluate, train_local
 
@@ -129,30 +124,6 @@ def decode_dataset(data: bytes) -> Dataset:
         np.frombuffer(images, dtype=np.uint8).reshape(n, *IMAGE_SHAPE).copy(),
         np.frombuffer(labels, dtype=np.uint8).copy(),
     )
-
-
-def load_worker_shard(config: DataConfig) -> Dataset:
-    """This worker's part of the MNIST training set, as the config partitions it."""
-    full = load_mnist(config.root, "train")
-    if config.max_samples is not None and config.max_samples < len(full):
-        full = Dataset(full.images[: config.max_samples], full.labels[: config.max_samples])
-    if config.partition == "iid":
-        parts = partition_iid(len(full), config.num_parts, config.seed)
-    elif config.partition == "dirichlet":
-        parts = partition_dirichlet(full.labels, config.num_parts, config.alpha, config.seed)
-    else:
-        parts = partition_shards(full.labels, config.num_parts, config.shards_per_part, config.seed)
-    mine = parts[config.part_index]
-    return Dataset(full.images[mine], full.labels[mine])
-
-
-def load_validation_set(config: DataConfig, samples: int) -> Dataset:
-    """The requester's validation set: a seeded sample of the MNIST test split."""
-    test = load_mnist(config.root, "test")
-    if samples > len(test):
-        raise DatasetError(f"validation_samples {samples} exceeds the {len(test)} test samples")
-    chosen = np.sort(np.random.default_rng(config.seed).permutation(len(test))[:samples])
-    return Dataset(test.images[chosen], test.labels[chosen])
 
 
 # --- models -----------------------------------------------------------------------------

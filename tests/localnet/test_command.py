@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from node.cli import main
-from protocol.data import default_data_root, mnist_available
+from node.datasets import default_data_root, mnist_available
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from node.anvil import AnvilNotFound, find_anvil
-from protocol.data import default_data_root, mnist_available
+from node.datasets import default_data_root, mnist_available
 
 REPO = Path(__file__).resolve().parents[2]
 STANDIN = Path(__file__).with_name("standin_node.py")

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from node.anvil import AnvilNotFound, find_anvil
+from node.datasets import default_data_root, mnist_available
 from node.localnet.results import validate_results
-from protocol.data import default_data_root, mnist_available
 
 REPO = Path(__file__).resolve().parents[2]
 

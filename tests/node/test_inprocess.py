@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 
 from node.chain import TaskStatus, Termination
+from node.datasets import load_mnist, mnist_available
 from node.localnet.inprocess import InProcessResult, run_inprocess
 from node.runtime.chainside import ChainAccess
 from node.runtime.learning import ModelBook  # noqa: F401  (import check of the job module)
 from node.status import TaskWatch
 from protocol.codec import ModelSpec, decode_state_dict
-from protocol.data import load_mnist, mnist_available, to_tensors
+from protocol.data import to_tensors
 from protocol.models import build_model
 from protocol.training import evaluate
 

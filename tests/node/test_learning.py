@@ -12,10 +12,11 @@ import torch
 
 from node.blocks import BlockStore, build_file_dag
 from node.config import BehaviourConfig, TrainingConfig
+from node.datasets import load_mnist, mnist_available
 from node.runtime import learning
 from protocol.aggregation.rule import AggregationRule
 from protocol.codec import encode_state_dict
-from protocol.data import Dataset, load_mnist, mnist_available
+from protocol.data import Dataset
 from protocol.envelope import generate_keypair, public_key_of
 from protocol.errors import DatasetError, EnvelopeError, ModelValidationError, ProtocolError
 from protocol.models import build_model

@@ -1,0 +1,83 @@
+"""Building a task's model from its reference, on this node: built-ins, imported
+``package.module:factory`` references and entry points in the group ``fl_node.models``.
+
+A reference is only ever taken from this node's own configuration or from a task this
+node chose to follow; what it imports is what this node has installed. Nothing a peer
+sends is imported or unpickled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib.metadata import entry_points
+
+from torch import nn
+
+from node.datasets.sources import import_reference
+from protocol.data import DatasetSpec
+from protocol.errors import ProtocolError
+from protocol.models import (
+    ENTRY_POINT_GROUP,
+    MODELS,
+    ArchitectureSpec,
+    ModelReference,
+    ModelReferenceError,
+    build_with,
+    check_model_accepts,
+    spec_hash_problem,
+)
+
+__all__ = ["architecture_of", "build_model", "data_problem", "model_problem", "resolve_factory"]
+
+
+def resolve_factory(reference: ModelReference) -> Callable[..., nn.Module]:
+    """The factory a parsed reference names; ModelReferenceError saying why not."""
+    if reference.builtin:
+        return MODELS[reference.target]
+    if reference.imported:
+        return import_reference(reference.target, "model", ModelReferenceError)
+    found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == reference.target]
+    if not found:
+        raise ModelReferenceError(
+            f"unknown model {reference.target!r}: not built in ({', '.join(sorted(MODELS))}), "
+            f"not \"package.module:factory\", and no installed package has an entry point of "
+            f"that name in the group {ENTRY_POINT_GROUP!r}"
+        )
+    try:
+        factory = found[0].load()
+    except Exception as exc:  # an installed plugin failing to import: name it
+        raise ModelReferenceError(
+            f"model {reference.target!r}: entry point {found[0].value!r} fails to load ({exc})"
+        ) from exc
+    if not callable(factory):
+        raise ModelReferenceError(f"model {reference.target!r}: entry point is not callable")
+    return factory
+
+
+def build_model(reference: str, seed: int | None = None) -> nn.Module:
+    """A fresh model from any reference (seeded: identical weights on every node)."""
+    parsed = ModelReference.parse(reference)
+    return build_with(resolve_factory(parsed), parsed.kwargs, seed, reference)
+
+
+def architecture_of(reference: str) -> ArchitectureSpec:
+    return ArchitectureSpec.of(build_model(reference))
+
+
+def model_problem(reference: str, pinned_spec_hash: bytes = bytes(32)) -> str | None:
+    """Why this node cannot work on a task with this model reference and pinned spec hash
+    (all zero: not pinned), or None; checked before any deposit."""
+    try:
+        built = architecture_of(reference).hash()
+    except ProtocolError as exc:
+        return str(exc)
+    return spec_hash_problem(reference, pinned_spec_hash, built)
+
+
+def data_problem(reference: str, spec: DatasetSpec, source: str) -> str | None:
+    """Why this node's data cannot train the task's model (shapes, classes), or None."""
+    try:
+        check_model_accepts(build_model(reference), spec, reference, source)
+    except ProtocolError as exc:
+        return str(exc)
+    return None
