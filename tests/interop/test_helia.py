@@ -1,0 +1,50 @@
+"""Interop with a real Helia 7 node (js-libp2p: TCP, Noise, Yamux) on 127.0.0.1:
+it fetches from fl-node over bitswap, fl-node fetches from it, and it imports
+fl-node's CAR export with the same root CID."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import trio
+
+from node.blocks.unixfs import build_file_dag
+from node.host import connect
+
+from .bitswap_peers import HANG_GUARD_S, bitswap_peers
+from .helia import helia_peer, requires_helia
+
+MB = 1024 * 1024
+
+pytestmark = requires_helia
+
+
+async def test_helia_fetches_a_blob_from_fl_node_by_cid(tmp_path: Path) -> None:
+    blob = os.urandom(2 * MB + 777)  # 9 raw leaves under a dag-pb root
+    async with bitswap_peers(tmp_path, 1) as (server,), helia_peer() as helia:
+        root = server.add_blob(blob)
+        await helia.call("dial", addr=server.addr)
+        got = await helia.call("cat", cid=root, timeout_ms=60_000)
+        assert got["length"] == len(blob)
+        assert got["sha256"] == hashlib.sha256(blob).hexdigest()
+        # Helia re-imports the bytes with Kubo's parameters: the same root CID
+        assert got["kubo_cid"] == root
+        assert server.bitswap.blocks_sent >= 10
+
+
+async def test_fl_node_fetches_a_blob_only_helia_holds(tmp_path: Path) -> None:
+    blob = os.urandom(MB + 4321)
+    path = tmp_path / "blob.bin"
+    path.write_bytes(blob)
+    async with bitswap_peers(tmp_path, 1) as (client,), helia_peer() as helia:
+        root = (await helia.call("add", path=str(path)))["cid"]
+        assert root == build_file_dag(blob)[0]
+        assert not client.store.has(root)
+        await connect(client.host, helia.addr)
+        with trio.fail_after(HANG_GUARD_S):
+            got = await client.bitswap.fetch(root, max_size=2 * MB, providers=[helia.addr])
+        assert got == blob
+        assert client.store.has(root)
+        assert client.bitswap.unrequested_blocks == 0
