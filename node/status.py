@@ -3,8 +3,9 @@ and rewards — the panels of Refiner's demo — served over HTTP on ``[node] st
 
 ``GET /`` is a small self-contained HTML page that polls ``GET /status.json``. The JSON is
 built by a pure function (:func:`status_document`) from the node's own status and a
-:class:`~node.localnet.tracker.TaskTracker` that :class:`TaskWatch` feeds with the task's
-chain events, read from the task's first block so a restarted node shows the whole history.
+:class:`~node.chain.tracker.TaskTracker` that :class:`TaskWatch` feeds with the task's chain
+events: the node's chain follower hands it each read, and once the task's history before
+this process started, so a restarted node shows the whole task.
 
 The server is deliberately tiny: GET only, one request per connection, the request head
 bounded in bytes and time, a bounded number of connections. It serves read-only data and
@@ -15,23 +16,22 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import trio
 
-from node.chain.events import BlockTimestamps, EventFollower
-from node.chain.types import TaskParams, TaskStatus
+from node.chain.client import ChainClient
+from node.chain.events import ChainBlock
+from node.chain.tracker import TaskTracker, ValidatorOutcome, WorkerOutcome
+from node.chain.types import TaskParams
 from node.config import parse_listen
-from node.localnet.tracker import PHASE_NAMES, TaskTracker, ValidatorOutcome, WorkerOutcome
-from node.runtime.chainside import ChainAccess
-from node.runtime.driver import NodeStatus
 from protocol.fixedpoint import SCALE
 
 __all__ = [
     "MAX_REQUEST_BYTES",
+    "NodeReport",
     "TaskWatch",
     "respond",
     "serve_status",
@@ -43,18 +43,27 @@ logger = logging.getLogger("fl_node.status")
 MAX_REQUEST_BYTES = 8192  # a GET's head; anything longer is refused
 REQUEST_TIMEOUT_S = 5.0  # to send that head
 MAX_CONNECTIONS = 16
-CURSOR_FILE = "status-cursor.json"
+
+
+class NodeReport(Protocol):
+    """What the page shows of the node itself (the runtime's NodeStatus is one)."""
+
+    name: str
+    role: str
+    address: str
+    task: str | None
+    round: int
+    phase: str
+    done: bool
+    failed_txs: list[str]
+    accuracy_by_round: dict[int, float]
 
 
 # --- the document -----------------------------------------------------------------------
 
 
 def status_document(
-    node: NodeStatus,
-    tracker: TaskTracker,
-    params: TaskParams | None,
-    escrow_wei: int | None,
-    task_status: TaskStatus | None,
+    node: NodeReport, tracker: TaskTracker, params: TaskParams | None
 ) -> dict[str, Any]:
     """Everything the page shows, as JSON-ready data (amounts in wei as decimal strings,
     accuracies as fractions)."""
@@ -70,7 +79,7 @@ def status_document(
         rounds.append(
             {
                 "round": number,
-                "phase": PHASE_NAMES[record.phase] if not record.finalized else "finalized",
+                "phase": str(record.phase),
                 "submissions": len(record.submissions),
                 "commits": len(record.committed),
                 "reveals": len(record.reveals),
@@ -106,9 +115,9 @@ def status_document(
         },
         "task": None if node.task is None else {
             "address": node.task,
-            "status": None if task_status is None else task_status.name.lower(),
+            "status": None if tracker.status is None else tracker.status.name.lower(),
             "termination": None if tracker.termination is None else tracker.termination.name.lower(),
-            "escrow_left_wei": None if escrow_wei is None else str(escrow_wei),
+            "escrow_left_wei": None if tracker.escrow is None else str(tracker.escrow),
             "params": None if params is None else _params_document(params),
         },
         "members": members,
@@ -136,53 +145,47 @@ def _params_document(params: TaskParams) -> dict[str, Any]:
 # --- following the task -----------------------------------------------------------------
 
 
-@dataclass
 class TaskWatch:
-    """The node's task as the chain tells it, refreshed every `interval_s`."""
+    """The node's task as its chain events tell it: a consumer of the node's chain follower.
 
-    chain: ChainAccess
-    node: NodeStatus
-    data_dir: Path
-    interval_s: float = 2.0
-    tracker: TaskTracker = field(default_factory=TaskTracker)
-    params: TaskParams | None = None
-    escrow_wei: int | None = None
-    task_status: TaskStatus | None = None
-    _follower: EventFollower | None = None
-    _timestamp: BlockTimestamps = field(init=False)
+    `history(task)` gives the task's blocks the follower read before this process started
+    (the machine's cursor resumes; the page starts empty). `feed` runs on the chain thread,
+    `document` on the page's: a lock keeps the tracker whole between them.
+    """
 
-    def __post_init__(self) -> None:
-        self._timestamp = BlockTimestamps(self.chain.client.w3)
+    def __init__(
+        self,
+        node: NodeReport,
+        client: ChainClient,
+        history: Callable[[str], Sequence[ChainBlock]],
+    ) -> None:
+        self.node = node
+        self.client = client
+        self.history = history
+        self.task: str | None = None
+        self.tracker = TaskTracker()
+        self.params: TaskParams | None = None
+        self._lock = threading.Lock()
 
     def document(self) -> dict[str, Any]:
-        return status_document(self.node, self.tracker, self.params, self.escrow_wei, self.task_status)
+        with self._lock:
+            return status_document(self.node, self.tracker, self.params)
 
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.chain.run(self.refresh)
-            except Exception as exc:  # the page shows stale data; the node goes on
-                logger.warning("status page: reading the chain failed: %s", exc)
-            await trio.sleep(self.interval_s)
-
-    def refresh(self) -> None:
-        """One read of the chain (blocking; run it in a thread)."""
+    def feed(self, blocks: Sequence[ChainBlock]) -> None:
+        """One read of the node's follower (blocking: the task's parameters and history are
+        read from the chain when the node's task first appears)."""
         task = self.node.task
         if task is None:
             return
-        client = self.chain.client
-        if self._follower is None:
-            cursor = self.data_dir / CURSOR_FILE
-            cursor.unlink(missing_ok=True)  # from the task's start again: the tracker is in memory
-            self._follower = EventFollower(client.w3, cursor)
-            self._follower.follow(task, 0)
-            self.params = client.task_params(task)
-        for event in self._follower.poll():
-            self.tracker.feed(event, self._timestamp(event.block_number))
-        self._follower.commit()
-        self.escrow_wei = client.escrow(task)
-        self.task_status = client.status(task)
-
+        if self.task is None:
+            self.params = self.client.task_params(task)
+            blocks = [*self.history(task), *blocks]
+            self.task = task
+        with self._lock:
+            for block in blocks:
+                for event in block.events:
+                    if event.address.lower() == task.lower():
+                        self.tracker.feed(event, block.timestamp)
 
 
 # --- HTTP -------------------------------------------------------------------------------
@@ -276,8 +279,8 @@ async def serve_status(
 
 
 async def run_status_page(listen: str, watch: TaskWatch) -> None:
-    """The page and the chain reads behind it, until cancelled. A port we cannot bind is
-    logged, not fatal: the node's task (and its deposit) matters more than its page."""
+    """The page until cancelled (the node's chain follower feeds `watch`). A port we cannot
+    bind is logged, not fatal: the node's task (and its deposit) matters more than its page."""
     host, port = parse_listen(listen)
     async with trio.open_nursery() as nursery:
         try:
@@ -286,7 +289,6 @@ async def run_status_page(listen: str, watch: TaskWatch) -> None:
             logger.error("status page: cannot listen on %s (%s); running without it", listen, exc)
             return
         logger.info("status page at http://%s:%d/", host, bound)
-        nursery.start_soon(watch.run)
 
 
 PAGE = """<!doctype html>

@@ -6,12 +6,17 @@ the decoded events of every followed address from there up to the chain head (mi
 writes that position to disk atomically (temporary file, fsync, rename). Delivery is
 at-least-once: events handled but not committed before a crash come again after restart,
 so consumers must be idempotent.
+
+`blocks_of` groups decoded events by block with the block's timestamp: a `ChainBlock` is what
+every consumer of the node's one follower (the round machine, the status page) receives.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,22 +105,35 @@ class EventFollower:
     def followed(self) -> dict[str, int]:
         return dict(self._next_block)
 
+    def positions(self) -> dict[str, int]:
+        """Per followed address, the next block poll() reads (the last poll's end, committed
+        or not)."""
+        return dict(self._pending if self._pending is not None else self._next_block)
+
     def poll(self) -> list[ChainEvent]:
         """Events since the committed (or last polled) position, oldest first."""
         head = int(self.w3.eth.block_number) - self.confirmations
-        position = dict(self._pending if self._pending is not None else self._next_block)
+        position = self.positions()
         events: list[ChainEvent] = []
         for start in sorted(set(position.values())):
             addresses = [a for a, b in position.items() if b == start]
-            block = start
-            while block <= head:
-                end = min(head, block + self.max_block_span - 1)
-                events.extend(self._get_logs(addresses, block, end))
-                block = end + 1
+            events.extend(self.read(addresses, start, head))
         for address in position:
             position[address] = max(position[address], head + 1)
         self._pending = position
         events.sort(key=lambda e: (e.block_number, e.log_index))
+        return events
+
+    def read(self, addresses: list[str], from_block: int, to_block: int) -> list[ChainEvent]:
+        """The decoded events of `addresses` in blocks [from_block, to_block], in spans of at
+        most `max_block_span` blocks (RPC providers cap a query's range); the cursor is not
+        touched."""
+        events: list[ChainEvent] = []
+        block = from_block
+        while block <= to_block:
+            end = min(to_block, block + self.max_block_span - 1)
+            events.extend(self._get_logs(addresses, block, end))
+            block = end + 1
         return events
 
     def _get_logs(self, addresses: list[str], from_block: int, to_block: int) -> list[ChainEvent]:
@@ -152,3 +170,21 @@ class BlockTimestamps:
         if block not in self._seen:
             self._seen[block] = int(self.w3.eth.get_block(block)["timestamp"])
         return self._seen[block]
+
+
+@dataclass(frozen=True)
+class ChainBlock:
+    """One block's decoded events of the followed contracts, oldest first, with the block's
+    timestamp (deadlines pass on block time, and logs carry block numbers only)."""
+
+    number: int
+    timestamp: int
+    events: tuple[ChainEvent, ...]
+
+
+def blocks_of(events: Iterable[ChainEvent], timestamp: Callable[[int], int]) -> list[ChainBlock]:
+    """`events` (in chain order) grouped by block; `timestamp(n)` is read once per block."""
+    grouped: dict[int, list[ChainEvent]] = {}
+    for event in events:
+        grouped.setdefault(event.block_number, []).append(event)
+    return [ChainBlock(n, timestamp(n), tuple(found)) for n, found in grouped.items()]

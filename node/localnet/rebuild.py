@@ -22,7 +22,7 @@ from pathlib import Path
 
 from node.blocks import BlockStore
 from node.chain.client import ChainClient
-from node.localnet.tracker import RoundRecord
+from node.chain.tracker import RoundRecord
 from node.runtime.driver import BLOCKS_DIR
 from node.runtime.keys import ENCRYPTION_KEY_FILE, read_secret
 from node.runtime.learning import ModelBook, StateDict, TaskCrypto

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from node.chain.tracker import TX_KINDS, RoundRecord, TaskTracker
 from node.chain.types import RoundInfo
-from node.localnet.tracker import TX_KINDS, RoundRecord, TaskTracker
 from protocol.fixedpoint import SCALE
 from protocol.training import Metrics
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from node.localnet.tracker import RoundRecord
+from node.chain.tracker import RoundRecord
 from protocol.fixedpoint import SCALE
 from protocol.training import Metrics
 

@@ -14,11 +14,11 @@ from web3 import Web3
 
 from node.chain.client import ChainClient
 from node.chain.events import BlockTimestamps, EventFollower
+from node.chain.tracker import CONTRACT_PHASES, RoundRecord, TaskTracker
 from node.chain.types import RoundInfo
 from node.localnet.evaluation import TestSetEvaluator
 from node.localnet.results import Participant, build_results
 from node.localnet.table import header, round_row, status_line
-from node.localnet.tracker import PHASE_NAMES, RoundRecord, TaskTracker
 from protocol.training import Metrics
 
 __all__ = ["ChainView"]
@@ -130,8 +130,8 @@ class ChainView:
         """Print the current round's state when it changed since the last call."""
         if self.task is None or self.tracker.terminated:
             return
-        phase = PHASE_NAMES[self.reader.phase(self.task)]
-        line = status_line(self.tracker.current_round, phase, expected, down)
+        phase = CONTRACT_PHASES[self.reader.phase(self.task)]
+        line = status_line(self.tracker.current_round, str(phase), expected, down)
         if line != self._last_status:
             self._last_status = line
             self.say(f"  {line}")

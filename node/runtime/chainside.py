@@ -1,4 +1,9 @@
-"""The chain side of the runtime: locked access, chain logs to machine events, SendTx.
+"""The chain side of the runtime: locked access, the node's one chain follower, SendTx.
+
+`ChainFollower` is the only reader of chain logs in a node: each read's decoded logs, grouped
+by block, go to its consumers (the status page) and through the pure `EventTranslator` to the
+round machine. Everything the machine's events need beyond the logs is read by the follower
+before translating, so translation makes no chain call and tests from recorded logs.
 
 Everything here is synchronous web3 work; the driver calls it through
 `ChainAccess.run`, which runs it in a worker thread under a lock. On the embedded chain
@@ -7,8 +12,9 @@ the lock is shared by every node of the process (eth-tester is not thread-safe).
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -16,7 +22,8 @@ import trio
 from eth_utils import to_checksum_address
 
 from node.chain import ChainClient, ChainEvent, EventFollower, Termination
-from node.chain.types import Phase as ChainPhase
+from node.chain.events import ChainBlock, blocks_of
+from node.chain.tracker import round_phase
 from node.chain.types import Role as ChainRole
 from protocol.state import events as ev
 from protocol.state.actions import SendTx
@@ -24,11 +31,10 @@ from protocol.state.records import Phase, Role, TxKind
 
 T = TypeVar("T")
 
-CHAIN_PHASES = {
-    ChainPhase.COMMIT: Phase.COMMIT,
-    ChainPhase.REVEAL: Phase.REVEAL,
-    ChainPhase.FINALIZE: Phase.FINALIZING,
-}
+logger = logging.getLogger("fl_node.runtime")
+
+# The phases a PhaseEndedEarly log can enter (the contract ends training, commit or reveal).
+EARLY_PHASES = frozenset({Phase.COMMIT, Phase.REVEAL, Phase.FINALIZING})
 CHAIN_ROLES = {ChainRole.WORKER: Role.WORKER, ChainRole.VALIDATOR: Role.VALIDATOR}
 # Reverts that mean "this already happened": a retried send after a lost receipt.
 ALREADY_DONE = {
@@ -61,44 +67,60 @@ class ChainAccess:
         return await trio.to_thread.run_sync(self.locked, fn, *args)
 
 
+@dataclass(frozen=True)
+class TaskFacts:
+    """What the machine's TaskStarted carries beyond its log, read from the task's state.
+    Membership cannot change once a task started, so reading it after the log is exact."""
+
+    requester: bytes
+    initial_model_cid: str
+    workers: tuple[bytes, ...]
+    validators: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class ChainBatch:
+    """One read of the chain: the followed contracts' events by block, oldest first."""
+
+    blocks: tuple[ChainBlock, ...]
+    head_timestamp: int  # the chain's latest block when the read ended
+    facts: Mapping[str, TaskFacts] = field(default_factory=dict)  # per task with a TaskStarted
+
+
 @dataclass
 class EventTranslator:
-    """Chain logs (in chain order) to machine events, with a Tick after each block.
+    """Chain logs (in chain order) to machine events, with a Tick after each block. Pure: it
+    reads nothing, so the same logs always give the same events.
 
-    `task` is the followed task (None until the requester's task exists); `me` our
-    address, so the requester follows its own new task from the block that created it.
+    `task` is the followed task (None until the requester's task exists); `me` our address,
+    so the requester knows its own new task (`task_block`: the block that created it).
     """
 
-    client: ChainClient
-    follower: EventFollower
     me: bytes
     task: str | None = None
-    on_task_started: Callable[[str], None] | None = None
-    total_stake: dict[int, int] = field(default_factory=dict)
+    task_block: int | None = None
+    # accepted workers of a round being finalized: its WorkerSettled logs come just before
+    # RoundFinalized, in the same transaction, so in the same batch
+    _accepted: dict[int, list[bytes]] = field(default_factory=dict)
 
-    def poll(self) -> list[ev.Event]:
-        """New events since the cursor (the caller commits the cursor once handled)."""
+    def events(self, batch: ChainBatch) -> list[ev.Event]:
         out: list[ev.Event] = []
-        block: int | None = None
-        for log in self.follower.poll():
-            if block is not None and log.block_number != block:
-                out.append(ev.Tick(self._timestamp(block)))
-            block = log.block_number
-            out.extend(self.translate(log))
-        out.append(ev.Tick(self.client.latest_timestamp()))
+        for index, block in enumerate(batch.blocks):
+            if index:
+                out.append(ev.Tick(batch.blocks[index - 1].timestamp))
+            for log in block.events:
+                out.extend(self.translate(log, batch.facts))
+        out.append(ev.Tick(batch.head_timestamp))
         return out
 
-    def _timestamp(self, block: int) -> int:
-        return int(self.client.w3.eth.get_block(block)["timestamp"])
-
-    def translate(self, log: ChainEvent) -> list[ev.Event]:
+    def translate(self, log: ChainEvent, facts: Mapping[str, TaskFacts]) -> list[ev.Event]:
         a = log.args
         name = log.name
         if name == "TaskCreated":
             requester = address_bytes(a["requester"])
             if requester == self.me and self.task is None:
                 self.task = to_checksum_address(a["task"])
-                self.follower.follow(self.task, log.block_number)
+                self.task_block = log.block_number
             return [ev.TaskCreated(address_bytes(a["task"]), requester)]
         if self.task is None or log.address.lower() != self.task.lower():
             return []
@@ -108,29 +130,30 @@ class EventTranslator:
         if name == "MemberLeft":
             return [ev.MemberLeft(address_bytes(a["member"]))]
         if name == "TaskStarted":
-            workers, validators = self.client.members(self.task)
-            params = self.client.task_params(self.task)
-            if self.on_task_started is not None:
-                self.on_task_started(self.task)
+            fact = facts.get(log.address)
+            if fact is None:
+                raise ValueError(
+                    f"TaskStarted of {log.address} came without its TaskFacts; the follower "
+                    "reads them for every TaskStarted it delivers"
+                )
             return [
                 ev.TaskStarted(
-                    requester=address_bytes(self.client.requester(self.task)),
+                    requester=fact.requester,
                     validation_cid=a["validationSetCid"],
-                    initial_model_cid=params.initial_model_cid,
-                    workers=tuple(address_bytes(w) for w in workers),
-                    validators=tuple(address_bytes(v) for v in validators),
+                    initial_model_cid=fact.initial_model_cid,
+                    workers=fact.workers,
+                    validators=fact.validators,
                 )
             ]
         if name == "RoundStarted":
-            self.total_stake[a["round"]] = a["totalStake"]
             return [
                 ev.RoundOpened(
                     a["round"], a["trainingEnd"], a["commitEnd"], a["revealEnd"], bytes(a["seed"])
                 )
             ]
         if name == "PhaseEndedEarly":
-            phase = CHAIN_PHASES.get(ChainPhase(a["nextPhase"]))
-            return [ev.PhaseChanged(a["round"], phase, a["timestamp"])] if phase else []
+            phase = round_phase(a["nextPhase"])
+            return [ev.PhaseChanged(a["round"], phase, a["timestamp"])] if phase in EARLY_PHASES else []
         if name == "UpdateSubmitted":
             return [
                 ev.UpdateSubmitted(
@@ -141,15 +164,94 @@ class EventTranslator:
             return [ev.ManifestCommitted(a["round"], address_bytes(a["validator"]))]
         if name == "ManifestRevealed":
             return [ev.ManifestRevealed(a["round"], address_bytes(a["validator"]))]
+        if name == "WorkerSettled":
+            if a["accepted"]:
+                self._accepted.setdefault(a["round"], []).append(address_bytes(a["worker"]))
+            return []
         if name == "RoundFinalized":
-            result = self.client.round_result(self.task, a["round"])
-            accepted = tuple(
-                address_bytes(w) for w, ok in zip(result.workers, result.accepted, strict=True) if ok
-            )
+            accepted = tuple(self._accepted.pop(a["round"], ()))
             return [ev.RoundFinalized(a["round"], accepted, a["consensusAccuracy"])]
         if name == "TaskTerminated":
             return [ev.TaskTerminated(Termination(a["reason"]).name.lower())]
         return []
+
+
+class ChainFollower:
+    """The node's one reader of chain logs. `poll()` reads the followed contracts' new logs
+    once, hands its blocks to every consumer, and returns the round machine's events for it;
+    the caller commits `cursor` once the machine handled them.
+
+    Consumers run on the chain thread, under the chain lock; one that raises is logged and
+    does not stop the node.
+    """
+
+    def __init__(self, client: ChainClient, cursor: EventFollower, me: bytes) -> None:
+        self.client = client
+        self.cursor = cursor
+        self.translator = EventTranslator(me)
+        self._consumers: list[Callable[[Sequence[ChainBlock]], None]] = []
+        self._first_read: dict[str, int] = {}  # address -> where this process began reading it
+
+    @property
+    def task(self) -> str | None:
+        return self.translator.task
+
+    @task.setter
+    def task(self, task: str | None) -> None:
+        self.translator.task = task
+
+    def subscribe(self, consumer: Callable[[Sequence[ChainBlock]], None]) -> None:
+        """`consumer` gets each read's blocks of decoded logs, in chain order."""
+        self._consumers.append(consumer)
+
+    def poll(self) -> list[ev.Event]:
+        """New events since the cursor (the caller commits the cursor once handled)."""
+        batch = self.read()
+        events = self.translator.events(batch)
+        if self.translator.task is not None and self.translator.task_block is not None:
+            # our own new task: its logs from the block that created it (a no-op once followed)
+            self.cursor.follow(self.translator.task, self.translator.task_block)
+        for consumer in self._consumers:
+            try:
+                consumer(batch.blocks)
+            except Exception:
+                logger.exception("a consumer of the chain's events failed; the node goes on")
+        return events
+
+    def read(self) -> ChainBatch:
+        """The followed contracts' logs since the last read, by block, with the facts their
+        TaskStarted logs need."""
+        for address, position in self.cursor.positions().items():
+            self._first_read.setdefault(address, position)
+        logs = self.cursor.poll()
+        head = self.client.latest_timestamp()
+        blocks = blocks_of(logs, self._block_timestamp)
+        facts = {
+            log.address: self._task_facts(log.address)
+            for block in blocks
+            for log in block.events
+            if log.name == "TaskStarted"
+        }
+        return ChainBatch(tuple(blocks), head, facts)
+
+    def history(self, address: str) -> list[ChainBlock]:
+        """`address`'s blocks before this process began reading it: what a consumer that
+        needs the whole history (a restarted node's status page) has not been given."""
+        end = self._first_read.get(address, self.cursor.positions().get(address, 0))
+        logs = self.cursor.read([to_checksum_address(address)], 0, end - 1)
+        return blocks_of(logs, self._block_timestamp)
+
+    def _block_timestamp(self, block: int) -> int:
+        return int(self.client.w3.eth.get_block(block)["timestamp"])
+
+    def _task_facts(self, task: str) -> TaskFacts:
+        workers, validators = self.client.members(task)
+        return TaskFacts(
+            requester=address_bytes(self.client.requester(task)),
+            initial_model_cid=self.client.task_params(task).initial_model_cid,
+            workers=tuple(address_bytes(w) for w in workers),
+            validators=tuple(address_bytes(v) for v in validators),
+        )
 
 
 def contract_args(args: tuple[Any, ...]) -> list[Any]:

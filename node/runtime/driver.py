@@ -42,7 +42,7 @@ from node.runtime import learning
 from node.runtime.chainside import (
     ALREADY_DONE,
     ChainAccess,
-    EventTranslator,
+    ChainFollower,
     address_bytes,
     checksum,
     send_task_tx,
@@ -169,7 +169,7 @@ class Driver:
         self.log = NodeLog(logging.getLogger("fl_node.runtime"), {"name": self.name})
         self.status = NodeStatus(self.name, config.role, keys.address)
         self.follower = EventFollower(self.client.w3, self.data_dir / CURSOR_FILE)
-        self.translator = EventTranslator(self.client, self.follower, self.me)
+        self.translator = ChainFollower(self.client, self.follower, self.me)
         self.machine: RoundMachine[Any] | None = None
         self.task: str | None = None
         self.params: TaskParams | None = None

@@ -96,7 +96,8 @@ async def run_node(
                             status_out.append(driver.status)
                         async with trio.open_nursery() as page:
                             if config.node.status_listen:
-                                watch = TaskWatch(chain, driver.status, data_dir)
+                                watch = TaskWatch(driver.status, client, driver.translator.history)
+                                driver.translator.subscribe(watch.feed)
                                 page.start_soon(run_status_page, config.node.status_listen, watch)
                             status = await driver.run()
                             await (linger or _linger_default)()

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from node.chain.tracker import TaskTracker
 from node.chain.types import ChainEvent, Phase, RoundInfo, Termination
 from node.localnet.results import (
     Participant,
@@ -21,8 +22,8 @@ from node.localnet.results import (
     write_results,
 )
 from node.localnet.table import header, round_row, status_line
-from node.localnet.tracker import TaskTracker
 from protocol.fixedpoint import SCALE
+from protocol.state import records
 from protocol.training import Metrics
 
 SAMPLE = Path(__file__).parent / "data" / "sample_results.json"
@@ -139,7 +140,8 @@ def test_tracker_follows_rounds_and_is_idempotent() -> None:
     second = tracker.rounds[2]
     assert second.rejected == [_checksum(W[2])]
     assert len(second.submissions) == 3 and len(second.committed) == 2
-    assert second.phase_changed_at["commit"] == 127
+    assert second.phase_changed_at[records.Phase.COMMIT] == 127
+    assert second.phase == records.Phase.FINALIZED
     assert tracker.termination == Termination.ROUND_LIMIT
     assert tracker.withdrawn == {_checksum(W[0]): ETHER}
     assert set(tracker.members.values()) == {"worker", "validator"}

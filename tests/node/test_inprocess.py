@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from node.chain import TaskStatus, Termination
+from node.chain import EventFollower, TaskStatus, Termination
 from node.datasets import load_mnist, mnist_available
 from node.localnet.inprocess import InProcessResult, run_inprocess
-from node.runtime.chainside import ChainAccess
+from node.runtime.chainside import ChainFollower, address_bytes
 from node.runtime.learning import ModelBook  # noqa: F401  (import check of the job module)
 from node.status import TaskWatch
 from protocol.codec import ModelSpec, decode_state_dict
@@ -102,11 +102,19 @@ def assert_paid_as_credited(result: InProcessResult) -> None:
 
 
 def assert_status_page_agrees(result: InProcessResult, folder: Path) -> None:
-    """The status page's document, read from the chain's events as a restarted node would,
-    shows the task as the chain's round results do."""
+    """The status page of a node restarted after the task ended (its cursor past every event)
+    shows the task as the chain's round results do: the page reads the task's history."""
     folder.mkdir()
-    watch = TaskWatch(ChainAccess(result.reader), result.requester, folder)
-    watch.refresh()
+    handled = EventFollower(result.w3, folder / "cursor.json")
+    handled.follow(result.task, 0)
+    handled.poll()
+    handled.commit()
+    me = address_bytes(result.requester.address)
+    follower = ChainFollower(result.reader, EventFollower(result.w3, folder / "cursor.json"), me)
+    follower.task = result.task
+    watch = TaskWatch(result.requester, result.reader, follower.history)
+    follower.subscribe(watch.feed)
+    follower.poll()
     document = watch.document()
     assert document["task"]["status"] == "terminated"
     assert document["task"]["params"]["aggregator"] == "median:1"

@@ -10,8 +10,8 @@ import pytest
 import trio
 
 from node import status
+from node.chain.tracker import TaskTracker
 from node.config import parse_listen
-from node.localnet.tracker import TaskTracker
 from node.runtime.driver import NodeStatus
 from tests.localnet.test_results import ETHER, V, W, _checksum, recorded_run
 
@@ -27,8 +27,9 @@ def fed_tracker() -> TaskTracker:
 
 
 def test_the_document_has_rounds_members_rewards_and_slashes() -> None:
-    doc = status.status_document(NODE, fed_tracker(), None, 0, None)
+    doc = status.status_document(NODE, fed_tracker(), None)
     assert doc["node"]["accuracy_by_round"] == {"1": 0.9, "2": 0.95}
+    assert doc["task"]["status"] == "terminated"
     assert doc["task"]["termination"] == "round_limit" and doc["task"]["escrow_left_wei"] == "0"
     first, second = doc["rounds"]
     assert [first["round"], second["round"]] == [1, 2]
@@ -46,7 +47,7 @@ def test_the_document_has_rounds_members_rewards_and_slashes() -> None:
 
 
 def test_before_any_task_the_document_says_so() -> None:
-    doc = status.status_document(NodeStatus("w", "worker", "0x1"), TaskTracker(), None, None, None)
+    doc = status.status_document(NodeStatus("w", "worker", "0x1"), TaskTracker(), None)
     assert doc["task"] is None and doc["rounds"] == [] and doc["members"] == []
 
 
