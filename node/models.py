@@ -39,9 +39,9 @@ def resolve_factory(reference: ModelReference) -> Callable[..., nn.Module]:
     found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == reference.target]
     if not found:
         raise ModelReferenceError(
-            f"unknown model {reference.target!r}: not built in ({', '.join(sorted(MODELS))}), "
-            f"not \"package.module:factory\", and no installed package has an entry point of "
-            f"that name in the group {ENTRY_POINT_GROUP!r}"
+            f"model {reference.target!r} is not one this node knows: not built in "
+            f"({', '.join(sorted(MODELS))}), not \"package.module:factory\", and no installed "
+            f"package has an entry point of that name in the group {ENTRY_POINT_GROUP!r}"
         )
     try:
         factory = found[0].load()
@@ -66,11 +66,11 @@ def architecture_of(reference: str) -> ArchitectureSpec:
 
 def model_problem(reference: str, pinned_spec_hash: bytes = bytes(32)) -> str | None:
     """Why this node cannot work on a task with this model reference and pinned spec hash
-    (all zero: not pinned), or None; checked before any deposit."""
+    (all zero: not pinned), or None; checked before any deposit. The text names the fix."""
     try:
         built = architecture_of(reference).hash()
     except ProtocolError as exc:
-        return str(exc)
+        return f"{exc}; upgrade fl-node or pick another task"
     return spec_hash_problem(reference, pinned_spec_hash, built)
 
 

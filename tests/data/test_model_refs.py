@@ -1,0 +1,112 @@
+"""Model references (built-in, imported from a module outside fl-node, entry point),
+architecture specs and their hash, and a node refusing a task whose hash it cannot
+reproduce."""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import node.models
+from node.datasets import SourceOptions, load_source
+from node.models import architecture_of, build_model, data_problem, model_problem
+from protocol.codec import decode_state_dict, encode_state_dict
+from protocol.errors import CodecError
+from protocol.models import (
+    ENTRY_POINT_GROUP,
+    ArchitectureSpec,
+    ModelReference,
+    ModelReferenceError,
+)
+from protocol.training import TrainConfig, evaluate, train_local
+
+
+def test_reference_syntax() -> None:
+    parsed = ModelReference.parse(" tabular_mlp( features = 30,classes=2 ) ")
+    assert parsed.builtin and parsed.kwargs == {"features": 30, "classes": 2}
+    assert str(parsed) == "tabular_mlp(classes=2, features=30)"
+    assert ModelReference.parse("my_pkg.nets:make(width=3)").imported
+    for bad in ("a b", "tabular_mlp(features=3.5)", "x(features=1, features=2)", "m:(", "x" * 300,
+                "mnist_cnn(depth=99999999)"):
+        with pytest.raises(ModelReferenceError):
+            ModelReference.parse(bad)
+
+
+def test_builtin_sizes_and_hash_pinning() -> None:
+    assert architecture_of("cifar_cnn").parameter_count() == 620_362
+    mlp = architecture_of("tabular_mlp(features=30, classes=2)")
+    assert [t[2] for t in mlp.tensors] == [(64, 30), (64,), (64, 64), (64,), (2, 64), (2,)]
+    # The hash follows the architecture: any shape change moves it, the same reference
+    # (however spelled) does not.
+    wider = architecture_of("tabular_mlp(features=31, classes=2)")
+    assert mlp.hash() != wider.hash() and len(mlp.hash()) == 32
+    assert architecture_of("tabular_mlp(classes=2,features=30)").hash() == mlp.hash()
+    assert architecture_of("mnist_cnn").hash() != architecture_of("mnist_2nn").hash()
+
+
+def test_codec_decodes_against_the_spec_and_its_bound() -> None:
+    spec = architecture_of("tabular_mlp(features=30, classes=2)")
+    state = build_model("tabular_mlp(features=30, classes=2)", seed=1).state_dict()
+    blob = encode_state_dict(state)
+    decoded = decode_state_dict(blob, spec.codec_spec())
+    assert all(torch.equal(decoded[k], state[k]) for k in state)
+    other = architecture_of("tabular_mlp(features=31, classes=2)").codec_spec()
+    with pytest.raises(CodecError, match="shape .* expected"):
+        decode_state_dict(blob, other)
+    assert spec.codec_spec().max_encoded_size() < len(blob) + 1024
+    with pytest.raises(CodecError, match="over the"):
+        decode_state_dict(blob + b"\0" * 2048, spec.codec_spec())
+
+
+def test_model_from_a_module_outside_fl_node_trains(plugins: Path) -> None:
+    reference = "fl_test_plugins:make_tiny(features=6, classes=4)"
+    first, second = build_model(reference, seed=3), build_model(reference, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(),
+                                                 second.state_dict().values(), strict=True))
+    data = load_source("fl_test_plugins:load_blobs", "train", SourceOptions(progress=None))
+    assert data.spec is not None and data_problem(reference, data.spec, "blobs") is None
+    x, y = torch.from_numpy(data.images), torch.from_numpy(data.labels.astype(np.int64))
+    before = evaluate(first, x, y).accuracy
+    train_local(first, x, y, TrainConfig(epochs=3, batch_size=20, lr=0.1, seed=0))
+    after = evaluate(first, x, y).accuracy
+    assert after > 0.9 and after > before + 0.2
+
+
+def test_bad_plugin_references_are_named(plugins: Path) -> None:
+    assert "not a torch nn.Module" in str(model_problem("fl_test_plugins:not_a_model"))
+    assert "bad arguments" in str(model_problem("fl_test_plugins:make_tiny(depth=2)"))
+    missing = model_problem("no_such_models_pkg:make")
+    assert missing is not None and "cannot import 'no_such_models_pkg'" in missing
+
+
+def test_entry_point_models(monkeypatch: pytest.MonkeyPatch, plugins: Path) -> None:
+    point = EntryPoint("tiny", "fl_test_plugins:make_tiny", ENTRY_POINT_GROUP)
+
+    def points(group: str) -> list[EntryPoint]:
+        return [point] if group == ENTRY_POINT_GROUP else []
+
+    monkeypatch.setattr(node.models, "entry_points", points)
+    assert architecture_of("tiny(features=6, classes=4)") == architecture_of(
+        "fl_test_plugins:make_tiny(features=6, classes=4)"
+    )
+    unknown = model_problem("resnet50")
+    assert unknown is not None and "model 'resnet50' is not one this node knows" in unknown
+    assert ENTRY_POINT_GROUP in unknown
+
+
+def test_a_task_pinning_another_architecture_is_refused(plugins: Path) -> None:
+    """The requester pinned the hash of its version of the factory; this node has another
+    version installed under the same name: refused, both hashes named."""
+    reference = "fl_test_plugins:make_tiny"
+    requester_hash = ArchitectureSpec.of(build_model("fl_test_plugins:make_wider")).hash()
+    ours = architecture_of(reference).hash()
+    problem = model_problem(reference, requester_hash)
+    assert problem is not None
+    assert f"pins architecture spec hash 0x{requester_hash.hex()}" in problem
+    assert f"this node builds 0x{ours.hex()}" in problem
+    assert model_problem(reference, ours) is None
+    assert model_problem(reference, bytes(32)) is None  # not pinned
