@@ -188,8 +188,7 @@ class TaskTracker:
             record.reveals[_address(args["validator"])] = {
                 "workers": [_address(w) for w in args["workers"]],
                 "scores": [int(s) for s in args["scores"]],
-                "accepts": [int(v) == 1 for v in args["verdicts"]],  # WorkerVerdict.ACCEPT
-                "verdicts": [int(v) for v in args["verdicts"]],
+                "accepts": [bool(a) for a in args["accepts"]],
                 "global_accuracy": int(args["globalAccuracy"]),
             }
             record.advance(Phase.REVEAL)
