@@ -13,6 +13,8 @@ from importlib.metadata import entry_points
 
 from torch import nn
 
+from node.config import DataConfig
+from node.datasets import describe_source, load_source, source_options
 from node.datasets.sources import import_reference
 from protocol.data import DatasetSpec
 from protocol.errors import ProtocolError
@@ -27,7 +29,14 @@ from protocol.models import (
     spec_hash_problem,
 )
 
-__all__ = ["architecture_of", "build_model", "data_problem", "model_problem", "resolve_factory"]
+__all__ = [
+    "architecture_of",
+    "build_model",
+    "data_problem",
+    "model_problem",
+    "resolve_factory",
+    "worker_data_problem",
+]
 
 
 def resolve_factory(reference: ModelReference) -> Callable[..., nn.Module]:
@@ -81,3 +90,14 @@ def data_problem(reference: str, spec: DatasetSpec, source: str) -> str | None:
     except ProtocolError as exc:
         return str(exc)
     return None
+
+
+def worker_data_problem(config: DataConfig, reference: str) -> str | None:
+    """Why this worker's [data] source cannot train the task's model (unreadable,
+    unreachable, wrong shape or classes), or None: checked before the deposit."""
+    try:
+        data = load_source(config.source, "train", source_options(config))
+    except ProtocolError as exc:
+        return str(exc)
+    assert data.spec is not None  # every source attaches its spec
+    return data_problem(reference, data.spec, describe_source(config.source))

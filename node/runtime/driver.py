@@ -38,6 +38,7 @@ from node.chain.types import Role as ChainRole
 from node.config import AUTO_TASK, NodeConfig
 from node.discovery import Discovery, task_namespace
 from node.gossip import GossipIgnored, GossipNode, GossipRejected, TaskGossip, open_task_gossip
+from node.models import model_problem, worker_data_problem
 from node.runtime import learning
 from node.runtime.chainside import (
     ALREADY_DONE,
@@ -55,7 +56,6 @@ from protocol.codec import encode_state_dict
 from protocol.data import Dataset
 from protocol.errors import ProtocolError
 from protocol.messages import CommitteeProof, Message, ModelAnnouncement
-from protocol.models import MODELS
 from protocol.sortition import committee_proof, is_selected, round_alpha
 from protocol.state import events as ev
 from protocol.state import persist
@@ -103,14 +103,15 @@ class TaskUnusable(ValueError):
     """A task this node cannot work on (a model or aggregation rule it does not know)."""
 
 
-def task_problem(model_arch: str, aggregator: str) -> str | None:
-    """Why this node could not do the work of a task with this model and aggregation rule
-    (its on-chain parameters), or None: checked before any deposit."""
-    if model_arch not in MODELS:
-        return (
-            f"model {model_arch!r} is not one this node knows ({', '.join(sorted(MODELS))}); "
-            "upgrade fl-node or pick another task"
-        )
+def task_problem(
+    model_arch: str, aggregator: str, model_spec_hash: bytes = bytes(32)
+) -> str | None:
+    """Why this node could not do the work of a task with this model reference, pinned
+    architecture spec hash (all zero: not pinned) and aggregation rule (its on-chain
+    parameters), or None: checked before any deposit."""
+    problem = model_problem(model_arch, model_spec_hash)
+    if problem is not None:
+        return problem
     try:
         AggregationRule.parse(aggregator)
     except AggregationError as exc:
@@ -240,6 +241,10 @@ class Driver:
             return
         params = await self.chain.run(self.client.task_params, task)
         problem = task_problem(params.model_arch, params.aggregator)
+        if problem is None and self.config.role == "worker":
+            problem = await trio.to_thread.run_sync(
+                worker_data_problem, self.config.data, params.model_arch
+            )
         if problem is not None:  # before the deposit: we could never do the work
             raise TaskUnusable(f"task {task}: {problem}")
         if self.config.role == "worker":
@@ -507,6 +512,7 @@ class Driver:
             min_workers=task.min_workers,
             min_validators=task.min_validators,
             recruit_deadline=self.client.latest_timestamp() + task.recruit_seconds,
+            max_samples_per_worker=task.max_samples_per_worker,
         )
         address, _ = self.client.create_task(params)
         self.log.info("created task %s escrowing %d wei", address, params.escrow)
@@ -814,7 +820,7 @@ class Driver:
         assert book is not None
         samples = self.config.task.validation_samples
         dataset = await trio.to_thread.run_sync(
-            learning.load_validation_set, self.config.data, samples
+            learning.load_validation_set, self.config.data, samples, self.config.task.validation
         )
         self.validation = dataset
         keys = []

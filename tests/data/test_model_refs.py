@@ -4,6 +4,7 @@ reproduce."""
 
 from __future__ import annotations
 
+import dataclasses
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
@@ -12,8 +13,15 @@ import pytest
 import torch
 
 import node.models
-from node.datasets import SourceOptions, load_source
-from node.models import architecture_of, build_model, data_problem, model_problem
+from node.config import DataConfig
+from node.datasets import BUILTIN, SourceOptions, load_source
+from node.models import (
+    architecture_of,
+    build_model,
+    data_problem,
+    model_problem,
+    worker_data_problem,
+)
 from protocol.codec import decode_state_dict, encode_state_dict
 from protocol.errors import CodecError
 from protocol.models import (
@@ -110,3 +118,20 @@ def test_a_task_pinning_another_architecture_is_refused(plugins: Path) -> None:
     assert f"this node builds 0x{ours.hex()}" in problem
     assert model_problem(reference, ours) is None
     assert model_problem(reference, bytes(32)) is None  # not pinned
+
+
+def test_worker_data_checked_against_the_task_model_before_deposit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "rows.npz"
+    np.savez(path, x=np.zeros((10, 6), np.float32), y=np.arange(10) % 4)
+    config = DataConfig(source=str(path))
+    assert worker_data_problem(config, "tabular_mlp(features=6, classes=4)") is None
+    wrong = worker_data_problem(config, "mnist_2nn")
+    assert wrong is not None and str(path) in wrong and "do not fit model 'mnist_2nn'" in wrong
+    # Not local, and its mirror unreachable (a closed port here: tests never go online).
+    offline = dataclasses.replace(BUILTIN["kmnist"], mirrors=("http://127.0.0.1:9/",))
+    monkeypatch.setitem(BUILTIN, "kmnist", offline)
+    unreachable = worker_data_problem(DataConfig(source="kmnist", root=tmp_path), "mnist_cnn")
+    assert unreachable is not None and "dataset 'kmnist'" in unreachable
+    assert "51467d22d8cc72929e2a028a0428f2086b092bb31cfb79c69cc0a90ce135fde4" in unreachable
