@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_bootstrap_command(subparsers)
     add_run_command(subparsers)
     add_localnet_command(subparsers)
+    from node.export import add_export_command
+
+    add_export_command(subparsers)
     return parser
 
 

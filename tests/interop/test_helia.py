@@ -10,7 +10,9 @@ from pathlib import Path
 
 import trio
 
+from node.blocks.store import BlockStore
 from node.blocks.unixfs import build_file_dag
+from node.export import export_car
 from node.host import connect
 
 from .bitswap_peers import HANG_GUARD_S, bitswap_peers
@@ -48,3 +50,22 @@ async def test_fl_node_fetches_a_blob_only_helia_holds(tmp_path: Path) -> None:
         assert got == blob
         assert client.store.has(root)
         assert client.bitswap.unrequested_blocks == 0
+
+
+async def test_helia_imports_the_exported_car_with_the_same_root(tmp_path: Path) -> None:
+    model = os.urandom(MB + 99)
+    (tmp_path / "final-model.bin").write_bytes(model)
+    update = os.urandom(300_000)
+    update_root, update_blocks = build_file_dag(update)
+    with BlockStore(tmp_path / "blocks", durable=False) as store:
+        for block in update_blocks:
+            store.put(block.cid, block.data)
+    out = tmp_path / "export.car"
+    roots = export_car(out, tmp_path, final_model=tmp_path / "final-model.bin", cids=(update_root,))
+    async with helia_peer() as helia:
+        imported = await helia.call("import_car", path=str(out))
+        assert imported["roots"] == roots
+        for root, blob in zip(roots, (model, update), strict=True):
+            got = await helia.call("cat", cid=root, timeout_ms=20_000)  # from its own blockstore
+            assert got["sha256"] == hashlib.sha256(blob).hexdigest()
+            assert got["kubo_cid"] == root
