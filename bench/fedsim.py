@@ -88,7 +88,7 @@ class Validator:
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
         self.private_key, self.public_key = generate_keypair()
-        # The requester is the other recipient of every update (design §6).
+        # The requester is the other recipient of every update.
         _, self.requester_public_key = generate_keypair()
 
     def transfer(

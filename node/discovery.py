@@ -11,7 +11,7 @@ block exchange's provider records, every DHT server (bootstrap or node) can answ
 lookup, so no single rendezvous point must stay up, and the records carry the peers'
 addresses. Gossipsub's peer exchange would only work once a first connection exists.
 
-py-libp2p details handled here (see /work/shared/LIBP2P-NOTES.md, pitfall 9):
+py-libp2p 0.8.1 details handled here:
 - connected peers are not added to the routing table: the maintenance loop adds them;
 - ``KadDHT.find_providers`` answers from the local store alone whenever it holds any record
   for the key, so a node would never learn of providers that appear later:

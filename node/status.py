@@ -1,4 +1,4 @@
-"""The node's status page (design §9): task progress, members, budgets, the learning curve
+"""The node's status page: task progress, members, budgets, the learning curve
 and rewards — the panels of Refiner's demo — served over HTTP on ``[node] status_listen``.
 
 ``GET /`` is a small self-contained HTML page that polls ``GET /status.json``. The JSON is

@@ -1,4 +1,4 @@
-"""Hybrid encryption of model blobs for many recipients (design section 6).
+"""Hybrid encryption of model blobs for many recipients.
 
 The content is encrypted once with AES-256-GCM under a fresh random key; that key is
 wrapped for each recipient with X25519 (one ephemeral key per envelope) + HKDF-SHA256 +

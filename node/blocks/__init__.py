@@ -1,4 +1,4 @@
-"""Content-addressed block store and block exchange (design section 5, issue 4).
+"""Content-addressed block store and block exchange.
 
 - :mod:`node.blocks.unixfs`: blobs as Kubo-compatible UnixFS DAGs (raw leaves, dag-pb nodes).
 - :mod:`node.blocks.store`: the filesystem block store under ``<data>/blocks/``.

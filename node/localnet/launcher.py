@@ -482,7 +482,7 @@ def _write_outputs(document: dict[str, Any], output: Path, say: Callable[[str], 
 def run_in_process(
     options: LocalnetOptions, scenario: ResolvedScenario, out: TextIO = sys.stdout
 ) -> int:
-    """--in-process: G's run_inprocess (every node in this process, embedded chain), then the
+    """--in-process: run_inprocess (every node in this process, embedded chain), then the
     same table and results.json from the chain it leaves behind. The table comes at the
     end: the run holds this thread until the task is over."""
     from node.localnet.inprocess import run_inprocess

@@ -158,7 +158,7 @@ async def test_ten_mb_sealed_blob_fetched_by_five_peers_at_once(tmp_path: Path) 
             assert_store_holds_exactly(fetchers[index].store, sealed)
 
 
-# --- many fetches at once under load (issue 4) ---------------------------------------------
+# --- many fetches at once under load ------------------------------------------------------
 
 UPDATE_BYTES = 6_700_000  # a sealed update of the paper's CNN
 # Fetches under the GIL-busy thread below take tens of seconds on a loaded 2-core machine;

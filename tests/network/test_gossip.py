@@ -561,8 +561,8 @@ async def test_a_member_whose_round_lags_keeps_messages_until_it_catches_up(
         )
         assert lagging.received("models") == []
         # Past gossipsub's gossip window (3 heartbeats) no peer offers these messages again,
-        # so only our parked copies can deliver them; sooner, an IHAVE/IWANT round trip
-        # sometimes delivered them first and the replay found them already seen.
+        # so only our parked copies can deliver them; sooner, an IHAVE/IWANT round trip can
+        # deliver them first, and the replay then finds them already seen.
         await trio.sleep(4 * GossipConfig().heartbeat_interval_s + 1)
         assert lagging.received("models") == []
         replays_while_lagging = lagging.gossip.replays
