@@ -136,6 +136,10 @@ class EventFollower:
             block = end + 1
         return events
 
+    def block_timestamp(self, block: int) -> int:
+        """A block's timestamp (logs carry only its number)."""
+        return int(self.w3.eth.get_block(block)["timestamp"])
+
     def _get_logs(self, addresses: list[str], from_block: int, to_block: int) -> list[ChainEvent]:
         logs: list[Any] = self.w3.eth.get_logs(
             {"address": addresses, "fromBlock": from_block, "toBlock": to_block}  # type: ignore[typeddict-item]
@@ -157,19 +161,6 @@ class EventFollower:
                 )
             )
         return found
-
-
-class BlockTimestamps:
-    """Block number -> timestamp, each block read once (events carry numbers, not times)."""
-
-    def __init__(self, w3: Web3) -> None:
-        self.w3 = w3
-        self._seen: dict[int, int] = {}
-
-    def __call__(self, block: int) -> int:
-        if block not in self._seen:
-            self._seen[block] = int(self.w3.eth.get_block(block)["timestamp"])
-        return self._seen[block]
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from eth_typing import HexStr
 from web3 import Web3
 
 from node.chain.client import ChainClient
-from node.chain.events import BlockTimestamps, EventFollower
+from node.chain.events import EventFollower, blocks_of
 from node.chain.tracker import CONTRACT_PHASES, RoundRecord, TaskTracker
 from node.chain.types import RoundInfo
 from node.localnet.evaluation import TestSetEvaluator
@@ -49,7 +49,6 @@ class ChainView:
         self.task: str | None = None
         self.boundaries: dict[int, RoundInfo] = {}
         self.evaluations: dict[int, Metrics] = {}
-        self._timestamp = BlockTimestamps(w3)
         self._last_status = ""
         self._header_shown = False
 
@@ -75,12 +74,13 @@ class ChainView:
         if not self.find_task():
             return []
         finalized = []
-        for event in self.follower.poll():
-            record = self.tracker.feed(event, self._timestamp(event.block_number))
-            if record is not None:
-                assert self.task is not None
-                self.boundaries[record.round] = self.reader.round_info(self.task, record.round)
-                finalized.append(record)
+        for block in blocks_of(self.follower.poll(), self.follower.block_timestamp):
+            for event in block.events:
+                record = self.tracker.feed(event, block.timestamp)
+                if record is not None:
+                    assert self.task is not None
+                    self.boundaries[record.round] = self.reader.round_info(self.task, record.round)
+                    finalized.append(record)
         self.follower.commit()
         if self.live:
             self.print_rows(finalized)

@@ -225,7 +225,7 @@ class ChainFollower:
             self._first_read.setdefault(address, position)
         logs = self.cursor.poll()
         head = self.client.latest_timestamp()
-        blocks = blocks_of(logs, self._block_timestamp)
+        blocks = blocks_of(logs, self.cursor.block_timestamp)
         facts = {
             log.address: self._task_facts(log.address)
             for block in blocks
@@ -239,10 +239,7 @@ class ChainFollower:
         needs the whole history (a restarted node's status page) has not been given."""
         end = self._first_read.get(address, self.cursor.positions().get(address, 0))
         logs = self.cursor.read([to_checksum_address(address)], 0, end - 1)
-        return blocks_of(logs, self._block_timestamp)
-
-    def _block_timestamp(self, block: int) -> int:
-        return int(self.client.w3.eth.get_block(block)["timestamp"])
+        return blocks_of(logs, self.cursor.block_timestamp)
 
     def _task_facts(self, task: str) -> TaskFacts:
         workers, validators = self.client.members(task)
