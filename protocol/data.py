@@ -7,9 +7,11 @@ touches the network (node/datasets does that and hands the bytes or arrays in).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import msgpack
 import numpy as np
 import torch
 
@@ -62,6 +64,9 @@ class DatasetSpec:
                     f"dataset {self.name!r}: {what} has {len(values)} values; give 1 or one "
                     f"per channel ({channels})"
                 )
+        numbers = (*self.mean, *self.std, self.scale)
+        if not all(isinstance(v, float | int) and math.isfinite(v) for v in numbers):
+            raise DatasetError(f"dataset {self.name!r}: mean, std and scale must be finite")
         if any(not s > 0 for s in self.std) or not self.scale > 0:
             raise DatasetError(f"dataset {self.name!r}: std and scale must be > 0")
 
@@ -295,3 +300,115 @@ def to_tensors(
         x = x.sub_(means[0]).div_(stds[0])
     y = torch.from_numpy(np.ascontiguousarray(labels)).to(torch.int64)
     return x, y
+
+
+# --- the dataset wire codec --------------------------------------------------------------
+
+DATASET_WIRE_VERSION = 2
+MAX_WIRE_SAMPLES = 60_000
+# 60,000 CIFAR-sized uint8 samples fit; bounds what a requester's blob can make us hold.
+MAX_DATASET_WIRE_BYTES = 256 << 20
+_WIRE_DTYPES: dict[str, np.dtype] = {"uint8": np.dtype("u1"), "float32": np.dtype("<f4")}
+_WIRE_LABELS = np.dtype("<u2")  # MAX_CLASSES labels fit
+_MAX_WIRE_DIMS = 4
+_MAX_NAME = 256
+_WIRE_KEYS = {"v", "spec", "dtype", "shape", "images", "labels"}
+_SPEC_KEYS = {"name", "sample_shape", "classes", "mean", "std", "scale"}
+
+
+def encode_dataset(dataset: Dataset) -> bytes:
+    """A labelled set with its spec as canonical msgpack: uint8 samples as they are, any
+    other numbers as float32 (the precision models train in), uint16 labels, all raw
+    little-endian bytes."""
+    spec = dataset.spec or MNIST_SPEC
+    check_dataset(dataset, spec, "dataset to encode")
+    kind = "uint8" if dataset.images.dtype == np.uint8 else "float32"
+    images = np.ascontiguousarray(dataset.images, dtype=_WIRE_DTYPES[kind])  # training precision
+    packed: bytes = msgpack.packb(
+        {
+            "v": DATASET_WIRE_VERSION,
+            "spec": {
+                "name": spec.name[:_MAX_NAME],
+                "sample_shape": list(spec.sample_shape),
+                "classes": spec.num_classes,
+                "mean": list(spec.mean),
+                "std": list(spec.std),
+                "scale": spec.scale,
+            },
+            "dtype": kind,
+            "shape": list(images.shape),
+            "images": images.tobytes(),
+            "labels": np.ascontiguousarray(dataset.labels, dtype=_WIRE_LABELS).tobytes(),
+        },
+        use_bin_type=True,
+    )
+    return packed
+
+
+def _ints(value: object, what: str, low: int, high: int) -> tuple[int, ...]:
+    if (
+        not isinstance(value, list)
+        or not 1 <= len(value) <= _MAX_WIRE_DIMS + 1
+        or not all(isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+                   for v in value)
+    ):
+        raise DatasetError(f"dataset blob: {what} {value!r} is not a short list of ints")
+    return tuple(value)
+
+
+def _floats(value: object, what: str) -> tuple[float, ...]:
+    if not isinstance(value, list) or not 1 <= len(value) <= 4096 or not all(
+        isinstance(v, float | int) and not isinstance(v, bool) for v in value
+    ):
+        raise DatasetError(f"dataset blob: {what} is not a list of numbers")
+    return tuple(float(v) for v in value)
+
+
+def decode_dataset(data: bytes, max_bytes: int = MAX_DATASET_WIRE_BYTES) -> Dataset:
+    """Strict inverse of encode_dataset: size bounded before parsing, every field checked,
+    the samples checked against the spec they came with."""
+    if len(data) > max_bytes:
+        raise DatasetError(f"dataset blob of {len(data)} bytes is over the {max_bytes}-byte bound")
+    try:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises assorted ValueError/TypeError subclasses
+        raise DatasetError(f"dataset blob is not valid msgpack: {exc}") from exc
+    if not isinstance(raw, dict) or set(raw) != _WIRE_KEYS:
+        raise DatasetError(f"dataset blob must be a map of {sorted(_WIRE_KEYS)}")
+    if raw["v"] != DATASET_WIRE_VERSION:
+        raise DatasetError(f"dataset blob format {raw['v']!r} unsupported")
+    fields = raw["spec"]
+    if not isinstance(fields, dict) or set(fields) != _SPEC_KEYS:
+        raise DatasetError(f"dataset blob: spec must be a map of {sorted(_SPEC_KEYS)}")
+    name, classes, scale = fields["name"], fields["classes"], fields["scale"]
+    if not isinstance(name, str) or len(name) > _MAX_NAME or not isinstance(classes, int):
+        raise DatasetError("dataset blob: spec name or classes malformed")
+    if not isinstance(scale, float | int) or isinstance(scale, bool):
+        raise DatasetError("dataset blob: spec scale is not a number")
+    spec = DatasetSpec(
+        name=name,
+        sample_shape=_ints(fields["sample_shape"], "sample shape", 1, 1 << 16),
+        num_classes=classes,
+        mean=_floats(fields["mean"], "mean"),
+        std=_floats(fields["std"], "std"),
+        scale=float(scale),
+    )
+    kind = raw["dtype"]
+    if kind not in _WIRE_DTYPES:
+        raise DatasetError(f"dataset blob: dtype {kind!r} is not one of {sorted(_WIRE_DTYPES)}")
+    shape = _ints(raw["shape"], "shape", 1, 1 << 16)
+    if len(shape) < 2 or shape[0] > MAX_WIRE_SAMPLES:
+        raise DatasetError(f"dataset blob: shape {list(shape)} is not [N <= {MAX_WIRE_SAMPLES}, ...]")
+    dtype = _WIRE_DTYPES[kind]
+    images, labels = raw["images"], raw["labels"]
+    if not isinstance(images, bytes) or len(images) != math.prod(shape) * dtype.itemsize:
+        raise DatasetError("dataset blob: images do not match its shape")
+    if not isinstance(labels, bytes) or len(labels) != shape[0] * _WIRE_LABELS.itemsize:
+        raise DatasetError("dataset blob: labels do not match its shape")
+    dataset = Dataset(
+        np.frombuffer(images, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("=")),
+        np.frombuffer(labels, dtype=_WIRE_LABELS).astype(np.int64),
+        spec,
+    )
+    check_dataset(dataset, spec, "dataset blob")
+    return dataset

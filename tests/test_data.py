@@ -5,6 +5,7 @@ import shutil
 import struct
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import pytest
 import torch
@@ -19,9 +20,13 @@ from node.datasets import (
     mnist_available,
 )
 from protocol.data import (
+    CIFAR10_SPEC,
     MNIST_MEAN,
     MNIST_STD,
     Dataset,
+    DatasetSpec,
+    decode_dataset,
+    encode_dataset,
     parse_idx,
     partition_dirichlet,
     partition_iid,
@@ -289,3 +294,70 @@ def test_skewed_partitions_are_actually_skewed(mnist_test: Dataset) -> None:
 def test_partition_parameters_are_checked(call: object, message: str) -> None:
     with pytest.raises(DatasetError, match=message):
         call()  # type: ignore[operator]
+
+
+# --- the dataset wire codec ----------------------------------------------------------------
+
+
+def _wire(dataset: Dataset) -> dict[str, object]:
+    raw = msgpack.unpackb(encode_dataset(dataset), raw=False)
+    assert isinstance(raw, dict)
+    return raw
+
+
+def test_wire_codec_round_trips_samples_and_spec() -> None:
+    rng = np.random.default_rng(0)
+    colour = Dataset(
+        rng.integers(0, 256, (5, 3, 32, 32), dtype=np.uint8), np.array([0, 9, 3, 3, 1]), CIFAR10_SPEC
+    )
+    back = decode_dataset(encode_dataset(colour))
+    assert back.spec == CIFAR10_SPEC and np.array_equal(back.images, colour.images)
+    assert back.labels.tolist() == [0, 9, 3, 3, 1]
+    rows_spec = DatasetSpec("rows.csv", (4,), 3, (1.0,), (2.0,), 1.0)
+    rows = Dataset(rng.normal(size=(6, 4)), np.array([0, 1, 2, 0, 1, 2]), rows_spec)
+    back = decode_dataset(encode_dataset(rows))
+    assert back.images.dtype == np.float32 and back.spec == rows_spec
+    np.testing.assert_allclose(back.images, rows.images.astype(np.float32))
+    # Validators normalise what they evaluate on as the data's owner does.
+    assert torch.equal(to_tensors(back)[0], to_tensors(rows.subset(range(6)), spec=rows_spec)[0])
+
+
+@pytest.mark.parametrize(
+    ("tamper", "says"),
+    [
+        (lambda raw: raw.update(v=1), "format 1 unsupported"),
+        (lambda raw: raw.update(extra=1), "must be a map of"),
+        (lambda raw: raw["spec"].update(mean=[float("nan")]), "must be finite"),
+        (lambda raw: raw["spec"].update(std=[0.0]), "std and scale must be > 0"),
+        (lambda raw: raw["spec"].update(sample_shape=[3, 16, 16]), r"expects \(3, 16, 16\)"),
+        (lambda raw: raw["spec"].update(classes=2), r"labels range over \[0, 9\]"),
+        (lambda raw: raw.update(dtype="float64"), "dtype 'float64' is not one of"),
+        (lambda raw: raw.update(shape=[61_000, 3, 32, 32]), "is not \\[N <= 60000"),
+        (lambda raw: raw.update(shape=[2, 3, 32, 32]), "images do not match its shape"),
+        (lambda raw: raw.update(labels=raw["labels"][:-1]), "labels do not match"),
+        (lambda raw: raw.update(shape=[5, True, 32, 32]), "not a short list of ints"),
+    ],
+)
+def test_wire_codec_refuses_tampered_blobs(tamper: object, says: str) -> None:
+    rng = np.random.default_rng(1)
+    dataset = Dataset(
+        rng.integers(0, 256, (5, 3, 32, 32), dtype=np.uint8), np.array([0, 9, 3, 3, 1]), CIFAR10_SPEC
+    )
+    raw = _wire(dataset)
+    tamper(raw)  # type: ignore[operator]
+    with pytest.raises(DatasetError, match=says):
+        decode_dataset(msgpack.packb(raw, use_bin_type=True))
+
+
+def test_wire_codec_size_bound_comes_first() -> None:
+    blob = encode_dataset(Dataset(np.zeros((3, 28, 28), np.uint8), np.zeros(3, np.uint8)))
+    with pytest.raises(DatasetError, match="over the 100-byte bound"):
+        decode_dataset(blob, max_bytes=100)
+
+
+@settings(max_examples=50, deadline=None)
+@given(cut=st.integers(min_value=0, max_value=2000))
+def test_wire_codec_truncation_is_always_a_dataset_error(cut: int) -> None:
+    blob = encode_dataset(Dataset(np.ones((2, 28, 28), np.uint8), np.array([1, 2])))
+    with pytest.raises(DatasetError):
+        decode_dataset(blob[: min(cut, len(blob) - 1)])

@@ -13,7 +13,6 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-import msgpack
 import numpy as np
 import torch
 
@@ -27,18 +26,17 @@ from protocol import verdict as verdicts
 from protocol.aggregation.rule import AggregationRule
 from protocol.codec import ModelSpec, check_finite, decode_state_dict, encode_state_dict
 from protocol.contribution import leave_one_out
-from protocol.data import Dataset, to_tensors
+from protocol.data import MAX_DATASET_WIRE_BYTES, Dataset, to_tensors
+from protocol.data import decode_dataset as decode_dataset  # the wire codec, for the jobs
+from protocol.data import encode_dataset as encode_dataset
 from protocol.envelope import open_envelope, seal
-from protocol.errors import DatasetError, ProtocolError
+from protocol.errors import ProtocolError
 from protocol.fixedpoint import SCALE
 from protocol.state.records import GlobalModel, Update
 from protocol.training import TrainConfig, TrainProgress, evaluate, train_local
 
 logger = logging.getLogger(__name__)
 
-DATASET_FORMAT_VERSION = 1
-MAX_VALIDATION_SAMPLES = 60_000
-IMAGE_SHAPE = (28, 28)
 MAX_DAG_DEPTH = 4
 ENVELOPE_OVERHEAD_PER_RECIPIENT = 80
 MAX_RECIPIENTS = 1024
@@ -71,59 +69,10 @@ def max_update_size(spec: ModelSpec) -> int:
 
 
 def max_validation_size() -> int:
-    return MAX_VALIDATION_SAMPLES * (IMAGE_SHAPE[0] * IMAGE_SHAPE[1] + 1) + (
-        MAX_RECIPIENTS * ENVELOPE_OVERHEAD_PER_RECIPIENT + 4096
-    )
+    return MAX_DATASET_WIRE_BYTES + MAX_RECIPIENTS * ENVELOPE_OVERHEAD_PER_RECIPIENT + 4096
 
 
 # --- datasets ---------------------------------------------------------------------------
-
-
-def encode_dataset(dataset: Dataset) -> bytes:
-    """A labelled image set as canonical msgpack (uint8 images and labels, raw bytes)."""
-    images = np.ascontiguousarray(dataset.images, dtype=np.uint8)
-    labels = np.ascontiguousarray(dataset.labels, dtype=np.uint8)
-    return msgpack.packb(
-        {
-            "v": DATASET_FORMAT_VERSION,
-            "shape": list(images.shape),
-            "images": images.tobytes(),
-            "labels": labels.tobytes(),
-        }
-    )
-
-
-def decode_dataset(data: bytes) -> Dataset:
-    """Strict inverse of encode_dataset, bounded by MAX_VALIDATION_SAMPLES."""
-    if len(data) > max_validation_size():
-        raise DatasetError(f"validation set blob of {len(data)} bytes is over the bound")
-    try:
-        raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except Exception as exc:
-        raise DatasetError(f"validation set is not valid msgpack: {exc}") from exc
-    if not isinstance(raw, dict) or set(raw) != {"v", "shape", "images", "labels"}:
-        raise DatasetError("validation set must be a map of v, shape, images and labels")
-    if raw["v"] != DATASET_FORMAT_VERSION:
-        raise DatasetError(f"validation set format {raw['v']!r} unsupported")
-    shape = raw["shape"]
-    if (
-        not isinstance(shape, list)
-        or len(shape) != 3
-        or tuple(shape[1:]) != IMAGE_SHAPE
-        or not isinstance(shape[0], int)
-        or not 1 <= shape[0] <= MAX_VALIDATION_SAMPLES
-    ):
-        raise DatasetError(f"validation set shape {shape!r} is not [N, 28, 28]")
-    n = shape[0]
-    images, labels = raw["images"], raw["labels"]
-    if not isinstance(images, bytes) or len(images) != n * 28 * 28:
-        raise DatasetError("validation set images do not match its shape")
-    if not isinstance(labels, bytes) or len(labels) != n:
-        raise DatasetError("validation set labels do not match its shape")
-    return Dataset(
-        np.frombuffer(images, dtype=np.uint8).reshape(n, *IMAGE_SHAPE).copy(),
-        np.frombuffer(labels, dtype=np.uint8).copy(),
-    )
 
 
 # --- models -----------------------------------------------------------------------------
@@ -226,7 +175,7 @@ def train_update(
     labels = shard.labels
     if kind == "shuffled_labels":
         labels = np.random.default_rng(seed).permutation(labels)
-    images, targets = to_tensors(Dataset(shard.images, labels))
+    images, targets = to_tensors(Dataset(shard.images, labels, shard.spec))
     model = book.module(base)
     config = TrainConfig(
         epochs=training.epochs,
