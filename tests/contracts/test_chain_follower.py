@@ -12,6 +12,7 @@ from node.chain.events import ChainBlock, blocks_of
 from node.chain.tracker import CONTRACT_PHASES, TaskTracker, round_phase
 from node.chain.types import ChainEvent
 from node.chain.types import Phase as ContractPhase
+from node.localnet.view import ChainView
 from node.runtime.chainside import (
     ChainBatch,
     ChainFollower,
@@ -153,3 +154,27 @@ def test_one_read_feeds_the_machine_and_the_page(world: World, tmp_path: Path) -
     assert first["phase"] == "finalized" and first["accepted"] == accepted
     assert second["phase"] == "training"
     assert {m["address"] for m in document["members"]} == {*workers, *validators}
+
+
+def test_the_localnet_view_reads_the_same_blocks(world: World, tmp_path: Path) -> None:
+    """The launcher's live table: ChainView finds the registry's task, follows it and prints
+    one row per finalized round, with the phase of the round in progress in the node's
+    vocabulary."""
+    task = world.started_task(n_workers=2, n_validators=1)
+    play_round(
+        world, task, 1, world.workers[:2],
+        [(world.validators[0], Vote((900_000, 100_000), (True, False), 910_000))],
+    )  # fmt: skip
+    said: list[str] = []
+    view = ChainView(
+        world.w3, world.outsider, [], evaluator=lambda: pytest.fail("no evaluation asked for"),
+        cursor_path=tmp_path / "view.json", say=said.append,
+    )  # fmt: skip
+    [record] = view.poll()
+    assert view.task == task and record.round == 1 and len(record.accepted) == 1
+    assert view.boundaries[1].finalized
+    assert any(line.lstrip().startswith("1 ") for line in said)  # the round's table row
+    assert view.round_gas(record) > 0
+    view.show_status({"workers": 2, "validators": 1}, [])
+    assert said[-1].strip().startswith("round 2 training:")
+    assert view.poll() == []
