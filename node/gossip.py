@@ -50,13 +50,11 @@ import math
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
-from libp2p.abc import IHost, INetStream
-from libp2p.exceptions import ValidationError
+from libp2p.abc import IHost
 from libp2p.peer.id import ID as PeerID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
@@ -64,6 +62,12 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.score import ScoreParams, TopicScoreParams
 from libp2p.tools.anyio_service import background_trio_service
 
+from node.libp2p_compat import (
+    GossipPubsub,
+    blacklist_without_teardown,
+    ignore_current_message,
+    message_seen,
+)
 from protocol.errors import MessageError
 from protocol.messages import (
     ADDRESS_SIZE,
@@ -168,6 +172,12 @@ class GossipConfig:
     rate-limiting it, so no message-borne penalty can push a score past a lower one."""
     ban_s: float = 600.0
     """How long a graylisted peer stays ignored."""
+    disconnect_banned: bool = True
+    """Close a graylisted peer's connection as well (it may dial again; pubsub still refuses
+    it until the ban ends)."""
+    protocol_violation_penalty: float = 20.0
+    """Behaviour penalty for bytes no honest implementation sends (an undecodable RPC, an
+    oversized frame); above -graylist_threshold, so one graylists the peer."""
     receive_buffer: int = 1024
     """Messages buffered per consumer of :meth:`TaskGossip.messages` before drops."""
     validation_timeout_s: float = 4.0
@@ -207,6 +217,10 @@ class GossipConfig:
             raise ValueError(f"round_window must be >= 0, got {self.round_window}")
         if not self.graylist_threshold < 0:
             raise ValueError(f"graylist_threshold must be < 0, got {self.graylist_threshold}")
+        if not self.protocol_violation_penalty > 0:
+            raise ValueError(
+                f"protocol_violation_penalty must be > 0, got {self.protocol_violation_penalty}"
+            )
         if not 0 < self.score_decay <= 1:
             raise ValueError(f"score_decay must be in (0, 1], got {self.score_decay}")
         if self.max_messages_per_topic_per_second <= 0 or self.receive_buffer < 1:
@@ -248,94 +262,18 @@ def gossip_score_params(config: GossipConfig) -> ScoreParams:
     )
 
 
-class _MessageIgnored(Exception):
-    """Raised out of :meth:`GossipPubsub.validate_msg` for an ignored message; deliberately
-    not a ValidationError, which py-libp2p's push_msg would count against the forwarder."""
-
-
-_PUBSUB_TIMEOUT = "Validation timeout"  # py-libp2p 0.8.1's cached error for its timeout
-_IGNORE_REASONS: ContextVar[list[str] | None] = ContextVar("gossip_ignore_reasons", default=None)
-
-
-def ignore_current_message(reason: str) -> None:
-    """Called by a topic validator about to return False: make the verdict IGNORE.
-
-    A context variable, because py-libp2p runs async validators in child tasks of the
-    validate_msg call and turns whatever they raise into a plain ValidationError.
-    """
-    reasons = _IGNORE_REASONS.get()
-    if reasons is not None:
-        reasons.append(reason)
-
-
-class GossipPubsub(Pubsub):
-    """py-libp2p's Pubsub with gossipsub's IGNORE verdict.
-
-    A validator that calls :func:`ignore_current_message` before returning False gets the
-    message dropped with no score penalty for the forwarder, its cached verdict removed, and
-    it is not marked seen, so a later copy (or our own replay) is validated afresh. py-libp2p's
-    own validation timeout gets the same treatment: it also counts the wait for a validator
-    slot, so it measures our load, never the sender's fault; the message goes to its topic's
-    ``timed_out`` handler (TaskGossip parks it), since no validator saw it.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.timed_out: dict[str, Callable[[PeerID, rpc_pb2.Message], None]] = {}
-
-    async def validate_msg(self, msg_forwarder: PeerID, msg: rpc_pb2.Message) -> None:
-        reasons: list[str] = []
-        token = _IGNORE_REASONS.set(reasons)
-        try:
-            await super().validate_msg(msg_forwarder, msg)
-        except ValidationError:
-            message_id = self._msg_id_constructor(msg)
-            cached = self.validation_cache.cache.get(message_id)
-            if not reasons and cached is not None and cached.error_message == _PUBSUB_TIMEOUT:
-                reasons.append(f"slow validation: over py-libp2p's {self.validation_timeout} s")
-                for topic in msg.topicIDs:
-                    handler = self.timed_out.get(topic)
-                    if handler is not None:
-                        handler(msg_forwarder, msg)
-            if not reasons:
-                raise
-            # no checkpoint since validate_msg cached the failure, so no copy saw it
-            self.validation_cache._remove(message_id)
-            raise _MessageIgnored(reasons[0]) from None
-        finally:
-            _IGNORE_REASONS.reset(token)
-
-    async def push_msg(self, msg_forwarder: PeerID, msg: rpc_pb2.Message) -> None:
-        try:
-            await super().push_msg(msg_forwarder, msg)
-        except _MessageIgnored as ignored:
-            logger.debug("ignored gossip forwarded by %s: %s", msg_forwarder, ignored)
-
-    async def stream_handler(self, stream: INetStream) -> None:
-        try:
-            await super().stream_handler(stream)
-        except RuntimeError as exc:
-            # py-libp2p 0.8.1 checks manager.is_running, which stays True while the service
-            # stops, then schedules push_msg on its closed nursery; the error would crash
-            # the host's connection. The service is going away: drop the stream.
-            if "closed to new arrivals" not in str(exc):
-                raise
-            logger.debug("pubsub stopping; dropped a stream from %s", stream.muxed_conn.peer_id)
-            with trio.CancelScope(shield=True):
-                try:
-                    await stream.reset()
-                except Exception as reset_error:  # already broken
-                    logger.debug("resetting the stream raised %s", reset_error)
-
-
 class ScoreGuard:
-    """Prunes and bans peers whose score fell below the graylist threshold.
+    """Bans peers whose score fell below the graylist threshold.
 
     py-libp2p computes scores but acts on them only partly: its publish gate drops a
-    low-score peer's messages, yet its heartbeat keeps the peer in the mesh. Every heartbeat
-    this guard sends PRUNE for each of the peer's meshes, drops it from them and blacklists it
-    in pubsub (its pubsub stream is reset; its messages and new streams are refused) for
-    ``ban_s``. The connection stays: the peer may still serve blocks.
+    low-score peer's messages, yet its heartbeat keeps the peer in the mesh and its
+    connection open. A peer is banned as soon as a charged fault takes it below the threshold
+    (GossipPubsub calls :meth:`on_fault`), or at the next heartbeat for other penalties: for
+    ``ban_s`` pubsub refuses its messages and streams; we send PRUNE for each of its meshes,
+    drop it from them and, with ``disconnect_banned``, close its connection.
+
+    Peers that never completed a pubsub handshake with us (a bare host writing raw RPCs) are
+    checked too: the candidates are the router's peers and every peer with a penalty.
     """
 
     def __init__(self, pubsub: Pubsub, router: GossipSub, config: GossipConfig) -> None:
@@ -344,12 +282,41 @@ class ScoreGuard:
         self.config = config
         self.banned_until: dict[PeerID, float] = {}
         self.ban_count = 0
+        self._to_tear_down: list[PeerID] = []
+        self._wake = trio.Event()
 
     def score(self, peer_id: PeerID) -> float:
         scorer = self.router.scorer
         if scorer is None:
             return 0.0
         return float(scorer.score(peer_id, list(self.pubsub.topic_ids)))
+
+    def on_fault(self, peer_id: PeerID) -> None:
+        """A fault was just charged to ``peer_id``: ban it now if it fell below the line,
+        before any more of its messages are handled."""
+        if peer_id not in self.banned_until and self.score(peer_id) < self.config.graylist_threshold:
+            self._ban(peer_id, trio.current_time())
+
+    def _ban(self, peer_id: PeerID, now: float) -> None:
+        self.pubsub.blacklisted_peers.add(peer_id)  # refuses its messages from here on
+        self.banned_until[peer_id] = now + self.config.ban_s
+        self.ban_count += 1
+        self._to_tear_down.append(peer_id)
+        self._wake.set()
+        logger.warning(
+            "gossip peer %s graylisted (score %.1f, below %s); banned for %.0f s",
+            peer_id,
+            self.score(peer_id),
+            self.config.graylist_threshold,
+            self.config.ban_s,
+        )
+
+    def _candidates(self) -> set[PeerID]:
+        peers = set(self.router.peer_protocol)
+        scorer = self.router.scorer
+        if scorer is not None:
+            peers.update(scorer.behavior_penalty, scorer.invalid_messages)
+        return peers
 
     async def check_once(self) -> list[PeerID]:
         """Ban every peer now below the graylist threshold; returns the newly banned."""
@@ -359,11 +326,19 @@ class ScoreGuard:
                 del self.banned_until[peer_id]
                 self.pubsub.remove_from_blacklist(peer_id)
         newly_banned = []
-        for peer_id in list(self.router.peer_protocol):
+        for peer_id in self._candidates():
             if peer_id in self.banned_until:
                 continue
             if self.score(peer_id) >= self.config.graylist_threshold:
                 continue
+            self._ban(peer_id, now)
+            newly_banned.append(peer_id)
+        await self._tear_down()
+        return newly_banned
+
+    async def _tear_down(self) -> None:
+        while self._to_tear_down:
+            peer_id = self._to_tear_down.pop(0)
             for topic, mesh in list(self.router.mesh.items()):
                 if peer_id in mesh:
                     mesh.discard(peer_id)
@@ -371,35 +346,18 @@ class ScoreGuard:
                         await self.router.emit_prune(topic, peer_id, False, False)
                     except Exception as exc:  # the peer may be gone already
                         logger.debug("PRUNE to %s failed: %s", peer_id, exc)
-            await self._blacklist(peer_id)
-            self.banned_until[peer_id] = now + self.config.ban_s
-            self.ban_count += 1
-            newly_banned.append(peer_id)
-            logger.warning(
-                "gossip peer %s graylisted (score below %s); banned for %.0f s",
-                peer_id,
-                self.config.graylist_threshold,
-                self.config.ban_s,
-            )
-        return newly_banned
-
-    async def _blacklist(self, peer_id: PeerID) -> None:
-        # Not Pubsub.add_to_blacklist: its teardown task deletes peers[peer_id] after an await
-        # during which the dead-peer handler already deleted it, and the KeyError stops the
-        # whole Pubsub service (py-libp2p 0.8.1). The blacklist set drops the peer's messages
-        # and refuses its new pubsub streams; resetting its stream lets the dead-peer handler
-        # clean up on its own.
-        self.pubsub.blacklisted_peers.add(peer_id)
-        stream = self.pubsub.peers.get(peer_id)
-        if stream is not None:
-            try:
-                await stream.reset()
-            except Exception as exc:  # already broken: the dead-peer handler cleans up
-                logger.debug("resetting the pubsub stream of %s raised %s", peer_id, exc)
+            await blacklist_without_teardown(self.pubsub, peer_id)
+            if self.config.disconnect_banned:
+                try:
+                    await self.pubsub.host.disconnect(peer_id)
+                except Exception as exc:  # gone already
+                    logger.debug("disconnecting banned peer %s raised %s", peer_id, exc)
 
     async def run(self) -> None:
         while True:
-            await trio.sleep(self.config.heartbeat_interval_s)
+            with trio.move_on_after(self.config.heartbeat_interval_s):
+                await self._wake.wait()
+            self._wake = trio.Event()
             await self.check_once()
 
 
@@ -438,8 +396,10 @@ async def open_pubsub(host: IHost, config: GossipConfig | None = None) -> AsyncI
         # async validators waiting on the chain hold a slot each; 10 (the default) made
         # every other message queue behind a few slow ones
         max_concurrent_validator_count=_VALIDATOR_SLOTS,
+        protocol_violation_penalty=config.protocol_violation_penalty,
     )
     guard = ScoreGuard(pubsub, router, config)
+    pubsub.fault_listener = guard.on_fault
     pubsub_service: Any = pubsub
     router_service: Any = router
     async with background_trio_service(pubsub_service):
@@ -804,7 +764,7 @@ class TaskGossip:
                 now = trio.current_time()
                 current = self.current_round()
                 for message_id, parked in list(self._pending.items()):
-                    if now >= parked.expires_at or pubsub._is_msg_seen(parked.msg):
+                    if now >= parked.expires_at or message_seen(pubsub, parked.msg):
                         self._unpark(message_id)
                         if now >= parked.expires_at:
                             self.ignored["expired unjudged"] += 1

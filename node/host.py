@@ -5,10 +5,9 @@ Why each choice (see /work/shared/LIBP2P-NOTES.md):
 - Noise only and Yamux only: py-libp2p's defaults also offer plaintext, secio and mplex.
 - ``max_connections_per_peer=1``: below that limit every dial waits a 250 ms
   happy-eyeballs delay for a second connection.
-- ``LongRunningSwarm``: py-libp2p 0.8.1 keeps every inbound connection's handler task (and
-  its inbound-limiter slot) alive until the whole swarm stops, so after 250 lifetime inbound
-  connections every new one is closed silently. Our subclass releases both when the
-  connection closes.
+- ``LongRunningSwarm`` (node.libp2p_compat, with every other py-libp2p override): inbound
+  connections release their handler task and limiter slot when they close, and a protocol
+  handler's exception is kept to its stream instead of stopping the swarm.
 - libp2p logs handshake, identify and stream churn at ERROR level although none of it is a
   failure; :func:`configure_libp2p_logging` routes it through normal logging at a chosen level.
 """
@@ -23,21 +22,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import multiaddr
 import trio
 from libp2p import new_host
-from libp2p.abc import IHost, IMuxedConn
+from libp2p.abc import IHost
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.keys import KeyPair, KeyType
 from libp2p.crypto.serialization import deserialize_private_key
 from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
 from libp2p.custom_types import TProtocol
-from libp2p.io.abc import ReadWriteCloser
-from libp2p.network.auto_connector import AutoConnector
 from libp2p.network.config import ConnectionConfig
-from libp2p.network.connection.raw_connection import RawConnection
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID as PeerID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
@@ -45,6 +41,8 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
+
+from node.libp2p_compat import LongRunningSwarm, adopt_swarm
 
 __all__ = [
     "HostConfig",
@@ -183,69 +181,6 @@ def _load_identity(path: Path) -> KeyPair:
     return KeyPair(private_key, private_key.get_public_key())
 
 
-class LongRunningSwarm(Swarm):
-    """A swarm whose inbound connections release their handler task when they close.
-
-    py-libp2p 0.8.1's ``_do_handle_inbound_connection`` ends with
-    ``await self.manager.wait_finished()``: the handler task of every inbound connection (and
-    the inbound-limiter slot ``_handle_inbound_connection`` holds around it) lives until the
-    swarm stops, long after the connection is gone. After ``max_connections -
-    min_connections`` (250 by default) lifetime inbound connections every new one is closed
-    before the handshake. Here the handler waits for *its* connection to close instead, so the
-    limiter counts live inbound connections, as the library intends.
-
-    Only the TCP path (raw stream → Noise → Yamux) is replaced; pre-multiplexed transports
-    (QUIC, which fl-node does not enable) keep the library's behaviour.
-    """
-
-    async def _do_handle_inbound_connection(
-        self, read_write_closer: Any, maddr: multiaddr.Multiaddr, failure_event: Any
-    ) -> None:
-        if isinstance(read_write_closer, IMuxedConn):
-            await super()._do_handle_inbound_connection(
-                cast(ReadWriteCloser, read_write_closer), maddr, failure_event
-            )
-            return
-        remote_maddr = self._build_remote_multiaddr(read_write_closer)
-        if remote_maddr is not None and not await self.connection_gate.is_allowed(remote_maddr):
-            await _close_quietly(read_write_closer)
-            return
-        raw_conn = RawConnection(read_write_closer, False)
-        try:
-            muxed_conn = await self.upgrade_inbound_raw_conn(raw_conn, maddr)
-        except Exception as exc:  # a failed handshake is routine churn, not our failure
-            logger.debug("inbound connection on %s failed to upgrade: %s", maddr, exc)
-            await _close_quietly(raw_conn)
-            return
-        for swarm_conn in list(self.connections.get(muxed_conn.peer_id, ())):
-            if swarm_conn.muxed_conn is muxed_conn:
-                await swarm_conn.event_closed.wait()  # type: ignore[attr-defined]
-                return
-        # Not registered: it was trimmed (one connection per peer) or closed already.
-
-
-class _IdleAutoConnector(AutoConnector):
-    """The library's auto-connector, switched off.
-
-    It dials every peer in the peerstore while the swarm has fewer than ``low_watermark``
-    connections; a DHT node's peerstore holds every peer it ever heard of, so that would dial
-    the whole network. node.discovery keeps our connections instead.
-    """
-
-    async def run_background_task(self, nursery: trio.Nursery) -> None:
-        return None
-
-    async def maybe_connect(self) -> None:
-        return None
-
-
-async def _close_quietly(closer: Any) -> None:
-    try:
-        await closer.close()
-    except Exception as exc:  # closing a broken socket may raise; it is closed either way
-        logger.debug("closing a failed inbound connection raised %s", exc)
-
-
 def _parse_listen_addr(addr: str) -> multiaddr.Multiaddr:
     try:
         parsed = multiaddr.Multiaddr(addr)
@@ -316,16 +251,7 @@ def _build_host(config: HostConfig) -> IHost:
         listen_addrs=[_parse_listen_addr(a) for a in config.listen_addrs],
         connection_config=connection_config,
     )
-    swarm = host.get_network()
-    if type(swarm) is not Swarm:
-        raise RuntimeError(
-            f"libp2p built a {type(swarm).__name__}, not the Swarm LongRunningSwarm fixes; "
-            "check the installed libp2p version (fl-node needs 0.8.x)"
-        )
-    # new_host() offers no way to choose the swarm class; LongRunningSwarm adds no state, so
-    # swapping the class of the freshly built swarm is equivalent to constructing one.
-    swarm.__class__ = LongRunningSwarm
-    swarm.auto_connector = _IdleAutoConnector(swarm)
+    adopt_swarm(cast(Swarm, host.get_network()))
     return host
 
 

@@ -1,0 +1,428 @@
+"""Every change fl-node makes to py-libp2p 0.8.1's private methods and behaviour, in one place.
+
+Each override names the upstream function it changes (``file:function`` under
+``libp2p/``) and why. The rest of node/ reaches py-libp2p internals only through here, so a
+libp2p upgrade means reviewing this module against the new sources.
+
+| override | upstream | why |
+|---|---|---|
+| :class:`LongRunningSwarm` | network/swarm.py:Swarm._do_handle_inbound_connection | inbound handler tasks and limiter slots leaked until the swarm stopped |
+| :func:`contain_stream_handler` | network/connection/swarm_connection.py:SwarmConn._handle_muxed_stream | one protocol handler's exception closed the whole connection's task group and stopped the swarm |
+| :class:`IdleAutoConnector` | network/auto_connector.py:AutoConnector | it dials every peer in the peerstore |
+| :func:`install_pubsub_patches` | pubsub/pubsub.py: module globals ``signature_validator``, ``maybe_consume_signed_record``, ``read_varint_prefixed_bytes_limited`` | a garbage key raised out of the message task; bad signatures, bad signed records and oversized frames cost the sender nothing |
+| :meth:`GossipPubsub.stream_handler` | pubsub/pubsub.py:Pubsub.stream_handler | an undecodable RPC (protobuf DecodeError) escaped it and stopped the host |
+| :meth:`GossipPubsub.push_msg` | pubsub/pubsub.py:Pubsub.push_msg | any exception in a message task stopped the Pubsub service |
+| :meth:`GossipPubsub.validate_msg` | pubsub/pubsub.py:Pubsub.validate_msg | gossipsub's IGNORE verdict is missing |
+| :func:`blacklist_without_teardown` | pubsub/pubsub.py:Pubsub.add_to_blacklist | its teardown task raises KeyError and stops the Pubsub service |
+| :func:`message_seen` | pubsub/pubsub.py:Pubsub._is_msg_seen | private; parked messages need it |
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any, cast
+
+import multiaddr
+import trio
+from google.protobuf.message import DecodeError
+from libp2p.abc import IMuxedConn, INetStream
+from libp2p.exceptions import ValidationError
+from libp2p.io.abc import ReadWriteCloser
+from libp2p.network.auto_connector import AutoConnector
+from libp2p.network.connection.raw_connection import RawConnection
+from libp2p.network.swarm import Swarm
+from libp2p.peer.id import ID as PeerID
+from libp2p.pubsub import pubsub as upstream_pubsub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+
+__all__ = [
+    "GossipPubsub",
+    "IdleAutoConnector",
+    "LongRunningSwarm",
+    "adopt_swarm",
+    "blacklist_without_teardown",
+    "contain_stream_handler",
+    "ignore_current_message",
+    "install_pubsub_patches",
+    "message_seen",
+]
+
+logger = logging.getLogger(__name__)
+
+StreamHandler = Callable[[INetStream], Awaitable[None]]
+
+
+# --- swarm ------------------------------------------------------------------------------------
+
+
+class LongRunningSwarm(Swarm):
+    """A swarm whose inbound connections release their handler task when they close.
+
+    Changes network/swarm.py:Swarm._do_handle_inbound_connection. Upstream ends it with
+    ``await self.manager.wait_finished()``: the handler task of every inbound connection (and
+    the inbound-limiter slot ``_handle_inbound_connection`` holds around it) lives until the
+    swarm stops, long after the connection is gone. After ``max_connections -
+    min_connections`` (250 by default) lifetime inbound connections every new one is closed
+    before the handshake. Here the handler waits for *its* connection to close instead, so the
+    limiter counts live inbound connections, as the library intends. A failed Noise or Yamux
+    handshake (garbage from a stranger) is logged and the raw connection closed.
+
+    Only the TCP path (raw stream → Noise → Yamux) is replaced; pre-multiplexed transports
+    (QUIC, which fl-node does not enable) keep the library's behaviour.
+    """
+
+    stream_faults: Counter[PeerID]
+
+    async def _do_handle_inbound_connection(
+        self, read_write_closer: Any, maddr: multiaddr.Multiaddr, failure_event: Any
+    ) -> None:
+        if isinstance(read_write_closer, IMuxedConn):
+            await super()._do_handle_inbound_connection(
+                cast(ReadWriteCloser, read_write_closer), maddr, failure_event
+            )
+            return
+        remote_maddr = self._build_remote_multiaddr(read_write_closer)
+        if remote_maddr is not None and not await self.connection_gate.is_allowed(remote_maddr):
+            await _close_quietly(read_write_closer)
+            return
+        raw_conn = RawConnection(read_write_closer, False)
+        try:
+            muxed_conn = await self.upgrade_inbound_raw_conn(raw_conn, maddr)
+        except Exception as exc:  # a failed handshake is routine churn, not our failure
+            logger.debug("inbound connection on %s failed to upgrade: %s", maddr, exc)
+            await _close_quietly(raw_conn)
+            return
+        for swarm_conn in list(self.connections.get(muxed_conn.peer_id, ())):
+            if swarm_conn.muxed_conn is muxed_conn:
+                await swarm_conn.event_closed.wait()  # type: ignore[attr-defined]
+                return
+        # Not registered: it was trimmed (one connection per peer) or closed already.
+
+    def set_stream_handler(self, stream_handler: StreamHandler) -> None:
+        super().set_stream_handler(contain_stream_handler(self, stream_handler))
+
+
+def adopt_swarm(swarm: Swarm) -> LongRunningSwarm:
+    """Turn the Swarm that ``libp2p.new_host`` built into a :class:`LongRunningSwarm`.
+
+    new_host() offers no way to choose the swarm class; LongRunningSwarm adds one counter and
+    no other state, so swapping the class of the freshly built swarm is equivalent to
+    constructing one. The host registered its stream handler before the swap: it is wrapped
+    here.
+    """
+    if type(swarm) is not Swarm:
+        raise RuntimeError(
+            f"libp2p built a {type(swarm).__name__}, not the Swarm LongRunningSwarm fixes; "
+            "check the installed libp2p version (fl-node needs 0.8.x)"
+        )
+    swarm.__class__ = LongRunningSwarm
+    adopted = cast(LongRunningSwarm, swarm)
+    adopted.stream_faults = Counter()
+    adopted.common_stream_handler = contain_stream_handler(adopted, swarm.common_stream_handler)
+    adopted.auto_connector = IdleAutoConnector(swarm)
+    return adopted
+
+
+def contain_stream_handler(swarm: Swarm, handler: StreamHandler) -> StreamHandler:
+    """The swarm's handler for every inbound stream, with its failures kept to that stream.
+
+    Changes what network/connection/swarm_connection.py:SwarmConn._handle_muxed_stream lets
+    through: it runs the handler in the connection's task group, so an exception from any
+    protocol handler (a decoder meeting a peer's malformed bytes) cancels the connection and
+    then stops the swarm service, taking the process down. Here it is logged with the peer
+    and the protocol, counted against the peer (``stream_faults``) and the stream is reset.
+    """
+    if getattr(handler, "_fl_contained", False):
+        return handler
+
+    async def contained(stream: INetStream) -> None:
+        try:
+            await handler(stream)
+        except Exception as exc:
+            peer = stream.muxed_conn.peer_id
+            faults = getattr(swarm, "stream_faults", None)
+            if faults is not None:
+                faults[peer] += 1
+            logger.warning(
+                "a %s stream from peer %s failed: %r; stream reset",
+                stream.get_protocol(),
+                peer,
+                exc,
+            )
+            await _reset_quietly(stream)
+
+    contained._fl_contained = True  # type: ignore[attr-defined]
+    return contained
+
+
+class IdleAutoConnector(AutoConnector):
+    """The library's auto-connector, switched off (network/auto_connector.py:AutoConnector).
+
+    It dials every peer in the peerstore while the swarm has fewer than ``low_watermark``
+    connections; a DHT node's peerstore holds every peer it ever heard of, so that would dial
+    the whole network. node.discovery keeps our connections instead.
+    """
+
+    async def run_background_task(self, nursery: trio.Nursery) -> None:
+        return None
+
+    async def maybe_connect(self) -> None:
+        return None
+
+
+async def _close_quietly(closer: Any) -> None:
+    try:
+        await closer.close()
+    except Exception as exc:  # closing a broken socket may raise; it is closed either way
+        logger.debug("closing a failed inbound connection raised %s", exc)
+
+
+async def _reset_quietly(stream: INetStream) -> None:
+    with trio.CancelScope(shield=True):
+        try:
+            await stream.reset()
+        except Exception as exc:  # already broken
+            logger.debug("resetting a stream raised %s", exc)
+
+
+# --- pubsub: faults reported by the patched module globals ---------------------------------------
+
+FaultReport = Callable[[str, bool], None]
+"""``(reason, severe)``: charge the peer whose bytes are being handled; ``severe`` for a
+protocol violation no honest implementation commits (graylists at once)."""
+_STREAM_FAULT: ContextVar[FaultReport | None] = ContextVar("pubsub_stream_fault", default=None)
+_SIGNATURE_FAULTS: ContextVar[list[str] | None] = ContextVar("pubsub_bad_sig", default=None)
+
+_upstream_signature_validator = upstream_pubsub.signature_validator
+_upstream_consume_signed_record = upstream_pubsub.maybe_consume_signed_record
+_upstream_read_rpc = upstream_pubsub.read_varint_prefixed_bytes_limited
+
+
+def _checked_signature(msg: rpc_pb2.Message) -> bool:
+    """pubsub/validators.py:signature_validator that never raises, and says why it failed.
+
+    Upstream re-raises when ``msg.key`` is not a public key (a ``from`` that is not an
+    identity multihash makes it read the key), out of the message task.
+    """
+    try:
+        valid = bool(_upstream_signature_validator(msg))
+        reason = "" if valid else "bad signature"
+    except Exception as exc:
+        valid, reason = False, f"undecodable signing key: {type(exc).__name__}"
+    if not valid:
+        faults = _SIGNATURE_FAULTS.get()
+        if faults is not None:
+            faults.append(reason)
+    return valid
+
+
+def _checked_signed_record(rpc: rpc_pb2.RPC, host: Any, peer_id: PeerID) -> bool:
+    """pubsub/utils.py:maybe_consume_signed_record, charging the sender for a bad record
+    (upstream drops the RPC after a signature check and forgets it)."""
+    consumed = bool(_upstream_consume_signed_record(rpc, host, peer_id))
+    if not consumed:
+        report = _STREAM_FAULT.get()
+        if report is not None:
+            report("invalid signed peer record", False)
+    return consumed
+
+
+async def _checked_read_rpc(stream: Any, max_length: int) -> bytes:
+    """utils/varint.py:read_varint_prefixed_bytes_limited as Pubsub calls it, charging the
+    sender for an oversized frame or an overlong length varint (upstream resets the stream
+    and forgets it). A frame cut short is not charged: an honest peer that disconnects
+    mid-write looks the same."""
+    try:
+        return await _upstream_read_rpc(stream, max_length)
+    except (upstream_pubsub.MessageTooLarge, upstream_pubsub.ParseError) as exc:
+        report = _STREAM_FAULT.get()
+        if report is not None:
+            too_large = isinstance(exc, upstream_pubsub.MessageTooLarge)
+            report(f"RPC frame over {max_length} bytes" if too_large else "bad varint length", True)
+        raise
+
+
+def install_pubsub_patches() -> None:
+    """Point pubsub/pubsub.py's module globals at the checked versions above (idempotent).
+
+    They are module functions Pubsub calls by name inside
+    ``continuously_read_stream`` and ``push_msg``; wrapping them is smaller and safer than
+    re-implementing those two long methods. Without a :class:`GossipPubsub` around the call
+    they behave as upstream does, except that a bad key no longer raises.
+    """
+    upstream_pubsub.signature_validator = _checked_signature
+    upstream_pubsub.maybe_consume_signed_record = _checked_signed_record  # type: ignore[assignment]
+    upstream_pubsub.read_varint_prefixed_bytes_limited = _checked_read_rpc  # type: ignore[assignment]
+
+
+# --- pubsub ---------------------------------------------------------------------------------------
+
+
+class _MessageIgnored(Exception):
+    """Raised out of :meth:`GossipPubsub.validate_msg` for an ignored message; deliberately
+    not a ValidationError, which upstream push_msg would count against the forwarder."""
+
+
+_PUBSUB_TIMEOUT = "Validation timeout"  # py-libp2p 0.8.1's cached error for its timeout
+_IGNORE_REASONS: ContextVar[list[str] | None] = ContextVar("gossip_ignore_reasons", default=None)
+
+
+def ignore_current_message(reason: str) -> None:
+    """Called by a topic validator about to return False: make the verdict IGNORE.
+
+    A context variable, because py-libp2p runs async validators in child tasks of the
+    validate_msg call and turns whatever they raise into a plain ValidationError.
+    """
+    reasons = _IGNORE_REASONS.get()
+    if reasons is not None:
+        reasons.append(reason)
+
+
+class GossipPubsub(Pubsub):
+    """py-libp2p's Pubsub that survives any bytes from a peer, charges the peer for them, and
+    has gossipsub's IGNORE verdict.
+
+    Peer faults (:meth:`charge`) lower the peer's gossip score: a message with a bad
+    signature or an undecodable signing key counts as an invalid message on its topics (P4),
+    like a validator's rejection; an RPC that cannot be decoded or an oversized frame is a
+    protocol violation worth ``protocol_violation_penalty`` behaviour penalty (P5), enough to
+    graylist at once; anything else a peer's bytes make fail costs 1. ``fault_listener`` (the
+    ScoreGuard) hears of each, so a graylisted peer is banned without waiting for a heartbeat.
+
+    A validator that calls :func:`ignore_current_message` before returning False gets the
+    message dropped with no score penalty for the forwarder, its cached verdict removed, and
+    it is not marked seen, so a later copy (or our own replay) is validated afresh. py-libp2p's
+    own validation timeout gets the same treatment: it also counts the wait for a validator
+    slot, so it measures our load, never the sender's fault; the message goes to its topic's
+    ``timed_out`` handler (TaskGossip parks it), since no validator saw it.
+    """
+
+    def __init__(self, *args: Any, protocol_violation_penalty: float = 20.0, **kwargs: Any) -> None:
+        install_pubsub_patches()
+        super().__init__(*args, **kwargs)
+        self.timed_out: dict[str, Callable[[PeerID, rpc_pb2.Message], None]] = {}
+        self.protocol_violation_penalty = protocol_violation_penalty
+        self.peer_faults: Counter[str] = Counter()
+        """Faults charged to peers, by reason (observability; tests read it)."""
+        self.fault_listener: Callable[[PeerID], None] | None = None
+
+    def charge(
+        self, peer: PeerID, reason: str, severe: bool = False, topics: tuple[str, ...] = ()
+    ) -> None:
+        """Lower ``peer``'s score for a fault in the bytes it sent (see the class doc)."""
+        if peer == self.my_id:
+            return
+        self.peer_faults[reason] += 1
+        scorer = getattr(self.router, "scorer", None)
+        if scorer is not None:
+            if topics:
+                for topic in topics:
+                    scorer.on_invalid_message(peer, topic)
+            else:
+                scorer.penalize_behavior(peer, self.protocol_violation_penalty if severe else 1.0)
+        logger.debug("gossip peer %s charged: %s", peer, reason)
+        if self.fault_listener is not None:
+            self.fault_listener(peer)
+
+    async def stream_handler(self, stream: INetStream) -> None:
+        """Changes pubsub/pubsub.py:Pubsub.stream_handler, which lets every exception but a
+        few stream errors out (an undecodable RPC's protobuf DecodeError, a router bug hit by
+        a crafted control message): here the stream is reset and the sender charged. A
+        banned peer's streams are reset before a byte is parsed."""
+        peer = stream.muxed_conn.peer_id
+        if peer in self.blacklisted_peers:
+            await _reset_quietly(stream)
+            return
+
+        def report(reason: str, severe: bool) -> None:
+            self.charge(peer, reason, severe)
+
+        token = _STREAM_FAULT.set(report)
+        try:
+            await super().stream_handler(stream)
+        except RuntimeError as exc:
+            # py-libp2p 0.8.1 checks manager.is_running, which stays True while the service
+            # stops, then schedules push_msg on its closed nursery: the service is going away.
+            if "closed to new arrivals" not in str(exc):
+                await self._stream_failed(stream, exc)
+                return
+            logger.debug("pubsub stopping; dropped a stream from %s", peer)
+            await _reset_quietly(stream)
+        except Exception as exc:
+            await self._stream_failed(stream, exc)
+        finally:
+            _STREAM_FAULT.reset(token)
+
+    async def _stream_failed(self, stream: INetStream, exc: Exception) -> None:
+        peer = stream.muxed_conn.peer_id
+        undecodable = isinstance(exc, DecodeError)  # ParseFromString on a peer's bytes
+        reason = "undecodable RPC" if undecodable else f"RPC handling raised {type(exc).__name__}"
+        logger.warning("pubsub stream from %s closed: %s (%r)", peer, reason, exc)
+        self.charge(peer, reason, severe=undecodable)
+        await _reset_quietly(stream)
+
+    async def push_msg(self, msg_forwarder: PeerID, msg: rpc_pb2.Message) -> None:
+        """Changes pubsub/pubsub.py:Pubsub.push_msg: a bad signature or signing key now costs
+        the forwarder (P4), and an exception from a peer's message is logged and charged
+        instead of stopping the Pubsub service, whose task runs it."""
+        bad_signatures: list[str] = []
+        token = _SIGNATURE_FAULTS.set(bad_signatures)
+        try:
+            await super().push_msg(msg_forwarder, msg)
+        except _MessageIgnored as ignored:
+            logger.debug("ignored gossip forwarded by %s: %s", msg_forwarder, ignored)
+        except Exception as exc:
+            if msg_forwarder == self.my_id:
+                raise  # our own publish: the caller sees it
+            logger.warning("a message forwarded by %s failed in pubsub: %r", msg_forwarder, exc)
+            self.charge(msg_forwarder, f"message handling raised {type(exc).__name__}")
+        finally:
+            _SIGNATURE_FAULTS.reset(token)
+        if bad_signatures:
+            self.charge(msg_forwarder, bad_signatures[0], topics=tuple(msg.topicIDs))
+
+    async def validate_msg(self, msg_forwarder: PeerID, msg: rpc_pb2.Message) -> None:
+        """Changes pubsub/pubsub.py:Pubsub.validate_msg to add the IGNORE verdict."""
+        reasons: list[str] = []
+        token = _IGNORE_REASONS.set(reasons)
+        try:
+            await super().validate_msg(msg_forwarder, msg)
+        except ValidationError:
+            message_id = self._msg_id_constructor(msg)
+            cached = self.validation_cache.cache.get(message_id)
+            if not reasons and cached is not None and cached.error_message == _PUBSUB_TIMEOUT:
+                reasons.append(f"slow validation: over py-libp2p's {self.validation_timeout} s")
+                for topic in msg.topicIDs:
+                    handler = self.timed_out.get(topic)
+                    if handler is not None:
+                        handler(msg_forwarder, msg)
+            if not reasons:
+                raise
+            # no checkpoint since validate_msg cached the failure, so no copy saw it
+            self.validation_cache._remove(message_id)
+            raise _MessageIgnored(reasons[0]) from None
+        finally:
+            _IGNORE_REASONS.reset(token)
+
+
+def message_seen(pubsub: Pubsub, msg: rpc_pb2.Message) -> bool:
+    """pubsub/pubsub.py:Pubsub._is_msg_seen, which has no public form."""
+    return bool(pubsub._is_msg_seen(msg))
+
+
+async def blacklist_without_teardown(pubsub: Pubsub, peer_id: PeerID) -> None:
+    """pubsub/pubsub.py:Pubsub.add_to_blacklist without its teardown task.
+
+    That task deletes ``peers[peer_id]`` after an await during which the dead-peer handler
+    already deleted it, and the KeyError stops the whole Pubsub service. The blacklist set
+    drops the peer's messages and refuses its new pubsub streams; resetting its stream lets
+    the dead-peer handler clean up on its own.
+    """
+    pubsub.blacklisted_peers.add(peer_id)
+    stream = pubsub.peers.get(peer_id)
+    if stream is not None:
+        await _reset_quietly(stream)

@@ -1,0 +1,127 @@
+"""Malformed bytes at the gossip entry points: the node survives, the sender pays.
+
+Each test writes one attack on a real connection to a target node (full gossip stack on
+127.0.0.1), then checks the target is alive, still delivers an honest member's gossip, and
+holds the attack against the attacker.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from libp2p.crypto.secp256k1 import create_new_key_pair as create_secp256k1_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12
+from libp2p.pubsub.pb import rpc_pb2
+
+from node.gossip import GossipConfig
+from protocol.messages import encode_message
+from tests.hostile.attacks import (
+    MALFORMED_RPC,
+    NON_IDENTITY_FROM,
+    frame,
+    open_raw_stream,
+    publish_rpc,
+    unsigned_message,
+    varint,
+)
+from tests.hostile.gossip_arena import Arena, announcement, open_arena, wait_until
+
+
+@pytest.mark.parametrize("protocol", [PROTOCOL_ID_V11, PROTOCOL_ID_V12], ids=["1.1", "1.2"])
+async def test_seven_byte_rpc_closes_the_stream_not_the_node(
+    tmp_path: Path, protocol: TProtocol
+) -> None:
+    async with open_arena(tmp_path, GossipConfig(versions=("1.2", "1.1"))) as arena:
+        stream = await open_raw_stream(arena.attacker, arena.target.peer_id, protocol)
+        await stream.write(MALFORMED_RPC)
+        await wait_until(arena.attacker_penalised, "the target to penalise the attacker")
+        assert arena.target_alive()
+        await arena.honest_message_arrives(b"after the malformed rpc")
+
+
+async def test_message_from_a_non_identity_peer_id_with_a_garbage_key(tmp_path: Path) -> None:
+    async with open_arena(tmp_path) as arena:
+        body = encode_message(announcement(arena.honest.address, tag=b"forged"))
+        message = unsigned_message(
+            arena.topic(), body, NON_IDENTITY_FROM, b"\x00" * 8, key=b"garbage", signature=b"x"
+        )
+        stream = await open_raw_stream(arena.attacker, arena.target.peer_id)
+        await stream.write(publish_rpc(message))
+        await wait_until(arena.attacker_penalised, "the target to penalise the attacker")
+        assert arena.target_alive()
+        await arena.honest_message_arrives(b"after the garbage key")
+
+
+def _control_rpc() -> bytes:
+    control = rpc_pb2.ControlMessage(
+        ihave=[rpc_pb2.ControlIHave(topicID="/fl/nope", messageIDs=[b"\xff" * 300] * 50)],
+        iwant=[rpc_pb2.ControlIWant(messageIDs=[b"\x00", b"\xfe" * 1000])],
+        graft=[rpc_pb2.ControlGraft(topicID="\x00" * 200)],
+        prune=[
+            rpc_pb2.ControlPrune(
+                topicID="/fl/nope",
+                peers=[rpc_pb2.PeerInfo(peerID=b"\x01\x02", signedPeerRecord=b"\xff" * 40)],
+                backoff=2**63,
+            )
+        ],
+    )
+    return frame(rpc_pb2.RPC(control=control).SerializeToString())
+
+
+RPC_ATTACKS: dict[str, tuple[bytes, bool]] = {
+    # name: (bytes written on a raw /meshsub/1.1.0 stream, whether the sender must pay)
+    "overlong length varint": (b"\xff" * 11, True),
+    "oversized frame": (varint(2 * 1024 * 1024) + b"\x00" * 64, True),
+    "random protobuf": (frame(random.Random(7).randbytes(96)), True),
+    "bad signed peer record": (frame(rpc_pb2.RPC(senderRecord=b"\xff" * 64).SerializeToString()), True),
+    "control messages full of junk": (_control_rpc(), False),
+    "frame cut short": (varint(500) + b"\x0a\x02", False),
+}
+
+
+@pytest.mark.parametrize("attack", list(RPC_ATTACKS))
+async def test_malformed_rpc_frames(tmp_path: Path, attack: str) -> None:
+    data, sender_pays = RPC_ATTACKS[attack]
+    async with open_arena(tmp_path) as arena:
+        stream = await open_raw_stream(arena.attacker, arena.target.peer_id)
+        await stream.write(data)
+        await stream.close()
+        if sender_pays:
+            await wait_until(arena.attacker_penalised, f"the target to charge for {attack}")
+        assert arena.target_alive()
+        await arena.honest_message_arrives(attack.encode())
+
+
+def _message_attacks(arena: Arena) -> dict[str, rpc_pb2.Message]:
+    body = encode_message(announcement(arena.honest.address, tag=b"forged"))
+    honest_from = arena.honest.peer_id.to_bytes()
+    secp_key = create_secp256k1_key_pair().public_key.serialize()
+
+    def message(from_id: bytes, key: bytes = b"", signature: bytes = b"") -> rpc_pb2.Message:
+        return unsigned_message(arena.topic(), body, from_id, b"\x00" * 8, key, signature)
+
+    return {
+        "no signature": message(honest_from),
+        "random signature": message(honest_from, signature=b"\x01" * 64),
+        "key of another peer": message(NON_IDENTITY_FROM, key=secp_key, signature=b"\x02" * 64),
+        "empty from": message(b"", signature=b"\x03" * 64),
+        "three-byte from": message(b"\x00\x01\x02", key=b"\x08", signature=b"\x04"),
+    }
+
+
+MESSAGE_ATTACKS = ["no signature", "random signature", "key of another peer", "empty from", "three-byte from"]
+
+
+@pytest.mark.parametrize("attack", MESSAGE_ATTACKS)
+async def test_messages_with_broken_from_key_or_signature(tmp_path: Path, attack: str) -> None:
+    async with open_arena(tmp_path) as arena:
+        forged = _message_attacks(arena)[attack]
+        stream = await open_raw_stream(arena.attacker, arena.target.peer_id)
+        await stream.write(publish_rpc(forged))
+        await wait_until(arena.attacker_penalised, f"the target to charge for {attack}")
+        assert arena.target_alive()
+        await arena.honest_message_arrives(attack.encode())
+        assert announcement(arena.honest.address, tag=b"forged") not in arena.target.received()
