@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from node.attacks.spec import WORKER_ATTACKS, AttackSpecError, parse_attack_spec
 from protocol.aggregation import AggregationError
 from protocol.aggregation.rule import AggregationRule
 from protocol.data import BUILTIN_SPECS
@@ -38,7 +39,7 @@ __all__ = [
 
 ROLES = ("worker", "validator", "requester")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-WORKER_BEHAVIOURS = ("honest", "shuffled_labels", "noise", "free_rider")
+WORKER_BEHAVIOURS = tuple(WORKER_ATTACKS)  # each may carry parameters: "kind:key=value,..."
 VALIDATOR_BEHAVIOURS = ("honest", "lying", "lazy")
 REWARD_POLICIES = ("contribution", "topk")
 EMBEDDED_CHAIN = "embedded"
@@ -201,6 +202,14 @@ def _aggregation_spec(v: str) -> str | None:
     return None
 
 
+def _worker_attack(v: str) -> str | None:
+    try:
+        parse_attack_spec(v)
+    except AttackSpecError as exc:
+        return f'a worker attack, "kind" or "kind:key=value,..." ({exc})'
+    return None
+
+
 def _model_reference(v: str) -> str | None:
     try:
         ModelReference.parse(v)
@@ -322,7 +331,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Key]]] = {
     "behaviour": (
         BehaviourConfig,
         {
-            "worker": _Key("str", _one_of(WORKER_BEHAVIOURS)),
+            "worker": _Key("str", _worker_attack),
             "validator": _Key("str", _one_of(VALIDATOR_BEHAVIOURS)),
         },
     ),

@@ -14,7 +14,9 @@ max_samples = 6000
 
 [[worker]]                 # indexes are 0-based: worker-0 .. worker-(N-1)
 index = 4
-kind = "shuffled_labels"   # honest | shuffled_labels | noise | free_rider
+kind = "label_flip"        # one of WORKER_KINDS (node.attacks.spec.WORKER_ATTACKS)
+source = 1                 # the kind's parameters, if any, beside it
+target = 7
 
 [[validator]]
 index = 2
@@ -30,8 +32,16 @@ restart_after = 2.0        # seconds until it is started again; omit to leave it
 qualification_threshold = 0.5
 ```
 
+Worker kinds and their parameters (defaults in brackets): honest, shuffled_labels, noise,
+free_rider, free_rider_noise (sigma [0.001]), copycat (victim [0]), sign_flip (scale [1]),
+scaled (scale [number of workers]), gaussian (sigma [1]), alie (z [z_max of Baruch et al.
+for the workers and ALIE attackers run], parts [4]), ipm (epsilon [0.5]), label_flip
+(source, target), backdoor (target [0], fraction [0.3], size [4]), inflated_samples
+(factor [10], scale [1]). See node.attacks.
+
 Parsing (`parse_scenario`) checks types and names; `Scenario.resolve(workers, validators)`
-checks indexes against the sizes actually run. Every error names the file and the key.
+checks indexes against the sizes actually run and fills in the parameters that depend on
+them. Every error names the file and the key.
 """
 
 from __future__ import annotations
@@ -40,6 +50,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from node.attacks.spec import WORKER_ATTACKS, AttackSpec, AttackSpecError, alie_z_max, parse_attack
 
 __all__ = [
     "PARTITIONS",
@@ -54,7 +66,7 @@ __all__ = [
     "parse_scenario",
 ]
 
-WORKER_KINDS = ("honest", "shuffled_labels", "noise", "free_rider")
+WORKER_KINDS = tuple(WORKER_ATTACKS)
 VALIDATOR_KINDS = ("honest", "lying", "lazy")
 PARTITIONS = ("iid", "dirichlet", "shards")
 RoleName = Literal["worker", "validator"]
@@ -82,6 +94,7 @@ class NodeBehaviour:
     role: RoleName
     index: int
     kind: str
+    attack: AttackSpec | None = None  # a worker's kind with its parameters
 
 
 @dataclass(frozen=True)
@@ -101,7 +114,7 @@ class ResolvedScenario:
     """A scenario checked against the localnet's size: every node's kind, and the crashes."""
 
     description: str
-    worker_kinds: tuple[str, ...]
+    worker_kinds: tuple[str, ...]  # node.toml's form: "kind" or "kind:key=value,..."
     validator_kinds: tuple[str, ...]
     crashes: tuple[Crash, ...]
 
@@ -131,6 +144,11 @@ class Scenario:
         for behaviour in self.behaviours:
             self._check_index(behaviour.role, behaviour.index, sizes, f"[[{behaviour.role}]]")
             kinds[behaviour.role][behaviour.index] = behaviour.kind
+            if behaviour.attack is not None:
+                attack = self._sized(behaviour.attack, workers)
+                kinds["worker"][behaviour.index] = str(attack)
+                if attack.kind == "copycat":
+                    self._check_victim(behaviour.index, int(attack["victim"]), workers)
         for crash in self.crashes:
             self._check_index(crash.role, crash.index, sizes, "[[crash]]")
         return ResolvedScenario(
@@ -139,6 +157,26 @@ class Scenario:
             validator_kinds=tuple(kinds["validator"]),
             crashes=self.crashes,
         )
+
+    def _sized(self, attack: AttackSpec, workers: int) -> AttackSpec:
+        """Fill the parameters that depend on how many workers (and attackers) run."""
+        for name in attack.missing():
+            if name == "scale":  # model replacement: gamma = the number of models averaged
+                attack = attack.with_params(scale=float(workers))
+            elif name == "z":
+                attackers = sum(1 for b in self.behaviours if b.kind == "alie")
+                try:
+                    attack = attack.with_params(z=alie_z_max(workers, attackers))
+                except AttackSpecError as exc:
+                    raise ScenarioError(f"{self.source}: [[worker]] kind \"alie\": {exc}") from None
+        return attack
+
+    def _check_victim(self, index: int, victim: int, workers: int) -> None:
+        if victim == index or victim >= workers:
+            raise ScenarioError(
+                f"{self.source}: [[worker]] index = {index} kind \"copycat\" victim = {victim} "
+                f"must name another worker of the {workers} run (0..{workers - 1})"
+            )
 
     def _check_index(self, role: str, index: int, sizes: dict[str, int], where: str) -> None:
         if index >= sizes[role]:
@@ -180,7 +218,11 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     for role, kinds in (("worker", WORKER_KINDS), ("validator", VALIDATOR_KINDS)):
         for n, entry in enumerate(_table_array(source, document, role)):
             where = f"[[{role}]] #{n + 1}"
-            _reject_unknown(source, where, entry, _BEHAVIOUR_KEYS)
+            attack = None
+            if role == "worker":
+                attack = _parse_attack(source, where, entry)
+            else:
+                _reject_unknown(source, where, entry, _BEHAVIOUR_KEYS)
             index = _non_negative_int(source, where, entry, "index")
             kind = entry.get("kind")
             if kind not in kinds:
@@ -193,7 +235,7 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
                     "one behaviour"
                 )
             seen.add((role, index))
-            behaviours.append(NodeBehaviour(role=role, index=index, kind=kind))  # type: ignore[arg-type]
+            behaviours.append(NodeBehaviour(role, index, kind, attack))  # type: ignore[arg-type]
 
     crashes = [_parse_crash(source, n, entry) for n, entry in enumerate(
         _table_array(source, document, "crash")
@@ -206,6 +248,22 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         behaviours=tuple(behaviours),
         crashes=tuple(crashes),
     )
+
+
+def _parse_attack(source: str, where: str, entry: dict[str, Any]) -> AttackSpec:
+    """A worker's kind and the parameter keys beside it (sized ones may wait for resolve)."""
+    kind = entry.get("kind")
+    if kind not in WORKER_ATTACKS:
+        raise ScenarioError(
+            f"{source}: {where} kind must be one of {list(WORKER_KINDS)}, got {_describe(kind)}"
+        )
+    allowed = _BEHAVIOUR_KEYS | {param.name for param in WORKER_ATTACKS[kind]}
+    _reject_unknown(source, f"{where} (kind {kind!r})", entry, allowed)
+    params = {key: value for key, value in entry.items() if key not in _BEHAVIOUR_KEYS}
+    try:
+        return parse_attack(kind, params, allow_sized=True)
+    except AttackSpecError as exc:
+        raise ScenarioError(f"{source}: {where} (kind {kind!r}) {exc}") from None
 
 
 def _parse_defaults(source: str, raw: Any) -> dict[str, Any]:

@@ -1,0 +1,100 @@
+"""A worker's round under an attack spec: which data it trains on, what it submits and
+how many samples it claims. The honest trainer is passed in, so this stays pure (the
+runtime passes one that runs `protocol.training.train_local`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from node.attacks._state import State
+from node.attacks.alie import alie
+from node.attacks.backdoor import Trigger, backdoor
+from node.attacks.copycat import copycat
+from node.attacks.free_rider import free_rider, free_rider_noise
+from node.attacks.gaussian import gaussian
+from node.attacks.inflated_samples import inflated_samples
+from node.attacks.ipm import ipm
+from node.attacks.label_flip import label_flip
+from node.attacks.random_model import random_model
+from node.attacks.scaled import scaled
+from node.attacks.shuffled_labels import shuffled_labels
+from node.attacks.sign_flip import sign_flip
+from node.attacks.spec import AttackSpec
+from protocol.data import Dataset
+
+Train = Callable[[Dataset], State]
+"""Honest local training from the round's base on the given data."""
+
+
+class AttackUnavailable(RuntimeError):
+    """The attack needs something this runtime does not give it (e.g. a victim's update)."""
+
+
+def attacked_update(
+    spec: AttackSpec,
+    base: State,
+    shard: Dataset,
+    train: Train,
+    rng: np.random.Generator,
+    victim_update: State | None = None,
+) -> State:
+    """What a worker running `spec` submits this round.
+
+    ALIE and IPM are run non-omniscient and without a side channel between colluders:
+    ALIE estimates the honest mean and spread from `parts` deltas the attacker trains on
+    disjoint parts of its own shard; IPM negates its own honest delta (the mean over the
+    one honest delta it knows).
+    """
+    kind = spec.kind
+    if kind == "honest":
+        return train(shard)
+    if kind == "free_rider":
+        return free_rider(base)
+    if kind == "free_rider_noise":
+        return free_rider_noise(base, spec["sigma"], rng)
+    if kind == "noise":
+        return random_model(base, rng)
+    if kind == "gaussian":
+        return gaussian(base, spec["sigma"], rng)
+    if kind == "copycat":
+        if victim_update is None:
+            raise AttackUnavailable(
+                f"copycat of worker-{spec['victim']} needs that worker's update of this round; "
+                "this runtime does not fetch it"
+            )
+        return copycat(base, victim_update)
+    if kind == "shuffled_labels":
+        return train(Dataset(shard.images, shuffled_labels(shard.labels, rng), shard.spec))
+    if kind == "label_flip":
+        flipped = label_flip(shard.labels, int(spec["source"]), int(spec["target"]))
+        return train(Dataset(shard.images, flipped, shard.spec))
+    if kind == "backdoor":
+        trigger = Trigger.for_images(shard.images, int(spec["size"]))
+        images, labels, _ = backdoor(
+            shard.images, shard.labels, trigger, int(spec["target"]), spec["fraction"], rng
+        )
+        return train(Dataset(images, labels, shard.spec))
+    if kind == "alie":
+        order = rng.permutation(len(shard))
+        parts = [
+            Dataset(shard.images[part], shard.labels[part], shard.spec)
+            for part in np.array_split(order, int(spec["parts"]))
+        ]
+        return alie(base, [train(part) for part in parts], spec["z"])
+    honest = train(shard)
+    if kind == "sign_flip":
+        return sign_flip(base, honest, spec["scale"])
+    if kind in ("scaled", "inflated_samples"):
+        return scaled(base, honest, spec["scale"])
+    if kind == "ipm":
+        return ipm(base, [honest], spec["epsilon"])
+    raise ValueError(f"no worker attack {kind!r}")
+
+
+def claimed_samples(spec: AttackSpec, true_samples: int) -> int:
+    """The sample count a worker running `spec` reports with its update."""
+    if spec.kind == "inflated_samples":
+        return inflated_samples(true_samples, int(spec["factor"]))
+    return true_samples
