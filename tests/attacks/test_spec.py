@@ -9,7 +9,7 @@ import pytest
 
 from node.attacks.spec import WORKER_ATTACKS, AttackSpec, AttackSpecError, parse_attack_spec
 from node.config import ConfigError, parse_config
-from node.localnet.scenario import ScenarioError, parse_scenario
+from node.localnet.scenario import ScenarioError, load_scenario, parse_scenario
 
 
 @pytest.mark.parametrize(
@@ -183,3 +183,16 @@ def test_parameters_checked_against_the_size_run(text: str, expected: str) -> No
     with pytest.raises(ScenarioError) as caught:
         scenario.resolve(workers=4, validators=1)
     assert str(caught.value).startswith("s.toml: ") and expected in str(caught.value)
+
+
+SCENARIOS = sorted((Path(__file__).parents[2] / "scenarios").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.name for p in SCENARIOS])
+def test_shipped_scenarios_resolve_to_node_toml_specs(path: Path, tmp_path: Path) -> None:
+    scenario = load_scenario(path)
+    resolved = scenario.resolve(
+        scenario.defaults.get("workers", 5), scenario.defaults.get("validators", 3)
+    )
+    for kind in resolved.worker_kinds:  # what the localnet writes into each worker's node.toml
+        parse_config(_config(kind), tmp_path / "node.toml")
