@@ -143,10 +143,6 @@ class Discovery:
             )
             self._wake.set()
 
-    def leave(self, namespace: str) -> None:
-        """Stop maintaining ``namespace`` (its records expire on the DHT servers)."""
-        self._namespaces.pop(namespace, None)
-
     def namespace_peers(self, namespace: str) -> set[PeerID]:
         """Peers found in ``namespace`` so far (connected or not)."""
         state = self._namespaces.get(namespace)

@@ -83,7 +83,6 @@ class RoundRecord:
     finalized_at: int | None = None
     consensus_accuracy: int | None = None  # fixed point (protocol.fixedpoint.SCALE)
     returned_to_escrow: int = 0
-    escrow_left: int | None = None
     phase_changed_at: dict[Phase, int] = field(default_factory=dict)
     tx_hashes: dict[str, list[str]] = field(default_factory=dict)  # tx kind -> hashes
 
@@ -115,7 +114,6 @@ class TaskTracker:
         self.status: TaskStatus | None = None  # None until the task's first event
         self.escrow: int | None = None  # unspent reward, as the last event that moved it says
         self.started_at: int | None = None
-        self.terminated_at: int | None = None
         self.termination: Termination | None = None
         self.withdrawn: dict[str, int] = {}
         self._seen: set[tuple[str, int]] = set()  # (tx hash, log index): feeding is idempotent
@@ -157,7 +155,6 @@ class TaskTracker:
         elif name == "TaskTerminated":
             self.status = TaskStatus.TERMINATED
             self.termination = Termination(int(args["reason"]))
-            self.terminated_at = block_timestamp
         elif name == "Withdrawn":
             account = _address(args["account"])
             self.withdrawn[account] = self.withdrawn.get(account, 0) + int(args["amount"])
@@ -211,7 +208,7 @@ class TaskTracker:
             record.advance(Phase.FINALIZED)
             record.consensus_accuracy = int(args["consensusAccuracy"])
             record.returned_to_escrow = int(args["returnedToEscrow"])
-            record.escrow_left = self.escrow = int(args["escrowLeft"])
+            self.escrow = int(args["escrowLeft"])
             return record
         return None
 
