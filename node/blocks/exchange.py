@@ -37,7 +37,7 @@ import logging
 import struct
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,7 @@ from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from protocol.errors import CIDError
 
 from .cids import canonical_cid, check_block
+from .standing import PeerStanding
 from .store import (
     BlockCorruptError,
     BlockNotFoundError,
@@ -101,6 +102,12 @@ RESPONSE_HEADER = struct.Struct(">BI")  # status, length of the block that follo
 FindProviders = Callable[[str], Awaitable[Sequence[PeerInfo]] | Sequence[PeerInfo]]
 Provide = Callable[[str], Awaitable[object] | object]  # e.g. Discovery.provide -> bool
 OnBadPeer = Callable[[PeerID, str], None]
+IsMember = Callable[[PeerID], bool]
+
+
+def _nobody_is_member(peer: PeerID) -> bool:
+    """The default: every peer is a stranger (no slots are reserved for anyone it names)."""
+    return False
 
 
 class BlockFetchError(Exception):
@@ -148,11 +155,24 @@ class ExchangeLimits:
     libp2p's 10 s limit). Two peers fetching 6.7 MB from each other on loopback moved
     ~40 MB/s with either setting."""
     max_streams_per_peer: int = 8
-    """Concurrent requests a server answers for one peer; more get ``busy``."""
+    """Block streams a server keeps open for one peer (busy or idle); more get ``busy``."""
+    max_requests_per_peer: int = 4
+    """Requests of one peer a server answers at once (received in full, response not yet
+    written); more get ``busy``. Clients send at most ``requests_per_provider``."""
     max_streams_total: int = 64
+    member_reserve: int = 16
+    """Slots of ``max_streams_total`` only task members (``is_member``) may take: strangers
+    share the rest, so a crowd of fresh identities never locks members out."""
     read_timeout_s: float = 10.0
-    """Longest silence of a peer: a read (or a stream open) fails once nothing at all has
-    moved between us and that peer, on any block stream, for this long."""
+    """Client: longest silence of a peer; a read (or a stream open) fails once nothing at
+    all has moved between us and that peer, on any block stream, for this long.
+    Server: the deadline for a request to arrive in full, counted from a new stream's
+    opening (or from the first byte of a later request on a reused stream); bytes trickled
+    in meanwhile do not extend it."""
+    strikes_to_ban: int = 3
+    """Strikes (a slot held without asking, a response left unread) after which a server
+    bans a stranger for ``ban_s``; each held slot also drops the stranger's connection."""
+    ban_s: float = 600.0
     request_timeout_s: float = 60.0
     """Longest time for one whole request/response, on either side."""
     idle_stream_timeout_s: float = 30.0
@@ -172,11 +192,17 @@ class ExchangeLimits:
                 f"got {self.batch_size}"
             )
         for name in ("requests_in_flight", "requests_per_provider", "max_streams_per_peer",
-                     "max_streams_total", "max_request_bytes", "provider_strikes"):
+                     "max_requests_per_peer", "max_streams_total", "max_request_bytes",
+                     "provider_strikes", "strikes_to_ban"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.member_reserve < self.max_streams_total:
+            raise ValueError(
+                f"member_reserve must be 0..max_streams_total-1 ({self.max_streams_total - 1}), "
+                f"got {self.member_reserve}: strangers need at least one slot"
+            )
         for name in ("read_timeout_s", "request_timeout_s", "idle_stream_timeout_s",
-                     "connect_timeout_s", "find_providers_timeout_s"):
+                     "connect_timeout_s", "find_providers_timeout_s", "ban_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
 
@@ -284,21 +310,33 @@ async def _read_first_byte(stream: INetStream) -> int | None:
     return data[0] if data else None
 
 
-async def _read_uvarint_frame(stream: INetStream, first: int, max_size: int,
-                              clock: _PeerClock, peer: PeerID, patience: float) -> bytes:
-    """A uvarint-length-prefixed frame whose first prefix byte ``first`` was already read."""
+async def _read_uvarint_frame(stream: INetStream, first: int, max_size: int) -> bytes:
+    """A uvarint-length-prefixed frame whose first prefix byte ``first`` was already read.
+
+    No timeout of its own: the server reads a request under one fixed deadline."""
     length = 0
     byte = first
     for shift in range(0, 35, 7):
         length |= (byte & 0x7F) << shift
         if not byte & 0x80:
             break
-        byte = (await _read_exactly(stream, 1, clock, peer, patience))[0]
+        byte = (await _read_unbounded(stream, 1))[0]
     else:
         raise CIDError("request length prefix is longer than 5 bytes")
     if length > max_size:
         raise CIDError(f"request frame of {length} bytes exceeds the {max_size}-byte limit")
-    return await _read_exactly(stream, length, clock, peer, patience)
+    return await _read_unbounded(stream, length)
+
+
+async def _read_unbounded(stream: INetStream, size: int) -> bytes:
+    """Exactly ``size`` bytes with no timeout (callers bound it); EOFError if the stream ends."""
+    buf = bytearray()
+    while len(buf) < size:
+        chunk = await stream.read(size - len(buf))
+        if not chunk:
+            raise EOFError(f"stream ended after {len(buf)} of {size} bytes")
+        buf += chunk
+    return bytes(buf)
 
 
 # --- fetch bookkeeping ----------------------------------------------------------------------
@@ -319,8 +357,19 @@ class _Session:
     """One stream this node is serving."""
 
     peer: PeerID
+    stream: INetStream
+    member: bool  # counted against max_streams_total only, not the strangers' share
     idle_since: float | None = None  # set while a reused stream waits for its next request
     idle_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    dropped: bool = False  # its peer was dropped: end quietly, strike nobody again
+
+
+class _HeldWithoutAsking(Exception):
+    """A stream's request did not arrive in full by its deadline."""
+
+
+class _ResponseUnread(Exception):
+    """The peer did not read its response within ``request_timeout_s``."""
 
 
 @dataclass
@@ -381,8 +430,18 @@ class BlockExchange:
     """Serves this node's blocks and fetches blobs from peers over ``PROTOCOL_ID``.
 
     ``find_providers(cid)`` (sync or async) names peers that may hold a blob, e.g. the DHT;
-    ``provide(cid)`` (sync or async) announces a published root; ``on_bad_peer(peer, why)``
-    hears about providers that sent wrong bytes, for peer scoring.
+    ``provide(cid)`` (sync or async) announces a published root, and every fetched one, so
+    whoever fetched a blob serves it too; ``on_bad_peer(peer, why)`` hears about providers
+    that sent wrong bytes and peers that held serving slots without asking, for peer
+    scoring; ``is_member(peer)`` names the task's members, who may use the serving slots
+    strangers cannot (``ExchangeLimits.member_reserve``); it can be set later, as an
+    attribute, once the members are known.
+
+    Serving is fair to honest peers under attack: each peer has bounded streams and
+    requests; a request must arrive in full by a fixed deadline from its stream's opening
+    (trickled bytes do not extend it); a stranger that misses it is dropped (its block
+    streams reset, its connection closed) and struck, and banned after ``strikes_to_ban``
+    strikes; members keep a reserve of slots however many strangers connect.
     """
 
     def __init__(
@@ -394,19 +453,25 @@ class BlockExchange:
         provide: Provide | None = None,
         on_bad_peer: OnBadPeer | None = None,
         limits: ExchangeLimits | None = None,
+        is_member: IsMember | None = None,
     ) -> None:
         self.host = host
         self.store = store
         self.limits = limits or ExchangeLimits()
+        self.is_member: IsMember = is_member or _nobody_is_member
         self._find_providers = find_providers
         self._provide = provide
         self._on_bad_peer = on_bad_peer
         self._serving: Counter[PeerID] = Counter()  # streams being served, per peer
+        self._answering: Counter[PeerID] = Counter()  # requests being answered, per peer
         self._sessions: set[_Session] = set()
+        self._standing = PeerStanding(self.limits.strikes_to_ban, self.limits.ban_s)
         self._started = False
         self._idle: dict[PeerID, list[tuple[INetStream, float]]] = {}  # pooled client streams
         self._slots: dict[PeerID, trio.Semaphore] = {}
         self._clock = _PeerClock()
+        self._background: trio.Nursery | None = None  # announcements, while entered
+        self._background_cm: AbstractAsyncContextManager[trio.Nursery] | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -423,11 +488,22 @@ class BlockExchange:
             self._started = False
 
     async def __aenter__(self) -> BlockExchange:
+        # Announcing a fetched blob runs in the background: a slow DHT must not delay the
+        # fetch's caller. Without ``async with`` the fetch awaits the announcement itself.
+        self._background_cm = trio.open_nursery()
+        self._background = await self._background_cm.__aenter__()
         self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self.stop()
+        background, manager = self._background, self._background_cm
+        self._background = self._background_cm = None
+        if background is not None and manager is not None:
+            background.cancel_scope.cancel()
+            # The body's exception, if any, propagates as it is: the announcements swallow
+            # their own errors, so the nursery has nothing to add.
+            await manager.__aexit__(None, None, None)
         await self.close_idle_streams()
 
     @property
@@ -439,6 +515,18 @@ class BlockExchange:
     def streams_idle(self) -> int:
         """Served streams idle between requests (these give way to new streams)."""
         return sum(1 for session in self._sessions if session.idle_since is not None)
+
+    def streams_of(self, peer: PeerID) -> int:
+        """Streams this node is serving to ``peer`` right now."""
+        return self._serving[peer]
+
+    def is_banned(self, peer: PeerID) -> bool:
+        """True while ``peer``'s block streams are refused (see ``ExchangeLimits.strikes_to_ban``)."""
+        return self._standing.banned(peer, trio.current_time())
+
+    def strikes(self, peer: PeerID) -> int:
+        """Strikes against ``peer`` since its last ban."""
+        return self._standing.strikes(peer)
 
     # --- publish ----------------------------------------------------------------------------
 
@@ -461,86 +549,152 @@ class BlockExchange:
                     self.store.pin(root)
 
         await trio.to_thread.run_sync(store_all)
-        if self._provide is not None:
-            try:
-                await _maybe_await(self._provide(root))
-            except Exception as exc:  # announcing is best effort: explicit providers still work
-                logger.warning("announcing %s as provided failed: %s", root, exc)
+        await self._announce(root)
         return root
+
+    async def _announce(self, root: str) -> None:
+        """Tell ``provide`` that this node serves ``root`` (best effort)."""
+        if self._provide is None:
+            return
+        try:
+            await _maybe_await(self._provide(root))
+        except Exception as exc:  # announcing is best effort: explicit providers still work
+            logger.warning("announcing %s as provided failed: %s", root, exc)
 
     # --- serve ------------------------------------------------------------------------------
 
     async def _serve(self, stream: INetStream) -> None:
-        limits = self.limits
+        opened = trio.current_time()
         peer = stream.muxed_conn.peer_id
-        session = self._admit(peer)
+        if self._standing.banned(peer, opened):
+            logger.debug("refusing a block stream from banned peer %s", peer)
+            await _reset_quietly(stream)
+            await self._disconnect(peer)
+            return
+        session = self._admit(peer, self._member(peer), stream)
         if session is None:
             await self._answer_busy(stream)
             return
         try:
-            served = 0
-            while True:
-                # A new stream's first request must come promptly; a reused one may idle,
-                # and may be evicted while idle to make room for another stream.
-                session.idle_scope = trio.CancelScope()
-                session.idle_since = trio.current_time() if served else None
-                with session.idle_scope, self._first_byte_limit(peer, served == 0):
-                    first = await _read_first_byte(stream)
-                session.idle_since = None
-                if session.idle_scope.cancelled_caught:
-                    await _reset_quietly(stream)
-                    return
-                if first is None:  # the client closed its side: done
-                    break
-                with trio.fail_after(limits.request_timeout_s):
-                    self._clock.progress(peer)
-                    body = await _read_uvarint_frame(stream, first, limits.max_request_bytes,
-                                                     self._clock, peer, limits.read_timeout_s)
-                    cids = decode_request(body, limits.max_cids_per_request)
-                    for cid in cids:
-                        data = self._local_block(cid)
-                        if data is None:
-                            await stream.write(RESPONSE_HEADER.pack(STATUS_DONT_HAVE, 0))
-                        else:
-                            await stream.write(RESPONSE_HEADER.pack(STATUS_BLOCK, len(data)) + data)
-                        self._clock.progress(peer)  # the peer reads: it is alive
-                served += 1
-            await stream.close()
+            await self._serve_session(session, opened)
+        except _HeldWithoutAsking as exc:
+            if not session.dropped:
+                await self._drop_peer(session, str(exc))
+        except _ResponseUnread as exc:
+            self._strike(session, str(exc))
+            await _reset_quietly(stream)
         except Exception as exc:  # a broken or hostile peer; its stream is reset, we go on
             logger.debug("block request from %s failed: %r", peer, exc)
             await _reset_quietly(stream)
         finally:
             self._release(session)
 
-    def _first_byte_limit(self, peer: PeerID, new_stream: bool) -> AbstractContextManager[object]:
-        """A new stream's first request must come unless the peer falls silent; a reused
-        stream may idle ``idle_stream_timeout_s`` whatever else the peer does."""
-        if new_stream:
-            return self._clock.silence_limit(peer, self.limits.read_timeout_s)
-        return trio.fail_after(self.limits.idle_stream_timeout_s)
+    async def _serve_session(self, session: _Session, opened: float) -> None:
+        """Answer requests on one stream until the client closes it (or a limit ends it)."""
+        limits = self.limits
+        stream, peer = session.stream, session.peer
+        first: int | None = None
+        deadline = opened + limits.read_timeout_s
+        served = 0
+        while True:
+            if served:
+                # A reused stream may idle, and may be evicted while idle to make room for
+                # another stream; its next request's deadline starts at its first byte.
+                session.idle_scope = trio.CancelScope()
+                session.idle_since = trio.current_time()
+                with session.idle_scope, trio.fail_after(limits.idle_stream_timeout_s):
+                    first = await _read_first_byte(stream)
+                session.idle_since = None
+                if session.idle_scope.cancelled_caught:
+                    await _reset_quietly(stream)
+                    return
+                if first is None:
+                    break
+                deadline = trio.current_time() + limits.read_timeout_s
+            body = await self._receive_request(stream, first, deadline)
+            if body is None:  # the client closed its side: done
+                break
+            cids = decode_request(body, limits.max_cids_per_request)
+            if self._answering[peer] >= limits.max_requests_per_peer:
+                await self._answer_busy(stream)
+                return
+            self._answering[peer] += 1
+            try:
+                await self._answer(stream, peer, cids)
+            finally:
+                self._answering[peer] -= 1
+                if self._answering[peer] <= 0:
+                    del self._answering[peer]
+            served += 1
+        await stream.close()
 
-    def _admit(self, peer: PeerID) -> _Session | None:
+    async def _receive_request(self, stream: INetStream, first: int | None,
+                               deadline: float) -> bytes | None:
+        """The next request frame, in full by ``deadline``; None if the client closed."""
+        with trio.move_on_at(deadline):
+            if first is None:
+                first = await _read_first_byte(stream)
+                if first is None:
+                    return None
+            return await _read_uvarint_frame(stream, first, self.limits.max_request_bytes)
+        raise _HeldWithoutAsking(
+            f"held a block stream without a complete request for {self.limits.read_timeout_s} s"
+        )
+
+    async def _answer(self, stream: INetStream, peer: PeerID, cids: list[str]) -> None:
+        with trio.move_on_after(self.limits.request_timeout_s):
+            for cid in cids:
+                data = self._local_block(cid)
+                if data is None:
+                    await stream.write(RESPONSE_HEADER.pack(STATUS_DONT_HAVE, 0))
+                else:
+                    await stream.write(RESPONSE_HEADER.pack(STATUS_BLOCK, len(data)) + data)
+                self._clock.progress(peer)  # the peer reads: it is alive
+            return
+        raise _ResponseUnread(
+            f"left a response unread for {self.limits.request_timeout_s} s"
+        )
+
+    def _member(self, peer: PeerID) -> bool:
+        try:
+            return bool(self.is_member(peer))
+        except Exception as exc:  # a broken callback must not stop serving
+            logger.warning("is_member(%s) failed, serving it as a stranger: %r", peer, exc)
+            return False
+
+    def _admit(self, peer: PeerID, member: bool, stream: INetStream) -> _Session | None:
         """Count a new stream from ``peer`` against the limits; None means answer busy.
 
-        Over a limit, the longest-idle reused stream (of this peer when the per-peer limit
-        is hit) is evicted instead, so idle pooled streams never lock out real requests.
+        Over a limit, the longest-idle reused stream that the limit counts is evicted
+        instead, so idle pooled streams never lock out real requests. Strangers share
+        ``max_streams_total - member_reserve`` slots and evict only strangers' streams.
         """
-        peer_full = self._serving[peer] >= self.limits.max_streams_per_peer
-        if peer_full or len(self._sessions) >= self.limits.max_streams_total:
-            victim = self._longest_idle(peer if peer_full else None)
-            if victim is None:
+        limits = self.limits
+        if self._serving[peer] >= limits.max_streams_per_peer:
+            if not self._evict_idle(lambda s: s.peer == peer):
                 return None
-            self._release(victim)
-            victim.idle_scope.cancel()
-        session = _Session(peer)
+        if not member:
+            strangers = sum(1 for s in self._sessions if not s.member)
+            if strangers >= limits.max_streams_total - limits.member_reserve:
+                if not self._evict_idle(lambda s: not s.member):
+                    return None
+        if len(self._sessions) >= limits.max_streams_total:
+            if not self._evict_idle(lambda s: member or not s.member):
+                return None
+        session = _Session(peer, stream, member)
         self._sessions.add(session)
         self._serving[peer] += 1
         return session
 
-    def _longest_idle(self, peer: PeerID | None) -> _Session | None:
-        idle = [s for s in self._sessions
-                if s.idle_since is not None and (peer is None or s.peer == peer)]
-        return min(idle, key=lambda s: s.idle_since or 0.0, default=None)
+    def _evict_idle(self, counted: Callable[[_Session], bool]) -> bool:
+        """End the longest-idle session that ``counted`` selects; False if none is idle."""
+        idle = [s for s in self._sessions if s.idle_since is not None and counted(s)]
+        victim = min(idle, key=lambda s: s.idle_since or 0.0, default=None)
+        if victim is None:
+            return False
+        self._release(victim)
+        victim.idle_scope.cancel()
+        return True
 
     def _release(self, session: _Session) -> None:
         if session in self._sessions:
@@ -548,6 +702,46 @@ class BlockExchange:
             self._serving[session.peer] -= 1
             if self._serving[session.peer] <= 0:
                 del self._serving[session.peer]
+
+    def _strike(self, session: _Session, why: str) -> bool:
+        """Count a strike against the session's peer; True when it is now banned.
+
+        Members are struck (and reported) but never banned: the reserve is theirs."""
+        peer = session.peer
+        banned = self._standing.strike(peer, trio.current_time()) and not session.member
+        logger.info("block peer %s struck%s: %s", peer, " and banned" if banned else "", why)
+        self._report_bad_peer(peer, why)
+        return banned
+
+    async def _drop_peer(self, session: _Session, why: str) -> None:
+        """Strike the peer; end all its block streams, and close a stranger's connection."""
+        self._strike(session, why)
+        peer = session.peer
+        victims = [] if session.member else [
+            s for s in self._sessions if s.peer == peer and s is not session
+        ]
+        for victim in [session, *victims]:
+            victim.dropped = True
+        for victim in [session, *victims]:
+            await _reset_shielded(victim.stream)
+        if not session.member:
+            await self._disconnect(peer)
+
+    async def _disconnect(self, peer: PeerID) -> None:
+        # Shielded: closing the connection cancels the stream handlers running on it,
+        # this one included.
+        with trio.CancelScope(shield=True), trio.move_on_after(self.limits.connect_timeout_s):
+            try:
+                await self.host.disconnect(peer)
+            except Exception as exc:  # already gone
+                logger.debug("disconnecting %s raised %r", peer, exc)
+
+    def _report_bad_peer(self, peer: PeerID, why: str) -> None:
+        if self._on_bad_peer is not None:
+            try:
+                self._on_bad_peer(peer, why)
+            except Exception as exc:
+                logger.warning("on_bad_peer callback failed: %s", exc)
 
     async def _answer_busy(self, stream: INetStream) -> None:
         try:
@@ -578,7 +772,9 @@ class BlockExchange:
 
         Blocks already in the local store are used; fetched ones are stored (and the root
         pinned when ``pin``). Providers are ``providers`` (PeerInfo or full multiaddrs
-        ending in /p2p/...) plus whatever ``find_providers`` returns.
+        ending in /p2p/...) plus whatever ``find_providers`` returns. A blob fetched from
+        peers is announced through ``provide``: this node serves it onward, so a publisher
+        that serves one peer only cannot keep it from the others.
         """
         root = canonical_cid(root_cid)
         if max_size < 1:
@@ -591,7 +787,8 @@ class BlockExchange:
         state.pending.append(_Want(root, 0, None))
         with self.store.hold(root):
             self._take_local(state)
-            if state.remaining and state.error is None:
+            from_peers = bool(state.remaining) and state.error is None
+            if from_peers:
                 deadline = timeout_s if timeout_s is not None else float("inf")
                 with trio.move_on_after(deadline) as scope:
                     async with trio.open_nursery() as nursery:
@@ -618,6 +815,11 @@ class BlockExchange:
                 raise state.error
             if pin:
                 self.store.pin(root)
+        if from_peers:
+            if self._background is not None:
+                self._background.start_soon(self._announce, root)
+            else:
+                await self._announce(root)
         if state.raw_root is not None:
             return state.raw_root
         assert state.buffer is not None
@@ -747,11 +949,8 @@ class BlockExchange:
     def _drop_provider(self, state: _BlobFetch, provider: _Provider, why: str, bad: bool) -> None:
         provider.down = why
         logger.info("dropping provider %s for %s: %s", provider.info.peer_id, state.root, why)
-        if bad and self._on_bad_peer is not None:
-            try:
-                self._on_bad_peer(provider.info.peer_id, why)
-            except Exception as exc:
-                logger.warning("on_bad_peer callback failed: %s", exc)
+        if bad:
+            self._report_bad_peer(provider.info.peer_id, why)
 
     async def _request(self, state: _BlobFetch, provider: _Provider, wants: list[_Want]) -> None:
         """Ask one provider for ``wants``; place what arrives, requeue what does not."""

@@ -691,6 +691,7 @@ async def test_unknown_cid_and_missing_providers_fail_clearly(tmp_path: Path) ->
 
 
 async def raw_request(host: IHost, server: IHost, payload: bytes) -> INetStream:
+    await host.connect(PeerInfo(server.get_id(), server.get_addrs()))
     stream = await host.new_stream(server.get_id(), [PROTOCOL_ID])
     await stream.write(payload)
     return stream
@@ -732,8 +733,11 @@ async def test_server_bounds_streams_requests_and_reads(tmp_path: Path) -> None:
         await wait_until(lambda: server.streams_served == 1, "the server to take the request")
         busy = await raw_request(client, server.host, encode_request([root]))
         assert await read_header(busy) == (STATUS_BUSY, 0)
-        # ...until the server's read timeout resets it and frees the slot.
+        # ...until the request deadline ends it: the peer is struck and its connection
+        # closed (raw_request dials again).
         await assert_ended_by_server(silent)
+        assert server.strikes(client.get_id()) == 1 and not server.is_banned(client.get_id())
+        await wait_until(lambda: server.streams_served == 0, "the server to free the slot")
         ok = await raw_request(client, server.host, encode_request([root]))
         assert await read_header(ok) == (STATUS_BLOCK, len(blob))
         assert await read_exactly(ok, len(blob)) == blob
