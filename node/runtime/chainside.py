@@ -153,7 +153,9 @@ class EventTranslator:
             ]
         if name == "PhaseEndedEarly":
             phase = round_phase(a["nextPhase"])
-            return [ev.PhaseChanged(a["round"], phase, a["timestamp"])] if phase in EARLY_PHASES else []
+            if phase not in EARLY_PHASES:
+                return []
+            return [ev.PhaseChanged(a["round"], phase, a["timestamp"])]
         if name == "UpdateSubmitted":
             return [
                 ev.UpdateSubmitted(

@@ -113,7 +113,8 @@ def test_one_read_feeds_the_machine_and_the_page(world: World, tmp_path: Path) -
     )  # fmt: skip
     worker = world.workers[0]
     cursor_file = tmp_path / "cursor.json"
-    follower = ChainFollower(worker, EventFollower(world.w3, cursor_file), address_bytes(worker.address))
+    me = address_bytes(worker.address)
+    follower = ChainFollower(worker, EventFollower(world.w3, cursor_file), me)
     follower.task = task
     follower.cursor.follow(task, 0)
     handed: list[ChainBlock] = []
@@ -138,9 +139,7 @@ def test_one_read_feeds_the_machine_and_the_page(world: World, tmp_path: Path) -
     follower.cursor.commit()
 
     # a restart: the cursor resumes past the task's history; the page must still show it
-    restarted = ChainFollower(
-        worker, EventFollower(world.w3, cursor_file), address_bytes(worker.address)
-    )
+    restarted = ChainFollower(worker, EventFollower(world.w3, cursor_file), me)
     restarted.task = task
     node = NodeStatus("worker0", "worker", worker.address, task=task)
     watch = TaskWatch(node, worker, restarted.history)
