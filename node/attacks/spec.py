@@ -38,8 +38,8 @@ __all__ = [
 Number = int | float
 
 MAX_SAMPLE_FACTOR = 1_000_000
-"""Largest sample-count multiplier an `inflated_samples` worker may claim (bounds the claim
-written on chain; 2^63 - 1 samples has already been tried against the contract)."""
+"""Largest sample-count multiplier an `inflated_samples` worker may claim, so the claim it
+writes on chain stays far inside uint256 even for the largest shards."""
 
 
 class AttackSpecError(ValueError):

@@ -22,7 +22,7 @@ from node.attacks.scaled import scaled
 from node.attacks.shuffled_labels import shuffled_labels
 from node.attacks.sign_flip import sign_flip
 from node.attacks.spec import AttackSpec
-from protocol.data import Dataset
+from protocol.data import MNIST_SPEC, Dataset
 
 Train = Callable[[Dataset], State]
 """Honest local training from the round's base on the given data."""
@@ -48,6 +48,7 @@ def attacked_update(
     one honest delta it knows).
     """
     kind = spec.kind
+    _check_fits(spec, shard)
     if kind == "honest":
         return train(shard)
     if kind == "free_rider":
@@ -91,6 +92,18 @@ def attacked_update(
     if kind == "ipm":
         return ipm(base, [honest], spec["epsilon"])
     raise ValueError(f"no worker attack {kind!r}")
+
+
+def _check_fits(spec: AttackSpec, shard: Dataset) -> None:
+    classes = (shard.spec or MNIST_SPEC).num_classes
+    for name in ("source", "target"):
+        if spec.kind in ("label_flip", "backdoor") and name in dict(spec.params):
+            if spec[name] >= classes:
+                raise ValueError(
+                    f"{spec}: {name} = {spec[name]} is not a class of this {classes}-class dataset"
+                )
+    if spec.kind == "alie" and spec["parts"] > len(shard):
+        raise ValueError(f"{spec}: cannot split {len(shard)} samples into {spec['parts']} parts")
 
 
 def claimed_samples(spec: AttackSpec, true_samples: int) -> int:

@@ -126,3 +126,17 @@ def test_seeded_attacks_repeat_under_the_same_seed(kind: str, base: dict, shard:
     other, _ = run(kind, base, shard, seed=6)
     np.testing.assert_array_equal(first["w"], again["w"])
     assert not np.array_equal(first["w"], other["w"])
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("label_flip:source=1,target=10", "target = 10 is not a class of this 10-class dataset"),
+        ("backdoor:target=12", "target = 12 is not a class"),
+        ("alie:z=1,parts=64", "cannot split 20 samples into 64 parts"),
+    ],
+)
+def test_attack_that_does_not_fit_the_shard_is_refused(kind: str, message: str, base: dict) -> None:
+    small = Dataset(np.zeros((20, 28, 28), np.uint8), np.zeros(20, np.int64))
+    with pytest.raises(ValueError, match=message):
+        run(kind, base, small)
