@@ -46,6 +46,7 @@ them. Every error names the file and the key.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,7 +167,9 @@ class Scenario:
             elif name == "z":
                 attackers = sum(1 for b in self.behaviours if b.kind == "alie")
                 try:
-                    attack = attack.with_params(z=alie_z_max(workers, attackers))
+                    # rounded down: readable in node.toml and results, still within z_max
+                    z = math.floor(alie_z_max(workers, attackers) * 10_000) / 10_000
+                    attack = attack.with_params(z=z)
                 except AttackSpecError as exc:
                     raise ScenarioError(f"{self.source}: [[worker]] kind \"alie\": {exc}") from None
         return attack
