@@ -44,6 +44,7 @@ VALIDATOR_BEHAVIOURS = ("honest", "lying", "lazy")
 REWARD_POLICIES = ("contribution", "topk")
 EMBEDDED_CHAIN = "embedded"
 AUTO_TASK = "auto"
+HOLDOUT = "holdout"  # [task] validation: the held-out slice of [data] source's train split
 
 
 class ConfigError(ValueError):
@@ -96,6 +97,7 @@ class DataConfig:
     seed: int = 0
     max_samples: int | None = None
     shards_per_part: int = 2
+    holdout_samples: int = 0  # training samples no worker trains on ([task] validation = "holdout")
 
 
 @dataclass(frozen=True)
@@ -282,6 +284,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Key]]] = {
             "seed": _Key("int", _at_least(0)),
             "max_samples": _Key("int", _at_least(1)),
             "shards_per_part": _Key("int", _at_least(1)),
+            "holdout_samples": _Key("int", _at_least(0)),
         },
     ),
     "training": (
@@ -452,6 +455,11 @@ def _check_consistency(config: NodeConfig) -> None:
         raise ConfigError(
             f"{path}: [data] part_index {data.part_index} must be below num_parts {data.num_parts}"
         )
+    if task.validation == HOLDOUT and data.holdout_samples < task.validation_samples:
+        raise ConfigError(
+            f"{path}: [task] validation = \"holdout\" needs [data] holdout_samples >= "
+            f"[task] validation_samples ({task.validation_samples})"
+        )
     if task.min_workers > task.max_workers:
         raise ConfigError(f"{path}: [task] min_workers must be <= max_workers")
     if task.min_validators > task.max_validators:
@@ -477,7 +485,7 @@ def _check_consistency(config: NodeConfig) -> None:
 
 def _data_source(value: str, base: Path) -> str:
     """A built-in dataset name or loader reference as given; a path made absolute."""
-    if value in BUILTIN_SPECS or is_import_reference(value):
+    if value in BUILTIN_SPECS or value == HOLDOUT or is_import_reference(value):
         return value
     resolved = Path(value).expanduser()
     return str(resolved if resolved.is_absolute() else (base / resolved).resolve())

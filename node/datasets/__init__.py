@@ -12,7 +12,7 @@ from typing import TextIO
 
 import numpy as np
 
-from node.config import DataConfig
+from node.config import HOLDOUT, DataConfig
 from node.datasets.builtin import (
     BUILTIN,
     MNIST,
@@ -32,6 +32,7 @@ from protocol.errors import DatasetError
 __all__ = [
     "BUILTIN",
     "DATA_ROOT_ENV",
+    "HOLDOUT",
     "MNIST_FILES",
     "SPLITS",
     "DownloadError",
@@ -85,26 +86,49 @@ def source_options(config: DataConfig, progress: TextIO | None = sys.stderr) -> 
     )
 
 
-def load_worker_shard(config: DataConfig) -> Dataset:
-    """This worker's part of its source's training split, as the config partitions it."""
+_HOLDOUT_STREAM = 0x686F6C64  # keeps the held-out draw independent of the partition's
+
+
+def _training_split(config: DataConfig) -> tuple[Dataset, np.ndarray, np.ndarray]:
+    """The source's train split (cut to max_samples), the indices workers share and the
+    held-out indices no worker trains on (the same on every node: seeded by [data] seed)."""
     full = load_source(config.source, "train", source_options(config))
     if config.max_samples is not None and config.max_samples < len(full):
         full = full.subset(range(config.max_samples))
+    if config.holdout_samples >= len(full):
+        raise DatasetError(
+            f"[data] holdout_samples {config.holdout_samples} leaves nothing to train on: "
+            f"{describe_source(config.source)} has {len(full)} training samples"
+        )
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, _HOLDOUT_STREAM]))
+    order = rng.permutation(len(full))
+    held = np.sort(order[: config.holdout_samples])
+    return full, np.sort(order[config.holdout_samples :]), held
+
+
+def load_worker_shard(config: DataConfig) -> Dataset:
+    """This worker's part of its source's training split (less the held-out slice), as the
+    config partitions it."""
+    full, shared, _ = _training_split(config)
     parts = partition(
-        full.labels, config.partition, config.num_parts, config.seed,
+        full.labels[shared], config.partition, config.num_parts, config.seed,
         alpha=config.alpha, shards_per_part=config.shards_per_part,
     )
-    return full.subset(parts[config.part_index])
+    return full.subset(shared[parts[config.part_index]])
 
 
 def load_validation_set(config: DataConfig, samples: int, source: str | None = None) -> Dataset:
     """A requester's validation set: a seeded sample of ``source`` (default: the test split
-    of its [data] source)."""
-    test = load_source(source or config.source, "test", source_options(config))
+    of its [data] source; "holdout": the train split's held-out slice)."""
+    if source == HOLDOUT:
+        full, _, held = _training_split(config)
+        if not len(held):
+            raise DatasetError('[task] validation = "holdout" needs [data] holdout_samples > 0')
+        test, where = full.subset(held), f"the {len(held)} held-out training samples"
+    else:
+        test = load_source(source or config.source, "test", source_options(config))
+        where = f"the {len(test)} samples of {describe_source(source or config.source)}"
     if samples > len(test):
-        raise DatasetError(
-            f"validation_samples {samples} exceeds the {len(test)} samples of "
-            f"{describe_source(source or config.source)}"
-        )
+        raise DatasetError(f"validation_samples {samples} exceeds {where}")
     chosen = np.sort(np.random.default_rng(config.seed).permutation(len(test))[:samples])
     return test.subset(chosen)

@@ -51,3 +51,11 @@ def test_sources_names_references_and_paths(tmp_path: Path) -> None:
 def test_bad_keys_are_named(tmp_path: Path, extra: str, says: str) -> None:
     with pytest.raises(ConfigError, match=says.replace("[", r"\[").replace("]", r"\]")):
         load(tmp_path, extra)
+
+
+def test_holdout_validation_needs_enough_held_out_samples(tmp_path: Path) -> None:
+    config = load(tmp_path, '[data]\nholdout_samples = 1000\n[task]\nvalidation = "holdout"\n')
+    assert config.task.validation == "holdout" and config.data.holdout_samples == 1000
+    with pytest.raises(ConfigError, match="needs \\[data\\] holdout_samples >= \\[task\\] "
+                       "validation_samples \\(1000\\)"):
+        load(tmp_path, '[data]\nholdout_samples = 10\n[task]\nvalidation = "holdout"\n')

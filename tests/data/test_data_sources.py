@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from node.config import DataConfig
-from node.datasets import SourceOptions, load_source, load_worker_shard
+from node.datasets import SourceOptions, load_source, load_validation_set, load_worker_shard
 from node.models import data_problem
 from protocol.data import Dataset, DatasetSpec, check_dataset, to_tensors
 from protocol.errors import DatasetError
@@ -194,3 +194,25 @@ def test_worker_shard_partitions_its_source(tmp_path: Path) -> None:
     rows = sorted(int(r[0]) for part in parts for r in part.images)
     assert rows == list(range(0, 40, 2))  # disjoint and covering
     assert all(p.spec is not None and p.spec.sample_shape == (2,) for p in parts)
+
+
+def test_held_out_slice_is_the_validation_set_and_no_worker_trains_on_it(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.arange(200, dtype=np.float32).reshape(100, 2), y=np.arange(100) % 4,
+             x_test=np.zeros((5, 2), np.float32), y_test=np.zeros(5, np.int64))
+    common = {"source": str(path), "num_parts": 3, "seed": 4, "holdout_samples": 20}
+    trained = {
+        int(row[0]) // 2
+        for i in range(3)
+        for row in load_worker_shard(DataConfig(**common, part_index=i)).images
+    }
+    validation = load_validation_set(DataConfig(**common), 20, "holdout")
+    held = {int(row[0]) // 2 for row in validation.images}
+    assert len(held) == 20 and len(trained) == 80 and not held & trained
+    assert held | trained == set(range(100))
+    # The default validation data is the source's test split, untouched by the above.
+    assert len(load_validation_set(DataConfig(**common), 5)) == 5
+    with pytest.raises(DatasetError, match="validation_samples 21 exceeds the 20 held-out"):
+        load_validation_set(DataConfig(**common), 21, "holdout")
+    with pytest.raises(DatasetError, match="holdout_samples 100 leaves nothing to train on"):
+        load_worker_shard(DataConfig(**{**common, "holdout_samples": 100}))
