@@ -18,8 +18,9 @@ Serving, with the block exchange's protections:
 - a message from a peer we are not fetching from is at most ``max_want_message_bytes``;
   from a provider we await blocks from, the spec's 4 MiB;
 - wantlist entries per message, wants queued per peer, peers with queued wants, streams
-  per peer and in total are bounded; over a stream limit the longest-idle stream gives
-  way, else the new one is reset; silent and idle streams are reset.
+  per peer and in total are bounded; over a stream limit the stream that has waited
+  longest for (or trickled) its current message gives way; silent and idle streams are
+  reset, and a message must arrive whole within ``send_timeout_s``.
 
 Fetching (:meth:`Bitswap.fetch`) walks the UnixFS DAG from its root like the block
 exchange: the root's declared size is checked against ``max_size`` first, each child must
@@ -144,7 +145,8 @@ class _Inbound:
     """One inbound stream being read."""
 
     peer: PeerID
-    idle_since: float | None = None  # set while waiting for the next message
+    since: float = 0.0  # when it began waiting for, or reading, its current message
+    waiting: bool = False  # waiting for or reading a message: it may be evicted
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     evicted: bool = False
 
@@ -223,6 +225,7 @@ class Bitswap:
         self.unrequested_blocks = 0
         self.dropped_wants = 0
         self.rejected_streams = 0
+        self.evicted_streams = 0
         self.violations: Counter[PeerID] = Counter()
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -255,6 +258,10 @@ class Bitswap:
         """Peers whose wants are queued to be answered."""
         return len(self._ledgers)
 
+    def streams_from(self, peer: PeerID) -> int:
+        """Inbound bitswap streams open right now from ``peer``."""
+        return self._inbound_per_peer[peer]
+
     def pending_wants(self, peer: PeerID) -> int:
         ledger = self._ledgers.get(peer)
         return len(ledger.wants) if ledger else 0
@@ -271,21 +278,27 @@ class Bitswap:
             return
         try:
             while True:
+                body = None
                 session.scope = trio.CancelScope()
-                session.idle_since = trio.current_time()
-                with session.scope, trio.move_on_after(self.limits.idle_stream_timeout_s):
-                    first = await _read_first_byte(stream)
-                    session.idle_since = None
-                if session.idle_since is not None or session.evicted:  # idle too long, or evicted
+                session.since, session.waiting = trio.current_time(), True
+                with session.scope:
+                    first = None
+                    with trio.move_on_after(self.limits.idle_stream_timeout_s) as idle:
+                        first = await _read_first_byte(stream)
+                        if first is None:
+                            break
+                        session.since = trio.current_time()
+                    if first is not None and not idle.cancelled_caught:
+                        with trio.fail_after(self.limits.send_timeout_s):
+                            body = await self._read_body(stream, peer, first)
+                session.waiting = False
+                if body is None:  # idle too long, or evicted for a new stream
                     await _reset_shielded(stream)
                     return
-                if first is None:
-                    break
-                with trio.fail_after(self.limits.send_timeout_s):
-                    body = await self._read_body(stream, peer, first)
                 message = decode_message(body, max_entries=self.limits.max_wantlist_entries,
                                          max_blocks=self.limits.max_blocks_per_message)
                 await self._dispatch(peer, presences, message)
+            session.waiting = False
             await stream.close()
         except (BitswapProtocolError, CIDError) as exc:
             self.violations[peer] += 1
@@ -325,17 +338,20 @@ class Bitswap:
         return bytes(buf)
 
     def _admit(self, peer: PeerID) -> _Inbound | None:
-        """Count a new inbound stream; over a limit the longest-idle stream (of this peer
-        when its own limit is hit) gives way, else None."""
+        """Count a new inbound stream. Over a limit, the stream (of this peer when its own
+        limit is hit) that has waited longest for, or been reading, its current message
+        gives way: honest peers write a whole message at once, so a slot held by an idle
+        or trickling stream is always the one taken back. None when nothing can go."""
         limits = self.limits
         peer_full = self._inbound_per_peer[peer] >= limits.max_streams_per_peer
         if peer_full or len(self._inbound) >= limits.max_streams_total:
-            idle = [s for s in self._inbound
-                    if s.idle_since is not None and not s.evicted and (not peer_full or s.peer == peer)]
-            if not idle:
+            waiting = [s for s in self._inbound
+                       if s.waiting and not s.evicted and (not peer_full or s.peer == peer)]
+            if not waiting:
                 return None
-            victim = min(idle, key=lambda s: s.idle_since or 0.0)
+            victim = min(waiting, key=lambda s: s.since)
             victim.evicted = True
+            self.evicted_streams += 1
             victim.scope.cancel()
             self._release(victim)
         session = _Inbound(peer)
