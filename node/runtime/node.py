@@ -13,6 +13,7 @@ import trio
 from web3 import Web3
 
 from node.blocks import BlockExchange, BlockStore, ExchangeLimits
+from node.blocks.bitswap import Bitswap
 from node.chain import ChainClient
 from node.config import NodeConfig
 from node.discovery import Discovery, DiscoveryConfig, open_discovery
@@ -88,7 +89,8 @@ async def run_node(
                         host, store, find_providers=discovery.find_providers,
                         provide=_provide(discovery), limits=EXCHANGE_LIMITS,
                     )
-                    async with exchange:
+                    # IPFS peers (Kubo, Helia) fetch the same blocks over bitswap
+                    async with exchange, Bitswap(host, store):
                         driver = Driver(
                             config, keys, chain, store, exchange, discovery, gossip_node, name
                         )
