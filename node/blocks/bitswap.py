@@ -65,6 +65,8 @@ from .exchange import (
     BlockFetchError,
     BlockUnavailableError,
     FetchTimeoutError,
+    FindProviders,
+    _maybe_await,
     _peer_info,
     _read_first_byte,
     _reset_shielded,
@@ -207,10 +209,12 @@ class Bitswap:
     """
 
     def __init__(self, host: IHost, store: BlockStore, *, limits: BitswapLimits | None = None,
+                 find_providers: FindProviders | None = None,
                  on_bad_peer: OnBadPeer | None = None) -> None:
         self.host = host
         self.store = store
         self.limits = limits or BitswapLimits()
+        self._find_providers = find_providers
         self._on_bad_peer = on_bad_peer
         self._inbound: set[_Inbound] = set()
         self._inbound_per_peer: Counter[PeerID] = Counter()
@@ -497,11 +501,12 @@ class Bitswap:
 
     # --- fetching -------------------------------------------------------------------------------
 
-    async def fetch(self, root_cid: str, max_size: int, *, providers: Iterable[PeerInfo | str],
+    async def fetch(self, root_cid: str, max_size: int, *, providers: Iterable[PeerInfo | str] = (),
                     timeout_s: float | None = None, pin: bool = False) -> bytes:
         """Fetch the blob under ``root_cid`` (at most ``max_size`` bytes) from bitswap
-        ``providers``, verifying and storing every block; raises the block exchange's
-        errors (BlobTooLargeError, BlockUnavailableError, FetchTimeoutError, BlockFetchError).
+        ``providers`` and whoever ``find_providers`` (e.g. the DHT) names, verifying and
+        storing every block; raises the block exchange's errors (BlobTooLargeError,
+        BlockUnavailableError, FetchTimeoutError, BlockFetchError).
         """
         root = canonical_cid(root_cid)
         if max_size < 1:
@@ -545,6 +550,14 @@ class Bitswap:
             except Exception as exc:
                 source.down = f"cannot connect: {exc!r}"
 
+        if self._find_providers is not None:
+            with trio.move_on_after(self.limits.connect_timeout_s):
+                try:
+                    for info in await _maybe_await(self._find_providers(state.root)):
+                        if info.peer_id != self.host.get_id():
+                            state.sources.setdefault(info.peer_id, _Source(info))
+                except Exception as exc:
+                    logger.warning("find_providers(%s) failed: %s", state.root, exc)
         async with trio.open_nursery() as dials:
             for source in state.sources.values():
                 dials.start_soon(connect, source)

@@ -140,3 +140,24 @@ async def test_provider_text_must_be_a_full_multiaddr(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="/p2p/"):
             await client.bitswap.fetch(cid_of(b"x", "raw"), max_size=10,
                                        providers=["/ip4/127.0.0.1/tcp/1"])
+
+
+async def test_providers_come_from_find_providers(tmp_path: Path) -> None:
+    """A node finds bitswap providers the way it finds block-exchange ones (the DHT)."""
+    from libp2p.peer.peerinfo import PeerInfo
+
+    from node.blocks.bitswap import Bitswap
+
+    blob = os.urandom(CHUNK_SIZE * 2 + 5)
+    async with bitswap_peers(tmp_path, 2) as (server, client):
+        root = server.add_blob(blob)
+        asked: list[str] = []
+
+        async def find_providers(cid: str) -> list[PeerInfo]:
+            asked.append(cid)
+            return [PeerInfo(server.host.get_id(), server.host.get_addrs())]
+
+        async with Bitswap(client.host, client.store, find_providers=find_providers) as finder:
+            with trio.fail_after(HANG_GUARD_S):
+                assert await finder.fetch(root, max_size=len(blob)) == blob
+        assert asked == [root]
