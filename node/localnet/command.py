@@ -20,8 +20,12 @@ DEFAULTS: dict[str, Any] = {
     "alpha": 0.5,
     "seed": 0,
     "max_samples": None,
+    "dataset": "mnist",
+    "model": None,
 }
 EXIT_USAGE = 2
+# The built-in datasets (node.datasets.BUILTIN), listed here so `--help` needs no torch.
+DATASETS = ("mnist", "fashion-mnist", "kmnist", "emnist-digits", "cifar10")
 
 
 def _positive_int(text: str) -> int:
@@ -50,9 +54,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-samples", type=_positive_int, help="use only the first N training samples (default: all)"
     )
     parser.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        help="the built-in dataset the workers share (default mnist); fetched once into "
+        "$XDG_CACHE_HOME/fl-node when --data-root lacks it",
+    )
+    parser.add_argument(
+        "--model",
+        help="the task's model reference (default: the dataset's built-in model, mnist_cnn or "
+        "cifar_cnn)",
+    )
+    parser.add_argument(
         "--data-root",
         type=Path,
-        help="folder with the MNIST IDX files (default $FL_NODE_DATA_ROOT or ../shared/datasets/mnist)",
+        help="folder with the dataset's files (default $FL_NODE_DATA_ROOT or ../shared/datasets/mnist)",
     )
     parser.add_argument("--scenario", type=Path, help="scenario TOML (see scenarios/)")
     parser.add_argument(
@@ -86,8 +101,12 @@ def options_from_args(args: argparse.Namespace, scenario: Scenario | None) -> di
 def run_command(args: argparse.Namespace) -> int:
     from node.chain.errors import ChainError
     from node.config import ConfigError
-    from node.datasets import default_data_root, mnist_available, mnist_search_dirs
+    from node.datasets import available, default_data_root, load_builtin, search_dirs
+    from node.datasets.builtin import BUILTIN
     from node.localnet.launcher import LocalnetError, LocalnetOptions, run_localnet
+    from node.models import model_problem
+    from protocol.errors import DatasetError
+    from protocol.models import DEFAULT_MODEL_FOR_DATASET
 
     try:
         scenario = load_scenario(args.scenario) if args.scenario is not None else None
@@ -96,13 +115,23 @@ def run_command(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     merged = options_from_args(args, scenario)
     data_root = (args.data_root or default_data_root()).resolve()
-    if not (mnist_available(data_root, "train") and mnist_available(data_root, "test")):
-        looked = ", ".join(str(d) for d in mnist_search_dirs(data_root))
-        print(
-            f"fl-node localnet: MNIST not found (looked in {looked}); pass --data-root DIR or set "
-            "FL_NODE_DATA_ROOT to a folder with the four MNIST IDX files",
-            file=sys.stderr,
-        )
+    dataset = merged["dataset"]
+    if not (available(dataset, data_root, "train") and available(dataset, data_root, "test")):
+        try:  # once here, so the nodes find the files in the cache
+            for split in ("train", "test"):
+                load_builtin(dataset, split, data_root)
+        except DatasetError as exc:
+            looked = ", ".join(str(d) for d in search_dirs(BUILTIN[dataset], data_root))
+            print(
+                f"fl-node localnet: {dataset} not found (looked in {looked}) and not fetched: "
+                f"{exc}\npass --data-root DIR or set FL_NODE_DATA_ROOT to a folder with its files",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+    model = merged["model"] or DEFAULT_MODEL_FOR_DATASET[dataset]
+    problem = model_problem(model)
+    if problem is not None:
+        print(f"fl-node localnet: --model: {problem}", file=sys.stderr)
         return EXIT_USAGE
     options = LocalnetOptions(
         output=args.output,

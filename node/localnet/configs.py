@@ -35,11 +35,13 @@ class TaskDefaults:
     reveal_seconds: int = 60
     qualification_threshold: float = 0.3
     validation_samples: int = 1000
+    model: str = "mnist_cnn"
+    validation: str | None = None  # the requester's validation source; None: the test split
     overrides: Mapping[str, Any] = field(default_factory=dict)
 
     def section(self, output: Path) -> dict[str, Any]:
         section: dict[str, Any] = {
-            "model": "mnist_cnn",
+            "model": self.model,
             "rounds": self.rounds,
             "worker_reward_per_round_wei": 3 * ETHER,
             "validator_reward_per_round_wei": 1 * ETHER,
@@ -66,6 +68,7 @@ class TaskDefaults:
             "recruit_seconds": 600,
             "start_after_seconds": 300,
             "validation_samples": self.validation_samples,
+            **({"validation": self.validation} if self.validation else {}),
             "output": str(output),
         }
         section.update(self.overrides)
@@ -109,9 +112,12 @@ def node_document(
     task: TaskDefaults,
     log_level: str = "info",
     status_listen: str | None = None,
+    dataset: str = "mnist",
+    holdout_samples: int = 0,
 ) -> dict[str, Any]:
     """The TOML document of one node (absolute paths, so the file works from anywhere)."""
     data: dict[str, Any] = {
+        "source": dataset,
         "root": str(data_root.resolve()),
         "partition": partition,
         "alpha": alpha,
@@ -121,6 +127,8 @@ def node_document(
     }
     if max_samples is not None:
         data["max_samples"] = max_samples
+    if holdout_samples:
+        data["holdout_samples"] = holdout_samples
     document: dict[str, Any] = {
         "node": {
             "role": plan.role,

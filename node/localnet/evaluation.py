@@ -1,4 +1,4 @@
-"""The launcher's own check of each round's global model on the 10k MNIST test set.
+"""The launcher's own check of each round's global model on the dataset's test split.
 
 The model file is a node's own output (the codec format, never pickle) and is decoded
 against the task's architecture with the codec's size bound, as a peer's blob would be.
@@ -11,24 +11,27 @@ from pathlib import Path
 
 import torch
 
-from node.datasets import load_mnist
+from node.datasets import load_builtin
+from node.models import build_model
 from protocol.codec import ModelSpec, check_finite, decode_state_dict
 from protocol.data import to_tensors
-from protocol.models import build_model
 from protocol.training import Metrics, evaluate
 
 __all__ = ["TestSetEvaluator"]
 
 
 class TestSetEvaluator:
-    """Loads the MNIST test split once; evaluates encoded models of one architecture."""
+    """Loads a built-in dataset's test split once; evaluates encoded models of one
+    architecture."""
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, data_root: Path, model: str = "mnist_cnn", threads: int = 1) -> None:
+    def __init__(
+        self, data_root: Path, model: str = "mnist_cnn", threads: int = 1, dataset: str = "mnist"
+    ) -> None:
         self.model_name = model
         self.spec = ModelSpec.of(build_model(model))
-        self.images, self.labels = to_tensors(load_mnist(data_root, "test"))
+        self.images, self.labels = to_tensors(load_builtin(dataset, "test", data_root))
         self.threads = threads
 
     def evaluate_blob(self, blob: bytes) -> Metrics:

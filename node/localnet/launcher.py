@@ -38,13 +38,14 @@ from node.anvil import Anvil, free_port
 from node.chain.client import ChainClient
 from node.chain.dev import fund
 from node.chain.errors import ChainError
-from node.config import ConfigError
+from node.config import HOLDOUT, ConfigError
 from node.localnet.configs import NodePlan, TaskDefaults, node_document, write_node_config
 from node.localnet.evaluation import TestSetEvaluator
 from node.localnet.processes import ManagedProcess, ProcessGroup, log_tail
 from node.localnet.results import Participant, write_plots, write_results
 from node.localnet.scenario import Crash, ResolvedScenario, Scenario, load_scenario
 from node.localnet.view import ChainView
+from protocol.models import DEFAULT_MODEL_FOR_DATASET
 
 __all__ = [
     "LocalnetError",
@@ -97,6 +98,12 @@ class LocalnetOptions:
     node_command: tuple[str, ...] = (sys.executable, "-m", "node.cli")
     node_log_level: str = "info"
     task_overrides: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "mnist"  # a built-in dataset, partitioned among the workers
+    model: str | None = None  # None: the dataset's built-in model
+
+    @property
+    def model_reference(self) -> str:
+        return self.model or DEFAULT_MODEL_FOR_DATASET.get(self.dataset, "mnist_cnn")
 
     def described(self) -> dict[str, Any]:
         described = asdict(self)
@@ -254,8 +261,13 @@ class Localnet:
             rounds=options.rounds,
             workers=options.workers,
             validators=options.validators,
+            model=options.model_reference,
+            # Validators judge on a held-out slice of the training split that no worker
+            # trains on; the launcher's learning curve uses the untouched test split.
+            validation=HOLDOUT,
             overrides=options.task_overrides,
         )
+        holdout = int(task.section(Path("unused"))["validation_samples"])
         for plan in self.plans.values():
             document = node_document(
                 plan,
@@ -271,6 +283,8 @@ class Localnet:
                 task=task,
                 log_level=options.node_log_level,
                 status_listen=self.status_listen if plan.role == "requester" else None,
+                dataset=options.dataset,
+                holdout_samples=holdout,
             )
             try:
                 write_node_config(plan, document)
@@ -307,7 +321,9 @@ class Localnet:
             self.w3,
             self.reader,
             self.participants(),
-            evaluator=lambda: TestSetEvaluator(self.options.data_root),
+            evaluator=lambda: TestSetEvaluator(
+                self.options.data_root, self.options.model_reference, dataset=self.options.dataset
+            ),
             cursor_path=self.output / "monitor-cursor.json",
             say=self.say,
         )
@@ -514,11 +530,17 @@ def run_in_process(
             workers=options.workers,
             validators=options.validators,
             rounds=options.rounds,
+            model=options.model_reference,
             max_samples=options.max_samples,
             worker_behaviours=scenario.worker_kinds,
             validator_behaviours=scenario.validator_kinds,
             task=dict(options.task_overrides),
-            data={"partition": options.partition, "alpha": options.alpha, "seed": options.seed},
+            data={
+                "source": options.dataset,
+                "partition": options.partition,
+                "alpha": options.alpha,
+                "seed": options.seed,
+            },
             crash=crash_points,
             timeout_s=options.timeout or 3600.0,
         )
@@ -544,7 +566,9 @@ def run_in_process(
         result.w3,
         reader,
         participants,
-        evaluator=lambda: TestSetEvaluator(options.data_root),
+        evaluator=lambda: TestSetEvaluator(
+            options.data_root, options.model_reference, dataset=options.dataset
+        ),
         cursor_path=output / "monitor-cursor.json",
         say=say,
         live=False,  # the run is over: one table at the end

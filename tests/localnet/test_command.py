@@ -3,12 +3,14 @@ what is wrong and how to fix it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from node.cli import main
-from node.datasets import default_data_root, mnist_available
+from node.datasets import BUILTIN, default_data_root, mnist_available
+from node.localnet.command import DATASETS
 
 
 @pytest.fixture
@@ -46,11 +48,29 @@ def test_scenario_index_beyond_the_command_line_size(
     assert not (tmp_path / "o").exists()  # nothing was started
 
 
-def test_missing_mnist_says_where_it_looked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_mnist_says_where_it_looked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Offline: the mirror is a closed local port and the cache is empty (tests never go online).
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setitem(BUILTIN, "mnist", replace(BUILTIN["mnist"], mirrors=("http://127.0.0.1:9/",)))
     status, text = _run(capsys, "--data-root", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o"))
     assert status == 2
-    assert "MNIST not found" in text and str(tmp_path / "nowhere") in text
-    assert "--data-root" in text
+    assert "mnist not found" in text and str(tmp_path / "nowhere") in text
+    assert "--data-root" in text and "train-images-idx3-ubyte.gz: 440fcabf" in text
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_model_is_refused_before_starting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mnist: None
+) -> None:
+    status, text = _run(capsys, "--model", "resnet50", "--output", str(tmp_path / "o"))
+    assert status == 2 and "--model: model 'resnet50' is not one this node knows" in text
+    assert not (tmp_path / "o").exists()
+
+
+def test_dataset_choices_are_the_builtin_datasets() -> None:
+    assert set(DATASETS) == set(BUILTIN)
 
 
 def test_output_folder_must_be_empty(

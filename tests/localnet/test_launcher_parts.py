@@ -171,7 +171,7 @@ def test_command_line_beats_scenario_defaults_beat_builtins() -> None:
     merged = options_from_args(parser.parse_args(["--workers", "3"]), scenario)
     assert merged == {
         "workers": 3, "validators": 3, "rounds": 2, "partition": "shards",
-        "alpha": 0.5, "seed": 0, "max_samples": None,
+        "alpha": 0.5, "seed": 0, "max_samples": None, "dataset": "mnist", "model": None,
     }
     with pytest.raises(SystemExit):
         parser.parse_args(["--workers", "0"])
