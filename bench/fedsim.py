@@ -1,7 +1,10 @@
 """Federated vs. centralized training of the McMahan CNN on real MNIST, in one process.
 
     python -m bench.fedsim [--data-root DIR] [--workers 5] [--rounds N] [--target 0.985]
-                          [--threads N] [--seed 0]
+                          [--threads N] [--seed 0] [--dataset mnist] [--model REF]
+
+Any built-in dataset (--dataset fashion-mnist, cifar10, ...) and model reference work the
+same way; the model defaults to the dataset's built-in one.
 
 (a) centralized: one model on all 60,000 training images, evaluated on the 10,000 test
     images after each epoch, until the target accuracy (or --max-epochs);
@@ -25,26 +28,29 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from node.datasets import default_data_root, load_mnist
+from node.datasets import BUILTIN, default_data_root, load_builtin
+from node.models import build_model
 from protocol.aggregation import fedavg
 from protocol.cid import cid_of, verify_block
 from protocol.codec import ModelSpec, check_finite, decode_state_dict, encode_state_dict
 from protocol.data import Dataset, partition_iid, to_tensors
 from protocol.envelope import generate_keypair, open_envelope, seal
 from protocol.errors import DatasetError
-from protocol.models import build_model
+from protocol.models import DEFAULT_MODEL_FOR_DATASET
 from protocol.training import Metrics, TrainConfig, evaluate, train_local
-
-MODEL = "mnist_cnn"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.fedsim", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-root", default=default_data_root(), help="MNIST folder (default: %(default)s)")
+    parser.add_argument("--data-root", type=Path, default=default_data_root(),
+                        help="the dataset's folder (default: %(default)s)")
+    parser.add_argument("--dataset", choices=sorted(BUILTIN), default="mnist")
+    parser.add_argument("--model", help="model reference (default: the dataset's built-in model)")
     parser.add_argument("--workers", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=15, help="most federated rounds")
     parser.add_argument("--min-rounds", type=int, default=5, help="rounds run even after the target")
@@ -61,6 +67,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args(argv)
+    args.model = args.model or DEFAULT_MODEL_FOR_DATASET[args.dataset]
     if args.workers < 1 or args.rounds < 1 or args.max_epochs < 1 or args.threads < 1:
         parser.error("--workers, --rounds, --max-epochs and --threads must be >= 1")
     return args
@@ -134,7 +141,7 @@ def run_centralized(
     print(f"== centralized: {len(train)} images, batch {args.batch_size}, lr {args.lr}, "
           f"momentum {args.momentum}", flush=True)
     images, labels = to_tensors(train)
-    model = build_model(MODEL, seed=args.seed)
+    model = build_model(args.model, seed=args.seed)
     elapsed = 0.0
     for epoch in range(1, args.max_epochs + 1):
         started = time.perf_counter()
@@ -158,9 +165,9 @@ class FederatedResult:
 
 
 def train_worker(
-    global_model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], config: TrainConfig
+    global_model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], config: TrainConfig, model: str
 ) -> dict[str, torch.Tensor]:
-    local = build_model(MODEL)
+    local = build_model(model)
     local.load_state_dict(global_model.state_dict())
     train_local(local, *data, config)
     return {name: tensor.detach().clone() for name, tensor in local.state_dict().items()}
@@ -174,7 +181,7 @@ def run_federated(
     n_samples = [len(part) for part in parts]
     print(f"== federated: {args.workers} IID workers x ~{n_samples[0]} images, 1 local epoch "
           f"per round, FedAvg, every update encoded + sealed + opened + decoded", flush=True)
-    global_model = build_model(MODEL, seed=args.seed)
+    global_model = build_model(args.model, seed=args.seed)
     validator = Validator(ModelSpec.of(global_model))
     result = FederatedResult()
     elapsed = parallel_elapsed = 0.0
@@ -187,7 +194,7 @@ def run_federated(
             started = time.perf_counter()
             seed = (args.seed * 1000 + round_number) * args.workers + worker
             config = TrainConfig(1, args.batch_size, args.lr, args.momentum, seed=seed)
-            state = train_worker(global_model, data, config)
+            state = train_worker(global_model, data, config, args.model)
             worker_seconds.append(time.perf_counter() - started)
             received.append(validator.transfer(state, round_number, worker, times))
         global_model.load_state_dict(fedavg(received, n_samples))
@@ -221,13 +228,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
-        train = load_mnist(args.data_root, "train")
-        test_set = load_mnist(args.data_root, "test")
+        train = load_builtin(args.dataset, "train", args.data_root)
+        test_set = load_builtin(args.dataset, "test", args.data_root)
     except DatasetError as exc:
         print(f"fedsim: {exc}", file=sys.stderr)
         return 2
     test = to_tensors(test_set)
-    print(f"fedsim: MNIST from {args.data_root}, torch threads {torch.get_num_threads()}, "
+    print(f"fedsim: {args.dataset} ({args.model}) from {args.data_root}, torch threads {torch.get_num_threads()}, "
           f"seed {args.seed}, target {args.target:.3f}", flush=True)
 
     central_time = run_centralized(args, train, test)

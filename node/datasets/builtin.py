@@ -217,10 +217,11 @@ CIFAR_BATCHES = {
 }
 
 
-def search_dirs(dataset: BuiltinDataset, root: Path | None) -> list[Path]:
+def search_dirs(dataset: BuiltinDataset, root: Path | str | None) -> list[Path]:
     """Where a built-in dataset's files are looked for, in order; the cache comes last."""
     dirs: list[Path] = []
     if root is not None:
+        root = Path(root)
         dirs += [root, root / dataset.folder / "raw", root / dataset.folder, root / dataset.name]
     dirs.append(cache_root() / dataset.name)
     return dirs
