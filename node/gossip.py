@@ -2,19 +2,17 @@
 validators, scoring.
 
 Three topics per task (``protocol.messages.topic_name``): models, committee, scores. Every
-message, ours included, passes :meth:`TaskGossip.check` before anyone sees it:
+message, ours included, passes :meth:`TaskGossip.check` before anyone sees it: the pure rules
+of ``protocol.gossip_rules.validate`` (size, schema, chain/task/round, registration, signer
+binding, the sender's role on the topic), then the injected extra validator (the runtime
+checks committee VRF proofs there).
 
-- at most ``MAX_MESSAGE_SIZE`` bytes, canonical msgpack of the topic's message type;
-- this task's chain id and task address, a round within ``round_window`` of ours
-  (a peer one phase ahead or behind is normal at round boundaries);
-- the libp2p signer (strict signing proves it holds the key of ``from``) is registered for
-  the task, and its registered address is the message's worker/validator address;
-- the injected extra validator accepts it (the sortition helper checks VRF proofs there).
-
-A rejected message is dropped, never forwarded, and costs the forwarder score (P4). Peers
-whose score falls below ``graylist_threshold`` (about ten invalid messages, or two messages
-over the rate limit, each of which adds a behaviour penalty of 5) are pruned from our meshes
-and ignored for ``ban_s``.
+A rejected message is dropped, never forwarded, and costs the forwarder score (P4); so does
+a message with a bad signature or signing key, and bytes no honest implementation sends
+(node.libp2p_compat). A peer whose score falls below ``graylist_threshold`` (about ten
+invalid messages, two messages over the rate limit, or one undecodable RPC) is banned at
+once by :class:`ScoreGuard`: pruned from our meshes, refused by pubsub for ``ban_s`` and
+disconnected.
 
 Rejecting is only right when the message is wrong. When it is only *our* view that cannot
 judge it yet (a signer whose membership we have not loaded, a round our chain follower has
@@ -29,15 +27,14 @@ round ahead of ours is real (one beyond the chain's round is rejected). Messages
 already behind our window are ignored, not rejected: an honest forwarder a round behind us
 still relays them.
 
-py-libp2p details handled here (see /work/shared/LIBP2P-NOTES.md):
+py-libp2p behaviour handled here:
 - the default rate limit (10 msg/s per topic per forwarder, own publishes included) is raised
-  to ``max_messages_per_topic_per_second`` (pitfall 4);
+  to ``max_messages_per_topic_per_second``;
 - our own publishes run through our own validators, and a rejection would lower our own
   score until we could no longer publish: :meth:`TaskGossip.publish` checks first and
-  raises instead (pitfall 6);
+  raises instead;
 - a subscription queue holds only 32 messages and drops the rest silently: a pump task per
-  topic drains it into bounded per-consumer channels and counts what it has to drop
-  (pitfall 5);
+  topic drains it into bounded per-consumer channels and counts what it has to drop;
 - py-libp2p's heartbeat never prunes a low-score mesh peer unless the mesh is oversubscribed:
   :class:`ScoreGuard` does.
 """
@@ -48,10 +45,10 @@ import inspect
 import logging
 import math
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import trio
 from libp2p.abc import IHost
@@ -69,18 +66,26 @@ from node.libp2p_compat import (
     message_seen,
 )
 from protocol.errors import MessageError
+from protocol.gossip_rules import (
+    UNREGISTERED,
+    WRONG_ROUND,
+    Accept,
+    GossipView,
+    Ignore,
+    Incoming,
+    Member,
+    signer_address_of,
+    validate,
+)
 from protocol.messages import (
     ADDRESS_SIZE,
-    MAX_MESSAGE_SIZE,
     TOPIC_KINDS,
-    CommitteeProof,
-    EvaluationScores,
     Message,
-    ModelAnnouncement,
     decode_message,
     encode_message,
     topic_name,
 )
+from protocol.state.records import Role
 
 __all__ = [
     "AddressLookup",
@@ -90,6 +95,7 @@ __all__ = [
     "GossipPubsub",
     "GossipRejected",
     "Received",
+    "RoleLookup",
     "ScoreGuard",
     "TaskGossip",
     "gossip_score_params",
@@ -110,6 +116,8 @@ AddressLookup = Callable[[PeerID], bytes | None]
 ExtraValidator = Callable[[Message, PeerID], bool | Awaitable[bool]]
 """Extra acceptance rule (e.g. VRF proof check): True accepts; False or an exception rejects,
 except :class:`GossipIgnored`, which says it cannot judge the message yet."""
+RoleLookup = Callable[[bytes], Role | None]
+"""The task role of a registered address; None when unknown (the role rule is skipped)."""
 MembersRefresh = Callable[[], Awaitable[None]]
 """Reload the task's members from the chain, so that ``lookup`` sees late joiners."""
 ChainRound = Callable[[], Awaitable[int]]
@@ -366,7 +374,7 @@ class GossipNode:
     """A running pubsub stack on a host: Pubsub, its GossipSub router and the score guard."""
 
     host: IHost
-    pubsub: Pubsub
+    pubsub: GossipPubsub
     router: GossipSub
     guard: ScoreGuard
     config: GossipConfig
@@ -428,15 +436,6 @@ def _discard(awaitable: object) -> None:
         close()  # a coroutine never awaited would warn
 
 
-def signer_address_of(message: Message) -> bytes:
-    """The address that must have signed ``message``: its worker's or validator's."""
-    if isinstance(message, ModelAnnouncement):
-        return message.worker
-    if isinstance(message, CommitteeProof | EvaluationScores):
-        return message.validator
-    raise MessageError(f"not a gossip message: {type(message).__name__}")
-
-
 @dataclass(frozen=True)
 class Received:
     """A validated message, with the peer that signed it and the address it is registered as."""
@@ -480,6 +479,7 @@ class TaskGossip:
     extra_validator: ExtraValidator | None = None
     refresh_members: MembersRefresh | None = None
     chain_round: ChainRound | None = None
+    role_of: RoleLookup | None = None
     rejections: Counter[str] = field(default_factory=Counter)
     """Rejected messages by reason, ours and peers' (observability; tests read it)."""
     ignored: Counter[str] = field(default_factory=Counter)
@@ -507,60 +507,35 @@ class TaskGossip:
 
     # --- validation ---
 
+    def view(self) -> GossipView:
+        """Our view of the task, as the pure rules (protocol.gossip_rules) read it."""
+        return GossipView(
+            self.chain_id,
+            self.task,
+            self.current_round(),
+            self.node.config.round_window,
+            self._member,
+        )
+
+    def _member(self, signer: Hashable) -> Member | None:
+        address = self.lookup(cast(PeerID, signer))
+        if address is None:
+            return None
+        return Member(address, None if self.role_of is None else self.role_of(address))
+
     def check_static(self, data: bytes, kind: str, signer: PeerID) -> tuple[Message, bytes]:
         """Every rule but the extra validator, against our current view only; returns the
         message and the signer's address."""
-        message = self._decode(data, kind)
-        registered = self._check_signer(message, signer)
-        self._check_round(message)
-        return message, registered
-
-    def _decode(self, data: bytes, kind: str) -> Message:
-        if kind not in self.topics:
-            raise GossipRejected(f"unknown topic kind {kind!r}")
-        if len(data) > MAX_MESSAGE_SIZE:
-            raise GossipRejected(f"oversized: {len(data)} bytes > {MAX_MESSAGE_SIZE}")
-        try:
-            message = decode_message(data)
-        except MessageError as exc:
-            raise GossipRejected(f"malformed: {exc}") from exc
-        if message.TOPIC_KIND != kind:
-            raise GossipRejected(
-                f"wrong topic: a {type(message).__name__} belongs on {message.TOPIC_KIND}, not {kind}"
-            )
-        if message.chain_id != self.chain_id:
-            raise GossipRejected(
-                f"wrong chain: {message.chain_id}, this task is on {self.chain_id}"
-            )
-        if message.task != self.task:
-            raise GossipRejected(
-                f"wrong task: 0x{message.task.hex()}, expected 0x{self.task.hex()}"
-            )
-        return message
-
-    def _check_signer(self, message: Message, signer: PeerID) -> bytes:
-        registered = self.lookup(signer)
-        if registered is None:
-            raise _UnknownSigner(
-                f"unregistered signer: peer {signer} is not registered for the task"
-            )
-        claimed = signer_address_of(message)
-        if registered != claimed:
-            raise GossipRejected(
-                f"address mismatch: peer {signer} is registered as 0x{registered.hex()}, "
-                f"the message claims 0x{claimed.hex()}"
-            )
-        return registered
-
-    def _check_round(self, message: Message) -> None:
-        current = self.current_round()
-        window = self.node.config.round_window
-        text = f"wrong round: {message.round}, ours is {current} (window ±{window})"
-        if message.round > current + window:
-            raise _RoundAhead(text, message.round)
-        if message.round < current - window:
-            # an honest forwarder a round behind us still relays it: no penalty
-            raise GossipIgnored(f"{text}; stale", retry=False)
+        verdict = validate(Incoming(data, kind, signer), self.view())
+        if isinstance(verdict, Accept):
+            return verdict.message, verdict.signer_address
+        if isinstance(verdict, Ignore):
+            raise GossipIgnored(str(verdict), retry=verdict.retry)
+        if verdict.rule == UNREGISTERED:
+            raise _UnknownSigner(str(verdict))
+        if verdict.rule == WRONG_ROUND and verdict.message is not None:
+            raise _RoundAhead(str(verdict), verdict.message.round)
+        raise GossipRejected(str(verdict))
 
     def check_sync(self, data: bytes, kind: str, signer: PeerID) -> tuple[Message, bytes]:
         """All rules, for a synchronous extra validator; raises GossipRejected naming the one
@@ -590,26 +565,26 @@ class TaskGossip:
         self, data: bytes, kind: str, signer: PeerID
     ) -> tuple[Message, bytes]:
         arrived = trio.current_time()
-        message = self._decode(data, kind)
-        try:
-            registered = self._check_signer(message, signer)
-        except _UnknownSigner:
-            if self.refresh_members is None:
-                raise
-            await self._members_loaded_since(arrived)
-            registered = self._check_signer(message, signer)  # still unknown: really not one
-        try:
-            self._check_round(message)
-        except _RoundAhead as ahead:
-            if self.chain_round is None:
-                raise
-            chain_round = await self._chain_round_since(arrived)
-            if ahead.round > chain_round + self.node.config.round_window:
-                raise
-            raise GossipIgnored(
-                f"round ahead of our view: {ahead.round}, ours is {self.current_round()}, the "
-                f"chain's {chain_round}; kept until we catch up"
-            ) from None
+        reloaded = False
+        while True:
+            try:
+                message, registered = self.check_static(data, kind, signer)
+                break
+            except _UnknownSigner:
+                if self.refresh_members is None or reloaded:
+                    raise  # still unknown after a reload: really not a member
+                await self._members_loaded_since(arrived)
+                reloaded = True
+            except _RoundAhead as ahead:
+                if self.chain_round is None:
+                    raise
+                chain_round = await self._chain_round_since(arrived)
+                if ahead.round > chain_round + self.node.config.round_window:
+                    raise
+                raise GossipIgnored(
+                    f"round ahead of our view: {ahead.round}, ours is {self.current_round()}, "
+                    f"the chain's {chain_round}; kept until we catch up"
+                ) from None
         if self.extra_validator is not None:
             verdict = self._call_extra_validator(message, signer)
             if inspect.isawaitable(verdict):
@@ -931,6 +906,7 @@ async def open_task_gossip(
     extra_validator: ExtraValidator | None = None,
     refresh_members: MembersRefresh | None = None,
     chain_round: ChainRound | None = None,
+    role_of: RoleLookup | None = None,
 ) -> AsyncIterator[TaskGossip]:
     """Subscribe to the task's three topics with validators; unsubscribe on exit.
 
@@ -939,7 +915,15 @@ async def open_task_gossip(
     is rejected.
     """
     gossip = TaskGossip(
-        node, chain_id, task, current_round, lookup, extra_validator, refresh_members, chain_round
+        node,
+        chain_id,
+        task,
+        current_round,
+        lookup,
+        extra_validator,
+        refresh_members,
+        chain_round,
+        role_of,
     )
     pubsub = node.pubsub
     async with trio.open_nursery() as nursery:

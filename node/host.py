@@ -1,7 +1,7 @@
 """The libp2p host of a node: persistent Ed25519 identity, TCP + Noise + Yamux, and a swarm
 fixed for long-running use.
 
-Why each choice (see /work/shared/LIBP2P-NOTES.md):
+Why each choice:
 - Noise only and Yamux only: py-libp2p's defaults also offer plaintext, secio and mplex.
 - ``max_connections_per_peer=1``: below that limit every dial waits a 250 ms
   happy-eyeballs delay for a second connection.

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import trio
 from libp2p.abc import IHost
+from libp2p.crypto.keys import KeyPair
 from libp2p.peer.id import ID as PeerID
+from libp2p.pubsub.pb import rpc_pb2
 
 from node.gossip import (
     GossipConfig,
@@ -27,9 +29,11 @@ from node.gossip import (
     open_pubsub,
     open_task_gossip,
 )
-from node.host import HostConfig, connect, host_multiaddrs, open_host
+from node.host import HostConfig, connect, host_multiaddrs, load_or_create_identity, open_host
 from protocol.cid import cid_of
 from protocol.messages import TOPIC_KINDS, Message, ModelAnnouncement
+from protocol.state.records import Role
+from tests.hostile.attacks import message_rpc, open_raw_stream
 from tests.network.conftest import HANG_GUARD_S, wait_until
 
 __all__ = ["HANG_GUARD_S", "Arena", "Member", "announcement", "open_arena", "wait_until"]
@@ -71,6 +75,8 @@ class Arena:
     stack: AsyncExitStack
     key_dir: Path
     registry: dict[PeerID, bytes]
+    roles: dict[bytes, Role]
+    """Task roles by address: the target and the honest member are workers."""
     target: Member
     honest: Member
     attacker: IHost
@@ -100,6 +106,23 @@ class Arena:
         attacker = self.attacker.get_id()
         return attacker in guard.banned_until or guard.score(attacker) < 0
 
+    def register_attacker(self, role: Role) -> bytes:
+        """Make the attacker a member of the task in ``role``; returns its address."""
+        attacker = self.attacker.get_id()
+        address = self.registry[attacker] = address_of(attacker)
+        self.roles[address] = role
+        return address
+
+    def key_of(self, name: str) -> KeyPair:
+        """The identity of ``target``, ``honest`` or ``attacker1``..."""
+        return load_or_create_identity(self.key_dir / f"{name}.key")
+
+    async def inject(self, messages: list[rpc_pb2.Message], attacker: IHost | None = None) -> None:
+        """Write ``messages`` as one RPC on a raw pubsub stream from the attacker."""
+        stream = await open_raw_stream(attacker or self.attacker, self.target.peer_id)
+        await stream.write(message_rpc(messages))
+        await stream.close()
+
     async def new_attacker(self) -> IHost:
         self.count += 1
         host = await self.stack.enter_async_context(
@@ -110,13 +133,18 @@ class Arena:
 
 
 async def _member(
-    stack: AsyncExitStack, key_path: Path, registry: dict[PeerID, bytes], config: GossipConfig
+    stack: AsyncExitStack,
+    key_path: Path,
+    registry: dict[PeerID, bytes],
+    roles: dict[bytes, Role],
+    config: GossipConfig,
 ) -> Member:
     host = await stack.enter_async_context(open_host(HostConfig(key_path=key_path)))
     node = await stack.enter_async_context(open_pubsub(host, config))
     registry[host.get_id()] = address_of(host.get_id())
+    roles[address_of(host.get_id())] = Role.WORKER
     gossip = await stack.enter_async_context(
-        open_task_gossip(node, CHAIN_ID, TASK, lambda: ROUND, registry.get)
+        open_task_gossip(node, CHAIN_ID, TASK, lambda: ROUND, registry.get, role_of=roles.get)
     )
     member = Member(host, node, gossip)
     await stack.enter_async_context(_collecting(member))
@@ -149,8 +177,9 @@ async def open_arena(key_dir: Path, config: GossipConfig | None = None) -> Async
     config = config or GossipConfig()
     async with AsyncExitStack() as stack:
         registry: dict[PeerID, bytes] = {}
-        target = await _member(stack, key_dir / "target.key", registry, config)
-        honest = await _member(stack, key_dir / "honest.key", registry, config)
+        roles: dict[bytes, Role] = {}
+        target = await _member(stack, key_dir / "target.key", registry, roles, config)
+        honest = await _member(stack, key_dir / "honest.key", registry, roles, config)
         await connect(honest.host, host_multiaddrs(target.host)[0])
         topic = target.gossip.topics["models"]
         await wait_until(
@@ -158,6 +187,6 @@ async def open_arena(key_dir: Path, config: GossipConfig | None = None) -> Async
             and target.peer_id in honest.node.router.mesh.get(topic, set()),
             "the honest member and the target in each other's mesh",
         )
-        arena = Arena(stack, key_dir, registry, target, honest, attacker=None)  # type: ignore[arg-type]
+        arena = Arena(stack, key_dir, registry, roles, target, honest, attacker=None)  # type: ignore[arg-type]
         arena.attacker = await arena.new_attacker()
         yield arena
