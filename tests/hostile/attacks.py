@@ -156,29 +156,37 @@ async def open_multistream(target_addr: multiaddr.Multiaddr) -> trio.SocketStrea
 
 
 async def _flood(args: argparse.Namespace) -> None:
+    """Each identity in turn connects, writes its share of the flood on one pubsub stream and
+    stays until the target disconnects it (or ``linger_s``); prints what got through."""
     from pathlib import Path
 
     from node.host import HostConfig, connect, open_host
 
     impersonated = PeerID.from_base58(args.impersonate)
-    frames = forged_signature_flood(args.topic, impersonated, bytes.fromhex(args.data), args.count)
-    config = HostConfig(key_path=Path(args.key))
-    async with open_host(config) as host:
-        target = await connect(host, args.target)
-        stream = await open_raw_stream(host, target)
-        sent = 0
-        try:
-            for start in range(0, len(frames), args.batch):
-                await stream.write(b"".join(frames[start : start + args.batch]))
-                sent += len(frames[start : start + args.batch])
-        except Exception as exc:  # the target reset the stream: the ban bit
-            print(f"stream closed by the target after {sent} messages: {exc!r}", flush=True)
-        print(f"sent {sent}", flush=True)
-        # stay connected until told to go, so the target decides when to disconnect us
-        with trio.move_on_after(args.linger_s):
-            while host.get_network().connections.get(target):
-                await trio.sleep(0.1)
-        print(f"connected at exit: {bool(host.get_network().connections.get(target))}", flush=True)
+    data = bytes.fromhex(args.data)
+    per_identity = args.count // args.identities
+    sent_total = 0
+    still_connected = 0
+    for identity in range(args.identities):
+        frames = forged_signature_flood(
+            args.topic, impersonated, data, per_identity, first_seqno=identity * per_identity
+        )
+        key_path = Path(args.key if identity == 0 else f"{args.key}.{identity}")
+        async with open_host(HostConfig(key_path=key_path)) as host:
+            target = await connect(host, args.target)
+            stream = await open_raw_stream(host, target)
+            try:
+                for start in range(0, len(frames), args.batch):
+                    await stream.write(b"".join(frames[start : start + args.batch]))
+                    sent_total += len(frames[start : start + args.batch])
+            except Exception as exc:  # the target reset the stream or the connection
+                print(f"identity {identity}: cut off: {type(exc).__name__}", flush=True)
+            with trio.move_on_after(args.linger_s):
+                while host.get_network().connections.get(target):
+                    await trio.sleep(0.05)
+            still_connected += bool(host.get_network().connections.get(target))
+    print(f"sent {sent_total}", flush=True)
+    print(f"identities still connected at exit: {still_connected}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -189,8 +197,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     flood.add_argument("--topic", required=True)
     flood.add_argument("--impersonate", required=True, help="peer id (base58) to sign as")
     flood.add_argument("--data", required=True, help="message body, hex")
-    flood.add_argument("--key", required=True, help="attacker identity file (created)")
-    flood.add_argument("--count", type=int, default=2000)
+    flood.add_argument(
+        "--key", required=True, help="attacker identity file (created; KEY.1, KEY.2... for more)"
+    )
+    flood.add_argument("--count", type=int, default=2000, help="messages in all")
+    flood.add_argument("--identities", type=int, default=1, help="peer ids to flood from")
     flood.add_argument("--batch", type=int, default=50)
     flood.add_argument("--linger-s", type=float, default=30.0)
     args = parser.parse_args(argv)
