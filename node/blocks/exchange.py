@@ -521,8 +521,9 @@ class BlockExchange:
         return self._serving[peer]
 
     def is_banned(self, peer: PeerID) -> bool:
-        """True while ``peer``'s block streams are refused (see ``ExchangeLimits.strikes_to_ban``)."""
-        return self._standing.banned(peer, trio.current_time())
+        """True while ``peer``'s block streams are refused (see ``ExchangeLimits.strikes_to_ban``);
+        never for a member."""
+        return not self._member(peer) and self._standing.banned(peer, trio.current_time())
 
     def strikes(self, peer: PeerID) -> int:
         """Strikes against ``peer`` since its last ban."""
@@ -566,12 +567,13 @@ class BlockExchange:
     async def _serve(self, stream: INetStream) -> None:
         opened = trio.current_time()
         peer = stream.muxed_conn.peer_id
-        if self._standing.banned(peer, opened):
+        member = self._member(peer)
+        if not member and self._standing.banned(peer, opened):
             logger.debug("refusing a block stream from banned peer %s", peer)
             await _reset_quietly(stream)
             await self._disconnect(peer)
             return
-        session = self._admit(peer, self._member(peer), stream)
+        session = self._admit(peer, member, stream)
         if session is None:
             await self._answer_busy(stream)
             return

@@ -27,6 +27,7 @@ from node.blocks.exchange import (
     ExchangeLimits,
     encode_request,
 )
+from node.blocks.standing import PeerStanding
 from node.blocks.store import BlockStore
 from node.blocks.unixfs import MAX_BLOCK_SIZE
 from protocol.cid import cid_of
@@ -282,3 +283,35 @@ async def test_unread_responses_are_bounded_per_peer_and_struck(tmp_path: Path) 
         # The four unread responses time out: four strikes, a ban.
         await wait_until(lambda: server.is_banned(greedy.get_id()), "the greedy peer's ban")
         await wait_until(lambda: server.streams_served == 0, "the slots to be freed")
+
+
+async def test_a_member_that_holds_slots_is_struck_but_never_banned(tmp_path: Path) -> None:
+    limits = ExchangeLimits(read_timeout_s=0.5, strikes_to_ban=1)  # one strike bans a stranger
+    reported: list[PeerID] = []
+    async with open_network(tmp_path) as net:
+        member = await net.host(echo=False)
+        server = await serving_node(net, tmp_path / "server", limits,
+                                    is_member=lambda peer: peer == member.get_id(),
+                                    on_bad_peer=lambda peer, why: reported.append(peer))
+        root = await server.publish(b"for members")
+        await member.connect(info_of(server.host))
+        silent = await member.new_stream(server.host.get_id(), [PROTOCOL_ID])
+        assert await stream_ended(silent)
+        assert reported == [member.get_id()]  # struck and reported...
+        assert not server.is_banned(member.get_id())  # ...but the reserve stays its own
+        # Its connection stays up and it is served at once.
+        assert member.get_network().get_connections(server.host.get_id())
+        assert await ask_once(member, server.host, root) == (STATUS_BLOCK, b"for members")
+
+
+def test_peer_standing_bans_forgives_and_stays_bounded() -> None:
+    standing = PeerStanding(strikes_to_ban=2, ban_s=10.0, max_peers=3)
+    peers = [PeerID(bytes([index]) * 4) for index in range(5)]
+    assert not standing.strike(peers[0], now=0.0)
+    assert standing.strike(peers[0], now=1.0) and standing.banned(peers[0], now=10.9)
+    assert not standing.banned(peers[0], now=11.0)  # served its ban
+    assert not standing.strike(peers[1], now=0.0)
+    assert not standing.strike(peers[1], now=20.0)  # the first strike was forgiven
+    for peer in peers[2:]:
+        standing.strike(peer, now=21.0)
+    assert len(standing) == 3 and standing.strikes(peers[0]) == 0  # the oldest forgotten
