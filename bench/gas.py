@@ -60,6 +60,7 @@ def _params(now: int, n_workers: int, n_validators: int, rounds: int) -> TaskPar
         min_workers=n_workers,
         min_validators=n_validators,
         recruit_deadline=now + 3_600,
+        max_samples_per_worker=60_000,
     )
 
 

@@ -21,6 +21,9 @@ contract Registry {
     uint256 public constant MAX_ROUNDS = 10_000;
     uint256 public constant MAX_AMOUNT = 2 ** 112; // rewards and deposits: payouts stay < 2**128
     uint256 public constant MAX_STRING_LENGTH = 256;
+    // Per-worker sample claims: 256 workers of at most 2**40 samples sum below 2**53, so any
+    // node's float64 weighting of a round's updates is exact.
+    uint256 public constant MAX_SAMPLES_PER_WORKER = 2 ** 40;
 
     address public immutable taskImplementation;
 
@@ -109,6 +112,9 @@ contract Registry {
         if (p.minValidators == 0 || p.minValidators > p.maxValidators) revert InvalidParameter("minValidators");
         if (p.maxValidators > MAX_MEMBERS) revert InvalidParameter("maxValidators");
         if (p.recruitDeadline <= block.timestamp) revert InvalidParameter("recruitDeadline");
+        if (p.maxSamplesPerWorker == 0 || p.maxSamplesPerWorker > MAX_SAMPLES_PER_WORKER) {
+            revert InvalidParameter("maxSamplesPerWorker");
+        }
     }
 
     function _checkString(string calldata value, string memory name) private pure {

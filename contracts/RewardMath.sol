@@ -5,14 +5,26 @@ pragma solidity ^0.8.24;
 /// @notice protocol/rewards.py is the Python reference of exactly this arithmetic (same order of
 /// operations, same floors); tests compare the two on random inputs.
 ///
-/// Definitions (all integers; scores and accuracies are fixed point, SCALE = 10**6):
+/// Definitions (all integers; scores and accuracies are fixed point, SCALE = 10**6). Each
+/// revealed manifest gives every worker a verdict: REJECT, ACCEPT or UNAVAILABLE (the member
+/// could not fetch or open the update by its deadline) and a score (ignored if UNAVAILABLE).
 /// - R = number of committee members that revealed. R == 0: nothing is decided (no worker is
 ///   accepted or rejected), both reward pools and every slash go back to escrow.
-/// - consensus score of worker j = LOWER median of the R revealed scores (sorted ascending,
-///   element (R-1)/2); consensus accuracy = lower median of the revealed global accuracies.
-/// - worker j is accepted iff strictly more than half of the R reveals accept it.
-/// - a revealing member agrees iff for every worker |score - median| <= tolerance and its
-///   accept bit equals the majority's. Non-revealing or disagreeing members are slashed.
+/// - the judges of worker j are the revealed members whose verdict on j is not UNAVAILABLE.
+///   Consensus score of j = LOWER median of its judges' scores (sorted ascending, element
+///   (n-1)/2), 0 without judges; consensus accuracy = lower median of the revealed global
+///   accuracies.
+/// - worker j is accepted iff strictly more than half of the R reveals ACCEPT it, and rejected
+///   (slashed) iff strictly more than half REJECT it. Otherwise (most could not fetch it, or
+///   no majority either way) it is neither: unpaid and not slashed. An unavailable update is
+///   never slashed: the committee cannot tell a worker that withheld its update from one whose
+///   update a third party kept from them (a flood, a partition), and slashing it would let
+///   anyone who can flood the network burn honest deposits. Withholding earns nothing (the
+///   update is neither paid nor aggregated), so there is nothing to deter beyond that.
+/// - a revealing member agrees iff, for every worker it judged, its score is within tolerance
+///   of the consensus score and its verdict does not contradict a majority verdict (ACCEPT on
+///   a rejected worker, REJECT on an accepted one). An UNAVAILABLE verdict never disagrees.
+///   Non-revealing or disagreeing members are slashed.
 /// - worker pool W, policy CONTRIBUTION: accepted j gets W * max(median_j, 0) / S with
 ///   S = sum of max(median, 0) over accepted; S == 0 gives each accepted W / nAccepted.
 ///   Policy TOPK: accepted workers ranked by (median desc, submission index asc); with
@@ -20,12 +32,19 @@ pragma solidity ^0.8.24;
 ///   each of the next k - 1 gets (W - W / 2) / (k - 1).
 /// - a rejected worker loses min(depositLeft, workerSlash); the sum is split equally over the
 ///   accepted workers (floor); with none accepted it all goes back to escrow.
-/// - validator pool V: each agreeing member gets V / nAgreeing; a slashed member loses
-///   min(stakeLeft, validatorSlash); the slashed sum is split equally over agreeing members.
+/// - validator pool V and the slashed stakes are paid for work: an agreeing member's weight is
+///   the number of workers it judged (1 each when the round had no submissions), and it gets
+///   V * weight / totalWeight + slashed * weight / totalWeight. A member that marks everyone
+///   UNAVAILABLE to skip the evaluation is not slashed but earns nothing; with totalWeight 0
+///   both go back to escrow. A slashed member loses min(stakeLeft, validatorSlash).
 /// - every floor remainder and every unpaid pool goes back to escrow (returnedToEscrow).
 library RewardMath {
     uint8 internal constant POLICY_CONTRIBUTION = 0;
     uint8 internal constant POLICY_TOPK = 1;
+    // A manifest's verdict on one worker (protocol/manifest.py WorkerVerdict).
+    uint8 internal constant REJECT = 0;
+    uint8 internal constant ACCEPT = 1;
+    uint8 internal constant UNAVAILABLE = 2;
 
     struct Policy {
         uint256 workerReward; // W: paid to accepted workers this round
@@ -41,7 +60,7 @@ library RewardMath {
     struct Member {
         bool revealed;
         int256[] scores; // one per worker, in submission order (empty when not revealed)
-        bool[] accepts; // one per worker (empty when not revealed)
+        uint8[] verdicts; // REJECT, ACCEPT or UNAVAILABLE, one per worker (empty when not revealed)
         uint256 globalAccuracy;
         uint256 stakeLeft;
     }
@@ -49,10 +68,12 @@ library RewardMath {
     struct Outcome {
         uint256 reveals;
         int256[] consensusScores;
-        bool[] accepted;
+        bool[] accepted; // a majority of the reveals ACCEPT
+        bool[] rejected; // a majority of the reveals REJECT: slashed
         uint256[] workerPayouts; // reward plus share of slashed deposits
         uint256[] workerSlashes;
         bool[] agreed;
+        uint256[] judged; // per member: workers it judged (not UNAVAILABLE); its pay weight
         uint256[] validatorPayouts; // reward plus share of slashed stakes
         uint256[] validatorSlashes;
         uint256 consensusAccuracy;
@@ -69,9 +90,11 @@ library RewardMath {
         uint256 nMembers = members.length;
         out.consensusScores = new int256[](nWorkers);
         out.accepted = new bool[](nWorkers);
+        out.rejected = new bool[](nWorkers);
         out.workerPayouts = new uint256[](nWorkers);
         out.workerSlashes = new uint256[](nWorkers);
         out.agreed = new bool[](nMembers);
+        out.judged = new uint256[](nMembers);
         out.validatorPayouts = new uint256[](nMembers);
         out.validatorSlashes = new uint256[](nMembers);
         for (uint256 c = 0; c < nMembers; ++c) {
@@ -86,17 +109,25 @@ library RewardMath {
     function _consensus(uint256 tolerance, Member[] memory members, Outcome memory out) private pure {
         uint256 nWorkers = out.consensusScores.length;
         uint256 r = out.reveals;
-        int256[] memory column = new int256[](r);
         for (uint256 j = 0; j < nWorkers; ++j) {
+            int256[] memory column = new int256[](r);
             uint256 k = 0;
             uint256 accepts = 0;
+            uint256 rejects = 0;
             for (uint256 c = 0; c < members.length; ++c) {
                 if (!members[c].revealed) continue;
+                uint8 verdict = members[c].verdicts[j];
+                if (verdict == UNAVAILABLE) continue;
                 column[k++] = members[c].scores[j];
-                if (members[c].accepts[j]) ++accepts;
+                if (verdict == ACCEPT) ++accepts;
+                else ++rejects;
             }
-            out.consensusScores[j] = _lowerMedian(column);
+            assembly ("memory-safe") {
+                mstore(column, k) // only the judges' scores
+            }
+            if (k > 0) out.consensusScores[j] = _lowerMedian(column);
             out.accepted[j] = accepts * 2 > r;
+            out.rejected[j] = rejects * 2 > r;
         }
         int256[] memory accuracies = new int256[](r);
         uint256 a = 0;
@@ -106,18 +137,27 @@ library RewardMath {
         }
         out.consensusAccuracy = uint256(_lowerMedian(accuracies));
         for (uint256 c = 0; c < members.length; ++c) {
-            if (members[c].revealed) out.agreed[c] = _agrees(tolerance, members[c], out);
+            if (members[c].revealed) (out.agreed[c], out.judged[c]) = _agrees(tolerance, members[c], out);
         }
     }
 
-    function _agrees(uint256 tolerance, Member memory member, Outcome memory out) private pure returns (bool) {
+    /// Whether `member` agrees with the consensus, and how many workers it judged.
+    function _agrees(uint256 tolerance, Member memory member, Outcome memory out)
+        private
+        pure
+        returns (bool, uint256 judged)
+    {
         for (uint256 j = 0; j < out.consensusScores.length; ++j) {
-            if (member.accepts[j] != out.accepted[j]) return false;
+            uint8 verdict = member.verdicts[j];
+            if (verdict == UNAVAILABLE) continue;
+            ++judged;
+            if (out.accepted[j] && verdict != ACCEPT) return (false, judged);
+            if (out.rejected[j] && verdict != REJECT) return (false, judged);
             int256 diff = member.scores[j] - out.consensusScores[j];
             uint256 distance = diff >= 0 ? uint256(diff) : uint256(-diff);
-            if (distance > tolerance) return false;
+            if (distance > tolerance) return (false, judged);
         }
-        return true;
+        return (true, judged);
     }
 
     /// Sorts `values` in place (insertion sort: committees are small) and returns element (n-1)/2.
@@ -154,13 +194,11 @@ library RewardMath {
         returned = policy.workerReward - rewarded;
 
         uint256 slashed = 0;
-        if (out.reveals > 0) {
-            for (uint256 j = 0; j < nWorkers; ++j) {
-                if (out.accepted[j]) continue;
-                uint256 s = depositLeft[j] < policy.workerSlash ? depositLeft[j] : policy.workerSlash;
-                out.workerSlashes[j] = s;
-                slashed += s;
-            }
+        for (uint256 j = 0; j < nWorkers; ++j) {
+            if (!out.rejected[j]) continue;
+            uint256 s = depositLeft[j] < policy.workerSlash ? depositLeft[j] : policy.workerSlash;
+            out.workerSlashes[j] = s;
+            slashed += s;
         }
         if (nAccepted == 0) return returned + slashed;
         uint256 share = slashed / nAccepted;
@@ -220,11 +258,13 @@ library RewardMath {
         pure
         returns (uint256 returned)
     {
-        uint256 nAgreeing = 0;
+        bool noWorkers = out.consensusScores.length == 0;
+        uint256 totalWeight = 0;
         uint256 slashed = 0;
         for (uint256 c = 0; c < members.length; ++c) {
             if (out.agreed[c]) {
-                ++nAgreeing;
+                // Paid per worker judged: an all-UNAVAILABLE manifest earns nothing.
+                totalWeight += noWorkers ? 1 : out.judged[c];
             } else {
                 uint256 left = members[c].stakeLeft;
                 uint256 s = left < policy.validatorSlash ? left : policy.validatorSlash;
@@ -232,11 +272,14 @@ library RewardMath {
                 slashed += s;
             }
         }
-        if (nAgreeing == 0) return policy.validatorReward + slashed;
-        uint256 each = policy.validatorReward / nAgreeing + slashed / nAgreeing;
+        returned = policy.validatorReward + slashed;
+        if (totalWeight == 0) return returned;
         for (uint256 c = 0; c < members.length; ++c) {
-            if (out.agreed[c]) out.validatorPayouts[c] = each;
+            if (!out.agreed[c]) continue;
+            uint256 weight = noWorkers ? 1 : out.judged[c];
+            uint256 amount = (policy.validatorReward * weight) / totalWeight + (slashed * weight) / totalWeight;
+            out.validatorPayouts[c] = amount;
+            returned -= amount;
         }
-        return policy.validatorReward + slashed - each * nAgreeing;
     }
 }

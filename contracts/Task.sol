@@ -77,6 +77,8 @@ contract Task {
         uint16 minWorkers;
         uint16 minValidators;
         uint64 recruitDeadline; // unix seconds; start() must happen before it
+        uint64 maxSamplesPerWorker; // submitUpdate's bound on a worker's claimed sample count
+        bytes32 modelSpecHash; // hash of the model's full spec; zero = not pinned (no logic here)
     }
 
     struct RoundState {
@@ -108,7 +110,7 @@ contract Task {
         uint128 slash;
         uint256 globalAccuracy;
         int128[] scores;
-        bool[] accepts;
+        uint8[] verdicts; // RewardMath.REJECT / ACCEPT / UNAVAILABLE, one per worker
     }
 
     struct WorkerOutcome {
@@ -201,7 +203,7 @@ contract Task {
         address indexed validator,
         address[] workers,
         int256[] scores,
-        bool[] accepts,
+        uint8[] verdicts,
         uint256 globalAccuracy,
         bytes32 salt
     );
@@ -236,13 +238,14 @@ contract Task {
     error NotEnoughMembers(uint256 workers, uint256 minWorkers, uint256 validators, uint256 minValidators);
     error EmptyValidationSet();
     error EmptyCommitment();
-    error ZeroSamples();
+    error SamplesOutOfRange(uint256 nSamples, uint256 maxSamplesPerWorker);
     error AlreadySubmitted(uint256 round, address worker);
     error NotCommitteeMember(address account, uint256 round);
     error AlreadyCommitted(uint256 round, address validator);
     error NotCommitted(uint256 round, address validator);
     error AlreadyRevealed(uint256 round, address validator);
-    error LengthMismatch(uint256 workers, uint256 scores, uint256 accepts);
+    error LengthMismatch(uint256 workers, uint256 scores, uint256 verdicts);
+    error VerdictOutOfRange(uint256 index, uint256 verdict);
     error ManifestWorkersMismatch(uint256 round, uint256 index);
     error ScoreOutOfRange(uint256 index, int256 score);
     error AccuracyOutOfRange(uint256 globalAccuracy);
@@ -373,7 +376,10 @@ contract Task {
         RoundState storage r = _expectPhase(round, Phase.TRAINING);
         if (roleOf[msg.sender] != Role.WORKER) revert NotWorker(msg.sender);
         if (commitment == bytes32(0)) revert EmptyCommitment();
-        if (nSamples == 0 || nSamples > type(uint64).max) revert ZeroSamples();
+        // The claimed sample count weighs the update in aggregation: bounded per task, so no
+        // claim can overflow the fixed-width arithmetic of the nodes that average it.
+        uint256 maxSamples = params_.maxSamplesPerWorker;
+        if (nSamples == 0 || nSamples > maxSamples) revert SamplesOutOfRange(nSamples, maxSamples);
         Submission storage s = submissions[round][msg.sender];
         if (s.commitment != bytes32(0)) revert AlreadySubmitted(round, msg.sender);
         s.commitment = commitment;
@@ -429,11 +435,15 @@ contract Task {
         );
     }
 
+    /// Opens a commitment: keccak256(abi.encode(task, round, validator, workers, scores,
+    /// verdicts, globalAccuracy, salt)). One verdict per worker: 0 REJECT, 1 ACCEPT,
+    /// 2 UNAVAILABLE (the validator could not fetch or open the update by its deadline; the
+    /// score it gives that worker is ignored). Settlement: RewardMath.
     function revealManifest(
         uint256 round,
         address[] calldata workers,
         int256[] calldata scores,
-        bool[] calldata accepts,
+        uint8[] calldata verdicts,
         uint256 globalAccuracy,
         bytes32 salt
     ) external {
@@ -442,10 +452,10 @@ contract Task {
         if (m.commitment == bytes32(0)) revert NotCommitted(round, msg.sender);
         if (m.revealed) revert AlreadyRevealed(round, msg.sender);
         bytes32 expected =
-            keccak256(abi.encode(address(this), round, msg.sender, workers, scores, accepts, globalAccuracy, salt));
+            keccak256(abi.encode(address(this), round, msg.sender, workers, scores, verdicts, globalAccuracy, salt));
         if (expected != m.commitment) revert RevealMismatch(round, msg.sender);
-        if (workers.length != scores.length || workers.length != accepts.length) {
-            revert LengthMismatch(workers.length, scores.length, accepts.length);
+        if (workers.length != scores.length || workers.length != verdicts.length) {
+            revert LengthMismatch(workers.length, scores.length, verdicts.length);
         }
         address[] storage expectedWorkers = submitters[round];
         if (workers.length != expectedWorkers.length) {
@@ -455,13 +465,14 @@ contract Task {
         for (uint256 j = 0; j < workers.length; ++j) {
             if (workers[j] != expectedWorkers[j]) revert ManifestWorkersMismatch(round, j);
             if (scores[j] > MAX_ABS_SCORE || scores[j] < -MAX_ABS_SCORE) revert ScoreOutOfRange(j, scores[j]);
+            if (verdicts[j] > RewardMath.UNAVAILABLE) revert VerdictOutOfRange(j, verdicts[j]);
             m.scores.push(int128(scores[j]));
         }
-        m.accepts = accepts;
+        m.verdicts = verdicts;
         m.globalAccuracy = globalAccuracy;
         m.revealed = true;
         r.reveals += 1;
-        emit ManifestRevealed(round, msg.sender, workers, scores, accepts, globalAccuracy, salt);
+        emit ManifestRevealed(round, msg.sender, workers, scores, verdicts, globalAccuracy, salt);
         if (r.reveals == r.commits) {
             r.revealEnd = uint64(block.timestamp);
             emit PhaseEndedEarly(round, Phase.FINALIZE, block.timestamp);
@@ -523,7 +534,7 @@ contract Task {
             for (uint256 j = 0; j < n; ++j) {
                 committee[c].scores[j] = m.scores[j];
             }
-            committee[c].accepts = m.accepts;
+            committee[c].verdicts = m.verdicts;
             committee[c].globalAccuracy = m.globalAccuracy;
         }
     }

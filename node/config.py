@@ -21,6 +21,7 @@ from protocol.data import BUILTIN_SPECS
 from protocol.data import PARTITIONS as PARTITIONS
 from protocol.errors import ProtocolError
 from protocol.fixedpoint import SCALE
+from protocol.limits import MAX_SAMPLES_PER_WORKER
 from protocol.models import ModelReference, is_import_reference
 
 __all__ = [
@@ -134,6 +135,7 @@ class TaskConfig:
     min_validators: int = 1
     max_workers: int = 16
     max_validators: int = 16
+    max_samples_per_worker: int = 60_000  # the largest sample count a worker may claim
     recruit_seconds: int = 600
     start_after_seconds: int = 60
     aggregator: str = "fedavg"
@@ -222,6 +224,10 @@ def _model_reference(v: str) -> str | None:
 
 def _at_least(low: float) -> Check:
     return lambda v: None if v >= low else f"a number >= {low}"
+
+
+def _samples_bound(v: Any) -> str | None:
+    return None if 1 <= v <= MAX_SAMPLES_PER_WORKER else f"1..{MAX_SAMPLES_PER_WORKER}"
 
 
 def _fraction(v: Any) -> str | None:
@@ -322,6 +328,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Key]]] = {
             "min_validators": _Key("int", _at_least(1)),
             "max_workers": _Key("int", _at_least(1)),
             "max_validators": _Key("int", _at_least(1)),
+            "max_samples_per_worker": _Key("int", _samples_bound),
             "recruit_seconds": _Key("int", _at_least(1)),
             "start_after_seconds": _Key("int", _at_least(0)),
             "aggregator": _Key("str", _aggregation_spec),

@@ -1,11 +1,17 @@
-"""The exact byte-level commitments the Task contract checks, computed in Python.
+"""The exact byte-level commitments the Task contract checks, computed in Python, and the
+encoding of a manifest's verdicts.
 
 - update_commitment(cid, worker) == keccak256(abi.encodePacked(string cid, address worker)),
   what a worker passes to ``submitUpdate``;
 - manifest_commitment(...) == keccak256(abi.encode(address task, uint256 round,
-  address validator, address[] workers, int256[] scores, bool[] accepts,
+  address validator, address[] workers, int256[] scores, uint8[] verdicts,
   uint256 globalAccuracy, bytes32 salt)), what a committee member passes to
   ``commitManifest`` and later opens with ``revealManifest``.
+
+A manifest gives each worker a ``WorkerVerdict``: REJECT, ACCEPT or UNAVAILABLE (the validator
+could not fetch or open the update by its deadline). A bool is read as ACCEPT (True) or
+REJECT (False), and encodes to the same bytes, so accept/reject manifests keep their
+commitments. The settlement rule for each verdict is in protocol/rewards.py.
 
 Pure: no I/O. The salt is an input (the caller draws 32 random bytes and keeps them until the
 reveal). The bounds below are the contract's; a manifest outside them would revert on reveal,
@@ -15,16 +21,35 @@ so it is refused here before it is committed.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import IntEnum
 
 from eth_abi import encode as abi_encode
 from eth_utils import keccak
 
 from protocol.errors import ProtocolError
+from protocol.limits import MAX_ABS_SCORE, MAX_ACCURACY
 
-MAX_ABS_SCORE: int = 10**30  # Task.MAX_ABS_SCORE
-MAX_ACCURACY: int = 2**128  # Task.MAX_ACCURACY
+__all__ = [
+    "MAX_ABS_SCORE",
+    "MAX_ACCURACY",
+    "ManifestError",
+    "WorkerVerdict",
+    "check_manifest",
+    "manifest_commitment",
+    "to_verdicts",
+    "update_commitment",
+]
+
 SALT_LENGTH: int = 32
 ADDRESS_LENGTH: int = 20
+
+
+class WorkerVerdict(IntEnum):
+    """A manifest's verdict on one worker: RewardMath.REJECT / ACCEPT / UNAVAILABLE."""
+
+    REJECT = 0
+    ACCEPT = 1
+    UNAVAILABLE = 2  # could not fetch or open the update in time; its score is ignored
 
 
 class ManifestError(ProtocolError):
@@ -49,17 +74,34 @@ def update_commitment(cid: str, worker: bytes) -> bytes:
     return keccak(cid.encode("utf-8") + _address(worker, "worker"))
 
 
+def to_verdicts(verdicts: Sequence[WorkerVerdict | bool | int]) -> tuple[WorkerVerdict, ...]:
+    """The verdicts as WorkerVerdict: a bool is ACCEPT (True) or REJECT (False), an int must
+    be one of the enum's values. Raises ManifestError naming the bad entry."""
+    found = []
+    for index, verdict in enumerate(verdicts):
+        if isinstance(verdict, bool):
+            found.append(WorkerVerdict.ACCEPT if verdict else WorkerVerdict.REJECT)
+            continue
+        if not isinstance(verdict, int) or verdict not in WorkerVerdict._value2member_map_:
+            raise ManifestError(
+                f"verdicts[{index}] = {verdict!r} is not a verdict: use "
+                "protocol.manifest.WorkerVerdict (REJECT, ACCEPT, UNAVAILABLE) or a bool"
+            )
+        found.append(WorkerVerdict(verdict))
+    return tuple(found)
+
+
 def check_manifest(
     workers: Sequence[bytes],
     scores: Sequence[int],
-    accepts: Sequence[bool],
+    verdicts: Sequence[WorkerVerdict | bool | int],
     global_accuracy: int,
 ) -> None:
     """Raise ManifestError if the contract would refuse this manifest on reveal."""
-    if not (len(workers) == len(scores) == len(accepts)):
+    if not (len(workers) == len(scores) == len(verdicts)):
         raise ManifestError(
-            f"workers, scores and accepts must have equal lengths, got "
-            f"{len(workers)}, {len(scores)}, {len(accepts)}"
+            f"workers, scores and verdicts must have equal lengths, got "
+            f"{len(workers)}, {len(scores)}, {len(verdicts)}"
         )
     for index, worker in enumerate(workers):
         _address(worker, f"workers[{index}]")
@@ -70,9 +112,7 @@ def check_manifest(
             )
         if abs(score) > MAX_ABS_SCORE:
             raise ManifestError(f"scores[{index}] = {score} is outside ±{MAX_ABS_SCORE}")
-    for index, accept in enumerate(accepts):
-        if not isinstance(accept, bool):
-            raise ManifestError(f"accepts[{index}] must be a bool, got {type(accept).__name__}")
+    to_verdicts(verdicts)
     if isinstance(global_accuracy, bool) or not isinstance(global_accuracy, int):
         raise ManifestError("global_accuracy must be a fixed-point int")
     if not 0 <= global_accuracy <= MAX_ACCURACY:
@@ -85,11 +125,11 @@ def manifest_commitment(
     validator: bytes,
     workers: Sequence[bytes],
     scores: Sequence[int],
-    accepts: Sequence[bool],
+    verdicts: Sequence[WorkerVerdict | bool | int],
     global_accuracy: int,
     salt: bytes,
 ) -> bytes:
-    """keccak256(abi.encode(task, round, validator, workers, scores, accepts, globalAccuracy, salt)).
+    """keccak256(abi.encode(task, round, validator, workers, scores, verdicts, globalAccuracy, salt)).
 
     Binding the task, round and validator stops a reveal from being replayed elsewhere;
     the salt hides the manifest until the reveal phase.
@@ -100,16 +140,16 @@ def manifest_commitment(
         raise ManifestError(
             "salt must be exactly 32 bytes (e.g. os.urandom(32)), kept until the reveal"
         )
-    check_manifest(workers, scores, accepts, global_accuracy)
+    check_manifest(workers, scores, verdicts, global_accuracy)
     encoded = abi_encode(
-        ["address", "uint256", "address", "address[]", "int256[]", "bool[]", "uint256", "bytes32"],
+        ["address", "uint256", "address", "address[]", "int256[]", "uint8[]", "uint256", "bytes32"],
         [
             _address(task, "task"),
             round,
             _address(validator, "validator"),
             [bytes(w) for w in workers],
             list(scores),
-            list(accepts),
+            [int(v) for v in to_verdicts(verdicts)],
             global_accuracy,
             bytes(salt),
         ],

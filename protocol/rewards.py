@@ -3,16 +3,31 @@
 Same integers, same order of operations, same floors, so ``settle_round`` returns exactly
 what the Task contract credits on ``finalizeRound`` (tests compare the two on random inputs).
 
-Definitions (scores and accuracies are fixed point, protocol.fixedpoint.SCALE = 10**6):
+Definitions (scores and accuracies are fixed point, protocol.fixedpoint.SCALE = 10**6). Each
+revealed manifest gives every worker a ``WorkerVerdict`` (protocol.manifest): REJECT, ACCEPT or
+UNAVAILABLE (the validator could not fetch or open the update by its deadline), and a score,
+ignored when UNAVAILABLE.
 
 - ``R`` = committee members that revealed. ``R == 0``: nothing is decided; no worker is
   accepted or rejected, both reward pools and every slash return to escrow.
-- Consensus score of a worker = the LOWER median of the R revealed scores (sorted ascending,
-  element ``(R - 1) // 2``); consensus accuracy = lower median of revealed global accuracies.
-- A worker is accepted iff strictly more than half of the reveals accept it.
-- A revealing member agrees iff every score is within ``tolerance`` of the median and every
-  accept bit equals the majority's. Members that committed and did not reveal, or disagree,
-  are slashed ``min(stake_left, validator_slash)``.
+- The judges of a worker are the revealed members whose verdict on it is not UNAVAILABLE.
+  Its consensus score is the LOWER median of its judges' scores (sorted ascending, element
+  ``(n - 1) // 2``), 0 without judges; consensus accuracy = lower median of the revealed
+  global accuracies.
+- A worker is accepted iff strictly more than half of the R reveals ACCEPT it, rejected iff
+  strictly more than half REJECT it; otherwise (most could not fetch it, or no majority
+  either way) it is neither: unpaid and not slashed.
+- **An unavailable update is rejected and unpaid, never slashed.** Nobody on chain can tell
+  a worker that withheld its update from one whose update a third party kept from the
+  committee (a flood, a partition, an eclipse): slashing it would let anyone who can flood
+  the network burn honest deposits. Withholding gains nothing (no pay, and an update nobody
+  accepted is not aggregated), so no slash is needed to deter it.
+- A revealing member agrees iff, for every worker it judged, its score is within
+  ``tolerance`` of the consensus score and its verdict does not contradict a majority verdict
+  (ACCEPT on a rejected worker, REJECT on an accepted one). UNAVAILABLE never disagrees, so a
+  validator that could not fetch what others fetched is not slashed. Members that committed
+  and did not reveal, or disagree, are slashed ``min(stake_left, validator_slash)``. The
+  score consensus assumes an honest majority among the judges of each worker.
 - Worker pool W, CONTRIBUTION: accepted j gets ``W * max(median_j, 0) // S`` with S the sum of
   positive medians over accepted workers; ``S == 0`` → each accepted gets ``W // n_accepted``.
   TOPK: rank accepted by (median desc, submission index asc); ``k = min(top_k, n_accepted)``;
@@ -20,8 +35,11 @@ Definitions (scores and accuracies are fixed point, protocol.fixedpoint.SCALE = 
   ``k - 1`` gets ``(W - W // 2) // (k - 1)``.
 - A rejected worker loses ``min(deposit_left, worker_slash)``; the sum is shared equally
   (floor) by the accepted workers, or returns to escrow when none is accepted.
-- Validator pool V and slashed stakes: each agreeing member gets
-  ``V // n_agreeing + slashed // n_agreeing``.
+- Validator pool V and slashed stakes are paid for work done: an agreeing member's weight is
+  the number of workers it judged (1 each in a round without submissions); it gets
+  ``V * weight // total + slashed * weight // total``. So a lazy member that marks every
+  worker UNAVAILABLE to skip the evaluation is not slashed, but earns nothing; with
+  ``total == 0`` both return to escrow.
 - Every floor remainder and every unpaid amount returns to escrow (``returned_to_escrow``).
 """
 
@@ -32,8 +50,21 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from protocol.errors import ProtocolError
+from protocol.limits import BPS
+from protocol.manifest import WorkerVerdict, to_verdicts
 
-BPS: int = 10_000
+__all__ = [
+    "BPS",
+    "CommitteeMember",
+    "Policy",
+    "RewardError",
+    "RewardPolicy",
+    "Settlement",
+    "WorkerVerdict",
+    "lower_median",
+    "settle_round",
+    "terminates",
+]
 
 
 class RewardPolicy(IntEnum):
@@ -92,9 +123,12 @@ class CommitteeMember:
 
     revealed: bool
     scores: tuple[int, ...]  # one per worker, submission order; () when not revealed
-    accepts: tuple[bool, ...]
+    verdicts: tuple[WorkerVerdict, ...]  # one per worker (a bool reads as ACCEPT / REJECT)
     global_accuracy: int
     stake_left: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "verdicts", to_verdicts(self.verdicts))
 
 
 @dataclass(frozen=True)
@@ -103,10 +137,12 @@ class Settlement:
 
     reveals: int
     consensus_scores: tuple[int, ...]
-    accepted: tuple[bool, ...]
+    accepted: tuple[bool, ...]  # a majority of the reveals ACCEPT
+    rejected: tuple[bool, ...]  # a majority of the reveals REJECT: slashed
     worker_payouts: tuple[int, ...]  # reward plus share of slashed deposits
     worker_slashes: tuple[int, ...]
     agreed: tuple[bool, ...]
+    judged: tuple[int, ...]  # per member: workers it judged (not UNAVAILABLE); its pay weight
     validator_payouts: tuple[int, ...]  # reward plus share of slashed stakes
     validator_slashes: tuple[int, ...]
     consensus_accuracy: int
@@ -125,43 +161,48 @@ def settle_round(
 ) -> Settlement:
     n_workers = len(worker_deposits_left)
     for index, member in enumerate(committee):
-        if member.revealed and not (len(member.scores) == len(member.accepts) == n_workers):
+        if member.revealed and not (len(member.scores) == len(member.verdicts) == n_workers):
             raise RewardError(
                 f"committee[{index}] revealed {len(member.scores)} scores and "
-                f"{len(member.accepts)} accepts for {n_workers} workers"
+                f"{len(member.verdicts)} verdicts for {n_workers} workers"
             )
     revealed = [m for m in committee if m.revealed]
     reveals = len(revealed)
 
     consensus = [0] * n_workers
     accepted = [False] * n_workers
+    rejected = [False] * n_workers
     agreed = [False] * len(committee)
+    judged = [0] * len(committee)
     consensus_accuracy = 0
     if reveals > 0:
         for j in range(n_workers):
-            consensus[j] = lower_median([m.scores[j] for m in revealed])
-            accepted[j] = 2 * sum(1 for m in revealed if m.accepts[j]) > reveals
+            judges = [m for m in revealed if m.verdicts[j] != WorkerVerdict.UNAVAILABLE]
+            if judges:
+                consensus[j] = lower_median([m.scores[j] for m in judges])
+            votes = [m.verdicts[j] for m in judges]
+            accepted[j] = 2 * votes.count(WorkerVerdict.ACCEPT) > reveals
+            rejected[j] = 2 * votes.count(WorkerVerdict.REJECT) > reveals
         consensus_accuracy = lower_median([m.global_accuracy for m in revealed])
         for c, member in enumerate(committee):
-            agreed[c] = member.revealed and all(
-                member.accepts[j] == accepted[j]
-                and abs(member.scores[j] - consensus[j]) <= policy.tolerance
-                for j in range(n_workers)
-            )
+            if member.revealed:
+                agreed[c], judged[c] = _agrees(policy.tolerance, member, consensus, accepted, rejected)
 
     worker_payouts, worker_slashes, returned_workers = _pay_workers(
-        policy, worker_deposits_left, consensus, accepted, reveals
+        policy, worker_deposits_left, consensus, accepted, rejected
     )
     validator_payouts, validator_slashes, returned_validators = _pay_validators(
-        policy, committee, agreed
+        policy, committee, agreed, judged, n_workers
     )
     return Settlement(
         reveals=reveals,
         consensus_scores=tuple(consensus),
         accepted=tuple(accepted),
+        rejected=tuple(rejected),
         worker_payouts=tuple(worker_payouts),
         worker_slashes=tuple(worker_slashes),
         agreed=tuple(agreed),
+        judged=tuple(judged),
         validator_payouts=tuple(validator_payouts),
         validator_slashes=tuple(validator_slashes),
         consensus_accuracy=consensus_accuracy,
@@ -169,12 +210,35 @@ def settle_round(
     )
 
 
+def _agrees(
+    tolerance: int,
+    member: CommitteeMember,
+    consensus: Sequence[int],
+    accepted: Sequence[bool],
+    rejected: Sequence[bool],
+) -> tuple[bool, int]:
+    """Whether `member` agrees with the consensus, and how many workers it judged (counted
+    up to its first disagreement, as RewardMath._agrees does)."""
+    judged = 0
+    for j, verdict in enumerate(member.verdicts):
+        if verdict == WorkerVerdict.UNAVAILABLE:
+            continue
+        judged += 1
+        if accepted[j] and verdict != WorkerVerdict.ACCEPT:
+            return False, judged
+        if rejected[j] and verdict != WorkerVerdict.REJECT:
+            return False, judged
+        if abs(member.scores[j] - consensus[j]) > tolerance:
+            return False, judged
+    return True, judged
+
+
 def _pay_workers(
     policy: Policy,
     deposits_left: Sequence[int],
     consensus: Sequence[int],
     accepted: Sequence[bool],
-    reveals: int,
+    rejected: Sequence[bool],
 ) -> tuple[list[int], list[int], int]:
     n_workers = len(deposits_left)
     payouts = [0] * n_workers
@@ -200,11 +264,10 @@ def _pay_workers(
     returned = pool - rewarded
 
     slashed = 0
-    if reveals > 0:
-        for j in range(n_workers):
-            if not accepted[j]:
-                slashes[j] = min(deposits_left[j], policy.worker_slash)
-                slashed += slashes[j]
+    for j in range(n_workers):
+        if rejected[j]:
+            slashes[j] = min(deposits_left[j], policy.worker_slash)
+            slashed += slashes[j]
     if not accepted_idx:
         return payouts, slashes, returned + slashed
     share = slashed // len(accepted_idx)
@@ -214,7 +277,11 @@ def _pay_workers(
 
 
 def _pay_validators(
-    policy: Policy, committee: Sequence[CommitteeMember], agreed: Sequence[bool]
+    policy: Policy,
+    committee: Sequence[CommitteeMember],
+    agreed: Sequence[bool],
+    judged: Sequence[int],
+    n_workers: int,
 ) -> tuple[list[int], list[int], int]:
     payouts = [0] * len(committee)
     slashes = [0] * len(committee)
@@ -222,14 +289,16 @@ def _pay_validators(
         if not agreed[c]:
             slashes[c] = min(member.stake_left, policy.validator_slash)
     slashed = sum(slashes)
-    n_agreeing = sum(1 for a in agreed if a)
-    if n_agreeing == 0:
-        return payouts, slashes, policy.validator_reward + slashed
-    each = policy.validator_reward // n_agreeing + slashed // n_agreeing
-    for c in range(len(committee)):
+    weights = [(1 if n_workers == 0 else judged[c]) if agreed[c] else 0 for c in range(len(committee))]
+    total = sum(weights)
+    returned = policy.validator_reward + slashed
+    if total == 0:
+        return payouts, slashes, returned
+    for c, weight in enumerate(weights):
         if agreed[c]:
-            payouts[c] = each
-    return payouts, slashes, policy.validator_reward + slashed - each * n_agreeing
+            payouts[c] = policy.validator_reward * weight // total + slashed * weight // total
+            returned -= payouts[c]
+    return payouts, slashes, returned
 
 
 def terminates(

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from protocol.manifest import (
     MAX_ABS_SCORE,
     ManifestError,
+    WorkerVerdict,
     check_manifest,
     manifest_commitment,
     update_commitment,
@@ -44,9 +45,15 @@ def policy(**overrides: object) -> Policy:
 
 
 def member(
-    scores: tuple[int, ...], accepts: tuple[bool, ...], accuracy: int = 0, stake: int = 1_000
+    scores: tuple[int, ...],
+    verdicts: tuple[WorkerVerdict | bool, ...],
+    accuracy: int = 0,
+    stake: int = 1_000,
 ) -> CommitteeMember:
-    return CommitteeMember(True, scores, accepts, accuracy, stake)
+    return CommitteeMember(True, scores, verdicts, accuracy, stake)  # type: ignore[arg-type]
+
+
+OK, NO, GONE = WorkerVerdict.ACCEPT, WorkerVerdict.REJECT, WorkerVerdict.UNAVAILABLE
 
 
 SILENT = CommitteeMember(False, (), (), 0, 1_000)
@@ -106,7 +113,9 @@ def test_rejected_workers_are_slashed_to_the_accepted() -> None:
 
 def test_strict_majority_and_even_committees() -> None:
     yes, no = member((1,), (True,)), member((1,), (False,))
-    assert settle_round(policy(), [0], [yes, yes, no, no]).accepted == (False,)  # 2 of 4: no
+    tie = settle_round(policy(), [500], [yes, yes, no, no])
+    assert tie.accepted == (False,) and tie.rejected == (False,)  # 2 of 4: neither majority
+    assert tie.worker_slashes == (0,) and tie.agreed == (True,) * 4
     assert settle_round(policy(), [0], [yes, yes, yes, no]).accepted == (True,)
     # Silent members count for nothing in the majority (only reveals do).
     assert settle_round(policy(), [0], [yes, SILENT, SILENT]).accepted == (True,)
@@ -205,7 +214,7 @@ def test_money_is_conserved(n_workers: int, data: st.DataObject) -> None:
                 CommitteeMember,
                 revealed=st.booleans(),
                 scores=st.tuples(*[st.integers(-3, 3)] * n_workers),
-                accepts=st.tuples(*[st.booleans()] * n_workers),
+                verdicts=st.tuples(*[st.sampled_from(WorkerVerdict)] * n_workers),
                 global_accuracy=st.integers(0, 10**6),
                 stake_left=st.integers(0, 10**19),
             ),
@@ -239,14 +248,19 @@ def test_manifest_commitment_binds_every_field() -> None:
                 "address",
                 "address[]",
                 "int256[]",
-                "bool[]",
+                "uint8[]",
                 "uint256",
                 "bytes32",
             ],
-            [C, 1, A, [A, B], [5, -5], [True, False], 900_000, b"\x01" * 32],
+            [C, 1, A, [A, B], [5, -5], [1, 0], 900_000, b"\x01" * 32],
         )
     )
     assert manifest_commitment(*args) == expected
+    # A bool verdict is ACCEPT / REJECT, byte for byte: accept/reject manifests keep their hash.
+    as_enum = (*args[:5], [WorkerVerdict.ACCEPT, WorkerVerdict.REJECT], *args[6:])
+    assert manifest_commitment(*as_enum) == expected
+    unavailable = (*args[:5], [WorkerVerdict.ACCEPT, WorkerVerdict.UNAVAILABLE], *args[6:])
+    assert manifest_commitment(*unavailable) != expected
     variants = [
         (B, *args[1:]),
         (C, 2, *args[2:]),
@@ -270,7 +284,8 @@ def test_manifest_commitment_binds_every_field() -> None:
         (lambda: check_manifest([A], [1, 2], [True], 0), "equal lengths"),
         (lambda: check_manifest([A], [MAX_ABS_SCORE + 1], [True], 0), "outside"),
         (lambda: check_manifest([A], [1.5], [True], 0), "fixed-point int"),  # type: ignore[list-item]
-        (lambda: check_manifest([A], [1], [1], 0), "bool"),  # type: ignore[list-item]
+        (lambda: check_manifest([A], [1], [3], 0), "not a verdict"),
+        (lambda: check_manifest([A], [1], ["yes"], 0), "WorkerVerdict"),  # type: ignore[list-item]
         (lambda: check_manifest([A], [1], [True], -1), "global_accuracy"),
         (lambda: check_manifest(["0x" + "aa" * 20], [1], [True], 0), "bytes.fromhex"),  # type: ignore[list-item]
     ],
@@ -278,3 +293,87 @@ def test_manifest_commitment_binds_every_field() -> None:
 def test_manifest_input_errors_name_the_problem(call: object, message: str) -> None:
     with pytest.raises(ManifestError, match=message):
         call()  # type: ignore[operator]
+
+
+# ---------------------------------------------------------------------- availability
+
+
+def test_a_worker_most_could_not_fetch_is_unpaid_and_not_slashed() -> None:
+    committee = [member((5, 7), (OK, GONE)), member((5, 0), (OK, GONE)), member((5, 7), (OK, OK))]
+    out = settle_round(policy(worker_slash=50), [500, 500], committee)
+    assert out.accepted == (True, False) and out.rejected == (False, False)
+    assert out.worker_payouts == (1000, 0)
+    assert out.worker_slashes == (0, 0)  # unavailable is not dishonest: no slash
+    # Nobody disagrees: the two who could not fetch worker 1 said so, the one who could
+    # judged it alone (its score is the consensus of its only judge).
+    assert out.agreed == (True, True, True) and out.validator_slashes == (0, 0, 0)
+    assert out.consensus_scores == (5, 7)
+    assert out.judged == (1, 1, 2)
+    # Paid per worker judged: 100 * 1 // 4, 100 * 1 // 4, 100 * 2 // 4.
+    assert out.validator_payouts == (25, 25, 50)
+
+
+def test_a_worker_that_served_one_validator_makes_nobody_disagree() -> None:
+    only_one = [member((9,), (OK,)), member((0,), (GONE,)), member((0,), (GONE,))]
+    out = settle_round(policy(), [500], only_one)
+    assert out.accepted == (False,) and out.worker_slashes == (0,)
+    assert out.agreed == (True, True, True) and out.validator_slashes == (0, 0, 0)
+    # The one validator that did the work takes the whole pool; the others judged nobody.
+    assert out.validator_payouts == (100, 0, 0)
+
+
+def test_majority_reject_is_still_slashed_and_unavailable_is_no_excuse_to_accept() -> None:
+    committee = [member((1,), (NO,)), member((1,), (NO,)), member((1,), (GONE,))]
+    out = settle_round(policy(worker_slash=50), [500], committee)
+    assert out.rejected == (True,) and out.worker_slashes == (50,)
+    liar = settle_round(policy(), [500], [*committee[:2], member((1,), (OK,))])
+    assert liar.agreed == (True, True, False)  # ACCEPT on a rejected worker disagrees
+
+
+def test_a_lazy_validator_that_marks_everyone_unavailable_earns_nothing() -> None:
+    """The cheapest dodge of the rule: skip the evaluation, claim nothing could be fetched,
+    never disagree. It is not slashed (a flood could do the same to an honest one) but is paid
+    per worker judged, so it earns nothing while the honest ones share the whole pool; and
+    marking just some workers unavailable earns proportionally less."""
+    honest = member((4, 6, 8), (OK, OK, OK))
+    lazy = member((0, 0, 0), (GONE, GONE, GONE))
+    half_lazy = member((4, 0, 0), (OK, GONE, GONE))
+    out = settle_round(policy(validator_reward=900), [500] * 3, [honest, honest, lazy])
+    assert out.agreed == (True, True, True) and out.validator_slashes == (0, 0, 0)
+    assert out.validator_payouts == (450, 450, 0)
+    mixed = settle_round(policy(validator_reward=700), [500] * 3, [honest, honest, half_lazy])
+    assert mixed.validator_payouts == (300, 300, 100)
+    # Everyone lazy: nobody judged anything, nobody is paid, nobody accepted.
+    everyone = settle_round(policy(), [500] * 3, [lazy, lazy, lazy])
+    assert everyone.validator_payouts == (0, 0, 0) and not any(everyone.accepted)
+    assert everyone.returned_to_escrow == 1000 + 100
+
+
+def test_a_round_without_submissions_pays_the_agreeing_members_equally() -> None:
+    out = settle_round(policy(), [], [member((), (), 5), member((), (), 5), member((), (), 7)])
+    assert out.validator_payouts == (33, 33, 33) and out.returned_to_escrow == 1000 + 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_no_reject_majority_no_slash(data: st.DataObject) -> None:
+    """A worker is slashed only when a strict majority of the reveals REJECT it: whatever
+    mix of ACCEPT and UNAVAILABLE a flood causes, an honest worker keeps its deposit, and a
+    member is never slashed for a worker it marked UNAVAILABLE."""
+    n_workers = data.draw(st.integers(1, 4))
+    never_rejected = st.sampled_from([OK, GONE])
+    committee = data.draw(
+        st.lists(
+            st.builds(
+                member,
+                scores=st.tuples(*[st.just(3)] * n_workers),
+                verdicts=st.tuples(*[never_rejected] * n_workers),
+            ),
+            min_size=1,
+            max_size=5,
+        )
+    )
+    out = settle_round(policy(worker_slash=50), [500] * n_workers, committee)
+    assert out.worker_slashes == (0,) * n_workers
+    assert out.agreed == (True,) * len(committee)
+    assert out.validator_slashes == (0,) * len(committee)

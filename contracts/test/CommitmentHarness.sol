@@ -16,10 +16,10 @@ contract CommitmentHarness {
         address validator,
         address[] calldata workers,
         int256[] calldata scores,
-        bool[] calldata accepts,
+        uint8[] calldata verdicts,
         uint256 globalAccuracy,
         bytes32 salt
     ) external pure returns (bytes32) {
-        return keccak256(abi.encode(task, round, validator, workers, scores, accepts, globalAccuracy, salt));
+        return keccak256(abi.encode(task, round, validator, workers, scores, verdicts, globalAccuracy, salt));
     }
 }

@@ -442,8 +442,12 @@ class Bitswap:
                 await _reset_shielded(stream)
         finally:
             ledger.sending = False
-            if not ledger.wants and self._ledgers.get(ledger.peer) is ledger:
-                del self._ledgers[ledger.peer]
+            if self._ledgers.get(ledger.peer) is ledger:
+                if not ledger.wants:
+                    del self._ledgers[ledger.peer]
+                elif self._nursery is not None:  # wants came while the stream was closing
+                    ledger.sending = True
+                    self._nursery.start_soon(self._answer, ledger)
 
     def _next_answer(self, ledger: _Ledger) -> tuple[BitswapMessage, int]:
         """Take wants off the ledger into one message of at most the outgoing size."""
@@ -580,7 +584,13 @@ class Bitswap:
                                                      f"while owing {len(source.owed)} blocks")
 
     def _ask(self, state: _Fetch, nursery: trio.Nursery) -> None:
-        """Ask usable providers for queued blocks, within the fetch and provider windows."""
+        """Ask usable providers for queued blocks, within the fetch and provider windows.
+
+        A provider is asked again once it owes at most half its window, then up to the
+        full window: wants go out in batches, not a one-entry message per block received.
+        """
+        refill = {peer for peer, s in state.sources.items()
+                  if len(s.owed) <= self.limits.provider_window // 2}
         batches: dict[PeerID, list[str]] = {}
         kept: deque[_Want] = deque()
         while state.queued:
@@ -588,7 +598,7 @@ class Bitswap:
             if want.cid in state.asked:  # the same block again (a repeated leaf)
                 state.asked[want.cid].append(want)
                 continue
-            source = self._pick_source(state, want.cid)
+            source = self._pick_source(state, want.cid, refill)
             if source is None or len(state.asked) >= self.limits.fetch_window:
                 kept.append(want)
                 continue
@@ -605,9 +615,10 @@ class Bitswap:
             entries = tuple(WantEntry(cid_info(c).binary, 1, False, WantType.BLOCK, True) for c in cids)
             nursery.start_soon(self._send_wants, state, peer, BitswapMessage(wantlist=entries))
 
-    def _pick_source(self, state: _Fetch, cid: str) -> _Source | None:
-        usable = [s for s in state.sources.values()
-                  if s.down is None and cid not in s.lacks and len(s.owed) < self.limits.provider_window]
+    def _pick_source(self, state: _Fetch, cid: str, refill: set[PeerID]) -> _Source | None:
+        usable = [s for peer, s in state.sources.items()
+                  if peer in refill and s.down is None and cid not in s.lacks
+                  and len(s.owed) < self.limits.provider_window]
         return min(usable, key=lambda s: len(s.owed), default=None)
 
     async def _send_wants(self, state: _Fetch, peer: PeerID, message: BitswapMessage) -> None:

@@ -19,6 +19,7 @@ from eth_abi import encode as abi_encode
 from eth_utils import keccak
 from eth_utils.abi import collapse_if_tuple
 
+from node.chain.bounds import check_event
 from node.chain.errors import ChainError
 
 ARTIFACTS_DIR = Path(__file__).resolve().parents[2] / "contracts" / "artifacts"
@@ -224,7 +225,8 @@ def revert_data_from_exception(exc: BaseException) -> bytes | None:
 
 
 def decode_log(topics: list[bytes], data: bytes) -> tuple[str, dict[str, Any]] | None:
-    """(event name, {param: value}) for a log of our contracts, None for a foreign event."""
+    """(event name, {param: value}) for a log of our contracts, None for a foreign event.
+    Raises ChainValueOutOfRange if an integer in it is outside its range (node/chain/bounds)."""
     if not topics:
         return None
     item = _events_by_topic().get(bytes(topics[0]))
@@ -239,4 +241,5 @@ def decode_log(topics: list[bytes], data: bytes) -> tuple[str, dict[str, Any]] |
             args[name] = abi_decode([type_], bytes(next(indexed_values)))[0]
         else:
             args[name] = next(data_values)
+    check_event(item.name, args)
     return item.name, args

@@ -5,12 +5,18 @@ JSON-RPC endpoint (anvil, a testnet). Every transaction is signed locally with t
 key; nonces are tracked locally (one client per key and process) and re-synced from the chain
 after any send error. Before sending, each transaction is simulated (gas estimation), so a
 revert surfaces as ChainRevert with the contract's error name without spending a nonce.
+
+A transaction no retry can fix raises a TransactionCannotSucceed: InsufficientFunds (checked
+against the balance before anything is sent) or DeterministicRevert (a custom error fixed by
+the transaction's own inputs). Every integer a view returns is range-checked
+(node/chain/bounds.py; events are checked where they are decoded).
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 from eth_account import Account
@@ -28,8 +34,9 @@ from node.chain.artifacts import (
     load_artifact,
     revert_data_from_exception,
 )
+from node.chain.bounds import check_view
 from node.chain.dev import embedded_tester
-from node.chain.errors import ChainError, ChainRevert
+from node.chain.errors import ChainError, ChainRevert, InsufficientFunds, revert_error
 from node.chain.types import (
     ChainEvent,
     Participant,
@@ -42,12 +49,13 @@ from node.chain.types import (
     TaskStatus,
     Termination,
 )
-from protocol.manifest import manifest_commitment, update_commitment
+from protocol.manifest import WorkerVerdict, manifest_commitment, to_verdicts, update_commitment
 
 PRIORITY_FEE_WEI = 10**9
 GAS_HEADROOM = 1.2  # estimates are exact for the simulated state; leave room for drift
 GAS_FLOOR = 30_000
 EMBEDDED_GAS_LIMIT = 15_000_000  # half of eth-tester's block gas limit
+_FUNDS_ERRORS = ("insufficient funds", "not enough balance", "sender does not have enough balance")
 _NONCE_ERRORS = (
     "nonce too low",
     "nonce too high",
@@ -78,6 +86,11 @@ class Deployment:
 
 def _address_bytes(address: str) -> bytes:
     return bytes.fromhex(address.removeprefix("0x"))
+
+
+def _is_funds_error(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(marker in text for marker in _FUNDS_ERRORS)
 
 
 class ChainClient:
@@ -143,16 +156,32 @@ class ChainClient:
         except Exception as exc:
             data = self._embedded_revert_data(tx) or revert_data_from_exception(exc)
             if data is None:
+                if _is_funds_error(exc):
+                    raise self._insufficient(label, int(tx.get("value", 0))) from exc
                 raise ChainError(f"{label}: could not simulate the transaction: {exc}") from exc
             name, args = decode_revert(data)
-            raise ChainRevert(label, name, args, data) from None
+            raise revert_error(label, name, args, data) from None
+
+    def _insufficient(self, label: str, needed: int) -> InsufficientFunds:
+        return InsufficientFunds(label, self.address, needed, self.balance())
+
+    def _check_funds(self, label: str, tx: dict[str, Any]) -> None:
+        """Refuse a transaction our balance cannot pay for: the chain would refuse it too,
+        and no retry changes that until someone funds the account."""
+        needed = int(tx.get("value", 0)) + int(tx["gas"]) * int(tx["maxFeePerGas"])
+        if self.balance() < needed:
+            raise self._insufficient(label, needed)
 
     def _send(self, label: str, tx: dict[str, Any]) -> Receipt:
         """Simulate, sign with our key, send with our nonce, wait for the receipt."""
         tx = {"from": self.address, "chainId": self.chain_id, "value": 0, **tx}
+        if int(tx["value"]) > self.balance():
+            raise self._insufficient(label, int(tx["value"]))
         gas = self._simulate(label, tx)
+        tx = {**tx, "gas": gas, **self._fees()}
+        self._check_funds(label, tx)
         with self._send_lock:
-            tx_hash = self._sign_and_send(label, {**tx, "gas": gas, **self._fees()})
+            tx_hash = self._sign_and_send(label, tx)
         try:
             raw = self.w3.eth.wait_for_transaction_receipt(
                 HexBytes(tx_hash), timeout=self.receipt_timeout
@@ -184,6 +213,8 @@ class ChainClient:
                 self._nonce = None  # re-sync from the chain on the next send
                 if attempt == 1 and any(marker in str(exc).lower() for marker in _NONCE_ERRORS):
                     continue  # the chain refused the nonce, so nothing was sent: safe to retry
+                if _is_funds_error(exc):
+                    raise self._insufficient(label, int(tx["value"]) + tx["gas"] * tx["maxFeePerGas"]) from exc
                 raise ChainError(f"{label}: sending failed: {exc}") from exc
             self._nonce += 1
             return bytes(tx_hash)
@@ -201,7 +232,7 @@ class ChainClient:
                 data = revert_data_from_exception(exc)
                 if data is not None:
                     name, args = decode_revert(data)
-                    raise ChainRevert(label, name, args, data) from None
+                    raise revert_error(label, name, args, data) from None
         raise ChainError(
             f"{label}: transaction reverted in block {block_number}; replay gave no reason"
         )
@@ -333,6 +364,7 @@ class ChainClient:
 
     def participant(self, address: str) -> Participant:
         peer_id, key, modulus, at = self._call(self.registry, "participant", address)
+        check_view("participant", registered_at=at)
         return Participant(
             to_checksum_address(address), bytes(peer_id), bytes(key), bytes(modulus), at
         )
@@ -351,7 +383,7 @@ class ChainClient:
         return to_checksum_address(receipt.event("TaskCreated").args["task"]), receipt
 
     def task_count(self) -> int:
-        return int(self._call(self.registry, "taskCount"))
+        return self._int_view(self.registry, "taskCount", "count")
 
     def task_at(self, index: int) -> str:
         return to_checksum_address(self._call(self.registry, "taskAt", index))
@@ -397,18 +429,19 @@ class ChainClient:
         round: int,
         workers: list[str],
         scores: list[int],
-        accepts: list[bool],
+        verdicts: Sequence[WorkerVerdict | bool],
         global_accuracy: int,
         salt: bytes,
     ) -> bytes:
-        """The commitment this client (as validator) commits for the given manifest."""
+        """The commitment this client (as validator) commits for the given manifest; a bool
+        verdict is ACCEPT (True) or REJECT (False)."""
         return manifest_commitment(
             _address_bytes(task),
             round,
             _address_bytes(self.address),
             [_address_bytes(w) for w in workers],
             scores,
-            accepts,
+            verdicts,
             global_accuracy,
             salt,
         )
@@ -427,10 +460,12 @@ class ChainClient:
         round: int,
         workers: list[str],
         scores: list[int],
-        accepts: list[bool],
+        verdicts: Sequence[WorkerVerdict | bool],
         global_accuracy: int,
         salt: bytes,
     ) -> Receipt:
+        """Open our commitment: one verdict per worker (protocol.manifest.WorkerVerdict:
+        REJECT, ACCEPT, UNAVAILABLE; a bool is ACCEPT or REJECT), as committed."""
         checksummed = [to_checksum_address(w) for w in workers]
         return self._transact(
             self.task(task),
@@ -438,7 +473,7 @@ class ChainClient:
             round,
             checksummed,
             scores,
-            accepts,
+            [int(v) for v in to_verdicts(verdicts)],
             global_accuracy,
             salt,
         )
@@ -461,25 +496,31 @@ class ChainClient:
         """A task's parameters (immutable once created, so cached per client)."""
         key = to_checksum_address(task)
         if key not in self._params_cache:
-            self._params_cache[key] = TaskParams.from_abi(
-                tuple(self._call(self.task(task), "params"))
-            )
+            raw = tuple(self._call(self.task(task), "params"))
+            check_view("params", **{f.name: v for f, v in zip(fields(TaskParams), raw, strict=True)})
+            self._params_cache[key] = TaskParams.from_abi(raw)
         return self._params_cache[key]
+
+    def _int_view(self, target: Target, function: str, field: str, *args: Any) -> int:
+        """An integer view, range-checked (node/chain/bounds.py) under the name `field`."""
+        value = int(self._call(target, function, *args))
+        check_view(function, **{field: value})
+        return value
 
     def requester(self, task: str) -> str:
         return to_checksum_address(self._call(self.task(task), "requester"))
 
     def status(self, task: str) -> TaskStatus:
-        return TaskStatus(self._call(self.task(task), "status"))
+        return TaskStatus(self._int_view(self.task(task), "status", "status"))
 
     def termination(self, task: str) -> Termination:
-        return Termination(self._call(self.task(task), "termination"))
+        return Termination(self._int_view(self.task(task), "termination", "termination"))
 
     def phase(self, task: str) -> Phase:
-        return Phase(self._call(self.task(task), "phase"))
+        return Phase(self._int_view(self.task(task), "phase", "phase"))
 
     def current_round(self, task: str) -> int:
-        return int(self._call(self.task(task), "currentRound"))
+        return self._int_view(self.task(task), "currentRound", "round")
 
     def params_hash(self, task: str) -> bytes:
         return bytes(self._call(self.task(task), "paramsHash"))
@@ -488,16 +529,17 @@ class ChainClient:
         return str(self._call(self.task(task), "validationSetCid"))
 
     def escrow(self, task: str) -> int:
-        return int(self._call(self.task(task), "escrow"))
+        return self._int_view(self.task(task), "escrow", "escrow")
 
     def books(self, task: str) -> tuple[int, int, int]:
         """(escrow, total locked deposits, total credited balances); their sum always equals
         the task's ether balance."""
         escrow, locked, credited = self._call(self.task(task), "books")
+        check_view("books", escrow=escrow, locked=locked, credited=credited)
         return int(escrow), int(locked), int(credited)
 
     def total_stake(self, task: str) -> int:
-        return int(self._call(self.task(task), "totalStake"))
+        return self._int_view(self.task(task), "totalStake", "total_stake")
 
     def members(self, task: str) -> tuple[list[str], list[str]]:
         workers, validators = self._call(self.task(task), "members")
@@ -506,23 +548,28 @@ class ChainClient:
         ]
 
     def role_of(self, task: str, address: str | None = None) -> Role:
-        return Role(self._call(self.task(task), "roleOf", address or self.address))
+        return Role(self._int_view(self.task(task), "roleOf", "role", address or self.address))
 
     def locked_deposit(self, task: str, address: str | None = None) -> int:
-        return int(self._call(self.task(task), "lockedDeposit", address or self.address))
+        return self._int_view(self.task(task), "lockedDeposit", "amount", address or self.address)
 
     def credited_balance(self, task: str, address: str | None = None) -> int:
         """Credited and not yet withdrawn (rewards, refunds), excluding the locked deposit."""
-        return int(self._call(self.task(task), "balanceOf", address or self.address))
+        return self._int_view(self.task(task), "balanceOf", "amount", address or self.address)
 
     def withdrawable(self, task: str, address: str | None = None) -> int:
-        return int(self._call(self.task(task), "withdrawable", address or self.address))
+        return self._int_view(self.task(task), "withdrawable", "amount", address or self.address)
 
     def round_info(self, task: str, round: int) -> RoundInfo:
-        return RoundInfo.from_abi(tuple(self._call(self.task(task), "roundInfo", round)))
+        raw = tuple(self._call(self.task(task), "roundInfo", round))
+        check_view("roundInfo", **{f.name: v for f, v in zip(fields(RoundInfo), raw, strict=True)})
+        return RoundInfo.from_abi(raw)
 
     def round_result(self, task: str, round: int) -> RoundResult:
         raw = tuple(self._call(self.task(task), "roundResult", round))
+        check_view(
+            "roundResult", **{f.name: v for f, v in zip(fields(RoundResult), raw, strict=True)}
+        )
         result = RoundResult.from_abi(raw)
         return RoundResult(
             **{
@@ -538,6 +585,7 @@ class ChainClient:
 
     def update_commitment_of(self, task: str, round: int, worker: str) -> tuple[bytes, int]:
         commitment, n_samples = self._call(self.task(task), "updateCommitment", round, worker)
+        check_view("updateCommitment", n_samples=n_samples)
         return bytes(commitment), int(n_samples)
 
     def latest_timestamp(self) -> int:

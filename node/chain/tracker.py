@@ -185,7 +185,8 @@ class TaskTracker:
             record.reveals[_address(args["validator"])] = {
                 "workers": [_address(w) for w in args["workers"]],
                 "scores": [int(s) for s in args["scores"]],
-                "accepts": [bool(a) for a in args["accepts"]],
+                "accepts": [int(v) == 1 for v in args["verdicts"]],  # WorkerVerdict.ACCEPT
+                "verdicts": [int(v) for v in args["verdicts"]],
                 "global_accuracy": int(args["globalAccuracy"]),
             }
             record.advance(Phase.REVEAL)

@@ -14,7 +14,7 @@ from protocol.rewards import RewardPolicy
 # Task.Params as one ABI tuple, field types in declaration order.
 PARAMS_ABI_TYPE = (
     "(string,string,string,uint32,uint128,uint128,uint128,uint128,uint32,uint64,uint64,uint64,"
-    "uint32,uint32,uint32,uint8,uint16,uint16,uint16,uint16,uint16,uint16,uint64)"
+    "uint32,uint32,uint32,uint8,uint16,uint16,uint16,uint16,uint16,uint16,uint64,uint64,bytes32)"
 )
 
 __all__ = [
@@ -91,6 +91,8 @@ class TaskParams:
     min_workers: int
     min_validators: int
     recruit_deadline: int
+    max_samples_per_worker: int  # submitUpdate refuses a claimed sample count above it
+    model_spec_hash: bytes = bytes(32)  # 32 bytes; all zero = the model spec is not pinned
 
     @property
     def escrow(self) -> int:
@@ -111,6 +113,7 @@ class TaskParams:
     def from_abi(cls, values: tuple[Any, ...]) -> TaskParams:
         kwargs = dict(zip((f.name for f in fields(cls)), values, strict=True))
         kwargs["reward_policy"] = RewardPolicy(kwargs["reward_policy"])
+        kwargs["model_spec_hash"] = bytes(kwargs["model_spec_hash"])
         return cls(**kwargs)
 
 

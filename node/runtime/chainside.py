@@ -254,12 +254,13 @@ class ChainFollower:
 
 
 def contract_args(args: tuple[Any, ...]) -> list[Any]:
-    """Machine action arguments to web3 arguments: 20-byte addresses to checksum strings."""
+    """Machine action arguments to web3 arguments: 20-byte addresses to checksum strings,
+    bool verdicts to the manifest's uint8 encoding (protocol.manifest.WorkerVerdict)."""
     converted: list[Any] = []
     for value in args:
         if isinstance(value, tuple):
             converted.append(
-                [checksum(v) if isinstance(v, bytes) and len(v) == 20 else v for v in value]
+                [checksum(v) if isinstance(v, bytes) and len(v) == 20 else int(v) if isinstance(v, bool) else v for v in value]
             )
         else:
             converted.append(value)

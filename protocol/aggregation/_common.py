@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import torch
 
 from protocol.errors import ModelValidationError, ProtocolError
+from protocol.limits import MAX_SAMPLES_PER_WORKER
 
 StateDict = Mapping[str, torch.Tensor]
 
@@ -57,13 +58,20 @@ def check_states(states: Sequence[StateDict]) -> list[str]:
 
 
 def check_weights(n_samples: Sequence[int], n_states: int) -> torch.Tensor:
-    """Sample counts as float64 weights summing to 1."""
+    """Sample counts as float64 weights summing to 1. Each count must be within
+    0..MAX_SAMPLES_PER_WORKER (the contract's bound): larger ones would not convert to float
+    exactly, or at all, and no honest worker claims them."""
     if len(n_samples) != n_states:
         raise AggregationError(f"{n_states} updates but {len(n_samples)} sample counts")
     for index, count in enumerate(n_samples):
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise AggregationError(
                 f"sample count {index} must be a non-negative int, got {count!r}"
+            )
+        if count > MAX_SAMPLES_PER_WORKER:
+            raise AggregationError(
+                f"sample count {index} is {count}, above MAX_SAMPLES_PER_WORKER = "
+                f"{MAX_SAMPLES_PER_WORKER} (protocol.limits); the chain refuses such claims"
             )
     total = sum(n_samples)
     if total == 0:

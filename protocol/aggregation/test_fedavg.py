@@ -91,3 +91,17 @@ def test_fedavg_is_fooled_by_an_outlier(byzantine_states: list[StateDict]) -> No
     # The reason robust rules exist: one huge update drags the average far away.
     result = fedavg(byzantine_states, [1] * len(byzantine_states))
     assert float(result["w"].min()) > 1e5
+
+
+def test_sample_counts_above_the_protocol_bound_are_refused_by_name() -> None:
+    """A sample count of 2**64 - 1 (a worker's on-chain claim) made the weighting raise
+    OverflowError deep in tensor code; it is refused with the bound and where it comes from."""
+    from protocol.limits import MAX_SAMPLES_PER_WORKER
+
+    a = make_state([0.0, 4.0], bias=1.0, counter=10)
+    b = make_state([4.0, 0.0], bias=5.0, counter=20)
+    for huge in (2**64 - 1, MAX_SAMPLES_PER_WORKER + 1):
+        with pytest.raises(AggregationError, match="sample count 0 .* above MAX_SAMPLES_PER_WORKER"):
+            fedavg([a, b], [huge, 100])
+    at_bound = fedavg([a, b], [MAX_SAMPLES_PER_WORKER, MAX_SAMPLES_PER_WORKER])
+    assert torch.equal(at_bound["layer.weight"], torch.tensor([2.0, 2.0]))

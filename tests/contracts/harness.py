@@ -29,6 +29,7 @@ from node.chain import (
     dev,
 )
 from protocol import keycert, sortition
+from protocol.manifest import WorkerVerdict
 from protocol.rewards import Policy, RewardPolicy
 from protocol.vrf import VRFPrivateKey
 from tests.vrf_test_keys import honest_keys
@@ -36,6 +37,7 @@ from tests.vrf_test_keys import honest_keys
 ETHER = 10**18
 FUNDING = 100 * ETHER
 DURATION = 1_000  # seconds per phase: far above the 1 s per block of eth-tester
+MAX_SAMPLES = 60_000  # the tasks' maxSamplesPerWorker; play_round submits 100 + index
 
 
 def _deterministic_key(label: str) -> bytes:
@@ -128,6 +130,7 @@ class World:
             min_workers=1,
             min_validators=1,
             recruit_deadline=dev.latest_timestamp(self.w3) + 10 * DURATION,
+            max_samples_per_worker=MAX_SAMPLES,
         )
         return replace(base, **overrides)
 
@@ -233,7 +236,7 @@ class Vote:
     """What one committee member does in a round."""
 
     scores: tuple[int, ...] = ()
-    accepts: tuple[bool, ...] = ()
+    verdicts: tuple[WorkerVerdict | bool, ...] = ()  # a bool is ACCEPT / REJECT
     accuracy: int = 0
     reveal: bool = True
 
@@ -290,7 +293,7 @@ def play_round(
         salt = hashlib.sha256(f"salt {task} {round} {validator.address}".encode()).digest()
         salts[validator.address] = salt
         commitment = validator.manifest_commitment(
-            task, round, workers, list(vote.scores), list(vote.accepts), vote.accuracy, salt
+            task, round, workers, list(vote.scores), list(vote.verdicts), vote.accuracy, salt
         )
         paid(validator, world.commit(validator, task, round, commitment))
     if len(votes) < n_validators:
@@ -298,7 +301,7 @@ def play_round(
     for validator, vote in votes:
         if vote.reveal:
             receipt = validator.reveal_manifest(
-                task, round, workers, list(vote.scores), list(vote.accepts), vote.accuracy,
+                task, round, workers, list(vote.scores), list(vote.verdicts), vote.accuracy,
                 salts[validator.address],
             )  # fmt: skip
             paid(validator, receipt)

@@ -9,7 +9,13 @@ from eth_utils import to_checksum_address
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol.manifest import MAX_ABS_SCORE, MAX_ACCURACY, manifest_commitment, update_commitment
+from protocol.manifest import (
+    MAX_ABS_SCORE,
+    MAX_ACCURACY,
+    WorkerVerdict,
+    manifest_commitment,
+    update_commitment,
+)
 from tests.contracts.harness import World
 
 addresses = st.binary(min_size=20, max_size=20)
@@ -48,16 +54,19 @@ def test_manifest_commitment_equals_abi_encode(
     task, validator = data.draw(addresses), data.draw(addresses)
     workers = data.draw(st.lists(addresses, min_size=n, max_size=n))
     scores = data.draw(st.lists(st.integers(-MAX_ABS_SCORE, MAX_ABS_SCORE), min_size=n, max_size=n))
-    accepts = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    # Bools (ACCEPT / REJECT) and the enum, UNAVAILABLE included, hash like uint8[].
+    verdicts = data.draw(
+        st.lists(st.one_of(st.booleans(), st.sampled_from(WorkerVerdict)), min_size=n, max_size=n)
+    )
     round_ = data.draw(st.integers(1, 2**64))
     accuracy = data.draw(st.integers(0, MAX_ACCURACY))
     salt = data.draw(st.binary(min_size=32, max_size=32))
     hexed = [to_checksum_address(w) for w in workers]
     on_chain = embedded_world_session.requester.call(
         "CommitmentHarness", harness, "manifestCommitment",
-        to_checksum_address(task), round_, to_checksum_address(validator), hexed, scores, accepts, accuracy, salt,
+        to_checksum_address(task), round_, to_checksum_address(validator), hexed, scores, [int(v) for v in verdicts], accuracy, salt,
     )  # fmt: skip
     expected = manifest_commitment(
-        task, round_, validator, workers, scores, accepts, accuracy, salt
+        task, round_, validator, workers, scores, verdicts, accuracy, salt
     )
     assert bytes(on_chain) == expected

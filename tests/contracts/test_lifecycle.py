@@ -36,7 +36,7 @@ def test_three_honest_rounds_pay_exactly(any_world: World) -> None:
     assert world.requester.status(task) == TaskStatus.RUNNING
     assert world.requester.phase(task) == Phase.TRAINING
 
-    honest = Vote(scores=SCORES, accepts=(True,) * 4, accuracy=910_000)
+    honest = Vote(scores=SCORES, verdicts=(True,) * 4, accuracy=910_000)
     for round in (1, 2, 3):
         assert world.requester.current_round(task) == round
         played = play_round(world, task, round, workers, [(v, honest) for v in validators])

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from node.chain import TaskStatus
-from protocol.manifest import MAX_ABS_SCORE, MAX_ACCURACY
+from protocol.manifest import MAX_ABS_SCORE, MAX_ACCURACY, WorkerVerdict
 from protocol.rewards import CommitteeMember, Policy, RewardPolicy, settle_round, terminates
 from protocol.sortition import is_selected
 from tests.contracts.harness import ETHER, EVERYONE, Vote, World, play_round, policy_of
@@ -29,6 +29,7 @@ scores = st.one_of(
     st.integers(-(10**6), 10**6),
     st.sampled_from([MAX_ABS_SCORE, -MAX_ABS_SCORE]),
 )
+verdicts = st.sampled_from(WorkerVerdict)
 
 
 @st.composite
@@ -51,7 +52,7 @@ def settlement_inputs(draw: st.DrawFn) -> tuple[Policy, list[int], list[Committe
             CommitteeMember(
                 revealed=revealed,
                 scores=tuple(draw(scores) for _ in range(n_workers)) if revealed else (),
-                accepts=tuple(draw(st.booleans()) for _ in range(n_workers)) if revealed else (),
+                verdicts=tuple(draw(verdicts) for _ in range(n_workers)) if revealed else (),
                 global_accuracy=draw(st.integers(0, MAX_ACCURACY)) if revealed else 0,
                 stake_left=draw(amounts),
             )
@@ -85,7 +86,7 @@ def test_solidity_settlement_equals_python(
         ),
         deposits,
         [
-            (m.revealed, list(m.scores), list(m.accepts), m.global_accuracy, m.stake_left)
+            (m.revealed, list(m.scores), list(m.verdicts), m.global_accuracy, m.stake_left)
             for m in committee
         ],
     )
@@ -93,9 +94,11 @@ def test_solidity_settlement_equals_python(
         expected.reveals,
         expected.consensus_scores,
         expected.accepted,
+        expected.rejected,
         expected.worker_payouts,
         expected.worker_slashes,
         expected.agreed,
+        expected.judged,
         expected.validator_payouts,
         expected.validator_slashes,
         expected.consensus_accuracy,
@@ -113,7 +116,10 @@ def test_solidity_settlement_equals_python(
 
 # ---------------------------------------------------------------------- random task histories
 
-BEHAVIOURS = ("honest", "liar", "silent", "absent")  # silent: commits, never reveals
+# silent: commits, never reveals; flooded: honest, but could not fetch some updates (marks
+# them UNAVAILABLE); lazy: marks every update UNAVAILABLE without evaluating anything.
+HONEST_BEHAVIOURS = ("honest", "flooded")
+BEHAVIOURS = ("honest", "liar", "silent", "absent", "flooded", "lazy")
 
 
 @dataclass(frozen=True)
@@ -136,7 +142,8 @@ class History:
     truth_scores: tuple[tuple[int, ...], ...]  # [round][worker]
     submits: tuple[tuple[bool, ...], ...]  # [round][worker], honest workers always submit
     behaviours: tuple[tuple[str, ...], ...]  # [round][validator]
-    lies: tuple[tuple[tuple[tuple[int, bool], ...], ...], ...]  # [round][validator][worker]
+    lies: tuple[tuple[tuple[tuple[int, WorkerVerdict], ...], ...], ...]  # [round][validator][worker]
+    unfetched: tuple[tuple[tuple[bool, ...], ...], ...]  # [round][validator][worker], if flooded
     accuracies: tuple[int, ...]  # [round] the honest global accuracy
     stop_before_round: int  # 0 = never stop
     leaver_joins: bool  # an extra worker joins and leaves before the start
@@ -150,7 +157,7 @@ def histories(draw: st.DrawFn) -> History:
     honest_workers = tuple(draw(st.booleans()) for _ in range(n_workers))
     honest_validators = tuple(draw(st.booleans()) for _ in range(n_validators))
     small_score = st.integers(-3, 5)
-    lie = st.tuples(small_score, st.booleans())
+    lie = st.tuples(small_score, verdicts)
     return History(
         n_workers=n_workers,
         n_validators=n_validators,
@@ -174,7 +181,14 @@ def histories(draw: st.DrawFn) -> History:
             tuple(h or draw(st.booleans()) for h in honest_workers) for _ in range(rounds)
         ),
         behaviours=tuple(
-            tuple("honest" if h else draw(st.sampled_from(BEHAVIOURS)) for h in honest_validators)
+            tuple(
+                draw(st.sampled_from(HONEST_BEHAVIOURS if h else BEHAVIOURS))
+                for h in honest_validators
+            )
+            for _ in range(rounds)
+        ),
+        unfetched=tuple(
+            tuple(tuple(draw(st.booleans()) for _ in range(n_workers)) for _ in range(n_validators))
             for _ in range(rounds)
         ),
         lies=tuple(
@@ -253,6 +267,16 @@ def _check_history(world: World, h: History) -> None:
             if behaviour == "liar":
                 lies = [h.lies[index][v][i] for i in submitted_index]
                 vote = Vote(tuple(s for s, _ in lies), tuple(a for _, a in lies), 10**6 - 1)
+            elif behaviour in ("flooded", "lazy"):
+                missed = [behaviour == "lazy" or h.unfetched[index][v][i] for i in submitted_index]
+                vote = Vote(
+                    tuple(h.truth_scores[index][i] for i in submitted_index),
+                    tuple(
+                        WorkerVerdict.UNAVAILABLE if m else WorkerVerdict(h.honest_workers[i])
+                        for i, m in zip(submitted_index, missed, strict=True)
+                    ),
+                    h.accuracies[index],
+                )
             else:
                 vote = Vote(
                     tuple(h.truth_scores[index][i] for i in submitted_index),
@@ -266,13 +290,19 @@ def _check_history(world: World, h: History) -> None:
         revealers = [(validator, vote) for validator, vote in votes if vote.reveal]
         honest_revealers = sum(1 for v, _ in revealers if h.honest_validators[validators.index(v)])
         honest_majority_always &= 2 * honest_revealers > len(revealers)
+        # The score consensus of a worker is the median of those who judged it: an honest
+        # validator is safe when the honest ones are a majority of every worker's judges.
+        for j in range(len(submitters)):
+            judges = [v for v, vote in revealers if vote.verdicts[j] != WorkerVerdict.UNAVAILABLE]
+            honest_judges = sum(1 for v in judges if h.honest_validators[validators.index(v)])
+            honest_majority_always &= not judges or 2 * honest_judges > len(judges)
 
         # The chain's settlement is exactly the Python reference run on the model's books.
         committee = [
             CommitteeMember(
                 revealed=vote.reveal,
                 scores=vote.scores if vote.reveal else (),
-                accepts=vote.accepts if vote.reveal else (),
+                verdicts=vote.verdicts if vote.reveal else (),
                 global_accuracy=vote.accuracy,
                 stake_left=locked[validator.address],
             )

@@ -16,6 +16,7 @@ from protocol.manifest import MAX_ABS_SCORE
 from tests.contracts.harness import (
     DURATION,
     ETHER,
+    MAX_SAMPLES,
     Vote,
     World,
     certificate,
@@ -41,11 +42,11 @@ def commit(
 ) -> Vote:
     chosen = Vote(
         scores=vote.get("scores", tuple(100_000 for _ in workers)),
-        accepts=vote.get("accepts", tuple(True for _ in workers)),
+        verdicts=vote.get("accepts", tuple(True for _ in workers)),
         accuracy=vote.get("accuracy", 900_000),
     )
     commitment = validator.manifest_commitment(
-        task, round, workers, list(chosen.scores), list(chosen.accepts), chosen.accuracy, SALT
+        task, round, workers, list(chosen.scores), list(chosen.verdicts), chosen.accuracy, SALT
     )
     world.commit(validator, task, round, commitment)
     return chosen
@@ -53,7 +54,7 @@ def commit(
 
 def reveal(validator: ChainClient, task: str, round: int, workers: list[str], vote: Vote) -> Any:
     return validator.reveal_manifest(
-        task, round, workers, list(vote.scores), list(vote.accepts), vote.accuracy, SALT
+        task, round, workers, list(vote.scores), list(vote.verdicts), vote.accuracy, SALT
     )
 
 
@@ -168,6 +169,8 @@ def test_uncertified_vrf_keys_are_refused(world: World) -> None:
         ("max_validators", 257),
         ("worker_deposit", 2**112 + 1),
         ("validator_stake", 0),
+        ("max_samples_per_worker", 0),
+        ("max_samples_per_worker", 2**40 + 1),
     ],
 )
 def test_invalid_task_parameters_are_named(world: World, field: str, value: Any) -> None:
@@ -183,6 +186,7 @@ def test_invalid_task_parameters_are_named(world: World, field: str, value: Any)
         "max_validators": "maxValidators",
         "worker_deposit": "workerDeposit",
         "validator_stake": "validatorStake",
+        "max_samples_per_worker": "maxSamplesPerWorker",
     }.get(field, field)
     assert err.values == (contract_name,)
     reverts("InvalidParameter", world.requester.create_task, params)
@@ -326,7 +330,8 @@ def test_phase_and_round_guards(any_world: World) -> None:
     assert err.values == (Phase.COMMIT, Phase.TRAINING)
     reverts("WrongPhase", world.outsider.finalize_round, task, 1)  # finalize too early
     reverts("NotWorker", v0.submit_update, task, 1, "bafkreiupdate", 10)
-    reverts("ZeroSamples", w0.submit_update, task, 1, "bafkreiupdate", 0)
+    err = reverts("SamplesOutOfRange", w0.submit_update, task, 1, "bafkreiupdate", 0)
+    assert err.values == (0, MAX_SAMPLES)
     reverts("EmptyCommitment", w0.submit_update_commitment, task, 1, b"\x00" * 32, 10)
     w0.submit_update(task, 1, "bafkreiupdate0", 10)
     err = reverts("AlreadySubmitted", w0.submit_update, task, 1, "bafkreiupdate0", 10)
@@ -426,9 +431,9 @@ def test_reveal_must_match_commitment(any_world: World) -> None:
     vote = commit(world, v0, task, 1, workers, scores=(5, 6))
     commit(world, v1, task, 1, workers)
     tampered = [
-        Vote(scores=(5, 7), accepts=vote.accepts, accuracy=vote.accuracy),
-        Vote(scores=vote.scores, accepts=(True, False), accuracy=vote.accuracy),
-        Vote(scores=vote.scores, accepts=vote.accepts, accuracy=vote.accuracy + 1),
+        Vote(scores=(5, 7), verdicts=vote.verdicts, accuracy=vote.accuracy),
+        Vote(scores=vote.scores, verdicts=(True, False), accuracy=vote.accuracy),
+        Vote(scores=vote.scores, verdicts=vote.verdicts, accuracy=vote.accuracy + 1),
     ]
     for wrong in tampered:
         err = reverts("RevealMismatch", reveal, v0, task, 1, workers, wrong)
@@ -436,7 +441,7 @@ def test_reveal_must_match_commitment(any_world: World) -> None:
     reverts("RevealMismatch", reveal, v0, task, 1, list(reversed(workers)), vote)
     with pytest.raises(ChainRevert, match="RevealMismatch"):
         v0.reveal_manifest(
-            task, 1, workers, list(vote.scores), list(vote.accepts), vote.accuracy, b"\x00" * 32
+            task, 1, workers, list(vote.scores), list(vote.verdicts), vote.accuracy, b"\x00" * 32
         )
     # Another validator cannot replay v0's opening: the commitment binds the validator address.
     reverts("RevealMismatch", reveal, v1, task, 1, workers, vote)
@@ -454,16 +459,49 @@ def test_manifest_must_list_the_submitters_within_bounds(world: World) -> None:
     wrong_set = [submitted[0], world.workers[2].address]
     bad_set = commit(world, v0, task, 1, wrong_set)
     # protocol.manifest refuses to commit such a score, so build this commitment by hand.
-    out_of_range = Vote(scores=(MAX_ABS_SCORE + 1, 0), accepts=(True, True), accuracy=1)
+    out_of_range = Vote(scores=(MAX_ABS_SCORE + 1, 0), verdicts=(True, True), accuracy=1)
     encoded = abi_encode(
-        ["address", "uint256", "address", "address[]", "int256[]", "bool[]", "uint256", "bytes32"],
-        [task, 1, v1.address, submitted, list(out_of_range.scores), [True, True], 1, SALT],
+        ["address", "uint256", "address", "address[]", "int256[]", "uint8[]", "uint256", "bytes32"],
+        [task, 1, v1.address, submitted, list(out_of_range.scores), [1, 1], 1, SALT],
     )
     world.commit(v1, task, 1, keccak(encoded))
     err = reverts("ManifestWorkersMismatch", reveal, v0, task, 1, wrong_set, bad_set)
     assert err.values == (1, 1)
     err = reverts("ScoreOutOfRange", reveal, v1, task, 1, submitted, out_of_range)
     assert err.values == (0, MAX_ABS_SCORE + 1)
+
+
+def test_sample_claims_above_the_task_bound_revert(any_world: World) -> None:
+    """A worker claiming 2**64 - 1 samples used to be accepted and then broke every
+    validator's weighting (OverflowError in float conversion), stalling the round."""
+    world = any_world
+    task = world.started_task(n_workers=2, n_validators=1, max_samples_per_worker=1_000)
+    w0 = world.workers[0]
+    err = reverts("SamplesOutOfRange", w0.submit_update, task, 1, "bafkreihuge", 2**64 - 1)
+    assert err.values == (2**64 - 1, 1_000)
+    assert err.args_by_name["maxSamplesPerWorker"] == 1_000
+    reverts("SamplesOutOfRange", w0.submit_update, task, 1, "bafkreihuge", 1_001)
+    w0.submit_update(task, 1, "bafkreiatthebound", 1_000)
+    assert world.requester.update_commitment_of(task, 1, w0.address)[1] == 1_000
+    assert world.requester.task_params(task).max_samples_per_worker == 1_000
+
+
+def test_verdicts_outside_the_enum_revert(world: World) -> None:
+    task = world.started_task(n_workers=1, n_validators=2)
+    world.workers[0].submit_update(task, 1, "bafkrei0", 10)
+    workers = world.requester.submitted_workers(task, 1)
+    v0 = world.validators[0]
+    # protocol.manifest refuses to commit verdict 3, so build this commitment by hand.
+    encoded = abi_encode(
+        ["address", "uint256", "address", "address[]", "int256[]", "uint8[]", "uint256", "bytes32"],
+        [task, 1, v0.address, workers, [0], [3], 1, SALT],
+    )
+    world.commit(v0, task, 1, keccak(encoded))
+    world.advance_to(world.requester.round_info(task, 1).commit_end)
+    err = reverts(
+        "VerdictOutOfRange", v0.transact, "Task", task, "revealManifest", 1, workers, [0], [3], 1, SALT
+    )
+    assert err.values == (0, 3)
 
 
 def test_late_reveal_reverts_and_silent_committer_is_slashed(any_world: World) -> None:

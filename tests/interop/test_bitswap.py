@@ -161,3 +161,21 @@ async def test_providers_come_from_find_providers(tmp_path: Path) -> None:
             with trio.fail_after(HANG_GUARD_S):
                 assert await finder.fetch(root, max_size=len(blob)) == blob
         assert asked == [root]
+
+
+async def test_wants_arriving_while_an_answer_stream_closes_are_answered(tmp_path: Path) -> None:
+    """Want messages in quick succession, one block each: some land while the node is
+    closing the stream of its previous answer, and every one is still answered."""
+    leaves = [os.urandom(2000) for _ in range(40)]
+    async with bitswap_peers(tmp_path, 2) as (server, raw):
+        cids = [server.add_blob(leaf) for leaf in leaves]
+        inbox = Inbox(raw.host)
+        await connect(raw.host, server.addr)
+        for cid in cids:
+            await send_message(raw.host, server, BitswapMessage(
+                wantlist=(WantEntry(cid_info(cid).binary),)))
+            await trio.sleep(0.005)
+        await inbox.wait_for(lambda ms: sum(len(m.payload) for m in ms) >= len(cids),
+                             f"{len(cids)} blocks")
+        got = {block_cid(b.prefix, b.data) for m in inbox.messages for b in m.payload}
+        assert got == set(cids)

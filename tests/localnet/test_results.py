@@ -78,7 +78,7 @@ def recorded_run() -> Events:
             ev.add(
                 "ManifestRevealed", start + 12, round=r, validator=a, workers=W,
                 scores=[900_000, 880_000, 100_000 if r == 2 else 870_000],
-                accepts=[True, True, r == 1], globalAccuracy=910_000, salt=b"x",
+                verdicts=[1, 1, int(r == 1)], globalAccuracy=910_000, salt=b"x",
             )
         for i, a in enumerate(W):
             rejected = r == 2 and i == 2
