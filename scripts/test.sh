@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test run: set-up, lint, the import layers, type-check protocol/, then pytest. Extra args go to pytest.
+# The whole test run: set-up, lint, the import layers, type-check, then pytest. Extra args go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -7,5 +7,5 @@ bash scripts/setup.sh
 export FL_NODE_DATA_ROOT=${FL_NODE_DATA_ROOT:-$(cd .. && pwd)/shared/datasets/mnist}
 ruff check .
 lint-imports
-mypy protocol/
+mypy protocol/ node/ bootstrap/
 python -m pytest -q -p no:cacheprovider "$@"
