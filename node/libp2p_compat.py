@@ -49,6 +49,7 @@ __all__ = [
     "ignore_current_message",
     "install_pubsub_patches",
     "message_seen",
+    "verify_message_signature",
 ]
 
 logger = logging.getLogger(__name__)
@@ -202,7 +203,7 @@ _upstream_consume_signed_record = upstream_pubsub.maybe_consume_signed_record
 _upstream_read_rpc = upstream_pubsub.read_varint_prefixed_bytes_limited
 
 
-def _checked_signature(msg: rpc_pb2.Message) -> bool:
+def verify_message_signature(msg: rpc_pb2.Message) -> bool:
     """pubsub/validators.py:signature_validator that never raises, and says why it failed.
 
     Upstream re-raises when ``msg.key`` is not a public key (a ``from`` that is not an
@@ -254,7 +255,7 @@ def install_pubsub_patches() -> None:
     re-implementing those two long methods. Without a :class:`GossipPubsub` around the call
     they behave as upstream does, except that a bad key no longer raises.
     """
-    upstream_pubsub.signature_validator = _checked_signature
+    upstream_pubsub.signature_validator = verify_message_signature
     upstream_pubsub.maybe_consume_signed_record = _checked_signed_record  # type: ignore[assignment]
     upstream_pubsub.read_varint_prefixed_bytes_limited = _checked_read_rpc  # type: ignore[assignment]
 

@@ -125,3 +125,26 @@ async def test_a_current_round_message_replayed_by_a_stranger_is_dropped_as_seen
         assert len(arena.target.received()) == 2
         assert arena.target.received()[0] == announcement(arena.honest.address, tag=b"replayed")
         assert arena.target_alive()
+
+
+async def test_repeated_rejected_messages_get_the_sender_banned_and_disconnected(
+    tmp_path: Path,
+) -> None:
+    """Correctly signed, each one cheap to make, each rejected: about ten graylist."""
+    async with open_arena(tmp_path) as arena:
+        arena.register_attacker(Role.WORKER)
+        key = arena.key_of("attacker1")
+        junk = [
+            signed_message(key, arena.topic(), b"junk %d" % i, i.to_bytes(8, "big"))
+            for i in range(30)
+        ]
+        await arena.inject(junk)
+        attacker = arena.attacker.get_id()
+        connections = arena.target.host.get_network().connections
+        await wait_until(
+            lambda: attacker in arena.target.node.guard.banned_until and attacker not in connections,
+            "the target to ban and disconnect the sender",
+        )
+        assert arena.target.gossip.rejections["malformed"] >= 10
+        assert arena.target_alive()
+        await arena.honest_message_arrives(b"after the rejected flood")
