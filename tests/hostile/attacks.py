@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import multiaddr
 import trio
@@ -38,6 +39,7 @@ __all__ = [
     "forged_signature_flood",
     "frame",
     "message_rpc",
+    "mutate",
     "open_noise_session",
     "open_raw_stream",
     "publish_rpc",
@@ -118,6 +120,24 @@ def forged_signature_flood(
         )
         for index in range(count)
     ]
+
+
+def mutate(draw: Any, data: bytes, max_insert: int = 4) -> bytes:
+    """``data`` with one to four bytes flipped, a tail cut or bytes inserted, as hypothesis'
+    ``draw`` chooses: near-valid input that reaches deep into a decoder."""
+    from hypothesis import strategies as st
+
+    out = bytearray(data)
+    for _ in range(draw(st.integers(1, 4))):
+        position = draw(st.integers(0, len(out)))
+        action = draw(st.sampled_from(["flip", "cut", "insert"]))
+        if action == "flip" and position < len(out):
+            out[position] ^= draw(st.integers(1, 255))
+        elif action == "cut":
+            del out[position:]
+        else:
+            out[position:position] = draw(st.binary(min_size=1, max_size=max_insert))
+    return bytes(out)
 
 
 async def open_raw_stream(

@@ -35,6 +35,7 @@ from protocol.messages import (
     encode_message,
 )
 from protocol.state.records import Role
+from tests.hostile.attacks import mutate
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CHAIN_ID = 31337
@@ -108,17 +109,7 @@ def hostile_maps(draw: st.DrawFn) -> bytes:
 @st.composite
 def mutated(draw: st.DrawFn) -> bytes:
     """A valid encoding with bytes flipped, cut or inserted."""
-    data = bytearray(encode_message(draw(messages)))
-    for _ in range(draw(st.integers(1, 4))):
-        position = draw(st.integers(0, len(data)))
-        action = draw(st.sampled_from(["flip", "cut", "insert"]))
-        if action == "flip" and position < len(data):
-            data[position] ^= draw(st.integers(1, 255))
-        elif action == "cut":
-            del data[position:]
-        else:
-            data[position:position] = draw(st.binary(min_size=1, max_size=4))
-    return bytes(data)
+    return mutate(draw, encode_message(draw(messages)))
 
 
 hostile_bytes = st.one_of(
