@@ -59,6 +59,7 @@ class NodeSection:
     torch_threads: int = 1
     log_level: str = "info"
     status_listen: str = ""  # host:port of the status page; empty = no page
+    trusted_models: tuple[str, ...] = ()  # "package.module:factory" a task may name
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,13 @@ class NodeConfig:
     def role(self) -> str:
         return self.node.role
 
+    @property
+    def trusted_models(self) -> tuple[str, ...]:
+        """Imported model factories this node may build: its [node] trusted_models, and a
+        requester's own [task] model."""
+        own = (self.task.model,) if self.role == "requester" else ()
+        return (*self.node.trusted_models, *own)
+
 
 # --- the schema ---------------------------------------------------------------------------
 
@@ -222,6 +230,16 @@ def _model_reference(v: str) -> str | None:
     return None
 
 
+def _import_references(values: tuple[str, ...]) -> str | None:
+    for value in values:
+        try:
+            if not ModelReference.parse(value).imported:
+                return f'"package.module:factory" references ({value!r} is not one)'
+        except ProtocolError as exc:
+            return f'"package.module:factory" references ({exc})'
+    return None
+
+
 def _at_least(low: float) -> Check:
     return lambda v: None if v >= low else f"a number >= {low}"
 
@@ -254,6 +272,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Key]]] = {
             "torch_threads": _Key("int", _at_least(1)),
             "log_level": _Key("str", _one_of(LOG_LEVELS)),
             "status_listen": _Key("str", _listen_address),
+            "trusted_models": _Key("strs", _import_references),
         },
     ),
     "network": (

@@ -8,7 +8,7 @@ sends is imported or unpickled.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from importlib.metadata import entry_points
 
 from torch import nn
@@ -73,14 +73,32 @@ def architecture_of(reference: str) -> ArchitectureSpec:
     return ArchitectureSpec.of(build_model(reference))
 
 
-def model_problem(reference: str, pinned_spec_hash: bytes = bytes(32)) -> str | None:
+def model_problem(
+    reference: str, pinned_spec_hash: bytes = bytes(32), trusted: Collection[str] = ()
+) -> str | None:
     """Why this node cannot work on a task with this model reference and pinned spec hash
-    (all zero: not pinned), or None; checked before any deposit. The text names the fix."""
+    (all zero: not pinned), or None; checked before any deposit. The text names the fix.
+
+    A task's reference comes from the chain, so a ``package.module:factory`` one is only
+    imported when ``trusted`` (this node's own config) names that factory: otherwise any
+    requester could make every joining node import and call whatever is installed
+    (``os:abort``). Built-ins and entry points the operator installed need no listing."""
     try:
+        parsed = ModelReference.parse(reference)
+        if parsed.imported and parsed.target not in trusted_targets(trusted):
+            return (
+                f"model {reference!r} would import and call {parsed.target!r}, which this "
+                "node's config does not trust; add it to [node] trusted_models if you "
+                "installed that package for this, or pick another task"
+            )
         built = architecture_of(reference).hash()
     except ProtocolError as exc:
         return f"{exc}; upgrade fl-node or pick another task"
     return spec_hash_problem(reference, pinned_spec_hash, built)
+
+
+def trusted_targets(trusted: Collection[str]) -> set[str]:
+    return {ModelReference.parse(reference).target for reference in trusted}
 
 
 def data_problem(reference: str, spec: DatasetSpec, source: str) -> str | None:

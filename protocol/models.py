@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from protocol.codec import ModelSpec
-from protocol.data import DatasetSpec
+from protocol.data import MAX_CLASSES, DatasetSpec
 from protocol.errors import ProtocolError
 
 ENTRY_POINT_GROUP = "fl_node.models"
@@ -31,6 +31,10 @@ SPEC_HASH_DOMAIN = b"fl-node/architecture-spec/v1\n"
 ZERO_SPEC_HASH = bytes(32)
 MAX_REFERENCE_LENGTH = 256
 MAX_MODEL_ARGUMENT = 1 << 20
+# A task names its model on chain: a built-in's arguments must not let a requester make
+# every joining node allocate without bound.
+MAX_BUILTIN_PARAMETERS = 50_000_000
+MAX_DEPTH = 32
 _IMPORT_REFERENCE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 _NAME = re.compile(r"^[A-Za-z_][\w.-]*$")
 _REFERENCE = re.compile(r"^\s*(?P<target>[^()\s]+)\s*(\((?P<args>[^()]*)\))?\s*$")
@@ -46,6 +50,11 @@ def is_import_reference(text: str) -> bool:
     return _IMPORT_REFERENCE.match(text) is not None
 
 
+def _check_classes(num_classes: int) -> None:
+    if not 2 <= num_classes <= MAX_CLASSES:
+        raise ModelReferenceError(f"num_classes={num_classes} must be in [2, {MAX_CLASSES}]")
+
+
 class MnistCNN(nn.Module):
     """The CNN of McMahan et al. 2017 ("CNN" for MNIST, 1,663,370 parameters).
 
@@ -55,6 +64,7 @@ class MnistCNN(nn.Module):
     """
 
     def __init__(self, num_classes: int = 10) -> None:
+        _check_classes(num_classes)
         super().__init__()
         self.conv1 = nn.Conv2d(1, 32, kernel_size=5, padding=2)
         self.conv2 = nn.Conv2d(32, 64, kernel_size=5, padding=2)
@@ -76,6 +86,7 @@ class Mnist2NN(nn.Module):
     """
 
     def __init__(self, num_classes: int = 10) -> None:
+        _check_classes(num_classes)
         super().__init__()
         self.layers = nn.Sequential(
             nn.Flatten(),
@@ -96,6 +107,7 @@ class CifarCNN(nn.Module):
     pooling, a 256-unit fully connected ReLU layer and a linear output."""
 
     def __init__(self, num_classes: int = 10) -> None:
+        _check_classes(num_classes)
         super().__init__()
         self.conv1 = nn.Conv2d(3, 32, kernel_size=3, padding=1)
         self.conv2 = nn.Conv2d(32, 64, kernel_size=3, padding=1)
@@ -118,12 +130,18 @@ class TabularMLP(nn.Module):
 
     def __init__(self, features: int, classes: int, hidden: int = 64, depth: int = 2) -> None:
         super().__init__()
-        for name, value, low in (("features", features, 1), ("classes", classes, 2),
-                                 ("hidden", hidden, 1), ("depth", depth, 0)):
-            if not low <= value <= MAX_MODEL_ARGUMENT:
-                raise ModelReferenceError(
-                    f"tabular_mlp: {name}={value} must be in [{low}, {MAX_MODEL_ARGUMENT}]"
-                )
+        for name, value, low, high in (("features", features, 1, MAX_MODEL_ARGUMENT),
+                                       ("classes", classes, 2, MAX_CLASSES),
+                                       ("hidden", hidden, 1, MAX_MODEL_ARGUMENT),
+                                       ("depth", depth, 0, MAX_DEPTH)):
+            if not low <= value <= high:
+                raise ModelReferenceError(f"tabular_mlp: {name}={value} must be in [{low}, {high}]")
+        widths = [features, *([hidden] * depth), classes]
+        parameters = sum((a + 1) * b for a, b in zip(widths, widths[1:], strict=False))
+        if parameters > MAX_BUILTIN_PARAMETERS:
+            raise ModelReferenceError(
+                f"tabular_mlp: {parameters:,} parameters, over the {MAX_BUILTIN_PARAMETERS:,} bound"
+            )
         layers: list[nn.Module] = []
         width = features
         for _ in range(depth):

@@ -38,7 +38,7 @@ from node.chain.types import Role as ChainRole
 from node.config import AUTO_TASK, NodeConfig
 from node.discovery import Discovery, task_namespace
 from node.gossip import GossipIgnored, GossipNode, GossipRejected, TaskGossip, open_task_gossip
-from node.models import model_problem, worker_data_problem
+from node.models import architecture_of, model_problem, worker_data_problem
 from node.runtime import learning
 from node.runtime.chainside import (
     ALREADY_DONE,
@@ -104,12 +104,15 @@ class TaskUnusable(ValueError):
 
 
 def task_problem(
-    model_arch: str, aggregator: str, model_spec_hash: bytes = bytes(32)
+    model_arch: str,
+    aggregator: str,
+    model_spec_hash: bytes = bytes(32),
+    trusted_models: tuple[str, ...] = (),
 ) -> str | None:
     """Why this node could not do the work of a task with this model reference, pinned
     architecture spec hash (all zero: not pinned) and aggregation rule (its on-chain
     parameters), or None: checked before any deposit."""
-    problem = model_problem(model_arch, model_spec_hash)
+    problem = model_problem(model_arch, model_spec_hash, trusted_models)
     if problem is not None:
         return problem
     try:
@@ -240,7 +243,9 @@ class Driver:
         if role != ChainRole.NONE:
             return
         params = await self.chain.run(self.client.task_params, task)
-        problem = task_problem(params.model_arch, params.aggregator)
+        problem = task_problem(
+            params.model_arch, params.aggregator, params.model_spec_hash, self.config.trusted_models
+        )
         if problem is None and self.config.role == "worker":
             problem = await trio.to_thread.run_sync(
                 worker_data_problem, self.config.data, params.model_arch
@@ -259,7 +264,12 @@ class Driver:
         self.translator.task = task
         self.follower.follow(task, 0)
         self.params = await self.chain.run(self.client.task_params, task)
-        problem = task_problem(self.params.model_arch, self.params.aggregator)
+        problem = task_problem(
+            self.params.model_arch,
+            self.params.aggregator,
+            self.params.model_spec_hash,
+            self.config.trusted_models,
+        )
         if problem is not None:
             raise TaskUnusable(f"task {task}: {problem}")
         crypto = learning.TaskCrypto(self.keys.encryption_private, address_bytes(task))
@@ -513,6 +523,8 @@ class Driver:
             min_validators=task.min_validators,
             recruit_deadline=self.client.latest_timestamp() + task.recruit_seconds,
             max_samples_per_worker=task.max_samples_per_worker,
+            # Pins the architecture: a node building another one from the reference refuses.
+            model_spec_hash=architecture_of(task.model).hash(),
         )
         address, _ = self.client.create_task(params)
         self.log.info("created task %s escrowing %d wei", address, params.escrow)

@@ -1,27 +1,38 @@
 """A task whose model and data come from outside fl-node: a factory and a data loader in
-a module the operator installed (a test fixture), run as a 2-round task in one process
-(embedded chain, real libp2p hosts, gossip and block exchange)."""
+a module the operators installed (a test fixture), the factory registered as an entry
+point in the group fl_node.models as a plugin package would register it, run as a 2-round
+task in one process (embedded chain, real libp2p hosts, gossip and block exchange)."""
 
 from __future__ import annotations
 
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
+import node.models
 from node.chain import TaskStatus, Termination
 from node.datasets import SourceOptions, load_source
 from node.localnet.inprocess import run_inprocess
 from node.models import architecture_of, build_model
 from protocol.codec import decode_state_dict
 from protocol.data import to_tensors
+from protocol.models import ENTRY_POINT_GROUP
 from protocol.training import evaluate
 
-MODEL = "fl_test_plugins:make_tiny(features=6, classes=4)"
+MODEL = "tiny_blobs_net(features=6, classes=4)"
 LOADER = "fl_test_plugins:load_blobs"
 
 
-async def test_two_rounds_with_a_plugin_model_and_loader(plugins: Path, tmp_path: Path) -> None:
+async def test_two_rounds_with_a_plugin_model_and_loader(
+    plugins: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    point = EntryPoint("tiny_blobs_net", "fl_test_plugins:make_tiny", ENTRY_POINT_GROUP)
+    monkeypatch.setattr(
+        node.models, "entry_points", lambda group: [point] if group == ENTRY_POINT_GROUP else []
+    )
     result = await run_inprocess(
         tmp_path,
         tmp_path / "no-builtin-data",  # nothing built in is read

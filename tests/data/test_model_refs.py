@@ -5,6 +5,7 @@ reproduce."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 import node.models
-from node.config import DataConfig
+from node.config import ConfigError, DataConfig, parse_config
 from node.datasets import BUILTIN, SourceOptions, load_source
 from node.models import (
     architecture_of,
@@ -31,6 +32,13 @@ from protocol.models import (
     ModelReferenceError,
 )
 from protocol.training import TrainConfig, evaluate, train_local
+
+ZERO = bytes(32)
+CONFIG = {
+    "node": {"role": "worker", "data_dir": "data"},
+    "chain": {"rpc_url": "embedded", "private_key_file": "k",
+              "registry": "0x00000000000000000000000000000000000000aa"},
+}
 
 
 def test_reference_syntax() -> None:
@@ -85,10 +93,44 @@ def test_model_from_a_module_outside_fl_node_trains(plugins: Path) -> None:
 
 
 def test_bad_plugin_references_are_named(plugins: Path) -> None:
-    assert "not a torch nn.Module" in str(model_problem("fl_test_plugins:not_a_model"))
-    assert "bad arguments" in str(model_problem("fl_test_plugins:make_tiny(depth=2)"))
-    missing = model_problem("no_such_models_pkg:make")
+    trusted = ("fl_test_plugins:not_a_model", "fl_test_plugins:make_tiny", "no_such_models_pkg:make")
+    assert "not a torch nn.Module" in str(model_problem("fl_test_plugins:not_a_model", ZERO, trusted))
+    assert "bad arguments" in str(model_problem("fl_test_plugins:make_tiny(depth=2)", ZERO, trusted))
+    missing = model_problem("no_such_models_pkg:make", ZERO, trusted)
     assert missing is not None and "cannot import 'no_such_models_pkg'" in missing
+
+
+def test_a_task_cannot_make_a_node_import_and_call_what_it_names(
+    plugins: Path, tmp_path: Path
+) -> None:
+    """The cheapest attack on a model reference read from the chain: name any installed
+    callable. Only factories the node's own config lists are imported."""
+    (tmp_path / "fl_test_trap.py").write_text("def boom(**kwargs):\n    raise SystemExit(1)\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        for hostile in ("os:abort", "fl_test_trap:boom", "builtins:exit"):
+            problem = model_problem(hostile)
+            assert problem is not None and "does not trust" in problem
+            assert "[node] trusted_models" in problem
+        assert "fl_test_trap" not in sys.modules  # not even imported
+    finally:
+        sys.path.remove(str(tmp_path))
+    # Trusted by target, whatever its arguments; a requester trusts its own [task] model.
+    reference = "fl_test_plugins:make_tiny(features=6, classes=4)"
+    assert model_problem(reference, ZERO, ("fl_test_plugins:make_tiny",)) is None
+    worker = parse_config(
+        {**CONFIG, "node": {**CONFIG["node"], "trusted_models": ["fl_test_plugins:make_tiny"]}},
+        tmp_path / "w.toml",
+    )
+    assert worker.trusted_models == ("fl_test_plugins:make_tiny",)
+    requester = parse_config(
+        {**CONFIG, "node": {**CONFIG["node"], "role": "requester"}, "task": {"model": reference}},
+        tmp_path / "r.toml",
+    )
+    assert model_problem(reference, ZERO, requester.trusted_models) is None
+    with pytest.raises(ConfigError, match="trusted_models must be \"package.module:factory\""):
+        parse_config({**CONFIG, "node": {**CONFIG["node"], "trusted_models": ["mnist_cnn"]}},
+                     tmp_path / "x.toml")
 
 
 def test_entry_point_models(monkeypatch: pytest.MonkeyPatch, plugins: Path) -> None:
@@ -112,12 +154,13 @@ def test_a_task_pinning_another_architecture_is_refused(plugins: Path) -> None:
     reference = "fl_test_plugins:make_tiny"
     requester_hash = ArchitectureSpec.of(build_model("fl_test_plugins:make_wider")).hash()
     ours = architecture_of(reference).hash()
-    problem = model_problem(reference, requester_hash)
+    trusted = ("fl_test_plugins:make_tiny",)
+    problem = model_problem(reference, requester_hash, trusted)
     assert problem is not None
     assert f"pins architecture spec hash 0x{requester_hash.hex()}" in problem
     assert f"this node builds 0x{ours.hex()}" in problem
-    assert model_problem(reference, ours) is None
-    assert model_problem(reference, bytes(32)) is None  # not pinned
+    assert model_problem(reference, ours, trusted) is None
+    assert model_problem(reference, bytes(32), trusted) is None  # not pinned
 
 
 def test_worker_data_checked_against_the_task_model_before_deposit(
