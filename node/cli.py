@@ -1,7 +1,7 @@
 """The ``fl-node`` command line: one function per subcommand, registered in ``main``.
 
-Subcommands so far: ``bootstrap``. Each ``add_<name>_command`` adds its parser and points
-``func`` at a handler that takes the parsed arguments and returns the exit status.
+Each subcommand (``fl-node --help`` lists them) has an ``add_<name>_command`` that adds
+its parser and points ``func`` at a handler that takes the parsed arguments and returns the exit status.
 """
 
 from __future__ import annotations
@@ -14,7 +14,13 @@ from pathlib import Path
 
 import trio
 
-__all__ = ["add_bootstrap_command", "add_run_command", "build_parser", "main"]
+__all__ = [
+    "add_bootstrap_command",
+    "add_round_diagram_command",
+    "add_run_command",
+    "build_parser",
+    "main",
+]
 
 EXIT_CONFIG_ERROR = 2
 
@@ -82,12 +88,12 @@ def run_node_command(args: argparse.Namespace) -> int:
     from node.chain import ChainError
     from node.config import ConfigError, load_config
     from node.host import HostConfigError, IdentityError
-    from node.runtime.driver import TaskUnusable
+    from node.runtime.driver import NodeStopped
     from node.runtime.keys import KeyFileError
     from node.runtime.node import NodeConfigError, run_node_until_signal
 
     config_errors = (
-        ConfigError, NodeConfigError, HostConfigError, IdentityError, KeyFileError, TaskUnusable
+        ConfigError, NodeConfigError, HostConfigError, IdentityError, KeyFileError, NodeStopped
     )
     try:
         config = load_config(args.config)
@@ -102,6 +108,30 @@ def run_node_command(args: argparse.Namespace) -> int:
             print(f"fl-node run: {problem}", file=sys.stderr)
             return 1
         raise
+    return 0
+
+
+def add_round_diagram_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "round-diagram",
+        help="print the round's state diagram (Mermaid), as docs/round.md holds it",
+        description=(
+            "Generate the round's state diagram from the state machine's transition table "
+            "(protocol/state/phases.py); --write docs/round.md refreshes the docs."
+        ),
+    )
+    parser.add_argument("--write", type=Path, help="write the document to this file")
+    parser.set_defaults(func=run_round_diagram_command)
+
+
+def run_round_diagram_command(args: argparse.Namespace) -> int:
+    from protocol.state.diagram import round_document
+
+    document = round_document()
+    if args.write is None:
+        print(document, end="")
+    else:
+        args.write.write_text(document, encoding="utf-8")
     return 0
 
 
@@ -129,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     from node.export import add_export_command
 
     add_export_command(subparsers)
+    add_round_diagram_command(subparsers)
     return parser
 
 

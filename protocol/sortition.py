@@ -98,8 +98,21 @@ def committee_proof(key: vrf.VRFPrivateKey, seed: bytes, round_number: int) -> C
     return CommitteeTicket(proof=proof, beta=vrf.proof_to_hash(proof))
 
 
+@dataclass(frozen=True)
+class RegisteredKey:
+    """A VRF modulus as the registry holds it for ``owner``: the registry verified its
+    certificate when it was registered, so it stands for a CertifiedKey of that owner."""
+
+    modulus: int
+    owner: bytes
+
+    @property
+    def public_key(self) -> vrf.VRFPublicKey:
+        return vrf.VRFPublicKey(self.modulus, vrf.PUBLIC_EXPONENT)
+
+
 def verify_committee_member(
-    key: CertifiedKey,
+    key: CertifiedKey | RegisteredKey,
     seed: bytes,
     round_number: int,
     proof: bytes,
@@ -109,10 +122,11 @@ def verify_committee_member(
 ) -> bytes:
     """Check a claimed committee seat; return the member's beta or raise VRFError.
 
-    ``key`` must be a :class:`CertifiedKey` (its certificate checked when it was built):
-    a bare modulus could be one with several valid proofs per round.
+    ``key`` must be a :class:`CertifiedKey` (its certificate checked when it was built) or
+    a :class:`RegisteredKey` read from the registry: a bare modulus could be one with
+    several valid proofs per round.
     """
-    if not isinstance(key, CertifiedKey):
+    if not isinstance(key, CertifiedKey | RegisteredKey):
         raise VRFError(
             "VRF key is not certified; build a protocol.keycert.CertifiedKey from the registry's"
             f" modulus, owner and certificate first (got {type(key).__name__})"

@@ -26,7 +26,6 @@ from node.chain.events import ChainBlock, blocks_of
 from node.chain.tracker import round_phase
 from node.chain.types import Role as ChainRole
 from protocol.state import events as ev
-from protocol.state.actions import SendTx
 from protocol.state.records import Phase, Role, TxKind
 
 T = TypeVar("T")
@@ -251,22 +250,3 @@ class ChainFollower:
             workers=tuple(address_bytes(w) for w in workers),
             validators=tuple(address_bytes(v) for v in validators),
         )
-
-
-def contract_args(args: tuple[Any, ...]) -> list[Any]:
-    """Machine action arguments to web3 arguments: 20-byte addresses to checksum strings,
-    bool verdicts to the manifest's uint8 encoding (protocol.manifest.WorkerVerdict)."""
-    converted: list[Any] = []
-    for value in args:
-        if isinstance(value, tuple):
-            converted.append(
-                [checksum(v) if isinstance(v, bytes) and len(v) == 20 else int(v) if isinstance(v, bool) else v for v in value]
-            )
-        else:
-            converted.append(value)
-    return converted
-
-
-def send_task_tx(client: ChainClient, task: str, action: SendTx) -> None:
-    """Send one of the machine's task transactions (all but CREATE_TASK)."""
-    client.transact("Task", task, action.kind.value, *contract_args(action.args))

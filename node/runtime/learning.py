@@ -32,14 +32,13 @@ from protocol.data import encode_dataset as encode_dataset
 from protocol.envelope import open_envelope, seal
 from protocol.errors import ProtocolError
 from protocol.fixedpoint import SCALE
+from protocol.limits import MAX_DAG_DEPTH, MAX_RECIPIENTS
 from protocol.state.records import GlobalModel, Update
 from protocol.training import TrainConfig, TrainProgress, evaluate, train_local
 
 logger = logging.getLogger(__name__)
 
-MAX_DAG_DEPTH = 4
 ENVELOPE_OVERHEAD_PER_RECIPIENT = 80
-MAX_RECIPIENTS = 1024
 
 StateDict = dict[str, torch.Tensor]
 
@@ -108,7 +107,7 @@ class ModelBook:
         self.crypto = crypto
         self.rule = rule or AggregationRule()  # the task's: global models and leave-one-out
         self._lock = threading.Lock()
-        self._cached: tuple[GlobalModel, StateDict] | None = None
+        self._cached: tuple[tuple[GlobalModel, AggregationRule], StateDict] | None = None
 
     def initial(self, cid: str) -> StateDict:
         """The task's initial model: a plain (public) codec blob."""
@@ -124,19 +123,20 @@ class ModelBook:
         check_finite(state)
         return state
 
-    def global_state(self, model: GlobalModel) -> StateDict:
-        """The global model `model` describes (its updates under the task's rule, or the
-        initial model)."""
+    def global_state(self, model: GlobalModel, rule: AggregationRule | None = None) -> StateDict:
+        """The global model `model` describes: its updates combined by `rule` (default: the
+        task's), or the initial model."""
+        rule = rule or self.rule
         with self._lock:
-            if self._cached is not None and self._cached[0] == model:
+            if self._cached is not None and self._cached[0] == (model, rule):
                 return self._cached[1]
         if not model.updates:
             state = self.initial(model.initial_cid)
         else:
             states = [self.update(u.cid) for u in model.updates]
-            state = self.rule(states, [u.n_samples for u in model.updates])
+            state = rule(states, [u.n_samples for u in model.updates])
         with self._lock:
-            self._cached = (model, state)
+            self._cached = ((model, rule), state)
         return state
 
     def module(self, state: StateDict) -> torch.nn.Module:
@@ -190,13 +190,9 @@ def train_update(
 
 
 @dataclass(frozen=True)
-class Evaluation:
+class Evaluation(verdicts.Verdict):
     """A validator's verdict on one round, in manifest order, with what it measured."""
 
-    workers: tuple[bytes, ...]
-    scores: tuple[int, ...]
-    accepts: tuple[bool, ...]
-    global_accuracy: int
     accuracies: tuple[float | None, ...]  # per worker; None when unusable
 
 

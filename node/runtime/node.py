@@ -14,13 +14,13 @@ from web3 import Web3
 
 from node.blocks import BlockExchange, BlockStore, ExchangeLimits
 from node.blocks.bitswap import Bitswap
-from node.chain import ChainClient
+from node.chain import ChainClient, EventFollower
 from node.config import NodeConfig
 from node.discovery import Discovery, DiscoveryConfig, open_discovery
 from node.gossip import open_pubsub
 from node.host import HostConfig, open_host
-from node.runtime.chainside import ChainAccess
-from node.runtime.driver import BLOCKS_DIR, Driver, NodeStatus
+from node.runtime.chainside import ChainAccess, ChainFollower
+from node.runtime.driver import BLOCKS_DIR, CURSOR_FILE, NodeStatus, start_driver
 from node.runtime.keys import load_or_create_keys
 from node.status import TaskWatch, run_status_page
 
@@ -91,17 +91,23 @@ async def run_node(
                     )
                     # IPFS peers (Kubo, Helia) fetch the same blocks over bitswap
                     async with exchange, Bitswap(host, store):
-                        driver = Driver(
-                            config, keys, chain, store, exchange, discovery, gossip_node, name
+                        status = NodeStatus(
+                            name or f"{config.role}@{keys.address[:10]}", config.role, keys.address
                         )
                         if status_out is not None:
-                            status_out.append(driver.status)
+                            status_out.append(status)
+                        cursor = EventFollower(client.w3, Path(data_dir) / CURSOR_FILE)
+                        follower = ChainFollower(client, cursor, keys.address_bytes)
                         async with trio.open_nursery() as page:
                             if config.node.status_listen:
-                                watch = TaskWatch(driver.status, client, driver.translator.history)
-                                driver.translator.subscribe(watch.feed)
+                                watch = TaskWatch(status, client, follower.history)
+                                follower.subscribe(watch.feed)
                                 page.start_soon(run_status_page, config.node.status_listen, watch)
-                            status = await driver.run()
+                            driver, first = await start_driver(
+                                config, keys, chain, follower, store, exchange, discovery,
+                                gossip_node, status,
+                            )
+                            await driver.run(first)
                             await (linger or _linger_default)()
                             page.cancel_scope.cancel()
                         return status

@@ -2,8 +2,10 @@
 
 One machine per role and task: `WorkerMachine`, `ValidatorMachine`, `RequesterMachine`.
 `machine.handle(event) -> list[Action]`; `phases.py` holds the rules (a table keyed by
-(phase, event type)) and the per-phase duties; `persist.py` turns a machine into a dict
-and back.
+(phase, event type)), the pairs each role ignores and why, the transition table
+`TRANSITIONS` (drawn into docs/round.md by `diagram.py`) and the per-phase duties;
+`membership.py` how a worker or validator finds and joins a task; `persist.py` turns a
+machine into a dict and back.
 
 What the node runtime must do to drive one:
 
@@ -17,7 +19,10 @@ What the node runtime must do to drive one:
 - execute the returned actions in order (`Persist` is always first: write
   `persist.to_dict(machine)` atomically before sending anything); answer each job and
   fetch with its event, each SendTx with TxConfirmed or TxFailed (a machine never resends;
-  retry transport errors below it, where the nonce is known);
+  retry transport errors below it, where the nonce is known), FindTask with TasksOffered,
+  SaveFinalModel with FinalModelSaved; FollowTask (follow that task's logs and gossip),
+  LoadMembers, Withdraw and Stop carry everything they need, so the runtime never reads
+  the machine's view (`progress()` is there for status displays);
 - on start-up from a saved dict: `persist.from_dict(data, **options)`, then `Restarted()`,
   which asks again for the jobs and fetches that died with the old process.
 """

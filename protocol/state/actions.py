@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from protocol.state.records import GlobalModel, Manifest, TxKind, Update
+from protocol.state.records import BlobKind, GlobalModel, Manifest, TaskTerms, TxKind, Update
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,8 @@ class Action:
 class SendTx(Action):
     """Call the task contract. `args` are the call's arguments in ABI order, e.g.
     `submitUpdate(round, commitment, nSamples)`; CREATE_TASK has none: the runtime takes
-    the task parameters and escrow from its config."""
+    the task parameters and escrow from its config; JOIN_TASK has (task, role): join that
+    task in that role with its deposit."""
 
     kind: TxKind
     round: int
@@ -57,10 +58,11 @@ class PublishScores(Publish):
 @dataclass(frozen=True)
 class Fetch(Action):
     """Fetch a blob into the local block store; `providers` are chain addresses likely
-    to hold it (a hint next to the DHT's provider records)."""
+    to hold it (a hint next to the DHT's provider records); `kind` bounds its size."""
 
     cid: str
     providers: tuple[bytes, ...] = ()
+    kind: BlobKind = BlobKind.MODEL
 
 
 @dataclass(frozen=True)
@@ -94,10 +96,15 @@ class StartEvaluation(Action):
 
 @dataclass(frozen=True)
 class Aggregate(Action):
-    """Average the accepted updates of `round` into the next global model."""
+    """Combine the accepted updates of `round` into the next global model (`model`) by
+    the task's aggregation rule `rule`; measure its accuracy on the validation set
+    `measure_on` when we hold it (None: we do not)."""
 
     round: int
     updates: tuple[Update, ...]
+    model: GlobalModel
+    rule: str
+    measure_on: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +118,45 @@ class PrepareTaskData(Action):
 @dataclass(frozen=True)
 class SaveFinalModel(Action):
     model: GlobalModel
+
+
+@dataclass(frozen=True)
+class FindTask(Action):
+    """Offer us the tasks we could join (answer: TasksOffered): the configured one, or
+    the registry's open ones; `again`: a search came up empty, wait a poll first."""
+
+    again: bool = False
+
+
+@dataclass(frozen=True)
+class FollowTask(Action):
+    """Work on `task` from now on: follow its chain logs, join its gossip and discovery
+    namespace, open its blobs with these terms."""
+
+    task: bytes
+    terms: TaskTerms
+
+
+@dataclass(frozen=True)
+class LoadMembers(Action):
+    """Read the task's members from the chain: their peer ids (who may gossip, who holds
+    blobs), encryption keys (who may read ours) and VRF keys (committee seats)."""
+
+
+@dataclass(frozen=True)
+class Withdraw(Action):
+    """Take out what the task owes us (rewards, refunds, the deposit); the requester also
+    takes back the escrow no round paid out (`reclaim_escrow`)."""
+
+    reclaim_escrow: bool = False
+
+
+@dataclass(frozen=True)
+class Stop(Action):
+    """The task is over for us (or cannot go on: `failed`, with the reason): stop."""
+
+    reason: str
+    failed: bool = False
 
 
 @dataclass(frozen=True)

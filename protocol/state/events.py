@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from protocol.state.records import Job, Phase, Role, TxKind
+from protocol.state.records import Job, Phase, Role, TaskOffer, TxKind
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,15 @@ class Event:
 
 
 # --- chain observations -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TasksOffered(Event):
+    """The tasks we could join, in the order to try them (answer to FindTask);
+    `configured`: the node was told to work on this one task, so it cannot take another."""
+
+    offers: tuple[TaskOffer, ...]
+    configured: bool = False
 
 
 @dataclass(frozen=True)
@@ -173,6 +182,11 @@ class TaskDataReady(Event):
     validation_cid: str
     workers: tuple[bytes, ...]
     validators: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class FinalModelSaved(Event):
+    """Requester: the final model (as asked by SaveFinalModel) is on disk."""
 
 
 @dataclass(frozen=True)

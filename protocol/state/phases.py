@@ -24,7 +24,19 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
 from protocol.errors import ProtocolError
-from protocol.state.actions import Action, Aggregate, Fetch, Log, Persist, SendTx
+from protocol.limits import MAX_WORKERS
+from protocol.state.actions import (
+    Action,
+    Aggregate,
+    Fetch,
+    FollowTask,
+    LoadMembers,
+    Log,
+    Persist,
+    SendTx,
+    Stop,
+    Withdraw,
+)
 from protocol.state.commitments import UpdateCommitment, default_update_commitment
 from protocol.state.events import (
     AnnouncementReceived,
@@ -48,24 +60,50 @@ from protocol.state.events import (
 from protocol.state.records import (
     IN_ROUND,
     PHASE_ORDER,
+    BlobKind,
     GlobalModel,
     Phase,
     Role,
+    TaskOffer,
+    TaskTerms,
     TxKind,
     TxStatus,
     Update,
 )
 
-MAX_WORKERS = 256  # matches protocol.messages.MAX_WORKERS: bounds every per-worker table
 MAX_CIDS_PER_WORKER = 4  # announcements kept per worker before its commitment is seen
 MAX_EARLY_ANNOUNCEMENTS = MAX_WORKERS  # kept for a round that has not opened yet
 MAX_FETCH_ATTEMPTS = 3  # a blob is given up after this many FetchFailed
+DEFAULT_AGGREGATOR = "fedavg"  # Task.Params' default rule, for a machine told no terms
 
-NEXT_PHASE: dict[Phase, Phase] = {
-    Phase.TRAINING: Phase.COMMIT,
-    Phase.COMMIT: Phase.REVEAL,
-    Phase.REVEAL: Phase.FINALIZING,
+TRANSITIONS: dict[tuple[Phase, type[Event]], Phase] = {
+    # a round opens from idle, after the last one finalized, or over one that never
+    # finalized here (our view lagged)
+    **{
+        (phase, RoundOpened): Phase.TRAINING
+        for phase in (Phase.IDLE, *IN_ROUND, Phase.FINALIZED)
+    },
+    # the clock, checked after every event: a phase ends at its deadline (a reveal phase
+    # also once nobody is left to reveal, as the contract says)
+    (Phase.TRAINING, Tick): Phase.COMMIT,
+    (Phase.COMMIT, Tick): Phase.REVEAL,
+    (Phase.REVEAL, Tick): Phase.FINALIZING,
+    # the chain ended a phase early (one step per phase up to the one it names)
+    (Phase.TRAINING, PhaseChanged): Phase.COMMIT,
+    (Phase.COMMIT, PhaseChanged): Phase.REVEAL,
+    (Phase.REVEAL, PhaseChanged): Phase.FINALIZING,
+    # a later phase's chain events prove that phase has begun
+    (Phase.TRAINING, ManifestCommitted): Phase.COMMIT,
+    (Phase.TRAINING, ManifestRevealed): Phase.REVEAL,
+    (Phase.COMMIT, ManifestRevealed): Phase.REVEAL,
+    **{(phase, RoundFinalized): Phase.FINALIZED for phase in IN_ROUND},
+    **{
+        (phase, TaskTerminated): Phase.TERMINATED
+        for phase in (Phase.IDLE, *IN_ROUND, Phase.FINALIZED)
+    },
 }
+"""(phase, event) -> the phase it moves to: the only way a machine changes phase."""
+EARLY_END_PHASES = (Phase.COMMIT, Phase.REVEAL, Phase.FINALIZING)  # PhaseChanged names one
 
 
 @dataclass(frozen=True)
@@ -91,6 +129,7 @@ class RoundView:
     """What every node knows about its task and current round (persisted)."""
 
     task: bytes | None = None
+    terms: TaskTerms | None = None
     requester: bytes | None = None
     phase: Phase = Phase.IDLE
     round: int = 0
@@ -122,6 +161,22 @@ class RoundView:
     aggregation: PendingAggregation | None = None
 
 
+@dataclass
+class Session:
+    """What this process asked the runtime for (not persisted: a restarted process
+    follows its task, looks for one, settles up again)."""
+
+    following: bool = False
+    finding: bool = False
+    searches: int = 0  # task searches that came up empty
+    offers: tuple[TaskOffer, ...] = ()  # the rest of the last offer, to try in order
+    configured: bool = False  # the offer is the one task we were told to work on
+    joining: TaskOffer | None = None
+    refused: set[bytes] = field(default_factory=set)  # tasks whose terms we cannot meet
+    saving_final_model: bool = False
+    stopping: bool = False
+
+
 def tx_key(kind: TxKind, round: int) -> str:
     return f"{kind.value}@{round}"
 
@@ -149,6 +204,7 @@ class RoundMachine(Generic[LocalState]):
 
     role: ClassVar[Role]
     RULES: ClassVar[Mapping[tuple[Phase, type[Event]], Rule]] = {}
+    IGNORED: ClassVar[Mapping[tuple[Phase, type[Event]], str]] = {}  # pair -> why
     DUTIES: ClassVar[Mapping[Phase, tuple[Duty, ...]]] = {}
 
     def __init__(
@@ -156,18 +212,25 @@ class RoundMachine(Generic[LocalState]):
         me: bytes,
         task: bytes | None = None,
         *,
+        terms: TaskTerms | None = None,
         update_commitment: UpdateCommitment = default_update_commitment,
         finalize_after: int | None = None,
     ) -> None:
         """`me`: our chain address; `task`: the task contract's address (the requester
-        learns it from TaskCreated); `finalize_after`: seconds after the reveal phase
-        ends before we call finalizeRound ourselves if nobody did (None: never)."""
+        learns it from TaskCreated, the others from the task they join) and `terms` its
+        model and rule; `finalize_after`: seconds after the reveal phase ends before we
+        call finalizeRound ourselves if nobody did (None: never)."""
         self.me = me
-        self.view = RoundView(task=task)
+        self.view = RoundView(task=task, terms=terms)
         self.now = 0  # the last Tick; persisted but never a reason to Persist
         self.update_commitment = update_commitment
         self.finalize_after = finalize_after
         self.local: LocalState = self._fresh_local()
+        self.session = Session()
+
+    def progress(self) -> tuple[int, Phase]:
+        """The round and phase we are in, for status displays and gossip's round window."""
+        return self.view.round, self.view.phase
 
     # --- the dispatcher ----------------------------------------------------------------
 
@@ -190,8 +253,12 @@ class RoundMachine(Generic[LocalState]):
             if rule is not None:
                 actions += rule(self, event)
         actions += self._advance_by_clock()
-        # aggregation first: the next round's duties may wait for the model it makes
-        for duty in (aggregate_when_fetched, *self.DUTIES.get(self.view.phase, ()), *LAST_DUTIES):
+        if self.session.stopping:
+            return actions
+        # following first: every later action works on the task; aggregation next: the
+        # next round's duties may wait for the model it makes
+        duties = (follow_task, aggregate_when_fetched, *self.DUTIES.get(self.view.phase, ()))
+        for duty in (*duties, *LAST_DUTIES):
             actions += duty(self)
         return actions
 
@@ -220,17 +287,22 @@ class RoundMachine(Generic[LocalState]):
                 Phase.REVEAL: view.reveal_deadline,
             }.get(view.phase)
             if view.phase == Phase.REVEAL and view.committed <= view.revealed:
-                # as the contract: a reveal phase with nobody left to reveal is over
-                actions += self._enter(Phase.FINALIZING, "nothing left to reveal")
+                reason = "nothing left to reveal"
             elif deadline is not None and self.now >= deadline:
-                actions += self._enter(NEXT_PHASE[view.phase], "deadline passed")
+                reason = "deadline passed"
             else:
                 return actions
+            moved = self._move(Tick, reason)
+            if not moved:
+                return actions
+            actions += moved
 
-    def _enter(self, phase: Phase, reason: str) -> list[Action]:
-        """Move to a later phase (never back), with the one log line a change gets."""
+    def _move(self, trigger: type[Event], reason: str) -> list[Action]:
+        """Take the transition TRANSITIONS has for `trigger` in this phase, if any (always
+        forward), with the one log line a change gets."""
         view = self.view
-        if PHASE_ORDER[phase] <= PHASE_ORDER[view.phase]:
+        phase = TRANSITIONS.get((view.phase, trigger))
+        if phase is None or PHASE_ORDER[phase] <= PHASE_ORDER[view.phase]:
             return []
         old, view.phase, view.phase_since = view.phase, phase, self.now
         return [Log("info", f"round {view.round}: {old} -> {phase} ({reason})")]
@@ -255,6 +327,15 @@ class RoundMachine(Generic[LocalState]):
     def _wanted_blobs(self) -> dict[str, tuple[bytes, ...]]:
         """CID -> provider hint of the blobs the role needs now (beyond aggregation)."""
         return {}
+
+    def _done_with_task(self) -> bool:
+        """Nothing of ours is left to do in a terminated task (beyond settling up)."""
+        return True
+
+    def _stop(self, reason: str) -> list[Action]:
+        """Give up: the node cannot go on (the reason says what to change)."""
+        self.session.stopping = True
+        return [Log("error", reason), Stop(reason, failed=True)]
 
     def _tx_status(self, kind: TxKind) -> TxStatus | None:
         return self.view.txs.get(tx_key(kind, self.view.round))
@@ -338,7 +419,10 @@ def _task_started(m: RoundMachine, e: TaskStarted) -> list[Action]:
     view.workers = e.workers[:MAX_WORKERS]
     view.validators = e.validators[:MAX_WORKERS]
     view.global_model = GlobalModel(e.initial_model_cid)
-    return [Log("info", f"task started: {len(e.workers)} workers, {len(e.validators)} validators")]
+    return [
+        Log("info", f"task started: {len(e.workers)} workers, {len(e.validators)} validators"),
+        LoadMembers(),
+    ]
 
 
 def _round_opened(m: RoundMachine, e: RoundOpened) -> list[Action]:
@@ -366,7 +450,7 @@ def _round_opened(m: RoundMachine, e: RoundOpened) -> list[Action]:
     view.fetch_failures = {c: n for c, n in view.fetch_failures.items() if c in keep}
     early, view.early = view.early, []
     m._new_round()
-    old, view.phase, view.phase_since = view.phase, Phase.TRAINING, m.now
+    old, view.phase, view.phase_since = view.phase, TRANSITIONS[(view.phase, RoundOpened)], m.now
     actions.append(
         Log(
             "info",
@@ -398,7 +482,7 @@ def _manifest_committed(m: RoundMachine, e: ManifestCommitted) -> list[Action]:
         view.txs[tx_key(TxKind.COMMIT_MANIFEST, view.round)] = TxStatus.CONFIRMED
     if len(view.committed) < MAX_WORKERS:
         view.committed.add(e.validator)
-    return m._enter(Phase.COMMIT, "a manifest was committed")
+    return m._move(ManifestCommitted, "a manifest was committed")
 
 
 def _manifest_revealed(m: RoundMachine, e: ManifestRevealed) -> list[Action]:
@@ -407,14 +491,14 @@ def _manifest_revealed(m: RoundMachine, e: ManifestRevealed) -> list[Action]:
         view.txs[tx_key(TxKind.REVEAL_MANIFEST, view.round)] = TxStatus.CONFIRMED
     if len(view.revealed) < MAX_WORKERS:
         view.revealed.add(e.validator)
-    return m._enter(Phase.REVEAL, "a manifest was revealed")
+    return m._move(ManifestRevealed, "a manifest was revealed")
 
 
 def _phase_changed(m: RoundMachine, e: PhaseChanged) -> list[Action]:
     """Shift the deadlines as the contract does: the phase before `e.phase` ended at
     `e.at` and the phases after it keep their durations."""
     view = m.view
-    if e.phase not in NEXT_PHASE.values() or PHASE_ORDER[e.phase] < PHASE_ORDER[view.phase]:
+    if e.phase not in EARLY_END_PHASES or PHASE_ORDER[e.phase] < PHASE_ORDER[view.phase]:
         return []
     if e.phase == Phase.COMMIT:
         view.training_deadline = e.at
@@ -425,12 +509,18 @@ def _phase_changed(m: RoundMachine, e: PhaseChanged) -> list[Action]:
         view.reveal_deadline = e.at + view.reveal_duration
     else:
         view.reveal_deadline = e.at
-    return m._enter(e.phase, f"the previous phase ended early at {e.at}")
+    actions: list[Action] = []
+    while PHASE_ORDER[view.phase] < PHASE_ORDER[e.phase]:
+        moved = m._move(PhaseChanged, f"the previous phase ended early at {e.at}")
+        if not moved:
+            break
+        actions += moved
+    return actions
 
 
 def _round_finalized(m: RoundMachine, e: RoundFinalized) -> list[Action]:
     view = m.view
-    actions = m._enter(Phase.FINALIZED, f"{len(e.accepted)} updates accepted")
+    actions = m._move(RoundFinalized, f"{len(e.accepted)} updates accepted")
     updates = []
     for worker in dict.fromkeys(e.accepted[:MAX_WORKERS]):
         if worker in view.updates:
@@ -452,7 +542,7 @@ def _round_finalized(m: RoundMachine, e: RoundFinalized) -> list[Action]:
 
 
 def _task_terminated(m: RoundMachine, e: TaskTerminated) -> list[Action]:
-    return m._enter(Phase.TERMINATED, e.reason or "task terminated")
+    return m._move(TaskTerminated, e.reason or "task terminated")
 
 
 def _announcement(m: RoundMachine, e: AnnouncementReceived) -> list[Action]:
@@ -529,7 +619,39 @@ COMMON_RULES: dict[tuple[Phase, type[Event]], Rule] = {
 }
 
 
+def ignore(phases: Iterable[Phase], events: Iterable[type[Event]], why: str) -> dict[Any, str]:
+    return {(phase, event): why for phase in phases for event in events}
+
+
+NO_ROUND = (Phase.IDLE, Phase.FINALIZED, Phase.TERMINATED)  # no round is running
+
+COMMON_IGNORED: dict[tuple[Phase, type[Event]], str] = {
+    **ignore(ALL_PHASES, (Tick,), "the clock: the dispatcher moves phases on by it"),
+    **ignore(OPEN_PHASES + (Phase.TERMINATED,), (TaskStarted,), "the task started once"),
+    **ignore((Phase.TERMINATED,), (RoundOpened, TaskTerminated), "the task is over"),
+    **ignore((Phase.IDLE, Phase.TERMINATED), (UpdateSubmitted,), "no round is open"),
+    **ignore(
+        NO_ROUND,
+        (PhaseChanged, ManifestCommitted, ManifestRevealed, RoundFinalized),
+        "no round is running (a late duplicate)",
+    ),
+    **ignore(
+        NO_ROUND,
+        (AnnouncementReceived,),
+        "no round to match it with (the admission check keeps the next round's)",
+    ),
+}
+
+
 # --- the common duties (every phase, every role) ----------------------------------------
+
+
+def follow_task(m: RoundMachine) -> list[Action]:
+    view = m.view
+    if m.session.following or view.task is None or view.terms is None:
+        return []
+    m.session.following = True
+    return [FollowTask(view.task, view.terms)]
 
 
 def fetch_wanted_blobs(m: RoundMachine) -> list[Action]:
@@ -542,7 +664,8 @@ def fetch_wanted_blobs(m: RoundMachine) -> list[Action]:
     for cid, providers in wanted.items():
         if cid not in view.have and cid not in view.fetching and not m._given_up(cid):
             view.fetching.add(cid)
-            actions.append(Fetch(cid, providers))
+            kind = BlobKind.VALIDATION_SET if cid == view.validation_cid else BlobKind.MODEL
+            actions.append(Fetch(cid, providers, kind))
     return actions
 
 
@@ -560,7 +683,9 @@ def aggregate_when_fetched(m: RoundMachine) -> list[Action]:
             Log("warning", f"round {pending.round}: no accepted blob fetched; model carries over")
         ]
     view.global_model = GlobalModel(view.global_model.initial_cid, pending.round, fetched)
-    return [Aggregate(pending.round, fetched)]
+    rule = view.terms.aggregator if view.terms is not None else DEFAULT_AGGREGATOR
+    measure_on = view.validation_cid if view.validation_cid in view.have else None
+    return [Aggregate(pending.round, fetched, view.global_model, rule, measure_on)]
 
 
 def finalize_if_nobody_did(m: RoundMachine) -> list[Action]:
@@ -571,4 +696,15 @@ def finalize_if_nobody_did(m: RoundMachine) -> list[Action]:
     return m._send(TxKind.FINALIZE_ROUND, m.view.round)
 
 
-LAST_DUTIES: tuple[Duty, ...] = (fetch_wanted_blobs, finalize_if_nobody_did)
+def settle_up(m: RoundMachine) -> list[Action]:
+    """Once the task is over and our last model is built: withdraw, and stop."""
+    view = m.view
+    if view.phase != Phase.TERMINATED or view.aggregation is not None or m.session.stopping:
+        return []
+    if not m._done_with_task():
+        return []
+    m.session.stopping = True
+    return [Withdraw(reclaim_escrow=m.role == Role.REQUESTER), Stop("the task is over")]
+
+
+LAST_DUTIES: tuple[Duty, ...] = (fetch_wanted_blobs, finalize_if_nobody_did, settle_up)

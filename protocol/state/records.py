@@ -38,12 +38,20 @@ class TxKind(StrEnum):
     """The contract calls the machines send: at most one of each kind per round."""
 
     CREATE_TASK = "createTask"
+    JOIN_TASK = "join"  # joinAsWorker / joinAsValidator with the task's deposit
     START_TASK = "start"
     CANCEL_TASK = "cancel"
     SUBMIT_UPDATE = "submitUpdate"
     COMMIT_MANIFEST = "commitManifest"
     REVEAL_MANIFEST = "revealManifest"
     FINALIZE_ROUND = "finalizeRound"
+
+
+class BlobKind(StrEnum):
+    """What a fetched blob is, which bounds its size: a peer cannot make us fetch more."""
+
+    MODEL = "model"  # the initial model or a worker's sealed update
+    VALIDATION_SET = "validation_set"
 
 
 class TxStatus(StrEnum):
@@ -58,6 +66,26 @@ class Job(StrEnum):
     EVALUATION = "evaluation"
     AGGREGATION = "aggregation"
     TASK_DATA = "task_data"
+
+
+@dataclass(frozen=True)
+class TaskTerms:
+    """What a node must support to work on a task: its model and aggregation rule."""
+
+    model_arch: str
+    aggregator: str
+
+
+@dataclass(frozen=True)
+class TaskOffer:
+    """A task we might work on, as the chain describes it; `member`: we joined it already;
+    `problem`: why this node could not do its work (a model or rule it does not know, data
+    it lacks), found before any deposit; None when it can."""
+
+    task: bytes
+    terms: TaskTerms
+    member: bool = False
+    problem: str | None = None
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,28 @@ from typing import ClassVar
 from protocol.state.actions import Action, Log, PrepareTaskData, SaveFinalModel
 from protocol.state.commitments import UpdateCommitment, default_update_commitment
 from protocol.state.events import (
+    EvaluationDone,
     Event,
+    FinalModelSaved,
     MemberJoined,
     MemberLeft,
+    SortitionDrawn,
     TaskCreated,
     TaskDataReady,
+    TasksOffered,
+    TrainingDone,
 )
-from protocol.state.phases import MAX_WORKERS, Duty, RoundMachine, Rule
-from protocol.state.records import Phase, Role, TxKind, TxStatus
+from protocol.state.phases import (
+    ALL_PHASES,
+    COMMON_IGNORED,
+    MAX_WORKERS,
+    OPEN_PHASES,
+    Duty,
+    RoundMachine,
+    Rule,
+    ignore,
+)
+from protocol.state.records import Phase, Role, TaskTerms, TxKind, TxStatus
 
 
 @dataclass
@@ -27,7 +41,7 @@ class RequesterState:
     members: dict[bytes, Role] = field(default_factory=dict)
     data_requested: bool = False
     validation_cid: str | None = None
-    final_saved: bool = False
+    final_saved: bool = False  # the final model is on disk
 
 
 @dataclass(frozen=True)
@@ -53,13 +67,16 @@ class RequesterMachine(RoundMachine[RequesterState]):
         recruiting: Recruiting = Recruiting(),
         local_blobs: Iterable[str] = (),
         task: bytes | None = None,
+        terms: TaskTerms | None = None,
         update_commitment: UpdateCommitment = default_update_commitment,
         finalize_after: int | None = 0,
     ) -> None:
         """`local_blobs`: CIDs already in our block store (the initial model); `task`:
-        given when resuming a task created earlier."""
+        given when resuming a task created earlier; `terms`: the model and rule of the
+        task we create."""
         super().__init__(
-            me, task, update_commitment=update_commitment, finalize_after=finalize_after
+            me, task, terms=terms, update_commitment=update_commitment,
+            finalize_after=finalize_after,
         )
         self.recruiting = recruiting
         self.view.have.update(local_blobs)
@@ -73,6 +90,9 @@ class RequesterMachine(RoundMachine[RequesterState]):
     def _on_restart(self) -> list[Action]:
         self.local.data_requested = self.local.validation_cid is not None
         return []
+
+    def _done_with_task(self) -> bool:
+        return self.local.final_saved
 
     def _members(self, role: Role) -> tuple[bytes, ...]:
         return tuple(a for a, r in self.local.members.items() if r == role)
@@ -127,7 +147,13 @@ def _task_data_ready(m: RequesterMachine, e: TaskDataReady) -> list[Action]:
     return []
 
 
+def _final_model_saved(m: RequesterMachine, e: FinalModelSaved) -> list[Action]:
+    m.local.final_saved = True
+    return []
+
+
 REQUESTER_RULES: dict[tuple[Phase, type[Event]], Rule] = {
+    (Phase.TERMINATED, FinalModelSaved): _final_model_saved,
     (Phase.IDLE, TaskCreated): _task_created,
     (Phase.IDLE, MemberJoined): _member_joined,
     (Phase.IDLE, MemberLeft): _member_left,
@@ -180,7 +206,9 @@ def save_final_model(m: RequesterMachine) -> list[Action]:
     model = m.view.global_model
     if model is None or m.view.aggregation is not None or m.local.final_saved:
         return []
-    m.local.final_saved = True
+    if m.session.saving_final_model:
+        return []
+    m.session.saving_final_model = True
     return [SaveFinalModel(model)]
 
 
@@ -189,5 +217,20 @@ REQUESTER_DUTIES: dict[Phase, tuple[Duty, ...]] = {
     Phase.TERMINATED: (save_final_model,),
 }
 
+REQUESTER_IGNORED: dict[tuple[Phase, type[Event]], str] = {
+    **COMMON_IGNORED,
+    **ignore(ALL_PHASES, (TasksOffered,), "the requester creates its task"),
+    **ignore(
+        (*OPEN_PHASES, Phase.TERMINATED),
+        (TaskCreated, MemberJoined, MemberLeft, TaskDataReady),
+        "recruiting is over",
+    ),
+    **ignore(
+        ALL_PHASES, (SortitionDrawn, TrainingDone, EvaluationDone), "a worker's or validator's job"
+    ),
+    **ignore((Phase.IDLE, *OPEN_PHASES), (FinalModelSaved,), "saved once the task is over"),
+}
+
 RequesterMachine.RULES = REQUESTER_RULES
+RequesterMachine.IGNORED = REQUESTER_IGNORED
 RequesterMachine.DUTIES = REQUESTER_DUTIES

@@ -22,9 +22,10 @@ from protocol.state.commitments import (
     default_manifest_commitment,
     default_update_commitment,
 )
-from protocol.state.events import EvaluationDone, Event, JobFailed, SortitionDrawn
-from protocol.state.phases import Duty, RoundMachine, Rule, every
-from protocol.state.records import SALT_LENGTH, Job, Manifest, Phase, Role, TxKind
+from protocol.state.events import EvaluationDone, Event, JobFailed, SortitionDrawn, TrainingDone
+from protocol.state.membership import MEMBER_IGNORED, MEMBERSHIP_DUTIES, MEMBERSHIP_RULES
+from protocol.state.phases import ALL_PHASES, Duty, RoundMachine, Rule, every, ignore
+from protocol.state.records import SALT_LENGTH, Job, Manifest, Phase, Role, TaskTerms, TxKind
 
 
 @dataclass
@@ -46,8 +47,9 @@ class ValidatorMachine(RoundMachine[ValidatorState]):
     def __init__(
         self,
         me: bytes,
-        task: bytes,
+        task: bytes | None = None,
         *,
+        terms: TaskTerms | None = None,
         update_commitment: UpdateCommitment = default_update_commitment,
         manifest_commitment: ManifestCommitment = default_manifest_commitment,
         finalize_after: int | None = None,
@@ -57,7 +59,8 @@ class ValidatorMachine(RoundMachine[ValidatorState]):
         starts with whatever updates are fetched by then (default: half the time from
         the training deadline to the commit deadline)."""
         super().__init__(
-            me, task, update_commitment=update_commitment, finalize_after=finalize_after
+            me, task, terms=terms, update_commitment=update_commitment,
+            finalize_after=finalize_after,
         )
         self.manifest_commitment = manifest_commitment
         self.evaluation_reserve = evaluation_reserve
@@ -147,6 +150,7 @@ def _job_failed(m: ValidatorMachine, e: JobFailed) -> list[Action]:
 AFTER_COMMIT = (Phase.REVEAL, Phase.FINALIZING, Phase.FINALIZED)
 
 VALIDATOR_RULES: dict[tuple[Phase, type[Event]], Rule] = {
+    **MEMBERSHIP_RULES,
     **every((Phase.TRAINING, Phase.COMMIT), SortitionDrawn, _sortition_drawn),
     **every(AFTER_COMMIT, SortitionDrawn, _too_late),
     (Phase.COMMIT, EvaluationDone): _evaluation_done,
@@ -237,10 +241,23 @@ def reveal_manifest(m: ValidatorMachine) -> list[Action]:
 
 
 VALIDATOR_DUTIES: dict[Phase, tuple[Duty, ...]] = {
+    Phase.IDLE: MEMBERSHIP_DUTIES,
     Phase.TRAINING: (draw_sortition, publish_committee_proof),
     Phase.COMMIT: (draw_sortition, publish_committee_proof, start_evaluation, commit_manifest),
     Phase.REVEAL: (reveal_manifest,),
 }
 
+VALIDATOR_IGNORED: dict[tuple[Phase, type[Event]], str] = {
+    **MEMBER_IGNORED,
+    **ignore(ALL_PHASES, (TrainingDone,), "a worker's job"),
+    **ignore((Phase.IDLE, Phase.TERMINATED), (SortitionDrawn,), "no round to sit in"),
+    **ignore(
+        (Phase.IDLE, Phase.TRAINING, Phase.TERMINATED),
+        (EvaluationDone,),
+        "no evaluation is asked for outside a round's commit phase",
+    ),
+}
+
 ValidatorMachine.RULES = VALIDATOR_RULES
+ValidatorMachine.IGNORED = VALIDATOR_IGNORED
 ValidatorMachine.DUTIES = VALIDATOR_DUTIES

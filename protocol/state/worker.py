@@ -6,8 +6,16 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from protocol.state.actions import Action, Log, PublishAnnouncement, StartTraining
-from protocol.state.events import AnnouncementReceived, Event, JobFailed, TrainingDone
-from protocol.state.phases import Duty, RoundMachine, Rule, every
+from protocol.state.events import (
+    AnnouncementReceived,
+    EvaluationDone,
+    Event,
+    JobFailed,
+    SortitionDrawn,
+    TrainingDone,
+)
+from protocol.state.membership import MEMBER_IGNORED, MEMBERSHIP_DUTIES, MEMBERSHIP_RULES
+from protocol.state.phases import ALL_PHASES, Duty, RoundMachine, Rule, every, ignore
 from protocol.state.records import Job, Phase, Role, TxKind, Update
 
 
@@ -67,6 +75,7 @@ def _job_failed(m: WorkerMachine, e: JobFailed) -> list[Action]:
 AFTER_TRAINING = (Phase.COMMIT, Phase.REVEAL, Phase.FINALIZING, Phase.FINALIZED)
 
 WORKER_RULES: dict[tuple[Phase, type[Event]], Rule] = {
+    **MEMBERSHIP_RULES,
     (Phase.TRAINING, TrainingDone): _training_done,
     **every(AFTER_TRAINING, TrainingDone, _training_too_late),
     (Phase.TRAINING, JobFailed): _job_failed,
@@ -109,9 +118,17 @@ def announce_update(m: WorkerMachine) -> list[Action]:
 
 
 WORKER_DUTIES: dict[Phase, tuple[Duty, ...]] = {
+    Phase.IDLE: MEMBERSHIP_DUTIES,
     Phase.TRAINING: (start_training, submit_update, announce_update),
     Phase.COMMIT: (announce_update,),
 }
 
+WORKER_IGNORED: dict[tuple[Phase, type[Event]], str] = {
+    **MEMBER_IGNORED,
+    **ignore(ALL_PHASES, (SortitionDrawn, EvaluationDone), "a validator's job"),
+    **ignore((Phase.IDLE, Phase.TERMINATED), (TrainingDone,), "no round to submit it in"),
+}
+
 WorkerMachine.RULES = WORKER_RULES
+WorkerMachine.IGNORED = WORKER_IGNORED
 WorkerMachine.DUTIES = WORKER_DUTIES

@@ -10,7 +10,7 @@ import pytest
 from node import cli
 from node.chain import ChainError
 from node.runtime import node as runtime_node
-from node.runtime.driver import TaskUnusable
+from node.runtime.driver import NodeStopped
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,7 +22,7 @@ def nested(exc: Exception) -> BaseExceptionGroup[Exception]:
 @pytest.mark.parametrize(
     ("raised", "status", "line"),
     [
-        (TaskUnusable("task 0xabc: model 'resnet50' is not one this node knows"), 2, "model 'resnet50'"),
+        (NodeStopped("task 0xabc: model 'resnet50' is not one this node knows"), 2, "model 'resnet50'"),
         (ChainError("the chain at http://127.0.0.1:8545 stopped answering"), 1, "stopped answering"),
     ],
 )

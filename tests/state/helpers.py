@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from protocol.cid import cid_of
 from protocol.manifest import update_commitment
-from protocol.state.actions import Action, Log, SendTx
+from protocol.state.actions import Action, Aggregate, Log, SendTx
 from protocol.state.events import (
     AnnouncementReceived,
     Event,
@@ -15,7 +15,8 @@ from protocol.state.events import (
     TaskStarted,
     UpdateSubmitted,
 )
-from protocol.state.phases import RoundMachine
+from protocol.state.phases import DEFAULT_AGGREGATOR, RoundMachine
+from protocol.state.records import GlobalModel, Update
 
 REQUESTER = bytes.fromhex("01" * 20)
 TASK = bytes.fromhex("aa" * 20)
@@ -79,3 +80,12 @@ def txs(actions: Iterable[Action]) -> list[SendTx]:
 
 def logs(actions: Iterable[Action], level: str | None = None) -> list[str]:
     return [a.text for a in only(actions, Log) if level is None or a.level == level]
+
+
+def aggregated(
+    round: int, updates: tuple[Update, ...], measure_on: str | None = None
+) -> Aggregate:
+    """The Aggregate a machine with no task terms asks for after `round`."""
+    return Aggregate(
+        round, updates, GlobalModel(INITIAL_CID, round, updates), DEFAULT_AGGREGATOR, measure_on
+    )

@@ -9,9 +9,12 @@ from protocol.state.actions import (
     PrepareTaskData,
     SaveFinalModel,
     SendTx,
+    Stop,
+    Withdraw,
 )
 from protocol.state.events import (
     BlobFetched,
+    FinalModelSaved,
     ManifestCommitted,
     ManifestRevealed,
     MemberJoined,
@@ -34,6 +37,7 @@ from .helpers import (
     VALIDATION_CID,
     VALIDATORS,
     WORKERS,
+    aggregated,
     announced,
     deadlines,
     feed,
@@ -160,9 +164,14 @@ def test_the_final_model_is_saved_after_the_last_round_is_averaged() -> None:
     assert not only(actions, Aggregate)
     actions = machine.handle(BlobFetched(update_cid(w1, 1)))
     updates = (Update(w0, update_cid(w0, 1), 100), Update(w1, update_cid(w1, 1), 100))
-    assert only(actions, Aggregate) == [Aggregate(1, updates)]
+    assert only(actions, Aggregate) == [aggregated(1, updates)]
     assert only(actions, SaveFinalModel) == [SaveFinalModel(GlobalModel(INITIAL_CID, 1, updates))]
     assert not feed(machine, BlobFetched(update_cid(w1, 1)), TaskTerminated("round limit"))
+    # the task is over for the requester once the model is on disk: settle up, then stop
+    actions = machine.handle(FinalModelSaved())
+    assert only(actions, Withdraw) == [Withdraw(reclaim_escrow=True)]
+    assert only(actions, Stop) == [Stop("the task is over")]
+    assert not feed(machine, FinalModelSaved(), Tick(REVEAL_END + 1000))
 
 
 def test_a_validator_that_never_reveals_holds_the_round_until_the_reveal_deadline() -> None:

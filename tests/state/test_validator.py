@@ -29,7 +29,7 @@ from protocol.state.events import (
     TxFailed,
 )
 from protocol.state.persist import from_dict, to_dict
-from protocol.state.records import Job
+from protocol.state.records import BlobKind, Job
 
 from .helpers import (
     INITIAL_CID,
@@ -39,6 +39,7 @@ from .helpers import (
     VALIDATION_CID,
     VALIDATORS,
     WORKERS,
+    aggregated,
     announced,
     deadlines,
     feed,
@@ -97,8 +98,8 @@ def test_a_selected_validator_evaluates_commits_then_reveals() -> None:
     actions = feed(validator, started(), opened(1))
     assert only(actions, DrawSortition) == [DrawSortition(1, opened(1).seed)]
     assert set(only(actions, Fetch)) == {
-        Fetch(VALIDATION_CID, (REQUESTER,)),
-        Fetch(INITIAL_CID, (REQUESTER,)),
+        Fetch(VALIDATION_CID, (REQUESTER,), BlobKind.VALIDATION_SET),
+        Fetch(INITIAL_CID, (REQUESTER,), BlobKind.MODEL),
     }
     actions = validator.handle(SortitionDrawn(1, PROOF))
     assert only(actions, PublishCommitteeProof) == [PublishCommitteeProof(1, PROOF)]
@@ -274,7 +275,7 @@ def test_after_finalization_the_validator_averages_what_it_already_fetched() -> 
     feed(validator, Tick(COMMIT_END), ManifestRevealed(1, ME))
     actions = validator.handle(RoundFinalized(1, (W1,)))
     assert not only(actions, Fetch)
-    assert only(actions, Aggregate) == [Aggregate(1, (update(W1),))]
+    assert only(actions, Aggregate) == [aggregated(1, (update(W1),), VALIDATION_CID)]
     actions = feed(validator, opened(2), SortitionDrawn(2, PROOF), Tick(deadlines(2)[0]))
     base = GlobalModel(INITIAL_CID, 1, (update(W1),))
     assert only(actions, StartEvaluation) == [StartEvaluation(2, (), (), VALIDATION_CID, base)]

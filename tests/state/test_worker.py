@@ -36,6 +36,7 @@ from .helpers import (
     TASK,
     VALIDATORS,
     WORKERS,
+    aggregated,
     announced,
     deadlines,
     feed,
@@ -97,7 +98,7 @@ def test_a_round_from_the_initial_model_to_the_next_global_model() -> None:
     assert not only(actions, Aggregate)
     actions = worker.handle(BlobFetched(other_cid))
     expected = (Update(ME, MY_CID, 120), Update(OTHER, other_cid, 80))
-    assert only(actions, Aggregate) == [Aggregate(1, expected)]
+    assert only(actions, Aggregate) == [aggregated(1, expected)]
 
     actions = worker.handle(opened(2))
     assert only(actions, StartTraining) == [StartTraining(2, GlobalModel(INITIAL_CID, 1, expected))]
@@ -199,7 +200,7 @@ def test_an_accepted_update_nobody_announced_is_left_out_of_the_average() -> Non
     feed(worker, TrainingDone(1, MY_CID, 100), submitted(ME, 1), submitted(OTHER, 1))
     actions = worker.handle(RoundFinalized(1, (ME, OTHER)))
     assert any("never announced" in text for text in logs(actions, "warning"))
-    assert only(actions, Aggregate) == [Aggregate(1, (Update(ME, MY_CID, 100),))]
+    assert only(actions, Aggregate) == [aggregated(1, (Update(ME, MY_CID, 100),))]
 
 
 def test_an_accepted_blob_that_cannot_be_fetched_is_retried_then_left_out() -> None:
@@ -213,4 +214,4 @@ def test_an_accepted_blob_that_cannot_be_fetched_is_retried_then_left_out() -> N
         actions = worker.handle(FetchFailed(other_cid, "no provider"))
         fetches += only(actions, Fetch)
     assert [f.cid for f in fetches] == [other_cid] * MAX_FETCH_ATTEMPTS
-    assert only(actions, Aggregate) == [Aggregate(1, (Update(ME, MY_CID, 100),))]
+    assert only(actions, Aggregate) == [aggregated(1, (Update(ME, MY_CID, 100),))]

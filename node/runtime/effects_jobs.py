@@ -1,0 +1,263 @@
+"""JobEffects: the machine's jobs (sortition, training, evaluation, aggregation, the
+requester's validation set and final model), each in a worker thread so gossip and the
+chain keep flowing; the driver runs them one at a time, in the order they were asked."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from node.blocks import BlockExchange, BlockStore
+from node.chain import TaskParams
+from node.config import NodeConfig
+from node.runtime import learning
+from node.runtime.chainside import ChainAccess, checksum
+from node.runtime.effects import NodeStatus
+from node.runtime.keys import NodeKeys
+from protocol.aggregation.rule import AggregationRule
+from protocol.codec import encode_state_dict
+from protocol.data import Dataset
+from protocol.errors import VRFError
+from protocol.sortition import RegisteredKey, committee_proof, verify_committee_member
+from protocol.state import events as ev
+from protocol.state.actions import (
+    Action,
+    Aggregate,
+    DrawSortition,
+    PrepareTaskData,
+    SaveFinalModel,
+    StartEvaluation,
+    StartTraining,
+)
+from protocol.state.records import Job, TaskTerms
+
+PROGRESS_EVERY_S = 5.0
+JOB_OF = {
+    DrawSortition: Job.SORTITION,
+    StartTraining: Job.TRAINING,
+    StartEvaluation: Job.EVALUATION,
+    Aggregate: Job.AGGREGATION,
+    PrepareTaskData: Job.TASK_DATA,
+}
+
+
+@dataclass(frozen=True)
+class TaskWork:
+    """What the jobs of the followed task need: its address, parameters and model book."""
+
+    task: str
+    params: TaskParams
+    book: learning.ModelBook
+
+
+class LearningJobs:
+    """JobEffects with torch on this machine's CPU."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        keys: NodeKeys,
+        chain: ChainAccess,
+        store: BlockStore,
+        exchange: BlockExchange,
+        recipients: Callable[[], Awaitable[list[bytes]]],
+        status: NodeStatus,
+        log: logging.LoggerAdapter[logging.Logger],
+    ) -> None:
+        self.config = config
+        self.keys = keys
+        self.me = keys.address_bytes
+        self.chain = chain
+        self.client = chain.client
+        self.store = store
+        self.exchange = exchange
+        self.recipients = recipients  # X25519 keys of who may read our blobs
+        self.status = status
+        self.log = log
+        self.work: TaskWork | None = None  # None until FollowTask
+        self.shard: Dataset | None = None
+        self.validation: Dataset | None = None
+
+    async def follow(self, task: bytes, terms: TaskTerms) -> None:
+        address = checksum(task)
+        params = await self.chain.run(self.client.task_params, address)
+        crypto = learning.TaskCrypto(self.keys.encryption_private, task)
+        rule = AggregationRule.parse(terms.aggregator)
+        book = learning.ModelBook(terms.model_arch, self.store, crypto, rule)
+        self.work = TaskWork(address, params, book)
+
+    def _work(self) -> TaskWork:
+        if self.work is None:
+            raise RuntimeError("a job came before the machine followed a task")
+        return self.work
+
+    async def run(self, action: Action) -> ev.Event | None:
+        handlers: dict[type, Callable[[Any], Awaitable[ev.Event | None]]] = {
+            DrawSortition: self._draw_sortition,
+            StartTraining: self._train,
+            StartEvaluation: self._evaluate,
+            Aggregate: self._aggregate,
+            PrepareTaskData: self._prepare_task_data,
+            SaveFinalModel: self._save_final_model,
+        }
+        try:
+            return await handlers[type(action)](action)
+        except Exception as problem:  # a job's failure is reported, never fatal
+            self.log.exception("job %s failed", type(action).__name__)
+            job = JOB_OF.get(type(action))
+            if job is None:
+                return None
+            return ev.JobFailed(getattr(action, "round", 0), job, f"{problem}")
+
+    async def _draw_sortition(self, action: DrawSortition) -> ev.Event:
+        work = self._work()
+        info = await self.chain.run(self.client.round_info, work.task, action.round)
+        stake = await self.chain.run(self.client.locked_deposit, work.task)
+        key = self.keys.vrf_key
+        ticket = await trio.to_thread.run_sync(committee_proof, key, action.seed, action.round)
+        try:
+            verify_committee_member(
+                RegisteredKey(key.modulus, self.me), action.seed, action.round, ticket.proof,
+                stake, info.total_stake, work.params.committee_size,
+            )
+        except VRFError as unseated:  # not selected (or no stake to be selected with)
+            self.log.debug("round %d: %s", action.round, unseated)
+            return ev.SortitionDrawn(action.round, None)
+        return ev.SortitionDrawn(action.round, ticket.proof)
+
+    def _progress_logger(self, round: int) -> Callable[[Any], None]:
+        last = [0.0]
+
+        def report(progress: Any) -> None:
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_EVERY_S or progress.step == progress.total_steps:
+                last[0] = now
+                self.log.info(
+                    "round %d: training step %d/%d, loss %.3f",
+                    round, progress.step, progress.total_steps, progress.loss,
+                )
+
+        return report
+
+    async def _train(self, action: StartTraining) -> ev.Event:
+        book = self._work().book
+        if self.shard is None:
+            self.shard = await trio.to_thread.run_sync(learning.load_worker_shard, self.config.data)
+        shard = self.shard
+        recipients = await self.recipients()
+        seed = int.from_bytes(self.me[:4], "big") ^ action.round
+
+        def work() -> bytes:
+            base = book.global_state(action.base)
+            state = learning.train_update(
+                book, base, shard, self.config.training, self.config.behaviour, seed,
+                self._progress_logger(action.round),
+            )
+            return book.crypto.seal(encode_state_dict(state), recipients)
+
+        self.log.info("round %d: training on %d samples", action.round, len(shard))
+        sealed = await trio.to_thread.run_sync(work)
+        cid = await self.exchange.publish(sealed)
+        return ev.TrainingDone(action.round, cid, len(shard))
+
+    async def _validation_set(self, cid: str) -> Dataset:
+        if self.validation is None:
+            book = self._work().book
+
+            def load() -> Dataset:
+                blob = learning.read_blob(self.store, cid, learning.max_validation_size())
+                return learning.decode_dataset(book.crypto.open(blob, learning.max_validation_size()))
+
+            self.validation = await trio.to_thread.run_sync(load)
+        return self.validation
+
+    async def _evaluate(self, action: StartEvaluation) -> ev.Event:
+        work = self._work()
+        book = work.book
+        validation = await self._validation_set(action.validation_cid)
+
+        def evaluate() -> learning.Evaluation:
+            base = book.global_state(action.base)
+            return learning.evaluate_round(
+                book, action.workers, action.candidates, base, validation,
+                work.params.qualification_threshold,
+            )
+
+        self.log.info(
+            "round %d: evaluating %d updates on %d samples",
+            action.round, len(action.candidates), len(validation),
+        )
+        result = await trio.to_thread.run_sync(evaluate)
+        if self.config.behaviour.validator == "lying":
+            result = learning.lie_about(result)
+        self.log.info(
+            "round %d: accuracies %s, accepted %d, global accuracy %.4f",
+            action.round,
+            ["-" if a is None else f"{a:.3f}" for a in result.accuracies],
+            sum(result.accepts), result.global_accuracy / 1e6,
+        )
+        return ev.EvaluationDone(
+            action.round, result.workers, result.scores, result.accepts,
+            result.global_accuracy, os.urandom(32),
+        )
+
+    async def _aggregate(self, action: Aggregate) -> None:
+        book = self._work().book
+        rule = AggregationRule.parse(action.rule)
+        state = await trio.to_thread.run_sync(book.global_state, action.model, rule)
+        self.log.info("round %d: averaged %d accepted updates", action.round, len(action.updates))
+        if action.measure_on is None:
+            return None
+        validation = await self._validation_set(action.measure_on)
+        images, labels = learning.to_tensors(validation)
+
+        def accuracy() -> float:
+            return learning.evaluate(book.module(state), images, labels).accuracy
+
+        self.status.accuracy_by_round[action.round] = await trio.to_thread.run_sync(accuracy)
+        self.log.info(
+            "round %d: global model accuracy %.4f",
+            action.round, self.status.accuracy_by_round[action.round],
+        )
+        return None
+
+    async def _prepare_task_data(self, action: PrepareTaskData) -> ev.Event:
+        book = self._work().book
+        samples = self.config.task.validation_samples
+        dataset = await trio.to_thread.run_sync(
+            learning.load_validation_set, self.config.data, samples, self.config.task.validation
+        )
+        self.validation = dataset
+        keys = []
+        for member in (*action.workers, *action.validators, self.me):
+            participant = await self.chain.run(self.client.participant, checksum(member))
+            keys.append(participant.encryption_key)
+        sealed = await trio.to_thread.run_sync(
+            book.crypto.seal, learning.encode_dataset(dataset), keys
+        )
+        cid = await self.exchange.publish(sealed)
+        self.log.info("validation set of %d samples sealed for %d members", samples, len(keys) - 1)
+        return ev.TaskDataReady(cid, action.workers, action.validators)
+
+    async def _save_final_model(self, action: SaveFinalModel) -> ev.Event:
+        book = self._work().book
+        output: Path = self.config.task.output or self.config.node.data_dir / "final-model.bin"
+
+        def save() -> None:
+            blob = encode_state_dict(book.global_state(action.model))
+            output.parent.mkdir(parents=True, exist_ok=True)
+            tmp = output.with_name(output.name + ".tmp")
+            tmp.write_bytes(blob)
+            os.replace(tmp, output)
+
+        await trio.to_thread.run_sync(save)
+        self.status.final_model = output
+        self.log.info("final model (after round %d) saved to %s", action.model.after_round, output)
+        return ev.FinalModelSaved()

@@ -1,0 +1,242 @@
+"""NetworkEffects on libp2p: the task's gossip (with the committee-seat rule for proofs),
+its members' peer ids and keys, publishing and fetching blobs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import trio
+from libp2p.peer.id import ID as PeerID
+from libp2p.peer.peerinfo import PeerInfo
+
+from node.blocks import BlockExchange, BlockFetchError, BlockStoreError
+from node.chain import ChainError, ChainRevert, TaskParams
+from node.config import BehaviourConfig
+from node.discovery import Discovery, task_namespace
+from node.gossip import (
+    GossipIgnored,
+    GossipNode,
+    GossipRejected,
+    TaskGossip,
+    open_task_gossip,
+)
+from node.models import build_model
+from node.runtime import learning
+from node.runtime.chainside import ChainAccess, address_bytes, checksum
+from node.runtime.effects import Deliver
+from protocol.codec import ModelSpec
+from protocol.errors import ProtocolError, VRFError
+from protocol.gossip_rules import member_roles
+from protocol.messages import CommitteeProof, Message, ModelAnnouncement
+from protocol.sortition import RegisteredKey, verify_committee_member
+from protocol.state import events as ev
+from protocol.state.actions import Fetch, Publish, PublishScores
+from protocol.state.records import BlobKind, Role, TaskTerms
+from protocol.state.wire import announcement_received, wire_message
+from protocol.vrf import os2ip
+
+FETCH_TIMEOUT_S = 120.0
+
+
+class TaskNetwork:
+    """The network side of one node: what it knows of the followed task's members, and
+    the gossip, discovery and block exchange it uses for the task."""
+
+    def __init__(
+        self,
+        chain: ChainAccess,
+        peer_id: PeerID,
+        me: bytes,
+        exchange: BlockExchange,
+        discovery: Discovery,
+        gossip_node: GossipNode,
+        behaviour: BehaviourConfig,
+        log: logging.LoggerAdapter[logging.Logger],
+    ) -> None:
+        self.chain = chain
+        self.client = chain.client
+        self.peer_id = peer_id
+        self.me = me
+        self.exchange = exchange
+        self.discovery = discovery
+        self.gossip_node = gossip_node
+        self.behaviour = behaviour
+        self.log = log
+        self.task: str | None = None  # followed task; None until FollowTask
+        self.bounds: dict[BlobKind, int] = {BlobKind.VALIDATION_SET: learning.max_validation_size()}
+        self.peers: dict[PeerID, bytes] = {}  # task members' peer ids -> addresses
+        self.peer_of: dict[bytes, PeerID] = {}
+        self.encryption_keys: dict[bytes, bytes] = {}
+        self.vrf_keys: dict[bytes, bytes] = {}  # validators' registered VRF moduli
+        self.roles: dict[bytes, Role] = {}  # members' roles: gossip checks who sends what
+        self.round_seeds: dict[int, tuple[bytes, int]] = {}  # round -> (seed, total stake)
+        self._params: TaskParams | None = None
+        self._gossip: TaskGossip | None = None
+        self._gossip_ready = trio.Event()
+
+    def follow(self, task: bytes, terms: TaskTerms) -> None:
+        self.task = checksum(task)
+        spec = ModelSpec.of(build_model(terms.model_arch))
+        self.bounds[BlobKind.MODEL] = learning.max_update_size(spec)
+
+    def _followed(self) -> str:
+        if self.task is None:
+            raise ChainError("no task is followed yet")
+        return self.task
+
+    # --- members -------------------------------------------------------------------------
+
+    async def load_members(self) -> None:
+        """Peer ids and encryption keys of the task's members and requester."""
+        task = self._followed()
+        workers, validators = await self.chain.run(self.client.members, task)
+        requester = await self.chain.run(self.client.requester, task)
+        self.roles.update(
+            member_roles(
+                map(address_bytes, workers), map(address_bytes, validators), address_bytes(requester)
+            )
+        )
+        for address in (*workers, *validators, requester):
+            participant = await self.chain.run(self.client.participant, address)
+            member = address_bytes(address)
+            try:
+                peer = PeerID(participant.peer_id)
+            except Exception:
+                self.log.warning("member %s registered a malformed peer id", address)
+                continue
+            self.peers[peer] = member
+            self.peer_of[member] = peer
+            self.encryption_keys[member] = participant.encryption_key
+            self.vrf_keys[member] = participant.vrf_modulus
+
+    async def recipients(self) -> list[bytes]:
+        """X25519 keys of the task's members and requester: who may read our blobs."""
+        if not self.encryption_keys:
+            await self.load_members()
+        return list(self.encryption_keys.values())
+
+    def _lookup(self, peer: PeerID) -> bytes | None:
+        return self.peers.get(peer)
+
+    # --- gossip --------------------------------------------------------------------------
+
+    async def gossip(self, current_round: Callable[[], int], deliver: Deliver) -> None:
+        task_address = self._followed()
+        chain_id = self.client.chain_id
+        task = address_bytes(task_address)
+        self.discovery.join(task_namespace(chain_id, task))
+        await self.load_members()
+        # load_members and _chain_round let gossip tell a member we have not loaded yet, or
+        # a round our follower has not reached, from an invalid message (never penalize those)
+        async with open_task_gossip(
+            self.gossip_node, chain_id, task, current_round, self._lookup,
+            self._check_committee_proof, refresh_members=self.load_members,
+            chain_round=self._chain_round, role_of=self.roles.get,
+        ) as gossip:
+            self._gossip = gossip
+            self._gossip_ready.set()
+            async with gossip.messages("models") as models:
+                async for received in models:
+                    if isinstance(received.message, ModelAnnouncement):
+                        await deliver(announcement_received(received.message))
+
+    async def _chain_round(self) -> int:
+        return await self.chain.run(self.client.current_round, self._followed())
+
+    async def _check_committee_proof(self, message: Message, signer: PeerID) -> bool:
+        """Gossip rule for CommitteeProof: a valid VRF proof of a seat in that round, for
+        the validator's registered key (the contract checks it again at commit).
+
+        What only says that the chain, or our view of it, cannot judge the proof (a failed
+        read, a round not started as far as our endpoint knows, a stake already slashed)
+        raises GossipIgnored: the forwarder is not penalized."""
+        if not isinstance(message, CommitteeProof):
+            return True
+        try:
+            return await self._committee_seat_proven(message)
+        except ChainRevert as revert:
+            raise GossipRejected(
+                f"the chain refused to read round {message.round}: {revert}"
+            ) from revert
+        except (ChainError, OSError) as problem:
+            raise GossipIgnored(f"chain read failed: {problem}") from problem
+
+    async def _committee_seat_proven(self, message: CommitteeProof) -> bool:
+        task = self._followed()
+        modulus = self.vrf_keys.get(message.validator)
+        if modulus is None:  # loaded with the peer map that gossip's lookup just matched
+            raise GossipRejected("the validator has no registered VRF key in this task")
+        if self._params is None:
+            self._params = await self.chain.run(self.client.task_params, task)
+        if message.round not in self.round_seeds:
+            info = await self.chain.run(self.client.round_info, task, message.round)
+            if info.total_stake == 0:
+                raise GossipIgnored(f"round {message.round} has not started on our chain view")
+            self.round_seeds[message.round] = (info.seed, info.total_stake)
+        seed, total_stake = self.round_seeds[message.round]
+        # slashing happens at finalization, so during a round the locked deposit is the
+        # stake the round's snapshot counted
+        stake = await self.chain.run(self.client.locked_deposit, task, checksum(message.validator))
+        key = RegisteredKey(os2ip(modulus), message.validator)
+        try:
+            verify_committee_member(
+                key, seed, message.round, message.vrf_proof, stake, total_stake,
+                self._params.committee_size,
+            )
+            return True
+        except VRFError:
+            pass
+        info = await self.chain.run(self.client.round_info, task, message.round)
+        if info.finalized:  # the stake read is today's, maybe slashed since the snapshot
+            raise GossipIgnored(f"round {message.round} is finalized already", retry=False)
+        return False
+
+    async def publish(self, action: Publish) -> None:
+        if isinstance(action, PublishScores) and self.behaviour.validator == "lazy":
+            return
+        await self._gossip_ready.wait()
+        gossip = self._gossip
+        if gossip is None:  # set before the event is; kept for the type checker
+            return
+        message = wire_message(action, self.client.chain_id, address_bytes(self._followed()), self.me)
+        try:
+            await gossip.publish(message)
+        except (GossipRejected, GossipIgnored) as problem:
+            self.log.warning("not published: %s", problem)
+
+    # --- blobs ---------------------------------------------------------------------------
+
+    def _provider_infos(self, addresses: tuple[bytes, ...]) -> list[PeerInfo]:
+        infos = []
+        peerstore = self.exchange.host.get_peerstore()
+        for address in addresses:
+            peer = self.peer_of.get(address)
+            if peer is None or peer == self.peer_id:
+                continue
+            try:
+                addrs = peerstore.addrs(peer)
+            except Exception:
+                addrs = []
+            if addrs:
+                infos.append(PeerInfo(peer, addrs))
+        return infos
+
+    async def fetch(self, action: Fetch) -> ev.Event:
+        if not self.peers and self.task is not None:
+            await self.load_members()
+        started = time.monotonic()
+        try:
+            await self.exchange.fetch(
+                action.cid,
+                self.bounds[action.kind],
+                providers=self._provider_infos(action.providers),
+                timeout_s=FETCH_TIMEOUT_S,
+                pin=True,
+            )
+        except (BlockFetchError, BlockStoreError, ProtocolError, ValueError) as problem:
+            self.log.warning("fetching %s failed: %s", action.cid, problem)
+            return ev.FetchFailed(action.cid, str(problem))
+        self.log.debug("fetched %s in %.1f s", action.cid, time.monotonic() - started)
+        return ev.BlobFetched(action.cid)
