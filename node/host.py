@@ -85,6 +85,10 @@ class HostConfig:
     max_inbound: int = 250
     """Concurrent inbound connections; the rest of ``max_connections`` stays free for dials."""
     dial_timeout_s: float = 10.0
+    max_pending_handshakes: int = 32
+    """Inbound connections still in their Noise/Yamux handshake; a new one evicts the oldest,
+    so idle sockets cannot hold every inbound slot."""
+    handshake_timeout_s: float = 10.0
     libp2p_log_level: int = logging.CRITICAL
     """Level for the ``libp2p`` loggers; their ERROR records are routine churn (see module doc)."""
 
@@ -102,8 +106,16 @@ class HostConfig:
                 f"max_inbound must be between 1 and max_connections ({self.max_connections}), "
                 f"got {self.max_inbound}"
             )
-        if self.dial_timeout_s <= 0:
-            raise HostConfigError(f"dial_timeout_s must be > 0, got {self.dial_timeout_s}")
+        if self.dial_timeout_s <= 0 or self.handshake_timeout_s <= 0:
+            raise HostConfigError(
+                "dial_timeout_s and handshake_timeout_s must be > 0, got "
+                f"{self.dial_timeout_s} and {self.handshake_timeout_s}"
+            )
+        if not 1 <= self.max_pending_handshakes <= self.max_inbound:
+            raise HostConfigError(
+                f"max_pending_handshakes must be between 1 and max_inbound ({self.max_inbound}), "
+                f"got {self.max_pending_handshakes}"
+            )
 
 
 def configure_libp2p_logging(level: int = logging.CRITICAL) -> None:
@@ -251,7 +263,9 @@ def _build_host(config: HostConfig) -> IHost:
         listen_addrs=[_parse_listen_addr(a) for a in config.listen_addrs],
         connection_config=connection_config,
     )
-    adopt_swarm(cast(Swarm, host.get_network()))
+    adopt_swarm(
+        cast(Swarm, host.get_network()), config.max_pending_handshakes, config.handshake_timeout_s
+    )
     return host
 
 

@@ -6,7 +6,7 @@ libp2p upgrade means reviewing this module against the new sources.
 
 | override | upstream | why |
 |---|---|---|
-| :class:`LongRunningSwarm` | network/swarm.py:Swarm._do_handle_inbound_connection | inbound handler tasks and limiter slots leaked until the swarm stopped |
+| :class:`LongRunningSwarm` | network/swarm.py:Swarm._do_handle_inbound_connection | inbound handler tasks and limiter slots leaked until the swarm stopped; idle sockets held every inbound slot through the handshake timeout |
 | :func:`contain_stream_handler` | network/connection/swarm_connection.py:SwarmConn._handle_muxed_stream | one protocol handler's exception closed the whole connection's task group and stopped the swarm |
 | :class:`IdleAutoConnector` | network/auto_connector.py:AutoConnector | it dials every peer in the peerstore |
 | :func:`install_pubsub_patches` | pubsub/pubsub.py: module globals ``signature_validator``, ``maybe_consume_signed_record``, ``read_varint_prefixed_bytes_limited`` | a garbage key raised out of the message task; bad signatures, bad signed records and oversized frames cost the sender nothing |
@@ -20,7 +20,7 @@ libp2p upgrade means reviewing this module against the new sources.
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, cast
@@ -70,13 +70,19 @@ class LongRunningSwarm(Swarm):
     min_connections`` (250 by default) lifetime inbound connections every new one is closed
     before the handshake. Here the handler waits for *its* connection to close instead, so the
     limiter counts live inbound connections, as the library intends. A failed Noise or Yamux
-    handshake (garbage from a stranger) is logged and the raw connection closed.
+    handshake (garbage from a stranger) is logged and the raw connection closed, and pending
+    handshakes are bounded (:meth:`_upgrade_evicting_stale`).
 
     Only the TCP path (raw stream → Noise → Yamux) is replaced; pre-multiplexed transports
     (QUIC, which fl-node does not enable) keep the library's behaviour.
     """
 
     stream_faults: Counter[PeerID]
+    """Protocol handler failures by peer (see :func:`contain_stream_handler`)."""
+    max_pending_handshakes: int
+    handshake_timeout_s: float
+    evicted_handshakes: int
+    _pending_handshakes: OrderedDict[int, trio.CancelScope]
 
     async def _do_handle_inbound_connection(
         self, read_write_closer: Any, maddr: multiaddr.Multiaddr, failure_event: Any
@@ -92,9 +98,11 @@ class LongRunningSwarm(Swarm):
             return
         raw_conn = RawConnection(read_write_closer, False)
         try:
-            muxed_conn = await self.upgrade_inbound_raw_conn(raw_conn, maddr)
+            muxed_conn = await self._upgrade_evicting_stale(raw_conn, maddr)
         except Exception as exc:  # a failed handshake is routine churn, not our failure
             logger.debug("inbound connection on %s failed to upgrade: %s", maddr, exc)
+            muxed_conn = None
+        if muxed_conn is None:
             await _close_quietly(raw_conn)
             return
         for swarm_conn in list(self.connections.get(muxed_conn.peer_id, ())):
@@ -103,15 +111,44 @@ class LongRunningSwarm(Swarm):
                 return
         # Not registered: it was trimmed (one connection per peer) or closed already.
 
+    async def _upgrade_evicting_stale(
+        self, raw_conn: RawConnection, maddr: multiaddr.Multiaddr
+    ) -> IMuxedConn | None:
+        """The Noise + Yamux upgrade, within ``handshake_timeout_s``, as one of at most
+        ``max_pending_handshakes``: a new connection evicts the oldest pending one.
+
+        Each inbound connection holds one of the swarm's inbound slots from accept on, so
+        sockets that connect and send nothing (or trickle a handshake) would otherwise hold
+        every slot for the whole timeout, again and again, and no honest peer could connect.
+        An honest handshake takes milliseconds, so it is never the oldest for long. None when
+        evicted or timed out.
+        """
+        pending = self._pending_handshakes
+        while len(pending) >= self.max_pending_handshakes:
+            _, oldest = pending.popitem(last=False)
+            oldest.cancel()
+            self.evicted_handshakes += 1
+        key = id(raw_conn)
+        with trio.move_on_after(self.handshake_timeout_s) as scope:
+            pending[key] = scope
+            try:
+                return await self.upgrade_inbound_raw_conn(raw_conn, maddr)
+            finally:
+                pending.pop(key, None)
+        logger.debug("inbound handshake on %s evicted or timed out", maddr)
+        return None
+
     def set_stream_handler(self, stream_handler: StreamHandler) -> None:
         super().set_stream_handler(contain_stream_handler(self, stream_handler))
 
 
-def adopt_swarm(swarm: Swarm) -> LongRunningSwarm:
+def adopt_swarm(
+    swarm: Swarm, max_pending_handshakes: int = 32, handshake_timeout_s: float = 10.0
+) -> LongRunningSwarm:
     """Turn the Swarm that ``libp2p.new_host`` built into a :class:`LongRunningSwarm`.
 
-    new_host() offers no way to choose the swarm class; LongRunningSwarm adds one counter and
-    no other state, so swapping the class of the freshly built swarm is equivalent to
+    new_host() offers no way to choose the swarm class; LongRunningSwarm's own state is
+    initialised here, so swapping the class of the freshly built swarm is equivalent to
     constructing one. The host registered its stream handler before the swap: it is wrapped
     here.
     """
@@ -123,6 +160,10 @@ def adopt_swarm(swarm: Swarm) -> LongRunningSwarm:
     swarm.__class__ = LongRunningSwarm
     adopted = cast(LongRunningSwarm, swarm)
     adopted.stream_faults = Counter()
+    adopted.max_pending_handshakes = max_pending_handshakes
+    adopted.handshake_timeout_s = handshake_timeout_s
+    adopted.evicted_handshakes = 0
+    adopted._pending_handshakes = OrderedDict()
     adopted.common_stream_handler = contain_stream_handler(adopted, swarm.common_stream_handler)
     adopted.auto_connector = IdleAutoConnector(swarm)
     return adopted

@@ -18,10 +18,11 @@ from libp2p.custom_types import TProtocol
 from libp2p.identity.identify.identify import ID as IDENTIFY
 from libp2p.identity.identify_push.identify_push import ID_PUSH as IDENTIFY_PUSH
 
-from node.host import HostConfig, connect, open_host
+from node.host import HostConfig, connect, host_multiaddrs, open_host
 from node.libp2p_compat import LongRunningSwarm
 from tests.hostile.attacks import frame, open_noise_session, open_raw_stream, varint
 from tests.hostile.gossip_arena import HANG_GUARD_S, Arena, open_arena
+from tests.network.conftest import ECHO_PROTOCOL, echo_handler, echo_roundtrip
 
 YAMUX_HEADER = ">BBHII"  # version, type, flags, stream id, length
 
@@ -168,3 +169,28 @@ async def test_a_protocol_handler_that_raises_is_contained(
         assert str(arena.attacker.get_id()) in caplog.text
         assert arena.target_alive()
         await arena.honest_message_arrives(b"after the failing handler")
+
+
+async def test_idle_sockets_cannot_hold_every_inbound_slot(tmp_path: Path) -> None:
+    """Sockets that connect and never speak once held an inbound slot each for the whole
+    handshake timeout: 100 of them locked a 40-slot node against every honest peer."""
+    config = HostConfig(
+        key_path=tmp_path / "small-target.key", max_connections=50, max_inbound=40,
+        max_pending_handshakes=8,
+    )  # fmt: skip
+    async with open_host(config) as target:
+        addr = target.get_transport_addrs()[0]
+        ip, port = addr.value_for_protocol("ip4"), int(addr.value_for_protocol("tcp"))
+        idle = [await trio.open_tcp_stream(ip, port) for _ in range(100)]
+        try:
+            async with open_host(HostConfig(key_path=tmp_path / "late-honest.key")) as honest:
+                with trio.fail_after(HANG_GUARD_S):
+                    await connect(honest, host_multiaddrs(target)[0])
+                target.set_stream_handler(ECHO_PROTOCOL, echo_handler)
+                assert await echo_roundtrip(honest, target) == b"ping"
+            swarm = target.get_network()
+            assert isinstance(swarm, LongRunningSwarm)
+            assert swarm.evicted_handshakes >= 100 - 8
+        finally:
+            for stream in idle:
+                await stream.aclose()
