@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from protocol.errors import EnvelopeError
+from protocol.limits import MAX_RECIPIENTS
 
 __all__ = [
     "MAGIC",
@@ -53,7 +54,6 @@ __all__ = [
 
 MAGIC = b"FLEV"
 VERSION = 1
-MAX_RECIPIENTS = 1024
 MAX_PLAINTEXT_SIZE = 256 * 1024 * 1024
 
 KEY_SIZE = 32

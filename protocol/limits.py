@@ -40,7 +40,12 @@ MAX_WORKERS: int = MAX_MEMBERS  # per-worker tables in messages and the round st
 MAX_MESSAGE_SIZE: int = 64 * 1024  # one gossip message
 MAX_VRF_PROOF_SIZE: int = 1024
 MAX_RECIPIENTS: int = 1024  # distinct recipients of one envelope
-MAX_DAG_DEPTH: int = 8  # UnixFS levels a node follows when fetching or reading a blob
+# The largest block anyone may send us (bitswap's convention is 2 MiB; we never make blocks
+# over 256 KiB + a node header, so 1 MiB leaves room for other importers).
+MAX_BLOCK_SIZE: int = 1024 * 1024
+# UnixFS levels above the leaves that a node follows when fetching or reading a blob: 3
+# already address 174**3 x 256 KiB = 1.4 TB.
+MAX_DAG_DEPTH: int = 8
 
 
 @dataclass(frozen=True)

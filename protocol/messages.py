@@ -25,6 +25,7 @@ import msgpack
 from protocol.cid import parse_cid
 from protocol.errors import CIDError, MessageError
 from protocol.fixedpoint import SCALE
+from protocol.limits import MAX_MESSAGE_SIZE, MAX_VRF_PROOF_SIZE, MAX_WORKERS
 
 __all__ = [
     "ADDRESS_SIZE",
@@ -46,9 +47,6 @@ __all__ = [
 ]
 
 VERSION = 1
-MAX_MESSAGE_SIZE = 64 * 1024
-MAX_WORKERS = 256
-MAX_VRF_PROOF_SIZE = 1024
 ADDRESS_SIZE = 20
 SALT_SIZE = 32
 UINT64_MAX = 2**64 - 1

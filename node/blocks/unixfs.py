@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from protocol.cid import cid_of
 from protocol.errors import CIDError
+from protocol.limits import MAX_BLOCK_SIZE, MAX_DAG_DEPTH
 
 from .cids import cid_from_binary, cid_info
 
@@ -41,13 +42,8 @@ __all__ = [
 CHUNK_SIZE = 256 * 1024
 # Kubo's balanced layout: 174 links keep a node under 8 KiB with CIDv0 links.
 MAX_LINKS_PER_NODE = 174
-# The largest block anyone may send us (bitswap's convention is 2 MiB; we never make
-# blocks over 256 KiB + a node header, so 1 MiB leaves room for other importers).
-MAX_BLOCK_SIZE = 1024 * 1024
 # A node listing more links than this cannot be one of a sane file's nodes.
 MAX_LINKS_DECODED = 4096
-# Levels of file nodes above the leaves: 3 already address 174**3 x 256 KiB = 1.4 TB.
-MAX_DAG_DEPTH = 8
 
 _RAW = "raw"
 _DAG_PB = "dag-pb"
