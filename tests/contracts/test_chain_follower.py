@@ -3,6 +3,7 @@ machine, and handed to the status page, which a restarted node fills from the ta
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,27 @@ def test_the_localnet_view_reads_the_same_blocks(world: World, tmp_path: Path) -
     view.show_status({"workers": 2, "validators": 1}, [])
     assert said[-1].strip().startswith("round 2 training:")
     assert view.poll() == []
+
+
+def test_a_failing_consumer_does_not_stop_the_machine(
+    world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    task = world.started_task(n_workers=1, n_validators=1)
+    worker = world.workers[0]
+    me = address_bytes(worker.address)
+    follower = ChainFollower(worker, EventFollower(world.w3, tmp_path / "cursor.json"), me)
+    follower.task = task
+    follower.cursor.follow(task, 0)
+
+    def broken(blocks: Sequence[ChainBlock]) -> None:
+        raise RuntimeError("the page broke")
+
+    handed: list[ChainBlock] = []
+    follower.subscribe(broken)
+    follower.subscribe(handed.extend)
+    events = follower.poll()
+    assert any(isinstance(e, ev.TaskStarted) for e in events)
+    assert [log.name for block in handed for log in block.events][-2:] == [
+        "TaskStarted", "RoundStarted"
+    ]
+    assert "the page broke" in caplog.text
