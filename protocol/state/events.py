@@ -208,11 +208,15 @@ class TxConfirmed(Event):
 @dataclass(frozen=True)
 class TxFailed(Event):
     """A transaction reverted or could not be sent; `error_name` is the contract's error
-    name (e.g. "WrongPhase") or the client's."""
+    name (e.g. "WrongPhase") or the client's. `permanent`: no retry, now or later, can make
+    it succeed (the sender cannot pay, or the contract refuses its own inputs); `reason`
+    says why and what to change."""
 
     kind: TxKind
     round: int
     error_name: str
+    permanent: bool = False
+    reason: str = ""
 
 
 # --- time and process life ------------------------------------------------------------

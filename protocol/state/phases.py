@@ -250,7 +250,7 @@ class RoundMachine(Generic[LocalState]):
         actions: list[Action] = []
         for table in (COMMON_RULES, self.RULES):
             rule = table.get((phase, type(event)))
-            if rule is not None:
+            if rule is not None and not self.session.stopping:
                 actions += rule(self, event)
         actions += self._advance_by_clock()
         if self.session.stopping:
@@ -576,6 +576,8 @@ def _tx_confirmed(m: RoundMachine, e: TxConfirmed) -> list[Action]:
 
 
 def _tx_failed(m: RoundMachine, e: TxFailed) -> list[Action]:
+    if e.permanent:  # going on would only fail again, or cost a deposit at the deadline
+        return m._stop(f"{e.kind} for round {e.round} cannot succeed: {e.reason or e.error_name}")
     key = tx_key(e.kind, e.round)
     if m.view.txs.get(key) != TxStatus.PENDING:
         return []

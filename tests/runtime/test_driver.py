@@ -48,8 +48,9 @@ LOG = logging.LoggerAdapter(logging.getLogger("tests.runtime"), {})
 class FakeChain:
     """ChainEffects: scripted chain batches, every transaction confirmed."""
 
-    def __init__(self, offer: TaskOffer | None = None) -> None:
+    def __init__(self, offer: TaskOffer | None = None, refuse: str | None = None) -> None:
         self.offer = offer or TaskOffer(TASK, TERMS)
+        self.refuse = refuse  # every transaction fails for good, for this reason
         self.batches_send, self.batches = trio.open_memory_channel[list[ev.Event]](100)
         self.commits = 0
         self.followed: list[bytes] = []
@@ -72,6 +73,8 @@ class FakeChain:
 
     async def send(self, tx: SendTx) -> ev.Event | None:
         self.sent.append(tx)
+        if self.refuse is not None:
+            return ev.TxFailed(tx.kind, tx.round, "InsufficientFunds", True, self.refuse)
         return ev.TxConfirmed(tx.kind, tx.round)
 
     async def withdraw(self, action: Withdraw) -> None:
@@ -232,6 +235,13 @@ async def test_a_task_the_node_cannot_work_on_stops_it_with_the_reason() -> None
     with pytest.raises(NodeStopped, match="resnet50"):
         await harness.driver.run(ev.Tick(1))
     assert not harness.chain.sent  # nothing deposited
+
+
+async def test_a_transaction_that_cannot_succeed_stops_the_driver_with_its_reason() -> None:
+    harness = Harness(WorkerMachine(ME), refuse="fund the account with at least 4 more wei")
+    with pytest.raises(NodeStopped, match="join for round 0 cannot succeed: fund the account"):
+        await harness.driver.run(ev.Tick(1))
+    assert not harness.chain.followed
 
 
 async def test_a_driver_restarted_from_the_persisted_state_asks_again_for_lost_work() -> None:

@@ -101,3 +101,15 @@ def test_a_terminated_task_is_settled_up_once_then_the_node_stops() -> None:
     assert only(actions, Withdraw) == [Withdraw(reclaim_escrow=False)]
     assert only(actions, Stop) == [Stop("the task is over")]
     assert not feed(worker, Tick(5000), TaskTerminated("again"))
+
+
+def test_a_transaction_that_cannot_succeed_stops_the_node_at_once() -> None:
+    worker = WorkerMachine(ME)
+    worker.handle(Tick(1))
+    worker.handle(TasksOffered((TaskOffer(TASK, TERMS),)))
+    reason = "join: 0xabc holds 5 wei but the transaction needs 9 wei; fund the account"
+    failed = TxFailed(TxKind.JOIN_TASK, 0, "InsufficientFunds", permanent=True, reason=reason)
+    actions = worker.handle(failed)
+    assert only(actions, Stop) == [Stop(f"join for round 0 cannot succeed: {reason}", True)]
+    assert not txs(actions)  # no next offer: the account cannot pay for any
+    assert not feed(worker, Tick(2))
