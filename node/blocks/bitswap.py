@@ -112,6 +112,9 @@ class BitswapLimits:
     max_streams_total: int = 64
     max_outgoing_message_bytes: int = 2 * 1024 * 1024
     """Blocks are packed into messages up to this size (one block may exceed it)."""
+    max_concurrent_answers: int = 16
+    """Answer messages being built or written at once, over all peers: with the size
+    above, this bounds the memory slow readers can pin (16 x 2 MiB)."""
     read_timeout_s: float = 10.0
     """Longest silence inside an inbound message, and of a provider that owes blocks."""
     idle_stream_timeout_s: float = 10.0
@@ -128,7 +131,7 @@ class BitswapLimits:
         for name in ("max_message_bytes", "max_want_message_bytes", "max_wantlist_entries",
                      "max_blocks_per_message", "max_pending_wants_per_peer", "max_peers_pending",
                      "max_streams_per_peer", "max_streams_total", "max_outgoing_message_bytes",
-                     "fetch_window", "provider_window"):
+                     "max_concurrent_answers", "fetch_window", "provider_window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"BitswapLimits.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("read_timeout_s", "idle_stream_timeout_s", "send_timeout_s",
@@ -221,6 +224,7 @@ class Bitswap:
         self._ledgers: dict[PeerID, _Ledger] = {}
         self._wanted: dict[str, set[_Fetch]] = {}  # CID -> fetches waiting for it
         self._owed_by: Counter[PeerID] = Counter()  # blocks we await from each peer
+        self._answer_slots = trio.Semaphore(self.limits.max_concurrent_answers)
         self._nursery: trio.Nursery | None = None
         self._nursery_manager: object = None
         # What happened, for operators and tests.
@@ -230,6 +234,7 @@ class Bitswap:
         self.dropped_wants = 0
         self.rejected_streams = 0
         self.evicted_streams = 0
+        self.answers_failed = 0  # peers unreachable or too slow to read an answer
         self.violations: Counter[PeerID] = Counter()
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -261,6 +266,11 @@ class Bitswap:
     def peers_pending(self) -> int:
         """Peers whose wants are queued to be answered."""
         return len(self._ledgers)
+
+    @property
+    def answers_in_flight(self) -> int:
+        """Answer messages being built or written right now, over all peers."""
+        return self.limits.max_concurrent_answers - self._answer_slots.value
 
     def streams_from(self, peer: PeerID) -> int:
         """Inbound bitswap streams open right now from ``peer``."""
@@ -418,24 +428,22 @@ class Bitswap:
         stream: INetStream | None = None
         try:
             while ledger.wants:
-                message, blocks = self._next_answer(ledger)
-                if not message.payload and not message.presences:
-                    continue
-                with trio.fail_after(self.limits.send_timeout_s):
+                async with self._answer_slots:
                     if stream is None:
-                        stream = await self.host.new_stream(ledger.peer, list(PROTOCOLS))
-                        if stream.get_protocol() != PROTOCOL_V120:
-                            ledger.presences = False
-                            message = BitswapMessage(payload=message.payload)
-                            if not message.payload:
-                                continue
-                    await stream.write(frame(message))
+                        with trio.fail_after(self.limits.send_timeout_s):
+                            stream = await self.host.new_stream(ledger.peer, list(PROTOCOLS))
+                        ledger.presences = stream.get_protocol() == PROTOCOL_V120
+                    message, blocks = self._next_answer(ledger)
+                    if message.payload or message.presences:
+                        with trio.fail_after(self.limits.send_timeout_s):
+                            await stream.write(frame(message))
                 self.blocks_sent += blocks
             if stream is not None:
                 with trio.move_on_after(self.limits.send_timeout_s):
                     await stream.close()
         except Exception as exc:  # unreachable or too slow: it can ask again
             logger.debug("answering bitswap peer %s failed: %r", ledger.peer, exc)
+            self.answers_failed += 1
             self.dropped_wants += len(ledger.wants)
             ledger.wants.clear()
             if stream is not None:

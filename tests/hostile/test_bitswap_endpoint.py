@@ -224,3 +224,41 @@ async def test_held_streams_do_not_lock_an_honest_peer_out(tmp_path: Path) -> No
             await honest_fetch(node, honest)
             assert node.bitswap.streams_open <= limits.max_streams_total
             nursery.cancel_scope.cancel()
+
+
+async def test_answers_in_flight_are_bounded_over_all_peers(tmp_path: Path) -> None:
+    """Six identities each want 2 MiB of blocks at once and never read them from their
+    streams: at most ``max_concurrent_answers`` answers (2 MiB each) are held at a time,
+    and an honest peer is still served."""
+    limits = BitswapLimits(max_concurrent_answers=2, send_timeout_s=2.0)
+    async with bitswap_peers(tmp_path, 2, limits) as (node, honest), \
+            open_network(tmp_path / "a") as net:
+        blob = os.urandom(8 * CHUNK_SIZE)
+        node.add_blob(blob)
+        leaves = build_file_dag(blob)[1][:-1]
+        wants = BitswapMessage(wantlist=tuple(WantEntry(cid_info(b.cid).binary) for b in leaves))
+        peak = 0
+
+        async def never_read(stream: INetStream) -> None:
+            await trio.sleep(HANG_GUARD_S)
+
+        attackers = [await net.host(echo=False) for _ in range(6)]
+        async with trio.open_nursery() as nursery:
+            async def watch() -> None:
+                nonlocal peak
+                while True:
+                    peak = max(peak, node.bitswap.answers_in_flight)
+                    await trio.sleep(0)
+
+            nursery.start_soon(watch)
+            for attacker in attackers:
+                attacker.set_stream_handler(PROTOCOL_V120, never_read)
+                await connect(attacker, node.addr)
+            async with trio.open_nursery() as senders:
+                for attacker in attackers:
+                    senders.start_soon(send_message, attacker, node, wants)
+            await honest_fetch(node, honest)
+            await wait_until(lambda: node.bitswap.blocks_sent >= 6 * 8 + 4 or
+                             node.bitswap.answers_failed > 0, "the attackers' answers sent")
+            nursery.cancel_scope.cancel()
+        assert peak == 2
