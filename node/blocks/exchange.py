@@ -24,10 +24,16 @@ before any other block is asked for; then leaves are fetched in batches, several
 in flight over all providers. A provider that sends bytes not matching the CID is dropped
 for the rest of the fetch (and reported through ``on_bad_peer``); one that times out,
 resets or dies is dropped too; a block nobody has ends the fetch with a clear error.
-Serving is bounded: request size, CIDs per request, concurrent streams per peer and in
-total, a timeout on every whole response and on idle streams. Reads and stream opens fail
-when the peer has been silent on every block stream for ``read_timeout_s`` (see
-``_PeerClock``); a provider is dropped after ``provider_strikes`` failed requests in a row.
+A client's reads and stream opens fail when the provider has been silent on every block
+stream for ``read_timeout_s`` (see ``_PeerClock``); a provider is dropped after
+``provider_strikes`` failed requests in a row. A fetched blob is announced through
+``provide``, so every node that fetched it serves it too.
+
+Serving is bounded and fair (see :class:`BlockExchange`): request size, CIDs per request,
+streams and requests per peer and in total, a share of slots that strangers cannot take, a
+deadline for each request to arrive in full that trickled bytes cannot extend, a timeout on
+every whole response and on idle streams, and strikes and bans for peers that hold slots
+without asking.
 """
 
 from __future__ import annotations
@@ -441,7 +447,9 @@ class BlockExchange:
     requests; a request must arrive in full by a fixed deadline from its stream's opening
     (trickled bytes do not extend it); a stranger that misses it is dropped (its block
     streams reset, its connection closed) and struck, and banned after ``strikes_to_ban``
-    strikes; members keep a reserve of slots however many strangers connect.
+    strikes; members keep a reserve of slots however many strangers connect (a member
+    that misses the deadline is struck without being dropped; banned, it is served from
+    the strangers' share only).
     """
 
     def __init__(
@@ -521,9 +529,9 @@ class BlockExchange:
         return self._serving[peer]
 
     def is_banned(self, peer: PeerID) -> bool:
-        """True while ``peer``'s block streams are refused (see ``ExchangeLimits.strikes_to_ban``);
-        never for a member."""
-        return not self._member(peer) and self._standing.banned(peer, trio.current_time())
+        """True while ``peer``'s block streams are refused (see ``ExchangeLimits.strikes_to_ban``),
+        or, for a member, while it may not use the members' reserve."""
+        return self._standing.banned(peer, trio.current_time())
 
     def strikes(self, peer: PeerID) -> int:
         """Strikes against ``peer`` since its last ban."""
@@ -567,13 +575,15 @@ class BlockExchange:
     async def _serve(self, stream: INetStream) -> None:
         opened = trio.current_time()
         peer = stream.muxed_conn.peer_id
-        member = self._member(peer)
-        if not member and self._standing.banned(peer, opened):
+        listed = self._member(peer)
+        banned = self._standing.banned(peer, opened)
+        if banned and not listed:
             logger.debug("refusing a block stream from banned peer %s", peer)
             await _reset_quietly(stream)
             await self._disconnect(peer)
             return
-        session = self._admit(peer, member, stream)
+        # A member that keeps holding slots without asking waits with the strangers.
+        session = self._admit(peer, listed and not banned, stream)
         if session is None:
             await self._answer_busy(stream)
             return
@@ -705,28 +715,26 @@ class BlockExchange:
             if self._serving[session.peer] <= 0:
                 del self._serving[session.peer]
 
-    def _strike(self, session: _Session, why: str) -> bool:
-        """Count a strike against the session's peer; True when it is now banned.
+    def _strike(self, session: _Session, why: str) -> None:
+        """Count a strike against the session's peer and report it.
 
-        Members are struck (and reported) but never banned: the reserve is theirs."""
+        A banned member is not refused: it loses the members' reserve for ``ban_s``."""
         peer = session.peer
-        banned = self._standing.strike(peer, trio.current_time()) and not session.member
+        banned = self._standing.strike(peer, trio.current_time())
         logger.info("block peer %s struck%s: %s", peer, " and banned" if banned else "", why)
         self._report_bad_peer(peer, why)
-        return banned
 
     async def _drop_peer(self, session: _Session, why: str) -> None:
         """Strike the peer; end all its block streams, and close a stranger's connection."""
         self._strike(session, why)
         peer = session.peer
-        victims = [] if session.member else [
-            s for s in self._sessions if s.peer == peer and s is not session
-        ]
+        stranger = not self._member(peer)  # a member's connection carries the task's gossip
+        victims = [s for s in self._sessions if s.peer == peer and s is not session] if stranger else []
         for victim in [session, *victims]:
             victim.dropped = True
         for victim in [session, *victims]:
             await _reset_shielded(victim.stream)
-        if not session.member:
+        if stranger:
             await self._disconnect(peer)
 
     async def _disconnect(self, peer: PeerID) -> None:

@@ -322,6 +322,8 @@ async def start_driver(
         chain, keys.peer_id, keys.address_bytes, exchange, discovery, gossip_node,
         config.behaviour, log,
     )
+    # The task's members keep the block server's reserved slots while strangers crowd it.
+    exchange.is_member = network.peers.__contains__
     jobs = LearningJobs(config, keys, chain, store, exchange, network.recipients, status, log)
     chain_side = ChainSide(config, chain, follower, status, log, initial_cid)
     driver = Driver(

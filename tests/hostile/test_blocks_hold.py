@@ -285,23 +285,39 @@ async def test_unread_responses_are_bounded_per_peer_and_struck(tmp_path: Path) 
         await wait_until(lambda: server.streams_served == 0, "the slots to be freed")
 
 
-async def test_a_member_that_holds_slots_is_struck_but_never_banned(tmp_path: Path) -> None:
-    limits = ExchangeLimits(read_timeout_s=0.5, strikes_to_ban=1)  # one strike bans a stranger
+async def test_a_member_that_holds_slots_keeps_its_connection_but_loses_the_reserve(
+    tmp_path: Path,
+) -> None:
+    # One stranger slot and two reserved; one strike bans.
+    limits = ExchangeLimits(max_streams_total=3, member_reserve=2, read_timeout_s=0.5,
+                            request_timeout_s=HANG_GUARD_S, strikes_to_ban=1)
+    big = os.urandom(MAX_BLOCK_SIZE)
     reported: list[PeerID] = []
     async with open_network(tmp_path) as net:
-        member = await net.host(echo=False)
+        holder, member = await net.host(echo=False), await net.host(echo=False)
+        members = {holder.get_id(), member.get_id()}
         server = await serving_node(net, tmp_path / "server", limits,
-                                    is_member=lambda peer: peer == member.get_id(),
+                                    is_member=members.__contains__,
                                     on_bad_peer=lambda peer, why: reported.append(peer))
         root = await server.publish(b"for members")
-        await member.connect(info_of(server.host))
-        silent = await member.new_stream(server.host.get_id(), [PROTOCOL_ID])
+        server.store.put(cid_of(big), big)
+        await holder.connect(info_of(server.host))
+        silent = await holder.new_stream(server.host.get_id(), [PROTOCOL_ID])
         assert await stream_ended(silent)
-        assert reported == [member.get_id()]  # struck and reported...
-        assert not server.is_banned(member.get_id())  # ...but the reserve stays its own
-        # Its connection stays up and it is served at once.
-        assert member.get_network().get_connections(server.host.get_id())
+        assert reported == [holder.get_id()] and server.is_banned(holder.get_id())
+        # Struck, not dropped: a member's connection also carries the task's gossip.
+        assert holder.get_network().get_connections(server.host.get_id())
+        # A stranger takes the strangers' only slot (a 20 MiB response it does not read).
+        stranger = await net.host(echo=False)
+        await stranger.connect(info_of(server.host))
+        hog = await stranger.new_stream(server.host.get_id(), [PROTOCOL_ID])
+        await hog.write(encode_request([cid_of(big)] * 20))
+        await wait_until(lambda: server.streams_served == 1, "the stranger's slot taken")
+        # The banned member now waits with the strangers; the other member is served.
+        assert (await ask_once(holder, server.host, root))[0] == STATUS_BUSY
+        await member.connect(info_of(server.host))
         assert await ask_once(member, server.host, root) == (STATUS_BLOCK, b"for members")
+        await hog.reset()
 
 
 def test_peer_standing_bans_forgives_and_stays_bounded() -> None:
