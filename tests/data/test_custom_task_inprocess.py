@@ -48,7 +48,10 @@ async def test_two_rounds_with_a_plugin_model_and_loader(
         timeout_s=300,
     )
     reader, task = result.reader, result.task
-    assert reader.task_params(task).model_arch == MODEL
+    params = reader.task_params(task)
+    # The requester pinned the architecture; every node that joined reproduced it.
+    assert params.model_arch == MODEL
+    assert params.model_spec_hash == architecture_of(MODEL).hash() != bytes(32)
     assert reader.status(task) == TaskStatus.TERMINATED
     assert reader.termination(task) == Termination.ROUND_LIMIT
     assert all(node.done for node in result.nodes)

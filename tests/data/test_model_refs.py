@@ -23,6 +23,7 @@ from node.models import (
     model_problem,
     worker_data_problem,
 )
+from node.runtime.driver import task_problem
 from protocol.codec import decode_state_dict, encode_state_dict
 from protocol.errors import CodecError
 from protocol.models import (
@@ -178,3 +179,15 @@ def test_worker_data_checked_against_the_task_model_before_deposit(
     unreachable = worker_data_problem(DataConfig(source="kmnist", root=tmp_path), "mnist_cnn")
     assert unreachable is not None and "dataset 'kmnist'" in unreachable
     assert "51467d22d8cc72929e2a028a0428f2086b092bb31cfb79c69cc0a90ce135fde4" in unreachable
+
+
+def test_the_node_task_check_refuses_a_spec_hash_it_cannot_reproduce() -> None:
+    """What a node runs on a task's on-chain parameters before it deposits anything."""
+    ours = architecture_of("mnist_2nn").hash()
+    theirs = architecture_of("mnist_cnn").hash()
+    assert task_problem("mnist_2nn", "fedavg", ours) is None
+    problem = task_problem("mnist_2nn", "fedavg", theirs)
+    assert problem is not None and "\n" not in problem  # one line, naming both hashes
+    assert f"0x{theirs.hex()}" in problem and f"0x{ours.hex()}" in problem
+    untrusted = task_problem("fl_test_plugins:make_tiny", "fedavg", bytes(32))
+    assert untrusted is not None and "does not trust" in untrusted
