@@ -414,7 +414,7 @@ contract Task {
         }
     }
 
-    /// Committee sortition (design section 7, protocol/sortition.py): `vrfProof` must be the
+    /// Committee sortition, as in protocol/sortition.py: `vrfProof` must be the
     /// validator's RSA-FDH-VRF proof on seed_r || r under its registered (certified) key, and
     /// its beta must fall under min(1, tau * stake / W), with stake its locked stake (slashes
     /// only happen at finalize, so it is fixed within a round) and W the round's snapshot.
@@ -598,7 +598,7 @@ contract Task {
         RoundState storage r = rounds_[round];
         r.trainingStart = uint64(block.timestamp);
         r.totalStake = uint128(totalStake);
-        // Sortition seed chain (design section 7, protocol/sortition.py).
+        // Sortition seed chain (as protocol/sortition.py computes it).
         r.seed = VRF.nextSeed(previousSeed, round, block.prevrandao);
         (, uint256 trainingEnd, uint256 commitEnd, uint256 revealEnd) = _boundaries(r);
         emit RoundStarted(round, r.seed, totalStake, trainingEnd, commitEnd, revealEnd);
