@@ -194,3 +194,31 @@ async def test_idle_sockets_cannot_hold_every_inbound_slot(tmp_path: Path) -> No
         finally:
             for stream in idle:
                 await stream.aclose()
+
+
+MULTISTREAM_ATTACKS = {
+    "overlong varint": b"\xff" * 20,
+    "empty line": varint(0),
+    "no newline": varint(5) + b"abcde",
+    "binary protocol name": _multistream("/multistream/1.0.0")[:20] + varint(3) + b"\xff\xfe\n",
+    "length beyond the data": _multistream("/multistream/1.0.0")[:20] + varint(40) + b"/x\n",
+}
+
+
+async def test_stream_protocol_negotiation_garbage(tmp_path: Path) -> None:
+    """Raw Yamux streams on an authenticated connection, with junk where multistream-select
+    expects a protocol name."""
+    async with open_arena(tmp_path) as arena:
+        connection = arena.attacker.get_network().connections[arena.target.peer_id][0]
+
+        async def attack(payload: bytes) -> None:
+            stream = await connection.muxed_conn.open_stream()
+            await stream.write(payload)
+            with trio.move_on_after(1):
+                await _closed_by_peer(lambda: stream.read(100))
+
+        async with trio.open_nursery() as nursery:
+            for payload in MULTISTREAM_ATTACKS.values():
+                nursery.start_soon(attack, payload)
+        assert arena.target_alive()
+        await arena.honest_message_arrives(b"after the negotiation garbage")
