@@ -472,8 +472,8 @@ def test_manifest_must_list_the_submitters_within_bounds(world: World) -> None:
 
 
 def test_sample_claims_above_the_task_bound_revert(any_world: World) -> None:
-    """A worker claiming 2**64 - 1 samples used to be accepted and then broke every
-    validator's weighting (OverflowError in float conversion), stalling the round."""
+    """A claim of 2**64 - 1 samples, were it accepted, would break every validator's
+    weighting (OverflowError in float conversion) and stall the round."""
     world = any_world
     task = world.started_task(n_workers=2, n_validators=1, max_samples_per_worker=1_000)
     w0 = world.workers[0]
