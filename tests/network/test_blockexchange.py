@@ -235,8 +235,8 @@ async def test_all_hosts_fetch_all_updates_at_once_under_load(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Six nodes in one trio loop each fetch the other five's updates at the same moment,
-    while a thread holds the GIL as training does. Before the fix, per-stream timeouts
-    and 4 x 1 MiB queued per connection dropped healthy providers and failed fetches."""
+    while a thread holds the GIL as training does: per-stream read timeouts, or 4 x 1 MiB
+    queued per connection, would drop healthy providers here and fail fetches."""
     caplog.set_level(logging.INFO, logger="node.blocks.exchange")
     keys = [public for _, public in (generate_keypair() for _ in range(6))]
     async with open_network(tmp_path) as net:
