@@ -328,7 +328,8 @@ def encode_dataset(dataset: Dataset) -> bytes:
         {
             "v": DATASET_WIRE_VERSION,
             "spec": {
-                "name": spec.name[:_MAX_NAME],
+                # a file name, not the owner's local path
+                "name": spec.name.rsplit("/", 1)[-1][:_MAX_NAME],
                 "sample_shape": list(spec.sample_shape),
                 "classes": spec.num_classes,
                 "mean": list(spec.mean),

@@ -361,3 +361,9 @@ def test_wire_codec_truncation_is_always_a_dataset_error(cut: int) -> None:
     blob = encode_dataset(Dataset(np.ones((2, 28, 28), np.uint8), np.array([1, 2])))
     with pytest.raises(DatasetError):
         decode_dataset(blob[: min(cut, len(blob) - 1)])
+
+
+def test_wire_codec_sends_a_file_name_not_the_owners_path() -> None:
+    spec = DatasetSpec("/home/clinic/private/patients.csv", (2,), 2, scale=1.0)
+    data = Dataset(np.zeros((2, 2), np.float32), np.array([0, 1]), spec)
+    assert decode_dataset(encode_dataset(data)).spec == DatasetSpec("patients.csv", (2,), 2, scale=1.0)
