@@ -403,7 +403,7 @@ class Bitswap:
         if ledger is None:
             if len(self._ledgers) >= self.limits.max_peers_pending:
                 self.dropped_wants += len(message.wantlist)
-                logger.info("dropping %d wants of %s: %d peers already wait",
+                logger.debug("dropping %d wants of %s: %d peers already wait",
                             len(message.wantlist), peer, len(self._ledgers))
                 return
             ledger = self._ledgers[peer] = _Ledger(peer, presences)
@@ -429,13 +429,14 @@ class Bitswap:
         try:
             while ledger.wants:
                 async with self._answer_slots:
-                    if stream is None:
-                        with trio.fail_after(self.limits.send_timeout_s):
-                            stream = await self.host.new_stream(ledger.peer, list(PROTOCOLS))
-                        ledger.presences = stream.get_protocol() == PROTOCOL_V120
                     message, blocks = self._next_answer(ledger)
-                    if message.payload or message.presences:
-                        with trio.fail_after(self.limits.send_timeout_s):
+                    with trio.fail_after(self.limits.send_timeout_s):
+                        if stream is None and (message.payload or message.presences):
+                            stream = await self.host.new_stream(ledger.peer, list(PROTOCOLS))
+                            if stream.get_protocol() != PROTOCOL_V120:  # no presences in 1.1.0
+                                ledger.presences = False
+                                message = BitswapMessage(payload=message.payload)
+                        if stream is not None and (message.payload or message.presences):
                             await stream.write(frame(message))
                 self.blocks_sent += blocks
             if stream is not None:

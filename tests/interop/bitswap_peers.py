@@ -9,6 +9,7 @@ from pathlib import Path
 
 import trio
 from libp2p.abc import IHost, INetStream
+from libp2p.custom_types import TProtocol
 
 from node.blocks.bitswap import PROTOCOL_V120, Bitswap, BitswapLimits
 from node.blocks.bitswap_wire import BitswapMessage, decode_message, frame
@@ -76,10 +77,10 @@ async def read_message(stream: INetStream, max_size: int = 8 * 1024 * 1024) -> B
 class Inbox:
     """A raw bitswap peer's receiving side: collects every message the node sends it."""
 
-    def __init__(self, host: IHost) -> None:
+    def __init__(self, host: IHost, protocol: TProtocol = PROTOCOL_V120) -> None:
         self.messages: list[BitswapMessage] = []
         self.changed = trio.Event()
-        host.set_stream_handler(PROTOCOL_V120, self._handle)
+        host.set_stream_handler(protocol, self._handle)
 
     async def _handle(self, stream: INetStream) -> None:
         with trio.move_on_after(HANG_GUARD_S):
@@ -95,10 +96,11 @@ class Inbox:
                 await self.changed.wait()
 
 
-async def send_raw(host: IHost, peer: BitswapPeer, data: bytes, close: bool = True) -> INetStream:
+async def send_raw(host: IHost, peer: BitswapPeer, data: bytes, close: bool = True,
+                   protocol: TProtocol = PROTOCOL_V120) -> INetStream:
     """Open a bitswap stream from ``host`` to ``peer`` and write ``data`` as is."""
     with trio.fail_after(HANG_GUARD_S):
-        stream = await host.new_stream(peer.host.get_id(), [PROTOCOL_V120])
+        stream = await host.new_stream(peer.host.get_id(), [protocol])
         await stream.write(data)
         if close:
             await stream.close()

@@ -179,3 +179,27 @@ async def test_wants_arriving_while_an_answer_stream_closes_are_answered(tmp_pat
                              f"{len(cids)} blocks")
         got = {block_cid(b.prefix, b.data) for m in inbox.messages for b in m.payload}
         assert got == set(cids)
+
+
+async def test_a_bitswap_1_1_0_peer_gets_blocks_and_no_presences(tmp_path: Path) -> None:
+    from node.blocks.bitswap import PROTOCOL_V110, PROTOCOL_V120
+    from node.blocks.bitswap_wire import frame
+
+    from .bitswap_peers import send_raw
+
+    blob = os.urandom(CHUNK_SIZE + 10)
+    async with bitswap_peers(tmp_path, 2) as (server, old):
+        root = server.add_blob(blob)
+        leaf = build_file_dag(blob)[1][0]
+        old.host.remove_stream_handler(PROTOCOL_V120)  # speaks 1.1.0 only
+        inbox = Inbox(old.host, PROTOCOL_V110)
+        await connect(old.host, server.addr)
+        await send_raw(old.host, server, frame(BitswapMessage(wantlist=(
+            WantEntry(cid_info(root).binary, want_type=WantType.HAVE, send_dont_have=True),
+            WantEntry(cid_info(cid_of(b"absent", "raw")).binary, send_dont_have=True),
+            WantEntry(cid_info(leaf.cid).binary),
+        ))), protocol=PROTOCOL_V110)
+        # all three wants are answered in one message: a presence would come with the leaf
+        await inbox.wait_for(lambda ms: any(m.payload for m in ms), "the leaf")
+        assert [block_cid(b.prefix, b.data) for m in inbox.messages for b in m.payload] == [leaf.cid]
+        assert all(not m.presences for m in inbox.messages)
