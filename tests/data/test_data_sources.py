@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -200,7 +201,7 @@ def test_held_out_slice_is_the_validation_set_and_no_worker_trains_on_it(tmp_pat
     path = tmp_path / "d.npz"
     np.savez(path, x=np.arange(200, dtype=np.float32).reshape(100, 2), y=np.arange(100) % 4,
              x_test=np.zeros((5, 2), np.float32), y_test=np.zeros(5, np.int64))
-    common = {"source": str(path), "num_parts": 3, "seed": 4, "holdout_samples": 20}
+    common: dict[str, Any] = {"source": str(path), "num_parts": 3, "seed": 4, "holdout_samples": 20}
     trained = {
         int(row[0]) // 2
         for i in range(3)
