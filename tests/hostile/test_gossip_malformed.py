@@ -11,12 +11,14 @@ import random
 from pathlib import Path
 
 import pytest
+import trio
 from libp2p.crypto.secp256k1 import create_new_key_pair as create_secp256k1_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12
 from libp2p.pubsub.pb import rpc_pb2
 
-from node.gossip import GossipConfig
+from node.gossip import GossipConfig, open_pubsub
+from node.host import HostConfig, connect, open_host
 from protocol.messages import encode_message
 from tests.hostile.attacks import (
     MALFORMED_RPC,
@@ -125,3 +127,39 @@ async def test_messages_with_broken_from_key_or_signature(tmp_path: Path, attack
         assert arena.target_alive()
         await arena.honest_message_arrives(attack.encode())
         assert announcement(arena.honest.address, tag=b"forged") not in arena.target.received()
+
+
+async def test_hostile_control_messages_from_a_mesh_peer(tmp_path: Path) -> None:
+    """A peer in the target's mesh sends a PRUNE with a 2^64-1 s backoff and junk peer
+    records, 50 GRAFTs, 5,000 IHAVE ids and 5,000 IWANTs; the router's heartbeats then run
+    on that state."""
+    async with open_arena(tmp_path) as arena:
+        attacker = await arena.stack.enter_async_context(
+            open_host(HostConfig(key_path=tmp_path / "mesh-attacker.key"))
+        )
+        node = await arena.stack.enter_async_context(open_pubsub(attacker))
+        topic = arena.topic()
+        await node.pubsub.subscribe(topic)
+        await connect(attacker, arena.target_addr)
+        router = arena.target.node.router
+        await wait_until(
+            lambda: attacker.get_id() in router.mesh.get(topic, set()), "the attacker in the mesh"
+        )
+        control = rpc_pb2.ControlMessage(
+            prune=[
+                rpc_pb2.ControlPrune(
+                    topicID=topic,
+                    backoff=2**64 - 1,
+                    peers=[rpc_pb2.PeerInfo(peerID=b"\x00\x01", signedPeerRecord=b"\x01" * 10)],
+                )
+            ],
+            graft=[rpc_pb2.ControlGraft(topicID=topic)] * 50,
+            ihave=[rpc_pb2.ControlIHave(topicID=topic, messageIDs=[b"%d" % i for i in range(5000)])],
+            iwant=[rpc_pb2.ControlIWant(messageIDs=[b"\xff" * 10] * 5000)],
+        )
+        stream = await open_raw_stream(attacker, arena.target.peer_id)
+        await stream.write(frame(rpc_pb2.RPC(control=control).SerializeToString()))
+        await trio.sleep(3 * arena.target.node.config.heartbeat_interval_s)  # heartbeats run
+        assert router.manager.is_running
+        assert arena.target_alive()
+        await arena.honest_message_arrives(b"after the control messages")
