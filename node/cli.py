@@ -86,6 +86,7 @@ def add_run_command(subparsers: argparse._SubParsersAction) -> None:
 def run_node_command(args: argparse.Namespace) -> int:
     from node.blocks import BlockStoreError
     from node.chain import ChainError
+    from node.chain.errors import TransactionCannotSucceed
     from node.config import ConfigError, load_config
     from node.host import HostConfigError, IdentityError
     from node.runtime.driver import NodeStopped
@@ -93,7 +94,8 @@ def run_node_command(args: argparse.Namespace) -> int:
     from node.runtime.node import NodeConfigError, run_node_until_signal
 
     config_errors = (
-        ConfigError, NodeConfigError, HostConfigError, IdentityError, KeyFileError, NodeStopped
+        ConfigError, NodeConfigError, HostConfigError, IdentityError, KeyFileError, NodeStopped,
+        TransactionCannotSucceed,  # e.g. an unfunded account: fix it before running again
     )
     try:
         config = load_config(args.config)

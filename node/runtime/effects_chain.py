@@ -8,6 +8,7 @@ import logging
 import trio
 
 from node.chain import ChainClient, ChainError, ChainRevert, TaskParams
+from node.chain.errors import TransactionCannotSucceed
 from node.chain.types import RewardPolicy
 from node.chain.types import Role as ChainRole
 from node.config import AUTO_TASK, NodeConfig
@@ -149,6 +150,11 @@ class ChainSide:
                     await self.chain.run(send_task_tx, self.client, self.task, tx)
                 self.log.info("round %d: %s confirmed", tx.round, tx.kind.value)
                 return ev.TxConfirmed(tx.kind, tx.round)
+            except TransactionCannotSucceed as fatal:  # before ChainRevert: some are reverts
+                name = fatal.name if isinstance(fatal, ChainRevert) else type(fatal).__name__
+                self.log.error("round %d: %s cannot succeed: %s", tx.round, tx.kind, fatal.reason)
+                self.status.failed_txs.append(f"{tx.kind}@{tx.round}: {name}")
+                return ev.TxFailed(tx.kind, tx.round, name, permanent=True, reason=fatal.reason)
             except ChainRevert as revert:
                 if ALREADY_DONE.get(tx.kind) == revert.name or await self._finalized_by_other(tx):
                     return ev.TxConfirmed(tx.kind, tx.round)

@@ -9,6 +9,7 @@ import pytest
 
 from node import cli
 from node.chain import ChainError
+from node.chain.errors import InsufficientFunds
 from node.runtime import node as runtime_node
 from node.runtime.driver import NodeStopped
 
@@ -24,6 +25,11 @@ def nested(exc: Exception) -> BaseExceptionGroup[Exception]:
     [
         (NodeStopped("task 0xabc: model 'resnet50' is not one this node knows"), 2, "model 'resnet50'"),
         (ChainError("the chain at http://127.0.0.1:8545 stopped answering"), 1, "stopped answering"),
+        (
+            InsufficientFunds("joinAsWorker", "0xA11CE", 10**18, 10**15),
+            2,
+            "fund the account with at least",
+        ),
     ],
 )
 def test_a_wrapped_known_error_is_one_line(
