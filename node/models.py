@@ -8,6 +8,8 @@ sends is imported or unpickled.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Collection
 from importlib.metadata import entry_points
 
@@ -110,12 +112,28 @@ def data_problem(reference: str, spec: DatasetSpec, source: str) -> str | None:
     return None
 
 
+# A node looking for a task asks about every open task on every poll: the answer is kept
+# (a failure only for a while, so files copied in or a network back are noticed).
+_DATA_CHECKS: dict[tuple[DataConfig, str], tuple[float, str | None]] = {}
+_DATA_CHECKS_LOCK = threading.Lock()
+RETRY_DATA_CHECK_S = 60.0
+
+
 def worker_data_problem(config: DataConfig, reference: str) -> str | None:
     """Why this worker's [data] source cannot train the task's model (unreadable,
     unreachable, wrong shape or classes), or None: checked before the deposit."""
+    key = (config, reference)
+    with _DATA_CHECKS_LOCK:
+        known = _DATA_CHECKS.get(key)
+    if known is not None and (known[1] is None or time.monotonic() < known[0] + RETRY_DATA_CHECK_S):
+        return known[1]
     try:
         data = load_source(config.source, "train", source_options(config))
     except ProtocolError as exc:
-        return str(exc)
-    assert data.spec is not None  # every source attaches its spec
-    return data_problem(reference, data.spec, describe_source(config.source))
+        problem: str | None = str(exc)
+    else:
+        assert data.spec is not None  # every source attaches its spec
+        problem = data_problem(reference, data.spec, describe_source(config.source))
+    with _DATA_CHECKS_LOCK:
+        _DATA_CHECKS[key] = (time.monotonic(), problem)
+    return problem

@@ -191,3 +191,23 @@ def test_the_node_task_check_refuses_a_spec_hash_it_cannot_reproduce() -> None:
     assert f"0x{theirs.hex()}" in problem and f"0x{ours.hex()}" in problem
     untrusted = task_problem("fl_test_plugins:make_tiny", "fedavg", bytes(32))
     assert untrusted is not None and "does not trust" in untrusted
+
+
+def test_data_check_is_kept_while_a_node_polls_for_tasks(
+    plugins: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fl_test_plugins
+
+    config = DataConfig(source="fl_test_plugins:load_counted")
+    reference = "tabular_mlp(features=6, classes=4)"
+    before = len(fl_test_plugins.LOADS)
+    for _ in range(3):
+        assert worker_data_problem(config, reference) is None
+    assert len(fl_test_plugins.LOADS) == before + 1  # read once, not on every poll
+    # A failure is asked again once the retry interval passed (files may have been copied in).
+    missing = DataConfig(source=str(tmp_path / "later.npz"))
+    assert "no such file" in str(worker_data_problem(missing, reference))
+    np.savez(tmp_path / "later.npz", x=np.zeros((4, 6), np.float32), y=np.arange(4))
+    assert worker_data_problem(missing, reference) is not None  # still within the interval
+    monkeypatch.setattr(node.models, "RETRY_DATA_CHECK_S", 0.0)
+    assert worker_data_problem(missing, reference) is None
