@@ -11,8 +11,9 @@ Three processes on 127.0.0.1, so that the node's CPU is its own:
   complete a request (one per identity trickles a byte every 0.3 s; every dropped stream
   is opened again), and a ``--flood`` of forged-signature gossip messages on the task's
   models topic in the honest member's name, from fresh identities whenever one is cut off;
-- this process: the honest member, fetching the block and the blob ``--repeat`` times
-  unloaded, then again while the attack runs.
+- this process: the honest member (``--stranger``: a peer the node does not know as a
+  member), fetching the block and the blob ``--repeat`` times unloaded, then again until
+  the flood is over (at least ``--repeat`` times) while the attack runs.
 
 It prints the median fetch times, the ratio loaded/unloaded (goal <= 5x) and the node's
 CPU during the attack: its process CPU seconds over the attack's wall seconds (goal < 1
@@ -60,7 +61,7 @@ async def until_stdin_closes() -> None:
 # --- the node under test --------------------------------------------------------------------
 
 
-async def run_node(workdir: Path, honest: str) -> None:
+async def run_node(workdir: Path, honest: str, stranger: bool) -> None:
     from libp2p.peer.id import ID as PeerID
 
     from node.blocks import BlockExchange, BlockStore
@@ -79,7 +80,8 @@ async def run_node(workdir: Path, honest: str) -> None:
             gossip_node, CHAIN_ID, TASK, lambda: ROUND, registry.get, role_of=roles.get
         ) as gossip:
             with BlockStore(workdir / "node-blocks") as store:
-                async with BlockExchange(host, store, is_member=lambda peer: peer == member) as ex:
+                serves_first = set() if stranger else {member}  # the block server's members
+                async with BlockExchange(host, store, is_member=serves_first.__contains__) as ex:
                     block = await ex.publish(rng.randbytes(BLOCK_BYTES))
                     blob = await ex.publish(rng.randbytes(BLOB_BYTES))
                     print(json.dumps({"addr": host_multiaddrs(host)[0], "block": block,
@@ -238,7 +240,8 @@ async def measure(args: argparse.Namespace, workdir: Path) -> None:
     from libp2p.peer.id import ID as PeerID
 
     honest_id = PeerID.from_pubkey(load_or_create_identity(honest_key).public_key)
-    node = spawn("--node", str(workdir), "--honest", honest_id.to_base58())
+    node = spawn("--node", str(workdir), "--honest", honest_id.to_base58(),
+                 *(["--stranger"] if args.stranger else []))
     attack: subprocess.Popen[str] | None = None
     try:
         info = await read_json_line(node)
@@ -284,7 +287,8 @@ async def measure(args: argparse.Namespace, workdir: Path) -> None:
           f"opened, {outcome['streams_lost']} ended by the node in all), forged flood "
           f"{outcome['flood']['sent']} messages from {outcome['flood']['identities']} identities "
           f"({outcome['flood']['cut_off']} cut off)")
-    print("honest member's fetch, median (seconds):")
+    who = "a stranger" if args.stranger else "a task member"
+    print(f"honest fetcher ({who}), median fetch time (seconds):")
     for name, _, size in cases:
         before, during = statistics.median(unloaded[name]), statistics.median(loaded[name])
         print(f"  {name} ({size} bytes): unloaded {before:.4f} (n={len(unloaded[name])})  "
@@ -301,6 +305,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--flood", type=int, default=2000, help="forged gossip messages")
     parser.add_argument("--identities", type=int, default=8, help="stream-holding identities")
     parser.add_argument("--streams", type=int, default=8, help="held streams per identity")
+    parser.add_argument("--stranger", action="store_true",
+                        help="the honest fetcher is not a task member (no reserved slots)")
     parser.add_argument("--node", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--attack", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
@@ -311,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
 
     configure_libp2p_logging()
     if args.node is not None:
-        trio.run(run_node, args.node, args.honest)
+        trio.run(run_node, args.node, args.honest, args.stranger)
     elif args.attack is not None:
         trio.run(run_attack, args.attack, args.target, args.topic, args.honest, args.flood,
                  args.identities, args.streams)
