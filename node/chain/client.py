@@ -154,10 +154,10 @@ class ChainClient:
             estimate = int(self.w3.eth.estimate_gas(tx))  # type: ignore[arg-type]
             return max(GAS_FLOOR, int(estimate * GAS_HEADROOM))
         except Exception as exc:
+            if _is_funds_error(exc):
+                raise self._insufficient(label, int(tx.get("value", 0))) from exc
             data = self._embedded_revert_data(tx) or revert_data_from_exception(exc)
             if data is None:
-                if _is_funds_error(exc):
-                    raise self._insufficient(label, int(tx.get("value", 0))) from exc
                 raise ChainError(f"{label}: could not simulate the transaction: {exc}") from exc
             name, args = decode_revert(data)
             raise revert_error(label, name, args, data) from None
@@ -166,8 +166,8 @@ class ChainClient:
         return InsufficientFunds(label, self.address, needed, self.balance())
 
     def _check_funds(self, label: str, tx: dict[str, Any]) -> None:
-        """Refuse a transaction our balance cannot pay for: the chain would refuse it too,
-        and no retry changes that until someone funds the account."""
+        """Refuse a transaction our balance cannot pay for (EIP-1559: value + gas limit x max
+        fee): the chain would refuse it too, and no retry helps until someone funds us."""
         needed = int(tx.get("value", 0)) + int(tx["gas"]) * int(tx["maxFeePerGas"])
         if self.balance() < needed:
             raise self._insufficient(label, needed)
@@ -175,10 +175,14 @@ class ChainClient:
     def _send(self, label: str, tx: dict[str, Any]) -> Receipt:
         """Simulate, sign with our key, send with our nonce, wait for the receipt."""
         tx = {"from": self.address, "chainId": self.chain_id, "value": 0, **tx}
-        if int(tx["value"]) > self.balance():
+        fees = self._fees()
+        if embedded_tester(self.w3) is not None:
+            # The embedded chain simulates without a balance check and sends with a fixed limit.
+            self._check_funds(label, {**tx, "gas": EMBEDDED_GAS_LIMIT, **fees})
+        elif int(tx["value"]) > self.balance():
             raise self._insufficient(label, int(tx["value"]))
         gas = self._simulate(label, tx)
-        tx = {**tx, "gas": gas, **self._fees()}
+        tx = {**tx, "gas": gas, **fees}
         self._check_funds(label, tx)
         with self._send_lock:
             tx_hash = self._sign_and_send(label, tx)

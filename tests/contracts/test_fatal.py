@@ -1,0 +1,70 @@
+"""Transactions no retry can fix are told apart (TransactionCannotSucceed), so a node can stop
+at once with the reason instead of retrying until a deadline: a sender that cannot pay for
+value + gas (InsufficientFunds, before anything is sent), and reverts fixed by the
+transaction's own inputs (DeterministicRevert). Timing reverts stay plain ChainRevert."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from eth_account import Account
+
+from node.chain import ChainClient, ChainRevert, dev
+from node.chain.errors import DeterministicRevert, InsufficientFunds, TransactionCannotSucceed
+from tests.contracts.harness import ETHER, World
+
+
+def _poor_client(world: World, label: str, balance: int) -> ChainClient:
+    key = hashlib.sha256(f"fl-node fatal tests {label}".encode()).digest()  # test key only
+    dev.fund(world.w3, Account.from_key(key).address, balance)
+    return ChainClient(world.w3, key, registry=world.deployment.registry)
+
+
+def test_an_escrow_above_the_balance_fails_at_once_with_the_amounts(any_world: World) -> None:
+    """The 25-round localnet hang: createTask's escrow (100 ETH) above the requester's balance
+    failed as a generic error, was retried like a timing problem, and the run waited for its
+    deadline. It is InsufficientFunds now, naming what is missing, and nothing is sent."""
+    world = any_world
+    params = world.params(rounds=25, worker_reward_per_round=3 * ETHER)  # escrow 100 ETH
+    poor = _poor_client(world, "requester", 10 * ETHER)
+    nonce = world.w3.eth.get_transaction_count(poor.address)
+    with pytest.raises(InsufficientFunds) as caught:
+        poor.create_task(params)
+    error = caught.value
+    assert isinstance(error, TransactionCannotSucceed)
+    assert error.function == "createTask" and error.needed >= params.escrow
+    assert error.balance == 10 * ETHER
+    assert "fund the account with at least" in error.reason
+    assert world.w3.eth.get_transaction_count(poor.address) == nonce
+    assert poor.balance() == 10 * ETHER
+
+
+def test_a_value_covered_but_not_its_gas_is_insufficient_too(any_world: World) -> None:
+    world = any_world
+    params = world.params()
+    poor = _poor_client(world, "almost", params.escrow + 1)
+    with pytest.raises(InsufficientFunds) as caught:
+        poor.create_task(params)
+    assert caught.value.needed > params.escrow + 1
+    assert poor.balance() == params.escrow + 1
+
+
+def test_reverts_fixed_by_the_inputs_are_deterministic_timing_ones_are_not(
+    any_world: World,
+) -> None:
+    world = any_world
+    task = world.started_task(n_workers=2, n_validators=1, max_samples_per_worker=1_000)
+    worker = world.workers[0]
+    with pytest.raises(DeterministicRevert) as caught:
+        worker.submit_update(task, 1, "bafkreihuge", 2**64 - 1)
+    assert caught.value.name == "SamplesOutOfRange"
+    assert isinstance(caught.value, ChainRevert) and isinstance(caught.value, TransactionCannotSucceed)
+    with pytest.raises(ChainRevert) as timing:
+        world.commit(world.validators[0], task, 1, b"\x01" * 32)  # too early: WrongPhase
+    assert timing.value.name == "WrongPhase"
+    assert not isinstance(timing.value, TransactionCannotSucceed)
+    # Views never count as transactions that cannot succeed: a query may legitimately revert.
+    with pytest.raises(ChainRevert) as view:
+        world.requester.participant(world.unregistered.address)
+    assert not isinstance(view.value, TransactionCannotSucceed)
