@@ -8,6 +8,7 @@ sends is imported or unpickled.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -75,6 +76,12 @@ def architecture_of(reference: str) -> ArchitectureSpec:
     return ArchitectureSpec.of(build_model(reference))
 
 
+@functools.lru_cache(maxsize=64)
+def _built_hash(reference: str) -> bytes:
+    """A reference's spec hash, built once: nodes ask for every open task on every poll."""
+    return architecture_of(reference).hash()
+
+
 def model_problem(
     reference: str, pinned_spec_hash: bytes = bytes(32), trusted: Collection[str] = ()
 ) -> str | None:
@@ -93,7 +100,7 @@ def model_problem(
                 "node's config does not trust; add it to [node] trusted_models if you "
                 "installed that package for this, or pick another task"
             )
-        built = architecture_of(reference).hash()
+        built = _built_hash(reference)
     except ProtocolError as exc:
         return f"{exc}; upgrade fl-node or pick another task"
     return spec_hash_problem(reference, pinned_spec_hash, built)
