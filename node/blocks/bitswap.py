@@ -819,5 +819,5 @@ def _cid_text(raw: bytes) -> str | None:
     """Canonical text of a binary CID, or None for one we can never hold (CIDv0, ...)."""
     try:
         return cid_from_binary(raw)
-    except CIDError:
+    except ValueError:  # CIDError, or multiformats' own for a digest longer than its hash's
         return None

@@ -19,8 +19,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from protocol.errors import CIDError
-
 from .cids import canonical_cid, check_block, cid_from_binary, cid_info
 from .store import BlockNotFoundError, BlockStore
 from .unixfs import MAX_BLOCK_SIZE, MAX_DAG_DEPTH, Block, _varint, decode_file_node, is_raw
@@ -201,7 +199,10 @@ def _parse_header(body: bytes) -> list[str]:
                 pos += length
                 if not link.startswith(b"\x00"):
                     raise CarError("a CAR root CID lacks its 0x00 multibase prefix")
-                roots.append(cid_from_binary(link[1:]))
+                try:
+                    roots.append(cid_from_binary(link[1:]))
+                except ValueError as exc:  # CIDError, or multiformats' own
+                    raise CarError(f"a CAR root is not a CIDv1 sha2-256: {exc}") from exc
         else:
             raise CarError(f"unexpected key {key!r} in the CAR header")
     if version != _CAR_VERSION:
@@ -236,7 +237,7 @@ def read_car(data: bytes) -> tuple[list[str], list[Block]]:
         try:
             cid = cid_from_binary(chunk[:cid_end])
             check_block(cid, chunk[cid_end:])
-        except CIDError as exc:
+        except ValueError as exc:  # CIDError, or multiformats' own for odd digest sizes
             raise CarError(f"bad block in the CAR file: {exc}") from exc
         blocks.append(Block(cid, chunk[cid_end:]))
     return roots, blocks

@@ -203,3 +203,18 @@ async def test_a_bitswap_1_1_0_peer_gets_blocks_and_no_presences(tmp_path: Path)
         await inbox.wait_for(lambda ms: any(m.payload for m in ms), "the leaf")
         assert [block_cid(b.prefix, b.data) for m in inbox.messages for b in m.payload] == [leaf.cid]
         assert all(not m.presences for m in inbox.messages)
+
+
+async def test_wants_for_malformed_cids_get_dont_have(tmp_path: Path) -> None:
+    """A sha2-256 multihash declaring 33 digest bytes, a CIDv0, garbage: no block, a
+    DONT_HAVE each, and the stream stays usable."""
+    odd = [bytes.fromhex("01551221") + bytes(33), bytes.fromhex("1220") + bytes(32), b"\x01\xff"]
+    async with bitswap_peers(tmp_path, 2) as (server, raw):
+        inbox = Inbox(raw.host)
+        await connect(raw.host, server.addr)
+        await send_message(raw.host, server, BitswapMessage(
+            wantlist=tuple(WantEntry(cid, send_dont_have=True) for cid in odd)))
+        await inbox.wait_for(lambda ms: sum(len(m.presences) for m in ms) >= 3, "3 DONT_HAVEs")
+        presences = [p for m in inbox.messages for p in m.presences]
+        assert {p.cid for p in presences} == set(odd)
+        assert {p.type for p in presences} == {PresenceType.DONT_HAVE}

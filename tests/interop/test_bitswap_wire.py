@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from node.blocks.bitswap_wire import (
     BitswapMessage,
@@ -160,3 +162,21 @@ def test_malformed_bodies(body: str) -> None:
 
 def test_block_digest_is_sha256_of_data() -> None:
     assert cid_info(HELLO_RAW).digest == hashlib.sha256(b"hello").digest()
+
+
+@given(st.binary(max_size=512))
+@settings(max_examples=400, deadline=None)
+def test_decoder_raises_only_protocol_errors(body: bytes) -> None:
+    try:
+        decode_message(body, max_entries=8, max_blocks=4)
+    except BitswapProtocolError:
+        pass
+
+
+@given(st.binary(max_size=64))
+@settings(max_examples=300, deadline=None)
+def test_prefixes_raise_only_cid_errors(prefix: bytes) -> None:
+    try:
+        block_cid(prefix, b"data")
+    except CIDError:
+        pass

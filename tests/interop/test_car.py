@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from node.blocks.car import CarError, car_header, dag_blocks, read_car, write_car
 from node.blocks.store import BlockStore
@@ -141,3 +143,23 @@ def test_fl_node_export_command(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert read_car(out.read_bytes())[0] == printed
     assert main(["export", "--config", str(config), "--car", str(out), "--cid", "nope"]) == 1
     assert "is not a CIDv1" in capsys.readouterr().err
+
+
+@given(st.binary(max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_read_car_raises_only_car_errors(data: bytes) -> None:
+    try:
+        read_car(data)
+    except CarError:
+        pass
+
+
+@given(st.integers(0, len(CAR_HELLO_WORLD_5) - 1), st.integers(1, 255))
+@settings(max_examples=300, deadline=None)
+def test_read_car_flipped_byte_raises_only_car_errors(index: int, xor: int) -> None:
+    data = bytearray(CAR_HELLO_WORLD_5)
+    data[index] ^= xor
+    try:
+        read_car(bytes(data))
+    except CarError:
+        pass
