@@ -69,9 +69,13 @@ def _check_supported(cid: CID, shown: str) -> CID:
         raise CIDError(f"CID {shown!r} is version {cid.version}; only CIDv1 is accepted")
     if cid.hashfun.name != HASH_NAME:
         raise CIDError(f"CID {shown!r} uses hash {cid.hashfun.name}; only {HASH_NAME} is accepted")
-    if len(cid.raw_digest) != DIGEST_SIZE:
+    try:
+        digest = cid.raw_digest
+    except ValueError as exc:  # multiformats refuses a digest longer than its hash's
+        raise CIDError(f"CID {shown!r} has a malformed multihash: {exc}") from exc
+    if len(digest) != DIGEST_SIZE:
         raise CIDError(
-            f"CID {shown!r} has a {len(cid.raw_digest)}-byte digest; sha2-256 needs {DIGEST_SIZE}"
+            f"CID {shown!r} has a {len(digest)}-byte digest; sha2-256 needs {DIGEST_SIZE}"
         )
     return cid
 
