@@ -104,7 +104,7 @@ def run_command(args: argparse.Namespace) -> int:
     from node.datasets import available, default_data_root, load_builtin, search_dirs
     from node.datasets.builtin import BUILTIN
     from node.localnet.launcher import LocalnetError, LocalnetOptions, run_localnet
-    from node.models import model_problem
+    from node.models import data_problem, model_problem
     from protocol.errors import DatasetError
     from protocol.models import DEFAULT_MODEL_FOR_DATASET
 
@@ -129,7 +129,9 @@ def run_command(args: argparse.Namespace) -> int:
             )
             return EXIT_USAGE
     model = merged["model"] or DEFAULT_MODEL_FOR_DATASET[dataset]
-    problem = model_problem(model)
+    problem = model_problem(model, trusted=(model,)) or data_problem(
+        model, BUILTIN[dataset].spec, dataset
+    )
     if problem is not None:
         print(f"fl-node localnet: --model: {problem}", file=sys.stderr)
         return EXIT_USAGE
