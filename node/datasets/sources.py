@@ -15,6 +15,7 @@ checked against it; errors name the file and the mismatch.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib
 import sys
 from collections.abc import Callable
@@ -285,5 +286,5 @@ def _load_image_folder(folder: Path, split: Split, options: SourceOptions) -> Da
     if not images:
         raise DatasetError(f"{base}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
     if options.num_classes is None:
-        options = SourceOptions(**{**options.__dict__, "num_classes": max(len(classes), 2)})
+        options = dataclasses.replace(options, num_classes=max(len(classes), 2))
     return _finish(np.stack(images), np.asarray(labels, dtype=np.int64), str(base), options)
