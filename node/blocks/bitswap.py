@@ -20,7 +20,9 @@ Serving, with the block exchange's protections:
 - wantlist entries per message, wants queued per peer, peers with queued wants, streams
   per peer and in total are bounded; over a stream limit the stream that has waited
   longest for (or trickled) its current message gives way; silent and idle streams are
-  reset, and a message must arrive whole within ``send_timeout_s``.
+  reset, and a message must arrive whole within ``send_timeout_s``;
+- answers are packed up to 2 MiB and at most ``max_concurrent_answers`` are built or
+  written at once over all peers, so slow readers pin bounded memory.
 
 Fetching (:meth:`Bitswap.fetch`) walks the UnixFS DAG from its root like the block
 exchange: the root's declared size is checked against ``max_size`` first, each child must
