@@ -10,6 +10,7 @@ from pathlib import Path
 
 import trio
 
+from node.blocks import BlockExchange
 from node.blocks.store import BlockStore
 from node.blocks.unixfs import build_file_dag
 from node.export import export_car
@@ -24,9 +25,12 @@ pytestmark = requires_helia
 
 
 async def test_helia_fetches_a_blob_from_fl_node_by_cid(tmp_path: Path) -> None:
+    """The blob is published the way a node publishes an update (the block exchange on
+    the same host); Helia gets it over bitswap."""
     blob = os.urandom(2 * MB + 777)  # 9 raw leaves under a dag-pb root
-    async with bitswap_peers(tmp_path, 1) as (server,), helia_peer() as helia:
-        root = server.add_blob(blob)
+    async with bitswap_peers(tmp_path, 1) as (server,), helia_peer() as helia, \
+            BlockExchange(server.host, server.store) as exchange:
+        root = await exchange.publish(blob)
         await helia.call("dial", addr=server.addr)
         got = await helia.call("cat", cid=root, timeout_ms=60_000)
         assert got["length"] == len(blob)
