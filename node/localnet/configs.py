@@ -19,9 +19,22 @@ from typing import Any
 from node.config import NodeConfig, parse_config
 from protocol.models import ModelReference
 
-__all__ = ["NodePlan", "TaskDefaults", "node_document", "to_toml", "write_node_config"]
+__all__ = [
+    "NodePlan",
+    "TaskDefaults",
+    "funding_wei",
+    "node_document",
+    "to_toml",
+    "write_node_config",
+]
 
 ETHER = 10**18
+# Gas a node may spend, priced high for anvil (its base fee stays near 1 gwei and falls on
+# empty blocks; a transaction must hold gas limit x max fee = 2 x base + 1 gwei up front).
+GAS_PRICE_CAP_WEI = 10 * 10**9
+SETUP_GAS = 3_000_000  # register (~0.8M with the VRF certificate), join or create + start, withdraw
+ROUND_GAS = 3_000_000  # one round of one node: a validator's commit, reveal and finalize at most
+DEPLOY_GAS = 20_000_000  # RewardMath, VRF, the Task implementation and the Registry
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,25 @@ class TaskDefaults:
         }
         section.update(self.overrides)
         return section
+
+
+def funding_wei(role: str, task: Mapping[str, Any]) -> int:
+    """What an account of `role` needs for the task `task` (a [task] section, wei keys):
+    the requester the whole escrow, rounds x (worker + validator reward per round); a worker
+    its deposit, a validator its stake; each the gas of its transactions over every round.
+    "deployer" is the account that deploys the contracts."""
+    rounds = int(task["rounds"])
+    gas = (SETUP_GAS + rounds * ROUND_GAS) * GAS_PRICE_CAP_WEI
+    if role == "requester":
+        per_round = int(task["worker_reward_per_round_wei"]) + int(task["validator_reward_per_round_wei"])
+        return rounds * per_round + gas
+    if role == "worker":
+        return int(task["worker_deposit_wei"]) + gas
+    if role == "validator":
+        return int(task["validator_stake_wei"]) + gas
+    if role == "deployer":
+        return DEPLOY_GAS * GAS_PRICE_CAP_WEI
+    raise ValueError(f"no funding rule for role {role!r}")
 
 
 @dataclass(frozen=True)

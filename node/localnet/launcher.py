@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -39,7 +40,13 @@ from node.chain.client import ChainClient
 from node.chain.dev import fund
 from node.chain.errors import ChainError
 from node.config import HOLDOUT, ConfigError
-from node.localnet.configs import NodePlan, TaskDefaults, node_document, write_node_config
+from node.localnet.configs import (
+    NodePlan,
+    TaskDefaults,
+    funding_wei,
+    node_document,
+    write_node_config,
+)
 from node.localnet.evaluation import TestSetEvaluator
 from node.localnet.processes import ManagedProcess, ProcessGroup, log_tail
 from node.localnet.results import Participant, write_plots, write_results
@@ -56,7 +63,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FUNDING_WEI = 100 * 10**18  # deposits and stakes are a few ETH; the rest pays gas
 BOOTSTRAP_TIMEOUT = 120.0
 FINISH_GRACE_SECONDS = 90.0  # for nodes to withdraw and exit once the task is over
 
@@ -67,11 +73,25 @@ class LocalnetError(RuntimeError):
 
 class NodeDied(LocalnetError):
     def __init__(self, name: str, returncode: int | None, tail: str) -> None:
+        self.name = name
+        self.reason = failure_reason(tail)
+        because = f": {self.reason}" if self.reason else ""
         super().__init__(
-            f"{name} exited with status {returncode} though nobody stopped it; "
+            f"{name} exited with status {returncode} though nobody stopped it{because}; "
             f"the last lines of its log:\n{tail}"
         )
-        self.name = name
+
+
+def failure_reason(log: str) -> str | None:
+    """The reason a node gave for stopping: `fl-node`'s one-line error (``fl-node run: ...``),
+    else the last line of a Python traceback (``SomeError: ...``), else None."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith(("fl-node run: ", "fl-node bootstrap: ")):
+            return line
+    if lines and re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Funds|Revert|Succeed)\b", lines[-1]):
+        return lines[-1]
+    return None
 
 
 class Interrupted(BaseException):
@@ -196,7 +216,7 @@ class Localnet:
         self.rpc_url = self.anvil.url
         self.w3 = self.anvil.web3()
         deployer = Account.create()
-        fund(self.w3, deployer.address, FUNDING_WEI)
+        fund(self.w3, deployer.address, funding_wei("deployer", self.task_section()))
         client = ChainClient(self.w3, deployer.key)
         deployment = client.deploy_registry()
         self.registry = deployment.registry
@@ -215,8 +235,11 @@ class Localnet:
                 NodePlan(f"validator-{i}", "validator", nodes / f"validator-{i}", _fresh_key(), kind)
             )
         assert self.w3 is not None
+        # Each account gets what the task needs from it (escrow, deposit or stake, and gas):
+        # a fixed amount ran out for long tasks (25 rounds escrow 100 ETH).
+        section = self.task_section()
         for plan in plans:
-            fund(self.w3, Account.from_key(plan.private_key).address, FUNDING_WEI)
+            fund(self.w3, Account.from_key(plan.private_key).address, funding_wei(plan.role, section))
             self.plans[plan.name] = plan
 
     def start_bootstrap(self) -> list[str]:
@@ -254,10 +277,9 @@ class Localnet:
             f"its log:\n{process.tail()}"
         )
 
-    def write_configs(self, bootstrap: list[str]) -> None:
+    def task_defaults(self) -> TaskDefaults:
         options = self.options
-        assert self.rpc_url is not None and self.registry is not None
-        task = TaskDefaults(
+        return TaskDefaults(
             rounds=options.rounds,
             workers=options.workers,
             validators=options.validators,
@@ -267,6 +289,15 @@ class Localnet:
             validation=HOLDOUT,
             overrides=options.task_overrides,
         )
+
+    def task_section(self) -> dict[str, Any]:
+        """The requester's [task], as its node.toml will have it."""
+        return self.task_defaults().section(Path("unused"))
+
+    def write_configs(self, bootstrap: list[str]) -> None:
+        options = self.options
+        assert self.rpc_url is not None and self.registry is not None
+        task = self.task_defaults()
         holdout = int(task.section(Path("unused"))["validation_samples"])
         for plan in self.plans.values():
             document = node_document(

@@ -68,3 +68,33 @@ def test_reverts_fixed_by_the_inputs_are_deterministic_timing_ones_are_not(
     with pytest.raises(ChainRevert) as view:
         world.requester.participant(world.unregistered.address)
     assert not isinstance(view.value, TransactionCannotSucceed)
+
+
+def test_localnet_funding_covers_the_25_round_task_the_old_fixed_amount_did_not(
+    world: World,
+) -> None:
+    """node/localnet funds each account from the task's needs; here on a real chain: the
+    requester's funding creates the 25-round task (escrow 100 ETH plus gas), the old fixed
+    100 ETH cannot, and a worker's funding registers and joins with its deposit."""
+    from pathlib import Path
+
+    from node.localnet.configs import TaskDefaults, funding_wei
+    from tests.contracts.harness import register
+
+    section = TaskDefaults(25, 4, 4).section(Path("unused"))
+    params = world.params(
+        rounds=section["rounds"],
+        worker_reward_per_round=section["worker_reward_per_round_wei"],
+        validator_reward_per_round=section["validator_reward_per_round_wei"],
+        worker_deposit=section["worker_deposit_wei"],
+        validator_stake=section["validator_stake_wei"],
+    )
+    with pytest.raises(InsufficientFunds):
+        _poor_client(world, "fixed funding", 100 * ETHER).create_task(params)
+    requester = _poor_client(world, "funded requester", funding_wei("requester", section))
+    task, _ = requester.create_task(params)
+    assert requester.escrow(task) == 100 * ETHER
+    worker = _poor_client(world, "funded worker", funding_wei("worker", section))
+    register(worker, world.spare_vrf_keys[0])
+    worker.join_as_worker(task)
+    assert worker.locked_deposit(task) == section["worker_deposit_wei"]
