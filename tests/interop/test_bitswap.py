@@ -235,3 +235,21 @@ async def test_a_dag_linking_a_malformed_cid_fails_the_fetch_clearly(tmp_path: P
         with pytest.raises(BlockFetchError, match="not a usable file DAG.*malformed multihash"):
             await client.bitswap.fetch(root, max_size=MB, providers=[server.addr],
                                        timeout_s=HANG_GUARD_S)
+
+
+async def test_leaving_the_block_keeps_the_bodys_exception_and_cancels_cleanly(
+    tmp_path: Path,
+) -> None:
+    """``async with Bitswap(...)`` in a node's stack: an error in the body comes out as
+    itself (not wrapped in a group), and a cancelled node leaves without hanging."""
+    from node.blocks.bitswap import PROTOCOL_V120, Bitswap
+
+    async with bitswap_peers(tmp_path, 1) as (peer,):
+        with pytest.raises(KeyError, match="from the body"):
+            async with Bitswap(peer.host, peer.store):
+                raise KeyError("from the body")
+        with trio.move_on_after(0.5) as scope:
+            async with Bitswap(peer.host, peer.store):
+                await trio.sleep_forever()
+        assert scope.cancelled_caught
+        assert PROTOCOL_V120 not in peer.host.get_mux().get_protocols()
