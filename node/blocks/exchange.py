@@ -260,7 +260,7 @@ class _PeerClock:
     and all peers share one trio loop. Under load (many fetches at once, a busy loop, the
     GIL held by training threads) a healthy peer's bytes arrive for other streams while one
     stream waits its turn for many seconds; a per-stream timeout then drops a working
-    provider, and the fetch waits for its other requests to time out too (issue 4: stalls
+    provider, and the fetch waits for its other requests to time out too (stalls
     of a minute). A peer is only declared stalled when nothing at all has moved between
     us and it for the whole ``patience``.
     """
@@ -295,7 +295,8 @@ class _PeerClock:
 
 async def _read_exactly(stream: INetStream, size: int, clock: _PeerClock, peer: PeerID,
                         patience: float) -> bytes:
-    """Read exactly ``size`` bytes; fails once ``peer`` is silent for ``patience`` (pitfall 7)."""
+    """Read exactly ``size`` bytes; fails once ``peer`` is silent for ``patience``
+    (a paused reader can otherwise hang forever after the writer resets)."""
     buf = bytearray()
     while len(buf) < size:
         with clock.silence_limit(peer, patience):
