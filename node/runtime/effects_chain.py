@@ -17,6 +17,7 @@ from node.runtime.chainside import ALREADY_DONE, ChainAccess, ChainFollower, add
 from node.runtime.effects import NodeStatus
 from protocol.aggregation import AggregationError
 from protocol.aggregation.rule import AggregationRule
+from protocol.manifest import WorkerVerdict
 from protocol.state import events as ev
 from protocol.state.actions import FindTask, SendTx, Withdraw
 from protocol.state.records import Role, TaskOffer, TaskTerms, TxKind
@@ -62,10 +63,10 @@ def send_task_tx(client: ChainClient, task: str | None, tx: SendTx) -> None:
     elif tx.kind == TxKind.COMMIT_MANIFEST:
         client.commit_manifest(task, *args)
     elif tx.kind == TxKind.REVEAL_MANIFEST:
-        round, workers, scores, accepts, global_accuracy, salt = args
+        round, workers, scores, verdicts, global_accuracy, salt = args
         client.reveal_manifest(
-            task, round, [checksum(w) for w in workers], list(scores), list(accepts),
-            global_accuracy, salt,
+            task, round, [checksum(w) for w in workers], list(scores),
+            [WorkerVerdict(v) for v in verdicts], global_accuracy, salt,
         )
     elif tx.kind == TxKind.FINALIZE_ROUND:
         client.finalize_round(task, *args)

@@ -29,6 +29,6 @@ def default_manifest_commitment(task: bytes, round: int, validator: bytes, m: Ma
 
     return bytes(
         manifest_commitment(
-            task, round, validator, m.workers, m.scores, m.accepts, m.global_accuracy, m.salt
+            task, round, validator, m.workers, m.scores, m.verdicts, m.global_accuracy, m.salt
         )
     )

@@ -7,6 +7,7 @@ from enum import StrEnum
 
 ADDRESS_LENGTH = 20
 SALT_LENGTH = 32
+ACCEPT = 1  # protocol.manifest.WorkerVerdict.ACCEPT
 
 
 class Role(StrEnum):
@@ -114,10 +115,15 @@ class GlobalModel:
 
 @dataclass(frozen=True)
 class Manifest:
-    """A validator's evaluation of one round, exactly as revealed on chain."""
+    """A validator's evaluation of one round, exactly as revealed on chain; `verdicts` are
+    protocol.manifest.WorkerVerdict values (REJECT, ACCEPT, UNAVAILABLE)."""
 
     workers: tuple[bytes, ...]
     scores: tuple[int, ...]
-    accepts: tuple[bool, ...]
+    verdicts: tuple[int, ...]
     global_accuracy: int
     salt: bytes
+
+    @property
+    def accepts(self) -> tuple[bool, ...]:
+        return tuple(v == ACCEPT for v in self.verdicts)

@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from protocol.errors import ProtocolError
 from protocol.fixedpoint import SCALE
+from protocol.manifest import WorkerVerdict
 from protocol.state.actions import (
     Action,
     DrawSortition,
@@ -37,6 +38,7 @@ class ValidatorState:
     vrf_proof: bytes | None = None  # set when selected
     proof_published: bool = False
     evaluation_requested: bool = False
+    evaluated: tuple[bytes, ...] = ()  # workers whose updates we had to evaluate
     manifest: Manifest | None = None
     scores_published: bool = False
 
@@ -131,7 +133,14 @@ def _evaluation_done(m: ValidatorMachine, e: EvaluationDone) -> list[Action]:
     problem = m._manifest_problem(e)
     if problem is not None:
         return [Log("error", f"round {e.round}: evaluation result dropped: {problem}")]
-    m.local.manifest = Manifest(e.workers, e.scores, e.accepts, e.global_accuracy, e.salt)
+    # an update we could not fetch in time is UNAVAILABLE: its worker is neither paid
+    # nor slashed on our word
+    verdicts = tuple(
+        WorkerVerdict.UNAVAILABLE if worker not in m.local.evaluated
+        else WorkerVerdict.ACCEPT if accept else WorkerVerdict.REJECT
+        for worker, accept in zip(e.workers, e.accepts, strict=True)
+    )
+    m.local.manifest = Manifest(e.workers, e.scores, verdicts, e.global_accuracy, e.salt)
     return []
 
 
@@ -195,13 +204,14 @@ def start_evaluation(m: ValidatorMachine) -> list[Action]:
         return []
     candidates = tuple(u for u in matched if u is not None and u.cid in view.have)
     local.evaluation_requested = True
+    local.evaluated = tuple(u.worker for u in candidates)
     actions: list[Action] = [StartEvaluation(view.round, workers, candidates, validation_cid, base)]
     if len(candidates) < len(workers):
         actions.append(
             Log(
                 "warning",
                 f"round {view.round}: {len(workers) - len(candidates)} of {len(workers)} "
-                "committed updates could not be fetched; they will be rejected",
+                "committed updates could not be fetched; they are marked unavailable",
             )
         )
     return actions
@@ -230,7 +240,7 @@ def reveal_manifest(m: ValidatorMachine) -> list[Action]:
         m.view.round,
         manifest.workers,
         manifest.scores,
-        manifest.accepts,
+        manifest.verdicts,
         manifest.global_accuracy,
         manifest.salt,
     )

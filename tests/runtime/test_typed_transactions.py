@@ -10,6 +10,7 @@ import pytest
 from node.chain import ChainError
 from node.runtime.chainside import checksum
 from node.runtime.effects_chain import send_task_tx
+from protocol.manifest import WorkerVerdict
 from protocol.state.actions import SendTx
 from protocol.state.records import Role, TxKind
 
@@ -51,9 +52,12 @@ class RecordingClient:
             (TASK, 1, b"c" * 32, b"proof"),
         ),
         (
-            SendTx(TxKind.REVEAL_MANIFEST, 1, (1, WORKERS, (5, -3), (True, False), 900, b"s" * 32)),
+            SendTx(TxKind.REVEAL_MANIFEST, 1, (1, WORKERS, (5, 0), (1, 2), 900, b"s" * 32)),
             "reveal_manifest",
-            (TASK, 1, [checksum(w) for w in WORKERS], [5, -3], [True, False], 900, b"s" * 32),
+            (
+                TASK, 1, [checksum(w) for w in WORKERS], [5, 0],
+                [WorkerVerdict.ACCEPT, WorkerVerdict.UNAVAILABLE], 900, b"s" * 32,
+            ),
         ),
         (SendTx(TxKind.FINALIZE_ROUND, 1, (1,)), "finalize_round", (TASK, 1)),
     ],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from protocol.manifest import manifest_commitment
+from protocol.manifest import WorkerVerdict, manifest_commitment
 from protocol.state import GlobalModel, Manifest, Phase, TxKind, Update, ValidatorMachine
 from protocol.state.actions import (
     Aggregate,
@@ -125,17 +125,18 @@ def test_a_selected_validator_evaluates_commits_then_reveals() -> None:
     ]
 
     done = EvaluationDone(1, (W0, W2), (40_000, -3_000), (True, False), 912_000, SALT)
-    manifest = Manifest(done.workers, done.scores, done.accepts, done.global_accuracy, SALT)
+    verdicts = (WorkerVerdict.ACCEPT, WorkerVerdict.REJECT)
+    manifest = Manifest(done.workers, done.scores, verdicts, done.global_accuracy, SALT)
     actions = validator.handle(done)
     commitment = manifest_commitment(
-        TASK, 1, ME, done.workers, done.scores, done.accepts, done.global_accuracy, SALT
+        TASK, 1, ME, done.workers, done.scores, verdicts, done.global_accuracy, SALT
     )
     assert txs(actions) == [SendTx(TxKind.COMMIT_MANIFEST, 1, (1, commitment, PROOF))]
 
     actions = feed(validator, ManifestCommitted(1, ME), Tick(COMMIT_END - 1))
     assert not txs(actions)  # no reveal while the commit phase lasts
     actions = validator.handle(Tick(COMMIT_END))
-    reveal = (1, done.workers, done.scores, done.accepts, done.global_accuracy, SALT)
+    reveal = (1, done.workers, done.scores, verdicts, done.global_accuracy, SALT)
     assert txs(actions) == [SendTx(TxKind.REVEAL_MANIFEST, 1, reveal)]
     assert only(actions, PublishScores) == [PublishScores(1, manifest)]
 
@@ -164,8 +165,20 @@ def test_evaluation_starts_at_the_cutoff_without_updates_never_announced() -> No
         StartEvaluation(1, (W0, W1), (update(W0),), VALIDATION_CID, INITIAL)
     ]
     assert logs(actions, "warning") == [
-        "round 1: 1 of 2 committed updates could not be fetched; they will be rejected"
+        "round 1: 1 of 2 committed updates could not be fetched; they are marked unavailable"
     ]
+    # the job rejects what it never saw; the manifest says the validator could not judge it
+    actions = validator.handle(
+        EvaluationDone(1, (W0, W1), (50_000, 0), (True, False), 900_000, SALT)
+    )
+    manifest = validator.local.manifest
+    assert manifest is not None
+    assert manifest.verdicts == (WorkerVerdict.ACCEPT, WorkerVerdict.UNAVAILABLE)
+    assert manifest.accepts == (True, False)
+    (commit,) = txs(actions)
+    assert commit.args[1] == manifest_commitment(
+        TASK, 1, ME, (W0, W1), (50_000, 0), (1, 2), 900_000, SALT
+    )
 
 
 def test_evaluation_that_ends_after_the_commit_deadline_is_not_committed() -> None:
