@@ -12,6 +12,7 @@ libp2p upgrade means reviewing this module against the new sources.
 | :func:`install_pubsub_patches` | pubsub/pubsub.py: module globals ``signature_validator``, ``maybe_consume_signed_record``, ``read_varint_prefixed_bytes_limited`` | a garbage key raised out of the message task; bad signatures, bad signed records and oversized frames cost the sender nothing |
 | :meth:`GossipPubsub.stream_handler` | pubsub/pubsub.py:Pubsub.stream_handler | an undecodable RPC (protobuf DecodeError) escaped it and stopped the host |
 | :meth:`GossipPubsub.push_msg` | pubsub/pubsub.py:Pubsub.push_msg | any exception in a message task stopped the Pubsub service |
+| :meth:`GossipPubsub.handle_subscription` | pubsub/pubsub.py:Pubsub.handle_subscription | topic names of any length were stored, about 100 MB per identity |
 | :meth:`GossipPubsub.validate_msg` | pubsub/pubsub.py:Pubsub.validate_msg | gossipsub's IGNORE verdict is missing |
 | :func:`blacklist_without_teardown` | pubsub/pubsub.py:Pubsub.add_to_blacklist | its teardown task raises KeyError and stops the Pubsub service |
 | :func:`message_seen` | pubsub/pubsub.py:Pubsub._is_msg_seen | private; parked messages need it |
@@ -40,6 +41,7 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 
 __all__ = [
+    "MAX_TOPIC_LENGTH",
     "GossipPubsub",
     "IdleAutoConnector",
     "LongRunningSwarm",
@@ -310,6 +312,8 @@ class _MessageIgnored(Exception):
 
 
 _PUBSUB_TIMEOUT = "Validation timeout"  # py-libp2p 0.8.1's cached error for its timeout
+MAX_TOPIC_LENGTH = 256
+"""Longest topic name a peer may subscribe to; a task topic is under 80 characters."""
 _IGNORE_REASONS: ContextVar[list[str] | None] = ContextVar("gossip_ignore_reasons", default=None)
 
 
@@ -406,6 +410,15 @@ class GossipPubsub(Pubsub):
         logger.warning("pubsub stream from %s closed: %s (%r)", peer, reason, exc)
         self.charge(peer, reason, severe=undecodable)
         await _reset_quietly(stream)
+
+    def handle_subscription(self, origin_id: PeerID, sub_message: rpc_pb2.RPC.SubOpts) -> None:
+        """Changes pubsub/pubsub.py:Pubsub.handle_subscription, which stores any topic name a
+        peer subscribes to (up to 100 per peer, each as long as an RPC frame: about 100 MB per
+        identity). A name longer than :data:`MAX_TOPIC_LENGTH` is refused and charged."""
+        if sub_message.subscribe and len(sub_message.topicid) > MAX_TOPIC_LENGTH:
+            self.charge(origin_id, f"topic name over {MAX_TOPIC_LENGTH} characters")
+            return
+        super().handle_subscription(origin_id, sub_message)
 
     async def push_msg(self, msg_forwarder: PeerID, msg: rpc_pb2.Message) -> None:
         """Changes pubsub/pubsub.py:Pubsub.push_msg: a bad signature or signing key now costs

@@ -19,6 +19,7 @@ from libp2p.pubsub.pb import rpc_pb2
 
 from node.gossip import GossipConfig, open_pubsub
 from node.host import HostConfig, connect, open_host
+from node.libp2p_compat import MAX_TOPIC_LENGTH
 from protocol.messages import encode_message
 from tests.hostile.attacks import (
     MALFORMED_RPC,
@@ -163,3 +164,21 @@ async def test_hostile_control_messages_from_a_mesh_peer(tmp_path: Path) -> None
         assert router.manager.is_running
         assert arena.target_alive()
         await arena.honest_message_arrives(b"after the control messages")
+
+
+async def test_subscriptions_to_huge_topic_names_are_refused_and_charged(tmp_path: Path) -> None:
+    """Upstream stores up to 100 topic names per peer whatever their length: 100 names of
+    10,000 characters would be a megabyte per identity (100 MB with 1 MiB names)."""
+    async with open_arena(tmp_path) as arena:
+        subscriptions = [
+            rpc_pb2.RPC.SubOpts(subscribe=True, topicid=f"/fl/{i}/" + "x" * 10_000)
+            for i in range(100)
+        ]
+        stream = await open_raw_stream(arena.attacker, arena.target.peer_id)
+        await stream.write(frame(rpc_pb2.RPC(subscriptions=subscriptions).SerializeToString()))
+        await wait_until(arena.attacker_penalised, "the target to charge for the topic names")
+        stored = sum(len(topic) for topic in arena.target.node.pubsub.peer_topics)
+        assert stored < 100 * MAX_TOPIC_LENGTH
+        assert arena.attacker.get_id() in arena.target.node.guard.banned_until
+        assert arena.target_alive()
+        await arena.honest_message_arrives(b"after the topic names")
