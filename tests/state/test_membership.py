@@ -3,7 +3,7 @@ it: every step an action the machine asks for, never a runtime decision."""
 
 from __future__ import annotations
 
-from protocol.state.actions import FindTask, FollowTask, LoadMembers, Stop, Withdraw
+from protocol.state.actions import Action, FindTask, FollowTask, LoadMembers, Stop, Withdraw
 from protocol.state.events import (
     Restarted,
     TasksOffered,
@@ -26,7 +26,7 @@ RESNET = TaskTerms("resnet50", "fedavg")
 UNKNOWN_MODEL = "model 'resnet50' is not one this node knows; upgrade fl-node or pick another task"
 
 
-def searching_worker() -> tuple[WorkerMachine, list[object]]:
+def searching_worker() -> tuple[WorkerMachine, list[Action]]:
     worker = WorkerMachine(ME)
     return worker, list(worker.handle(Tick(10)))
 
