@@ -20,7 +20,7 @@ from node.blocks.bitswap_wire import (
     frame,
     uvarint,
 )
-from node.blocks.cids import cid_info
+from node.blocks.cids import cid_from_binary, cid_info
 from node.blocks.unixfs import CHUNK_SIZE, build_file_dag
 from node.host import connect
 from protocol.cid import cid_of
@@ -155,9 +155,10 @@ async def test_pushed_blocks_are_never_stored(tmp_path: Path) -> None:
 async def test_a_provider_padding_answers_with_junk_is_dropped_and_never_stored(
     tmp_path: Path,
 ) -> None:
-    """A provider answers every want with unrelated, hash-correct blocks (and never the
-    wanted one), which keeps its stream busy: junk does not count as an answer, so it is
-    dropped for silence, its junk is not stored, and the honest provider serves the blob."""
+    """A provider answers every want with forged bytes under the wanted CID's prefix and
+    with unrelated blocks, never the wanted one, which keeps its stream busy: neither counts
+    as an answer, so it is dropped for silence, nothing it sent is stored, and the honest
+    provider serves the blob."""
     limits = BitswapLimits(read_timeout_s=2.0)
     async with bitswap_peers(tmp_path, 2, limits) as (client, honest), \
             open_network(tmp_path / "a") as net:
@@ -169,14 +170,17 @@ async def test_a_provider_padding_answers_with_junk_is_dropped_and_never_stored(
             message = await read_message(stream)
             if message is None or not message.wantlist:
                 return
+            # for each wanted CID, bytes under its prefix that do not hash to it; plus junk
+            forged = tuple(PayloadBlock(cid_prefix(cid_from_binary(e.cid)), os.urandom(CHUNK_SIZE))
+                           for e in message.wantlist)
             for _ in range(3):
-                reply = BitswapMessage(payload=tuple(
+                reply = BitswapMessage(payload=forged + tuple(
                     PayloadBlock(cid_prefix(cid_of(b"j", "raw")), os.urandom(CHUNK_SIZE))
                     for _ in range(4)))
                 out = await liar.new_stream(client.host.get_id(), [PROTOCOL_V120])
                 await out.write(frame(reply))
                 await out.close()
-                junk_sent += 4
+                junk_sent += len(reply.payload)
                 await trio.sleep(0.5)
 
         liar.set_stream_handler(PROTOCOL_V120, junk_provider)
