@@ -21,7 +21,16 @@ from typing import BinaryIO
 
 from .cids import canonical_cid, check_block, cid_from_binary, cid_info
 from .store import BlockNotFoundError, BlockStore
-from .unixfs import MAX_BLOCK_SIZE, MAX_DAG_DEPTH, Block, _varint, decode_file_node, is_raw
+from .unixfs import (
+    MAX_BLOCK_SIZE,
+    MAX_DAG_DEPTH,
+    Block,
+    DagError,
+    _read_varint,
+    _varint,
+    decode_file_node,
+    is_raw,
+)
 
 __all__ = [
     "CarError",
@@ -135,16 +144,10 @@ def write_car_file(path: Path, roots: Sequence[str], blocks: Iterable[Block]) ->
 
 
 def _read_uvarint(data: bytes, pos: int) -> tuple[int, int]:
-    value = 0
-    for shift in range(0, 64, 7):
-        if pos >= len(data):
-            raise CarError("truncated varint in a CAR file")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-    raise CarError("varint over 64 bits in a CAR file")
+    try:
+        return _read_varint(data, pos)
+    except DagError as exc:
+        raise CarError(f"bad varint in a CAR file at byte {pos}") from exc
 
 
 def _parse_header(body: bytes) -> list[str]:
