@@ -21,7 +21,7 @@ from libp2p.identity.identify_push.identify_push import ID_PUSH as IDENTIFY_PUSH
 from node.host import HostConfig, connect, host_multiaddrs, open_host
 from node.libp2p_compat import LongRunningSwarm
 from tests.hostile.attacks import frame, open_noise_session, open_raw_stream, varint
-from tests.hostile.gossip_arena import HANG_GUARD_S, Arena, open_arena
+from tests.hostile.gossip_arena import HANG_GUARD_S, Arena, open_arena, wait_until
 from tests.network.conftest import ECHO_PROTOCOL, echo_handler, echo_roundtrip
 
 YAMUX_HEADER = ">BBHII"  # version, type, flags, stream id, length
@@ -181,16 +181,17 @@ async def test_idle_sockets_cannot_hold_every_inbound_slot(tmp_path: Path) -> No
     async with open_host(config) as target:
         addr = target.get_transport_addrs()[0]
         ip, port = addr.value_for_protocol("ip4"), int(addr.value_for_protocol("tcp"))
+        swarm = target.get_network()
+        assert isinstance(swarm, LongRunningSwarm)
         idle = [await trio.open_tcp_stream(ip, port) for _ in range(100)]
         try:
+            # every idle socket accepted (the last 8 still pending) before the honest dial
+            await wait_until(lambda: swarm.evicted_handshakes >= 100 - 8, "the idle sockets")
             async with open_host(HostConfig(key_path=tmp_path / "late-honest.key")) as honest:
                 with trio.fail_after(HANG_GUARD_S):
                     await connect(honest, host_multiaddrs(target)[0])
                 target.set_stream_handler(ECHO_PROTOCOL, echo_handler)
                 assert await echo_roundtrip(honest, target) == b"ping"
-            swarm = target.get_network()
-            assert isinstance(swarm, LongRunningSwarm)
-            assert swarm.evicted_handshakes >= 100 - 8
         finally:
             for stream in idle:
                 await stream.aclose()
