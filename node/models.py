@@ -19,7 +19,7 @@ from torch import nn
 from node.config import DataConfig
 from node.datasets import describe_source, load_source, source_options
 from node.datasets.sources import import_reference
-from protocol.data import DatasetSpec
+from protocol.data import MNIST_SPEC, Dataset, DatasetSpec
 from protocol.errors import ProtocolError
 from protocol.models import (
     ENTRY_POINT_GROUP,
@@ -110,8 +110,10 @@ def trusted_targets(trusted: Collection[str]) -> set[str]:
     return {ModelReference.parse(reference).target for reference in trusted}
 
 
-def data_problem(reference: str, spec: DatasetSpec, source: str) -> str | None:
-    """Why this node's data cannot train the task's model (shapes, classes), or None."""
+def data_problem(reference: str, data: DatasetSpec | Dataset, source: str) -> str | None:
+    """Why these samples (a dataset or its spec) cannot go through the task's model
+    (shapes, classes), or None."""
+    spec = data if isinstance(data, DatasetSpec) else (data.spec or MNIST_SPEC)
     try:
         check_model_accepts(build_model(reference), spec, reference, source)
     except ProtocolError as exc:

@@ -17,6 +17,7 @@ import trio
 from node.blocks import BlockExchange, BlockStore
 from node.chain import TaskParams
 from node.config import NodeConfig
+from node.models import data_problem
 from node.runtime import learning
 from node.runtime.chainside import ChainAccess, checksum
 from node.runtime.effects import NodeStatus
@@ -24,7 +25,7 @@ from node.runtime.keys import NodeKeys
 from protocol.aggregation.rule import AggregationRule
 from protocol.codec import encode_state_dict
 from protocol.data import Dataset
-from protocol.errors import VRFError
+from protocol.errors import DatasetError, VRFError
 from protocol.sortition import RegisteredKey, committee_proof, verify_committee_member
 from protocol.state import events as ev
 from protocol.state.actions import (
@@ -173,7 +174,13 @@ class LearningJobs:
 
             def load() -> Dataset:
                 blob = learning.read_blob(self.store, cid, learning.max_validation_size())
-                return learning.decode_dataset(book.crypto.open(blob, learning.max_validation_size()))
+                dataset = learning.decode_dataset(
+                    book.crypto.open(blob, learning.max_validation_size())
+                )
+                problem = data_problem(book.arch, dataset, "the requester's validation set")
+                if problem is not None:  # say so, rather than fail inside the model
+                    raise DatasetError(problem)
+                return dataset
 
             self.validation = await trio.to_thread.run_sync(load)
         return self.validation

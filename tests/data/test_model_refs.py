@@ -25,6 +25,7 @@ from node.models import (
 )
 from node.runtime.driver import task_problem
 from protocol.codec import decode_state_dict, encode_state_dict
+from protocol.data import CIFAR10_SPEC, Dataset, decode_dataset, encode_dataset
 from protocol.errors import CodecError
 from protocol.models import (
     ENTRY_POINT_GROUP,
@@ -211,3 +212,12 @@ def test_data_check_is_kept_while_a_node_polls_for_tasks(
     assert worker_data_problem(missing, reference) is not None  # still within the interval
     monkeypatch.setattr(node.models, "RETRY_DATA_CHECK_S", 0.0)
     assert worker_data_problem(missing, reference) is None
+
+
+def test_a_validation_set_that_does_not_fit_the_task_model_is_named() -> None:
+    colour = Dataset(np.zeros((2, 3, 32, 32), np.uint8), np.array([0, 1]), CIFAR10_SPEC)
+    back = decode_dataset(encode_dataset(colour))  # what a validator receives
+    problem = data_problem("mnist_2nn", back, "the requester's validation set")
+    assert problem is not None
+    assert problem.startswith("the requester's validation set: samples of shape (3, 32, 32)")
+    assert data_problem("cifar_cnn", back, "the requester's validation set") is None
