@@ -41,10 +41,11 @@ async def test_two_rounds_with_a_plugin_model_and_loader(
         rounds=2,
         model=MODEL,
         max_samples=None,
-        validation_samples=200,
-        data={"source": LOADER},
+        # The validators judge on 100 training samples no worker trains on.
+        validation_samples=100,
+        data={"source": LOADER, "holdout_samples": 100},
         training={"epochs": 3, "lr": 0.1},
-        task={"qualification_threshold": 0.3},
+        task={"qualification_threshold": 0.3, "validation": "holdout"},
         timeout_s=300,
     )
     reader, task = result.reader, result.task
@@ -58,6 +59,9 @@ async def test_two_rounds_with_a_plugin_model_and_loader(
     assert [node.failed_txs for node in result.nodes] == [[]] * len(result.nodes)
     for r in result.rounds:
         assert r.finalized and all(r.agreed) and sum(r.worker_payouts) > 0
+    # The workers shared the 300 training samples left after the held-out 100.
+    claimed = [reader.update_commitment_of(task, 1, w)[1] for w in reader.submitted_workers(task, 1)]
+    assert sorted(claimed) == [150, 150]
     # The committee's consensus accuracy and the final model, decoded against the plugin's
     # architecture spec, on the loader's test split (four blobs: chance is 0.25).
     assert result.rounds[-1].consensus_accuracy > 0.8 * 1e6
