@@ -27,7 +27,9 @@ ignored when UNAVAILABLE.
   (ACCEPT on a rejected worker, REJECT on an accepted one). UNAVAILABLE never disagrees, so a
   validator that could not fetch what others fetched is not slashed. Members that committed
   and did not reveal, or disagree, are slashed ``min(stake_left, validator_slash)``. The
-  score consensus assumes an honest majority among the judges of each worker.
+  score consensus assumes an honest majority among the judges of each worker. A minority
+  that marks an honest worker UNAVAILABLE to keep it unpaid fails whenever the honest
+  members that fetched it are a majority of the reveals, and forgoes its own pay for it.
 - Worker pool W, CONTRIBUTION: accepted j gets ``W * max(median_j, 0) // S`` with S the sum of
   positive medians over accepted workers; ``S == 0`` → each accepted gets ``W // n_accepted``.
   TOPK: rank accepted by (median desc, submission index asc); ``k = min(top_k, n_accepted)``;
