@@ -94,8 +94,8 @@ def test_fedavg_is_fooled_by_an_outlier(byzantine_states: list[StateDict]) -> No
 
 
 def test_sample_counts_above_the_protocol_bound_are_refused_by_name() -> None:
-    """A sample count of 2**64 - 1 (a worker's on-chain claim) made the weighting raise
-    OverflowError deep in tensor code; it is refused with the bound and where it comes from."""
+    """A sample count of 2**64 - 1 (a worker's on-chain claim) does not convert to a float
+    weight (OverflowError deep in tensor code): it is refused naming the bound and its source."""
     from protocol.limits import MAX_SAMPLES_PER_WORKER
 
     a = make_state([0.0, 4.0], bias=1.0, counter=10)

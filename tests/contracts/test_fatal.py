@@ -22,9 +22,8 @@ def _poor_client(world: World, label: str, balance: int) -> ChainClient:
 
 
 def test_an_escrow_above_the_balance_fails_at_once_with_the_amounts(any_world: World) -> None:
-    """The 25-round localnet hang: createTask's escrow (100 ETH) above the requester's balance
-    failed as a generic error, was retried like a timing problem, and the run waited for its
-    deadline. It is InsufficientFunds now, naming what is missing, and nothing is sent."""
+    """createTask's escrow (100 ETH for 25 rounds) above the requester's balance: no retry
+    helps, so it is InsufficientFunds, naming what is missing, and nothing is sent."""
     world = any_world
     params = world.params(rounds=25, worker_reward_per_round=3 * ETHER)  # escrow 100 ETH
     poor = _poor_client(world, "requester", 10 * ETHER)

@@ -2,9 +2,9 @@
 node's reason, when a node process stops (no chain, no anvil: the funding rule and the
 launcher's watch loop with a real child process).
 
-`fl-node localnet --rounds 25` used to hang for hours: every account got a fixed 100 ETH,
-the 25-round escrow is 100 ETH, createTask failed with "insufficient funds", and everyone
-waited for the launcher's deadline.
+A fixed amount per account is not enough for long tasks: the 25-round escrow of the default
+rewards is 100 ETH, so a requester holding 100 ETH cannot also pay createTask's gas; and a
+run whose requester stopped must end with that reason, not at the launcher's deadline.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def _section(rounds: int, **overrides: Any) -> dict[str, Any]:
 def test_the_requester_is_funded_with_the_whole_escrow_and_its_gas() -> None:
     section = _section(25)
     escrow = 25 * (section["worker_reward_per_round_wei"] + section["validator_reward_per_round_wei"])
-    assert escrow == OLD_FIXED_FUNDING  # the run that hung: escrow == all the account had
+    assert escrow == OLD_FIXED_FUNDING  # a fixed 100 ETH leaves nothing for createTask's gas
     gas = (SETUP_GAS + 25 * ROUND_GAS) * GAS_PRICE_CAP_WEI
     assert funding_wei("requester", section) == escrow + gas > OLD_FIXED_FUNDING
     assert funding_wei("worker", section) == section["worker_deposit_wei"] + gas
