@@ -185,9 +185,11 @@ class _Pump:
             self.txs_send.send_nowait(action)
         elif isinstance(action, FollowTask):
             await d.chain.follow(action.task)
-            await d.jobs.follow(action.task, action.terms)
-            d.network.follow(action.task, action.terms)
-            self.nursery.start_soon(d.network.gossip, self._round, self.events.send)
+            problem = await d.jobs.follow(action.task, action.terms)
+            await self.events.send(ev.TaskFollowed(action.task, problem))
+            if problem is None:  # else the machine stops on the TaskFollowed
+                d.network.follow(action.task, action.terms)
+                self.nursery.start_soon(d.network.gossip, self._round, self.events.send)
         elif isinstance(action, LoadMembers):
             await d.network.load_members()
         elif isinstance(action, Withdraw):

@@ -83,7 +83,8 @@ class NetworkEffects(Protocol):
 
 
 class JobEffects(Protocol):
-    async def follow(self, task: bytes, terms: TaskTerms) -> None: ...
+    async def follow(self, task: bytes, terms: TaskTerms) -> str | None:
+        """Get ready for the task's jobs; why this node cannot do them, or None."""
 
     async def run(self, action: Action) -> ev.Event | None:
         """The job's answer (JobFailed when it failed; None for a job nobody waits on)."""

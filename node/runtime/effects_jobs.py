@@ -21,6 +21,7 @@ from node.models import data_problem
 from node.runtime import learning
 from node.runtime.chainside import ChainAccess, checksum
 from node.runtime.effects import NodeStatus
+from node.runtime.effects_chain import task_problem
 from node.runtime.keys import NodeKeys
 from protocol.aggregation.rule import AggregationRule
 from protocol.codec import encode_state_dict
@@ -86,13 +87,19 @@ class LearningJobs:
         self.shard: Dataset | None = None
         self.validation: Dataset | None = None
 
-    async def follow(self, task: bytes, terms: TaskTerms) -> None:
+    async def follow(self, task: bytes, terms: TaskTerms) -> str | None:
         address = checksum(task)
         params = await self.chain.run(self.client.task_params, address)
+        problem = task_problem(
+            terms.model_arch, terms.aggregator, params.model_spec_hash, self.config.trusted_models
+        )
+        if problem is not None:  # e.g. a model this node stopped trusting since it joined
+            return problem
         crypto = learning.TaskCrypto(self.keys.encryption_private, task)
         rule = AggregationRule.parse(terms.aggregator)
         book = learning.ModelBook(terms.model_arch, self.store, crypto, rule)
         self.work = TaskWork(address, params, book)
+        return None
 
     def _work(self) -> TaskWork:
         if self.work is None:

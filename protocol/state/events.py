@@ -185,6 +185,15 @@ class TaskDataReady(Event):
 
 
 @dataclass(frozen=True)
+class TaskFollowed(Event):
+    """The runtime follows `task` (as asked by FollowTask); `problem`: why this node cannot
+    work on it after all (a model or rule it no longer knows since it joined), or None."""
+
+    task: bytes
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
 class FinalModelSaved(Event):
     """Requester: the final model (as asked by SaveFinalModel) is on disk."""
 

@@ -50,6 +50,7 @@ from protocol.state.events import (
     Restarted,
     RoundFinalized,
     RoundOpened,
+    TaskFollowed,
     TaskStarted,
     TaskTerminated,
     Tick,
@@ -589,6 +590,12 @@ def _job_failed(m: RoundMachine, e: JobFailed) -> list[Action]:
     return [Log("error", f"round {e.round}: {e.job} failed: {e.reason}")]
 
 
+def _task_followed(m: RoundMachine, e: TaskFollowed) -> list[Action]:
+    if e.problem is None or e.task != m.view.task:
+        return []
+    return m._stop(f"task 0x{e.task.hex()}: {e.problem}")
+
+
 def _restarted(m: RoundMachine, e: Restarted) -> list[Action]:
     m.view.fetching.clear()
     return [Log("info", f"resumed in round {m.view.round}, phase {m.view.phase}"), *m._on_restart()]
@@ -618,6 +625,7 @@ COMMON_RULES: dict[tuple[Phase, type[Event]], Rule] = {
     **every(ALL_PHASES, TxFailed, _tx_failed),
     **every(ALL_PHASES, JobFailed, _job_failed),
     **every(ALL_PHASES, Restarted, _restarted),
+    **every(ALL_PHASES, TaskFollowed, _task_followed),
 }
 
 

@@ -113,13 +113,15 @@ class FakeJobs:
     """JobEffects: training answers at once with the update of `update_cid(ME, round)`,
     unless `hold_training` (a job that never finishes: the process dies first)."""
 
-    def __init__(self, hold_training: bool = False) -> None:
+    def __init__(self, hold_training: bool = False, problem: str | None = None) -> None:
         self.hold_training = hold_training
+        self.problem = problem  # why the node cannot do this task's work
         self.followed: list[tuple[bytes, TaskTerms]] = []
         self.ran: list[Action] = []
 
-    async def follow(self, task: bytes, terms: TaskTerms) -> None:
+    async def follow(self, task: bytes, terms: TaskTerms) -> str | None:
         self.followed.append((task, terms))
+        return self.problem
 
     async def run(self, action: Action) -> ev.Event | None:
         self.ran.append(action)
@@ -264,3 +266,17 @@ async def test_a_driver_restarted_from_the_persisted_state_asks_again_for_lost_w
         assert [type(a) for a in second.jobs.ran] == [StartTraining]
         assert [t.kind for t in second.chain.sent] == [TxKind.SUBMIT_UPDATE]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_resumed_task_the_node_can_no_longer_work_on_stops_it() -> None:
+    harness = Harness(WorkerMachine(ME), jobs=FakeJobs())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(harness.driver.run, ev.Tick(1))
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    saved = harness.state.saved[-1]  # joined TASK
+    untrusted = "model 'pkg.mod:factory' is not trusted by this node's config"
+    second = Harness(persist.from_dict(saved), jobs=FakeJobs(problem=untrusted))  # type: ignore[arg-type]
+    with pytest.raises(NodeStopped, match=f"task 0x{TASK.hex()}: {untrusted}"):
+        await second.driver.run(ev.Restarted())
+    assert second.network.deliver is None  # no gossip for a task it cannot work on

@@ -6,6 +6,7 @@ from __future__ import annotations
 from protocol.state.actions import Action, FindTask, FollowTask, LoadMembers, Stop, Withdraw
 from protocol.state.events import (
     Restarted,
+    TaskFollowed,
     TasksOffered,
     TaskTerminated,
     Tick,
@@ -91,6 +92,10 @@ def test_members_are_loaded_when_the_task_starts_and_a_restart_follows_again() -
     resumed = from_dict(to_dict(worker))
     assert resumed.view.terms == TERMS
     assert only(resumed.handle(Restarted()), FollowTask) == [FollowTask(TASK, TERMS)]
+    assert not resumed.handle(TaskFollowed(TASK))  # the node can work on it: go on
+    assert not resumed.handle(TaskFollowed(OTHER_TASK, "unknown model"))  # not ours
+    (stop,) = only(resumed.handle(TaskFollowed(TASK, "model 'x' is not trusted")), Stop)
+    assert stop == Stop(f"task 0x{TASK.hex()}: model 'x' is not trusted", failed=True)
 
 
 def test_a_terminated_task_is_settled_up_once_then_the_node_stops() -> None:
