@@ -333,6 +333,20 @@ def _check_history(world: World, h: History) -> None:
             expected.consensus_accuracy,
             expected.returned_to_escrow,
         )
+        # Skipping the work never pays more than doing it: a lazy member (every worker
+        # UNAVAILABLE) earns at most what any honest member that agreed earns, and is not
+        # slashed for its laziness alone.
+        behaviour_of = dict(zip(validators, h.behaviours[index], strict=True))
+        lazy_pay = [p for (v, _), p in zip(votes, expected.validator_payouts, strict=True)
+                    if behaviour_of[v] == "lazy"]
+        honest_pay = [p for (v, _), p, a in zip(votes, expected.validator_payouts, expected.agreed, strict=True)
+                      if behaviour_of[v] == "honest" and a]
+        if submitters and honest_pay:
+            assert max(lazy_pay, default=0) <= min(honest_pay)
+        assert not any(
+            slash for (v, vote), slash in zip(votes, expected.validator_slashes, strict=True)
+            if behaviour_of[v] == "lazy"
+        )
         for client, payout, slash in zip(
             submitters, expected.worker_payouts, expected.worker_slashes, strict=True
         ):
