@@ -14,6 +14,7 @@ Why each choice:
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import socket
@@ -41,6 +42,7 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.utils.address_validation import expand_wildcard_address
 
 from node.libp2p_compat import LongRunningSwarm, adopt_swarm
 
@@ -243,6 +245,20 @@ def _value_or_none(addr: multiaddr.Multiaddr, protocol: str) -> str | None:
     return str(value) if value is not None else None
 
 
+def _announced_addrs(candidates: list[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
+    """The addresses a host gives peers (identify, DHT provider records, the bootstrap line):
+    a wildcard listen address (0.0.0.0 or ::) is nothing a peer on another machine can dial,
+    so it is replaced by this machine's interface addresses, with its port."""
+    announced: list[multiaddr.Multiaddr] = []
+    for addr in candidates:
+        ip = _value_or_none(addr, "ip4") or _value_or_none(addr, "ip6")
+        wildcard = ip is not None and ipaddress.ip_address(ip).is_unspecified
+        for concrete in expand_wildcard_address(addr) if wildcard else [addr]:
+            if concrete not in announced:
+                announced.append(concrete)
+    return announced
+
+
 def _build_host(config: HostConfig) -> IHost:
     key_pair = load_or_create_identity(config.key_path)
     noise = NoiseTransport(key_pair, noise_privkey=create_new_x25519_key_pair().private_key)
@@ -262,6 +278,7 @@ def _build_host(config: HostConfig) -> IHost:
         muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
         listen_addrs=[_parse_listen_addr(a) for a in config.listen_addrs],
         connection_config=connection_config,
+        addrs_factory=_announced_addrs,
     )
     adopt_swarm(
         cast(Swarm, host.get_network()), config.max_pending_handshakes, config.handshake_timeout_s
