@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,6 +147,7 @@ def node_document(
     status_listen: str | None = None,
     dataset: str = "mnist",
     holdout_samples: int = 0,
+    listen: Sequence[str] = ("/ip4/127.0.0.1/tcp/0",),
 ) -> dict[str, Any]:
     """The TOML document of one node (absolute paths, so the file works from anywhere)."""
     data: dict[str, Any] = {
@@ -170,7 +171,7 @@ def node_document(
             "log_level": log_level,
             **({"status_listen": status_listen} if status_listen else {}),
         },
-        "network": {"listen": ["/ip4/127.0.0.1/tcp/0"], "bootstrap": list(bootstrap)},
+        "network": {"listen": list(listen), "bootstrap": list(bootstrap)},
         "chain": {
             "rpc_url": rpc_url,
             "private_key_file": str(plan.key_path.resolve()),

@@ -45,6 +45,7 @@ from node.localnet.configs import (
     TaskDefaults,
     funding_wei,
     node_document,
+    to_toml,
     write_node_config,
 )
 from node.localnet.evaluation import TestSetEvaluator
@@ -162,6 +163,10 @@ class _StopRequests:
 
 
 class Localnet:
+    # Where anvil's RPC listens; nodes run elsewhere (other network namespaces) need an
+    # address of this machine that they can reach.
+    chain_host = "127.0.0.1"
+
     def __init__(
         self,
         options: LocalnetOptions,
@@ -199,6 +204,14 @@ class Localnet:
 
     # ------------------------------------------------------------------ set-up
 
+    def listen_addrs(self, name: str) -> list[str]:
+        """Where the node `name` ("bootstrap", "requester", "worker-0", ...) listens for peers."""
+        return ["/ip4/127.0.0.1/tcp/0"]
+
+    def node_argv(self, name: str, *args: str) -> list[str]:
+        """The command line that starts the node `name` as `fl-node <args>`."""
+        return [*self.options.node_command, *args]
+
     def prepare_output(self) -> None:
         if self.output.exists() and any(self.output.iterdir()):
             raise LocalnetError(
@@ -211,7 +224,8 @@ class Localnet:
         # A block a second, as on a real chain: phase deadlines pass on block timestamps, and
         # an instant-mining anvil makes no block while nobody sends a transaction.
         self.anvil = Anvil(
-            log_path=self.logs / "anvil.log", accounts=1, balance_ether=1_000_000, block_time=1
+            log_path=self.logs / "anvil.log", accounts=1, balance_ether=1_000_000, block_time=1,
+            host=self.chain_host,
         ).start()
         self.rpc_url = self.anvil.url
         self.w3 = self.anvil.web3()
@@ -246,14 +260,12 @@ class Localnet:
         folder = self.output / "nodes" / "bootstrap"
         folder.mkdir(parents=True, exist_ok=True)
         config = folder / "bootstrap.toml"
-        config.write_text(
-            '[network]\nkey_file = "bootstrap.key"\nlisten = ["/ip4/127.0.0.1/tcp/0"]\n',
-            encoding="utf-8",
-        )
+        network = {"key_file": "bootstrap.key", "listen": self.listen_addrs("bootstrap")}
+        config.write_text(to_toml({"network": network}), encoding="utf-8")
         process = self.processes.add(
             ManagedProcess(
                 "bootstrap",
-                [*self.options.node_command, "bootstrap", "--config", str(config)],
+                self.node_argv("bootstrap", "bootstrap", "--config", str(config)),
                 self.logs / "bootstrap.log",
                 env=_child_env(),
             )
@@ -316,6 +328,7 @@ class Localnet:
                 status_listen=self.status_listen if plan.role == "requester" else None,
                 dataset=options.dataset,
                 holdout_samples=holdout,
+                listen=self.listen_addrs(plan.name),
             )
             try:
                 write_node_config(plan, document)
@@ -329,7 +342,7 @@ class Localnet:
             self.processes.add(
                 ManagedProcess(
                     plan.name,
-                    [*options.node_command, "run", "--config", str(plan.config_path)],
+                    self.node_argv(plan.name, "run", "--config", str(plan.config_path)),
                     self.logs / f"{plan.name}.log",
                     env=_child_env(),
                 )
