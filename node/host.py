@@ -248,15 +248,27 @@ def _value_or_none(addr: multiaddr.Multiaddr, protocol: str) -> str | None:
 def _announced_addrs(candidates: list[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
     """The addresses a host gives peers (identify, DHT provider records, the bootstrap line):
     a wildcard listen address (0.0.0.0 or ::) is nothing a peer on another machine can dial,
-    so it is replaced by this machine's interface addresses, with its port."""
+    so it is replaced by this machine's interface addresses, with its port (by loopback
+    where the machine has no other interface)."""
     announced: list[multiaddr.Multiaddr] = []
     for addr in candidates:
-        ip = _value_or_none(addr, "ip4") or _value_or_none(addr, "ip6")
-        wildcard = ip is not None and ipaddress.ip_address(ip).is_unspecified
-        for concrete in expand_wildcard_address(addr) if wildcard else [addr]:
-            if concrete not in announced:
-                announced.append(concrete)
+        concrete = [addr]
+        wildcard = _wildcard_ip(addr)
+        if wildcard is not None:
+            concrete = [a for a in expand_wildcard_address(addr) if _wildcard_ip(a) is None]
+            if not concrete:
+                protocol, loopback = ("ip6", "::1") if ":" in wildcard else ("ip4", "127.0.0.1")
+                text = str(addr).replace(f"/{protocol}/{wildcard}/", f"/{protocol}/{loopback}/", 1)
+                concrete = [multiaddr.Multiaddr(text)]
+        for one in concrete:
+            if one not in announced:
+                announced.append(one)
     return announced
+
+
+def _wildcard_ip(addr: multiaddr.Multiaddr) -> str | None:
+    ip = _value_or_none(addr, "ip4") or _value_or_none(addr, "ip6")
+    return ip if ip is not None and ipaddress.ip_address(ip).is_unspecified else None
 
 
 def _build_host(config: HostConfig) -> IHost:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import stat
 from pathlib import Path
@@ -10,12 +11,15 @@ import pytest
 from libp2p.abc import IHost
 from libp2p.crypto.secp256k1 import create_new_key_pair as create_secp256k1_key_pair
 from libp2p.peer.id import ID as PeerID
+from multiaddr import Multiaddr
 
+import node.host
 from node.host import (
     HostConfig,
     HostConfigError,
     IdentityError,
     LongRunningSwarm,
+    _announced_addrs,
     connect,
     host_multiaddrs,
     load_or_create_identity,
@@ -123,3 +127,20 @@ async def test_listening_on_a_port_in_use_is_a_clear_error(tmp_path: Path) -> No
         with pytest.raises(HostConfigError, match="another node using port"):
             async with open_host(config):
                 pass
+
+
+def test_a_wildcard_listen_address_is_announced_as_addresses_peers_can_dial(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    wildcard, fixed = Multiaddr("/ip4/0.0.0.0/tcp/4001"), Multiaddr("/ip4/127.0.0.1/tcp/4002")
+    announced = _announced_addrs([wildcard, fixed])
+    assert fixed in announced
+    for addr in announced:
+        assert not ipaddress.ip_address(addr.value_for_protocol("ip4")).is_unspecified, announced
+    assert {a.value_for_protocol("tcp") for a in announced} == {"4001", "4002"}, announced
+    # A machine whose only interface is loopback: interface enumeration finds nothing.
+    monkeypatch.setattr(node.host, "expand_wildcard_address", lambda addr: [addr])
+    assert _announced_addrs([wildcard, Multiaddr("/ip6/::/tcp/4003")]) == [
+        Multiaddr("/ip4/127.0.0.1/tcp/4001"),
+        Multiaddr("/ip6/::1/tcp/4003"),
+    ]
