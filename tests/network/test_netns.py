@@ -3,7 +3,9 @@ validator, each an `fl-node` process in its own Linux network namespace with its
 on a bridge, as on separate machines; anvil runs in this namespace on the bridge's subnet.
 
 127.0.0.1 inside a node's namespace is that node's alone, so the task can only terminate if
-the nodes listen, announce, dial and discover each other by their bridge addresses. The test
+the nodes listen, announce, dial and discover each other by their bridge addresses. Some nodes
+listen on 0.0.0.0, as servers usually do, and must still announce an address peers can dial
+(a wildcard announced as such left a worker's update unfetched and the worker unpaid). The test
 also reads each process's live TCP connections from /proc and checks that the peers talked
 to each other over those addresses.
 
@@ -148,7 +150,7 @@ class Bridge:
 
 class BridgedLocalnet(Localnet):
     """The launcher's localnet with each node in its namespace of `bridge`, listening on its
-    bridge address, and anvil on this namespace's address on the bridge."""
+    bridge address or on every interface, and anvil on this namespace's bridge address."""
 
     def __init__(self, options: LocalnetOptions, bridge: Bridge, out: TextIO) -> None:
         scenario = Scenario(source="<no scenario>").resolve(WORKERS, VALIDATORS)
@@ -298,14 +300,11 @@ def test_nodes_in_separate_network_namespaces_finish_a_task_and_get_paid(
     tracker = view.tracker
     assert tracker.termination == Termination.ROUND_LIMIT, report
     (record,) = tracker.finalized_rounds()
-    addresses = {
-        plan.name: Account.from_key(plan.private_key).address
-        for plan in localnet.plans.values()
-    }
-    for name, address in addresses.items():
-        if name == "requester":
+    for plan in localnet.plans.values():
+        name, address = plan.name, Account.from_key(plan.private_key).address
+        if plan.role == "requester":
             continue
-        outcome = (record.workers if name.startswith("worker") else record.validators).get(address)
+        outcome = (record.workers if plan.role == "worker" else record.validators).get(address)
         assert outcome is not None, (name, record)
         assert outcome.payout > 0 and outcome.slash == 0, (name, outcome)
         assert held[name] >= outcome.payout, (name, held, outcome)
