@@ -480,6 +480,8 @@ class TaskGossip:
     refresh_members: MembersRefresh | None = None
     chain_round: ChainRound | None = None
     role_of: RoleLookup | None = None
+    training_over: Callable[[int], bool] | None = None
+    """Whether a round's training phase has closed (key releases wait for it)."""
     rejections: Counter[str] = field(default_factory=Counter)
     """Rejected messages by reason, ours and peers' (observability; tests read it)."""
     ignored: Counter[str] = field(default_factory=Counter)
@@ -515,6 +517,7 @@ class TaskGossip:
             self.current_round(),
             self.node.config.round_window,
             self._member,
+            self.training_over,
         )
 
     def _member(self, signer: Hashable) -> Member | None:
@@ -907,6 +910,7 @@ async def open_task_gossip(
     refresh_members: MembersRefresh | None = None,
     chain_round: ChainRound | None = None,
     role_of: RoleLookup | None = None,
+    training_over: Callable[[int], bool] | None = None,
 ) -> AsyncIterator[TaskGossip]:
     """Subscribe to the task's three topics with validators; unsubscribe on exit.
 
@@ -924,6 +928,7 @@ async def open_task_gossip(
         refresh_members,
         chain_round,
         role_of,
+        training_over,
     )
     pubsub = node.pubsub
     async with trio.open_nursery() as nursery:

@@ -45,9 +45,11 @@ __all__ = [
     "MAX_PLAINTEXT_SIZE",
     "MAX_RECIPIENTS",
     "VERSION",
+    "content_key_of",
     "envelope_recipients",
     "generate_keypair",
     "open_envelope",
+    "open_with_content_key",
     "public_key_of",
     "seal",
 ]
@@ -250,16 +252,7 @@ def envelope_recipients(envelope: bytes, max_size: int = MAX_PLAINTEXT_SIZE) -> 
     return list(_parse(envelope, max_size).entries)
 
 
-def open_envelope(
-    envelope: bytes,
-    private_key: bytes,
-    associated_data: bytes = b"",
-    max_size: int = MAX_PLAINTEXT_SIZE,
-) -> bytes:
-    """Decrypt an envelope with our raw X25519 private key; EnvelopeError on any problem."""
-    private = _load_private(private_key)
-    associated_data = _require_bytes(associated_data, "associated_data")
-    parsed = _parse(envelope, max_size)
+def _content_key(parsed: _ParsedEnvelope, private: X25519PrivateKey) -> bytes:
     our_public = private.public_key().public_bytes_raw()
     wrapped = parsed.entries.get(our_public)
     if wrapped is None:
@@ -273,14 +266,58 @@ def open_envelope(
         raise EnvelopeError("envelope's ephemeral key is not a usable X25519 public key") from exc
     wrap = AESGCM(_wrapping_key(shared, parsed.ephemeral_public, our_public))
     try:
-        content_key = wrap.decrypt(_WRAP_NONCE, wrapped, parsed.ephemeral_public)
+        return wrap.decrypt(_WRAP_NONCE, wrapped, parsed.ephemeral_public)
     except InvalidTag as exc:
         raise EnvelopeError("envelope's wrapped key for us fails authentication: tampered") from exc
+
+
+def _decrypt(parsed: _ParsedEnvelope, content_key: bytes, associated_data: bytes) -> bytes:
     try:
         return AESGCM(content_key).decrypt(
             parsed.content_nonce, parsed.ciphertext, parsed.header + associated_data
         )
     except InvalidTag as exc:
         raise EnvelopeError(
-            "envelope content fails authentication: tampered, or the associated data differs"
+            "envelope content fails authentication: tampered, the associated data differs, "
+            "or the content key is not this envelope's"
         ) from exc
+
+
+def open_envelope(
+    envelope: bytes,
+    private_key: bytes,
+    associated_data: bytes = b"",
+    max_size: int = MAX_PLAINTEXT_SIZE,
+) -> bytes:
+    """Decrypt an envelope with our raw X25519 private key; EnvelopeError on any problem."""
+    private = _load_private(private_key)
+    associated_data = _require_bytes(associated_data, "associated_data")
+    parsed = _parse(envelope, max_size)
+    return _decrypt(parsed, _content_key(parsed, private), associated_data)
+
+
+def content_key_of(
+    envelope: bytes, private_key: bytes, max_size: int = MAX_PLAINTEXT_SIZE
+) -> bytes:
+    """The envelope's 32-byte content key, unwrapped with our raw X25519 private key.
+
+    Whoever holds it reads the envelope (`open_with_content_key`) without being one of
+    its recipients: this is what a key release hands out once the content may be read."""
+    parsed = _parse(envelope, max_size)
+    return _content_key(parsed, _load_private(private_key))
+
+
+def open_with_content_key(
+    envelope: bytes,
+    content_key: bytes,
+    associated_data: bytes = b"",
+    max_size: int = MAX_PLAINTEXT_SIZE,
+) -> bytes:
+    """Decrypt an envelope with its content key (from `content_key_of`, released by a
+    recipient); EnvelopeError when the key is not this envelope's or anything was changed."""
+    if not isinstance(content_key, bytes | bytearray) or len(content_key) != KEY_SIZE:
+        raise EnvelopeError(
+            f"a content key must be {KEY_SIZE} raw bytes, got {_describe(content_key)}"
+        )
+    associated_data = _require_bytes(associated_data, "associated_data")
+    return _decrypt(_parse(envelope, max_size), bytes(content_key), associated_data)

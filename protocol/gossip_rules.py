@@ -14,7 +14,11 @@ The rules, in the order they are checked (the first one broken decides):
    from workers, committee proofs and scores from validators; the requester sends none);
 8. round: within ``round_window`` of the view's round. Ahead of it: rejected (the node asks
    the chain first whether its own view lags); behind it: ignored without penalty, since an
-   honest forwarder a round behind still relays it.
+   honest forwarder a round behind still relays it;
+9. a :class:`~protocol.messages.KeyRelease` only once its round's training phase has closed
+   (an earlier round, or ``view.training_over(round)``): before that it would let another
+   worker read, copy and submit the update as its own. Too early is ignored (retried once
+   our view moves on), not rejected: the sender's view of the chain may be a block ahead.
 
 The verdict mirrors gossipsub's three results: :class:`Accept`, :class:`Reject` (drop, never
 forward, charge the forwarder) and :class:`Ignore` (drop without charging anyone). Rules
@@ -23,7 +27,7 @@ that need the chain (a committee seat's VRF proof) run after this, in node/.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 
 from protocol.errors import MessageError
@@ -32,6 +36,7 @@ from protocol.messages import (
     TOPIC_KINDS,
     CommitteeProof,
     EvaluationScores,
+    KeyRelease,
     Message,
     ModelAnnouncement,
     decode_message,
@@ -43,6 +48,7 @@ __all__ = [
     "MALFORMED",
     "OVERSIZED",
     "SENDER_ROLES",
+    "TOO_EARLY",
     "UNKNOWN_KIND",
     "UNREGISTERED",
     "WRONG_CHAIN",
@@ -58,6 +64,7 @@ __all__ = [
     "Reject",
     "Verdict",
     "member_roles",
+    "update_readers",
     "signer_address_of",
     "validate",
 ]
@@ -73,6 +80,7 @@ UNREGISTERED = "unregistered signer"
 ADDRESS_MISMATCH = "address mismatch"
 WRONG_ROLE = "wrong role"
 WRONG_ROUND = "wrong round"
+TOO_EARLY = "too early"
 
 SENDER_ROLES: dict[str, frozenset[Role]] = {
     "models": frozenset({Role.WORKER}),
@@ -101,6 +109,9 @@ class GossipView:
     round_window: int
     member: Callable[[Hashable], Member | None]
     """The member a signer (libp2p peer id) is registered as, or None."""
+    training_over: Callable[[int], bool] | None = None
+    """Whether a round's training phase has closed on chain as far as we know (None: we
+    cannot tell, so no key release of the current round is accepted yet)."""
 
 
 @dataclass(frozen=True)
@@ -150,7 +161,7 @@ Verdict = Accept | Reject | Ignore
 
 def signer_address_of(message: Message) -> bytes:
     """The address that must have signed ``message``: its worker's or validator's."""
-    if isinstance(message, ModelAnnouncement):
+    if isinstance(message, ModelAnnouncement | KeyRelease):
         return message.worker
     if isinstance(message, CommitteeProof | EvaluationScores):
         return message.validator
@@ -200,6 +211,14 @@ def validate(incoming: Incoming, view: GossipView) -> Verdict:
         return Reject(WRONG_ROUND, text, message)
     if message.round < current - window:
         return Ignore(WRONG_ROUND, f"{text}; stale", retry=False)
+    if isinstance(message, KeyRelease) and message.round >= current:
+        over = view.training_over
+        if over is None or not over(message.round):
+            return Ignore(
+                TOO_EARLY,
+                f"a key release for round {message.round} before its training phase closed",
+                retry=True,
+            )
     return Accept(message, member.address)
 
 
@@ -214,3 +233,25 @@ def member_roles(
     roles.update((address, Role.WORKER) for address in workers)
     roles.update((address, Role.VALIDATOR) for address in validators)
     return roles
+
+
+UPDATE_READER_ROLES = frozenset({Role.REQUESTER, Role.VALIDATOR})
+"""Who may read a worker's update while its round's training phase is open (besides the
+worker): the requester and every validator of the task. Not only the round's committee:
+its seats are drawn by VRF and known to others only as proofs arrive (for sure only when
+their holders commit, after the training phase), while the update's CID, hence its
+recipients, is fixed on chain during training; a seated validator left out could not
+evaluate it. A validator gains nothing from copying, since it cannot submit updates."""
+
+
+def update_readers(
+    encryption_keys: Mapping[bytes, bytes], roles: Mapping[bytes, Role], me: bytes
+) -> list[bytes]:
+    """The X25519 keys a worker `me` seals its update for while training is open: its
+    own, the requester's and the validators', never another worker's. `encryption_keys`
+    and `roles` are by member address; a member whose role is unknown is left out."""
+    return [
+        key
+        for member, key in encryption_keys.items()
+        if member == me or roles.get(member) in UPDATE_READER_ROLES
+    ]

@@ -25,7 +25,7 @@ import msgpack
 from protocol.cid import parse_cid
 from protocol.errors import CIDError, MessageError
 from protocol.fixedpoint import SCALE
-from protocol.limits import MAX_MESSAGE_SIZE, MAX_VRF_PROOF_SIZE, MAX_WORKERS
+from protocol.limits import MAX_MEMBERS, MAX_MESSAGE_SIZE, MAX_VRF_PROOF_SIZE, MAX_WORKERS
 
 __all__ = [
     "ADDRESS_SIZE",
@@ -37,11 +37,14 @@ __all__ = [
     "VERSION",
     "CommitteeProof",
     "EvaluationScores",
+    "KeyRelease",
+    "MAX_KEY_RELEASE_SIZE",
     "Message",
     "ModelAnnouncement",
     "decode_message",
     "decode_message_as",
     "encode_message",
+    "key_release_context",
     "topic_for",
     "topic_name",
 ]
@@ -54,6 +57,10 @@ INT256_MIN = -(2**255)
 INT256_MAX = 2**255 - 1
 INT256_SIZE = 32
 TOPIC_KINDS = ("models", "committee", "scores")
+# A content key (32 bytes) sealed for every member of a task (protocol.envelope: 59-byte
+# header, 80 bytes per recipient, 8-byte length, 48-byte ciphertext): workers, validators
+# and the requester.
+MAX_KEY_RELEASE_SIZE = 59 + 80 * (2 * MAX_MEMBERS + 1) + 8 + 48
 # A model blob is a raw block (small) or a dag-pb root of a chunked DAG.
 ALLOWED_CID_CODECS = ("raw", "dag-pb")
 
@@ -297,10 +304,36 @@ class EvaluationScores(_RoundMessage):
             seen.add(worker)
 
 
-Message = ModelAnnouncement | CommitteeProof | EvaluationScores
-_MESSAGE_TYPES: dict[str, type[_MessageBase]] = {
-    cls.TYPE_TAG: cls for cls in (ModelAnnouncement, CommitteeProof, EvaluationScores)
-}
+@dataclass(frozen=True)
+class KeyRelease(_RoundMessage):
+    """A worker's release, once the round's training phase has closed, of the content key
+    of its update ``cid``: ``sealed_key`` is that 32-byte key in an envelope for every
+    member of the task (its associated data: ``key_release_context``), so each member can
+    open the update for local averaging, and nobody outside the task can."""
+
+    worker: bytes
+    cid: str
+    sealed_key: bytes
+
+    TYPE_TAG: ClassVar[str] = "key"
+    TOPIC_KIND: ClassVar[str] = "models"
+    SCHEMA: ClassVar[Mapping[str, _Field]] = {
+        **_ROUND_SCHEMA,
+        "worker": _ADDRESS,
+        "cid": _CidText(),
+        "sealed_key": _Bytes(1, MAX_KEY_RELEASE_SIZE, "a sealed content key"),
+    }
+
+
+def key_release_context(task: bytes, round: int, worker: bytes, cid: str) -> bytes:
+    """The associated data of a key release's envelope: it opens only as the key of this
+    worker's update `cid` in this round of this task, never replayed for another."""
+    return b"fl-node key release v1|" + task + round.to_bytes(8, "big") + worker + cid.encode()
+
+
+Message = ModelAnnouncement | CommitteeProof | EvaluationScores | KeyRelease
+_MESSAGE_CLASSES = (ModelAnnouncement, CommitteeProof, EvaluationScores, KeyRelease)
+_MESSAGE_TYPES: dict[str, type[_MessageBase]] = {cls.TYPE_TAG: cls for cls in _MESSAGE_CLASSES}
 _HEADER_KEYS = ("v", "t")
 
 
@@ -309,7 +342,7 @@ _HEADER_KEYS = ("v", "t")
 
 def encode_message(message: Message) -> bytes:
     """The canonical msgpack bytes of a message."""
-    if not isinstance(message, ModelAnnouncement | CommitteeProof | EvaluationScores):
+    if not isinstance(message, _MESSAGE_CLASSES):
         raise MessageError(f"cannot encode {_type_name(message)}: not a gossip message")
     wire: dict[str, object] = {"v": VERSION, "t": message.TYPE_TAG}
     for field in fields(message):
@@ -374,7 +407,7 @@ def decode_message(data: bytes) -> Message:
     return message
 
 
-_M = TypeVar("_M", ModelAnnouncement, CommitteeProof, EvaluationScores)
+_M = TypeVar("_M", ModelAnnouncement, CommitteeProof, EvaluationScores, KeyRelease)
 
 
 def decode_message_as(data: bytes, cls: type[_M]) -> _M:

@@ -189,7 +189,9 @@ class _Pump:
             await self.events.send(ev.TaskFollowed(action.task, problem))
             if problem is None:  # else the machine stops on the TaskFollowed
                 d.network.follow(action.task, action.terms)
-                self.nursery.start_soon(d.network.gossip, self._round, self.events.send)
+                self.nursery.start_soon(
+                    d.network.gossip, self._round, self.events.send, d.machine.training_over
+                )
         elif isinstance(action, LoadMembers):
             await d.network.load_members()
         elif isinstance(action, Withdraw):
@@ -326,7 +328,10 @@ async def start_driver(
     )
     # The task's members keep the block server's reserved slots while strangers crowd it.
     exchange.is_member = network.peers.__contains__
-    jobs = LearningJobs(config, keys, chain, store, exchange, network.recipients, status, log)
+    jobs = LearningJobs(
+        config, keys, chain, store, exchange, network.update_recipients, status, log,
+        members=network.member_recipients,
+    )
     chain_side = ChainSide(config, chain, follower, status, log, initial_cid)
     driver = Driver(
         machine, chain_side, network, jobs, state, status, log, config.chain.poll_interval

@@ -72,8 +72,14 @@ class ChainEffects(Protocol):
 class NetworkEffects(Protocol):
     def follow(self, task: bytes, terms: TaskTerms) -> None: ...
 
-    async def gossip(self, current_round: Callable[[], int], deliver: Deliver) -> None:
-        """The followed task's gossip, delivering announcements, until cancelled."""
+    async def gossip(
+        self,
+        current_round: Callable[[], int],
+        deliver: Deliver,
+        training_over: Callable[[int], bool] | None = None,
+    ) -> None:
+        """The followed task's gossip, delivering announcements and key releases (those
+        only for rounds whose training `training_over` says has closed), until cancelled."""
 
     async def load_members(self) -> None: ...
 

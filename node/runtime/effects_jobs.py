@@ -1,6 +1,11 @@
-"""JobEffects: the machine's jobs (sortition, training, evaluation, aggregation, the
-requester's validation set and final model), each in a worker thread so gossip and the
-chain keep flowing; the driver runs them one at a time, in the order they were asked."""
+"""JobEffects: the machine's jobs (sortition, training, a worker's key release, evaluation,
+aggregation, the requester's validation set and final model), each in a worker thread so
+gossip and the chain keep flowing; the driver runs them one at a time, in the order they
+were asked.
+
+A worker seals its update for the requester, the validators and itself only; the key
+release (`SealKeyRelease`) unwraps the update's content key from that envelope and seals it
+for every member, and `ReleasedUpdates` opens other workers' updates with such keys."""
 
 from __future__ import annotations
 
@@ -19,14 +24,16 @@ from node.chain import TaskParams
 from node.config import NodeConfig
 from node.models import data_problem
 from node.runtime import learning
-from node.runtime.chainside import ChainAccess, checksum
+from node.runtime.chainside import ChainAccess, address_bytes, checksum
 from node.runtime.effects import NodeStatus
 from node.runtime.effects_chain import task_problem
 from node.runtime.keys import NodeKeys
 from protocol.aggregation.rule import AggregationRule
-from protocol.codec import encode_state_dict
+from protocol.codec import check_finite, decode_state_dict, encode_state_dict
 from protocol.data import Dataset
+from protocol.envelope import content_key_of, open_envelope, open_with_content_key, seal
 from protocol.errors import DatasetError, VRFError
+from protocol.messages import key_release_context
 from protocol.sortition import RegisteredKey, committee_proof, verify_committee_member
 from protocol.state import events as ev
 from protocol.state.actions import (
@@ -35,19 +42,62 @@ from protocol.state.actions import (
     DrawSortition,
     PrepareTaskData,
     SaveFinalModel,
+    SealKeyRelease,
     StartEvaluation,
     StartTraining,
 )
-from protocol.state.records import Job, TaskTerms
+from protocol.state.records import GlobalModel, Job, TaskTerms
 
 PROGRESS_EVERY_S = 5.0
 JOB_OF = {
     DrawSortition: Job.SORTITION,
     StartTraining: Job.TRAINING,
+    SealKeyRelease: Job.KEY_RELEASE,
     StartEvaluation: Job.EVALUATION,
     Aggregate: Job.AGGREGATION,
     PrepareTaskData: Job.TASK_DATA,
 }
+
+
+CONTENT_KEY_SIZE = 32
+
+
+class ReleasedUpdates(learning.ModelBook):
+    """A model book that also opens updates we are no recipient of, with the content keys
+    their workers released (`Update.key_release`) once the round's training had closed.
+
+    The released keys of a global model's updates are learnt from the model itself (every
+    action that names a model carries them), so they survive a restart with the machine."""
+
+    def __init__(self, task: bytes, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.task = task
+        self._released: dict[str, tuple[bytes, bytes]] = {}  # cid -> (context, sealed key)
+
+    def global_state(self, model: GlobalModel, rule: AggregationRule | None = None) -> learning.StateDict:
+        for update in model.updates:
+            if update.key_release is not None:
+                context = key_release_context(
+                    self.task, model.after_round, update.worker, update.cid
+                )
+                self._released[update.cid] = (context, update.key_release)
+        return super().global_state(model, rule)
+
+    def update(self, cid: str) -> learning.StateDict:
+        released = self._released.get(cid)
+        if released is None:  # one we are a recipient of
+            return super().update(cid)
+        context, sealed_key = released
+        content_key = open_envelope(
+            sealed_key, self.crypto.private_key, context, max_size=CONTENT_KEY_SIZE
+        )
+        envelope = learning.read_blob(self.store, cid, learning.max_update_size(self.spec))
+        plaintext = open_with_content_key(
+            envelope, content_key, self.crypto.associated_data, self.spec.max_encoded_size()
+        )
+        state = decode_state_dict(plaintext, self.spec)
+        check_finite(state)
+        return state
 
 
 @dataclass(frozen=True)
@@ -72,7 +122,11 @@ class LearningJobs:
         recipients: Callable[[], Awaitable[list[bytes]]],
         status: NodeStatus,
         log: logging.LoggerAdapter[logging.Logger],
+        members: Callable[[], Awaitable[list[bytes]]] | None = None,
     ) -> None:
+        """`recipients`: X25519 keys of who may read our update while training is open
+        (the requester, the validators, us); `members`: of every member of the task, who
+        may read a released key (default: `recipients`)."""
         self.config = config
         self.keys = keys
         self.me = keys.address_bytes
@@ -80,7 +134,8 @@ class LearningJobs:
         self.client = chain.client
         self.store = store
         self.exchange = exchange
-        self.recipients = recipients  # X25519 keys of who may read our blobs
+        self.recipients = recipients
+        self.members = members or recipients
         self.status = status
         self.log = log
         self.work: TaskWork | None = None  # None until FollowTask
@@ -97,7 +152,7 @@ class LearningJobs:
             return problem
         crypto = learning.TaskCrypto(self.keys.encryption_private, task)
         rule = AggregationRule.parse(terms.aggregator)
-        book = learning.ModelBook(terms.model_arch, self.store, crypto, rule)
+        book = ReleasedUpdates(task, terms.model_arch, self.store, crypto, rule)
         self.work = TaskWork(address, params, book)
         return None
 
@@ -110,6 +165,7 @@ class LearningJobs:
         handlers: dict[type, Callable[[Any], Awaitable[ev.Event | None]]] = {
             DrawSortition: self._draw_sortition,
             StartTraining: self._train,
+            SealKeyRelease: self._seal_key_release,
             StartEvaluation: self._evaluate,
             Aggregate: self._aggregate,
             PrepareTaskData: self._prepare_task_data,
@@ -175,6 +231,32 @@ class LearningJobs:
         cid = await self.exchange.publish(sealed)
         return ev.TrainingDone(action.round, cid, len(shard))
 
+    async def _seal_key_release(self, action: SealKeyRelease) -> ev.Event:
+        """Our update's content key, unwrapped from its envelope (we are a recipient) and
+        sealed for every member, bound to this task, round, worker and CID."""
+        work = self._work()
+        book = work.book
+        members = await self.members()
+        context = key_release_context(
+            address_bytes(work.task), action.round, self.me, action.cid
+        )
+
+        def sealed_key() -> bytes:
+            envelope = learning.read_blob(
+                self.store, action.cid, learning.max_update_size(book.spec)
+            )
+            content_key = content_key_of(
+                envelope, book.crypto.private_key, learning.max_update_size(book.spec)
+            )
+            return seal(content_key, members, context)
+
+        sealed = await trio.to_thread.run_sync(sealed_key)
+        self.log.info(
+            "round %d: training closed; releasing our update's key to %d members",
+            action.round, len(members),
+        )
+        return ev.KeyReleaseSealed(action.round, action.cid, sealed)
+
     async def _validation_set(self, cid: str) -> Dataset:
         if self.validation is None:
             book = self._work().book
@@ -201,7 +283,7 @@ class LearningJobs:
             base = book.global_state(action.base)
             return learning.evaluate_round(
                 book, action.workers, action.candidates, base, validation,
-                work.params.qualification_threshold,
+                work.params.qualification_threshold, work.params.reward_policy,
             )
 
         self.log.info(

@@ -28,13 +28,13 @@ from node.runtime.chainside import ChainAccess, address_bytes, checksum
 from node.runtime.effects import Deliver
 from protocol.codec import ModelSpec
 from protocol.errors import ProtocolError, VRFError
-from protocol.gossip_rules import member_roles
-from protocol.messages import CommitteeProof, Message, ModelAnnouncement
+from protocol.gossip_rules import member_roles, update_readers
+from protocol.messages import CommitteeProof, KeyRelease, Message, ModelAnnouncement
 from protocol.sortition import RegisteredKey, verify_committee_member
 from protocol.state import events as ev
 from protocol.state.actions import Fetch, Publish, PublishScores
 from protocol.state.records import BlobKind, Role, TaskTerms
-from protocol.state.wire import announcement_received, wire_message
+from protocol.state.wire import announcement_received, key_release_received, wire_message
 from protocol.vrf import os2ip
 
 FETCH_TIMEOUT_S = 120.0
@@ -111,18 +111,30 @@ class TaskNetwork:
             self.encryption_keys[member] = participant.encryption_key
             self.vrf_keys[member] = participant.vrf_modulus
 
-    async def recipients(self) -> list[bytes]:
-        """X25519 keys of the task's members and requester: who may read our blobs."""
+    async def member_recipients(self) -> list[bytes]:
+        """X25519 keys of the task's members and requester: who may read a released key."""
         if not self.encryption_keys:
             await self.load_members()
         return list(self.encryption_keys.values())
+
+    async def update_recipients(self) -> list[bytes]:
+        """X25519 keys of who may read our update while training is open
+        (`protocol.gossip_rules.update_readers`): the requester, every validator and us."""
+        if not self.encryption_keys:
+            await self.load_members()
+        return update_readers(self.encryption_keys, self.roles, self.me)
 
     def _lookup(self, peer: PeerID) -> bytes | None:
         return self.peers.get(peer)
 
     # --- gossip --------------------------------------------------------------------------
 
-    async def gossip(self, current_round: Callable[[], int], deliver: Deliver) -> None:
+    async def gossip(
+        self,
+        current_round: Callable[[], int],
+        deliver: Deliver,
+        training_over: Callable[[int], bool] | None = None,
+    ) -> None:
         task_address = self._followed()
         chain_id = self.client.chain_id
         task = address_bytes(task_address)
@@ -133,7 +145,7 @@ class TaskNetwork:
         async with open_task_gossip(
             self.gossip_node, chain_id, task, current_round, self._lookup,
             self._check_committee_proof, refresh_members=self.load_members,
-            chain_round=self._chain_round, role_of=self.roles.get,
+            chain_round=self._chain_round, role_of=self.roles.get, training_over=training_over,
         ) as gossip:
             self._gossip = gossip
             self._gossip_ready.set()
@@ -141,6 +153,8 @@ class TaskNetwork:
                 async for received in models:
                     if isinstance(received.message, ModelAnnouncement):
                         await deliver(announcement_received(received.message))
+                    elif isinstance(received.message, KeyRelease):
+                        await deliver(key_release_received(received.message))
 
     async def _chain_round(self) -> int:
         return await self.chain.run(self.client.current_round, self._followed())

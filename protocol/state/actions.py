@@ -2,7 +2,8 @@
 
 The runtime executes the actions of one `handle()` call in order. `Persist` always comes
 first, so the state that records "sent" is on disk before anything is sent. Jobs
-(`DrawSortition`, `StartTraining`, `StartEvaluation`, `Aggregate`, `PrepareTaskData`)
+(`DrawSortition`, `StartTraining`, `SealKeyRelease`, `StartEvaluation`, `Aggregate`,
+`PrepareTaskData`)
 may run in a worker thread but must run in the order they were emitted; each answers with
 its event (`SortitionDrawn`, `TrainingDone`, ...) or `JobFailed`.
 """
@@ -46,6 +47,14 @@ class PublishAnnouncement(Publish):
 
 
 @dataclass(frozen=True)
+class PublishKeyRelease(Publish):
+    """Our update's content key, sealed for every member: only once training has closed."""
+
+    cid: str
+    sealed_key: bytes
+
+
+@dataclass(frozen=True)
 class PublishCommitteeProof(Publish):
     vrf_proof: bytes
 
@@ -79,6 +88,15 @@ class StartTraining(Action):
 
     round: int
     base: GlobalModel
+
+
+@dataclass(frozen=True)
+class SealKeyRelease(Action):
+    """Unwrap the content key of our update `cid` (we are one of its recipients) and seal
+    it for every member of the task (answer: KeyReleaseSealed)."""
+
+    round: int
+    cid: str
 
 
 @dataclass(frozen=True)

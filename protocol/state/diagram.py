@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from protocol.state.phases import TRANSITIONS
+from protocol.state.phases import TRANSITIONS, UPDATE_READERS
 from protocol.state.records import PHASE_ORDER, Phase
 
 HEADER = """# The round, as every node's state machine sees it
@@ -15,7 +15,8 @@ Generated from `protocol/state/phases.py:TRANSITIONS` by
 An edge is labelled with the events that take it. `Tick` stands for the clock, checked
 after every event: a phase ends at its deadline (a reveal phase also once nobody is left
 to reveal). `PhaseChanged` is the chain ending a phase early, one step per phase up to
-the one it names.
+the one it names. A note says who can read the round's updates from that phase on
+(`phases.UPDATE_READERS`).
 """
 
 
@@ -28,6 +29,8 @@ def mermaid() -> str:
     for source, target in sorted(edges, key=lambda e: (PHASE_ORDER[e[0]], PHASE_ORDER[e[1]])):
         label = ", ".join(sorted(edges[(source, target)]))
         lines.append(f"    {source.value} --> {target.value} : {label}")
+    for phase, readers in UPDATE_READERS.items():
+        lines.append(f"    note right of {phase.value} : {readers}")
     lines.append(f"    {Phase.TERMINATED.value} --> [*]")
     return "\n".join(lines) + "\n"
 

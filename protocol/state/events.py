@@ -128,6 +128,17 @@ class AnnouncementReceived(Event):
     n_samples: int
 
 
+@dataclass(frozen=True)
+class KeyReleaseReceived(Event):
+    """A validated KeyRelease from the models topic (signer == worker; its round's training
+    phase had closed): the content key of `worker`'s update `cid`, sealed for members."""
+
+    round: int
+    worker: bytes
+    cid: str
+    sealed_key: bytes
+
+
 # --- block fetches --------------------------------------------------------------------
 
 
@@ -160,6 +171,16 @@ class TrainingDone(Event):
     round: int
     cid: str
     n_samples: int
+
+
+@dataclass(frozen=True)
+class KeyReleaseSealed(Event):
+    """Our update's content key, sealed for every member of the task (as asked by
+    SealKeyRelease)."""
+
+    round: int
+    cid: str
+    sealed_key: bytes
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ If the persisted state changed, `Persist()` is put first in the returned actions
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
@@ -44,6 +45,7 @@ from protocol.state.events import (
     Event,
     FetchFailed,
     JobFailed,
+    KeyReleaseReceived,
     ManifestCommitted,
     ManifestRevealed,
     PhaseChanged,
@@ -76,6 +78,9 @@ MAX_CIDS_PER_WORKER = 4  # announcements kept per worker before its commitment i
 MAX_EARLY_ANNOUNCEMENTS = MAX_WORKERS  # kept for a round that has not opened yet
 MAX_FETCH_ATTEMPTS = 3  # a blob is given up after this many FetchFailed
 DEFAULT_AGGREGATOR = "fedavg"  # Task.Params' default rule, for a machine told no terms
+# Seconds of chain time a worker waits, after a round finalized, for the key releases of
+# accepted updates it cannot open yet; after that it averages the ones it can open.
+KEY_RELEASE_GRACE = 60
 
 TRANSITIONS: dict[tuple[Phase, type[Event]], Phase] = {
     # a round opens from idle, after the last one finalized, or over one that never
@@ -104,6 +109,16 @@ TRANSITIONS: dict[tuple[Phase, type[Event]], Phase] = {
     },
 }
 """(phase, event) -> the phase it moves to: the only way a machine changes phase."""
+
+UPDATE_READERS: dict[Phase, str] = {
+    Phase.TRAINING: "updates sealed for the requester and all validators only",
+    Phase.COMMIT: "workers publish KeyRelease: every member can open the updates",
+}
+"""Who can read a round's updates from each phase on (drawn as notes in docs/round.md).
+While training is open, another worker could copy an update and submit it as its own;
+once it has closed on chain, no update can be submitted in the round any more, so each
+worker releases its update's content key to every member (KeyReleaseReceived), which
+every node needs to average the accepted updates itself."""
 EARLY_END_PHASES = (Phase.COMMIT, Phase.REVEAL, Phase.FINALIZING)  # PhaseChanged names one
 
 
@@ -123,6 +138,7 @@ class PendingAggregation:
     round: int
     updates: tuple[Update, ...]
     helpers: tuple[bytes, ...] = ()
+    since: int = 0  # the chain time the round finalized at (key releases wait from then)
 
 
 @dataclass
@@ -153,6 +169,8 @@ class RoundView:
     announced: dict[bytes, tuple[str, ...]] = field(default_factory=dict)
     updates: dict[bytes, Update] = field(default_factory=dict)
     early: list[AnnouncementReceived] = field(default_factory=list)
+    # this round, from gossip after training closed: worker -> (cid, its sealed content key)
+    releases: dict[bytes, tuple[str, bytes]] = field(default_factory=dict)
     # our own transactions, keyed by tx_key(kind, round)
     txs: dict[str, TxStatus] = field(default_factory=dict)
     # blobs in the local store, being fetched, and failed fetches per CID
@@ -232,6 +250,14 @@ class RoundMachine(Generic[LocalState]):
     def progress(self) -> tuple[int, Phase]:
         """The round and phase we are in, for status displays and gossip's round window."""
         return self.view.round, self.view.phase
+
+    def training_over(self, round: int) -> bool:
+        """Whether `round`'s training phase has closed as far as the chain told us: what
+        gossip waits for before it lets a key release of that round through."""
+        view = self.view
+        if round != view.round:
+            return round < view.round
+        return view.phase not in (Phase.IDLE, Phase.TRAINING)
 
     # --- the dispatcher ----------------------------------------------------------------
 
@@ -395,6 +421,18 @@ class RoundMachine(Generic[LocalState]):
         view.announced[worker] = (*cids, event.cid)
         self._match(worker)
 
+    def _released(self, update: Update) -> Update:
+        """`update` with its worker's key release, when one for its CID arrived."""
+        release = self.view.releases.get(update.worker)
+        if release is None or release[0] != update.cid or update.key_release is not None:
+            return update
+        return dataclasses.replace(update, key_release=release[1])
+
+    def _readable(self, update: Update) -> bool:
+        """We can open `update`: we are one of its blob's recipients (the requester, a
+        validator, its own worker), or its worker released its key to us."""
+        return self.role != Role.WORKER or update.worker == self.me or update.key_release is not None
+
     def _match(self, worker: bytes) -> None:
         """Pair a worker's on-chain commitment with the announced CID that opens it."""
         view = self.view
@@ -441,7 +479,7 @@ def _round_opened(m: RoundMachine, e: RoundOpened) -> list[Action]:
     view.reveal_duration = max(0, e.reveal_deadline - e.commit_deadline)
     view.seed = e.seed
     view.submissions, view.committed, view.revealed = {}, set(), set()
-    view.announced, view.updates = {}, {}
+    view.announced, view.updates, view.releases = {}, {}, {}
     view.txs = {key: s for key, s in view.txs.items() if tx_round(key) >= e.round}
     keep = {*(view.global_model.blob_cids if view.global_model else ())}
     keep |= {u.cid for u in view.aggregation.updates} if view.aggregation else set()
@@ -525,7 +563,7 @@ def _round_finalized(m: RoundMachine, e: RoundFinalized) -> list[Action]:
     updates = []
     for worker in dict.fromkeys(e.accepted[:MAX_WORKERS]):
         if worker in view.updates:
-            updates.append(view.updates[worker])
+            updates.append(m._released(view.updates[worker]))
         else:
             actions.append(
                 Log("warning", f"accepted update of {short(worker)} was never announced to us")
@@ -534,7 +572,7 @@ def _round_finalized(m: RoundMachine, e: RoundFinalized) -> list[Action]:
         actions.append(Log("warning", f"round {view.aggregation.round} never aggregated here"))
     if updates:
         view.aggregation = PendingAggregation(
-            view.round, tuple(updates), tuple(sorted(view.revealed))
+            view.round, tuple(updates), tuple(sorted(view.revealed)), since=m.now
         )
     else:
         view.aggregation = None
@@ -548,6 +586,22 @@ def _task_terminated(m: RoundMachine, e: TaskTerminated) -> list[Action]:
 
 def _announcement(m: RoundMachine, e: AnnouncementReceived) -> list[Action]:
     m._record_announcement(e)
+    return []
+
+
+def _key_release_received(m: RoundMachine, e: KeyReleaseReceived) -> list[Action]:
+    """Keep the first release of each worker of the task; attach it to that worker's
+    accepted update if the round's aggregation waits for it."""
+    view = m.view
+    if e.worker in view.releases or (view.workers and e.worker not in view.workers):
+        return []
+    if len(view.releases) >= MAX_WORKERS:
+        return []
+    view.releases[e.worker] = (e.cid, e.sealed_key)
+    pending = view.aggregation
+    if pending is not None and pending.round == e.round:
+        updates = tuple(m._released(u) for u in pending.updates)
+        view.aggregation = dataclasses.replace(pending, updates=updates)
     return []
 
 
@@ -606,6 +660,7 @@ def every(phases: Iterable[Phase], event: type[Event], rule: Rule) -> dict[Any, 
 
 
 ALL_PHASES = tuple(Phase)
+AFTER_TRAINING = (Phase.COMMIT, Phase.REVEAL, Phase.FINALIZING, Phase.FINALIZED)
 OPEN_PHASES = (*IN_ROUND, Phase.FINALIZED)  # a round is known and not terminated
 ROUND_PHASES = (*IN_ROUND,)  # a round is running
 
@@ -618,6 +673,7 @@ COMMON_RULES: dict[tuple[Phase, type[Event]], Rule] = {
     **every(ROUND_PHASES, PhaseChanged, _phase_changed),
     **every(ROUND_PHASES, RoundFinalized, _round_finalized),
     **every(ROUND_PHASES, AnnouncementReceived, _announcement),
+    **every(AFTER_TRAINING, KeyReleaseReceived, _key_release_received),
     **every((Phase.IDLE, *OPEN_PHASES), TaskTerminated, _task_terminated),
     **every(ALL_PHASES, BlobFetched, _blob_fetched),
     **every(ALL_PHASES, FetchFailed, _fetch_failed),
@@ -649,6 +705,17 @@ COMMON_IGNORED: dict[tuple[Phase, type[Event]], str] = {
         NO_ROUND,
         (AnnouncementReceived,),
         "no round to match it with (the admission check keeps the next round's)",
+    ),
+    **ignore(
+        (Phase.IDLE, Phase.TERMINATED),
+        (KeyReleaseReceived,),
+        "no round whose updates it could open",
+    ),
+    **ignore(
+        (Phase.TRAINING,),
+        (KeyReleaseReceived,),
+        "training is open (gossip lets none through now): a released key would let a worker "
+        "copy the update and submit it as its own",
     ),
 }
 
@@ -686,16 +753,25 @@ def aggregate_when_fetched(m: RoundMachine) -> list[Action]:
         return []
     if not all(m._resolved(u.cid) for u in pending.updates):
         return []
+    waiting = [u for u in pending.updates if u.cid in view.have and not m._readable(u)]
+    moved_on = view.round > pending.round or view.phase == Phase.TERMINATED
+    if waiting and not moved_on and m.now < pending.since + KEY_RELEASE_GRACE:
+        return []
     view.aggregation = None
-    fetched = tuple(u for u in pending.updates if u.cid in view.have)
+    actions: list[Action] = [
+        Log("warning", f"round {pending.round}: no key release from {short(u.worker)}; "
+            "its update is left out of our average")
+        for u in waiting
+    ]
+    fetched = tuple(u for u in pending.updates if u.cid in view.have and m._readable(u))
     if not fetched:
-        return [
+        return actions + [
             Log("warning", f"round {pending.round}: no accepted blob fetched; model carries over")
         ]
     view.global_model = GlobalModel(view.global_model.initial_cid, pending.round, fetched)
     rule = view.terms.aggregator if view.terms is not None else DEFAULT_AGGREGATOR
     measure_on = view.validation_cid if view.validation_cid in view.have else None
-    return [Aggregate(pending.round, fetched, view.global_model, rule, measure_on)]
+    return actions + [Aggregate(pending.round, fetched, view.global_model, rule, measure_on)]
 
 
 def finalize_if_nobody_did(m: RoundMachine) -> list[Action]:

@@ -67,6 +67,7 @@ class Job(StrEnum):
     EVALUATION = "evaluation"
     AGGREGATION = "aggregation"
     TASK_DATA = "task_data"
+    KEY_RELEASE = "key_release"
 
 
 @dataclass(frozen=True)
@@ -91,11 +92,15 @@ class TaskOffer:
 
 @dataclass(frozen=True)
 class Update:
-    """A worker's model update: its blob CID and its on-chain sample count."""
+    """A worker's model update: its blob CID and its on-chain sample count. The blob is
+    sealed for the requester, the validators and the worker itself; `key_release` (its
+    content key sealed for every member, from the worker's KeyRelease) lets any other
+    member open it once the round's training phase has closed."""
 
     worker: bytes
     cid: str
     n_samples: int
+    key_release: bytes | None = None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from protocol.state.events import (
     EvaluationDone,
     Event,
     FinalModelSaved,
+    KeyReleaseSealed,
     MemberJoined,
     MemberLeft,
     SortitionDrawn,
@@ -226,7 +227,9 @@ REQUESTER_IGNORED: dict[tuple[Phase, type[Event]], str] = {
         "recruiting is over",
     ),
     **ignore(
-        ALL_PHASES, (SortitionDrawn, TrainingDone, EvaluationDone), "a worker's or validator's job"
+        ALL_PHASES,
+        (SortitionDrawn, TrainingDone, KeyReleaseSealed, EvaluationDone),
+        "a worker's or validator's job",
     ),
     **ignore((Phase.IDLE, *OPEN_PHASES), (FinalModelSaved,), "saved once the task is over"),
 }

@@ -23,7 +23,14 @@ from protocol.state.commitments import (
     default_manifest_commitment,
     default_update_commitment,
 )
-from protocol.state.events import EvaluationDone, Event, JobFailed, SortitionDrawn, TrainingDone
+from protocol.state.events import (
+    EvaluationDone,
+    Event,
+    JobFailed,
+    KeyReleaseSealed,
+    SortitionDrawn,
+    TrainingDone,
+)
 from protocol.state.membership import MEMBER_IGNORED, MEMBERSHIP_DUTIES, MEMBERSHIP_RULES
 from protocol.state.phases import ALL_PHASES, Duty, RoundMachine, Rule, every, ignore
 from protocol.state.records import SALT_LENGTH, Job, Manifest, Phase, Role, TaskTerms, TxKind
@@ -259,7 +266,7 @@ VALIDATOR_DUTIES: dict[Phase, tuple[Duty, ...]] = {
 
 VALIDATOR_IGNORED: dict[tuple[Phase, type[Event]], str] = {
     **MEMBER_IGNORED,
-    **ignore(ALL_PHASES, (TrainingDone,), "a worker's job"),
+    **ignore(ALL_PHASES, (TrainingDone, KeyReleaseSealed), "a worker's job"),
     **ignore((Phase.IDLE, Phase.TERMINATED), (SortitionDrawn,), "no round to sit in"),
     **ignore(
         (Phase.IDLE, Phase.TRAINING, Phase.TERMINATED),

@@ -3,14 +3,21 @@ messages, and received messages to events."""
 
 from __future__ import annotations
 
-from protocol.messages import CommitteeProof, EvaluationScores, Message, ModelAnnouncement
+from protocol.messages import (
+    CommitteeProof,
+    EvaluationScores,
+    KeyRelease,
+    Message,
+    ModelAnnouncement,
+)
 from protocol.state.actions import (
     Publish,
     PublishAnnouncement,
     PublishCommitteeProof,
+    PublishKeyRelease,
     PublishScores,
 )
-from protocol.state.events import AnnouncementReceived
+from protocol.state.events import AnnouncementReceived, KeyReleaseReceived
 
 
 def wire_message(publish: Publish, chain_id: int, task: bytes, sender: bytes) -> Message:
@@ -23,6 +30,15 @@ def wire_message(publish: Publish, chain_id: int, task: bytes, sender: bytes) ->
             worker=sender,
             cid=publish.cid,
             n_samples=publish.n_samples,
+        )
+    if isinstance(publish, PublishKeyRelease):
+        return KeyRelease(
+            chain_id=chain_id,
+            task=task,
+            round=publish.round,
+            worker=sender,
+            cid=publish.cid,
+            sealed_key=publish.sealed_key,
         )
     if isinstance(publish, PublishCommitteeProof):
         return CommitteeProof(
@@ -51,3 +67,8 @@ def wire_message(publish: Publish, chain_id: int, task: bytes, sender: bytes) ->
 def announcement_received(message: ModelAnnouncement) -> AnnouncementReceived:
     """The event for a validated announcement from the models topic."""
     return AnnouncementReceived(message.round, message.worker, message.cid, message.n_samples)
+
+
+def key_release_received(message: KeyRelease) -> KeyReleaseReceived:
+    """The event for a validated key release from the models topic."""
+    return KeyReleaseReceived(message.round, message.worker, message.cid, message.sealed_key)

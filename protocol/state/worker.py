@@ -1,21 +1,45 @@
-"""The worker: train from the global model, commit the update on chain, announce it."""
+"""The worker: train from the global model, commit the update on chain, announce it, and
+once the training phase has closed, release the update's key to every member.
+
+The update is sealed for the requester, all validators and the worker itself, never for
+other workers: while training is open another worker could otherwise copy it and submit
+it as its own. Once training has closed on chain (no submission is possible any more in
+the round) the worker unwraps its update's content key and seals it for every member
+(SealKeyRelease -> KeyReleaseSealed), and publishes it (PublishKeyRelease) once in each
+later phase of the round, for members that joined the gossip late."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from protocol.state.actions import Action, Log, PublishAnnouncement, StartTraining
+from protocol.state.actions import (
+    Action,
+    Log,
+    PublishAnnouncement,
+    PublishKeyRelease,
+    SealKeyRelease,
+    StartTraining,
+)
 from protocol.state.events import (
     AnnouncementReceived,
     EvaluationDone,
     Event,
     JobFailed,
+    KeyReleaseSealed,
     SortitionDrawn,
     TrainingDone,
 )
 from protocol.state.membership import MEMBER_IGNORED, MEMBERSHIP_DUTIES, MEMBERSHIP_RULES
-from protocol.state.phases import ALL_PHASES, Duty, RoundMachine, Rule, every, ignore
+from protocol.state.phases import (
+    AFTER_TRAINING,
+    ALL_PHASES,
+    Duty,
+    RoundMachine,
+    Rule,
+    every,
+    ignore,
+)
 from protocol.state.records import Job, Phase, Role, TxKind, Update
 
 
@@ -28,6 +52,9 @@ class WorkerState:
     # phases in which we announced the update: once when it lands, once more when the
     # commit phase starts, for validators that joined or restarted since
     announced_in: set[Phase] = field(default_factory=set)
+    key_release_requested: bool = False
+    sealed_key: bytes | None = None  # our update's content key, sealed for every member
+    released_in: set[Phase] = field(default_factory=set)  # phases we published it in
 
 
 class WorkerMachine(RoundMachine[WorkerState]):
@@ -38,6 +65,7 @@ class WorkerMachine(RoundMachine[WorkerState]):
 
     def _on_restart(self) -> list[Action]:
         self.local.training_requested = False
+        self.local.key_release_requested = False
         return []
 
     def _wanted_blobs(self) -> dict[str, tuple[bytes, ...]]:
@@ -72,13 +100,26 @@ def _job_failed(m: WorkerMachine, e: JobFailed) -> list[Action]:
     return []
 
 
-AFTER_TRAINING = (Phase.COMMIT, Phase.REVEAL, Phase.FINALIZING, Phase.FINALIZED)
+def _key_release_failed(m: WorkerMachine, e: JobFailed) -> list[Action]:
+    if e.job == Job.KEY_RELEASE:
+        m.local.key_release_requested = False  # asked again by the duty
+    return []
+
+
+def _key_release_sealed(m: WorkerMachine, e: KeyReleaseSealed) -> list[Action]:
+    update = m.local.update
+    if m.local.sealed_key is not None or update is None or update.cid != e.cid:
+        return []
+    m.local.sealed_key = e.sealed_key
+    return []
 
 WORKER_RULES: dict[tuple[Phase, type[Event]], Rule] = {
     **MEMBERSHIP_RULES,
     (Phase.TRAINING, TrainingDone): _training_done,
     **every(AFTER_TRAINING, TrainingDone, _training_too_late),
     (Phase.TRAINING, JobFailed): _job_failed,
+    **every(AFTER_TRAINING, JobFailed, _key_release_failed),
+    **every(AFTER_TRAINING, KeyReleaseSealed, _key_release_sealed),
 }
 
 
@@ -117,16 +158,46 @@ def announce_update(m: WorkerMachine) -> list[Action]:
     return [PublishAnnouncement(m.view.round, update.cid, update.n_samples)]
 
 
+def seal_key_release(m: WorkerMachine) -> list[Action]:
+    """Training has closed (this duty runs in the later phases only) and our update is
+    on chain: have its content key sealed for every member."""
+    local, update = m.local, m.local.update
+    if update is None or local.key_release_requested or local.sealed_key is not None:
+        return []
+    if not m._landed(TxKind.SUBMIT_UPDATE):
+        return []
+    local.key_release_requested = True
+    return [SealKeyRelease(m.view.round, update.cid)]
+
+
+def release_key(m: WorkerMachine) -> list[Action]:
+    local, update, phase = m.local, m.local.update, m.view.phase
+    if update is None or local.sealed_key is None or phase in local.released_in:
+        return []
+    local.released_in.add(phase)
+    return [PublishKeyRelease(m.view.round, update.cid, local.sealed_key)]
+
+
+RELEASE_DUTIES = (seal_key_release, release_key)
+
 WORKER_DUTIES: dict[Phase, tuple[Duty, ...]] = {
     Phase.IDLE: MEMBERSHIP_DUTIES,
     Phase.TRAINING: (start_training, submit_update, announce_update),
-    Phase.COMMIT: (announce_update,),
+    Phase.COMMIT: (announce_update, *RELEASE_DUTIES),
+    Phase.REVEAL: RELEASE_DUTIES,
+    Phase.FINALIZING: RELEASE_DUTIES,
+    Phase.FINALIZED: RELEASE_DUTIES,
 }
 
 WORKER_IGNORED: dict[tuple[Phase, type[Event]], str] = {
     **MEMBER_IGNORED,
     **ignore(ALL_PHASES, (SortitionDrawn, EvaluationDone), "a validator's job"),
     **ignore((Phase.IDLE, Phase.TERMINATED), (TrainingDone,), "no round to submit it in"),
+    **ignore(
+        (Phase.IDLE, Phase.TRAINING, Phase.TERMINATED),
+        (KeyReleaseSealed,),
+        "a key release is only asked for after training closed, within a round",
+    ),
 }
 
 WorkerMachine.RULES = WORKER_RULES

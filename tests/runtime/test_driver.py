@@ -22,6 +22,8 @@ from protocol.state.actions import (
     Fetch,
     FindTask,
     PublishAnnouncement,
+    PublishKeyRelease,
+    SealKeyRelease,
     SendTx,
     StartTraining,
     Withdraw,
@@ -87,6 +89,7 @@ class FakeNetwork:
     def __init__(self) -> None:
         self.followed: list[tuple[bytes, TaskTerms]] = []
         self.deliver: Deliver | None = None
+        self.training_over: Callable[[int], bool] | None = None
         self.member_loads = 0
         self.published: list[Action] = []
         self.fetched: list[Fetch] = []
@@ -94,8 +97,14 @@ class FakeNetwork:
     def follow(self, task: bytes, terms: TaskTerms) -> None:
         self.followed.append((task, terms))
 
-    async def gossip(self, current_round: Callable[[], int], deliver: Deliver) -> None:
+    async def gossip(
+        self,
+        current_round: Callable[[], int],
+        deliver: Deliver,
+        training_over: Callable[[int], bool] | None = None,
+    ) -> None:
         self.deliver = deliver
+        self.training_over = training_over
         await trio.sleep_forever()
 
     async def load_members(self) -> None:
@@ -129,6 +138,8 @@ class FakeJobs:
             if self.hold_training:
                 await trio.sleep_forever()
             return ev.TrainingDone(action.round, update_cid(ME, action.round), 100)
+        if isinstance(action, SealKeyRelease):
+            return ev.KeyReleaseSealed(action.round, action.cid, b"our sealed key")
         return None
 
 
@@ -208,16 +219,23 @@ async def test_network_effects_members_fetch_bounds_publish_and_gossip() -> None
         assert network.member_loads == 1  # the task started: its members are known now
         assert network.fetched == [Fetch(INITIAL_CID, (started().requester,), BlobKind.MODEL)]
         assert network.published == [PublishAnnouncement(1, update_cid(ME, 1), 100)]
-        # an announcement from gossip reaches the machine: once the round finalizes with
-        # both updates accepted, the other's blob is fetched and the round aggregated
+        # an announcement from gossip reaches the machine: once training closed, keys are
+        # released both ways; once the round finalizes with both updates accepted, the
+        # other's blob is fetched and the round aggregated with the key it released
         await harness.push(submitted(ME, 1), submitted(OTHER, 1))
         await harness.gossip(announced(OTHER, 1))
+        assert network.training_over is not None and not network.training_over(1)
+        await harness.push(ev.Tick(deadlines(1)[0]))
+        assert network.training_over(1) and not network.training_over(2)
+        assert network.published[-1] == PublishKeyRelease(1, update_cid(ME, 1), b"our sealed key")
+        await harness.gossip(ev.KeyReleaseReceived(1, OTHER, update_cid(OTHER, 1), b"theirs"))
         await harness.push(ev.RoundFinalized(1, (ME, OTHER)))
         assert network.fetched[-1].cid == update_cid(OTHER, 1)
         assert network.fetched[-1].kind == BlobKind.MODEL
         (aggregate,) = [a for a in harness.jobs.ran if isinstance(a, Aggregate)]
         assert aggregate.rule == "median:1" and aggregate.measure_on is None
         assert [u.worker for u in aggregate.updates] == [ME, OTHER]
+        assert aggregate.updates[1].key_release == b"theirs"
         nursery.cancel_scope.cancel()
 
 

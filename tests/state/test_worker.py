@@ -10,6 +10,8 @@ from protocol.state.actions import (
     Fetch,
     Persist,
     PublishAnnouncement,
+    PublishKeyRelease,
+    SealKeyRelease,
     SendTx,
     StartTraining,
 )
@@ -17,6 +19,8 @@ from protocol.state.events import (
     BlobFetched,
     FetchFailed,
     JobFailed,
+    KeyReleaseReceived,
+    KeyReleaseSealed,
     ManifestCommitted,
     ManifestRevealed,
     Restarted,
@@ -27,7 +31,7 @@ from protocol.state.events import (
     TxFailed,
 )
 from protocol.state.persist import from_dict, to_dict
-from protocol.state.phases import MAX_FETCH_ATTEMPTS
+from protocol.state.phases import KEY_RELEASE_GRACE, MAX_FETCH_ATTEMPTS
 from protocol.state.records import Job
 
 from .helpers import (
@@ -86,6 +90,12 @@ def test_a_round_from_the_initial_model_to_the_next_global_model() -> None:
     assert "round 1: training -> commit (deadline passed)" in logs(actions, "info")
     # announced once more for validators that joined or restarted since
     assert only(actions, PublishAnnouncement) == [PublishAnnouncement(1, MY_CID, 120)]
+    # training closed on chain: our update's key is sealed for every member, then released
+    assert only(actions, SealKeyRelease) == [SealKeyRelease(1, MY_CID)]
+    actions = worker.handle(KeyReleaseSealed(1, MY_CID, b"my sealed key"))
+    assert only(actions, PublishKeyRelease) == [PublishKeyRelease(1, MY_CID, b"my sealed key")]
+    other_cid = update_cid(OTHER, 1)
+    feed(worker, KeyReleaseReceived(1, OTHER, other_cid, b"other's sealed key"))
 
     feed(worker, ManifestCommitted(1, VALIDATORS[0]), Tick(commit_end))
     assert worker.view.phase == Phase.REVEAL
@@ -93,11 +103,11 @@ def test_a_round_from_the_initial_model_to_the_next_global_model() -> None:
     assert worker.view.phase == Phase.FINALIZING  # everyone who committed revealed
 
     actions = worker.handle(RoundFinalized(1, (ME, OTHER)))
-    other_cid = update_cid(OTHER, 1)
     assert only(actions, Fetch) == [Fetch(other_cid, (OTHER, VALIDATORS[0]))]
     assert not only(actions, Aggregate)
     actions = worker.handle(BlobFetched(other_cid))
-    expected = (Update(ME, MY_CID, 120), Update(OTHER, other_cid, 80))
+    # our own update we open as its recipient; the other's with the key it released
+    expected = (Update(ME, MY_CID, 120), Update(OTHER, other_cid, 80, b"other's sealed key"))
     assert only(actions, Aggregate) == [aggregated(1, expected)]
 
     actions = worker.handle(opened(2))
@@ -109,6 +119,8 @@ def test_the_next_round_trains_only_after_the_last_one_is_averaged() -> None:
     worker = training_worker()
     feed(worker, TrainingDone(1, MY_CID, 100), TxConfirmed(TxKind.SUBMIT_UPDATE, 1))
     feed(worker, submitted(ME, 1), submitted(OTHER, 1), announced(OTHER, 1))
+    feed(worker, Tick(deadlines(1)[0]))
+    feed(worker, KeyReleaseReceived(1, OTHER, update_cid(OTHER, 1), b"key"))
     # finalizeRound settles round 1 and opens round 2 in one transaction
     actions = feed(worker, RoundFinalized(1, (ME, OTHER)), opened(2))
     assert not only(actions, StartTraining)
@@ -215,3 +227,79 @@ def test_an_accepted_blob_that_cannot_be_fetched_is_retried_then_left_out() -> N
         fetches += only(actions, Fetch)
     assert [f.cid for f in fetches] == [other_cid] * MAX_FETCH_ATTEMPTS
     assert only(actions, Aggregate) == [aggregated(1, (Update(ME, MY_CID, 100),))]
+
+
+def finalized_worker(release_other: bool) -> WorkerMachine:
+    """A worker whose round 1 finalized with OTHER's update accepted and fetched, and OTHER's
+    key released to it or not."""
+    worker = training_worker()
+    feed(worker, TrainingDone(1, MY_CID, 100), TxConfirmed(TxKind.SUBMIT_UPDATE, 1))
+    feed(worker, submitted(ME, 1), submitted(OTHER, 1), announced(OTHER, 1))
+    feed(worker, Tick(deadlines(1)[0]))
+    if release_other:
+        feed(worker, KeyReleaseReceived(1, OTHER, update_cid(OTHER, 1), b"key"))
+    return worker
+
+
+def test_no_key_is_released_while_training_is_open() -> None:
+    worker = training_worker()
+    actions = feed(worker, TrainingDone(1, MY_CID, 100), TxConfirmed(TxKind.SUBMIT_UPDATE, 1))
+    actions += feed(worker, submitted(ME, 1), submitted(OTHER, 1), announced(OTHER, 1))
+    assert not only(actions, SealKeyRelease) and not only(actions, PublishKeyRelease)
+    # a release from another worker while training is open is not recorded either
+    worker.handle(KeyReleaseReceived(1, OTHER, update_cid(OTHER, 1), b"key"))
+    assert not worker.view.releases
+    actions = worker.handle(Tick(deadlines(1)[0]))
+    assert only(actions, SealKeyRelease) == [SealKeyRelease(1, MY_CID)]
+
+
+def test_a_worker_whose_update_is_not_on_chain_releases_nothing() -> None:
+    worker = training_worker()
+    feed(worker, TrainingDone(1, MY_CID, 100))  # submitUpdate sent, never confirmed
+    actions = worker.handle(Tick(deadlines(1)[0]))
+    assert not only(actions, SealKeyRelease)
+
+
+def test_the_key_release_is_published_once_per_later_phase_and_survives_a_restart() -> None:
+    worker = finalized_worker(release_other=False)
+    worker.handle(KeyReleaseSealed(1, MY_CID, b"sealed"))
+    restored = from_dict(to_dict(worker))
+    assert restored.local.sealed_key == b"sealed"
+    actions = feed(restored, Restarted(), ManifestCommitted(1, VALIDATORS[0]))
+    actions += restored.handle(Tick(deadlines(1)[1]))
+    releases = only(actions, PublishKeyRelease)
+    assert releases == [PublishKeyRelease(1, MY_CID, b"sealed")]  # in the reveal phase
+    assert not only(restored.handle(Tick(deadlines(1)[1] + 1)), PublishKeyRelease)
+
+
+def test_a_failed_key_release_job_is_asked_for_again() -> None:
+    worker = finalized_worker(release_other=False)
+    assert worker.local.key_release_requested
+    actions = worker.handle(JobFailed(1, Job.KEY_RELEASE, "blob gone"))
+    assert only(actions, SealKeyRelease) == [SealKeyRelease(1, MY_CID)]
+
+
+def test_an_accepted_update_without_a_key_release_waits_then_is_left_out() -> None:
+    worker = finalized_worker(release_other=False)
+    actions = feed(worker, RoundFinalized(1, (ME, OTHER)), BlobFetched(update_cid(OTHER, 1)))
+    assert not only(actions, Aggregate)  # the other's key may still come
+    finalized_at = worker.view.aggregation.since if worker.view.aggregation else -1
+    actions = worker.handle(Tick(finalized_at + KEY_RELEASE_GRACE))
+    assert only(actions, Aggregate) == [aggregated(1, (Update(ME, MY_CID, 100),))]
+    assert any("no key release" in text for text in logs(actions, "warning"))
+
+
+def test_a_key_release_after_finalization_completes_the_average() -> None:
+    worker = finalized_worker(release_other=False)
+    feed(worker, RoundFinalized(1, (ME, OTHER)), BlobFetched(update_cid(OTHER, 1)))
+    actions = worker.handle(KeyReleaseReceived(1, OTHER, update_cid(OTHER, 1), b"late"))
+    expected = (Update(ME, MY_CID, 100), Update(OTHER, update_cid(OTHER, 1), 100, b"late"))
+    assert only(actions, Aggregate) == [aggregated(1, expected)]
+
+
+def test_a_release_for_another_cid_than_the_accepted_one_opens_nothing() -> None:
+    worker = finalized_worker(release_other=False)
+    feed(worker, KeyReleaseReceived(1, OTHER, update_cid(THIRD, 1), b"wrong"))
+    feed(worker, RoundFinalized(1, (ME, OTHER)), BlobFetched(update_cid(OTHER, 1)))
+    assert worker.view.aggregation is not None
+    assert worker.view.aggregation.updates[1].key_release is None
