@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import trio
 
 from node.blocks import BlockExchange, BlockStore
@@ -28,11 +29,12 @@ from node.runtime.chainside import ChainAccess, address_bytes, checksum
 from node.runtime.effects import NodeStatus
 from node.runtime.effects_chain import task_problem
 from node.runtime.keys import NodeKeys
+from protocol import verdict as verdicts
 from protocol.aggregation.rule import AggregationRule
 from protocol.codec import check_finite, decode_state_dict, encode_state_dict
 from protocol.data import Dataset
 from protocol.envelope import content_key_of, open_envelope, open_with_content_key, seal
-from protocol.errors import DatasetError, VRFError
+from protocol.errors import DatasetError, ProtocolError, VRFError
 from protocol.messages import key_release_context
 from protocol.sortition import RegisteredKey, committee_proof, verify_committee_member
 from protocol.state import events as ev
@@ -46,7 +48,7 @@ from protocol.state.actions import (
     StartEvaluation,
     StartTraining,
 )
-from protocol.state.records import GlobalModel, Job, TaskTerms
+from protocol.state.records import GlobalModel, Job, TaskTerms, Update
 
 PROGRESS_EVERY_S = 5.0
 JOB_OF = {
@@ -98,6 +100,30 @@ class ReleasedUpdates(learning.ModelBook):
         state = decode_state_dict(plaintext, self.spec)
         check_finite(state)
         return state
+
+
+def copied_updates(
+    book: learning.ModelBook,
+    workers: Sequence[bytes],
+    candidates: Sequence[Update],
+    base: learning.StateDict,
+) -> dict[bytes, bytes]:
+    """The candidates that copy an update submitted earlier on chain (`workers` is the
+    on-chain order): copier -> the worker it copied (`protocol.verdict.near_duplicates`).
+    An update that cannot be opened copies nothing; evaluation rejects it anyway."""
+    by_worker = {u.worker: u for u in candidates}
+    deltas: list[torch.Tensor | None] = []
+    for worker in workers:
+        update = by_worker.get(worker)
+        try:
+            state = None if update is None else book.update(update.cid)
+        except ProtocolError:
+            state = None
+        deltas.append(None if state is None else verdicts.flat_delta(state, base))
+    return {
+        workers[copy]: workers[original]
+        for copy, original in verdicts.near_duplicates(deltas).items()
+    }
 
 
 @dataclass(frozen=True)
@@ -281,9 +307,17 @@ class LearningJobs:
 
         def evaluate() -> learning.Evaluation:
             base = book.global_state(action.base)
+            copies = copied_updates(book, action.workers, action.candidates, base)
+            for copy, original in copies.items():
+                self.log.warning(
+                    "round %d: the update of 0x%s copies that of 0x%s, submitted earlier; "
+                    "rejected", action.round, copy[:4].hex(), original[:4].hex(),
+                )
+            # a copy is judged as an update that could not be used: rejected, scored 0
+            candidates = [u for u in action.candidates if u.worker not in copies]
             return learning.evaluate_round(
-                book, action.workers, action.candidates, base, validation,
-                work.params.qualification_threshold, work.params.reward_policy,
+                book, action.workers, candidates, base, validation,
+                work.params.qualification_threshold,
             )
 
         self.log.info(
