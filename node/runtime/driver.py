@@ -330,7 +330,7 @@ async def start_driver(
     exchange.is_member = network.peers.__contains__
     jobs = LearningJobs(
         config, keys, chain, store, exchange, network.update_recipients, status, log,
-        members=network.member_recipients,
+        members=network.member_recipients, copied_update=network.copied_update,
     )
     chain_side = ChainSide(config, chain, follower, status, log, initial_cid)
     driver = Driver(

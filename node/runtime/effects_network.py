@@ -38,6 +38,7 @@ from protocol.state.wire import announcement_received, key_release_received, wir
 from protocol.vrf import os2ip
 
 FETCH_TIMEOUT_S = 120.0
+COPY_POLL_S = 0.5
 
 
 class TaskNetwork:
@@ -75,6 +76,8 @@ class TaskNetwork:
         self._params: TaskParams | None = None
         self._gossip: TaskGossip | None = None
         self._gossip_ready = trio.Event()
+        # round -> worker -> the first CID it announced (what a copycat scenario copies)
+        self.announced: dict[int, dict[bytes, str]] = {}
 
     def follow(self, task: bytes, terms: TaskTerms) -> None:
         self.task = checksum(task)
@@ -152,9 +155,27 @@ class TaskNetwork:
             async with gossip.messages("models") as models:
                 async for received in models:
                     if isinstance(received.message, ModelAnnouncement):
+                        self._remember(received.message)
                         await deliver(announcement_received(received.message))
                     elif isinstance(received.message, KeyRelease):
                         await deliver(key_release_received(received.message))
+
+    def _remember(self, message: ModelAnnouncement) -> None:
+        for old in [r for r in self.announced if r < message.round - 1]:
+            del self.announced[old]
+        self.announced.setdefault(message.round, {}).setdefault(message.worker, message.cid)
+
+    async def copied_update(self, round: int) -> str:
+        """The copycat scenario: the first update another worker announces in `round`,
+        fetched into our store so we can serve it, to be submitted as our own. Sealing
+        keeps us from reading it; the validators can, which is what the copy counts on."""
+        while True:
+            for worker, cid in self.announced.get(round, {}).items():
+                if worker != self.me:
+                    answer = await self.fetch(Fetch(cid, (worker,), BlobKind.MODEL))
+                    if isinstance(answer, ev.BlobFetched):
+                        return cid
+            await trio.sleep(COPY_POLL_S)
 
     async def _chain_round(self) -> int:
         return await self.chain.run(self.client.current_round, self._followed())

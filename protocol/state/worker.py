@@ -53,6 +53,7 @@ class WorkerState:
     # commit phase starts, for validators that joined or restarted since
     announced_in: set[Phase] = field(default_factory=set)
     key_release_requested: bool = False
+    key_release_failures: int = 0
     sealed_key: bytes | None = None  # our update's content key, sealed for every member
     released_in: set[Phase] = field(default_factory=set)  # phases we published it in
 
@@ -100,9 +101,16 @@ def _job_failed(m: WorkerMachine, e: JobFailed) -> list[Action]:
     return []
 
 
+MAX_KEY_RELEASE_ATTEMPTS = 3
+
+
 def _key_release_failed(m: WorkerMachine, e: JobFailed) -> list[Action]:
-    if e.job == Job.KEY_RELEASE:
-        m.local.key_release_requested = False  # asked again by the duty
+    if e.job != Job.KEY_RELEASE:
+        return []
+    m.local.key_release_failures += 1
+    if m.local.key_release_failures >= MAX_KEY_RELEASE_ATTEMPTS:  # e.g. a blob we cannot open
+        return [Log("error", f"round {e.round}: giving up releasing our update's key: {e.reason}")]
+    m.local.key_release_requested = False  # asked again by the duty
     return []
 
 

@@ -277,6 +277,11 @@ def test_a_failed_key_release_job_is_asked_for_again() -> None:
     assert worker.local.key_release_requested
     actions = worker.handle(JobFailed(1, Job.KEY_RELEASE, "blob gone"))
     assert only(actions, SealKeyRelease) == [SealKeyRelease(1, MY_CID)]
+    actions = worker.handle(JobFailed(1, Job.KEY_RELEASE, "blob gone"))
+    actions += worker.handle(JobFailed(1, Job.KEY_RELEASE, "not addressed to us"))
+    assert len(only(actions, SealKeyRelease)) == 1  # three attempts, then it gives up
+    assert any("giving up releasing" in text for text in logs(actions, "error"))
+    assert not only(worker.handle(Tick(deadlines(1)[1])), SealKeyRelease)
 
 
 def test_an_accepted_update_without_a_key_release_waits_then_is_left_out() -> None:
