@@ -15,10 +15,12 @@ from protocol.cid import cid_of
 from protocol.errors import MessageError
 from protocol.fixedpoint import SCALE
 from protocol.messages import (
+    MAX_KEY_RELEASE_SIZE,
     MAX_MESSAGE_SIZE,
     MAX_WORKERS,
     CommitteeProof,
     EvaluationScores,
+    KeyRelease,
     Message,
     ModelAnnouncement,
     decode_message,
@@ -67,6 +69,14 @@ def scores(**changes: Any) -> EvaluationScores:
     return EvaluationScores(**fields)
 
 
+def key_release(**changes: Any) -> KeyRelease:
+    fields: dict[str, Any] = dict(
+        chain_id=31337, task=TASK, round=3, worker=WORKER_A, cid=CID, sealed_key=b"\x05" * 500
+    )
+    fields.update(changes)
+    return KeyRelease(**fields)
+
+
 def wire_of(message: Message) -> dict[str, Any]:
     unpacked: dict[str, Any] = msgpack.unpackb(encode_message(message), raw=False)
     return unpacked
@@ -77,7 +87,9 @@ def pack(wire: dict[str, Any]) -> bytes:
     return packed
 
 
-@pytest.mark.parametrize("message", [announcement(), committee_proof(), scores()])
+@pytest.mark.parametrize(
+    "message", [announcement(), committee_proof(), scores(), key_release()]
+)
 def test_round_trip(message: Message) -> None:
     data = encode_message(message)
     assert decode_message(data) == message
@@ -85,7 +97,9 @@ def test_round_trip(message: Message) -> None:
     assert encode_message(decode_message(data)) == data
 
 
-@pytest.mark.parametrize("cls", [ModelAnnouncement, CommitteeProof, EvaluationScores])
+@pytest.mark.parametrize(
+    "cls", [ModelAnnouncement, CommitteeProof, EvaluationScores, KeyRelease]
+)
 def test_schema_matches_dataclass_fields(cls: Any) -> None:
     # decode_message builds a message from SCHEMA; encode_message walks the fields.
     assert list(cls.SCHEMA) == [field.name for field in dataclasses.fields(cls)]
@@ -99,6 +113,18 @@ def test_wire_layout_is_fixed() -> None:
     score_wire = wire_of(scores())
     assert score_wire["scores"][0] == (12_345).to_bytes(32, "big")
     assert score_wire["scores"][1] == b"\x80" + bytes(31)
+
+
+def test_a_key_release_is_bounded_and_sent_on_the_models_topic() -> None:
+    assert topic_for(key_release()).endswith("/models")
+    key_release(sealed_key=b"\x05" * MAX_KEY_RELEASE_SIZE)  # every member of a full task
+    with pytest.raises(MessageError, match="sealed content key must be"):
+        key_release(sealed_key=b"\x05" * (MAX_KEY_RELEASE_SIZE + 1))
+    with pytest.raises(MessageError, match="sealed content key must be"):
+        key_release(sealed_key=b"")
+    assert len(encode_message(key_release(sealed_key=b"\x05" * MAX_KEY_RELEASE_SIZE))) <= (
+        MAX_MESSAGE_SIZE
+    )
 
 
 def test_lists_normalised_to_tuples() -> None:
