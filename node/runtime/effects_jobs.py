@@ -9,6 +9,7 @@ for every member, and `ReleasedUpdates` opens other workers' updates with such k
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -50,6 +51,7 @@ from protocol.state.actions import (
 )
 from protocol.state.records import GlobalModel, Job, TaskTerms, Update
 
+logger = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 5.0
 JOB_OF = {
     DrawSortition: Job.SORTITION,
@@ -83,7 +85,26 @@ class ReleasedUpdates(learning.ModelBook):
                     self.task, model.after_round, update.worker, update.cid
                 )
                 self._released[update.cid] = (context, update.key_release)
-        return super().global_state(model, rule)
+        try:
+            return super().global_state(model, rule)
+        except ProtocolError:
+            if not model.updates:
+                raise
+        # A worker whose update was accepted can still release a key that opens nothing
+        # (to us, or to everyone): average without it rather than never train again.
+        usable = []
+        for update in model.updates:
+            try:
+                self.update(update.cid)
+                usable.append(update)
+            except ProtocolError as problem:
+                logger.warning(
+                    "round %d: the update of 0x%s cannot be opened (%s); left out of our "
+                    "average", model.after_round, update.worker[:4].hex(), problem,
+                )
+        if not usable:
+            raise ProtocolError(f"no update of round {model.after_round} can be opened")
+        return super().global_state(dataclasses.replace(model, updates=tuple(usable)), rule)
 
     def update(self, cid: str) -> learning.StateDict:
         released = self._released.get(cid)

@@ -24,7 +24,7 @@ from protocol.envelope import (
     open_with_content_key,
     seal,
 )
-from protocol.errors import EnvelopeError
+from protocol.errors import EnvelopeError, ProtocolError
 from protocol.gossip_rules import (
     TOO_EARLY,
     WRONG_ROLE,
@@ -151,7 +151,7 @@ def test_a_worker_averages_another_workers_update_only_with_its_key_release(
     _, envelope = sealed_update(parties, WORKERS[0])
     cid = put(store, envelope)
     update = Update(WORKERS[0], cid, 100)
-    with pytest.raises(EnvelopeError, match="not addressed to"):
+    with pytest.raises(ProtocolError, match=f"no update of round {ROUND} can be opened"):
         book.global_state(GlobalModel(cid_of(b"initial"), ROUND, (update,)))
     release = released(parties, envelope, cid)
     model = GlobalModel(cid_of(b"initial"), ROUND, (Update(WORKERS[0], cid, 100, release),))
@@ -194,3 +194,27 @@ def test_gossip_lets_a_key_release_through_only_after_its_training_closed() -> N
 def test_only_workers_release_keys() -> None:
     verdict = judge(key_release(VALIDATORS[0]), gossip_view({ROUND: True}), "validator-peer")
     assert isinstance(verdict, Reject) and verdict.rule == WRONG_ROLE
+
+
+def test_a_key_release_that_opens_nothing_leaves_only_that_update_out(
+    parties: dict[bytes, Party], tmp_path: Path
+) -> None:
+    """An accepted worker that releases a wrong key (a sabotage of everyone's average) is
+    left out of ours; our own update still averages, and training can go on from it."""
+    reader = parties[WORKERS[1]]
+    store = BlockStore(tmp_path / "blocks")
+    book = ReleasedUpdates(TASK, ARCH, store, learning.TaskCrypto(reader.private, TASK))
+    _, theirs = sealed_update(parties, WORKERS[0])
+    their_cid = put(store, theirs)
+    ours = encode_state_dict(real_update(seed=2))
+    our_cid = put(store, seal(ours, update_readers(member_keys(parties), roles(), WORKERS[1]), TASK))
+    context = key_release_context(TASK, ROUND, WORKERS[0], their_cid)
+    wrong_key = seal(bytes(32), [reader.public], context)  # a well-formed release of a wrong key
+    model = GlobalModel(
+        cid_of(b"initial"),
+        ROUND,
+        (Update(WORKERS[0], their_cid, 100, wrong_key), Update(WORKERS[1], our_cid, 100)),
+    )
+    state = book.global_state(model)
+    expected = real_update(seed=2)
+    assert all(torch.equal(state[name], expected[name]) for name in expected)
