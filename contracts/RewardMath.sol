@@ -30,6 +30,12 @@ pragma solidity ^0.8.24;
 ///   Policy TOPK: accepted workers ranked by (median desc, submission index asc); with
 ///   k = min(topK, nAccepted): k == 1 gives the best all of W; otherwise the best gets W / 2 and
 ///   each of the next k - 1 gets (W - W / 2) / (k - 1).
+///   Policy WORK (pay for work: data times quality): with cap = the lower median of the
+///   accepted workers' sample claims, accepted j weighs min(claim_j, cap) *
+///   min(max(median_j, 0), MAX_QUALITY) and gets W * weight_j / totalWeight; totalWeight == 0
+///   pays nobody. The median is the score the validators measured (the update's improvement
+///   over the round's base, protocol/verdict.py); the cap bounds what an unverifiable claim
+///   can earn to what a worker with the round's typical data earns.
 /// - a rejected worker loses min(depositLeft, workerSlash); the sum is split equally over the
 ///   accepted workers (floor); with none accepted it all goes back to escrow.
 /// - validator pool V and the slashed stakes are paid for work: an agreeing member's weight is
@@ -41,6 +47,10 @@ pragma solidity ^0.8.24;
 library RewardMath {
     uint8 internal constant POLICY_CONTRIBUTION = 0;
     uint8 internal constant POLICY_TOPK = 1;
+    uint8 internal constant POLICY_WORK = 2;
+    // Bounds a WORK score's factor so that W * claim * quality stays below 2**256 (W is a
+    // uint128 and a claim a uint64): far above any measured improvement (1e13 nats).
+    uint256 internal constant MAX_QUALITY = type(uint64).max;
     // A manifest's verdict on one worker (protocol/manifest.py WorkerVerdict).
     uint8 internal constant REJECT = 0;
     uint8 internal constant ACCEPT = 1;
@@ -52,7 +62,7 @@ library RewardMath {
         uint256 workerSlash; // the most a rejected worker loses this round (deposit * bps / 10000)
         uint256 validatorSlash; // the most a slashed member loses this round (stake * bps / 10000)
         uint256 tolerance; // fixed point; 0 = exact agreement
-        uint8 rewardPolicy; // POLICY_CONTRIBUTION or POLICY_TOPK
+        uint8 rewardPolicy; // POLICY_CONTRIBUTION, POLICY_TOPK or POLICY_WORK
         uint256 topK;
     }
 
@@ -81,11 +91,13 @@ library RewardMath {
     }
 
     /// Public, so the library is deployed once and linked: Task stays under the 24 KiB limit.
-    function settle(Policy memory policy, uint256[] memory workerDepositLeft, Member[] memory members)
-        public
-        pure
-        returns (Outcome memory out)
-    {
+    /// `claims`: each worker's claimed sample count (below 2**64), in submission order.
+    function settle(
+        Policy memory policy,
+        uint256[] memory workerDepositLeft,
+        uint256[] memory claims,
+        Member[] memory members
+    ) public pure returns (Outcome memory out) {
         uint256 nWorkers = workerDepositLeft.length;
         uint256 nMembers = members.length;
         out.consensusScores = new int256[](nWorkers);
@@ -103,7 +115,8 @@ library RewardMath {
         if (out.reveals > 0) {
             _consensus(policy.tolerance, members, out);
         }
-        out.returnedToEscrow = _payWorkers(policy, workerDepositLeft, out) + _payValidators(policy, members, out);
+        out.returnedToEscrow =
+            _payWorkers(policy, workerDepositLeft, claims, out) + _payValidators(policy, members, out);
     }
 
     function _consensus(uint256 tolerance, Member[] memory members, Outcome memory out) private pure {
@@ -175,11 +188,12 @@ library RewardMath {
     }
 
     /// Credits worker payouts and slashes into `out`; returns what goes back to escrow.
-    function _payWorkers(Policy memory policy, uint256[] memory depositLeft, Outcome memory out)
-        private
-        pure
-        returns (uint256 returned)
-    {
+    function _payWorkers(
+        Policy memory policy,
+        uint256[] memory depositLeft,
+        uint256[] memory claims,
+        Outcome memory out
+    ) private pure returns (uint256 returned) {
         uint256 nWorkers = depositLeft.length;
         uint256 nAccepted = 0;
         for (uint256 j = 0; j < nWorkers; ++j) {
@@ -187,9 +201,13 @@ library RewardMath {
         }
         uint256 rewarded = 0;
         if (nAccepted > 0) {
-            rewarded = policy.rewardPolicy == POLICY_TOPK
-                ? _payTopK(policy.workerReward, policy.topK, nAccepted, out)
-                : _payContribution(policy.workerReward, nAccepted, out);
+            if (policy.rewardPolicy == POLICY_TOPK) {
+                rewarded = _payTopK(policy.workerReward, policy.topK, nAccepted, out);
+            } else if (policy.rewardPolicy == POLICY_WORK) {
+                rewarded = _payWork(policy.workerReward, claims, nAccepted, out);
+            } else {
+                rewarded = _payContribution(policy.workerReward, nAccepted, out);
+            }
         }
         returned = policy.workerReward - rewarded;
 
@@ -226,6 +244,36 @@ library RewardMath {
                 int256 score = out.consensusScores[j];
                 amount = score > 0 ? (pool * uint256(score)) / total : 0;
             }
+            out.workerPayouts[j] = amount;
+            paid += amount;
+        }
+    }
+
+    function _payWork(uint256 pool, uint256[] memory claims, uint256 nAccepted, Outcome memory out)
+        private
+        pure
+        returns (uint256 paid)
+    {
+        uint256 nWorkers = out.accepted.length;
+        int256[] memory accepted = new int256[](nAccepted);
+        uint256 a = 0;
+        for (uint256 j = 0; j < nWorkers; ++j) {
+            // Claims are below 2**64 (Task stores them as uint64), so the int cast is exact.
+            if (out.accepted[j]) accepted[a++] = int256(claims[j]);
+        }
+        uint256 cap = uint256(_lowerMedian(accepted));
+        uint256[] memory weights = new uint256[](nWorkers);
+        uint256 total = 0;
+        for (uint256 j = 0; j < nWorkers; ++j) {
+            int256 score = out.consensusScores[j];
+            if (!out.accepted[j] || score <= 0) continue;
+            uint256 quality = uint256(score) < MAX_QUALITY ? uint256(score) : MAX_QUALITY;
+            weights[j] = (claims[j] < cap ? claims[j] : cap) * quality;
+            total += weights[j];
+        }
+        if (total == 0) return 0;
+        for (uint256 j = 0; j < nWorkers; ++j) {
+            uint256 amount = (pool * weights[j]) / total;
             out.workerPayouts[j] = amount;
             paid += amount;
         }

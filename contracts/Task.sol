@@ -43,7 +43,8 @@ contract Task {
     }
     enum RewardPolicy {
         CONTRIBUTION,
-        TOPK
+        TOPK,
+        WORK
     }
     enum Termination {
         NONE,
@@ -484,7 +485,8 @@ contract Task {
     function finalizeRound(uint256 round) external {
         RoundState storage r = _expectPhase(round, Phase.FINALIZE);
         r.finalized = true;
-        RewardMath.Outcome memory out = RewardMath.settle(_policy(), _depositsLeft(round), _committee(round));
+        (uint256[] memory left, uint256[] memory claims) = _workersOf(round);
+        RewardMath.Outcome memory out = RewardMath.settle(_policy(), left, claims, _committee(round));
         _applyWorkerOutcome(round, out);
         _applyValidatorOutcome(round, out);
         r.consensusAccuracy = out.consensusAccuracy;
@@ -513,11 +515,14 @@ contract Task {
         });
     }
 
-    function _depositsLeft(uint256 round) private view returns (uint256[] memory left) {
+    /// The submitters' deposits left and claimed sample counts, in submission order.
+    function _workersOf(uint256 round) private view returns (uint256[] memory left, uint256[] memory claims) {
         address[] storage ws = submitters[round];
         left = new uint256[](ws.length);
+        claims = new uint256[](ws.length);
         for (uint256 j = 0; j < ws.length; ++j) {
             left[j] = lockedDeposit[ws[j]];
+            claims[j] = submissions[round][ws[j]].nSamples;
         }
     }
 

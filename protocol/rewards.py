@@ -35,6 +35,12 @@ ignored when UNAVAILABLE.
   TOPK: rank accepted by (median desc, submission index asc); ``k = min(top_k, n_accepted)``;
   ``k == 1`` → the best gets all of W, else the best gets ``W // 2`` and each of the next
   ``k - 1`` gets ``(W - W // 2) // (k - 1)``.
+  WORK (pay for work: data times quality): with ``cap`` the lower median of the accepted
+  workers' sample claims (``protocol.claims``), accepted j weighs
+  ``min(claim_j, cap) * min(max(median_j, 0), MAX_QUALITY)`` and gets
+  ``W * weight_j // total``; ``total == 0`` pays nobody. Under this policy a validator's
+  score is the update's improvement over the round's base (``protocol.verdict``), and an
+  update without enough improvement is REJECTED, so a free rider is slashed, not paid.
 - A rejected worker loses ``min(deposit_left, worker_slash)``; the sum is shared equally
   (floor) by the accepted workers, or returns to escrow when none is accepted.
 - Validator pool V and slashed stakes are paid for work done: an agreeing member's weight is
@@ -57,6 +63,7 @@ from protocol.manifest import WorkerVerdict, to_verdicts
 
 __all__ = [
     "BPS",
+    "MAX_QUALITY",
     "CommitteeMember",
     "Policy",
     "RewardError",
@@ -74,6 +81,12 @@ class RewardPolicy(IntEnum):
 
     CONTRIBUTION = 0
     TOPK = 1
+    WORK = 2
+
+
+MAX_QUALITY = 2**64 - 1
+"""RewardMath.MAX_QUALITY: a WORK score's factor is clipped to it, so that W * claim * quality
+stays below 2**256 (W below 2**128, a claim below 2**64)."""
 
 
 class RewardError(ProtocolError):
@@ -159,9 +172,20 @@ def lower_median(values: Sequence[int]) -> int:
 
 
 def settle_round(
-    policy: Policy, worker_deposits_left: Sequence[int], committee: Sequence[CommitteeMember]
+    policy: Policy,
+    worker_deposits_left: Sequence[int],
+    committee: Sequence[CommitteeMember],
+    claims: Sequence[int] | None = None,
 ) -> Settlement:
+    """RewardMath.settle. `claims`: each worker's claimed sample count in submission order
+    (below 2**64); only the WORK policy reads them, and needs them."""
     n_workers = len(worker_deposits_left)
+    if claims is None:
+        if policy.reward_policy == RewardPolicy.WORK and n_workers:
+            raise RewardError("the WORK policy weighs workers by their sample claims; pass claims")
+        claims = [0] * n_workers
+    if len(claims) != n_workers:
+        raise RewardError(f"{len(claims)} sample claims for {n_workers} workers")
     for index, member in enumerate(committee):
         if member.revealed and not (len(member.scores) == len(member.verdicts) == n_workers):
             raise RewardError(
@@ -191,7 +215,7 @@ def settle_round(
                 agreed[c], judged[c] = _agrees(policy.tolerance, member, consensus, accepted, rejected)
 
     worker_payouts, worker_slashes, returned_workers = _pay_workers(
-        policy, worker_deposits_left, consensus, accepted, rejected
+        policy, worker_deposits_left, claims, consensus, accepted, rejected
     )
     validator_payouts, validator_slashes, returned_validators = _pay_validators(
         policy, committee, agreed, judged, n_workers
@@ -238,6 +262,7 @@ def _agrees(
 def _pay_workers(
     policy: Policy,
     deposits_left: Sequence[int],
+    claims: Sequence[int],
     consensus: Sequence[int],
     accepted: Sequence[bool],
     rejected: Sequence[bool],
@@ -255,6 +280,17 @@ def _pay_workers(
             rest_each = (pool - pool // 2) // (k - 1) if k > 1 else 0
             for rank, j in enumerate(ranked[:k]):
                 payouts[j] = (pool if k == 1 else pool // 2) if rank == 0 else rest_each
+        elif policy.reward_policy == RewardPolicy.WORK:
+            cap = lower_median([claims[j] for j in accepted_idx])
+            weights = {
+                j: min(claims[j], cap) * min(consensus[j], MAX_QUALITY)
+                for j in accepted_idx
+                if consensus[j] > 0
+            }
+            total = sum(weights.values())
+            if total:
+                for j, weight in weights.items():
+                    payouts[j] = pool * weight // total
         else:
             total = sum(consensus[j] for j in accepted_idx if consensus[j] > 0)
             for j in accepted_idx:

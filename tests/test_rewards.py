@@ -221,7 +221,8 @@ def test_money_is_conserved(n_workers: int, data: st.DataObject) -> None:
             max_size=5,
         )
     )
-    out = settle_round(chosen, deposits, committee)
+    claims = data.draw(st.lists(st.integers(0, 2**64 - 1), min_size=n_workers, max_size=n_workers))
+    out = settle_round(chosen, deposits, committee, claims)
     paid = sum(out.worker_payouts) + sum(out.validator_payouts)
     slashed = sum(out.worker_slashes) + sum(out.validator_slashes)
     assert paid + out.returned_to_escrow == chosen.worker_reward + chosen.validator_reward + slashed
@@ -377,3 +378,59 @@ def test_no_reject_majority_no_slash(data: st.DataObject) -> None:
     assert out.worker_slashes == (0,) * n_workers
     assert out.agreed == (True,) * len(committee)
     assert out.validator_slashes == (0,) * len(committee)
+
+
+# ---------------------------------------------------------------------- the WORK policy
+
+WORK = RewardPolicy.WORK
+
+
+def test_work_pays_equal_honest_workers_equally_and_slashes_the_free_rider() -> None:
+    # Three honest workers with the same data and the same measured improvement, and a free
+    # rider (no improvement: every validator REJECTs it with score 0).
+    scores = (30_000, 30_000, 30_000, 0)
+    committee = [member(scores, (OK, OK, OK, NO))] * 3
+    out = settle_round(policy(reward_policy=WORK, worker_reward=999), [500] * 4, committee, [600] * 4)
+    assert out.accepted == (True, True, True, False) and out.rejected[3]
+    assert out.worker_slashes == (0, 0, 0, 50)
+    # 999 // 3 each, plus an equal share of the free rider's slashed 50 (50 // 3)
+    assert out.worker_payouts == (333 + 16, 333 + 16, 333 + 16, 0)
+    assert out.returned_to_escrow == 2 + 1  # the slash's floor remainder, the validator pool's
+
+
+def test_work_pays_in_proportion_to_data_times_improvement() -> None:
+    committee = [member((10, 30, 20), (OK, OK, OK))]
+    out = settle_round(policy(reward_policy=WORK, worker_reward=1_000), [0] * 3, committee, [300, 100, 300])
+    # cap = lower median of (300, 100, 300) = 300; weights 3000, 3000, 6000
+    assert out.worker_payouts == (250, 250, 500)
+
+
+def test_an_inflated_claim_earns_what_the_median_claim_earns() -> None:
+    honest = settle_round(
+        policy(reward_policy=WORK, worker_reward=1_000), [0] * 3,
+        [member((20, 20, 20), (OK, OK, OK))], [100, 100, 100],
+    )  # fmt: skip
+    for factor in (10, 2**40):
+        inflated = settle_round(
+            policy(reward_policy=WORK, worker_reward=1_000), [0] * 3,
+            [member((20, 20, 20), (OK, OK, OK))], [100, 100 * factor, 100],
+        )  # fmt: skip
+        assert inflated.worker_payouts == honest.worker_payouts == (333, 333, 333)
+
+
+def test_work_pays_nobody_without_measured_work_and_needs_claims() -> None:
+    # Accepted with no positive improvement (or no data claimed): nothing was shown to be
+    # work, so the pool returns to escrow instead of being shared out.
+    for scores, claims in (((0, -5), [10, 10]), ((7, 7), [0, 0])):
+        out = settle_round(policy(reward_policy=WORK), [0, 0], [member(scores, (OK, OK))], claims)
+        assert out.worker_payouts == (0, 0) and out.returned_to_escrow == 1_000
+    with pytest.raises(RewardError, match="pass claims"):
+        settle_round(policy(reward_policy=WORK), [0], [member((1,), (OK,))])
+    with pytest.raises(RewardError, match="2 sample claims for 1 workers"):
+        settle_round(policy(reward_policy=WORK), [0], [member((1,), (OK,))], [1, 1])
+
+
+def test_work_clips_a_huge_score_to_max_quality() -> None:
+    committee = [member((MAX_ABS_SCORE, 2**64 - 1), (OK, OK))]
+    out = settle_round(policy(reward_policy=WORK, worker_reward=10), [0, 0], committee, [5, 5])
+    assert out.worker_payouts == (5, 5)

@@ -11,8 +11,9 @@ contract RewardMathHarness {
     function settle(
         RewardMath.Policy memory policy,
         uint256[] memory workerDepositLeft,
+        uint256[] memory claims,
         RewardMath.Member[] memory members
     ) external pure returns (RewardMath.Outcome memory) {
-        return RewardMath.settle(policy, workerDepositLeft, members);
+        return RewardMath.settle(policy, workerDepositLeft, claims, members);
     }
 }

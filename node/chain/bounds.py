@@ -17,6 +17,7 @@ from typing import Any
 from node.chain.errors import ChainError
 from protocol import limits
 from protocol.limits import IntRange
+from protocol.rewards import RewardPolicy
 
 __all__ = [
     "EVENT_BOUNDS",
@@ -116,7 +117,7 @@ VIEW_BOUNDS: dict[str, dict[str, IntRange]] = {
         "training_duration": _U32,
         "commit_duration": _U32,
         "reveal_duration": _U32,
-        "reward_policy": IntRange(0, 1),
+        "reward_policy": IntRange(0, max(RewardPolicy)),
         "top_k": _U16,
         "slash_fraction_bps": IntRange(0, limits.BPS),
         "max_workers": IntRange(0, limits.MAX_MEMBERS),

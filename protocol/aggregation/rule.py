@@ -12,6 +12,11 @@ A round can qualify fewer updates than the rule needs for its f (and leave-one-o
 one more away), so a rule applies the largest f' <= f that its update count allows; with too
 few updates even for f' = 0 (multi-Krum needs three) it falls back to FedAvg. That choice
 is a pure function of the count, so every node makes the same one.
+
+The sample counts a rule weighs by are the workers' own claims, which nobody can check, so
+the rule weighs each as at most the lower median of the claims it combines
+(`protocol.claims.clipped_claims`): a worker that inflates its claim moves the model no more
+than a worker with the median's data, unless more than half of the combined updates inflate.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from dataclasses import dataclass
 import torch
 
 from protocol.aggregation import AGGREGATORS, AggregationError, StateDict
+from protocol.aggregation._common import check_weights
+from protocol.claims import clipped_claims
 
 __all__ = ["MAX_SPEC_LENGTH", "AggregationRule"]
 
@@ -92,6 +99,10 @@ class AggregationRule:
 
     def __call__(self, states: Sequence[StateDict], n_samples: Sequence[int]) -> dict[str, torch.Tensor]:
         f = self.tolerated(len(states))
+        if not states:
+            raise AggregationError("no updates to aggregate")
+        check_weights(n_samples, len(states))  # bad claims are refused, not clipped away
+        weights = clipped_claims(n_samples)
         if f is None:
-            return AGGREGATORS["fedavg"](states, n_samples)
-        return AGGREGATORS[self.name](states, n_samples, f)
+            return AGGREGATORS["fedavg"](states, weights)
+        return AGGREGATORS[self.name](states, weights, f)

@@ -86,14 +86,15 @@ def test_a_rule_with_its_full_f_survives_the_outlier(byzantine_states: list[Stat
 def test_with_too_few_updates_the_rule_still_aggregates() -> None:
     states = [make_state([1.0, 3.0], bias=0.0), make_state([3.0, 5.0], bias=2.0)]
     krum = AggregationRule.parse("multi_krum:1")(states, [1, 3])
-    assert torch.equal(krum["layer.weight"], fedavg(states, [1, 3])["layer.weight"])
+    # the claims weigh at most their lower median (protocol.claims): 1 and 1
+    assert torch.equal(krum["layer.weight"], fedavg(states, [1, 1])["layer.weight"])
     median = AggregationRule.parse("median:1")(states, [1, 3])  # f lowered to 0
     assert torch.equal(median["layer.weight"], coordinate_median(states)["layer.weight"])
 
 
 def test_fedavg_weights_by_samples_and_no_updates_is_an_error() -> None:
     rule = AggregationRule()
-    states = [make_state([0.0, 0.0], bias=0.0), make_state([4.0, 8.0], bias=4.0)]
-    assert torch.equal(rule(states, [3, 1])["layer.weight"], torch.tensor([1.0, 2.0]))
+    states = [make_state([0.0, 0.0], bias=0.0)] * 2 + [make_state([7.0, 14.0], bias=7.0)]
+    assert torch.equal(rule(states, [3, 3, 1])["layer.weight"], torch.tensor([1.0, 2.0]))
     with pytest.raises(AggregationError, match="no updates"):
         rule([], [])

@@ -37,7 +37,8 @@ from tests.vrf_test_keys import honest_keys
 ETHER = 10**18
 FUNDING = 100 * ETHER
 DURATION = 1_000  # seconds per phase: far above the 1 s per block of eth-tester
-MAX_SAMPLES = 60_000  # the tasks' maxSamplesPerWorker; play_round submits 100 + index
+MAX_SAMPLES = 60_000  # the tasks' maxSamplesPerWorker
+SAMPLES_CLAIMED = 100  # play_round's submitter i claims SAMPLES_CLAIMED + i samples
 
 
 def _deterministic_key(label: str) -> bytes:
@@ -277,7 +278,8 @@ def play_round(
 
     n_workers, n_validators = world.member_counts(task)
     for index, worker in enumerate(submitters):
-        paid(worker, worker.submit_update(task, round, f"bafkrei-r{round}-w{index}", 100 + index))
+        cid = f"bafkrei-r{round}-w{index}"
+        paid(worker, worker.submit_update(task, round, cid, SAMPLES_CLAIMED + index))
     if len(submitters) < n_workers:
         finish_phase(Phase.TRAINING, "training_end")
     workers = [w.address for w in submitters]  # submission order

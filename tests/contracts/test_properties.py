@@ -17,7 +17,15 @@ from node.chain import TaskStatus
 from protocol.manifest import MAX_ABS_SCORE, MAX_ACCURACY, WorkerVerdict
 from protocol.rewards import CommitteeMember, Policy, RewardPolicy, settle_round, terminates
 from protocol.sortition import is_selected
-from tests.contracts.harness import ETHER, EVERYONE, Vote, World, play_round, policy_of
+from tests.contracts.harness import (
+    ETHER,
+    EVERYONE,
+    SAMPLES_CLAIMED,
+    Vote,
+    World,
+    play_round,
+    policy_of,
+)
 
 SETTLE_EXAMPLES = int(os.environ.get("FL_NODE_SETTLE_EXAMPLES", "200"))
 HISTORY_EXAMPLES = int(os.environ.get("FL_NODE_HISTORY_EXAMPLES", "200"))
@@ -30,10 +38,14 @@ scores = st.one_of(
     st.sampled_from([MAX_ABS_SCORE, -MAX_ABS_SCORE]),
 )
 verdicts = st.sampled_from(WorkerVerdict)
+# Sample claims: small ones tie and clip often; submitUpdate stores them as uint64.
+claims = st.one_of(st.integers(0, 4), st.integers(1, 2**64 - 1))
 
 
 @st.composite
-def settlement_inputs(draw: st.DrawFn) -> tuple[Policy, list[int], list[CommitteeMember]]:
+def settlement_inputs(
+    draw: st.DrawFn,
+) -> tuple[Policy, list[int], list[int], list[CommitteeMember]]:
     n_workers = draw(st.integers(0, 6))
     policy = Policy(
         worker_reward=draw(amounts),
@@ -45,6 +57,7 @@ def settlement_inputs(draw: st.DrawFn) -> tuple[Policy, list[int], list[Committe
         top_k=draw(st.integers(0, 8)),
     )
     deposits = [draw(amounts) for _ in range(n_workers)]
+    worker_claims = [draw(claims) for _ in range(n_workers)]
     committee = []
     for _ in range(draw(st.integers(0, 5))):
         revealed = draw(st.booleans())
@@ -57,7 +70,7 @@ def settlement_inputs(draw: st.DrawFn) -> tuple[Policy, list[int], list[Committe
                 stake_left=draw(amounts),
             )
         )
-    return policy, deposits, committee
+    return policy, deposits, worker_claims, committee
 
 
 @settings(
@@ -67,10 +80,10 @@ def settlement_inputs(draw: st.DrawFn) -> tuple[Policy, list[int], list[Committe
 )
 @given(inputs=settlement_inputs())
 def test_solidity_settlement_equals_python(
-    world: World, inputs: tuple[Policy, list[int], list[CommitteeMember]]
+    world: World, inputs: tuple[Policy, list[int], list[int], list[CommitteeMember]]
 ) -> None:
-    policy, deposits, committee = inputs
-    expected = settle_round(policy, deposits, committee)
+    policy, deposits, worker_claims, committee = inputs
+    expected = settle_round(policy, deposits, committee, worker_claims)
     on_chain = world.requester.call(
         "RewardMathHarness",
         world.settlement_harness,
@@ -85,6 +98,7 @@ def test_solidity_settlement_equals_python(
             policy.top_k,
         ),
         deposits,
+        worker_claims,
         [
             (m.revealed, list(m.scores), list(m.verdicts), m.global_accuracy, m.stake_left)
             for m in committee
@@ -308,7 +322,12 @@ def _check_history(world: World, h: History) -> None:
             )
             for validator, vote in votes
         ]
-        expected = settle_round(policy, [locked[w.address] for w in submitters], committee)
+        expected = settle_round(
+            policy,
+            [locked[w.address] for w in submitters],
+            committee,
+            [SAMPLES_CLAIMED + i for i in range(len(submitters))],
+        )
         result = played.result
         assert (
             result.consensus_scores,
