@@ -5,6 +5,7 @@ rider while every honest worker is paid, with the books balanced to the wei."""
 from __future__ import annotations
 
 import pytest
+from web3 import Web3
 
 from node.chain import TaskStatus
 from protocol.manifest import WorkerVerdict
@@ -90,11 +91,12 @@ def test_a_work_task_slashes_the_free_rider_and_pays_every_honest_worker(world: 
     deposits = {w.address: params.worker_deposit for w in world.workers}
     for round in (1, 2):
         # workers 0-2 honest (equal improvement), worker 3 a free rider the validators reject
-        vote = Vote((40_000, 40_000, 40_000, 0), (OK, OK, OK, NO), 970_000)
+        scores, verdicts = (40_000, 40_000, 40_000, 0), (OK, OK, OK, NO)
+        vote = Vote(scores, verdicts, 970_000)
         votes = [(v, vote) for v in world.validators[:3]]
         played = play_round(world, task, round, world.workers, votes)
         result = played.result
-        committee = [CommitteeMember(True, vote.scores, vote.verdicts, vote.accuracy, params.validator_stake)] * 3
+        committee = [CommitteeMember(True, scores, verdicts, vote.accuracy, params.validator_stake)] * 3
         claims = [SAMPLES_CLAIMED + i for i in range(4)]
         expected = settle_round(policy_of(params), [deposits[w.address] for w in world.workers], committee, claims)
         assert result.worker_payouts == expected.worker_payouts
@@ -110,4 +112,4 @@ def test_a_work_task_slashes_the_free_rider_and_pays_every_honest_worker(world: 
         assert result.worker_payouts[1] == result.worker_payouts[2]
         assert result.worker_payouts[0] < result.worker_payouts[1]
     assert world.requester.status(task) == TaskStatus.TERMINATED
-    assert world.accounted(task) == world.w3.eth.get_balance(task)
+    assert world.accounted(task) == world.w3.eth.get_balance(Web3.to_checksum_address(task))
