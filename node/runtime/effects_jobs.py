@@ -347,7 +347,7 @@ class LearningJobs:
             candidates = [u for u in action.candidates if u.worker not in copies]
             return learning.evaluate_round(
                 book, action.workers, candidates, base, validation,
-                work.params.qualification_threshold,
+                work.params.qualification_threshold, work.params.reward_policy,
             )
 
         self.log.info(

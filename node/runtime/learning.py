@@ -23,6 +23,7 @@ from node.datasets import load_validation_set as load_validation_set  # the driv
 from node.datasets import load_worker_shard as load_worker_shard
 from node.models import build_model
 from protocol import verdict as verdicts
+from protocol import work as paid_work
 from protocol.aggregation.rule import AggregationRule
 from protocol.codec import ModelSpec, check_finite, decode_state_dict, encode_state_dict
 from protocol.contribution import leave_one_out
@@ -33,6 +34,7 @@ from protocol.envelope import open_envelope, seal
 from protocol.errors import ProtocolError
 from protocol.fixedpoint import SCALE
 from protocol.limits import MAX_DAG_DEPTH, MAX_RECIPIENTS
+from protocol.rewards import RewardPolicy
 from protocol.state.records import GlobalModel, Update
 from protocol.training import TrainConfig, TrainProgress, evaluate, train_local
 
@@ -195,6 +197,16 @@ class Evaluation(verdicts.Verdict):
 
     accuracies: tuple[float | None, ...]  # per worker; None when unusable
 
+    @classmethod
+    def of(cls, verdict: verdicts.Verdict, accuracies: Sequence[float | None]) -> Evaluation:
+        return cls(
+            workers=verdict.workers,
+            scores=verdict.scores,
+            accepts=verdict.accepts,
+            global_accuracy=verdict.global_accuracy,
+            accuracies=tuple(accuracies),
+        )
+
 
 def evaluate_round(
     book: ModelBook,
@@ -203,10 +215,12 @@ def evaluate_round(
     base: StateDict,
     validation: Dataset,
     qualification_threshold: int,
+    reward_policy: RewardPolicy = RewardPolicy.CONTRIBUTION,
 ) -> Evaluation:
-    """Measure every worker's update on the validation set, the leave-one-out losses of
-    the qualified ones and their aggregate under the task's rule (``book.rule``); the
-    verdict itself is `protocol.verdict`'s."""
+    """Measure every worker's update on the validation set and the aggregate of the
+    qualified ones under the task's rule (``book.rule``); under the WORK policy also each
+    update's improvement over `base` (`protocol.work`), otherwise the leave-one-out losses
+    of the qualified ones. The verdict itself is `protocol.verdict`'s or `protocol.work`'s."""
     images, labels = to_tensors(validation)
     by_worker = {u.worker: u for u in candidates}
     accuracies: list[float | None] = []
@@ -223,8 +237,13 @@ def evaluate_round(
             accuracies.append(None)
             continue
         accuracies.append(evaluate(book.module(states[index]), images, labels).accuracy)
-    qualified = verdicts.qualified_indices(accuracies, qualification_threshold)
+    if reward_policy == RewardPolicy.WORK:
+        counts = [by_worker[w].n_samples if w in by_worker else 0 for w in workers]
+        return _judge_work(
+            book, workers, counts, states, accuracies, base, validation, qualification_threshold
+        )
     rule = book.rule
+    qualified = verdicts.qualified_indices(accuracies, qualification_threshold)
 
     def aggregate(states: Sequence[Mapping[str, torch.Tensor]], n: Sequence[int]) -> StateDict:
         return rule(states, n)
@@ -243,13 +262,38 @@ def evaluate_round(
     verdict = verdicts.verdict(
         workers, accuracies, qualification_threshold, contributions, global_accuracy
     )
-    return Evaluation(
-        workers=verdict.workers,
-        scores=verdict.scores,
-        accepts=verdict.accepts,
-        global_accuracy=verdict.global_accuracy,
-        accuracies=tuple(accuracies),
-    )
+    return Evaluation.of(verdict, accuracies)
+
+
+def _judge_work(
+    book: ModelBook,
+    workers: Sequence[bytes],
+    counts: Sequence[int],
+    states: Mapping[int, StateDict],
+    accuracies: Sequence[float | None],
+    base: StateDict,
+    validation: Dataset,
+    qualification_threshold: int,
+) -> Evaluation:
+    """The WORK policy's verdict: each usable update's improvement over `base`, and the
+    accuracy of the aggregate of those that show work."""
+    images, labels = to_tensors(validation)
+    base_loss = evaluate(book.module(base), images, labels).loss
+
+    def gain(index: int) -> int | None:
+        if index not in states:
+            return None
+        stepped = book.module(paid_work.stepped(states[index], base))
+        return paid_work.improvement(base_loss, evaluate(stepped, images, labels).loss)
+
+    gains = [gain(index) for index in range(len(workers))]
+    working = paid_work.working_indices(accuracies, gains, qualification_threshold)
+    result = book.rule([states[i] for i in working], [counts[i] for i in working]) if working else base
+    verdict = paid_work.work_verdict(
+        workers, accuracies, gains, qualification_threshold,
+        evaluate(book.module(result), images, labels).accuracy,
+    )  # fmt: skip
+    return Evaluation.of(verdict, accuracies)
 
 
 def lie_about(evaluation: Evaluation) -> Evaluation:
