@@ -106,6 +106,12 @@ def decode(hint: Any, raw: Any, path: str) -> Any:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return decode(inner, raw, path)
+    if origin is tuple and args and args[-1] is not Ellipsis:  # fixed length, one type each
+        items = _expect(list, raw, path)
+        if len(items) != len(args):
+            raise PersistError(f"{path}: expected {len(args)} items, got {len(items)}")
+        pairs = enumerate(zip(args, items, strict=True))
+        return tuple(decode(a, item, f"{path}[{i}]") for i, (a, item) in pairs)
     if origin in (tuple, list, set, frozenset):
         items = _expect(list, raw, path)
         inner = args[0] if args else Any

@@ -48,6 +48,7 @@ class WorkerState:
     """This round's work (persisted; reset when a round opens)."""
 
     training_requested: bool = False
+    training_failures: int = 0
     update: Update | None = None
     # phases in which we announced the update: once when it lands, once more when the
     # commit phase starts, for validators that joined or restarted since
@@ -95,9 +96,16 @@ def _training_too_late(m: WorkerMachine, e: TrainingDone) -> list[Action]:
     return [Log("warning", f"round {e.round}: training finished after its deadline; not submitted")]
 
 
+MAX_TRAINING_ATTEMPTS = 3
+
+
 def _job_failed(m: WorkerMachine, e: JobFailed) -> list[Action]:
-    if e.job == Job.TRAINING:
-        m.local.training_requested = False  # the duty asks again while time is left
+    if e.job != Job.TRAINING:
+        return []
+    m.local.training_failures += 1
+    if m.local.training_failures >= MAX_TRAINING_ATTEMPTS:  # failing the same way again
+        return [Log("error", f"round {e.round}: giving up training this round: {e.reason}")]
+    m.local.training_requested = False  # the duty asks again while time is left
     return []
 
 

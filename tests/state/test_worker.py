@@ -308,3 +308,23 @@ def test_a_release_for_another_cid_than_the_accepted_one_opens_nothing() -> None
     feed(worker, RoundFinalized(1, (ME, OTHER)), BlobFetched(update_cid(OTHER, 1)))
     assert worker.view.aggregation is not None
     assert worker.view.aggregation.updates[1].key_release is None
+
+
+def test_key_releases_survive_a_restart_as_bytes() -> None:
+    worker = finalized_worker(release_other=True)
+    restored = from_dict(to_dict(worker))
+    assert restored.view.releases == {OTHER: (update_cid(OTHER, 1), b"key")}
+    actions = feed(restored, RoundFinalized(1, (ME, OTHER)), BlobFetched(update_cid(OTHER, 1)))
+    (aggregate,) = only(actions, Aggregate)
+    assert aggregate.updates[1].key_release == b"key"
+
+
+def test_training_that_keeps_failing_is_given_up_for_the_round() -> None:
+    worker = training_worker()
+    actions = worker.handle(JobFailed(1, Job.TRAINING, "bad base"))
+    assert only(actions, StartTraining)
+    actions = worker.handle(JobFailed(1, Job.TRAINING, "bad base"))
+    assert only(actions, StartTraining)
+    actions = worker.handle(JobFailed(1, Job.TRAINING, "bad base"))
+    assert not only(actions, StartTraining)
+    assert any("giving up training" in text for text in logs(actions, "error"))
