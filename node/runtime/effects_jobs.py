@@ -285,7 +285,8 @@ class LearningJobs:
         self.log.info("round %d: training on %d samples", action.round, len(shard))
         sealed = await trio.to_thread.run_sync(work)
         cid = await self.exchange.publish(sealed)
-        return ev.TrainingDone(action.round, cid, len(shard))
+        claimed = learning.claimed_samples(self.config.behaviour, len(shard))
+        return ev.TrainingDone(action.round, cid, claimed)
 
     async def _seal_key_release(self, action: SealKeyRelease) -> ev.Event:
         """Our update's content key, unwrapped from its envelope (we are a recipient) and

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from node.attacks.spec import parse_attack_spec
+from node.attacks.worker import attacked_update
+from node.attacks.worker import claimed_samples as attacked_claim
 from node.blocks import BlockStore, decode_file_node
 from node.blocks.unixfs import is_raw
 from node.config import BehaviourConfig, TrainingConfig
@@ -163,32 +166,32 @@ def train_update(
     seed: int,
     progress: Callable[[TrainProgress], None] | None = None,
 ) -> StateDict:
-    """Local training from `base` as the behaviour says (honest unless a scenario asks)."""
-    kind = behaviour.worker
-    if kind == "free_rider":
-        return {name: tensor.clone() for name, tensor in base.items()}
-    if kind == "noise":
-        generator = torch.Generator().manual_seed(seed)
-        return {
-            name: torch.randn(t.shape, generator=generator, dtype=t.dtype) if t.is_floating_point()
-            else t.clone()
-            for name, t in base.items()
-        }
-    labels = shard.labels
-    if kind == "shuffled_labels":
-        labels = np.random.default_rng(seed).permutation(labels)
-    images, targets = to_tensors(Dataset(shard.images, labels, shard.spec))
-    model = book.module(base)
-    config = TrainConfig(
-        epochs=training.epochs,
-        batch_size=training.batch_size,
-        lr=training.lr,
-        momentum=training.momentum,
-        prox_mu=training.prox_mu,
-        seed=seed,
-    )
-    train_local(model, images, targets, config, progress)
-    return {name: t.detach().clone() for name, t in model.state_dict().items()}
+    """Local training from `base` as the behaviour says: honest, unless a scenario names a
+    worker attack (`node.attacks`), which may change the data trained on or what is sent."""
+
+    def train(data: Dataset) -> dict[str, np.ndarray]:
+        images, targets = to_tensors(data)
+        model = book.module(base)
+        config = TrainConfig(
+            epochs=training.epochs,
+            batch_size=training.batch_size,
+            lr=training.lr,
+            momentum=training.momentum,
+            prox_mu=training.prox_mu,
+            seed=seed,
+        )
+        train_local(model, images, targets, config, progress)
+        return {name: t.detach().numpy().copy() for name, t in model.state_dict().items()}
+
+    attack = parse_attack_spec(behaviour.worker)
+    plain = {name: t.detach().numpy() for name, t in base.items()}
+    state = attacked_update(attack, plain, shard, train, np.random.default_rng(seed))
+    return {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in state.items()}
+
+
+def claimed_samples(behaviour: BehaviourConfig, true_samples: int) -> int:
+    """The sample count a worker reports with its update: its true one unless it inflates it."""
+    return attacked_claim(parse_attack_spec(behaviour.worker), true_samples)
 
 
 @dataclass(frozen=True)
