@@ -42,7 +42,7 @@ ROLES = ("worker", "validator", "requester")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 WORKER_BEHAVIOURS = tuple(WORKER_ATTACKS)  # each may carry parameters: "kind:key=value,..."
 VALIDATOR_BEHAVIOURS = ("honest", "lying", "lazy")
-REWARD_POLICIES = ("contribution", "topk")
+REWARD_POLICIES = ("work", "contribution", "topk")
 EMBEDDED_CHAIN = "embedded"
 AUTO_TASK = "auto"
 HOLDOUT = "holdout"  # [task] validation: the held-out slice of [data] source's train split
@@ -129,7 +129,7 @@ class TaskConfig:
     commit_seconds: int = 300
     reveal_seconds: int = 300
     target_accuracy: float = 0.0
-    reward_policy: str = "contribution"
+    reward_policy: str = "work"
     top_k: int = 0
     slash_fraction_bps: int = 5000
     min_workers: int = 1

@@ -62,13 +62,17 @@ class TaskDefaults:
             "worker_deposit_wei": 1 * ETHER,
             "validator_stake_wei": 2 * ETHER,
             "committee_size": self.validators,
-            # Top-K over all workers: every accepted worker is paid every round. Under
+            # Pay for work: every accepted worker is paid for its (median-clipped) data
+            # times its update's improvement over the round's base, and an update that
+            # does not improve on the base (a free rider) is rejected and slashed. Under
             # "contribution", IID workers' leave-one-out scores are noise around zero, so an
-            # honest worker with a slightly negative score would go unpaid for that round.
+            # honest worker would go unpaid in some rounds; "topk" (top_k below) pays by
+            # rank, a lottery among equal workers, and pays a free rider that clears the
+            # accuracy threshold.
             # A rejected worker loses 10% of its original deposit each round, so over the
             # default 10 rounds it is slashed every round (at 50% it is empty after two).
             "slash_fraction_bps": 1000,
-            "reward_policy": "topk",
+            "reward_policy": "work",
             "top_k": self.workers,
             "qualification_threshold": self.qualification_threshold,
             "tolerance": 0.02,

@@ -197,8 +197,7 @@ class ChainSide:
             training_duration=task.training_seconds,
             commit_duration=task.commit_seconds,
             reveal_duration=task.reveal_seconds,
-            reward_policy=RewardPolicy.TOPK if task.reward_policy == "topk"
-            else RewardPolicy.CONTRIBUTION,
+            reward_policy=RewardPolicy[task.reward_policy.upper()],
             top_k=task.top_k,
             slash_fraction_bps=task.slash_fraction_bps,
             max_workers=task.max_workers,
