@@ -4,20 +4,12 @@ threshold, rejected, unpaid and slashed, while the honest workers are accepted a
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pytest
-
-from node.datasets import mnist_available
 from node.localnet.inprocess import run_inprocess
+from tests.attacks.conftest import DATA_ROOT, needs_mnist
 
-REPO = Path(__file__).resolve().parents[2]
-DATA_ROOT = Path(os.environ.get("FL_NODE_DATA_ROOT", REPO.parent / "shared/datasets/mnist"))
-
-pytestmark = pytest.mark.skipif(
-    not mnist_available(DATA_ROOT, "train"), reason=f"MNIST not found under {DATA_ROOT}"
-)
+pytestmark = needs_mnist("train")
 
 
 async def test_sign_flip_worker_is_rejected_and_slashed(tmp_path: Path) -> None:

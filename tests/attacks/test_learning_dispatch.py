@@ -3,27 +3,21 @@ training of mnist_2nn through `learning.train_update`, as a worker's round does.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from node.blocks import BlockStore
 from node.config import BehaviourConfig, TrainingConfig
-from node.datasets import load_mnist, mnist_available
+from node.datasets import load_mnist
 from node.runtime import learning
 from protocol.data import Dataset
 from protocol.envelope import generate_keypair
 from protocol.models import build_model
+from tests.attacks.conftest import DATA_ROOT, needs_mnist
 
-REPO = Path(__file__).resolve().parents[2]
-DATA_ROOT = Path(os.environ.get("FL_NODE_DATA_ROOT", REPO.parent / "shared/datasets/mnist"))
-
-pytestmark = pytest.mark.skipif(
-    not mnist_available(DATA_ROOT, "test"), reason=f"MNIST not found under {DATA_ROOT}"
-)
+pytestmark = needs_mnist("test")
 
 
 def test_train_update_runs_the_configured_attack(tmp_path: Path) -> None:

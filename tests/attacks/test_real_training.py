@@ -3,9 +3,7 @@ mnist_2nn from one base, each attack run through `attacked_update` as a worker r
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,18 +12,15 @@ import torch
 from node.attacks.backdoor import Trigger, attack_success_rate
 from node.attacks.spec import parse_attack_spec
 from node.attacks.worker import attacked_update
-from node.datasets import load_mnist, mnist_available
+from node.datasets import load_mnist
 from protocol.data import Dataset, to_tensors
 from protocol.models import build_model
 from protocol.training import TrainConfig, train_local
+from tests.attacks.conftest import DATA_ROOT, needs_mnist
 
-REPO = Path(__file__).resolve().parents[2]
-DATA_ROOT = Path(os.environ.get("FL_NODE_DATA_ROOT", REPO.parent / "shared/datasets/mnist"))
 ARCH = "mnist_2nn"
 
-pytestmark = pytest.mark.skipif(
-    not mnist_available(DATA_ROOT, "test"), reason=f"MNIST not found under {DATA_ROOT}"
-)
+pytestmark = needs_mnist("test")
 
 State = dict[str, np.ndarray]
 
