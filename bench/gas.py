@@ -1,9 +1,10 @@
 """Gas per contract function and per round, from real runs on the embedded chain.
 
     python -m bench.gas [--workers 1,4,8] [--committees 1,3,5] [--rounds 2]
+                        [--policy contribution|topk|work]
 
 Each configuration deploys nothing new: one registry, fresh tasks, honest parties (every
-phase ends early), contribution rewards. Gas is what the receipts say; the ratio column is
+phase ends early), the --policy's rewards (contribution by default). Gas is what the receipts say; the ratio column is
 against a plain ether transfer measured in the same run (21,000 gas on any EVM).
 
 Every participant registers a fresh 2048-bit VRF key with its certificate (register includes
@@ -35,7 +36,9 @@ def _participant(w3: object, label: str) -> ChainClient:
     return ChainClient(w3, key)  # type: ignore[arg-type]
 
 
-def _params(now: int, n_workers: int, n_validators: int, rounds: int) -> TaskParams:
+def _params(
+    now: int, n_workers: int, n_validators: int, rounds: int, policy: RewardPolicy
+) -> TaskParams:
     return TaskParams(
         model_arch="mnist-cnn",
         aggregator="fedavg",
@@ -52,8 +55,8 @@ def _params(now: int, n_workers: int, n_validators: int, rounds: int) -> TaskPar
         training_duration=3_600,
         commit_duration=3_600,
         reveal_duration=3_600,
-        reward_policy=RewardPolicy.CONTRIBUTION,
-        top_k=0,
+        reward_policy=policy,
+        top_k=n_workers,
         slash_fraction_bps=1_000,
         max_workers=n_workers,
         max_validators=n_validators,
@@ -64,7 +67,12 @@ def _params(now: int, n_workers: int, n_validators: int, rounds: int) -> TaskPar
     )
 
 
-def run(worker_counts: list[int], committee_sizes: list[int], rounds: int) -> None:
+def run(
+    worker_counts: list[int],
+    committee_sizes: list[int],
+    rounds: int,
+    policy: RewardPolicy = RewardPolicy.CONTRIBUTION,
+) -> None:
     w3 = dev.embedded_web3()
     requester = _participant(w3, "requester")
     deployment = requester.deploy_registry()
@@ -90,7 +98,7 @@ def run(worker_counts: list[int], committee_sizes: list[int], rounds: int) -> No
     for n_workers in worker_counts:
         for n_validators in committee_sizes:
             workers, validators = pool_w[:n_workers], pool_v[:n_validators]
-            params = _params(dev.latest_timestamp(w3), n_workers, n_validators, rounds)
+            params = _params(dev.latest_timestamp(w3), n_workers, n_validators, rounds, policy)
             task, created = requester.create_task(params)
             gas["createTask"].append(created.gas_used)
             for worker in workers:
@@ -152,11 +160,11 @@ def run(worker_counts: list[int], committee_sizes: list[int], rounds: int) -> No
                 gas["reclaimEscrow"].append(requester.reclaim_escrow(task, escrow).gas_used)
 
     # The two early-exit paths, once each.
-    task, _ = requester.create_task(_params(dev.latest_timestamp(w3), 1, 1, 1))
+    task, _ = requester.create_task(_params(dev.latest_timestamp(w3), 1, 1, 1, policy))
     gas["joinAsWorker"].append(pool_w[0].join_as_worker(task).gas_used)
     gas["leaveTask"].append(pool_w[0].leave_task(task).gas_used)
     gas["cancel"].append(requester.cancel(task).gas_used)
-    task, _ = requester.create_task(_params(dev.latest_timestamp(w3), 1, 1, 1))
+    task, _ = requester.create_task(_params(dev.latest_timestamp(w3), 1, 1, 1, policy))
     pool_w[0].join_as_worker(task)
     pool_v[0].join_as_validator(task)
     requester.start(task, "bafkreivalidationset")
@@ -196,8 +204,12 @@ def main() -> None:
     )
     parser.add_argument("--committees", type=_ints, default=[1, 3, 5], help="committee sizes")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per configuration")
+    parser.add_argument(
+        "--policy", choices=[p.name.lower() for p in RewardPolicy], default="contribution",
+        help="the tasks' reward policy",
+    )
     args = parser.parse_args()
-    run(args.workers, args.committees, args.rounds)
+    run(args.workers, args.committees, args.rounds, RewardPolicy[args.policy.upper()])
 
 
 if __name__ == "__main__":
