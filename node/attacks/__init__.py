@@ -28,12 +28,12 @@ delta = honest update - base. What the runtime supports (`worker.attacked_update
   the others' (bounded by the training deadline) and submits `alie(base, deltas, z)`.
   The omniscient variant would also need every honest worker's update before the deadline,
   which sealing updates to the committee only is meant to deny.
-- copycat needs the victim's update of the round: the driver would resolve the victim's
-  address from the task's members, wait for its TrainingDone announcement, fetch and open
-  the blob (possible only while updates are sealed to every member), and pass it as
-  `victim_update`; until then the runtime raises `AttackUnavailable`.
-- inflated_samples: the claimed count (`worker.claimed_samples`) must be what the driver
-  reports with the update.
+- copycat: the runtime's copycat (`effects_network.copied_update`) submits the first
+  update another worker announces, by CID and without reading it, since updates are sealed
+  to the committee until training closes; `victim` is not used there. The pure `copycat`
+  serves where the victim's update is readable (an in-memory bench, a released key):
+  passed as `victim_update`, else `attacked_update` raises `AttackUnavailable`.
+- inflated_samples: the training job reports `worker.claimed_samples` with the update.
 """
 
 from node.attacks.spec import WORKER_ATTACKS, AttackSpec, AttackSpecError, parse_attack_spec

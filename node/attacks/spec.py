@@ -84,7 +84,9 @@ WORKER_ATTACKS: dict[str, tuple[Param, ...]] = {
     "free_rider_noise": (
         Param("sigma", float, _positive, 1e-3, doc="std of the noise added to the base"),
     ),
-    "copycat": (Param("victim", int, _at_least(0, 100_000), 0, doc="index of the copied worker"),),
+    "copycat": (  # the runtime copies the first update another worker announces instead
+        Param("victim", int, _at_least(0, 100_000), 0, doc="index of the copied worker"),
+    ),
     "sign_flip": (Param("scale", float, _positive, 1.0, doc="update = base - scale * delta"),),
     "scaled": (
         Param("scale", float, _positive, sized=True, doc="boost gamma (default: worker count)"),

@@ -63,7 +63,7 @@ def attacked_update(
         if victim_update is None:
             raise AttackUnavailable(
                 f"copycat of worker-{spec['victim']} needs that worker's update of this round; "
-                "this runtime does not fetch it"
+                "the training job submits a copied CID instead (it cannot read sealed updates)"
             )
         return copycat(base, victim_update)
     if kind == "shuffled_labels":
