@@ -14,7 +14,10 @@ samples of the test split. Per round it prints the base's accuracy, the honest w
 smallest and largest improvement for several step fractions (1 = the update itself), and
 for the protocol's step a free rider (the base: 0 exactly), free riders with tiny noise
 (base + N(0, sigma^2), the `free_rider_noise` attack) and a worker that trains one epoch
-on 1% of its shard, each with whether `protocol.work.MIN_IMPROVEMENT` rejects it.
+on 1% of its shard, each with whether `protocol.work.MIN_IMPROVEMENT` rejects it; and a
+replayer that submits the base plus the previous round's public global step (no training).
+For comparison with a measure that needs no validation set it also prints each delta's
+cosine with the mean delta of the honest workers (leaving itself out).
 
 The measured numbers are in `protocol.work`'s docstring.
 """
@@ -33,6 +36,7 @@ from protocol.aggregation import fedavg
 from protocol.data import partition_iid, to_tensors
 from protocol.fixedpoint import to_fixed
 from protocol.training import TrainConfig, evaluate, train_local
+from protocol.verdict import cosine, flat_delta
 from protocol.work import MIN_IMPROVEMENT, STEP, stepped
 
 STEPS = (1.0, 0.5, 0.25, 0.125, 0.0625)
@@ -100,6 +104,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"bound: improvement >= {MIN_IMPROVEMENT} (fixed point) at step {STEP} on "
         f"{len(labels)} samples"
     )
+    def report(what: str, state: StateDict, honest_mean: torch.Tensor) -> None:
+        state_gain = gain(state)
+        print(
+            f"  {what}: improvement {state_gain}, rejected {state_gain < MIN_IMPROVEMENT}, "
+            f"cosine with the honest mean {cosine(flat_delta(state, base), honest_mean):.4f}"
+        )
+
+    previous = base
     for round_ in range(1, args.rounds + 1):
         base_loss, base_accuracy = measure(base)
         seed = args.seed * 1000 + round_ * 10
@@ -115,20 +127,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"  honest, step {step:g}: improvement min {min(gains)} max {max(gains)}; "
                 f"all clear the bound: {all(g >= MIN_IMPROVEMENT for g in gains)}"
             )
+        deltas = [flat_delta(s, base) for s in states]
+        mean = torch.stack(deltas).mean(dim=0)
+        others = [cosine(d, (mean * len(deltas) - d) / (len(deltas) - 1)) for d in deltas]
+        print(f"  honest cosine with the others' mean delta: min {min(others):.3f} max {max(others):.3f}")
         for sigma in NOISE_SIGMAS:
-            noise_gain = gain(noisy(base, sigma, seed))
-            print(
-                f"  base + noise sigma {sigma:g}: improvement {noise_gain}, "
-                f"rejected {noise_gain < MIN_IMPROVEMENT}"
-            )
+            report(f"base + noise sigma {sigma:g}", noisy(base, sigma, seed), mean)
         x, y = shards[0]
         few = max(1, len(y) // 100)
-        lazy_gain = gain(trained(base, x[:few], y[:few], seed))
-        print(
-            f"  one epoch on {few} samples: improvement {lazy_gain}, "
-            f"rejected {lazy_gain < MIN_IMPROVEMENT}"
-        )
-        base = fedavg(states, [len(y) for _, y in shards])
+        report(f"one epoch on {few} samples", trained(base, x[:few], y[:few], seed), mean)
+        if round_ > 1:
+            replay = {n: 2 * t - previous[n] if t.is_floating_point() else t for n, t in base.items()}
+            report("base + the previous global step", replay, mean)
+        previous, base = base, fedavg(states, [len(y) for _, y in shards])
     return 0
 
 
