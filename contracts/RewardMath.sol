@@ -34,7 +34,7 @@ pragma solidity ^0.8.24;
 ///   accepted workers' sample claims, accepted j weighs min(claim_j, cap) *
 ///   min(max(median_j, 0), MAX_QUALITY) and gets W * weight_j / totalWeight; totalWeight == 0
 ///   pays nobody. The median is the score the validators measured (the update's improvement
-///   over the round's base, protocol/verdict.py); the cap bounds what an unverifiable claim
+///   over the round's base, protocol/work.py); the cap bounds what an unverifiable claim
 ///   can earn to what a worker with the round's typical data earns.
 /// - a rejected worker loses min(depositLeft, workerSlash); the sum is split equally over the
 ///   accepted workers (floor); with none accepted it all goes back to escrow.

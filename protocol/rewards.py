@@ -39,7 +39,7 @@ ignored when UNAVAILABLE.
   workers' sample claims (``protocol.claims``), accepted j weighs
   ``min(claim_j, cap) * min(max(median_j, 0), MAX_QUALITY)`` and gets
   ``W * weight_j // total``; ``total == 0`` pays nobody. Under this policy a validator's
-  score is the update's improvement over the round's base (``protocol.verdict``), and an
+  score is the update's improvement over the round's base (``protocol.work``), and an
   update without enough improvement is REJECTED, so a free rider is slashed, not paid.
 - A rejected worker loses ``min(deposit_left, worker_slash)``; the sum is shared equally
   (floor) by the accepted workers, or returns to escrow when none is accepted.
