@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from node.blocks import BlockStore
-from node.blocks.unixfs import build_file_dag
 from node.datasets import default_data_root, load_mnist, mnist_available
 from node.models import build_model
 from node.runtime import learning
@@ -22,6 +21,7 @@ from protocol.errors import ProtocolError
 from protocol.state.records import Update
 from protocol.training import TrainConfig, train_local
 from protocol.verdict import DUPLICATE_COSINE, cosine, flat_delta, near_duplicates
+from tests.runtime.test_key_release import put
 
 StateDict = dict[str, torch.Tensor]
 DATA_ROOT = default_data_root()
@@ -102,13 +102,6 @@ def test_honest_iid_workers_are_never_flagged_and_copies_are(
     # the limit: noise of 0.3x the delta's norm escapes the bound
     noisier = noisy_copy(states[1], base, 0.3, seed=9)
     assert near_duplicates([deltas[1], flat_delta(noisier, base)]) == {}
-
-
-def put(store: BlockStore, blob: bytes) -> str:
-    root, blocks = build_file_dag(blob)
-    for block in blocks:
-        store.put(block.cid, block.data)
-    return root
 
 
 def test_the_validator_job_finds_the_copy_in_sealed_updates(
