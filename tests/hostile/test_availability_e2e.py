@@ -275,9 +275,12 @@ async def test_an_honest_worker_under_flood_and_held_streams_is_accepted_and_pai
         f"\n{total_opened(holders)} block streams held on worker0; forged messages sent: "
         + ", ".join(f"{n} {f.sent} from {len(f.identities)} identities" for n, f in floods.items())
     )
-    # the attack ran through the whole task: thousands of forged messages and the held streams
+    # the attack ran through the whole task: the holders from the start, each flood from the
+    # task's subscription on (it stops only when cancelled, after the task), with fresh
+    # identities replacing banned ones; how much got written before each ban depends on the
+    # defence and the load, so it is printed, not asserted
     assert total_opened(holders) >= HOLDERS * STREAMS_PER_HOLDER
-    assert all(flood.sent >= 2000 and not flood.exhausted for flood in floods.values()), floods
+    assert all(len(f.identities) >= 2 and not f.exhausted for f in floods.values()), floods
 
     assert_every_node_finished(result)
     (r,) = result.rounds
