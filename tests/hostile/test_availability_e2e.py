@@ -108,6 +108,7 @@ class Tap:
         rule = self.withholding.get(name)
         if rule is None:
             return
+        # the exchange and bitswap register their handlers after the host opens
         register = host.set_stream_handler
 
         def set_stream_handler(protocol: TProtocol, handler: StreamHandler) -> None:
