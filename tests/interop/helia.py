@@ -23,14 +23,14 @@ START_TIMEOUT_S = 60.0  # importing libp2p under a loaded 2-core machine; a hang
 COMMAND_TIMEOUT_S = 90.0
 
 
-def helia_missing() -> str | None:
-    """Why the Helia peer cannot run here, or None when it can."""
+def helia_missing(packages: tuple[str, ...] = PACKAGES, what: str = "Helia") -> str | None:
+    """Why the Node.js peer needing ``packages`` cannot run here, or None when it can."""
     if shutil.which("node") is None:
         return "node is not on PATH; install Node.js and run scripts/setup.sh"
-    absent = [name for name in PACKAGES if not (REPO / "node_modules" / name / "package.json").exists()]
+    absent = [name for name in packages if not (REPO / "node_modules" / name / "package.json").exists()]
     if absent:
         return (f"node_modules lacks {', '.join(absent)}; run scripts/setup.sh "
-                "(npm install) to get the Helia interop packages")
+                f"(npm install) to get the {what} interop packages")
     return None
 
 
@@ -74,11 +74,12 @@ class HeliaPeer:
 
 
 @asynccontextmanager
-async def helia_peer() -> AsyncIterator[HeliaPeer]:
+async def helia_peer(script: Path = SCRIPT) -> AsyncIterator[HeliaPeer]:
+    """A Node.js peer running ``script`` (any script that speaks helia_peer.mjs's protocol)."""
     async with trio.open_nursery() as nursery:
         process: trio.Process = await nursery.start(
             lambda task_status=trio.TASK_STATUS_IGNORED: trio.run_process(
-                ["node", str(SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                ["node", str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 check=False, cwd=REPO, task_status=task_status,
             )
         )

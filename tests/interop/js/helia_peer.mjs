@@ -10,10 +10,10 @@
 //            {"cmd":"stop"}
 // Every reply is {"ok":true,...} or {"ok":false,"error":TEXT}.
 import './node20.mjs'
+import { reply, serve } from './lines.mjs'
 import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { readFile } from 'node:fs/promises'
-import { createInterface } from 'node:readline'
 import { withBitswap } from '@helia/bitswap'
 import { car } from '@helia/car'
 import { withLibp2pLight } from '@helia/libp2p'
@@ -49,10 +49,6 @@ const helia = withBitswap(withLibp2pLight(createHeliaLight({ routers: [], start:
 }))
 await helia.start()
 const fs = unixfs(helia)
-
-function reply (obj) {
-  process.stdout.write(JSON.stringify(obj) + '\n')
-}
 
 async function kuboCid (bytes) {
   let root
@@ -112,12 +108,5 @@ reply({
   addrs: helia.libp2p.getMultiaddrs().map(String)
 })
 
-for await (const line of createInterface({ input: process.stdin })) {
-  if (line.trim() === '') continue
-  try {
-    reply({ ok: true, ...(await run(JSON.parse(line))) })
-  } catch (err) {
-    reply({ ok: false, error: String(err?.stack ?? err) })
-  }
-}
+await serve(run)
 await helia.stop()
