@@ -62,17 +62,14 @@ class TaskDefaults:
             "worker_deposit_wei": 1 * ETHER,
             "validator_stake_wei": 2 * ETHER,
             "committee_size": self.validators,
-            # Pay for work: every accepted worker is paid for its (median-clipped) data
-            # times its update's improvement over the round's base, and an update that
-            # does not improve on the base (a free rider) is rejected and slashed. Under
+            # Top-K over all workers: every accepted worker is paid every round. Under
             # "contribution", IID workers' leave-one-out scores are noise around zero, so an
-            # honest worker would go unpaid in some rounds; "topk" (top_k below) pays by
-            # rank, a lottery among equal workers, and pays a free rider that clears the
-            # accuracy threshold.
+            # honest worker would go unpaid in some rounds; "work" rejects and slashes some
+            # honest updates once the model is near 99% (protocol/work.py measures why).
             # A rejected worker loses 10% of its original deposit each round, so over the
             # default 10 rounds it is slashed every round (at 50% it is empty after two).
             "slash_fraction_bps": 1000,
-            "reward_policy": "work",
+            "reward_policy": "topk",
             "top_k": self.workers,
             "qualification_threshold": self.qualification_threshold,
             "tolerance": 0.02,

@@ -1,4 +1,4 @@
-"""The default reward policy (`work`) in a whole task: requester, two honest workers, a free
+"""The `work` reward policy in a whole task: requester, two honest workers, a free
 rider and two validators on the embedded chain, real libp2p, real MNIST, three rounds.
 
 The free rider resubmits the round's base model. From round 2 on the base is good enough to
@@ -38,12 +38,12 @@ async def test_free_rider_is_slashed_and_honest_workers_paid_every_round(tmp_pat
         validation_samples=500,
         # the base passes the threshold from round 2 on; 10% a round leaves a deposit to
         # slash in every round
-        task={"qualification_threshold": 0.3, "slash_fraction_bps": 1000},
+        task={"reward_policy": "work", "qualification_threshold": 0.3, "slash_fraction_bps": 1000},
         worker_behaviours=("honest", "honest", "free_rider"),
         timeout_s=420,
     )
     reader, task = result.reader, result.task
-    assert reader.task_params(task).reward_policy == RewardPolicy.WORK  # the default
+    assert reader.task_params(task).reward_policy == RewardPolicy.WORK
     assert reader.status(task) == TaskStatus.TERMINATED
     assert [r.finalized for r in result.rounds] == [True, True, True]
     free_rider = result.workers[2].address
