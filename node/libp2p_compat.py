@@ -296,7 +296,7 @@ def install_pubsub_patches() -> None:
     They are module functions Pubsub calls by name inside
     ``continuously_read_stream`` and ``push_msg``; wrapping them is smaller and safer than
     re-implementing those two long methods. Without a :class:`GossipPubsub` around the call
-    they behave as upstream does, except that a bad key no longer raises.
+    they behave as upstream does, except that a bad key fails the check instead of raising.
     """
     upstream_pubsub.signature_validator = verify_message_signature
     upstream_pubsub.maybe_consume_signed_record = _checked_signed_record  # type: ignore[assignment]
@@ -421,7 +421,7 @@ class GossipPubsub(Pubsub):
         super().handle_subscription(origin_id, sub_message)
 
     async def push_msg(self, msg_forwarder: PeerID, msg: rpc_pb2.Message) -> None:
-        """Changes pubsub/pubsub.py:Pubsub.push_msg: a bad signature or signing key now costs
+        """Changes pubsub/pubsub.py:Pubsub.push_msg: a bad signature or signing key costs
         the forwarder (P4), and an exception from a peer's message is logged and charged
         instead of stopping the Pubsub service, whose task runs it."""
         bad_signatures: list[str] = []

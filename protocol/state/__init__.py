@@ -1,4 +1,4 @@
-"""The task/round state machine: pure, table-driven, no I/O (design §3).
+"""The task/round state machine: pure, table-driven, no I/O.
 
 One machine per role and task: `WorkerMachine`, `ValidatorMachine`, `RequesterMachine`.
 `machine.handle(event) -> list[Action]`; `phases.py` holds the rules (a table keyed by
