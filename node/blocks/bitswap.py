@@ -72,9 +72,11 @@ from .exchange import (
     _peer_info,
     _read_first_byte,
     _reset_shielded,
+    child_wants,
+    fit_block,
 )
 from .store import BlockCorruptError, BlockNotFoundError, BlockStore, BlockStoreError
-from .unixfs import MAX_DAG_DEPTH, DagError, decode_file_node, is_raw
+from .unixfs import DagError
 
 __all__ = [
     "PROTOCOL_V110",
@@ -754,38 +756,21 @@ class Bitswap:
     def _place(self, state: _Fetch, want: _Want, data: bytes, check_only: bool = False) -> None:
         """Write a leaf into the blob, or queue a node's children; with ``check_only``
         only raise DagError / BlobTooLargeError when the block does not fit."""
-        if is_raw(want.cid):
+        node = fit_block(state.root, want.cid, data, want.size, want.depth, state.max_size)
+        if check_only:
+            return
+        if node is None:
             if want.size is None:
-                if len(data) > state.max_size:
-                    raise BlobTooLargeError(f"{state.root} is {len(data)} bytes, over max_size "
-                                            f"{state.max_size}")
-                if not check_only:
-                    state.whole = data
-                    state.remaining -= 1
-                return
-            if len(data) != want.size:
-                raise DagError(f"leaf {want.cid} has {len(data)} bytes, its parent says {want.size}")
-            if not check_only:
+                state.whole = data
+            else:
                 assert state.buffer is not None
                 state.buffer[want.offset : want.offset + want.size] = data
-                state.remaining -= 1
-            return
-        if want.depth >= MAX_DAG_DEPTH:
-            raise DagError(f"the DAG is deeper than {MAX_DAG_DEPTH} levels; no sane file is")
-        node = decode_file_node(data)
-        if want.size is None and node.file_size > state.max_size:
-            raise BlobTooLargeError(f"{state.root} declares {node.file_size} bytes, over max_size "
-                                    f"{state.max_size}; nothing was fetched beyond its root")
-        if want.size is not None and node.file_size != want.size:
-            raise DagError(f"node {want.cid} holds {node.file_size} bytes, its parent says {want.size}")
-        if check_only:
+            state.remaining -= 1
             return
         if want.size is None:
             state.buffer = bytearray(node.file_size)
-        offset = want.offset
-        for link in node.links:
-            state.queued.append(_Want(link.cid, offset, link.file_size, want.depth + 1))
-            offset += link.file_size
+        for cid, offset, size in child_wants(node, want.offset):
+            state.queued.append(_Want(cid, offset, size, want.depth + 1))
         state.remaining += len(node.links) - 1
 
     def _unavailable(self, state: _Fetch) -> BlockUnavailableError:

@@ -71,6 +71,7 @@ from .unixfs import (
     MAX_BLOCK_SIZE,
     MAX_DAG_DEPTH,
     DagError,
+    FileNode,
     build_file_dag,
     decode_file_node,
     is_raw,
@@ -1125,49 +1126,67 @@ class BlockExchange:
 
         With ``check_only`` nothing changes: DagError / BlobTooLargeError say whether it fits.
         """
-        if is_raw(want.cid):
-            if want.size is None:  # the whole blob is one raw block
-                if len(data) > state.max_size:
-                    raise BlobTooLargeError(
-                        f"{state.root} is {len(data)} bytes, over max_size {state.max_size}"
-                    )
-                if not check_only:
-                    state.raw_root = data
-                    state.remaining -= 1
-                return
-            if len(data) != want.size:
-                raise DagError(f"leaf {want.cid} has {len(data)} bytes, its parent says {want.size}")
-            if not check_only:
-                assert state.buffer is not None
-                # A leaf can repeat within a blob; every copy is placed from these bytes.
-                copies = [w for w in state.pending if w.cid == want.cid]
-                for copy in [want, *copies]:
-                    state.buffer[copy.offset : copy.offset + len(data)] = data
-                    state.remaining -= 1
-                for copy in copies:
-                    state.pending.remove(copy)
-            return
-        if want.depth >= MAX_DAG_DEPTH:
-            raise DagError(f"the DAG is deeper than {MAX_DAG_DEPTH} levels; no sane file is")
-        node = decode_file_node(data)
-        if want.size is None:
-            if node.file_size > state.max_size:
-                raise BlobTooLargeError(
-                    f"{state.root} declares {node.file_size} bytes, over max_size "
-                    f"{state.max_size}; nothing was fetched beyond its root"
-                )
-        elif node.file_size != want.size:
-            raise DagError(f"node {want.cid} holds {node.file_size} bytes, its parent says {want.size}")
+        node = fit_block(state.root, want.cid, data, want.size, want.depth, state.max_size)
         if check_only:
+            return
+        if node is None:
+            if want.size is None:  # the whole blob is one raw block
+                state.raw_root = data
+                state.remaining -= 1
+                return
+            assert state.buffer is not None
+            # A leaf can repeat within a blob; every copy is placed from these bytes.
+            copies = [w for w in state.pending if w.cid == want.cid]
+            for copy in [want, *copies]:
+                state.buffer[copy.offset : copy.offset + len(data)] = data
+                state.remaining -= 1
+            for copy in copies:
+                state.pending.remove(copy)
             return
         if want.size is None:
             state.buffer = bytearray(node.file_size)
-        offset = want.offset
-        for link in node.links:
-            state.pending.append(_Want(link.cid, offset, link.file_size, want.depth + 1))
-            offset += link.file_size
+        for cid, offset, size in child_wants(node, want.offset):
+            state.pending.append(_Want(cid, offset, size, want.depth + 1))
         state.remaining += len(node.links) - 1
         self._take_local(state)
+
+
+def fit_block(
+    root: str, cid: str, data: bytes, size: int | None, depth: int, max_size: int
+) -> FileNode | None:
+    """Check that a verified block fits where it was asked for in ``root``'s DAG.
+
+    ``size`` is what the parent's link says (None: the block is the root). A raw leaf must
+    have that size (returns None); a dag-pb node must sit within the depth bound and hold
+    that size (returned, to queue its children). A root may not exceed ``max_size``, checked
+    before anything beyond it is fetched. Raises DagError or BlobTooLargeError.
+    """
+    if is_raw(cid):
+        if size is None:
+            if len(data) > max_size:
+                raise BlobTooLargeError(f"{root} is {len(data)} bytes, over max_size {max_size}")
+        elif len(data) != size:
+            raise DagError(f"leaf {cid} has {len(data)} bytes, its parent says {size}")
+        return None
+    if depth >= MAX_DAG_DEPTH:
+        raise DagError(f"the DAG is deeper than {MAX_DAG_DEPTH} levels; no sane file is")
+    node = decode_file_node(data)
+    if size is None:
+        if node.file_size > max_size:
+            raise BlobTooLargeError(
+                f"{root} declares {node.file_size} bytes, over max_size "
+                f"{max_size}; nothing was fetched beyond its root"
+            )
+    elif node.file_size != size:
+        raise DagError(f"node {cid} holds {node.file_size} bytes, its parent says {size}")
+    return node
+
+
+def child_wants(node: FileNode, offset: int) -> Iterator[tuple[str, int, int]]:
+    """(cid, offset in the blob, size) of each child of a node that starts at ``offset``."""
+    for link in node.links:
+        yield link.cid, offset, link.file_size
+        offset += link.file_size
 
 
 def _peer_info(provider: PeerInfo | str) -> PeerInfo:
