@@ -19,6 +19,12 @@ Splitting a stake w over identities w_1 + ... + w_j = w yields sum(min(1, tau * 
 expected seats.  While ``tau * w <= W`` that equals one identity's ``tau * w / W``:
 splitting gains nothing.  Above that, one identity is capped at one seat per round and
 splitting recovers seats up to, never beyond, the proportional share ``tau * w / W``.
+
+Partial participation: worker w trains in round r iff ``workers_per_round == 0`` (everyone)
+or ``uint256(keccak256(seed_r || address w)) % n_workers < workers_per_round``, the same
+expression ``Task.sol`` checks, so anyone recomputes the round's workers from the seed.  Each
+worker is drawn independently with probability ``workers_per_round / n_workers``: the round
+has ``workers_per_round`` workers on average, not exactly (possibly none in a small task).
 """
 
 from __future__ import annotations
@@ -82,6 +88,20 @@ def is_selected(beta: bytes, tau: int, stake: int, total_stake: int) -> bool:
     if stake > total_stake:
         raise VRFError(f"stake {stake} exceeds the total stake {total_stake}; use the round's snapshot")
     return int.from_bytes(beta, "big") * total_stake < tau * stake * UINT256_LIMIT
+
+
+def worker_selected(seed: bytes, worker: bytes, workers_per_round: int, n_workers: int) -> bool:
+    """Whether ``worker`` (a 20-byte address) trains in the round whose seed is ``seed``."""
+    _check_seed(seed)
+    if not isinstance(worker, bytes) or len(worker) != ADDRESS_BYTES:
+        raise VRFError(f"worker address must be {ADDRESS_BYTES} bytes; got {worker!r:.80}")
+    _uint256(workers_per_round, "workers per round")
+    _uint256(n_workers, "number of workers")
+    if workers_per_round == 0:
+        return True
+    if n_workers == 0:
+        raise VRFError("workers_per_round is set but the task has no workers to draw from")
+    return int.from_bytes(keccak(seed + worker), "big") % n_workers < workers_per_round
 
 
 @dataclass(frozen=True)

@@ -213,3 +213,67 @@ def test_uncertified_key_is_refused(member: tuple[vrf.VRFPrivateKey, keycert.Cer
             sortition.verify_committee_member(uncertified, seed, 1, proof, 10, 10, 1)  # type: ignore[arg-type]
     with pytest.raises(VRFError, match="root 0 is wrong"):  # a certificate made for someone else
         keycert.CertifiedKey(key.modulus, bytes(20), certified.certificate)
+
+
+WORKER = bytes.fromhex("ab8483f64d9c6d1ecf9b849ae677dd3315835cb2")
+
+
+def test_worker_selection_is_soliditys_expression() -> None:
+    # uint256(keccak256(abi.encodePacked(bytes32 seed, address w))) % nWorkers < workersPerRound
+    seeds = _seed_chain(40)
+    checked = 0
+    for seed in seeds:
+        digest = int.from_bytes(
+            keccak(encode_packed(["bytes32", "address"], [seed, "0x" + WORKER.hex()])), "big"
+        )
+        for n_workers in (1, 7, 100):
+            for per_round in (1, 3, 20, 99, 100, 150):
+                expected = digest % n_workers < per_round
+                assert sortition.worker_selected(seed, WORKER, per_round, n_workers) is expected
+                checked += 1
+    assert checked == len(seeds) * 18
+
+
+def test_worker_selection_zero_means_everyone_and_cap_means_everyone() -> None:
+    for seed in _seed_chain(20):
+        assert sortition.worker_selected(seed, WORKER, 0, 100)
+        assert sortition.worker_selected(seed, WORKER, 0, 0)
+        assert sortition.worker_selected(seed, WORKER, 100, 100)
+        assert sortition.worker_selected(seed, WORKER, 101, 100)
+
+
+def test_workers_per_round_averages_the_parameter() -> None:
+    # 100 workers, 20 per round, 200 rounds: the mean is 20 and every worker takes a share.
+    seeds = _seed_chain(200)[1:]
+    workers = [keccak(b"worker %d" % i)[:20] for i in range(100)]
+    per_round = [
+        sum(sortition.worker_selected(seed, w, 20, len(workers)) for w in workers) for seed in seeds
+    ]
+    mean = sum(per_round) / len(per_round)
+    # Binomial(100, 0.2) per round: sd 4, the mean over 200 rounds has sd 0.28.
+    assert abs(mean - 20) < 1.5
+    assert min(per_round) < 20 < max(per_round)
+    rounds_of = [sum(sortition.worker_selected(s, w, 20, 100) for s in seeds) for w in workers]
+    # Each worker: Binomial(200, 0.2), mean 40, sd 5.7.
+    assert all(10 < rounds for rounds in rounds_of)
+    # Different rounds pick different sets.
+    first = {w for w in workers if sortition.worker_selected(seeds[0], w, 20, 100)}
+    second = {w for w in workers if sortition.worker_selected(seeds[1], w, 20, 100)}
+    assert first != second
+
+
+@pytest.mark.parametrize(
+    ("seed", "worker", "per_round", "n_workers", "message"),
+    [
+        (b"\x00" * 31, WORKER, 1, 1, "32 bytes"),
+        (b"\x00" * 32, WORKER[:19], 1, 1, "worker address must be 20 bytes"),
+        (b"\x00" * 32, WORKER, -1, 1, "workers per round must be"),
+        (b"\x00" * 32, WORKER, 1, -1, "number of workers must be"),
+        (b"\x00" * 32, WORKER, 1, 0, "no workers to draw from"),
+    ],
+)
+def test_worker_selection_refuses_bad_parameters(
+    seed: bytes, worker: bytes, per_round: int, n_workers: int, message: str
+) -> None:
+    with pytest.raises(VRFError, match=message):
+        sortition.worker_selected(seed, worker, per_round, n_workers)
