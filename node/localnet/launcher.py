@@ -495,6 +495,7 @@ class Localnet:
             except (LocalnetError, KeyboardInterrupt, Interrupted) as exc:
                 reason = str(exc) or type(exc).__name__
                 self.say(f"localnet failed: {reason}")
+                self.processes.stop_all()  # nodes must not train on while the results are written
                 if self.view is not None and self.view.task is not None:
                     try:
                         self.write_outputs(self.view, f"failed: {reason.splitlines()[0]}")
