@@ -75,6 +75,7 @@ class TaskFacts:
     initial_model_cid: str
     workers: tuple[bytes, ...]
     validators: tuple[bytes, ...]
+    workers_per_round: int = 0  # Params.workersPerRound: 0 draws every worker every round
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,7 @@ class EventTranslator:
                     initial_model_cid=fact.initial_model_cid,
                     workers=fact.workers,
                     validators=fact.validators,
+                    workers_per_round=fact.workers_per_round,
                 )
             ]
         if name == "RoundStarted":

@@ -53,11 +53,14 @@ class MemberLeft(Event):
 
 @dataclass(frozen=True)
 class TaskStarted(Event):
+    """`workers_per_round`: the task's Params.workersPerRound (0: every worker, every round)."""
+
     requester: bytes
     validation_cid: str
     initial_model_cid: str
     workers: tuple[bytes, ...]
     validators: tuple[bytes, ...]
+    workers_per_round: int = 0
 
 
 @dataclass(frozen=True)

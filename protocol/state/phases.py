@@ -160,6 +160,7 @@ class RoundView:
     validation_cid: str | None = None
     workers: tuple[bytes, ...] = ()
     validators: tuple[bytes, ...] = ()
+    workers_per_round: int = 0  # 0: every worker trains in every round
     global_model: GlobalModel | None = None
     # this round, from the chain
     submissions: dict[bytes, Submission] = field(default_factory=dict)
@@ -457,6 +458,7 @@ def _task_started(m: RoundMachine, e: TaskStarted) -> list[Action]:
     view.validation_cid = e.validation_cid
     view.workers = e.workers[:MAX_WORKERS]
     view.validators = e.validators[:MAX_WORKERS]
+    view.workers_per_round = e.workers_per_round
     view.global_model = GlobalModel(e.initial_model_cid)
     return [
         Log("info", f"task started: {len(e.workers)} workers, {len(e.validators)} validators"),

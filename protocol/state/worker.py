@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from protocol.errors import ProtocolError
+from protocol.sortition import worker_selected
 from protocol.state.actions import (
     Action,
     Log,
@@ -57,6 +59,7 @@ class WorkerState:
     key_release_failures: int = 0
     sealed_key: bytes | None = None  # our update's content key, sealed for every member
     released_in: set[Phase] = field(default_factory=set)  # phases we published it in
+    sitting_out: bool = False  # the round's draw left us out (said once in the log)
 
 
 class WorkerMachine(RoundMachine[WorkerState]):
@@ -76,6 +79,17 @@ class WorkerMachine(RoundMachine[WorkerState]):
     def _is_member(self) -> bool:
         return not self.view.workers or self.me in self.view.workers
 
+    def _drawn(self) -> bool:
+        """Whether the round's seed puts us among its workers (always, without
+        workers_per_round): the contract refuses a submission from anyone else."""
+        view = self.view
+        if not view.workers_per_round:
+            return True
+        try:
+            return worker_selected(view.seed, self.me, view.workers_per_round, len(view.workers))
+        except ProtocolError:
+            return False  # a seed that is no bytes32 selects nobody (the chain's is one)
+
 
 # --- rules ------------------------------------------------------------------------------
 
@@ -85,6 +99,8 @@ def _training_done(m: WorkerMachine, e: TrainingDone) -> list[Action]:
         return []
     if not m._is_member():
         return [Log("warning", f"round {e.round}: we are no worker of this task; update dropped")]
+    if not m._drawn():
+        return [Log("warning", f"round {e.round}: not drawn to train this round; update dropped")]
     m.local.update = Update(m.me, e.cid, e.n_samples)
     m.view.have.add(e.cid)
     # our own update counts as announced to us, so we can average it in later
@@ -146,6 +162,11 @@ def start_training(m: WorkerMachine) -> list[Action]:
     local = m.local
     if local.training_requested or local.update is not None or not m._is_member():
         return []
+    if not m._drawn():
+        if local.sitting_out:
+            return []
+        local.sitting_out = True
+        return [Log("info", f"round {m.view.round}: not drawn to train; sitting this round out")]
     base = m.view.global_model
     if m._tx_status(TxKind.SUBMIT_UPDATE) is not None or base is None or not m._base_ready():
         return []

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from protocol.manifest import update_commitment
+from protocol.sortition import worker_selected
 from protocol.state import GlobalModel, Phase, TxKind, Update, WorkerMachine
 from protocol.state.actions import (
     Action,
@@ -25,6 +28,7 @@ from protocol.state.events import (
     ManifestRevealed,
     Restarted,
     RoundFinalized,
+    RoundOpened,
     Tick,
     TrainingDone,
     TxConfirmed,
@@ -328,3 +332,65 @@ def test_training_that_keeps_failing_is_given_up_for_the_round() -> None:
     actions = worker.handle(JobFailed(1, Job.TRAINING, "bad base"))
     assert not only(actions, StartTraining)
     assert any("giving up training" in text for text in logs(actions, "error"))
+
+
+def _seed_drawing(me_drawn: bool, per_round: int = 1) -> bytes:
+    """A round seed under which the draw of `per_round` of the 3 workers takes ME or not."""
+    for i in range(256):
+        seed = bytes([i]) * 32
+        if worker_selected(seed, ME, per_round, len(WORKERS)) is me_drawn:
+            return seed
+    raise AssertionError("no such seed among 256")
+
+
+def test_a_worker_left_out_of_the_rounds_draw_sits_it_out_and_trains_in_the_next() -> None:
+    worker = WorkerMachine(ME, TASK)
+    left_out, drawn = _seed_drawing(False), _seed_drawing(True)
+    feed(worker, replace(started(), workers_per_round=1), BlobFetched(INITIAL_CID))
+    actions = feed(worker, RoundOpened(1, *deadlines(1), left_out), Tick(deadlines(1)[0] - 50))
+    assert not only(actions, StartTraining)
+    assert logs(actions, "info").count("round 1: not drawn to train; sitting this round out") == 1
+    # a training result for a round we were not drawn in is never submitted (it would revert)
+    assert not txs(feed(worker, TrainingDone(1, MY_CID, 100)))
+    assert worker.local.update is None
+    # the others' round goes on; we average what it accepted like any member
+    feed(worker, submitted(OTHER, 1), announced(OTHER, 1), Tick(deadlines(1)[0]))
+    assert not only(worker.handle(Tick(deadlines(1)[1])), SealKeyRelease)
+    feed(worker, RoundFinalized(1, ()))
+    actions = worker.handle(RoundOpened(2, *deadlines(2), drawn))
+    assert only(actions, StartTraining) == [StartTraining(2, GlobalModel(INITIAL_CID))]
+    actions = worker.handle(TrainingDone(2, update_cid(ME, 2), 100))
+    assert [tx.kind for tx in txs(actions)] == [TxKind.SUBMIT_UPDATE]
+
+
+def test_the_draw_is_the_sortition_rule_on_the_rounds_seed() -> None:
+    # every worker of the task computes the same set, and it changes with the seed
+    seeds = [bytes([i]) * 32 for i in range(40)]
+    for seed in seeds:
+        drawn = []
+        for me in WORKERS:
+            machine = WorkerMachine(me, TASK)
+            feed(machine, replace(started(), workers_per_round=2), BlobFetched(INITIAL_CID))
+            actions = machine.handle(RoundOpened(1, *deadlines(1), seed))
+            if only(actions, StartTraining):
+                drawn.append(me)
+        assert drawn == [w for w in WORKERS if worker_selected(seed, w, 2, len(WORKERS))]
+    sizes = {sum(worker_selected(s, w, 2, 3) for w in WORKERS) for s in seeds}
+    assert len(sizes) > 1  # the number drawn varies around 2
+
+
+def test_without_workers_per_round_every_worker_trains_every_round() -> None:
+    for seed in (_seed_drawing(False), _seed_drawing(True)):
+        worker = WorkerMachine(ME, TASK)
+        feed(worker, started(), BlobFetched(INITIAL_CID))
+        actions = worker.handle(RoundOpened(1, *deadlines(1), seed))
+        assert only(actions, StartTraining)
+
+
+def test_workers_per_round_survives_a_restart() -> None:
+    worker = WorkerMachine(ME, TASK)
+    feed(worker, replace(started(), workers_per_round=1), BlobFetched(INITIAL_CID))
+    feed(worker, RoundOpened(1, *deadlines(1), _seed_drawing(False)))
+    restored = from_dict(to_dict(worker))
+    assert restored.view.workers_per_round == 1
+    assert not only(restored.handle(Restarted()), StartTraining)
