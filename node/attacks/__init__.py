@@ -19,15 +19,16 @@ scenarios and node.toml; `worker.attacked_update` is what a worker runs in a rou
 | copycat | another worker's update |
 | inflated_samples | honest (optionally boosted) update, claiming factor x its samples |
 
-delta = honest update - base. What the runtime supports (`worker.attacked_update`):
+delta = honest update - base. Validator attacks (lying, lazy, colluding, copycat) are in
+`validator`, Sybil identities' sortition arithmetic in `sybil`. What the runtime supports (`worker.attacked_update`):
 
-- ALIE and IPM non-omniscient and without colluders talking: each attacker estimates the
-  honest statistics from deltas it trains itself. The paper's variant, colluders sharing
-  their honest deltas, needs a side channel: e.g. the colluders share a key, each publishes
-  its honest delta sealed to that key on a private gossip topic during TRAINING, waits for
-  the others' (bounded by the training deadline) and submits `alie(base, deltas, z)`.
-  The omniscient variant would also need every honest worker's update before the deadline,
-  which sealing updates to the committee only is meant to deny.
+- ALIE and IPM non-omniscient. With `colluders = m` the m attackers pool their honestly
+  trained updates through an in-process side channel (`collusion`: the bench and
+  `--in-process` localnets) and each submits the attack on those m updates, as Baruch et
+  al. do; with 0 each estimates alone from deltas it trains itself. Colluders in separate
+  processes would need a channel of their own (e.g. a shared key and a private gossip
+  topic during TRAINING). The omniscient variant would also need every honest worker's
+  update before the deadline, which sealing updates to the committee only is meant to deny.
 - copycat: the runtime's copycat (`effects_network.copied_update`) submits the first
   update another worker announces, by CID and without reading it, since updates are sealed
   to the committee until training closes; `victim` is not used there. The pure `copycat`

@@ -76,6 +76,10 @@ class Param:
     doc: str = ""
 
 
+_COLLUDERS = (
+    "attackers pooling their honest updates in-process (0: none, each estimates alone)"
+)
+
 WORKER_ATTACKS: dict[str, tuple[Param, ...]] = {
     "honest": (),
     "shuffled_labels": (),
@@ -95,8 +99,12 @@ WORKER_ATTACKS: dict[str, tuple[Param, ...]] = {
     "alie": (
         Param("z", float, _non_negative, sized=True, doc="z_max (default: from the paper)"),
         Param("parts", int, _at_least(2, 64), 4, doc="local deltas estimating mean and std"),
+        Param("colluders", int, _at_least(0, 64), 0, doc=_COLLUDERS),
     ),
-    "ipm": (Param("epsilon", float, _positive, 0.5, doc="update = base - epsilon * mean"),),
+    "ipm": (
+        Param("epsilon", float, _positive, 0.5, doc="update = base - epsilon * mean"),
+        Param("colluders", int, _at_least(0, 64), 0, doc=_COLLUDERS),
+    ),
     "label_flip": (
         Param("source", int, _label, doc="class whose samples are relabelled"),
         Param("target", int, _label, doc="label they get"),

@@ -11,6 +11,7 @@ import numpy as np
 from node.attacks._state import State
 from node.attacks.alie import alie
 from node.attacks.backdoor import Trigger, backdoor
+from node.attacks.collusion import SIDE_CHANNEL, SideChannel
 from node.attacks.copycat import copycat
 from node.attacks.free_rider import free_rider, free_rider_noise
 from node.attacks.gaussian import gaussian
@@ -39,13 +40,15 @@ def attacked_update(
     train: Train,
     rng: np.random.Generator,
     victim_update: State | None = None,
+    side_channel: SideChannel = SIDE_CHANNEL,
 ) -> State:
     """What a worker running `spec` submits this round.
 
-    ALIE and IPM are run non-omniscient and without a side channel between colluders:
-    ALIE estimates the honest mean and spread from `parts` deltas the attacker trains on
-    disjoint parts of its own shard; IPM negates its own honest delta (the mean over the
-    one honest delta it knows).
+    ALIE and IPM are non-omniscient. With `colluders` = m > 0 the attackers pool their
+    honestly trained updates through `side_channel` (in-process) and each submits the
+    attack on the m updates, as Baruch et al. do; with 0 each works alone: ALIE estimates
+    the honest mean and spread from `parts` deltas it trains on disjoint parts of its own
+    shard, IPM negates its own honest delta (the mean over the one delta it knows).
     """
     kind = spec.kind
     _check_fits(spec, shard)
@@ -77,6 +80,12 @@ def attacked_update(
             shard.images, shard.labels, trigger, int(spec["target"]), spec["fraction"], rng
         )
         return train(Dataset(images, labels, shard.spec))
+    if kind in ("alie", "ipm") and spec["colluders"]:
+        honest = train(shard)
+        pooled = side_channel.pool(kind, base, honest, int(spec["colluders"]))
+        if kind == "alie":
+            return alie(base, pooled, spec["z"])
+        return ipm(base, pooled, spec["epsilon"])
     if kind == "alie":
         order = rng.permutation(len(shard))
         parts = [

@@ -24,7 +24,11 @@ from node.localnet.scenario import ScenarioError, load_scenario, parse_scenario
             AttackSpec("backdoor", (("target", 0), ("fraction", 0.5), ("size", 4))),
         ),
         ("inflated_samples", AttackSpec("inflated_samples", (("factor", 10), ("scale", 1.0)))),
-        ("alie:z=0.52", AttackSpec("alie", (("z", 0.52), ("parts", 4)))),
+        ("alie:z=0.52", AttackSpec("alie", (("z", 0.52), ("parts", 4), ("colluders", 0)))),
+        (
+            "alie:z=0.52,colluders=3",
+            AttackSpec("alie", (("z", 0.52), ("parts", 4), ("colluders", 3))),
+        ),
     ],
 )
 def test_spec_strings_parse_and_print_back(text: str, expected: AttackSpec) -> None:
