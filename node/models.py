@@ -139,10 +139,21 @@ def worker_data_problem(config: DataConfig, reference: str) -> str | None:
     try:
         data = load_source(config.source, "train", source_options(config))
     except ProtocolError as exc:
-        problem: str | None = str(exc)
+        problem: str | None = _one_line(str(exc))
     else:
         assert data.spec is not None  # every source attaches its spec
         problem = data_problem(reference, data.spec, describe_source(config.source))
+        if problem is not None:
+            problem = (
+                f"{_one_line(problem)}; point [data] source at samples this model takes, "
+                "or pick another task"
+            )
     with _DATA_CHECKS_LOCK:
         _DATA_CHECKS[key] = (time.monotonic(), problem)
     return problem
+
+
+def _one_line(text: str) -> str:
+    """A multi-line error (a list of files and folders) as the one line a node's stop
+    reason or skip notice is."""
+    return "; ".join(part.strip() for part in text.splitlines() if part.strip())

@@ -174,12 +174,14 @@ def test_worker_data_checked_against_the_task_model_before_deposit(
     assert worker_data_problem(config, "tabular_mlp(features=6, classes=4)") is None
     wrong = worker_data_problem(config, "mnist_2nn")
     assert wrong is not None and str(path) in wrong and "do not fit model 'mnist_2nn'" in wrong
+    assert "point [data] source at samples this model takes" in wrong
     # Not local, and its mirror unreachable (a closed port here: tests never go online).
     offline = dataclasses.replace(BUILTIN["kmnist"], mirrors=("http://127.0.0.1:9/",))
     monkeypatch.setitem(BUILTIN, "kmnist", offline)
     unreachable = worker_data_problem(DataConfig(source="kmnist", root=tmp_path), "mnist_cnn")
     assert unreachable is not None and "dataset 'kmnist'" in unreachable
     assert "51467d22d8cc72929e2a028a0428f2086b092bb31cfb79c69cc0a90ce135fde4" in unreachable
+    assert "\n" not in unreachable and "\n" not in wrong  # a node's stop reason is one line
 
 
 def test_the_node_task_check_refuses_a_spec_hash_it_cannot_reproduce() -> None:
