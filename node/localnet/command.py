@@ -22,7 +22,11 @@ DEFAULTS: dict[str, Any] = {
     "max_samples": None,
     "dataset": "mnist",
     "model": None,
+    "committee_size": None,  # None: every validator (tau = the number of validators)
+    "workers_per_round": None,  # None or 0: every worker trains every round
 }
+# Task parameters the command line and [defaults] may set; they become [task] overrides.
+TASK_OPTIONS = ("committee_size", "workers_per_round")
 EXIT_USAGE = 2
 # The built-in datasets (node.datasets.BUILTIN), listed here so `--help` needs no torch.
 DATASETS = ("mnist", "fashion-mnist", "kmnist", "emnist-digits", "cifar10")
@@ -32,6 +36,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
 
 
@@ -47,6 +58,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=_positive_int, help="number of workers (default 5)")
     parser.add_argument("--validators", type=_positive_int, help="number of validators (default 3)")
     parser.add_argument("--rounds", type=_positive_int, help="rounds of the task (default 10)")
+    parser.add_argument(
+        "--committee-size",
+        type=_positive_int,
+        help="validators the VRF draws per round, stake-weighted (tau; default: all of them)",
+    )
+    parser.add_argument(
+        "--workers-per-round",
+        type=_non_negative_int,
+        help="workers the round's seed draws to train each round (default 0: every worker)",
+    )
     parser.add_argument("--partition", choices=PARTITIONS, help="how the training set is split (default iid)")
     parser.add_argument("--alpha", type=_positive_float, help="Dirichlet concentration (default 0.5)")
     parser.add_argument("--seed", type=int, help="partition seed (default 0)")
@@ -98,6 +119,17 @@ def options_from_args(args: argparse.Namespace, scenario: Scenario | None) -> di
     return merged
 
 
+def task_overrides(merged: dict[str, Any], scenario: Scenario | None) -> dict[str, Any]:
+    """The requester's [task] overrides: the scenario's [task], then TASK_OPTIONS set on
+    the command line or in [defaults] (workers_per_round 0 is the task's default)."""
+    overrides = dict(scenario.task) if scenario is not None else {}
+    for key in TASK_OPTIONS:
+        value = merged[key]
+        if value is not None and not (key == "workers_per_round" and value == 0):
+            overrides[key] = value
+    return overrides
+
+
 def run_command(args: argparse.Namespace) -> int:
     from node.chain.errors import ChainError
     from node.config import ConfigError
@@ -141,8 +173,8 @@ def run_command(args: argparse.Namespace) -> int:
         scenario_path=args.scenario,
         in_process=args.in_process,
         timeout=args.timeout,
-        task_overrides=dict(scenario.task) if scenario is not None else {},
-        **merged,
+        task_overrides=task_overrides(merged, scenario),
+        **{key: value for key, value in merged.items() if key not in TASK_OPTIONS},
     )
     try:
         return run_localnet(options)

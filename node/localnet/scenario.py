@@ -11,6 +11,8 @@ partition = "iid"          # iid | dirichlet | shards
 alpha = 0.5
 seed = 0
 max_samples = 6000
+committee_size = 3         # validators the VRF draws per round, stake-weighted (default: all)
+workers_per_round = 4      # workers the round's seed draws to train (default 0: every one)
 
 [[worker]]                 # indexes are 0-based: worker-0 .. worker-(N-1)
 index = 4
@@ -20,7 +22,7 @@ target = 7
 
 [[validator]]
 index = 2
-kind = "lying"             # honest | lying | lazy
+kind = "lying"             # honest | lying | lazy | colluding | copycat
 
 [[crash]]                  # SIGKILL a node once round `after_round` is finalized
 role = "worker"            # worker | validator
@@ -53,6 +55,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from node.attacks.spec import WORKER_ATTACKS, AttackSpec, AttackSpecError, alie_z_max, parse_attack
+from node.attacks.validator import VALIDATOR_ATTACKS
 
 __all__ = [
     "PARTITIONS",
@@ -68,7 +71,7 @@ __all__ = [
 ]
 
 WORKER_KINDS = tuple(WORKER_ATTACKS)
-VALIDATOR_KINDS = ("honest", "lying", "lazy")
+VALIDATOR_KINDS = VALIDATOR_ATTACKS
 PARTITIONS = ("iid", "dirichlet", "shards")
 RoleName = Literal["worker", "validator"]
 
@@ -81,6 +84,8 @@ _DEFAULT_KEYS: dict[str, tuple[type, ...]] = {
     "alpha": (int, float),
     "seed": (int,),
     "max_samples": (int,),
+    "committee_size": (int,),
+    "workers_per_round": (int,),
 }
 _BEHAVIOUR_KEYS = {"index", "kind"}
 _CRASH_KEYS = {"role", "index", "after_round", "restart_after"}
@@ -285,7 +290,10 @@ def _parse_defaults(source: str, raw: Any) -> dict[str, Any]:
             f"{source}: [defaults] partition must be one of {list(PARTITIONS)}, "
             f"got {raw['partition']!r}"
         )
-    minimums = {"workers": 1, "validators": 1, "rounds": 1, "max_samples": 1, "seed": 0}
+    minimums = {
+        "workers": 1, "validators": 1, "rounds": 1, "max_samples": 1, "seed": 0,
+        "committee_size": 1, "workers_per_round": 0,
+    }
     for key, minimum in minimums.items():
         if key in raw and raw[key] < minimum:
             raise ScenarioError(f"{source}: [defaults] {key} must be >= {minimum}, got {raw[key]}")

@@ -3,6 +3,7 @@ what is wrong and how to fix it."""
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pytest
 
 from node.cli import main
 from node.datasets import BUILTIN, default_data_root, mnist_available
-from node.localnet.command import DATASETS
+from node.localnet.command import DATASETS, add_arguments, options_from_args, task_overrides
+from node.localnet.scenario import parse_scenario
 
 
 @pytest.fixture
@@ -96,7 +98,30 @@ def test_in_process_refuses_crashes(
     assert "worker-0 would stay down: give its [[crash]] a restart_after" in text
 
 
-@pytest.mark.parametrize("argv", [["--workers", "0"], ["--alpha", "-1"], ["--partition", "random"]])
+def test_committee_size_and_workers_per_round_become_task_overrides() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    scenario = parse_scenario(
+        "[defaults]\ncommittee_size = 2\nworkers_per_round = 5\n[task]\ncommittee_size = 9\n"
+        "tolerance = 0.1\n",
+        source="s.toml",
+    )
+    merged = options_from_args(parser.parse_args(["--committee-size", "7"]), scenario)
+    # the command line wins over [defaults], which wins over the scenario's [task]
+    assert task_overrides(merged, scenario) == {
+        "committee_size": 7, "workers_per_round": 5, "tolerance": 0.1,
+    }
+    merged = options_from_args(parser.parse_args(["--workers-per-round", "0"]), None)
+    assert task_overrides(merged, None) == {}  # 0 is the task's default: every worker
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--workers", "0"], ["--alpha", "-1"], ["--partition", "random"],
+        ["--committee-size", "0"], ["--workers-per-round", "-1"],
+    ],
+)
 def test_argument_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["localnet", *argv])

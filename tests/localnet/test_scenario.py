@@ -19,6 +19,8 @@ rounds = 3
 partition = "dirichlet"
 alpha = 0.3
 max_samples = 2000
+committee_size = 1
+workers_per_round = 2
 [task]
 qualification_threshold = 0.4
 [[worker]]
@@ -48,6 +50,8 @@ def test_full_scenario_parses_and_resolves() -> None:
         "partition": "dirichlet",
         "alpha": 0.3,
         "max_samples": 2000,
+        "committee_size": 1,
+        "workers_per_round": 2,
     }
     assert scenario.task == {"qualification_threshold": 0.4}
     resolved = scenario.resolve(workers=4, validators=2)
@@ -98,6 +102,9 @@ def test_shipped_scenarios_load(name: str) -> None:
         ("[defaults]\nrounds = 2.5\n", "[defaults] rounds must be int"),
         ("[defaults]\npartition = 'random'\n", "[defaults] partition must be one of"),
         ("[defaults]\nalpha = 0\n", "[defaults] alpha must be > 0"),
+        ("[defaults]\ncommittee_size = 0\n", "[defaults] committee_size must be >= 1"),
+        ("[defaults]\nworkers_per_round = -1\n", "[defaults] workers_per_round must be >= 0"),
+        ("[defaults]\nworkers_per_round = 0.5\n", "[defaults] workers_per_round must be int"),
         ("[defaults]\nepochs = 2\n", "[defaults] has unknown key(s) ['epochs']"),
         ("[crash]\nrole = 'worker'\n", "crash must be an array of tables"),
         ("[[crash]]\nrole = 'requester'\nindex = 0\nafter_round = 1\n", "role must be"),
