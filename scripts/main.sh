@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
-export FL_NODE_DATA_ROOT=${FL_NODE_DATA_ROOT:-$(cd .. && pwd)/shared/datasets/mnist}
+# MNIST comes from $FL_NODE_DATA_ROOT, else ../shared/datasets/mnist, else the cache, where
+# fl-node localnet downloads it once (SHA-256 checked); --data-root DIR overrides.
 exec fl-node localnet --workers 5 --validators 3 --rounds 10 --seed 0 \
-    --data-root "$FL_NODE_DATA_ROOT" --output "localnet-output/$(date -u +%Y%m%dT%H%M%SZ)" "$@"
+    --output "localnet-output/$(date -u +%Y%m%dT%H%M%SZ)" "$@"

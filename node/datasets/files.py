@@ -73,10 +73,14 @@ def sha256_of_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+# ../shared/datasets/mnist beside the repository checkout, where a team keeps one copy.
+SHARED_DATA_ROOT = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "mnist"
+
+
 def default_data_root() -> Path:
-    """$FL_NODE_DATA_ROOT, else ../shared/datasets/mnist beside the repository checkout."""
-    fallback = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "mnist"
-    return Path(os.environ.get(DATA_ROOT_ENV, fallback))
+    """$FL_NODE_DATA_ROOT, else SHARED_DATA_ROOT (present or not: what a root lacks is looked
+    for in the cache, and a built-in dataset is downloaded there)."""
+    return Path(os.environ.get(DATA_ROOT_ENV, SHARED_DATA_ROOT))
 
 
 def cache_root() -> Path:

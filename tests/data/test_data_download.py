@@ -16,8 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from node.datasets import BUILTIN, load_builtin
-from node.datasets.builtin import MNIST, DataFile
+from node.cli import main
+from node.datasets import BUILTIN, DATA_ROOT_ENV, files, load_builtin
+from node.datasets.builtin import MNIST, BuiltinDataset, DataFile
+from node.localnet import launcher
+from node.localnet.launcher import LocalnetOptions
 from protocol.data import DatasetSpec
 from protocol.errors import DatasetError
 from tests.data.conftest import idx_bytes
@@ -73,26 +76,35 @@ def tiny_files() -> dict[str, bytes]:
     return files
 
 
-@pytest.fixture
-def mirror(monkeypatch: pytest.MonkeyPatch) -> Iterator[Mirror]:
-    """A built-in dataset 'tiny' whose canonical mirror is a local server."""
-    files = tiny_files()
-    served = Mirror(files)
+def served_as(name: str, served: Mirror, folder: str) -> BuiltinDataset:
+    """A built-in dataset `name` laid out as MNIST, pinned to the mirror's tiny files, whose
+    canonical mirrors are a closed port and then the local server."""
 
     def pinned(data_file: DataFile) -> DataFile:
-        return DataFile(data_file.name, hashlib.sha256(files[data_file.name]).hexdigest())
+        return DataFile(data_file.name, hashlib.sha256(served.files[data_file.name]).hexdigest())
 
-    tiny = dataclasses.replace(
+    return dataclasses.replace(
         MNIST,
-        spec=DatasetSpec("tiny", (1, 28, 28), 10),
+        spec=DatasetSpec(name, (1, 28, 28), 10),
         mirrors=("http://127.0.0.1:9/unreachable/", served.url),
-        folder="TINY",
+        folder=folder,
         splits={s: tuple(pinned(f) for f in fs) for s, fs in MNIST.splits.items()},
         samples={"train": 30, "test": 10},
     )
-    monkeypatch.setitem(BUILTIN, "tiny", tiny)
+
+
+def serving(monkeypatch: pytest.MonkeyPatch, name: str, folder: str) -> Iterator[Mirror]:
+    """The built-in dataset `name` served by a local mirror while the test runs."""
+    served = Mirror(tiny_files())
+    monkeypatch.setitem(BUILTIN, name, served_as(name, served, folder))
     yield served
     served.close()
+
+
+@pytest.fixture
+def mirror(monkeypatch: pytest.MonkeyPatch) -> Iterator[Mirror]:
+    """A built-in dataset 'tiny' whose canonical mirror is a local server."""
+    yield from serving(monkeypatch, "tiny", "TINY")
 
 
 def cache_files(cache: Path) -> list[str]:
@@ -159,3 +171,69 @@ def test_local_file_of_another_dataset_is_refused(mirror: Mirror, tmp_path: Path
                        r"train-images-idx3-ubyte.gz: its SHA-256 is [0-9a-f]{64}"):
         load_builtin("mnist", "train", root=tmp_path, allow_download=False)
     assert mirror.requests == []
+
+
+# --- the main job's data: scripts/main.sh runs `fl-node localnet` without --data-root -------
+
+MAIN_JOB = ["localnet", "--workers", "5", "--validators", "3", "--rounds", "10", "--seed", "0"]
+
+
+@pytest.fixture
+def mnist_mirror(monkeypatch: pytest.MonkeyPatch) -> Iterator[Mirror]:
+    """MNIST itself served by the local mirror (tiny files pinned in its place)."""
+    yield from serving(monkeypatch, "mnist", "MNIST")
+
+
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> list[LocalnetOptions]:
+    """What `fl-node localnet` would start the network with (nothing is started)."""
+    runs: list[LocalnetOptions] = []
+
+    def run_localnet(options: LocalnetOptions) -> int:
+        runs.append(options)
+        return 0
+
+    monkeypatch.setattr(launcher, "run_localnet", run_localnet)
+    return runs
+
+
+def no_local_copy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(DATA_ROOT_ENV, raising=False)
+    monkeypatch.setattr(files, "SHARED_DATA_ROOT", tmp_path / "fresh-clone" / "no-shared")
+
+
+@pytest.mark.parametrize("named_by", ["FL_NODE_DATA_ROOT", "../shared/datasets/mnist"])
+def test_the_main_job_reads_a_local_copy_as_it_is(
+    named_by: str, mnist_mirror: Mirror, started: list[LocalnetOptions], empty_cache: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name, body in tiny_files().items():
+        (copy / name).write_bytes(body)
+    no_local_copy(monkeypatch, tmp_path)
+    if named_by == DATA_ROOT_ENV:
+        monkeypatch.setenv(DATA_ROOT_ENV, str(copy))
+    else:
+        monkeypatch.setattr(files, "SHARED_DATA_ROOT", copy)
+    assert main([*MAIN_JOB, "--output", str(tmp_path / "out")]) == 0
+    assert started[0].data_root == copy.resolve()
+    assert mnist_mirror.requests == [] and cache_files(empty_cache) == []
+
+
+def test_the_main_job_without_a_local_copy_downloads_mnist_once(
+    mnist_mirror: Mirror, started: list[LocalnetOptions], empty_cache: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    no_local_copy(monkeypatch, tmp_path)
+    assert main([*MAIN_JOB, "--output", str(tmp_path / "out")]) == 0
+    assert cache_files(empty_cache) == sorted(tiny_files())
+    assert sorted(set(mnist_mirror.requests)) == sorted(tiny_files())
+    # Every node is told that (missing) root and finds the files in the cache after it.
+    (options,) = started
+    train = load_builtin("mnist", "train", options.data_root, allow_download=False)
+    test = load_builtin("mnist", "test", options.data_root, allow_download=False)
+    assert (len(train), len(test)) == (30, 10)
+    served = len(mnist_mirror.requests)
+    assert main([*MAIN_JOB, "--output", str(tmp_path / "again")]) == 0
+    assert len(mnist_mirror.requests) == served  # the second run reads the cache
