@@ -7,7 +7,7 @@
 3. one config per node (node/localnet/configs.py), then the requester, the workers and the
    validators as `python -m node.cli run --config ...`, each logging to `logs/<name>.log`;
 4. a read-only view of the chain: the task's events feed a TaskTracker; each finalized
-   round prints a table row, with the round's global model evaluated on the MNIST test set;
+   round prints a table row, with the round's global model evaluated on the dataset's test split;
 5. results.json and plots in the output folder;
 6. every process stopped (process groups; SIGTERM then SIGKILL), anvil too, also on Ctrl-C
    and on failure; a node that dies unasked fails the run with its log tail.

@@ -361,8 +361,9 @@ def write_plots(document: Mapping[str, Any], folder: Path) -> list[Path]:
 
     written = []
     rounds = [entry["round"] for entry in document["rounds"]]
+    test_set = f"{document.get('options', {}).get('dataset') or 'mnist'} test set"
     figure, axes = plt.subplots(figsize=(6, 4))
-    for key, label in (("test_accuracy", "global model, MNIST test set"),
+    for key, label in (("test_accuracy", f"global model, {test_set}"),
                        ("consensus_accuracy", "consensus (validation set)")):
         points = [(r["round"], r[key]) for r in document["rounds"] if r[key] is not None]
         if points:
@@ -370,7 +371,7 @@ def write_plots(document: Mapping[str, Any], folder: Path) -> list[Path]:
     final = document.get("final_model")
     if final is not None and rounds:
         axes.plot([rounds[-1]], [final["test_accuracy"]], marker="*", markersize=12,
-                  linestyle="none", color="tab:red", label="final model, MNIST test set")
+                  linestyle="none", color="tab:red", label=f"final model, {test_set}")
     if document.get("initial_test_accuracy") is not None:
         axes.axhline(document["initial_test_accuracy"], linestyle=":", color="grey",
                      label="initial model")

@@ -120,7 +120,7 @@ class ChainView:
 
     def print_table(self) -> None:
         """Every finalized round again, now with its test-set accuracy."""
-        self.say("rounds, with each global model evaluated on the MNIST test set:")
+        self.say("rounds, with each global model evaluated on the dataset's test split:")
         self.say(header())
         for record in self.tracker.finalized_rounds():
             metrics = self.evaluations.get(record.round)
