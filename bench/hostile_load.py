@@ -127,13 +127,7 @@ def forged_frames(topic: str, impersonated: Any, data: bytes, count: int, first:
     """Framed pubsub RPCs, each one message in ``impersonated``'s name with a random signature."""
     from libp2p.pubsub.pb import rpc_pb2
 
-    def varint(value: int) -> bytes:
-        out = bytearray()
-        while value >= 0x80:
-            out.append((value & 0x7F) | 0x80)
-            value >>= 7
-        out.append(value)
-        return bytes(out)
+    from node.blocks.unixfs import encode_varint
 
     frames = []
     for index in range(first, first + count):
@@ -141,7 +135,7 @@ def forged_frames(topic: str, impersonated: Any, data: bytes, count: int, first:
                                   seqno=index.to_bytes(8, "big"), topicIDs=[topic],
                                   signature=os.urandom(64))
         body = rpc_pb2.RPC(publish=[message]).SerializeToString()
-        frames.append(varint(len(body)) + body)
+        frames.append(encode_varint(len(body)) + body)
     return frames
 
 

@@ -44,7 +44,7 @@ from enum import IntEnum
 from protocol.errors import CIDError
 
 from .cids import cid_from_binary, cid_info
-from .unixfs import MAX_BLOCK_SIZE, _key, _len_field, _varint
+from .unixfs import MAX_BLOCK_SIZE, _key, _len_field, encode_varint
 
 __all__ = [
     "MAX_CID_BYTES",
@@ -129,7 +129,7 @@ def uvarint(value: int) -> bytes:
     """Unsigned LEB128 (the multiformats unsigned-varint)."""
     if value < 0:
         raise ValueError(f"uvarint of a negative number: {value}")
-    return _varint(value)
+    return encode_varint(value)
 
 
 def _int_field(number: int, value: int) -> bytes:

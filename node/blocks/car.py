@@ -27,8 +27,8 @@ from .unixfs import (
     Block,
     DagError,
     _read_varint,
-    _varint,
     decode_file_node,
+    encode_varint,
     is_raw,
 )
 
@@ -76,7 +76,7 @@ def car_header(roots: Sequence[str]) -> bytes:
         link = b"\x00" + cid_info(root).binary
         body += _cbor_head(6, _CID_TAG) + _cbor_head(2, len(link)) + link
     body += _cbor_text("version") + _cbor_head(0, _CAR_VERSION)
-    return _varint(len(body)) + bytes(body)
+    return encode_varint(len(body)) + bytes(body)
 
 
 def write_car(out: BinaryIO, roots: Sequence[str], blocks: Iterable[Block]) -> int:
@@ -88,7 +88,7 @@ def write_car(out: BinaryIO, roots: Sequence[str], blocks: Iterable[Block]) -> i
             continue
         seen.add(block.cid)
         binary = cid_info(block.cid).binary
-        written += out.write(_varint(len(binary) + len(block.data)) + binary + block.data)
+        written += out.write(encode_varint(len(binary) + len(block.data)) + binary + block.data)
     return written
 
 

@@ -96,7 +96,8 @@ def is_raw(cid: str) -> bool:
 # --- protobuf, the handful of wire rules dag-pb and UnixFS use ---------------------------
 
 
-def _varint(value: int) -> bytes:
+def encode_varint(value: int) -> bytes:
+    """Unsigned LEB128: protobuf's varint, the multiformats unsigned-varint."""
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -106,11 +107,11 @@ def _varint(value: int) -> bytes:
 
 
 def _key(field: int, wire: int) -> bytes:
-    return _varint(field << 3 | wire)
+    return encode_varint(field << 3 | wire)
 
 
 def _len_field(field: int, payload: bytes) -> bytes:
-    return _key(field, _WIRE_LEN) + _varint(len(payload)) + payload
+    return _key(field, _WIRE_LEN) + encode_varint(len(payload)) + payload
 
 
 def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -154,15 +155,15 @@ def encode_file_node(links: list[Link]) -> bytes:
     """dag-pb bytes of a UnixFS File node over ``links`` (Links before Data, as Kubo writes)."""
     if not links:
         raise DagError("a file node needs at least one link")
-    unixfs = _key(1, _WIRE_VARINT) + _varint(_UNIXFS_FILE)
-    unixfs += _key(3, _WIRE_VARINT) + _varint(sum(link.file_size for link in links))
+    unixfs = _key(1, _WIRE_VARINT) + encode_varint(_UNIXFS_FILE)
+    unixfs += _key(3, _WIRE_VARINT) + encode_varint(sum(link.file_size for link in links))
     for link in links:
-        unixfs += _key(4, _WIRE_VARINT) + _varint(link.file_size)
+        unixfs += _key(4, _WIRE_VARINT) + encode_varint(link.file_size)
     out = bytearray()
     for link in links:
         pb_link = _len_field(1, cid_info(link.cid).binary)
         pb_link += _len_field(2, b"")  # Kubo writes an empty Name
-        pb_link += _key(3, _WIRE_VARINT) + _varint(link.tsize)
+        pb_link += _key(3, _WIRE_VARINT) + encode_varint(link.tsize)
         out += _len_field(2, pb_link)
     out += _len_field(1, unixfs)
     return bytes(out)

@@ -223,11 +223,12 @@ async def test_wants_for_malformed_cids_get_dont_have(tmp_path: Path) -> None:
 async def test_a_dag_linking_a_malformed_cid_fails_the_fetch_clearly(tmp_path: Path) -> None:
     """The root hashes to its CID but links a sha2-256 multihash declaring 33 bytes."""
     from node.blocks.exchange import BlockFetchError
-    from node.blocks.unixfs import _key, _len_field, _varint
+    from node.blocks.unixfs import _key, _len_field, encode_varint
 
     odd = bytes.fromhex("01551221") + bytes(33)
-    link = _len_field(1, odd) + _len_field(2, b"") + _key(3, 0) + _varint(10)
-    unixfs = _key(1, 0) + _varint(2) + _key(3, 0) + _varint(10) + _key(4, 0) + _varint(10)
+    link = _len_field(1, odd) + _len_field(2, b"") + _key(3, 0) + encode_varint(10)
+    unixfs = (_key(1, 0) + encode_varint(2) + _key(3, 0) + encode_varint(10)
+              + _key(4, 0) + encode_varint(10))
     node = _len_field(2, link) + _len_field(1, unixfs)
     root = cid_of(node, "dag-pb")
     async with bitswap_peers(tmp_path, 2) as (server, client):
