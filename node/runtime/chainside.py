@@ -194,6 +194,7 @@ class ChainFollower:
         self.translator = EventTranslator(me)
         self._consumers: list[Callable[[Sequence[ChainBlock]], None]] = []
         self._first_read: dict[str, int] = {}  # address -> where this process began reading it
+        self.last_blocks: tuple[ChainBlock, ...] = ()  # the last poll's, for its timing
 
     @property
     def task(self) -> str | None:
@@ -210,6 +211,7 @@ class ChainFollower:
     def poll(self) -> list[ev.Event]:
         """New events since the cursor (the caller commits the cursor once handled)."""
         batch = self.read()
+        self.last_blocks = batch.blocks
         events = self.translator.events(batch)
         if self.translator.task is not None and self.translator.task_block is not None:
             # our own new task: its logs from the block that created it (a no-op once followed)

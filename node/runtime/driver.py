@@ -32,7 +32,7 @@ from node.blocks import BlockExchange, BlockStore
 from node.config import NodeConfig
 from node.discovery import Discovery
 from node.gossip import GossipNode
-from node.runtime import learning
+from node.runtime import learning, timing
 from node.runtime.chainside import ChainAccess, ChainFollower
 from node.runtime.effects import (
     ChainEffects,
@@ -241,10 +241,12 @@ async def register(chain: ChainAccess, keys: NodeKeys, log: logging.LoggerAdapte
         return
     key = keys.vrf_key
     modulus = i2osp(key.modulus, keycert.KEY_BYTES)
-    certificate = await trio.to_thread.run_sync(keycert.certify, key, keys.address_bytes)
-    await chain.run(
-        client.register, keys.peer_id.to_bytes(), keys.encryption_public, modulus, certificate
-    )
+    with timing.span(log, "certify", 0):
+        certificate = await trio.to_thread.run_sync(keycert.certify, key, keys.address_bytes)
+    with timing.span(log, "tx", 0, kind="register"):
+        await chain.run(
+            client.register, keys.peer_id.to_bytes(), keys.encryption_public, modulus, certificate
+        )
     log.info("registered as %s (peer %s)", keys.address, keys.peer_id)
 
 

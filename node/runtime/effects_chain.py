@@ -4,15 +4,19 @@ client's typed methods (the ones the contract tests use), withdrawing."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import trio
 
-from node.chain import ChainClient, ChainError, ChainRevert, TaskParams
+from node.attacks.validator import first_reveal_of_another
+from node.chain import ChainClient, ChainError, ChainEvent, ChainRevert, TaskParams
 from node.chain.errors import TransactionCannotSucceed
+from node.chain.tracker import round_phase
 from node.chain.types import RewardPolicy
 from node.chain.types import Role as ChainRole
 from node.config import AUTO_TASK, NodeConfig
 from node.models import architecture_of, model_problem, worker_data_problem
+from node.runtime import timing
 from node.runtime.chainside import ALREADY_DONE, ChainAccess, ChainFollower, address_bytes, checksum
 from node.runtime.effects import NodeStatus
 from protocol.aggregation import AggregationError
@@ -23,6 +27,7 @@ from protocol.state.actions import FindTask, SendTx, Withdraw
 from protocol.state.records import Role, TaskOffer, TaskTerms, TxKind
 
 TX_ATTEMPTS = 3
+COPY_POLLS = 100  # the copycat's wait for another reveal, in chain polls
 
 
 def task_problem(
@@ -74,6 +79,16 @@ def send_task_tx(client: ChainClient, task: str | None, tx: SendTx) -> None:
         raise ChainError(f"no transaction for {tx.kind}")
 
 
+def _seen(log: ChainEvent, block_times: dict[int, int]) -> dict[str, Any]:
+    """A log as a timing event lists it: its name, round, block time (and next phase)."""
+    seen: dict[str, Any] = {
+        "log": log.name, "round": log.args.get("round", 0), "block_ts": block_times[log.block_number]
+    }
+    if log.name == "PhaseEndedEarly":
+        seen["phase"] = str(round_phase(log.args["nextPhase"]))
+    return seen
+
+
 class ChainSide:
     """ChainEffects on a real chain, through `ChainAccess` (one call at a time)."""
 
@@ -97,10 +112,15 @@ class ChainSide:
 
     async def poll(self) -> list[ev.Event] | None:
         try:
-            return await self.chain.run(self.follower.poll)
+            events = await self.chain.run(self.follower.poll)
         except (ChainError, OSError) as problem:
             self.log.warning("polling the chain failed (%s); retrying", problem)
             return None
+        seen = [e for block in self.follower.last_blocks for e in block.events]
+        if seen:  # when each log reached us against its block's time: the block waits
+            blocks = {b.number: b.timestamp for b in self.follower.last_blocks}
+            timing.point(self.log, "chain", self.status.round, logs=[_seen(e, blocks) for e in seen])
+        return events
 
     async def commit(self) -> None:
         await trio.to_thread.run_sync(self.follower.cursor.commit)
@@ -138,11 +158,17 @@ class ChainSide:
         if tx.kind == TxKind.REVEAL_MANIFEST and self.config.behaviour.validator == "lazy":
             self.log.info("round %d: lazy on purpose: not revealing", tx.round)
             return None
+        if tx.kind == TxKind.REVEAL_MANIFEST and self.config.behaviour.validator == "copycat":
+            tx = await self._copied_reveal(tx)
         # Every task call is safe to retry: if a lost attempt landed, the contract refuses
         # the repeat (AlreadySubmitted, WrongPhase, ...) and nothing is sent twice. A
         # createTask repeated would create a second task, so it gets one attempt; if it
         # landed anyway, its TaskCreated log still reaches the machine.
         attempts = 1 if tx.kind == TxKind.CREATE_TASK else TX_ATTEMPTS
+        with timing.span(self.log, "tx", tx.round, kind=tx.kind.value):
+            return await self._send(tx, attempts)
+
+    async def _send(self, tx: SendTx, attempts: int) -> ev.Event | None:
         for attempt in range(1, attempts + 1):
             try:
                 if tx.kind == TxKind.CREATE_TASK:
@@ -167,6 +193,24 @@ class ChainSide:
                 await trio.sleep(attempt)
         self.status.failed_txs.append(f"{tx.kind}@{tx.round}: ChainError")
         return ev.TxFailed(tx.kind, tx.round, "ChainError")
+
+    async def _copied_reveal(self, tx: SendTx) -> SendTx:
+        """The copycat validator's reveal: the first manifest another member revealed this
+        round (`node.attacks.validator`), once there is one; the contract refuses it."""
+        round, workers, *_, salt = tx.args
+        me = address_bytes(self.client.address)
+        for _ in range(COPY_POLLS):
+            def reveals() -> list[dict[str, Any]]:
+                end = self.client.w3.eth.block_number
+                logs = self.follower.cursor.read([str(self.task)], 0, end)
+                return [log.args for log in logs if log.name == "ManifestRevealed"]
+
+            found = first_reveal_of_another(await self.chain.run(reveals), round, me, workers)
+            if found is not None:
+                self.log.info("round %d: copycat reveals another member's manifest", round)
+                return SendTx(tx.kind, tx.round, (round, workers, *found, salt))
+            await trio.sleep(self.config.chain.poll_interval)
+        return tx
 
     async def _finalized_by_other(self, tx: SendTx) -> bool:
         """A finalizeRound that lost the race to another party's: the round is settled."""

@@ -21,11 +21,12 @@ from typing import Any
 import torch
 import trio
 
+from node.attacks.validator import committed_columns
 from node.blocks import BlockExchange, BlockStore
 from node.chain import TaskParams
 from node.config import NodeConfig
 from node.models import data_problem
-from node.runtime import learning
+from node.runtime import learning, timing
 from node.runtime.chainside import ChainAccess, address_bytes, checksum
 from node.runtime.effects import NodeStatus
 from node.runtime.effects_chain import task_problem
@@ -37,6 +38,7 @@ from protocol.data import Dataset
 from protocol.envelope import content_key_of, open_envelope, open_with_content_key, seal
 from protocol.errors import DatasetError, ProtocolError, VRFError
 from protocol.messages import key_release_context
+from protocol.rewards import RewardPolicy
 from protocol.sortition import RegisteredKey, committee_proof, verify_committee_member
 from protocol.state import events as ev
 from protocol.state.actions import (
@@ -147,13 +149,41 @@ def copied_updates(
     }
 
 
+def judge_round(
+    book: ReleasedUpdates,
+    action: StartEvaluation,
+    validation: Dataset,
+    qualification_threshold: int,
+    reward_policy: RewardPolicy,
+    log: logging.LoggerAdapter[logging.Logger],
+) -> learning.Evaluation:
+    """A validator's evaluation of a round: the copy check, then every update measured
+    (`learning.evaluate_round`)."""
+    with timing.span(log, "base", action.round):
+        base = book.global_state(action.base)
+    with timing.span(log, "open", action.round, updates=len(action.candidates)):
+        copies = copied_updates(book, action.workers, action.candidates, base)
+    for copy, original in copies.items():
+        log.warning(
+            "round %d: the update of 0x%s copies that of 0x%s, submitted earlier; "
+            "rejected", action.round, copy[:4].hex(), original[:4].hex(),
+        )
+    # a copy is judged as an update that could not be used: rejected, scored 0
+    candidates = [u for u in action.candidates if u.worker not in copies]
+    with timing.span(log, "score", action.round):
+        return learning.evaluate_round(
+            book, action.workers, candidates, base, validation, qualification_threshold,
+            reward_policy,
+        )
+
+
 @dataclass(frozen=True)
 class TaskWork:
     """What the jobs of the followed task need: its address, parameters and model book."""
 
     task: str
     params: TaskParams
-    book: learning.ModelBook
+    book: ReleasedUpdates
 
 
 class LearningJobs:
@@ -222,7 +252,8 @@ class LearningJobs:
             SaveFinalModel: self._save_final_model,
         }
         try:
-            return await handlers[type(action)](action)
+            with timing.span(self.log, type(action).__name__, getattr(action, "round", 0)):
+                return await handlers[type(action)](action)
         except Exception as problem:  # a job's failure is reported, never fatal
             self.log.exception("job %s failed", type(action).__name__)
             job = JOB_OF.get(type(action))
@@ -263,7 +294,10 @@ class LearningJobs:
     async def _train(self, action: StartTraining) -> ev.Event:
         book = self._work().book
         if self.shard is None:
-            self.shard = await trio.to_thread.run_sync(learning.load_worker_shard, self.config.data)
+            with timing.span(self.log, "load data", action.round):
+                self.shard = await trio.to_thread.run_sync(
+                    learning.load_worker_shard, self.config.data
+                )
         shard = self.shard
         if self.config.behaviour.worker.split(":")[0] == "copycat" and self.copied_update:
             # the cheapest copy left when updates are sealed: submit another worker's
@@ -275,16 +309,20 @@ class LearningJobs:
         seed = int.from_bytes(self.me[:4], "big") ^ action.round
 
         def work() -> bytes:
-            base = book.global_state(action.base)
-            state = learning.train_update(
-                book, base, shard, self.config.training, self.config.behaviour, seed,
-                self._progress_logger(action.round),
-            )
-            return book.crypto.seal(encode_state_dict(state), recipients)
+            with timing.span(self.log, "base", action.round):
+                base = book.global_state(action.base)
+            with timing.span(self.log, "train", action.round, samples=len(shard)):
+                state = learning.train_update(
+                    book, base, shard, self.config.training, self.config.behaviour, seed,
+                    self._progress_logger(action.round),
+                )
+            with timing.span(self.log, "seal", action.round):
+                return book.crypto.seal(encode_state_dict(state), recipients)
 
         self.log.info("round %d: training on %d samples", action.round, len(shard))
         sealed = await trio.to_thread.run_sync(work)
-        cid = await self.exchange.publish(sealed)
+        with timing.span(self.log, "store", action.round):
+            cid = await self.exchange.publish(sealed)
         claimed = learning.claimed_samples(self.config.behaviour, len(shard))
         return ev.TrainingDone(action.round, cid, claimed)
 
@@ -336,28 +374,20 @@ class LearningJobs:
         book = work.book
         validation = await self._validation_set(action.validation_cid)
 
-        def evaluate() -> learning.Evaluation:
-            base = book.global_state(action.base)
-            copies = copied_updates(book, action.workers, action.candidates, base)
-            for copy, original in copies.items():
-                self.log.warning(
-                    "round %d: the update of 0x%s copies that of 0x%s, submitted earlier; "
-                    "rejected", action.round, copy[:4].hex(), original[:4].hex(),
-                )
-            # a copy is judged as an update that could not be used: rejected, scored 0
-            candidates = [u for u in action.candidates if u.worker not in copies]
-            return learning.evaluate_round(
-                book, action.workers, candidates, base, validation,
-                work.params.qualification_threshold, work.params.reward_policy,
-            )
-
         self.log.info(
             "round %d: evaluating %d updates on %d samples",
             action.round, len(action.candidates), len(validation),
         )
-        result = await trio.to_thread.run_sync(evaluate)
-        if self.config.behaviour.validator == "lying":
-            result = learning.lie_about(result)
+        params = work.params
+        result = await trio.to_thread.run_sync(
+            judge_round, book, action, validation, params.qualification_threshold,
+            params.reward_policy, self.log,
+        )
+        if self.config.behaviour.validator != "honest":  # a scenario's validator attack
+            scores, accepts = committed_columns(
+                self.config.behaviour.validator, result.workers, result.scores, result.accepts
+            )
+            result = dataclasses.replace(result, scores=scores, accepts=accepts)
         self.log.info(
             "round %d: accuracies %s, accepted %d, global accuracy %.4f",
             action.round,

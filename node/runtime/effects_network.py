@@ -23,7 +23,7 @@ from node.gossip import (
     open_task_gossip,
 )
 from node.models import build_model
-from node.runtime import learning
+from node.runtime import learning, timing
 from node.runtime.chainside import ChainAccess, address_bytes, checksum
 from node.runtime.effects import Deliver
 from protocol.codec import ModelSpec
@@ -155,6 +155,10 @@ class TaskNetwork:
             async with gossip.messages("models") as models:
                 async for received in models:
                     if isinstance(received.message, ModelAnnouncement):
+                        timing.point(
+                            self.log, "announced", received.message.round,
+                            cid=received.message.cid, worker=received.message.worker.hex(),
+                        )
                         self._remember(received.message)
                         await deliver(announcement_received(received.message))
                     elif isinstance(received.message, KeyRelease):
@@ -237,7 +241,11 @@ class TaskNetwork:
             return
         message = wire_message(action, self.client.chain_id, address_bytes(self._followed()), self.me)
         try:
-            await gossip.publish(message)
+            with timing.span(
+                self.log, "publish", action.round, message=type(message).__name__,
+                cid=getattr(action, "cid", None),
+            ):
+                await gossip.publish(message)
         except (GossipRejected, GossipIgnored) as problem:
             self.log.warning("not published: %s", problem)
 
@@ -263,13 +271,14 @@ class TaskNetwork:
             await self.load_members()
         started = time.monotonic()
         try:
-            await self.exchange.fetch(
-                action.cid,
-                self.bounds[action.kind],
-                providers=self._provider_infos(action.providers),
-                timeout_s=FETCH_TIMEOUT_S,
-                pin=True,
-            )
+            with timing.span(self.log, "fetch", 0, cid=action.cid, kind=action.kind.value):
+                await self.exchange.fetch(
+                    action.cid,
+                    self.bounds[action.kind],
+                    providers=self._provider_infos(action.providers),
+                    timeout_s=FETCH_TIMEOUT_S,
+                    pin=True,
+                )
         except (BlockFetchError, BlockStoreError, ProtocolError, ValueError) as problem:
             self.log.warning("fetching %s failed: %s", action.cid, problem)
             return ev.FetchFailed(action.cid, str(problem))

@@ -1,0 +1,522 @@
+"""Where each second of a localnet round goes, against the floor of the same work.
+
+    python -m bench.round_profile [--workers 5] [--validators 3] [--rounds 4]
+                                  [--output DIR] [--data-root DIR] [--max-samples N]
+    python -m bench.round_profile --from-logs DIR   # a localnet that ran with --output DIR
+
+1. A localnet as `fl-node localnet` runs it (anvil, a bootstrap node, a requester, the
+   workers and validators as separate processes on 127.0.0.1, MNIST), while every node's
+   CPU time is read from /proc/<pid>/stat once a second.
+2. The timing events the nodes log (`node.runtime.timing`: jobs, transactions, fetches,
+   gossip, the chain logs each node saw and when) give, per round and phase, the critical
+   path: the node the phase waited for last and what its time went to (averaging, training
+   compute, sealing, storing, fetching, opening, scoring, transactions, and what is left:
+   waiting for blocks and polls), the gossip latency of update announcements, and each
+   role's CPU use per phase. Also the start-up (launch to round 1) and the tail.
+3. In the same run, the floor: one centralized epoch over the union of the workers'
+   shards (same model, batch size, learning rate, on all of this machine's cores), plus
+   the validators' evaluation work alone (the runtime's own `judge_round` over as many
+   sealed updates as there are workers, on the task's validation set, at the validators'
+   thread count; V validators on C cores need V/C of it when V > C).
+
+It prints each round's wall time and `round wall / floor`, and their mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+
+from node.blocks import BlockStore
+from node.blocks.unixfs import build_file_dag
+from node.config import NodeConfig, load_config
+from node.datasets import default_data_root, load_validation_set, load_worker_shard
+from node.localnet.launcher import Localnet, LocalnetOptions
+from node.localnet.scenario import Scenario
+from node.models import build_model
+from node.runtime import learning, timing
+from node.runtime.effects_jobs import ReleasedUpdates, judge_round
+from protocol.codec import encode_state_dict
+from protocol.data import Dataset, to_tensors
+from protocol.envelope import generate_keypair
+from protocol.rewards import RewardPolicy
+from protocol.state.actions import StartEvaluation
+from protocol.state.records import GlobalModel, Update
+from protocol.training import TrainConfig, train_local
+
+FLOWER_ROUND_S = 54.0  # Flower 1.42, 5 supernodes, same work, this machine kind (issue 13)
+PHASES = ("training", "commit", "reveal", "finalize")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+class StampedOut:
+    """The launcher's output, echoed, each line remembered with when it was written."""
+
+    def __init__(self, echo: TextIO) -> None:
+        self.echo = echo
+        self.lines: list[tuple[float, str]] = []
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip():
+                self.lines.append((time.time(), line))
+        return self.echo.write(text)
+
+    def flush(self) -> None:
+        self.echo.flush()
+
+    def first(self, prefix: str) -> float | None:
+        return next((t for t, line in self.lines if line.startswith(prefix)), None)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (all its threads) so far."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+class CpuSampler:
+    """Every node's (and anvil's, and the launcher's) CPU time, once a second."""
+
+    def __init__(self, localnet: Localnet) -> None:
+        self.localnet = localnet
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _pids(self) -> dict[str, int]:
+        pids = {name: p.pid for name, p in self.localnet.processes.processes.items() if p.running}
+        if self.localnet.anvil is not None:
+            pids["anvil"] = self.localnet.anvil.pid
+        pids["launcher"] = os.getpid()
+        return {name: pid for name, pid in pids.items() if pid is not None}
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            now = time.time()
+            reading = {name: cpu_seconds(pid) for name, pid in self._pids().items()}
+            self.samples.append((now, {n: s for n, s in reading.items() if s is not None}))
+
+    def share(self, name: str, start: float, end: float) -> float | None:
+        """`name`'s CPU use over [start, end] in cores (1.0: one core busy throughout)."""
+        inside = [(t, s[name]) for t, s in self.samples if start <= t <= end and name in s]
+        if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+            return None
+        return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+
+
+# --- the nodes' timing events --------------------------------------------------------------
+
+
+@dataclass
+class Timeline:
+    """Every node's timing events, and the phase boundaries of each round as first seen."""
+
+    events: dict[str, list[dict[str, Any]]]
+    boundaries: dict[int, dict[str, float]] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, logs: Path) -> Timeline:
+        events: dict[str, list[dict[str, Any]]] = {}
+        for path in sorted(logs.glob("*.log")):
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                found = [e for e in map(timing.parse, handle) if e is not None]
+            if found:
+                events[path.stem] = found
+        timeline = cls(events)
+        timeline._find_boundaries()
+        return timeline
+
+    def _find_boundaries(self) -> None:
+        for events in self.events.values():
+            for event in events:
+                if event["what"] != "chain":
+                    continue
+                for log in event["logs"]:
+                    name = {
+                        "RoundStarted": "training",
+                        "RoundFinalized": "finalized",
+                        "TaskTerminated": "terminated",
+                    }.get(log["log"], log.get("phase"))
+                    if name is None:
+                        continue
+                    seen = self.boundaries.setdefault(log["round"], {})
+                    seen[name] = min(seen.get(name, event["at"]), event["at"])
+
+    def rounds(self) -> list[int]:
+        return sorted(r for r, b in self.boundaries.items() if "training" in b and "finalized" in b)
+
+    def phases(self, round: int) -> list[tuple[str, float, float]]:
+        """(phase, start, end) of a round; a phase that ended on its deadline (no log says
+        when) is merged into the next one."""
+        seen = self.boundaries[round]
+        starts = zip((*PHASES, ""), ("training", "commit", "reveal", "finalizing", "finalized"), strict=True)
+        marks = [(phase, seen[key]) for phase, key in starts if key in seen]
+        return [(phase, start, end) for (phase, start), (_, end) in zip(marks, marks[1:], strict=False)]
+
+    def spans(self, node: str, *whats: str, round: int | None = None, kind: str | None = None) -> list[dict[str, Any]]:
+        return [
+            e for e in self.events.get(node, [])
+            if e["what"] in whats and "start" in e
+            and (round is None or e["round"] == round) and (kind is None or e.get("kind") == kind)
+        ]  # fmt: skip
+
+    def last_tx(self, kind: str, round: int) -> tuple[str, dict[str, Any]] | None:
+        """The node whose `kind` transaction of `round` was confirmed last, and that span."""
+        found = [(e["end"], node, e) for node in self.events for e in self.spans(node, "tx", round=round, kind=kind)]
+        if not found:
+            return None
+        _, node, span = max(found, key=lambda f: f[0])
+        return node, span
+
+    def seen_at(self, node: str, log: str, round: int) -> float | None:
+        for event in self.events.get(node, []):
+            if event["what"] == "chain" and any(
+                entry["log"] == log and entry["round"] == round for entry in event["logs"]
+            ):
+                return float(event["at"])
+        return None
+
+
+def covered(spans: Iterable[tuple[float, float]], start: float, end: float) -> float:
+    """Seconds of [start, end] under the union of `spans`."""
+    total, reach = 0.0, start
+    for a, b in sorted(spans):
+        a, b = max(a, reach), min(b, end)
+        if b > a:
+            total += b - a
+            reach = b
+    return total
+
+
+@dataclass
+class Step:
+    label: str
+    seconds: float
+
+
+def critical_path(t: Timeline, round: int, phase: str, start: float, end: float) -> tuple[str, list[Step]]:
+    """Who the phase waited for last, and where that node's time in the phase went."""
+    kind, labels = {
+        "training": ("submitUpdate", ("Aggregate", "load data", "base", "train", "seal", "store", "tx")),
+        "commit": ("commitManifest", ("fetch", "Aggregate", "base", "open", "score", "tx")),
+        "reveal": ("revealManifest", ("tx",)),
+        "finalize": ("finalizeRound", ("tx",)),
+    }[phase]
+    last = t.last_tx(kind, round)
+    if last is None:
+        return "-", [Step("no such transaction", end - start)]
+    node, _ = last
+    steps: list[Step] = []
+    taken: list[tuple[float, float]] = []
+    opened = t.seen_at(node, "RoundStarted", round) if phase == "training" else None
+    if opened is not None and opened > start:
+        steps.append(Step("round seen", min(opened, end) - start))
+        taken.append((start, opened))
+    for label in labels:
+        if label == "tx":
+            chosen = t.spans(node, "tx", round=round, kind=kind)
+        elif label == "Aggregate":
+            chosen = t.spans(node, "Aggregate", round=round - 1)
+        elif label == "fetch":
+            chosen = t.spans(node, "fetch")
+        else:
+            chosen = t.spans(node, label, round=round)
+        intervals = [(e["start"], e["end"]) for e in chosen]
+        seconds = covered(intervals + taken, start, end) - covered(taken, start, end)
+        if seconds > 0.05:
+            name = {"tx": f"{kind} tx", "Aggregate": "averaging", "open": "decrypt+copy check"}.get(label, label)
+            steps.append(Step(name, seconds))
+            taken.extend(intervals)
+    rest = (end - start) - covered(taken, start, end)
+    steps.append(Step("waiting (blocks, polls, queues)", rest))
+    return node, steps
+
+
+def gossip_latency(t: Timeline, round: int) -> list[float]:
+    """Seconds from a worker's announcement publish to each node's receipt, in `round`."""
+    published = {
+        e["cid"]: e["start"]
+        for events in t.events.values() for e in events
+        if e["what"] == "publish" and e.get("message") == "ModelAnnouncement" and e["round"] == round
+    }  # fmt: skip
+    return [
+        e["at"] - published[e["cid"]]
+        for events in t.events.values() for e in events
+        if e["what"] == "announced" and e.get("cid") in published and e["round"] == round
+    ]  # fmt: skip
+
+
+# --- the floor -----------------------------------------------------------------------------
+
+
+def worker_configs(nodes: Path) -> list[NodeConfig]:
+    count = len(list(nodes.glob("worker-*")))
+    return [load_config(nodes / f"worker-{i}" / "node.toml") for i in range(count)]
+
+
+def joined(shards: Sequence[Dataset]) -> tuple[torch.Tensor, torch.Tensor]:
+    tensors = [to_tensors(s) for s in shards]
+    return torch.cat([x for x, _ in tensors]), torch.cat([y for _, y in tensors])
+
+
+def centralized_epoch(configs: Sequence[NodeConfig], model: str, threads: int) -> tuple[float, torch.nn.Module, int]:
+    """Seconds of one epoch over every worker's shard on `threads` threads, the model it
+    trained, and how many samples."""
+    images, labels = joined([load_worker_shard(c.data) for c in configs])
+    training = configs[0].training
+    config = TrainConfig(
+        epochs=training.epochs, batch_size=training.batch_size, lr=training.lr,
+        momentum=training.momentum, prox_mu=0.0, seed=0,
+    )  # fmt: skip
+    net = build_model(model, seed=0)
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    train_local(net, images, labels, config)
+    return time.perf_counter() - started, net, len(labels)
+
+
+def evaluation_alone(
+    requester: NodeConfig,
+    trained: torch.nn.Module,
+    model: str,
+    workers: int,
+    threads: int,
+    folder: Path,
+) -> float:
+    """Seconds of one validator's evaluation of a round (`judge_round`: open every update,
+    the copy check, accuracies, leave-one-out, the aggregate) of `workers` sealed updates
+    on the task's validation set. The round's base is `trained` and each update adds its
+    own small noise to it: each qualifies and none is a copy, as honest updates."""
+    validation = load_validation_set(
+        requester.data, requester.task.validation_samples, requester.task.validation
+    )
+    task = b"\x42" * 20
+    private, public = generate_keypair()
+    crypto = learning.TaskCrypto(private, task)
+    log = logging.LoggerAdapter(logging.getLogger("bench.round_profile"), {})
+    torch.manual_seed(0)
+    base = trained.state_dict()
+    blobs = [encode_state_dict(base)]  # the round's base, then the sealed updates
+    for _ in range(workers):
+        state = {
+            name: t + 0.01 * t.std() * torch.randn_like(t) if t.is_floating_point() else t
+            for name, t in base.items()
+        }
+        blobs.append(crypto.seal(encode_state_dict(state), [public]))
+    with BlockStore(folder / "blocks") as store:
+        roots = []
+        for blob in blobs:
+            root, blocks = build_file_dag(blob)
+            roots.append(root)
+            for block in blocks:
+                store.put(block.cid, block.data)
+        book = ReleasedUpdates(task, model, store, crypto)
+        initial = roots[0]
+        candidates = [
+            Update(bytes([index + 1]) * 20, cid, 1000) for index, cid in enumerate(roots[1:])
+        ]
+        action = StartEvaluation(
+            1, tuple(u.worker for u in candidates), tuple(candidates), "unused", GlobalModel(initial)
+        )
+        torch.set_num_threads(threads)
+        times = []
+        for _ in range(2):  # the first also pays for lazy initialisation
+            started = time.perf_counter()
+            judge_round(
+                book, action, validation, requester.task.fixed("qualification_threshold"),
+                RewardPolicy[requester.task.reward_policy.upper()], log,
+            )
+            times.append(time.perf_counter() - started)
+    return min(times)
+
+
+# --- the report ----------------------------------------------------------------------------
+
+
+def show_round(t: Timeline, sampler: CpuSampler | None, round: int, roles: dict[str, list[str]], out: TextIO) -> float:
+    phases = t.phases(round)
+    wall = phases[-1][2] - phases[0][1]
+    print(f"\nround {round}: {wall:.1f} s", file=out)
+    for phase, start, end in phases:
+        node, steps = critical_path(t, round, phase, start, end)
+        path = ", ".join(f"{s.label} {s.seconds:.1f}" for s in steps)
+        print(f"  {phase:<9} {end - start:5.1f} s  waited for {node}: {path}", file=out)
+    latencies = sorted(gossip_latency(t, round))
+    if latencies:
+        print(
+            f"  gossip    announcement to receipt: median {statistics.median(latencies) * 1000:.0f} ms, "
+            f"max {latencies[-1] * 1000:.0f} ms ({len(latencies)} receipts)",
+            file=out,
+        )
+    shares = []
+    for role, names in roles.items():
+        if sampler is None:
+            break
+        cells = []
+        for phase, start, end in phases:
+            used = [s for s in (sampler.share(n, start, end) for n in names) if s is not None]
+            cells.append(f"{phase} {100 * statistics.mean(used):.0f}%" if used else f"{phase} -")
+        shares.append(f"{role} " + " ".join(cells))
+    if shares:
+        print("  cpu/node  " + "; ".join(shares), file=out)
+    return wall
+
+
+def show_startup(t: Timeline, stamped: StampedOut, launched: float | None, out: TextIO) -> None:
+    first = t.boundaries.get(1, {}).get("training")
+    if first is None or launched is None:
+        return
+    marks = [
+        ("chain up", stamped.first("anvil ")),
+        ("bootstrap up", stamped.first("bootstrap ")),
+        ("nodes started", stamped.first("started requester")),
+    ]
+    parts = [f"{name} +{at - launched:.1f}" for name, at in marks if at is not None]
+    certify = [e["end"] - e["start"] for events in t.events.values() for e in events if e["what"] == "certify"]
+    registers = [e["end"] for events in t.events.values() for e in events if e.get("kind") == "register"]
+    joins = [e["end"] for events in t.events.values() for e in events if e.get("kind") == "join"]
+    if registers:
+        parts.append(f"all registered +{max(registers) - launched:.1f}")
+    if joins:
+        parts.append(f"all joined +{max(joins) - launched:.1f}")
+    parts.append(f"round 1 open +{first - launched:.1f}")
+    print(f"start-up: {first - launched:.1f} s ({', '.join(parts)})", file=out)
+    if certify:
+        print(f"  VRF key certificate per node: {statistics.mean(certify):.1f} s", file=out)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.round_profile", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=5)
+    parser.add_argument("--validators", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--max-samples", type=int, help="use only the first N training samples")
+    parser.add_argument("--data-root", type=Path, default=None, help="MNIST's folder")
+    parser.add_argument("--output", type=Path, help="new folder for the localnet (default: a temporary one)")
+    parser.add_argument(
+        "--from-logs", type=Path, metavar="DIR",
+        help="profile the localnet that ran in DIR (its --output) instead of running one; "
+        "the floor is measured now",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=len(os.sched_getaffinity(0)),
+        help="threads of the centralized epoch (default: this machine's cores, %(default)s)",
+    )
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace, out: TextIO) -> tuple[Path, CpuSampler | None, float | None, float | None, StampedOut]:
+    """Run the localnet (unless --from-logs); its output folder, the CPU samples, and when it
+    was launched and finished."""
+    stamped = StampedOut(out)
+    if args.from_logs is not None:
+        return args.from_logs, None, None, None, stamped
+    output = args.output or Path(tempfile.mkdtemp(prefix="round-profile-"))
+    options = LocalnetOptions(
+        output=output,
+        data_root=(args.data_root or default_data_root()).resolve(),
+        workers=args.workers,
+        validators=args.validators,
+        rounds=args.rounds,
+        max_samples=args.max_samples,
+    )
+    scenario = Scenario(source="<round profile>").resolve(args.workers, args.validators)
+    localnet = Localnet(options, scenario, stamped)  # type: ignore[arg-type]
+    launched = time.time()
+    with CpuSampler(localnet) as sampler:
+        status = localnet.run()
+    if status != 0:
+        raise SystemExit(f"the localnet failed (status {status}); its logs are in {localnet.logs}")
+    return output, sampler, launched, time.time(), stamped
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = sys.stdout
+    output, sampler, launched, finished, stamped = run(args, out)
+    nodes = output / "nodes"
+    requester = load_config(nodes / "requester" / "node.toml")
+    configs = worker_configs(nodes)
+    validators = sorted(p.name for p in nodes.glob("validator-*"))
+    model = requester.task.model
+
+    timeline = Timeline.read(output / "logs")
+    rounds = timeline.rounds()
+    if not rounds:
+        print(f"no round completed; see the logs in {output / 'logs'}", file=out)
+        return 1
+    print(f"\n=== where each second goes ({len(configs)} workers, {len(validators)} validators; "
+          f"logs in {output / 'logs'}) ===", file=out)
+    show_startup(timeline, stamped, launched, out)
+    roles = {
+        "worker": [f"worker-{i}" for i in range(len(configs))],
+        "validator": validators,
+        "requester": ["requester"],
+        "anvil": ["anvil"],
+        "launcher": ["launcher"],
+    }
+    walls = {r: show_round(timeline, sampler, r, roles, out) for r in rounds}
+    last = timeline.boundaries[rounds[-1]]
+    if finished is not None:
+        end_seen = last.get("terminated", last["finalized"])
+        print(f"\ntail: last round finalized -> launcher done {finished - last['finalized']:.1f} s "
+              f"(task terminated +{end_seen - last['finalized']:.1f} s; nodes linger, then the "
+              "launcher scores every round's model on the test set)", file=out)
+
+    print("\n=== the floor (same data, same model, same cores) ===", file=out)
+    epoch, trained, samples = centralized_epoch(configs, model, args.threads)
+    print(f"centralized epoch: {epoch:.1f} s ({samples} samples, batch {configs[0].training.batch_size}, "
+          f"{args.threads} threads)", file=out)
+    validator = load_config(nodes / validators[0] / "node.toml")
+    threads = validator.node.torch_threads
+    with tempfile.TemporaryDirectory(prefix="round-profile-eval-") as folder:
+        one = evaluation_alone(requester, trained, model, len(configs), threads, Path(folder))
+    cores = len(os.sched_getaffinity(0))
+    evaluation = one * max(1.0, len(validators) / cores)
+    print(f"one validator's evaluation alone: {one:.1f} s ({len(configs)} updates, "
+          f"{requester.task.validation_samples} samples, {threads} thread); "
+          f"{len(validators)} validators on {cores} cores: {evaluation:.1f} s", file=out)
+    floor = epoch + evaluation
+    print(f"floor of a round: {floor:.1f} s", file=out)
+
+    print("\n=== round wall / floor ===", file=out)
+    for r, wall in walls.items():
+        print(f"round {r}: {wall:5.1f} s  / {floor:.1f} s = {wall / floor:.2f}", file=out)
+    mean = statistics.mean(walls.values())
+    print(f"mean:    {mean:5.1f} s  / {floor:.1f} s = {mean / floor:.2f}", file=out)
+    print(f"(Flower 1.42 on this machine kind, same work, measured for issue 13, not here: "
+          f"~{FLOWER_ROUND_S:.0f} s a round; fl-node's mean here is {mean:.1f} s)", file=out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
