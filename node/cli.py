@@ -11,31 +11,63 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
+if TYPE_CHECKING:
+    from node.config import NodeConfig
+
 __all__ = [
     "add_bootstrap_command",
+    "add_config_command",
     "add_round_diagram_command",
     "add_run_command",
     "build_parser",
+    "load_node_config",
     "main",
 ]
 
 EXIT_CONFIG_ERROR = 2
 
 
-def add_bootstrap_command(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "bootstrap",
-        help="run a bootstrap peer (Kademlia DHT server) and print its multiaddr",
-        description=(
-            "Run a bootstrap peer: a DHT server that other nodes dial first to find each other. "
-            "Prints its full multiaddrs (ending in /p2p/<peer id>), one per line, then runs "
-            "until SIGINT or SIGTERM."
-        ),
+def add_config_command(
+    subparsers: argparse._SubParsersAction,
+    name: str,
+    summary: str,
+    description: str,
+    config_help: str = "node TOML config (see node.toml)",
+) -> argparse.ArgumentParser:
+    """The parser of a subcommand that reads the TOML config named by --config."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name, help=summary, description=description
     )
-    parser.add_argument("--config", required=True, type=Path, help="bootstrap TOML config file")
+    parser.add_argument("--config", required=True, type=Path, help=config_help)
+    return parser
+
+
+def load_node_config(path: Path, command: str) -> NodeConfig | None:
+    """The node config at ``path``; None once the one line saying why not is printed
+    (the caller exits with EXIT_CONFIG_ERROR)."""
+    from node.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"fl-node {command}: {exc}", file=sys.stderr)
+        return None
+
+
+def add_bootstrap_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = add_config_command(
+        subparsers,
+        "bootstrap",
+        "run a bootstrap peer (Kademlia DHT server) and print its multiaddr",
+        "Run a bootstrap peer: a DHT server that other nodes dial first to find each other. "
+        "Prints its full multiaddrs (ending in /p2p/<peer id>), one per line, then runs "
+        "until SIGINT or SIGTERM.",
+        config_help="bootstrap TOML config file",
+    )
     parser.set_defaults(func=run_bootstrap_command)
 
 
@@ -70,16 +102,14 @@ def add_localnet_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_run_command(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = add_config_command(
+        subparsers,
         "run",
-        help="run one node (requester, worker or validator) from a TOML config",
-        description=(
-            "Run one long-running node in the role its config names: register, join (or "
-            "create) a task and take part in its rounds until the task is over. Stops cleanly "
-            "on SIGINT or SIGTERM; run it again with the same data_dir to resume."
-        ),
+        "run one node (requester, worker or validator) from a TOML config",
+        "Run one long-running node in the role its config names: register, join (or "
+        "create) a task and take part in its rounds until the task is over. Stops cleanly "
+        "on SIGINT or SIGTERM; run it again with the same data_dir to resume.",
     )
-    parser.add_argument("--config", required=True, type=Path, help="node TOML config (see node.toml)")
     parser.set_defaults(func=run_node_command)
 
 
@@ -87,18 +117,19 @@ def run_node_command(args: argparse.Namespace) -> int:
     from node.blocks import BlockStoreError
     from node.chain import ChainError
     from node.chain.errors import TransactionCannotSucceed
-    from node.config import ConfigError, load_config
     from node.host import HostConfigError, IdentityError
     from node.runtime.driver import NodeStopped
     from node.runtime.keys import KeyFileError
     from node.runtime.node import NodeConfigError, run_node_until_signal
 
     config_errors = (
-        ConfigError, NodeConfigError, HostConfigError, IdentityError, KeyFileError, NodeStopped,
+        NodeConfigError, HostConfigError, IdentityError, KeyFileError, NodeStopped,
         TransactionCannotSucceed,  # e.g. an unfunded account: fix it before running again
     )
+    config = load_node_config(args.config, "run")
+    if config is None:
+        return EXIT_CONFIG_ERROR
     try:
-        config = load_config(args.config)
         logging.getLogger().setLevel(config.node.log_level.upper())
         trio.run(run_node_until_signal, config)
     except Exception as raised:

@@ -27,16 +27,17 @@ _FINAL_MODEL = "final-model.bin"
 
 
 def add_export_command(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    from node.cli import add_config_command
+
+    parser = add_config_command(
+        subparsers,
         "export",
-        help="export the final model and stored blobs as a CAR file (ipfs dag import reads it)",
-        description=(
-            "Write a CARv1 file holding the final global model (by default) and/or blobs from "
-            "the node's block store named by CID, e.g. a round's accepted updates (still "
-            "encrypted). Prints each root CID. Run it while the node is stopped."
-        ),
+        "export the final model and stored blobs as a CAR file (ipfs dag import reads it)",
+        "Write a CARv1 file holding the final global model (by default) and/or blobs from "
+        "the node's block store named by CID, e.g. a round's accepted updates (still "
+        "encrypted). Prints each root CID. Run it while the node is stopped.",
+        config_help="the node's TOML config",
     )
-    parser.add_argument("--config", required=True, type=Path, help="the node's TOML config")
     parser.add_argument("--car", required=True, type=Path, metavar="OUT.car",
                         help="CAR file to write (replaced if it exists)")
     parser.add_argument("--cid", action="append", default=[], metavar="CID",
@@ -102,13 +103,11 @@ def export_car(out: Path, data_dir: Path, *, final_model: Path | None = None,
 
 
 def run_export_command(args: argparse.Namespace) -> int:
-    from node.config import ConfigError, load_config
+    from node.cli import EXIT_CONFIG_ERROR, load_node_config
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"fl-node export: {exc}", file=sys.stderr)
-        return 2
+    config = load_node_config(args.config, "export")
+    if config is None:
+        return EXIT_CONFIG_ERROR
     data_dir = Path(config.node.data_dir)
     final = None
     if args.final_model or not args.cid:
