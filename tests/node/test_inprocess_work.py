@@ -8,28 +8,18 @@ worker is accepted and paid in every round."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pytest
-
 from node.chain import TaskStatus
-from node.datasets import mnist_available
-from node.localnet.inprocess import run_inprocess
 from protocol.rewards import RewardPolicy
+from tests.conftest import needs_mnist, run_mnist_task
 
-REPO = Path(__file__).resolve().parents[2]
-DATA_ROOT = Path(os.environ.get("FL_NODE_DATA_ROOT", REPO.parent / "shared/datasets/mnist"))
-
-pytestmark = pytest.mark.skipif(
-    not mnist_available(DATA_ROOT, "train"), reason=f"MNIST not found under {DATA_ROOT}"
-)
+pytestmark = needs_mnist()
 
 
 async def test_free_rider_is_slashed_and_honest_workers_paid_every_round(tmp_path: Path) -> None:
-    result = await run_inprocess(
+    result = await run_mnist_task(
         tmp_path,
-        DATA_ROOT,
         workers=3,
         validators=2,
         rounds=3,
