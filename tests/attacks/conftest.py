@@ -1,22 +1,10 @@
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Literal
-
 import numpy as np
 import pytest
 
-from node.datasets import mnist_available
-
-REPO = Path(__file__).resolve().parents[2]
-DATA_ROOT = Path(os.environ.get("FL_NODE_DATA_ROOT", REPO.parent / "shared/datasets/mnist"))
-
-
-def needs_mnist(split: Literal["train", "test"] = "test") -> pytest.MarkDecorator:
-    return pytest.mark.skipif(
-        not mnist_available(DATA_ROOT, split), reason=f"MNIST not found under {DATA_ROOT}"
-    )
+from tests.conftest import MNIST_ROOT as DATA_ROOT  # noqa: F401 - this package's tests use both
+from tests.conftest import needs_mnist  # noqa: F401
 
 
 @pytest.fixture

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from node.localnet.inprocess import run_inprocess
-from tests.attacks.conftest import DATA_ROOT, needs_mnist
+from tests.conftest import needs_mnist, run_mnist_task
 
 pytestmark = needs_mnist("train")
 
 
 async def test_sign_flip_worker_is_rejected_and_slashed(tmp_path: Path) -> None:
-    result = await run_inprocess(
+    result = await run_mnist_task(
         tmp_path,
-        DATA_ROOT,
         workers=3,
         validators=2,
         rounds=1,

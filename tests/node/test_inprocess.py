@@ -8,14 +8,11 @@ contract's round results credit it, and no transaction reverted.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pytest
-
 from node.chain import EventFollower, TaskStatus, Termination
-from node.datasets import load_mnist, mnist_available
-from node.localnet.inprocess import InProcessResult, run_inprocess
+from node.datasets import load_mnist
+from node.localnet.inprocess import InProcessResult
 from node.runtime.chainside import ChainFollower, address_bytes
 from node.runtime.learning import ModelBook  # noqa: F401  (import check of the job module)
 from node.status import TaskWatch
@@ -23,20 +20,16 @@ from protocol.codec import ModelSpec, decode_state_dict
 from protocol.data import to_tensors
 from protocol.models import build_model
 from protocol.training import evaluate
+from tests.conftest import MNIST_ROOT, needs_mnist, run_mnist_task
 
-REPO = Path(__file__).resolve().parents[2]
-DATA_ROOT = Path(os.environ.get("FL_NODE_DATA_ROOT", REPO.parent / "shared/datasets/mnist"))
 CHANCE = 0.1
 
-pytestmark = pytest.mark.skipif(
-    not mnist_available(DATA_ROOT, "train"), reason=f"MNIST not found under {DATA_ROOT}"
-)
+pytestmark = needs_mnist()
 
 
 async def test_two_rounds_of_an_honest_task(tmp_path: Path) -> None:
-    result = await run_inprocess(
+    result = await run_mnist_task(
         tmp_path,
-        DATA_ROOT,
         workers=3,
         validators=2,
         rounds=2,
@@ -66,7 +59,7 @@ async def test_two_rounds_of_an_honest_task(tmp_path: Path) -> None:
     assert final is not None and final.exists()
     model = build_model("mnist_2nn")
     model.load_state_dict(decode_state_dict(final.read_bytes(), ModelSpec.of(model)))
-    images, labels = to_tensors(load_mnist(DATA_ROOT, "test"))
+    images, labels = to_tensors(load_mnist(MNIST_ROOT, "test"))
     assert evaluate(model, images[:2000], labels[:2000]).accuracy > 3 * CHANCE
 
     for r in result.rounds:
@@ -128,9 +121,8 @@ def assert_status_page_agrees(result: InProcessResult, folder: Path) -> None:
 async def test_a_killed_worker_resumes_and_cheaters_are_slashed(tmp_path: Path) -> None:
     """worker0 is killed in round 1's reveal phase and restarted; worker2 sends noise;
     validator2 lies (reveals flipped verdicts), validator3 is lazy (commits, never reveals)."""
-    result = await run_inprocess(
+    result = await run_mnist_task(
         tmp_path,
-        DATA_ROOT,
         workers=3,
         validators=4,
         rounds=2,

@@ -8,29 +8,21 @@ averages the accepted updates through the key releases."""
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import pytest
 
-from node.datasets import mnist_available
-from node.localnet.inprocess import run_inprocess
+from tests.conftest import needs_mnist, run_mnist_task
 
-REPO = Path(__file__).resolve().parents[2]
-DATA_ROOT = Path(os.environ.get("FL_NODE_DATA_ROOT", REPO.parent / "shared/datasets/mnist"))
-
-pytestmark = pytest.mark.skipif(
-    not mnist_available(DATA_ROOT, "train"), reason=f"MNIST not found under {DATA_ROOT}"
-)
+pytestmark = needs_mnist()
 
 
 async def test_a_copycat_is_rejected_slashed_and_unpaid(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="fl_node.runtime")
-    result = await run_inprocess(
+    result = await run_mnist_task(
         tmp_path,
-        DATA_ROOT,
         workers=3,
         validators=2,
         rounds=2,
