@@ -20,6 +20,7 @@ from node.cli import main
 from node.datasets import BUILTIN, DATA_ROOT_ENV, files, load_builtin
 from node.datasets.builtin import MNIST, BuiltinDataset, DataFile
 from node.localnet import launcher
+from node.localnet.evaluation import TestSetEvaluator
 from node.localnet.launcher import LocalnetOptions
 from protocol.data import DatasetSpec
 from protocol.errors import DatasetError
@@ -237,3 +238,16 @@ def test_the_main_job_without_a_local_copy_downloads_mnist_once(
     served = len(mnist_mirror.requests)
     assert main([*MAIN_JOB, "--output", str(tmp_path / "again")]) == 0
     assert len(mnist_mirror.requests) == served  # the second run reads the cache
+
+
+def test_the_localnet_learning_curve_is_measured_on_the_test_split(
+    mirror: Mirror, tmp_path: Path
+) -> None:
+    """results.json's test accuracy comes from the dataset's test split, which neither the
+    workers (train split) nor the validators (a held-out slice of it) ever see."""
+    for name, body in tiny_files().items():
+        (tmp_path / name).write_bytes(body)
+    evaluator = TestSetEvaluator(tmp_path, "mnist_2nn", dataset="tiny")
+    test = load_builtin("tiny", "test", tmp_path, allow_download=False)
+    assert evaluator.labels.tolist() == test.labels.tolist() and len(test) == 10
+    assert mirror.requests == []

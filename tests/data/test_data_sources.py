@@ -217,3 +217,18 @@ def test_held_out_slice_is_the_validation_set_and_no_worker_trains_on_it(tmp_pat
         load_validation_set(DataConfig(**common), 21, "holdout")
     with pytest.raises(DatasetError, match="holdout_samples 100 leaves nothing to train on"):
         load_worker_shard(DataConfig(**{**common, "holdout_samples": 100}))
+
+
+def test_a_requesters_own_validation_source(tmp_path: Path) -> None:
+    """[task] validation names other data than the requester's [data] source: a file of
+    its own, read as that source's test split and normalised as its [data] says."""
+    training = tmp_path / "train.npz"
+    np.savez(training, x=np.zeros((30, 2), np.float32), y=np.arange(30) % 3)
+    own = tmp_path / "held.csv"
+    own.write_text("a,b,label\n" + "".join(f"{i},{-i},{i % 3}\n" for i in range(12)))
+    config = DataConfig(source=str(training), mean=(1.0,), std=(2.0,))
+    validation = load_validation_set(config, 12, str(own))
+    assert sorted(int(a) for a, _ in validation.images) == list(range(12))
+    assert validation.spec is not None and validation.spec.mean == (1.0,)
+    with pytest.raises(DatasetError, match=f"validation_samples 13 exceeds the 12 samples of {own}"):
+        load_validation_set(config, 13, str(own))
