@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from node.attacks.spec import WORKER_ATTACKS, AttackSpecError, parse_attack_spec
+from node.attacks.validator import VALIDATOR_ATTACKS
 from protocol.aggregation import AggregationError
 from protocol.aggregation.rule import AggregationRule
 from protocol.data import BUILTIN_SPECS
@@ -41,7 +42,7 @@ __all__ = [
 ROLES = ("worker", "validator", "requester")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 WORKER_BEHAVIOURS = tuple(WORKER_ATTACKS)  # each may carry parameters: "kind:key=value,..."
-VALIDATOR_BEHAVIOURS = ("honest", "lying", "lazy")
+VALIDATOR_BEHAVIOURS = VALIDATOR_ATTACKS
 REWARD_POLICIES = ("work", "contribution", "topk")
 EMBEDDED_CHAIN = "embedded"
 AUTO_TASK = "auto"

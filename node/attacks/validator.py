@@ -28,7 +28,8 @@ Sybil identities: see `node.attacks.sybil`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from protocol.fixedpoint import SCALE
 
@@ -36,8 +37,10 @@ __all__ = [
     "VALIDATOR_ATTACKS",
     "Columns",
     "colluding",
+    "committed_columns",
     "copied",
     "favoured_worker",
+    "first_reveal_of_another",
     "lying",
     "placeholder",
 ]
@@ -88,3 +91,37 @@ def copied(
     if not len(scores) == len(verdicts) == len(workers):
         raise ValueError("the revealed manifest's columns differ in length")
     return tuple(scores), tuple(verdicts), global_accuracy
+
+
+def committed_columns(
+    kind: str, workers: Sequence[bytes], scores: Sequence[int], accepts: Sequence[bool]
+) -> Columns:
+    """What a validator of `kind` commits to, given its own evaluation's columns."""
+    if kind in ("honest", "lazy"):
+        return tuple(scores), tuple(accepts)
+    if kind == "lying":
+        return lying(scores, accepts)
+    if kind == "colluding":
+        return colluding(workers, favoured_worker(workers))
+    if kind == "copycat":
+        return placeholder(workers)
+    raise ValueError(f"no validator attack {kind!r}; one of {list(VALIDATOR_ATTACKS)}")
+
+
+def first_reveal_of_another(
+    reveals: Iterable[Mapping[str, Any]], round: int, me: bytes, workers: Sequence[bytes]
+) -> tuple[tuple[int, ...], tuple[int, ...], int] | None:
+    """The copycat's pick: the columns of the first ManifestRevealed log (its decoded
+    arguments, in chain order) of this round by a member other than `me`, or None."""
+    for reveal in reveals:
+        if reveal["round"] != round or _address(reveal["validator"]) == me:
+            continue
+        return copied(
+            workers, [_address(w) for w in reveal["workers"]], reveal["scores"],
+            reveal["verdicts"], reveal["globalAccuracy"],
+        )
+    return None
+
+
+def _address(value: str | bytes) -> bytes:
+    return bytes.fromhex(value[2:]) if isinstance(value, str) else bytes(value)
