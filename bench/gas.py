@@ -1,11 +1,14 @@
 """Gas per contract function and per round, from real runs on the embedded chain.
 
-    python -m bench.gas [--workers 1,4,8] [--committees 1,3,5] [--rounds 2]
+    python -m bench.gas [--workers 8,32,128,256] [--committees 3,7] [--rounds 1]
                         [--policy contribution|topk|work]
 
 Each configuration deploys nothing new: one registry, fresh tasks, honest parties (every
-phase ends early), the --policy's rewards (contribution by default). Gas is what the receipts say; the ratio column is
-against a plain ether transfer measured in the same run (21,000 gas on any EVM).
+phase ends early), the --policy's rewards (contribution by default). Gas is what the
+receipts say; the ratio columns are against a plain ether transfer measured in the same run
+(21,000 gas on any EVM). The run ends with the largest single transaction it saw and exits
+1 if that is over 15,000,000 gas (half a mainnet block): at 256 workers (Registry.MAX_MEMBERS)
+and a committee of 7 no call of a round may need more.
 
 Every participant registers a fresh 2048-bit VRF key with its certificate (register includes
 VRF.verifyKeyCertificate), and every committee member commits with its real VRF proof for the
@@ -19,7 +22,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import statistics
+import sys
 from collections import defaultdict
+from dataclasses import dataclass, field
 
 from eth_account import Account
 
@@ -28,6 +33,8 @@ from protocol import keycert, sortition, vrf
 from protocol.rewards import RewardPolicy
 
 ETHER = 10**18
+# Half a mainnet block: no single transaction of a round may need more (issue 13).
+TX_GAS_LIMIT = 15_000_000
 
 
 def _participant(w3: object, label: str) -> ChainClient:
@@ -67,12 +74,39 @@ def _params(
     )
 
 
+@dataclass
+class RoundGas:
+    """Gas of one configuration's calls: lists hold one entry per transaction."""
+
+    workers: int
+    committee: int
+    join: list[int] = field(default_factory=list)
+    start: int = 0
+    submit: list[int] = field(default_factory=list)
+    commit: list[int] = field(default_factory=list)
+    reveal: list[int] = field(default_factory=list)
+    finalize: list[int] = field(default_factory=list)
+    withdraw: list[int] = field(default_factory=list)
+    rounds: int = 0
+
+    def calls(self) -> list[int]:
+        return [
+            *self.join, self.start, *self.submit, *self.commit, *self.reveal,
+            *self.finalize, *self.withdraw,
+        ]  # fmt: skip
+
+    def per_round(self) -> int:
+        per_round_calls = [*self.submit, *self.commit, *self.reveal, *self.finalize]
+        return sum(per_round_calls) // max(self.rounds, 1)
+
+
 def run(
     worker_counts: list[int],
     committee_sizes: list[int],
     rounds: int,
     policy: RewardPolicy = RewardPolicy.CONTRIBUTION,
-) -> None:
+) -> bool:
+    """Measure and print; False when some transaction went over TX_GAS_LIMIT."""
     w3 = dev.embedded_web3()
     requester = _participant(w3, "requester")
     deployment = requester.deploy_registry()
@@ -94,32 +128,31 @@ def run(
         )
         gas["register (VRF key certificate)"].append(receipt.gas_used)
 
-    per_round: list[tuple[int, int, int, int, int, int]] = []
+    configurations: list[RoundGas] = []
     for n_workers in worker_counts:
         for n_validators in committee_sizes:
+            measured = RoundGas(n_workers, n_validators, rounds=rounds)
+            configurations.append(measured)
             workers, validators = pool_w[:n_workers], pool_v[:n_validators]
             params = _params(dev.latest_timestamp(w3), n_workers, n_validators, rounds, policy)
             task, created = requester.create_task(params)
             gas["createTask"].append(created.gas_used)
             for worker in workers:
-                gas["joinAsWorker"].append(
-                    worker.join_as_worker(task, params.worker_deposit).gas_used
-                )
+                measured.join.append(worker.join_as_worker(task, params.worker_deposit).gas_used)
             for validator in validators:
-                gas["joinAsValidator"].append(
+                measured.join.append(
                     validator.join_as_validator(task, params.validator_stake).gas_used
                 )
-            gas["start"].append(requester.start(task, "bafkreivalidationset").gas_used)
+            measured.start = requester.start(task, "bafkreivalidationset").gas_used
             for round in range(1, rounds + 1):
                 seed = requester.round_info(task, round).seed
-                submit = [
+                measured.submit += [
                     w.submit_update(task, round, f"bafkrei-{round}-{i}", 600 + i).gas_used
                     for i, w in enumerate(workers)
                 ]
-                addresses = [w.address for w in workers]
+                addresses: list[str] = [w.address for w in workers]
                 scores = [10_000 * (i + 1) for i in range(n_workers)]
                 accepts = [True] * n_workers
-                commit, reveal = [], []
                 salts = {}
                 for validator in validators:
                     salt = hashlib.sha256(f"{task}{round}{validator.address}".encode()).digest()
@@ -128,40 +161,33 @@ def run(
                         task, round, addresses, scores, accepts, 900_000, salt
                     )
                     ticket = sortition.committee_proof(vrf_keys[validator.address], seed, round)
-                    commit.append(
+                    measured.commit.append(
                         validator.commit_manifest(task, round, commitment, ticket.proof).gas_used
                     )
                 for validator in validators:  # every member committed: the reveal phase is open
-                    reveal.append(
+                    measured.reveal.append(
                         validator.reveal_manifest(
-                            task,
-                            round,
-                            addresses,
-                            scores,
-                            accepts,
-                            900_000,
+                            task, round, addresses, scores, accepts, 900_000,
                             salts[validator.address],
                         ).gas_used
-                    )
-                finalize = requester.finalize_round(task, round).gas_used
-                gas["submitUpdate"] += submit
-                gas["commitManifest (VRF proof + seat)"] += commit
-                gas[f"revealManifest ({n_workers} workers)"] += reveal
-                gas[f"finalizeRound ({n_workers}x{n_validators})"].append(finalize)
-                total = sum(submit) + sum(commit) + sum(reveal) + finalize
-                per_round.append(
-                    (n_workers, n_validators, total, int(statistics.mean(submit)),
-                     int(statistics.mean(commit)) + int(statistics.mean(reveal)), finalize)
-                )  # fmt: skip
-            for client in [*workers, *validators]:
-                gas["withdraw"].append(client.withdraw(task).gas_used)
+                    )  # fmt: skip
+                measured.finalize.append(requester.finalize_round(task, round).gas_used)
+            for member in [*workers, *validators]:
+                measured.withdraw.append(member.withdraw(task).gas_used)
             escrow = requester.escrow(task)
             if escrow:
                 gas["reclaimEscrow"].append(requester.reclaim_escrow(task, escrow).gas_used)
+            gas["joinAsWorker / joinAsValidator"] += measured.join
+            gas["start"].append(measured.start)
+            gas["submitUpdate"] += measured.submit
+            gas["commitManifest (VRF proof + seat)"] += measured.commit
+            gas[f"revealManifest ({n_workers} workers)"] += measured.reveal
+            gas[f"finalizeRound ({n_workers}x{n_validators})"] += measured.finalize
+            gas["withdraw"] += measured.withdraw
 
     # The two early-exit paths, once each.
     task, _ = requester.create_task(_params(dev.latest_timestamp(w3), 1, 1, 1, policy))
-    gas["joinAsWorker"].append(pool_w[0].join_as_worker(task).gas_used)
+    gas["joinAsWorker / joinAsValidator"].append(pool_w[0].join_as_worker(task).gas_used)
     gas["leaveTask"].append(pool_w[0].leave_task(task).gas_used)
     gas["cancel"].append(requester.cancel(task).gas_used)
     task, _ = requester.create_task(_params(dev.latest_timestamp(w3), 1, 1, 1, policy))
@@ -171,24 +197,34 @@ def run(
     gas["stopTraining"].append(requester.stop_training(task).gas_used)
 
     print(f"baseline: plain ether transfer = {transfer} gas (ratio = gas / baseline)\n")
-    print(f"{'function':<34}{'n':>4}{'min':>11}{'median':>11}{'max':>11}{'ratio':>8}")
+    print(f"{'function':<34}{'n':>5}{'min':>11}{'median':>11}{'max':>11}{'ratio':>8}")
     for name in sorted(gas):
         values = gas[name]
         median = int(statistics.median(values))
         print(
-            f"{name:<34}{len(values):>4}{min(values):>11,}{median:>11,}{max(values):>11,}"
+            f"{name:<34}{len(values):>5}{min(values):>11,}{median:>11,}{max(values):>11,}"
             f"{median / transfer:>8.1f}"
         )
-    print(f"\nper round (honest parties, {rounds} rounds per configuration, all rounds listed)")
     print(
-        f"{'workers':>8}{'committee':>10}{'round total':>13}{'per worker':>12}"
-        f"{'per member':>12}{'finalize':>11}{'total/base':>12}"
+        f"\nper configuration ({policy.name.lower()} policy, {rounds} round(s), honest parties; "
+        "max over the calls of each kind; round = submits + commits + reveals + finalize)"
     )
-    for n_workers, n_validators, total, worker, member, finalize in per_round:
+    header = ("workers", "committee", "join", "start", "submit", "commit", "reveal",
+              "finalize", "withdraw", "round", "round/base", "largest tx")  # fmt: skip
+    print("".join(f"{h:>11}" for h in header))
+    largest = 0
+    for c in configurations:
+        biggest = max(c.calls())
+        largest = max(largest, biggest)
+        row = (c.workers, c.committee, max(c.join), c.start, max(c.submit), max(c.commit),
+               max(c.reveal), max(c.finalize), max(c.withdraw), c.per_round())  # fmt: skip
         print(
-            f"{n_workers:>8}{n_validators:>10}{total:>13,}{worker:>12,}{member:>12,}"
-            f"{finalize:>11,}{total / transfer:>12.1f}"
+            "".join(f"{v:>11,}" for v in row)
+            + f"{c.per_round() / transfer:>11.1f}{biggest:>11,}"
         )
+    verdict = "within" if largest <= TX_GAS_LIMIT else "OVER"
+    print(f"\nlargest single transaction: {largest:,} gas, {verdict} the {TX_GAS_LIMIT:,} limit")
+    return largest <= TX_GAS_LIMIT
 
 
 def _ints(text: str) -> list[int]:
@@ -200,16 +236,17 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--workers", type=_ints, default=[1, 4, 8], help="worker counts, e.g. 1,4,8"
+        "--workers", type=_ints, default=[8, 32, 128, 256], help="worker counts, e.g. 8,32"
     )
-    parser.add_argument("--committees", type=_ints, default=[1, 3, 5], help="committee sizes")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds per configuration")
+    parser.add_argument("--committees", type=_ints, default=[3, 7], help="committee sizes")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds per configuration")
     parser.add_argument(
         "--policy", choices=[p.name.lower() for p in RewardPolicy], default="contribution",
         help="the tasks' reward policy",
     )
     args = parser.parse_args()
-    run(args.workers, args.committees, args.rounds, RewardPolicy[args.policy.upper()])
+    within = run(args.workers, args.committees, args.rounds, RewardPolicy[args.policy.upper()])
+    sys.exit(0 if within else 1)
 
 
 if __name__ == "__main__":

@@ -103,22 +103,26 @@ contract Task {
         uint64 nSamples;
     }
 
+    /// One entry of a round's submission order; the claim rides in the same slot, so
+    /// settlement reads each submitter with one storage access.
+    struct Submitter {
+        address worker;
+        uint64 nSamples;
+    }
+
     struct Manifest {
         bytes32 commitment;
         bool revealed;
-        bool agreed;
-        uint128 payout;
-        uint128 slash;
         uint256 globalAccuracy;
         int128[] scores;
         uint8[] verdicts; // RewardMath.REJECT / ACCEPT / UNAVAILABLE, one per worker
     }
 
-    struct WorkerOutcome {
-        int128 consensusScore;
-        bool accepted;
-        uint128 payout;
-        uint128 slash;
+    /// A member's money in one slot: settlement reads the deposit left and credits the payout
+    /// with one cold access. Both stay below 2**128 (Registry.MAX_AMOUNT bounds every amount).
+    struct Account {
+        uint128 locked; // deposit or stake, minus slashes
+        uint128 credited; // credited, not yet withdrawn
     }
 
     /// What roundInfo() returns: the effective phase boundaries and counters of one round.
@@ -134,24 +138,6 @@ contract Task {
         uint256 commits;
         uint256 reveals;
         bool finalized;
-    }
-
-    /// What roundResult() returns once a round is finalized.
-    struct RoundResult {
-        bool finalized;
-        address[] workers; // submitters, in submission order
-        int256[] consensusScores;
-        bool[] accepted; // meaningful only when reveals > 0
-        uint256[] workerPayouts;
-        uint256[] workerSlashes;
-        address[] validators; // committers, in commit order
-        bool[] revealed;
-        bool[] agreed;
-        uint256[] validatorPayouts;
-        uint256[] validatorSlashes;
-        uint256 reveals;
-        uint256 consensusAccuracy;
-        uint256 returnedToEscrow;
     }
 
     uint256 public constant BPS = 10_000;
@@ -172,22 +158,20 @@ contract Task {
     bytes32 public paramsHash; // keccak256(abi.encode(params)): binds the sortition seed to them
     uint256 public escrow; // unspent reward (plus whatever returned to it)
     uint256 public totalStake;
-    uint256 public totalLocked; // sum of lockedDeposit
+    uint256 public totalLocked; // sum of the accounts' locked amounts
     uint256 public totalCredited; // sum of credited, unwithdrawn balances
 
     address[] private workers_;
     address[] private validators_;
     mapping(address => Role) public roleOf;
     mapping(address => uint256) private memberIndex; // index + 1 in workers_ / validators_
-    mapping(address => uint256) public lockedDeposit; // deposit or stake, minus slashes
-    mapping(address => uint256) private balances; // credited, not yet withdrawn
+    mapping(address => Account) private accounts_;
 
     mapping(uint256 => RoundState) private rounds_;
-    mapping(uint256 => address[]) private submitters;
+    mapping(uint256 => Submitter[]) private submitters;
     mapping(uint256 => mapping(address => Submission)) private submissions;
     mapping(uint256 => address[]) private committers;
     mapping(uint256 => mapping(address => Manifest)) private manifests;
-    mapping(uint256 => mapping(address => WorkerOutcome)) private workerOutcomes;
 
     event TaskInitialized(address indexed registry, address indexed requester, uint256 escrow);
     event MemberJoined(address indexed member, Role role, uint256 amount);
@@ -320,7 +304,7 @@ contract Task {
         list.push(msg.sender);
         memberIndex[msg.sender] = list.length;
         roleOf[msg.sender] = role;
-        lockedDeposit[msg.sender] = msg.value;
+        accounts_[msg.sender].locked = uint128(msg.value);
         totalLocked += msg.value;
         emit MemberJoined(msg.sender, role, msg.value);
     }
@@ -337,12 +321,13 @@ contract Task {
         list.pop();
         delete memberIndex[msg.sender];
         delete roleOf[msg.sender];
-        uint256 refund = lockedDeposit[msg.sender];
-        lockedDeposit[msg.sender] = 0;
+        Account storage account = accounts_[msg.sender];
+        uint256 refund = account.locked;
+        account.locked = 0;
         if (role == Role.VALIDATOR) totalStake -= refund;
         totalLocked -= refund;
         totalCredited += refund;
-        balances[msg.sender] += refund;
+        account.credited += uint128(refund);
         emit MemberLeft(msg.sender, role, refund);
     }
 
@@ -385,7 +370,7 @@ contract Task {
         if (s.commitment != bytes32(0)) revert AlreadySubmitted(round, msg.sender);
         s.commitment = commitment;
         s.nSamples = uint64(nSamples);
-        submitters[round].push(msg.sender);
+        submitters[round].push(Submitter(msg.sender, uint64(nSamples)));
         r.submissions += 1;
         emit UpdateSubmitted(round, msg.sender, commitment, nSamples);
         if (r.submissions == workers_.length) {
@@ -422,7 +407,7 @@ contract Task {
     /// Reverts NotCommitteeMember (no stake in this task), or VRF's ProofLengthMismatch,
     /// ProofOutOfRange, ProofInvalid (forged, or for another seed or round) or NotSelected.
     function _checkCommitteeMember(address validator, uint256 round, bytes calldata vrfProof) internal view {
-        uint256 stake = lockedDeposit[validator];
+        uint256 stake = accounts_[validator].locked;
         if (roleOf[validator] != Role.VALIDATOR || stake == 0) revert NotCommitteeMember(validator, round);
         RoundState storage r = rounds_[round];
         VRF.verifyCommitteeMember(
@@ -458,13 +443,13 @@ contract Task {
         if (workers.length != scores.length || workers.length != verdicts.length) {
             revert LengthMismatch(workers.length, scores.length, verdicts.length);
         }
-        address[] storage expectedWorkers = submitters[round];
+        Submitter[] storage expectedWorkers = submitters[round];
         if (workers.length != expectedWorkers.length) {
             revert ManifestWorkersMismatch(round, workers.length < expectedWorkers.length ? workers.length : expectedWorkers.length);
         }
         if (globalAccuracy > MAX_ACCURACY) revert AccuracyOutOfRange(globalAccuracy);
         for (uint256 j = 0; j < workers.length; ++j) {
-            if (workers[j] != expectedWorkers[j]) revert ManifestWorkersMismatch(round, j);
+            if (workers[j] != expectedWorkers[j].worker) revert ManifestWorkersMismatch(round, j);
             if (scores[j] > MAX_ABS_SCORE || scores[j] < -MAX_ABS_SCORE) revert ScoreOutOfRange(j, scores[j]);
             if (verdicts[j] > RewardMath.UNAVAILABLE) revert VerdictOutOfRange(j, verdicts[j]);
             m.scores.push(int128(scores[j]));
@@ -517,12 +502,13 @@ contract Task {
 
     /// The submitters' deposits left and claimed sample counts, in submission order.
     function _workersOf(uint256 round) private view returns (uint256[] memory left, uint256[] memory claims) {
-        address[] storage ws = submitters[round];
+        Submitter[] storage ws = submitters[round];
         left = new uint256[](ws.length);
         claims = new uint256[](ws.length);
         for (uint256 j = 0; j < ws.length; ++j) {
-            left[j] = lockedDeposit[ws[j]];
-            claims[j] = submissions[round][ws[j]].nSamples;
+            Submitter storage s = ws[j];
+            left[j] = accounts_[s.worker].locked;
+            claims[j] = s.nSamples;
         }
     }
 
@@ -532,7 +518,7 @@ contract Task {
         for (uint256 c = 0; c < cs.length; ++c) {
             Manifest storage m = manifests[round][cs[c]];
             committee[c].revealed = m.revealed;
-            committee[c].stakeLeft = lockedDeposit[cs[c]];
+            committee[c].stakeLeft = accounts_[cs[c]].locked;
             if (!m.revealed) continue;
             uint256 n = m.scores.length;
             committee[c].scores = new int256[](n);
@@ -545,21 +531,14 @@ contract Task {
     }
 
     function _applyWorkerOutcome(uint256 round, RewardMath.Outcome memory out) private {
-        address[] storage ws = submitters[round];
+        Submitter[] storage ws = submitters[round];
         uint256 paid = 0;
         uint256 slashed = 0;
         for (uint256 j = 0; j < ws.length; ++j) {
-            address w = ws[j];
+            address w = ws[j].worker;
             uint256 payout = out.workerPayouts[j];
             uint256 slash = out.workerSlashes[j];
-            workerOutcomes[round][w] = WorkerOutcome({
-                consensusScore: int128(out.consensusScores[j]),
-                accepted: out.accepted[j],
-                payout: uint128(payout),
-                slash: uint128(slash)
-            });
-            if (slash > 0) lockedDeposit[w] -= slash;
-            if (payout > 0) balances[w] += payout;
+            _settleAccount(accounts_[w], payout, slash);
             paid += payout;
             slashed += slash;
             emit WorkerSettled(round, w, out.consensusScores[j], out.accepted[j], payout, slash);
@@ -574,23 +553,25 @@ contract Task {
         uint256 slashed = 0;
         for (uint256 c = 0; c < cs.length; ++c) {
             address v = cs[c];
-            Manifest storage m = manifests[round][v];
             uint256 payout = out.validatorPayouts[c];
             uint256 slash = out.validatorSlashes[c];
-            m.agreed = out.agreed[c];
-            m.payout = uint128(payout);
-            m.slash = uint128(slash);
-            if (slash > 0) {
-                lockedDeposit[v] -= slash;
-                totalStake -= slash;
-            }
-            if (payout > 0) balances[v] += payout;
+            _settleAccount(accounts_[v], payout, slash);
             paid += payout;
             slashed += slash;
-            emit ValidatorSettled(round, v, m.revealed, out.agreed[c], payout, slash);
+            emit ValidatorSettled(round, v, manifests[round][v].revealed, out.agreed[c], payout, slash);
         }
+        totalStake -= slashed;
         totalLocked -= slashed;
         totalCredited += paid;
+    }
+
+    /// One write per member: its outcome is in the Worker/ValidatorSettled event, not in
+    /// storage, so settlement costs a round a few thousand gas per member.
+    function _settleAccount(Account storage account, uint256 payout, uint256 slash) private {
+        if (slash == 0 && payout == 0) return;
+        // Payouts are bounded by the escrow and slashes by the deposit: both below 2**128.
+        account.locked -= uint128(slash);
+        account.credited += uint128(payout);
     }
 
     /// Stop a running task now; the current round is abandoned and its reward stays in escrow.
@@ -652,11 +633,12 @@ contract Task {
 
     /// Pull payment: rewards, refunds and, once terminated, the remaining deposit or stake.
     function withdraw() external nonReentrant {
-        uint256 credited = balances[msg.sender];
-        uint256 released = status == Status.TERMINATED ? lockedDeposit[msg.sender] : 0;
+        Account storage account = accounts_[msg.sender];
+        uint256 credited = account.credited;
+        uint256 released = status == Status.TERMINATED ? account.locked : 0;
         uint256 amount = credited + released;
-        balances[msg.sender] = 0;
-        lockedDeposit[msg.sender] -= released;
+        account.credited = 0;
+        account.locked -= uint128(released);
         totalCredited -= credited;
         totalLocked -= released;
         if (amount == 0) revert NothingToWithdraw(msg.sender);
@@ -695,7 +677,8 @@ contract Task {
 
     /// What `account` could withdraw now.
     function withdrawable(address account) external view returns (uint256) {
-        return balances[account] + (status == Status.TERMINATED ? lockedDeposit[account] : 0);
+        Account storage a = accounts_[account];
+        return a.credited + (status == Status.TERMINATED ? a.locked : 0);
     }
 
     /// The books: address(this).balance always equals escrow + locked + credited.
@@ -705,7 +688,12 @@ contract Task {
 
     /// Credited but not yet withdrawn (excludes the locked deposit).
     function balanceOf(address account) external view returns (uint256) {
-        return balances[account];
+        return accounts_[account].credited;
+    }
+
+    /// A member's deposit or stake, minus slashes (zero once withdrawn).
+    function lockedDeposit(address account) external view returns (uint256) {
+        return accounts_[account].locked;
     }
 
     function roundInfo(uint256 round) external view returns (RoundView memory v) {
@@ -720,8 +708,12 @@ contract Task {
         v.finalized = r.finalized;
     }
 
-    function submittedWorkers(uint256 round) external view returns (address[] memory) {
-        return submitters[round];
+    function submittedWorkers(uint256 round) external view returns (address[] memory workers) {
+        Submitter[] storage ws = submitters[round];
+        workers = new address[](ws.length);
+        for (uint256 j = 0; j < ws.length; ++j) {
+            workers[j] = ws[j].worker;
+        }
     }
 
     function committedValidators(uint256 round) external view returns (address[] memory) {
@@ -736,39 +728,5 @@ contract Task {
     function manifestCommitment(uint256 round, address validator) external view returns (bytes32, bool) {
         Manifest storage m = manifests[round][validator];
         return (m.commitment, m.revealed);
-    }
-
-    function roundResult(uint256 round) external view returns (RoundResult memory res) {
-        RoundState storage r = rounds_[round];
-        res.finalized = r.finalized;
-        res.reveals = r.reveals;
-        res.consensusAccuracy = r.consensusAccuracy;
-        res.returnedToEscrow = r.returnedToEscrow;
-        res.workers = submitters[round];
-        uint256 n = res.workers.length;
-        res.consensusScores = new int256[](n);
-        res.accepted = new bool[](n);
-        res.workerPayouts = new uint256[](n);
-        res.workerSlashes = new uint256[](n);
-        for (uint256 j = 0; j < n; ++j) {
-            WorkerOutcome storage o = workerOutcomes[round][res.workers[j]];
-            res.consensusScores[j] = o.consensusScore;
-            res.accepted[j] = o.accepted;
-            res.workerPayouts[j] = o.payout;
-            res.workerSlashes[j] = o.slash;
-        }
-        res.validators = committers[round];
-        uint256 m = res.validators.length;
-        res.revealed = new bool[](m);
-        res.agreed = new bool[](m);
-        res.validatorPayouts = new uint256[](m);
-        res.validatorSlashes = new uint256[](m);
-        for (uint256 c = 0; c < m; ++c) {
-            Manifest storage man = manifests[round][res.validators[c]];
-            res.revealed[c] = man.revealed;
-            res.agreed[c] = man.agreed;
-            res.validatorPayouts[c] = man.payout;
-            res.validatorSlashes[c] = man.slash;
-        }
     }
 }

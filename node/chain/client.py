@@ -22,7 +22,7 @@ from typing import Any
 from eth_account import Account
 from eth_tester.exceptions import TransactionFailed
 from eth_typing import ChecksumAddress
-from eth_utils import to_checksum_address
+from eth_utils import keccak, to_checksum_address
 from hexbytes import HexBytes
 from web3 import Web3
 
@@ -55,6 +55,15 @@ PRIORITY_FEE_WEI = 10**9
 GAS_HEADROOM = 1.2  # estimates are exact for the simulated state; leave room for drift
 GAS_FLOOR = 30_000
 EMBEDDED_GAS_LIMIT = 15_000_000  # half of eth-tester's block gas limit
+# The events that carry a round's settlement (round is their first indexed argument).
+_SETTLEMENT_TOPICS = tuple(
+    "0x" + keccak(text=signature).hex()
+    for signature in (
+        "WorkerSettled(uint256,address,int256,bool,uint256,uint256)",
+        "ValidatorSettled(uint256,address,bool,bool,uint256,uint256)",
+        "RoundFinalized(uint256,uint256,uint256,uint256,uint256)",
+    )
+)
 _FUNDS_ERRORS = ("insufficient funds", "not enough balance", "sender does not have enough balance")
 _NONCE_ERRORS = (
     "nonce too low",
@@ -431,8 +440,8 @@ class ChainClient:
         self,
         task: str,
         round: int,
-        workers: list[str],
-        scores: list[int],
+        workers: Sequence[str],
+        scores: Sequence[int],
         verdicts: Sequence[WorkerVerdict | bool],
         global_accuracy: int,
         salt: bytes,
@@ -444,7 +453,7 @@ class ChainClient:
             round,
             _address_bytes(self.address),
             [_address_bytes(w) for w in workers],
-            scores,
+            list(scores),
             verdicts,
             global_accuracy,
             salt,
@@ -462,8 +471,8 @@ class ChainClient:
         self,
         task: str,
         round: int,
-        workers: list[str],
-        scores: list[int],
+        workers: Sequence[str],
+        scores: Sequence[int],
         verdicts: Sequence[WorkerVerdict | bool],
         global_accuracy: int,
         salt: bytes,
@@ -476,7 +485,7 @@ class ChainClient:
             "revealManifest",
             round,
             checksummed,
-            scores,
+            list(scores),
             [int(v) for v in to_verdicts(verdicts)],
             global_accuracy,
             salt,
@@ -570,17 +579,60 @@ class ChainClient:
         return RoundInfo.from_abi(raw)
 
     def round_result(self, task: str, round: int) -> RoundResult:
-        raw = tuple(self._call(self.task(task), "roundResult", round))
-        check_view(
-            "roundResult", **{f.name: v for f, v in zip(fields(RoundResult), raw, strict=True)}
+        """The outcome of a round, from its settlement events (WorkerSettled, ValidatorSettled,
+        RoundFinalized): the contract keeps no per-member outcome in storage, so that settling
+        costs a few thousand gas per member. Before finalization every outcome is zero."""
+        workers = tuple(self.submitted_workers(task, round))
+        validators = tuple(
+            to_checksum_address(a) for a in self._call(self.task(task), "committedValidators", round)
         )
-        result = RoundResult.from_abi(raw)
-        return RoundResult(
-            **{
-                **result.__dict__,
-                "workers": tuple(to_checksum_address(a) for a in result.workers),
-                "validators": tuple(to_checksum_address(a) for a in result.validators),
+        settled: dict[str, dict[str, tuple[Any, ...]]] = {
+            "WorkerSettled": {w: (0, False, 0, 0) for w in workers},
+            "ValidatorSettled": {v: (False, False, 0, 0) for v in validators},
+        }
+        totals = (0, 0, 0)
+        topic_round = round.to_bytes(32, "big")
+        logs = self.w3.eth.get_logs(
+            {
+                "address": to_checksum_address(task),
+                "fromBlock": 0,
+                "toBlock": "latest",
+                "topics": [list(_SETTLEMENT_TOPICS), "0x" + topic_round.hex()],
             }
+        )
+        for event in self._decode_logs(logs):
+            args = event.args
+            if event.name == "WorkerSettled":
+                member = to_checksum_address(args["worker"])
+                outcome: tuple[Any, ...] = (
+                    args["consensusScore"], args["accepted"], args["payout"], args["slash"]
+                )
+            elif event.name == "ValidatorSettled":
+                member = to_checksum_address(args["validator"])
+                outcome = (args["revealed"], args["agreed"], args["payout"], args["slash"])
+            else:
+                totals = (args["reveals"], args["consensusAccuracy"], args["returnedToEscrow"])
+                continue
+            if member not in settled[event.name]:
+                raise ChainError(f"{event.name} in round {round} for {member}, not a member of it")
+            settled[event.name][member] = outcome
+        w = [settled["WorkerSettled"][a] for a in workers]
+        v = [settled["ValidatorSettled"][a] for a in validators]
+        return RoundResult(
+            finalized=self.round_info(task, round).finalized,
+            workers=workers,
+            consensus_scores=tuple(o[0] for o in w),
+            accepted=tuple(o[1] for o in w),
+            worker_payouts=tuple(o[2] for o in w),
+            worker_slashes=tuple(o[3] for o in w),
+            validators=validators,
+            revealed=tuple(o[0] for o in v),
+            agreed=tuple(o[1] for o in v),
+            validator_payouts=tuple(o[2] for o in v),
+            validator_slashes=tuple(o[3] for o in v),
+            reveals=totals[0],
+            consensus_accuracy=totals[1],
+            returned_to_escrow=totals[2],
         )
 
     def submitted_workers(self, task: str, round: int) -> list[str]:

@@ -151,7 +151,8 @@ class RoundInfo:
 
 @dataclass(frozen=True)
 class RoundResult:
-    """Task.roundResult: consensus and money of one finalized round.
+    """Consensus and money of one finalized round, from its settlement events
+    (ChainClient.round_result).
 
     Workers are the round's submitters in submission order, validators its committers in
     commit order; payouts include the share of slashed deposits or stakes."""
@@ -170,11 +171,6 @@ class RoundResult:
     reveals: int
     consensus_accuracy: int
     returned_to_escrow: int
-
-    @classmethod
-    def from_abi(cls, values: tuple[Any, ...]) -> RoundResult:
-        converted: list[Any] = [tuple(v) if isinstance(v, list | tuple) else v for v in values]
-        return cls(*converted)
 
 
 @dataclass(frozen=True)

@@ -209,7 +209,9 @@ def make_world(w3: Web3, n_workers: int = 4, n_validators: int = 4) -> World:
     keys = honest_keys()
     if len(keys) <= len(registered):
         raise ValueError(f"{len(registered)} participants need more than {len(keys)} test VRF keys")
-    vrf_keys = dict(zip((m.address for m in registered), keys, strict=False))
+    vrf_keys: dict[str, VRFPrivateKey] = dict(
+        zip((m.address for m in registered), keys, strict=False)
+    )
     for member in registered:
         register(member, vrf_keys[member.address])
     harness = requester.deploy(
