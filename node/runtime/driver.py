@@ -9,7 +9,8 @@ What protocol/state's package docstring asks of a runtime, and where it happens:
   `Tick(block timestamp)` after each block (ChainEffects.poll); the cursor is committed
   only after the machine handled them, so a crash replays rather than loses them;
 - actions run in order: `Persist` writes the machine atomically first; `SendTx` goes to
-  one sequential sender; jobs to one sequential job runner; `Publish`, `Fetch` and
+  one sequential sender; jobs to one sequential job runner, except those the jobs put
+  aside (nothing waits on them), which run beside it at a lower priority; `Publish`, `Fetch` and
   `FindTask` run side by side; `FollowTask` starts the task's gossip, whose
   announcements come back as `AnnouncementReceived`; `Stop` ends the pump;
 - a restart loads the machine (`persist.from_dict`) and feeds `Restarted()`.
@@ -202,6 +203,8 @@ class _Pump:
             self.nursery.start_soon(self._answer, d.network.fetch, action)
         elif isinstance(action, FindTask):
             self.nursery.start_soon(self._answer, d.chain.find_task, action)
+        elif d.jobs.aside(action):
+            self.nursery.start_soon(self._answer, d.jobs.run, action)
         else:
             self.jobs_send.send_nowait(action)
 

@@ -92,6 +92,9 @@ class JobEffects(Protocol):
     async def follow(self, task: bytes, terms: TaskTerms) -> str | None:
         """Get ready for the task's jobs; why this node cannot do them, or None."""
 
+    def aside(self, action: Action) -> bool:
+        """The job runs beside the sequential ones (nothing waits on its answer)."""
+
     async def run(self, action: Action) -> ev.Event | None:
         """The job's answer (JobFailed when it failed; None for a job nobody waits on)."""
 

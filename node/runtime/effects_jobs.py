@@ -12,11 +12,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import trio
@@ -27,6 +29,7 @@ from node.chain import TaskParams
 from node.config import NodeConfig
 from node.models import data_problem
 from node.runtime import learning, timing
+from node.runtime.background import LowPriorityThread
 from node.runtime.chainside import ChainAccess, address_bytes, checksum
 from node.runtime.effects import NodeStatus
 from node.runtime.effects_chain import task_problem
@@ -37,6 +40,7 @@ from protocol.codec import check_finite, decode_state_dict, encode_state_dict
 from protocol.data import Dataset
 from protocol.envelope import content_key_of, open_envelope, open_with_content_key, seal
 from protocol.errors import DatasetError, ProtocolError, VRFError
+from protocol.fixedpoint import SCALE
 from protocol.messages import key_release_context
 from protocol.rewards import RewardPolicy
 from protocol.sortition import RegisteredKey, committee_proof, verify_committee_member
@@ -52,6 +56,8 @@ from protocol.state.actions import (
     StartTraining,
 )
 from protocol.state.records import GlobalModel, Job, TaskTerms, Update
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 5.0
@@ -79,8 +85,26 @@ class ReleasedUpdates(learning.ModelBook):
         super().__init__(*args, **kwargs)
         self.task = task
         self._released: dict[str, tuple[bytes, bytes]] = {}  # cid -> (context, sealed key)
+        # One build at a time: a second caller (the evaluation, while the background job
+        # builds the same base) waits for the first and takes its cached result.
+        self._building = threading.RLock()
+        # Updates opened by the last evaluation, kept until the round's global model is
+        # built from them (`keep_opened`, `drop_opened`): one round's updates at most.
+        self._opened: dict[str, learning.StateDict] | None = None
+
+    def keep_opened(self) -> None:
+        """From now on keep each update opened, so the copy check, the evaluation and the
+        round's global model open it once."""
+        self._opened = {}
+
+    def drop_opened(self) -> None:
+        self._opened = None
 
     def global_state(self, model: GlobalModel, rule: AggregationRule | None = None) -> learning.StateDict:
+        with self._building:
+            return self._global_state(model, rule)
+
+    def _global_state(self, model: GlobalModel, rule: AggregationRule | None) -> learning.StateDict:
         for update in model.updates:
             if update.key_release is not None:
                 context = key_release_context(
@@ -109,6 +133,15 @@ class ReleasedUpdates(learning.ModelBook):
         return super().global_state(dataclasses.replace(model, updates=tuple(usable)), rule)
 
     def update(self, cid: str) -> learning.StateDict:
+        opened = self._opened
+        if opened is not None and cid in opened:
+            return opened[cid]
+        state = self._open(cid)
+        if opened is not None:
+            opened[cid] = state
+        return state
+
+    def _open(self, cid: str) -> learning.StateDict:
         released = self._released.get(cid)
         if released is None:  # one we are a recipient of
             return super().update(cid)
@@ -158,23 +191,31 @@ def judge_round(
     log: logging.LoggerAdapter[logging.Logger],
 ) -> learning.Evaluation:
     """A validator's evaluation of a round: the copy check, then every update measured
-    (`learning.evaluate_round`)."""
-    with timing.span(log, "base", action.round):
-        base = book.global_state(action.base)
-    with timing.span(log, "open", action.round, updates=len(action.candidates)):
-        copies = copied_updates(book, action.workers, action.candidates, base)
-    for copy, original in copies.items():
-        log.warning(
-            "round %d: the update of 0x%s copies that of 0x%s, submitted earlier; "
-            "rejected", action.round, copy[:4].hex(), original[:4].hex(),
-        )
-    # a copy is judged as an update that could not be used: rejected, scored 0
-    candidates = [u for u in action.candidates if u.worker not in copies]
-    with timing.span(log, "score", action.round):
-        return learning.evaluate_round(
-            book, action.workers, candidates, base, validation, qualification_threshold,
-            reward_policy,
-        )
+    (`learning.evaluate_round`); each update is opened once and kept for the round's
+    global model."""
+    book.keep_opened()
+    with torch.no_grad():  # measuring only: no autograd graph for the forward passes
+        with timing.span(log, "base", action.round):
+            base = book.global_state(action.base)
+        with timing.span(log, "open", action.round, updates=len(action.candidates)):
+            copies = copied_updates(book, action.workers, action.candidates, base)
+        for copy, original in copies.items():
+            log.warning(
+                "round %d: the update of 0x%s copies that of 0x%s, submitted earlier; "
+                "rejected", action.round, copy[:4].hex(), original[:4].hex(),
+            )
+        # a copy is judged as an update that could not be used: rejected, scored 0
+        candidates = [u for u in action.candidates if u.worker not in copies]
+        with timing.span(log, "score", action.round):
+            return learning.evaluate_round(
+                book, action.workers, candidates, base, validation, qualification_threshold,
+                reward_policy,
+            )
+
+
+def _aggregated(updates: Sequence[Update]) -> tuple[tuple[str, int], ...]:
+    """What an aggregate is built from, in order (a key release changes nothing in it)."""
+    return tuple((u.cid, u.n_samples) for u in updates)
 
 
 @dataclass(frozen=True)
@@ -219,6 +260,10 @@ class LearningJobs:
         self.status = status
         self.log = log
         self.work: TaskWork | None = None  # None until FollowTask
+        self.background = LowPriorityThread()
+        # the accepted updates of our last evaluation and the accuracy it measured for
+        # their aggregate: the round's global model when the chain agrees with us
+        self._judged: tuple[tuple[tuple[str, int], ...], float] | None = None
         self.shard: Dataset | None = None
         self.validation: Dataset | None = None
 
@@ -240,6 +285,12 @@ class LearningJobs:
         if self.work is None:
             raise RuntimeError("a job came before the machine followed a task")
         return self.work
+
+    def aside(self, action: Action) -> bool:
+        """Whether `action` runs beside the other jobs, at a lower priority: a validator's
+        or the requester's own copy of the round's global model, which nothing waits on
+        before the next commit phase (a worker trains from its copy: it waits)."""
+        return isinstance(action, Aggregate) and self.config.role != "worker"
 
     async def run(self, action: Action) -> ev.Event | None:
         handlers: dict[type, Callable[[Any], Awaitable[ev.Event | None]]] = {
@@ -383,6 +434,10 @@ class LearningJobs:
             judge_round, book, action, validation, params.qualification_threshold,
             params.reward_policy, self.log,
         )
+        if params.reward_policy != RewardPolicy.WORK:  # its accuracy: of the accepted
+            by_worker = {u.worker: u for u in action.candidates}
+            accepted = [by_worker[w] for w, a in zip(result.workers, result.accepts, strict=True) if a]
+            self._judged = (_aggregated(accepted), result.global_accuracy / SCALE)
         if self.config.behaviour.validator != "honest":  # a scenario's validator attack
             scores, accepts = committed_columns(
                 self.config.behaviour.validator, result.workers, result.scores, result.accepts
@@ -402,17 +457,32 @@ class LearningJobs:
     async def _aggregate(self, action: Aggregate) -> None:
         book = self._work().book
         rule = AggregationRule.parse(action.rule)
-        state = await trio.to_thread.run_sync(book.global_state, action.model, rule)
+
+        async def in_thread(fn: Callable[[], T]) -> T:
+            if self.aside(action):
+                return await self.background.run(fn)
+            return await trio.to_thread.run_sync(fn)
+
+        try:
+            state = await in_thread(partial(book.global_state, action.model, rule))
+        finally:
+            book.drop_opened()
         self.log.info("round %d: averaged %d accepted updates", action.round, len(action.updates))
         if action.measure_on is None:
             return None
-        validation = await self._validation_set(action.measure_on)
-        images, labels = learning.to_tensors(validation)
+        judged = self._judged
+        if judged is not None and rule == book.rule and judged[0] == _aggregated(action.model.updates):
+            # our evaluation measured this very aggregate on this validation set
+            self.status.accuracy_by_round[action.round] = judged[1]
+        else:
+            validation = await self._validation_set(action.measure_on)
+            images, labels = learning.to_tensors(validation)
 
-        def accuracy() -> float:
-            return learning.evaluate(book.module(state), images, labels).accuracy
+            @torch.no_grad()
+            def accuracy() -> float:
+                return learning.evaluate(book.module(state), images, labels).accuracy
 
-        self.status.accuracy_by_round[action.round] = await trio.to_thread.run_sync(accuracy)
+            self.status.accuracy_by_round[action.round] = await in_thread(accuracy)
         self.log.info(
             "round %d: global model accuracy %.4f",
             action.round, self.status.accuracy_by_round[action.round],

@@ -132,6 +132,9 @@ class FakeJobs:
         self.followed.append((task, terms))
         return self.problem
 
+    def aside(self, action: Action) -> bool:
+        return False
+
     async def run(self, action: Action) -> ev.Event | None:
         self.ran.append(action)
         if isinstance(action, StartTraining):
