@@ -92,6 +92,7 @@ def model_problem(
     imported when ``trusted`` (this node's own config) names that factory: otherwise any
     requester could make every joining node import and call whatever is installed
     (``os:abort``). Built-ins and entry points the operator installed need no listing."""
+    parsed: ModelReference | None = None
     try:
         parsed = ModelReference.parse(reference)
         if parsed.imported and parsed.target not in trusted_targets(trusted):
@@ -102,7 +103,9 @@ def model_problem(
             )
         built = _built_hash(reference)
     except ProtocolError as exc:
-        return f"{exc}; upgrade fl-node or pick another task"
+        # a trusted factory's own error already says which package to install
+        fix = "or pick" if parsed is not None and parsed.imported else "upgrade fl-node or pick"
+        return f"{exc}; {fix} another task"
     return spec_hash_problem(reference, pinned_spec_hash, built)
 
 
@@ -156,4 +159,8 @@ def worker_data_problem(config: DataConfig, reference: str) -> str | None:
 def _one_line(text: str) -> str:
     """A multi-line error (a list of files and folders) as the one line a node's stop
     reason or skip notice is."""
-    return "; ".join(part.strip() for part in text.splitlines() if part.strip())
+    parts = [part.strip() for part in text.splitlines() if part.strip()]
+    line = parts[0] if parts else ""
+    for part in parts[1:]:
+        line += (" " if line.endswith(":") else "; ") + part
+    return line

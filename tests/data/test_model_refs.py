@@ -100,6 +100,8 @@ def test_bad_plugin_references_are_named(plugins: Path) -> None:
     assert "bad arguments" in str(model_problem("fl_test_plugins:make_tiny(depth=2)", ZERO, trusted))
     missing = model_problem("no_such_models_pkg:make", ZERO, trusted)
     assert missing is not None and "cannot import 'no_such_models_pkg'" in missing
+    assert missing.endswith("install the package that defines it, or put it on PYTHONPATH; "
+                            "or pick another task")  # not "upgrade fl-node": it is not ours
 
 
 def test_a_task_cannot_make_a_node_import_and_call_what_it_names(

@@ -21,7 +21,7 @@ from node.models import architecture_of
 from tests.contracts.conftest import anvil_chain  # noqa: F401 - a fixture: anvil, or a skip
 from tests.contracts.harness import FUNDING, World, make_world
 
-pytestmark = [pytest.mark.anvil, pytest.mark.slow]
+pytestmark = pytest.mark.anvil
 
 TABULAR = "tabular_mlp(features=6, classes=2)"
 # A closed port on this host: every download through it is refused at once, as offline.
