@@ -78,6 +78,7 @@ class TaskNetwork:
         self._gossip_ready = trio.Event()
         # round -> worker -> the first CID it announced (what a copycat scenario copies)
         self.announced: dict[int, dict[bytes, str]] = {}
+        self._ahead: dict[str, trio.Event] = {}  # CIDs fetched ahead -> set once done
 
     def follow(self, task: bytes, terms: TaskTerms) -> None:
         self.task = checksum(task)
@@ -145,7 +146,7 @@ class TaskNetwork:
         await self.load_members()
         # load_members and _chain_round let gossip tell a member we have not loaded yet, or
         # a round our follower has not reached, from an invalid message (never penalize those)
-        async with open_task_gossip(
+        async with trio.open_nursery() as ahead, open_task_gossip(
             self.gossip_node, chain_id, task, current_round, self._lookup,
             self._check_committee_proof, refresh_members=self.load_members,
             chain_round=self._chain_round, role_of=self.roles.get, training_over=training_over,
@@ -160,6 +161,7 @@ class TaskNetwork:
                             cid=received.message.cid, worker=received.message.worker.hex(),
                         )
                         self._remember(received.message)
+                        self.fetch_ahead(ahead, received.message)
                         await deliver(announcement_received(received.message))
                     elif isinstance(received.message, KeyRelease):
                         await deliver(key_release_received(received.message))
@@ -168,6 +170,30 @@ class TaskNetwork:
         for old in [r for r in self.announced if r < message.round - 1]:
             del self.announced[old]
         self.announced.setdefault(message.round, {}).setdefault(message.worker, message.cid)
+
+    def fetch_ahead(self, nursery: trio.Nursery, message: ModelAnnouncement) -> None:
+        """A worker fetches another worker's update as soon as it is announced, so that the
+        round's averaging, which it needs before it can train again, finds it in the store
+        rather than fetching every update at once when the round is settled. Only the first
+        CID a worker announces in a round (`announced`): a member announcing many cannot
+        make us fetch more than one update per worker and round."""
+        if self.roles.get(self.me) != Role.WORKER or message.worker == self.me:
+            return
+        if self.announced.get(message.round, {}).get(message.worker) != message.cid:
+            return
+        if message.cid in self._ahead:
+            return
+        kept = 2 * max(len(self.peers), 1)  # about two rounds' updates; older ones are done
+        for cid in list(self._ahead)[: max(0, len(self._ahead) - kept)]:
+            del self._ahead[cid]
+        done = self._ahead[message.cid] = trio.Event()
+        nursery.start_soon(self._fetch_ahead, message, done)
+
+    async def _fetch_ahead(self, message: ModelAnnouncement, done: trio.Event) -> None:
+        try:
+            await self._fetch(Fetch(message.cid, (message.worker,), BlobKind.MODEL))
+        finally:
+            done.set()
 
     async def copied_update(self, round: int) -> str:
         """The copycat scenario: the first update another worker announces in `round`,
@@ -267,6 +293,12 @@ class TaskNetwork:
         return infos
 
     async def fetch(self, action: Fetch) -> ev.Event:
+        ahead = self._ahead.get(action.cid)
+        if ahead is not None:  # fetching it already: then it is local, or we try again
+            await ahead.wait()
+        return await self._fetch(action)
+
+    async def _fetch(self, action: Fetch) -> ev.Event:
         if not self.peers and self.task is not None:
             await self.load_members()
         started = time.monotonic()
