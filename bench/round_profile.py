@@ -101,6 +101,7 @@ class CpuSampler:
     def __init__(self, localnet: Localnet) -> None:
         self.localnet = localnet
         self.samples: list[tuple[float, dict[str, float]]] = []
+        self.loads: list[tuple[float, float]] = []  # the machine's 1-minute load average
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
 
@@ -124,6 +125,7 @@ class CpuSampler:
             now = time.time()
             reading = {name: cpu_seconds(pid) for name, pid in self._pids().items()}
             self.samples.append((now, {n: s for n, s in reading.items() if s is not None}))
+            self.loads.append((now, os.getloadavg()[0]))
 
     def share(self, name: str, start: float, end: float) -> float | None:
         """`name`'s CPU use over [start, end] in cores (1.0: one core busy throughout)."""
@@ -131,6 +133,10 @@ class CpuSampler:
         if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
             return None
         return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+
+    def load(self, start: float, end: float) -> float | None:
+        inside = [load for t, load in self.loads if start <= t <= end]
+        return statistics.mean(inside) if inside else None
 
 
 # --- the nodes' timing events --------------------------------------------------------------
@@ -226,7 +232,7 @@ class Step:
 def critical_path(t: Timeline, round: int, phase: str, start: float, end: float) -> tuple[str, list[Step]]:
     """Who the phase waited for last, and where that node's time in the phase went."""
     kind, labels = {
-        "training": ("submitUpdate", ("Aggregate", "load data", "base", "train", "seal", "store", "tx")),
+        "training": ("submitUpdate", ("fetch", "Aggregate", "load data", "base", "train", "seal", "store", "tx")),
         "commit": ("commitManifest", ("fetch", "Aggregate", "base", "open", "score", "tx")),
         "reveal": ("revealManifest", ("tx",)),
         "finalize": ("finalizeRound", ("tx",)),
@@ -386,8 +392,15 @@ def show_round(t: Timeline, sampler: CpuSampler | None, round: int, roles: dict[
             used = [s for s in (sampler.share(n, start, end) for n in names) if s is not None]
             cells.append(f"{phase} {100 * statistics.mean(used):.0f}%" if used else f"{phase} -")
         shares.append(f"{role} " + " ".join(cells))
-    if shares:
+    if shares and sampler is not None:
         print("  cpu/node  " + "; ".join(shares), file=out)
+        start, end = phases[0][1], phases[-1][2]
+        ours = sum(s for s in (sampler.share(n, start, end) for names in roles.values() for n in names) if s)
+        print(
+            f"  machine   the localnet's processes used {ours:.2f} of {len(os.sched_getaffinity(0))} "
+            f"cores; load average {sampler.load(start, end) or 0:.1f} (other users' work included)",
+            file=out,
+        )
     return wall
 
 
@@ -495,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n=== the floor (same data, same model, same cores) ===", file=out)
     epoch, trained, samples = centralized_epoch(configs, model, args.threads)
     print(f"centralized epoch: {epoch:.1f} s ({samples} samples, batch {configs[0].training.batch_size}, "
-          f"{args.threads} threads)", file=out)
+          f"{args.threads} threads; load average after it {os.getloadavg()[0]:.1f})", file=out)
     validator = load_config(nodes / validators[0] / "node.toml")
     threads = validator.node.torch_threads
     with tempfile.TemporaryDirectory(prefix="round-profile-eval-") as folder:
