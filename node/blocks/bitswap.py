@@ -68,14 +68,11 @@ from .exchange import (
     BlockUnavailableError,
     FetchTimeoutError,
     FindProviders,
-    _maybe_await,
-    _peer_info,
-    _read_first_byte,
-    _reset_shielded,
     child_wants,
     fit_block,
 )
 from .store import BlockCorruptError, BlockNotFoundError, BlockStore, BlockStoreError
+from .streams import maybe_await, peer_info, read_first_byte, reset_shielded
 from .unixfs import DagError
 
 __all__ = [
@@ -292,7 +289,7 @@ class Bitswap:
         session = self._admit(peer)
         if session is None:
             self.rejected_streams += 1
-            await _reset_shielded(stream)
+            await reset_shielded(stream)
             return
         try:
             while True:
@@ -302,7 +299,7 @@ class Bitswap:
                 with session.scope:
                     first = None
                     with trio.move_on_after(self.limits.idle_stream_timeout_s) as idle:
-                        first = await _read_first_byte(stream)
+                        first = await read_first_byte(stream)
                         if first is None:
                             break
                         session.since = trio.current_time()
@@ -311,7 +308,7 @@ class Bitswap:
                             body = await self._read_body(stream, peer, first)
                 session.waiting = False
                 if body is None:  # idle too long, or evicted for a new stream
-                    await _reset_shielded(stream)
+                    await reset_shielded(stream)
                     return
                 message = decode_message(body, max_entries=self.limits.max_wantlist_entries,
                                          max_blocks=self.limits.max_blocks_per_message)
@@ -322,10 +319,10 @@ class Bitswap:
             self.violations[peer] += 1
             logger.info("bitswap peer %s broke the protocol: %s", peer, exc)
             self._report(peer, f"bitswap: {exc}")
-            await _reset_shielded(stream)
+            await reset_shielded(stream)
         except Exception as exc:  # a broken or slow peer: its stream goes, we go on
             logger.debug("bitswap stream from %s failed: %r", peer, exc)
-            await _reset_shielded(stream)
+            await reset_shielded(stream)
         finally:
             self._release(session)
 
@@ -452,7 +449,7 @@ class Bitswap:
             self.dropped_wants += len(ledger.wants)
             ledger.wants.clear()
             if stream is not None:
-                await _reset_shielded(stream)
+                await reset_shielded(stream)
         finally:
             ledger.sending = False
             if self._ledgers.get(ledger.peer) is ledger:
@@ -531,7 +528,7 @@ class Bitswap:
         send, receive = trio.open_memory_channel[tuple[PeerID, str, bytes | None]](_INBOX_ITEMS)
         state = _Fetch(root, max_size, send)
         for provider in providers:
-            info = _peer_info(provider)
+            info = peer_info(provider)
             if info.peer_id != self.host.get_id():
                 state.sources.setdefault(info.peer_id, _Source(info))
         state.queued.append(_Want(root, 0, None))
@@ -570,7 +567,7 @@ class Bitswap:
         if self._find_providers is not None:
             with trio.move_on_after(self.limits.connect_timeout_s):
                 try:
-                    for info in await _maybe_await(self._find_providers(state.root)):
+                    for info in await maybe_await(self._find_providers(state.root)):
                         if info.peer_id != self.host.get_id():
                             state.sources.setdefault(info.peer_id, _Source(info))
                 except Exception as exc:
@@ -649,7 +646,7 @@ class Bitswap:
                 await stream.write(frame(message))
                 await stream.close()
             except BaseException:
-                await _reset_shielded(stream)
+                await reset_shielded(stream)
                 raise
 
     async def _on_answer(self, state: _Fetch, peer: PeerID, cid: str, data: bytes | None) -> None:

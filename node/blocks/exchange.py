@@ -38,23 +38,19 @@ without asking.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import struct
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import msgpack
-import multiaddr
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
-from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID as PeerID
-from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.peer.peerinfo import PeerInfo
 
 from protocol.errors import CIDError
 
@@ -67,6 +63,7 @@ from .store import (
     BlockStoreError,
     BlockStoreFullError,
 )
+from .streams import maybe_await, peer_info, read_first_byte, reset_quietly, reset_shielded
 from .unixfs import (
     MAX_BLOCK_SIZE,
     MAX_DAG_DEPTH,
@@ -307,15 +304,6 @@ async def _read_exactly(stream: INetStream, size: int, clock: _PeerClock, peer: 
         clock.progress(peer)
         buf += chunk
     return bytes(buf)
-
-
-async def _read_first_byte(stream: INetStream) -> int | None:
-    """The next byte, or None when the peer has closed its side (no timeout: callers bound it)."""
-    try:
-        data = await stream.read(1)
-    except StreamEOF:
-        return None
-    return data[0] if data else None
 
 
 async def _read_uvarint_frame(stream: INetStream, first: int, max_size: int) -> bytes:
@@ -568,7 +556,7 @@ class BlockExchange:
         if self._provide is None:
             return
         try:
-            await _maybe_await(self._provide(root))
+            await maybe_await(self._provide(root))
         except Exception as exc:  # announcing is best effort: explicit providers still work
             logger.warning("announcing %s as provided failed: %s", root, exc)
 
@@ -581,7 +569,7 @@ class BlockExchange:
         banned = self._standing.banned(peer, opened)
         if banned and not listed:
             logger.debug("refusing a block stream from banned peer %s", peer)
-            await _reset_quietly(stream)
+            await reset_quietly(stream)
             await self._disconnect(peer)
             return
         # A member that keeps holding slots without asking waits with the strangers.
@@ -596,10 +584,10 @@ class BlockExchange:
                 await self._drop_peer(session, str(exc))
         except _ResponseUnread as exc:
             self._strike(session, str(exc))
-            await _reset_quietly(stream)
+            await reset_quietly(stream)
         except Exception as exc:  # a broken or hostile peer; its stream is reset, we go on
             logger.debug("block request from %s failed: %r", peer, exc)
-            await _reset_quietly(stream)
+            await reset_quietly(stream)
         finally:
             self._release(session)
 
@@ -617,10 +605,10 @@ class BlockExchange:
                 session.idle_scope = trio.CancelScope()
                 session.idle_since = trio.current_time()
                 with session.idle_scope, trio.fail_after(limits.idle_stream_timeout_s):
-                    first = await _read_first_byte(stream)
+                    first = await read_first_byte(stream)
                 session.idle_since = None
                 if session.idle_scope.cancelled_caught:
-                    await _reset_quietly(stream)
+                    await reset_quietly(stream)
                     return
                 if first is None:
                     break
@@ -647,7 +635,7 @@ class BlockExchange:
         """The next request frame, in full by ``deadline``; None if the client closed."""
         with trio.move_on_at(deadline):
             if first is None:
-                first = await _read_first_byte(stream)
+                first = await read_first_byte(stream)
                 if first is None:
                     return None
             return await _read_uvarint_frame(stream, first, self.limits.max_request_bytes)
@@ -735,7 +723,7 @@ class BlockExchange:
         for victim in [session, *victims]:
             victim.dropped = True
         for victim in [session, *victims]:
-            await _reset_shielded(victim.stream)
+            await reset_shielded(victim.stream)
         if stranger:
             await self._disconnect(peer)
 
@@ -761,7 +749,7 @@ class BlockExchange:
                 await stream.write(RESPONSE_HEADER.pack(STATUS_BUSY, 0))
                 await stream.close()
         except Exception:
-            await _reset_quietly(stream)
+            await reset_quietly(stream)
 
     def _local_block(self, cid: str) -> bytes | None:
         try:
@@ -793,7 +781,7 @@ class BlockExchange:
             raise ValueError(f"max_size must be >= 1 byte, got {max_size}")
         state = _BlobFetch(root, max_size)
         for provider in providers:
-            info = _peer_info(provider)
+            info = peer_info(provider)
             if info.peer_id != self.host.get_id():
                 state.providers.setdefault(info.peer_id, _Provider(info))
         state.pending.append(_Want(root, 0, None))
@@ -846,7 +834,7 @@ class BlockExchange:
         state.setbacks_at_lookup = state.setbacks()
         try:
             with trio.move_on_after(self.limits.find_providers_timeout_s):
-                found = await _maybe_await(self._find_providers(state.root))
+                found = await maybe_await(self._find_providers(state.root))
         except Exception as exc:
             logger.warning("find_providers(%s) failed: %s", state.root, exc)
         finally:
@@ -977,10 +965,10 @@ class BlockExchange:
                         with trio.fail_after(self.limits.request_timeout_s):
                             keep = await self._transfer(state, provider, stream, todo, progress)
                     except _BadBlock:
-                        await _reset_shielded(stream)
+                        await reset_shielded(stream)
                         raise
                     except Exception as exc:
-                        await _reset_shielded(stream)
+                        await reset_shielded(stream)
                         if reused and not progress.answered and attempt == 0:
                             # A pooled stream the server has since closed: not its fault.
                             logger.debug("stale pooled stream to %s: %r", peer, exc)
@@ -1058,7 +1046,7 @@ class BlockExchange:
                 if pool:  # others may have checked streams in meanwhile: keep both
                     self._idle[peer] = pool + self._idle.get(peer, [])
                 return stream, True
-            await _reset_shielded(stream)  # the server may be timing it out right now
+            await reset_shielded(stream)  # the server may be timing it out right now
         with trio.fail_after(self.limits.connect_timeout_s):
             await self.host.connect(provider.info)
         # Opening a stream is a round trip over the (maybe busy) connection: see _PeerClock.
@@ -1072,14 +1060,14 @@ class BlockExchange:
         if reusable and len(pool) < self.limits.requests_per_provider:
             self._idle[peer] = [*pool, (stream, trio.current_time())]
             return
-        await _reset_shielded(stream)
+        await reset_shielded(stream)
 
     async def close_idle_streams(self) -> None:
         """Reset every pooled client stream (done on exit)."""
         pools, self._idle = self._idle, {}
         for pool in pools.values():
             for stream, _ in pool:
-                await _reset_shielded(stream)
+                await reset_shielded(stream)
 
     def _check_length(self, want: _Want, length: int) -> None:
         # A leaf whose length differs from what its parent declares is still read (it is
@@ -1187,33 +1175,3 @@ def child_wants(node: FileNode, offset: int) -> Iterator[tuple[str, int, int]]:
     for link in node.links:
         yield link.cid, offset, link.file_size
         offset += link.file_size
-
-
-def _peer_info(provider: PeerInfo | str) -> PeerInfo:
-    if isinstance(provider, PeerInfo):
-        return provider
-    try:
-        return info_from_p2p_addr(multiaddr.Multiaddr(provider))
-    except Exception as exc:
-        raise ValueError(
-            f"provider {provider!r} is not a full libp2p multiaddr ending in /p2p/<peer id>: {exc}"
-        ) from exc
-
-
-async def _maybe_await(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value
-
-
-async def _reset_shielded(stream: INetStream) -> None:
-    """Reset ``stream`` even while being cancelled, bounded in time."""
-    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-        await _reset_quietly(stream)
-
-
-async def _reset_quietly(stream: INetStream) -> None:
-    try:
-        await stream.reset()
-    except Exception as exc:  # the connection may already be gone
-        logger.debug("resetting a block stream raised %r", exc)
