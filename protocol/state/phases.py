@@ -488,7 +488,13 @@ def _round_opened(m: RoundMachine, e: RoundOpened) -> list[Action]:
     keep |= {view.validation_cid} if view.validation_cid else set()
     view.have &= keep
     view.fetching &= keep
-    view.fetch_failures = {c: n for c, n in view.fetch_failures.items() if c in keep}
+    # what a node needs to take part (the global model's blobs, the validation set) is
+    # tried again in each round: given up for good, the node would sit out every later one
+    required = {*(view.global_model.blob_cids if view.global_model else ())}
+    required |= {view.validation_cid} if view.validation_cid else set()
+    view.fetch_failures = {
+        c: n for c, n in view.fetch_failures.items() if c in keep and c not in required
+    }
     early, view.early = view.early, []
     m._new_round()
     old, view.phase, view.phase_since = view.phase, TRANSITIONS[(view.phase, RoundOpened)], m.now

@@ -394,3 +394,15 @@ def test_workers_per_round_survives_a_restart() -> None:
     restored = from_dict(to_dict(worker))
     assert restored.view.workers_per_round == 1
     assert not only(restored.handle(Restarted()), StartTraining)
+
+
+def test_an_initial_model_given_up_in_one_round_is_fetched_again_in_the_next() -> None:
+    worker = WorkerMachine(ME, TASK)
+    fetches = only(feed(worker, started(), opened(1)), Fetch)
+    for _ in range(MAX_FETCH_ATTEMPTS):
+        fetches += only(worker.handle(FetchFailed(INITIAL_CID, "requester busy")), Fetch)
+    assert [f.cid for f in fetches] == [INITIAL_CID] * MAX_FETCH_ATTEMPTS  # given up
+    feed(worker, RoundFinalized(1, ()))
+    actions = worker.handle(opened(2))
+    assert only(actions, Fetch) == [Fetch(INITIAL_CID, (REQUESTER,))]
+    assert only(worker.handle(BlobFetched(INITIAL_CID)), StartTraining)
