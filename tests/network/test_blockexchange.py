@@ -259,12 +259,6 @@ async def test_all_hosts_fetch_all_updates_at_once_under_load(
     assert dropped_providers(caplog) == []
 
 
-@pytest.mark.skipif(
-    not os.environ.get("FL_STRESS"),
-    reason="stress test (set FL_STRESS=1): under a GIL-busy thread both directions now see "
-    "10 s silences that only retries cover (~88 s a run on an idle 2-core box), and once in "
-    "four clean runs the retries ran out; the cause in the block exchange is not found yet",
-)
 async def test_two_peers_fetch_from_each_other_at_once_over_pooled_streams(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
