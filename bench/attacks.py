@@ -1,0 +1,395 @@
+"""The attack matrix: every worker attack against every aggregation rule, 30% attackers.
+
+    python -m bench.attacks [--attacks sign_flip,alie_colluding,...] [--rules fedavg,median:3]
+                            [--rounds 2] [--workers 10] [--attackers 3] [--validators 3]
+                            [--samples 500] [--validation 500] [--policy P] [--model mnist_2nn]
+                            [--out bench-output/attacks] [--data-root DIR] [--parallel 1]
+                            [--list]
+
+Each cell is a whole task run in this process on the embedded chain (requester, --workers
+workers, --validators validators, real libp2p hosts, real MNIST shards of --samples each),
+the last --attackers workers running the attack, everyone else honest. Per rule an honest
+task of the same size runs first, in the same process: the baseline every cell of that
+rule is compared with. The task's terms are the localnet's defaults
+(`node.localnet.configs.TaskDefaults`): its reward policy, slashes, threshold, tolerance,
+so the bench measures whatever the localnet uses; --policy overrides the reward policy.
+
+Per cell: final test accuracy (the untouched MNIST test split, 10,000 images) minus the
+honest run's, the attackers' earnings and slashes (ETH, summed over rounds), how many
+attacker-rounds were slashed out of those attacked, the earnings per attacker beside those
+per honest worker (what an `inflated_samples` claim buys), the honest parties' net (honest
+workers' and validators' earnings minus their slashes), how many honest party-rounds went
+unpaid and what honest parties lost, and, for `backdoor`, the trigger's success rate on
+test digits that are not the target. Writes `attacks.md` (the table) and
+`attacks.png` (heatmaps) under --out and prints the table; each rule's nodes log to
+`runs/<rule>/run.log`. --parallel runs that many of a rule's tasks at once (each on its own
+chain and hosts), which shortens a run whose tasks mostly wait on block times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import trio
+
+from node.attacks.backdoor import Trigger, attack_success_rate
+from node.attacks.spec import parse_attack, parse_attack_spec
+from node.config import HOLDOUT
+from node.datasets import default_data_root, load_builtin
+from node.localnet.configs import TaskDefaults
+from node.localnet.evaluation import TestSetEvaluator
+from node.localnet.inprocess import InProcessResult, run_inprocess
+from node.localnet.scenario import NodeBehaviour, Scenario
+from node.models import build_model
+from protocol.codec import decode_state_dict
+from protocol.data import Dataset, to_tensors
+
+ETHER = 10**18
+
+ATTACKS: dict[str, tuple[str, dict[str, float | int | str]]] = {
+    # cell name -> (worker attack kind, its parameters); "attackers" / "workers" stand for
+    # the run's counts, omitted sized parameters are filled as a scenario fills them
+    "sign_flip": ("sign_flip", {}),
+    "scaled": ("scaled", {}),
+    "gaussian": ("gaussian", {}),
+    "alie": ("alie", {}),
+    "alie_colluding": ("alie", {"colluders": "attackers"}),
+    "ipm": ("ipm", {}),
+    "ipm_colluding": ("ipm", {"colluders": "attackers"}),
+    "label_flip": ("label_flip", {"source": 1, "target": 7}),
+    "backdoor": ("backdoor", {}),
+    "shuffled_labels": ("shuffled_labels", {}),
+    "noise": ("noise", {}),
+    "free_rider": ("free_rider", {}),
+    "free_rider_noise": ("free_rider_noise", {}),
+    "copycat": ("copycat", {}),
+    "inflated_samples": ("inflated_samples", {}),
+    "inflated_scaled": ("inflated_samples", {"scale": "workers"}),
+}
+
+RULES = ("fedavg", "median:F", "trimmed_mean:F", "multi_krum:F")  # F: the attacker count
+
+
+@dataclass(frozen=True)
+class Cell:
+    attack: str
+    rule: str
+    accuracy: float
+    attacker_earned: int  # wei, summed over rounds
+    attacker_slashed: int
+    attacker_rounds_slashed: int
+    attacker_rounds: int  # rounds x attackers that submitted
+    honest_net: int  # honest workers' and validators' earnings minus their slashes
+    honest_unpaid: int  # honest worker-rounds and validator-rounds paid nothing
+    honest_slashed: int  # wei an honest worker or validator lost
+    per_attacker: int  # wei earned per attacking worker
+    per_honest_worker: int  # wei earned (before slashes) per honest worker
+    backdoor_success: float | None
+    seconds: float
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.attacks")
+    parser.add_argument("--attacks", default=",".join(ATTACKS), help="comma-separated cell names")
+    parser.add_argument("--rules", default=",".join(RULES), help="comma-separated; F = --attackers")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=10)
+    parser.add_argument("--attackers", type=int, default=3)
+    parser.add_argument("--validators", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=500, help="training samples per worker")
+    parser.add_argument("--validation", type=int, default=500, help="validators' held-out samples")
+    parser.add_argument("--policy", default=None, help="reward policy (default: the localnet's)")
+    parser.add_argument("--model", default="mnist_2nn")
+    parser.add_argument("--data-root", type=Path, default=default_data_root())
+    parser.add_argument("--out", type=Path, default=Path("bench-output/attacks"))
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per task at most")
+    parser.add_argument("--parallel", type=int, default=1, help="tasks run at once (each rule's)")
+    parser.add_argument("--list", action="store_true", help="list the attacks and rules, then exit")
+    args = parser.parse_args(argv)
+    if not 1 <= args.attackers < args.workers:
+        parser.error(f"--attackers must be 1..{args.workers - 1}, got {args.attackers}")
+    unknown = [a for a in _names(args.attacks) if a not in ATTACKS]
+    if unknown:
+        parser.error(f"unknown attack(s) {unknown}; known: {', '.join(ATTACKS)}")
+    return args
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def worker_kinds(attack: str, workers: int, attackers: int) -> tuple[str, ...]:
+    """Every worker's [behaviour] worker: the last `attackers` run `attack`, sized as a
+    localnet scenario would size it (boost = workers, ALIE's z_max for this count)."""
+    kind, given = ATTACKS[attack]
+    counts = {"attackers": attackers, "workers": workers}
+    raw = {key: counts[value] if isinstance(value, str) else value for key, value in given.items()}
+    spec = parse_attack(kind, raw, allow_sized=True)
+    behaviours = tuple(
+        NodeBehaviour("worker", index, kind, spec) for index in range(workers - attackers, workers)
+    )
+    scenario = Scenario(source=f"bench.attacks cell {attack}", behaviours=behaviours)
+    return scenario.resolve(workers, 1).worker_kinds
+
+
+def task_terms(args: argparse.Namespace, rule: str, output: Path) -> dict[str, Any]:
+    """The localnet's [task] for this size, with this rule (and --policy when given)."""
+    terms = TaskDefaults(
+        rounds=args.rounds,
+        workers=args.workers,
+        validators=args.validators,
+        model=args.model,
+        validation=HOLDOUT,
+        validation_samples=args.validation,
+    ).section(output)
+    terms["aggregator"] = rule
+    if args.policy is not None:
+        terms["reward_policy"] = args.policy
+    return terms
+
+
+async def run_task(
+    args: argparse.Namespace, kinds: Sequence[str], rule: str, folder: Path
+) -> InProcessResult:
+    return await run_inprocess(
+        folder,
+        args.data_root,
+        workers=args.workers,
+        validators=args.validators,
+        rounds=args.rounds,
+        model=args.model,
+        # the training split is cut to this, then the holdout drawn and the rest shared
+        max_samples=args.samples * args.workers + args.validation,
+        validation_samples=args.validation,
+        worker_behaviours=kinds,
+        task=task_terms(args, rule, folder / "final-model.bin"),
+        data={"holdout_samples": args.validation},
+        timeout_s=args.timeout,
+    )
+
+
+async def run_rule(
+    args: argparse.Namespace, rule: str, attacks: Sequence[str], test: TestSplit
+) -> list[Cell]:
+    """The honest task and one per attack under `rule`, --parallel of them at a time (each
+    its own embedded chain and hosts; colluders pool by attack and base, so two cells of
+    one attack never run at once)."""
+    limiter = trio.CapacityLimiter(args.parallel)
+    cells: dict[str, Cell] = {}
+
+    async def cell(attack: str | None) -> None:
+        name = attack or "honest"
+        kinds = ("honest",) * args.workers
+        if attack is not None:
+            kinds = worker_kinds(attack, args.workers, args.attackers)
+        folder = args.out / "runs" / rule.replace(":", "-") / name
+        if folder.exists():
+            shutil.rmtree(folder)
+        async with limiter:
+            started = time.monotonic()
+            result = await run_task(args, kinds, rule, folder)
+            seconds = time.monotonic() - started
+        cells[name] = done = await trio.to_thread.run_sync(
+            measure, result, kinds, test, folder / "final-model.bin", name, rule, seconds
+        )
+        print(
+            f"{rule:>16} {name:>17}: test accuracy {100 * done.accuracy:.2f}%, attackers "
+            f"earned {done.attacker_earned / ETHER:.3f} ETH, slashed "
+            f"{done.attacker_slashed / ETHER:.3f} ETH, honest net "
+            f"{done.honest_net / ETHER:.3f} ETH ({done.seconds:.0f} s)",
+            flush=True,
+        )
+
+    async with trio.open_nursery() as nursery:
+        for attack in [None, *attacks]:
+            nursery.start_soon(cell, attack)
+    return [cells[name] for name in ["honest", *attacks]]
+
+
+@contextmanager
+def run_log(path: Path) -> Iterator[None]:
+    """The nodes' INFO log of one task, in its folder (the terminal gets the summary)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(logging.WARNING)
+        handler.close()
+
+
+class TestSplit:
+    """MNIST's test split, loaded once: a final model's accuracy and a trigger's success."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, data_root: Path, model: str) -> None:
+        self.model = model
+        self.evaluator = TestSetEvaluator(data_root, model)
+        self.raw = load_builtin("mnist", "test", data_root)
+
+    def accuracy(self, final_model: Path) -> float:
+        return self.evaluator.evaluate_file(final_model).accuracy
+
+    def backdoor_success(self, final_model: Path, size: int, target: int) -> float:
+        module = build_model(self.model)
+        module.load_state_dict(decode_state_dict(final_model.read_bytes(), self.evaluator.spec))
+        module.eval()
+
+        def predict(images: np.ndarray) -> np.ndarray:
+            labels = np.zeros(len(images), np.int64)
+            inputs, _ = to_tensors(Dataset(images, labels, self.raw.spec))
+            with torch.no_grad():
+                return module(inputs).argmax(dim=1).numpy()
+
+        trigger = Trigger.for_images(self.raw.images, size)
+        return attack_success_rate(predict, self.raw.images, self.raw.labels, trigger, target)
+
+
+def measure(
+    result: InProcessResult,
+    kinds: Sequence[str],
+    test: TestSplit,
+    final_model: Path,
+    name: str,
+    rule: str,
+    seconds: float,
+) -> Cell:
+    attackers = {result.workers[i].address for i, kind in enumerate(kinds) if kind != "honest"}
+    earned = slashed = rounds_slashed = attacked = honest_net = unpaid = honest_lost = 0
+    honest_workers_earned = 0
+    for r in result.rounds:
+        for address, paid, lost in zip(r.workers, r.worker_payouts, r.worker_slashes, strict=True):
+            if address in attackers:
+                earned, slashed, attacked = earned + paid, slashed + lost, attacked + 1
+                rounds_slashed += lost > 0
+            else:
+                honest_net, honest_lost = honest_net + paid - lost, honest_lost + lost
+                unpaid += paid == 0
+                honest_workers_earned += paid
+        for paid, lost in zip(r.validator_payouts, r.validator_slashes, strict=True):
+            honest_net, honest_lost = honest_net + paid - lost, honest_lost + lost
+            unpaid += paid == 0
+    success = None
+    backdoors = [parse_attack_spec(kind) for kind in kinds if kind.startswith("backdoor")]
+    if backdoors:
+        spec = backdoors[0]
+        success = test.backdoor_success(final_model, int(spec["size"]), int(spec["target"]))
+    return Cell(
+        name, rule, test.accuracy(final_model), earned, slashed, rounds_slashed, attacked,
+        honest_net, unpaid, honest_lost, earned // max(1, len(attackers)),
+        honest_workers_earned // max(1, len(kinds) - len(attackers)), success, seconds,
+    )
+
+
+def table(cells: Sequence[Cell], honest: Mapping[str, Cell]) -> str:
+    lines = [
+        "| attack | rule | test acc | Δ acc (pts) | attackers earned (ETH) | attackers slashed "
+        "(ETH) | attacker-rounds slashed | per attacker / per honest worker (ETH) | honest net "
+        "(ETH) | honest unpaid | honest slashed (ETH) | backdoor success | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cell in cells:
+        delta = 100 * (cell.accuracy - honest[cell.rule].accuracy)
+        backdoor = "" if cell.backdoor_success is None else f"{100 * cell.backdoor_success:.1f}%"
+        slashed_rounds = f"{cell.attacker_rounds_slashed}/{cell.attacker_rounds}"
+        lines.append(
+            f"| {cell.attack} | {cell.rule} | {100 * cell.accuracy:.2f}% | {delta:+.2f} "
+            f"| {cell.attacker_earned / ETHER:.3f} | {cell.attacker_slashed / ETHER:.3f} "
+            f"| {'' if cell.attack == 'honest' else slashed_rounds} "
+            f"| {cell.per_attacker / ETHER:.3f} / {cell.per_honest_worker / ETHER:.3f} "
+            f"| {cell.honest_net / ETHER:.3f} | {cell.honest_unpaid} "
+            f"| {cell.honest_slashed / ETHER:.3f} | {backdoor} "
+            f"| {cell.seconds:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def heatmap(cells: Sequence[Cell], honest: Mapping[str, Cell], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    attacks = list(dict.fromkeys(c.attack for c in cells if c.attack != "honest"))
+    rules = list(dict.fromkeys(c.rule for c in cells))
+    if not attacks:
+        return
+    by = {(c.attack, c.rule): c for c in cells}
+    panels: list[tuple[str, Callable[[Cell], float], str]] = [
+        ("test accuracy - honest (points)", lambda c: 100 * (c.accuracy - honest[c.rule].accuracy), "RdYlGn"),
+        ("attackers' earnings (ETH)", lambda c: c.attacker_earned / ETHER, "Reds"),
+        ("attackers' slashes (ETH)", lambda c: c.attacker_slashed / ETHER, "Greens"),
+        ("honest parties' net (ETH)", lambda c: c.honest_net / ETHER, "Blues"),
+    ]
+    width = 2 + len(panels) * (1.5 + 1.1 * len(rules))
+    figure, axes = plt.subplots(1, len(panels), figsize=(width, 1.5 + 0.4 * len(attacks)))
+    for axis, (title, value, colours) in zip(np.atleast_1d(axes), panels, strict=True):
+        grid = np.array(
+            [[value(by[a, r]) if (a, r) in by else np.nan for r in rules] for a in attacks]
+        )
+        span = max(1.0, float(np.nanmax(np.abs(grid))))
+        low = -span if colours == "RdYlGn" else min(0.0, float(np.nanmin(grid)))  # 0 is white
+        axis.imshow(grid, cmap=colours, aspect="auto", vmin=low, vmax=span)
+        axis.set_title(title, fontsize=9)
+        axis.set_xticks(range(len(rules)), rules, rotation=30, fontsize=8)
+        axis.set_yticks(range(len(attacks)), attacks, fontsize=8)
+        for (i, j), v in np.ndenumerate(grid):
+            if not np.isnan(v):
+                axis.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.list:
+        print("attacks:", ", ".join(ATTACKS))
+        print("rules:", ", ".join(RULES), "(F = --attackers)")
+        return 0
+    terminal = logging.StreamHandler()
+    terminal.setLevel(logging.WARNING)  # run_log raises the root level for its file only
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", handlers=[terminal])
+    rules = [rule.replace("F", str(args.attackers)) for rule in _names(args.rules)]
+    attacks = _names(args.attacks)
+    args.out.mkdir(parents=True, exist_ok=True)
+    test = TestSplit(args.data_root, args.model)
+    policy = task_terms(args, "fedavg", args.out)["reward_policy"]
+    print(
+        f"{args.workers} workers ({args.attackers} attacking), {args.validators} validators, "
+        f"{args.rounds} rounds, {args.samples} samples each, policy {policy}: "
+        f"{len(rules)} rules x ({len(attacks)} attacks + honest) tasks",
+        flush=True,
+    )
+    cells: list[Cell] = []
+    for rule in rules:
+        with run_log(args.out / "runs" / rule.replace(":", "-") / "run.log"):
+            cells += trio.run(run_rule, args, rule, attacks, test)
+    honest = {cell.rule: cell for cell in cells if cell.attack == "honest"}
+    text = table(cells, honest)
+    (args.out / "attacks.md").write_text(text)
+    heatmap(cells, honest, args.out / "attacks.png")
+    print(text)
+    print(f"wrote {args.out / 'attacks.md'} and {args.out / 'attacks.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
