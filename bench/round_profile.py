@@ -25,6 +25,7 @@ It prints each round's wall time and `round wall / floor`, and their mean.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import statistics
@@ -32,7 +33,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -59,6 +61,7 @@ from protocol.training import TrainConfig, train_local
 FLOWER_ROUND_S = 54.0  # Flower 1.42, 5 supernodes, same work, this machine kind (issue 13)
 PHASES = ("training", "commit", "reveal", "finalize")
 TICKS = os.sysconf("SC_CLK_TCK")
+CPU_FILE = "cpu-samples.json"
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -112,6 +115,28 @@ class CpuSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps({"samples": self.samples, "loads": self.loads}), encoding="utf-8")
+
+    @classmethod
+    def load_from(cls, path: Path) -> CpuSampler | None:
+        if not path.exists():
+            return None
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        sampler = cls.__new__(cls)
+        sampler.samples = [(t, s) for t, s in saved["samples"]]
+        sampler.loads = [(t, load) for t, load in saved["loads"]]
+        return sampler
+
+    def used(self, start: float, end: float) -> float:
+        """CPU seconds the network's processes (nodes, bootstrap, anvil; not the launcher,
+        which scores each round's model on the test set for its table) used in [start, end]."""
+        inside = [s for t, s in self.samples if start <= t <= end]
+        if len(inside) < 2:
+            return 0.0
+        last, first = inside[-1], inside[0]
+        return sum(last[n] - first.get(n, last[n]) for n in last if n != "launcher")
 
     def _pids(self) -> dict[str, int]:
         pids = {name: p.pid for name, p in self.localnet.processes.processes.items() if p.running}
@@ -284,6 +309,20 @@ def gossip_latency(t: Timeline, round: int) -> list[float]:
 # --- the floor -----------------------------------------------------------------------------
 
 
+@dataclass
+class Cost:
+    wall: float = 0.0
+    cpu: float = 0.0  # this process's CPU seconds, all threads
+
+
+@contextmanager
+def measured() -> Iterator[Cost]:
+    cost = Cost()
+    wall, cpu = time.perf_counter(), time.process_time()
+    yield cost
+    cost.wall, cost.cpu = time.perf_counter() - wall, time.process_time() - cpu
+
+
 def worker_configs(nodes: Path) -> list[NodeConfig]:
     count = len(list(nodes.glob("worker-*")))
     return [load_config(nodes / f"worker-{i}" / "node.toml") for i in range(count)]
@@ -294,8 +333,10 @@ def joined(shards: Sequence[Dataset]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat([x for x, _ in tensors]), torch.cat([y for _, y in tensors])
 
 
-def centralized_epoch(configs: Sequence[NodeConfig], model: str, threads: int) -> tuple[float, torch.nn.Module, int]:
-    """Seconds of one epoch over every worker's shard on `threads` threads, the model it
+def centralized_epoch(
+    configs: Sequence[NodeConfig], model: str, threads: int
+) -> tuple[Cost, torch.nn.Module, int]:
+    """The cost of one epoch over every worker's shard on `threads` threads, the model it
     trained, and how many samples."""
     images, labels = joined([load_worker_shard(c.data) for c in configs])
     training = configs[0].training
@@ -305,9 +346,9 @@ def centralized_epoch(configs: Sequence[NodeConfig], model: str, threads: int) -
     )  # fmt: skip
     net = build_model(model, seed=0)
     torch.set_num_threads(threads)
-    started = time.perf_counter()
-    train_local(net, images, labels, config)
-    return time.perf_counter() - started, net, len(labels)
+    with measured() as cost:
+        train_local(net, images, labels, config)
+    return cost, net, len(labels)
 
 
 def evaluation_alone(
@@ -317,8 +358,8 @@ def evaluation_alone(
     workers: int,
     threads: int,
     folder: Path,
-) -> float:
-    """Seconds of one validator's evaluation of a round (`judge_round`: open every update,
+) -> Cost:
+    """The cost of one validator's evaluation of a round (`judge_round`: open every update,
     the copy check, accuracies, leave-one-out, the aggregate) of `workers` sealed updates
     on the task's validation set. The round's base is `trained` and each update adds its
     own small noise to it: each qualifies and none is a copy, as honest updates."""
@@ -354,15 +395,15 @@ def evaluation_alone(
             1, tuple(u.worker for u in candidates), tuple(candidates), "unused", GlobalModel(initial)
         )
         torch.set_num_threads(threads)
-        times = []
+        costs = []
         for _ in range(2):  # the first also pays for lazy initialisation
-            started = time.perf_counter()
-            judge_round(
-                book, action, validation, requester.task.fixed("qualification_threshold"),
-                RewardPolicy[requester.task.reward_policy.upper()], log,
-            )
-            times.append(time.perf_counter() - started)
-    return min(times)
+            with measured() as cost:
+                judge_round(
+                    book, action, validation, requester.task.fixed("qualification_threshold"),
+                    RewardPolicy[requester.task.reward_policy.upper()], log,
+                )
+            costs.append(cost)
+    return min(costs, key=lambda c: c.wall)
 
 
 # --- the report ----------------------------------------------------------------------------
@@ -452,7 +493,7 @@ def run(args: argparse.Namespace, out: TextIO) -> tuple[Path, CpuSampler | None,
     was launched and finished."""
     stamped = StampedOut(out)
     if args.from_logs is not None:
-        return args.from_logs, None, None, None, stamped
+        return args.from_logs, CpuSampler.load_from(args.from_logs / CPU_FILE), None, None, stamped
     output = args.output or Path(tempfile.mkdtemp(prefix="round-profile-"))
     options = LocalnetOptions(
         output=output,
@@ -467,6 +508,7 @@ def run(args: argparse.Namespace, out: TextIO) -> tuple[Path, CpuSampler | None,
     launched = time.time()
     with CpuSampler(localnet) as sampler:
         status = localnet.run()
+    sampler.save(output / CPU_FILE)
     if status != 0:
         raise SystemExit(f"the localnet failed (status {status}); its logs are in {localnet.logs}")
     return output, sampler, launched, time.time(), stamped
@@ -507,25 +549,35 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print("\n=== the floor (same data, same model, same cores) ===", file=out)
     epoch, trained, samples = centralized_epoch(configs, model, args.threads)
-    print(f"centralized epoch: {epoch:.1f} s ({samples} samples, batch {configs[0].training.batch_size}, "
-          f"{args.threads} threads; load average after it {os.getloadavg()[0]:.1f})", file=out)
+    print(f"centralized epoch: {epoch.wall:.1f} s, {epoch.cpu:.1f} CPU s ({samples} samples, batch "
+          f"{configs[0].training.batch_size}, {args.threads} threads; load average after it "
+          f"{os.getloadavg()[0]:.1f})", file=out)
     validator = load_config(nodes / validators[0] / "node.toml")
     threads = validator.node.torch_threads
     with tempfile.TemporaryDirectory(prefix="round-profile-eval-") as folder:
         one = evaluation_alone(requester, trained, model, len(configs), threads, Path(folder))
     cores = len(os.sched_getaffinity(0))
-    evaluation = one * max(1.0, len(validators) / cores)
-    print(f"one validator's evaluation alone: {one:.1f} s ({len(configs)} updates, "
-          f"{requester.task.validation_samples} samples, {threads} thread); "
+    evaluation = one.wall * max(1.0, len(validators) / cores)
+    print(f"one validator's evaluation alone: {one.wall:.1f} s, {one.cpu:.1f} CPU s ({len(configs)} "
+          f"updates, {requester.task.validation_samples} samples, {threads} thread); "
           f"{len(validators)} validators on {cores} cores: {evaluation:.1f} s", file=out)
-    floor = epoch + evaluation
-    print(f"floor of a round: {floor:.1f} s", file=out)
+    floor = epoch.wall + evaluation
+    floor_cpu = epoch.cpu + len(validators) * one.cpu
+    print(f"floor of a round: {floor:.1f} s; {floor_cpu:.1f} CPU s", file=out)
 
     print("\n=== round wall / floor ===", file=out)
     for r, wall in walls.items():
-        print(f"round {r}: {wall:5.1f} s  / {floor:.1f} s = {wall / floor:.2f}", file=out)
+        line = f"round {r}: {wall:5.1f} s  / {floor:.1f} s = {wall / floor:.2f}"
+        if sampler is not None:
+            start, end = timeline.phases(r)[0][1], timeline.phases(r)[-1][2]
+            used = sampler.used(start, end)
+            line += f"   (CPU: {used:.1f} s / {floor_cpu:.1f} s = {used / floor_cpu:.2f})"
+        print(line, file=out)
     mean = statistics.mean(walls.values())
     print(f"mean:    {mean:5.1f} s  / {floor:.1f} s = {mean / floor:.2f}", file=out)
+    print("(on a shared machine the two walls see different loads: the CPU ratio, every CPU "
+          "second of the localnet's processes in the round against the floor's, does not depend "
+          "on them)", file=out)
     print(f"(Flower 1.42 on this machine kind, same work, measured for issue 13, not here: "
           f"~{FLOWER_ROUND_S:.0f} s a round; fl-node's mean here is {mean:.1f} s)", file=out)
     return 0
