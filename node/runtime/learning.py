@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 ENVELOPE_OVERHEAD_PER_RECIPIENT = 80
 
+KEPT_GLOBAL_MODELS = 3
+
 StateDict = dict[str, torch.Tensor]
 
 
@@ -113,6 +115,9 @@ class ModelBook:
         self.rule = rule or AggregationRule()  # the task's: global models and leave-one-out
         self._lock = threading.Lock()
         self._cached: tuple[tuple[GlobalModel, AggregationRule], StateDict] | None = None
+        # the task rule's global models by round, the last few: the WORK policy measures
+        # an update against the previous round's global step
+        self._by_round: dict[int, StateDict] = {}
 
     def initial(self, cid: str) -> StateDict:
         """The task's initial model: a plain (public) codec blob."""
@@ -142,7 +147,21 @@ class ModelBook:
             state = rule(states, [u.n_samples for u in model.updates])
         with self._lock:
             self._cached = ((model, rule), state)
+            if rule == self.rule:
+                self._by_round[model.after_round] = state
+                for stale in sorted(self._by_round)[:-KEPT_GLOBAL_MODELS]:
+                    del self._by_round[stale]
         return state
+
+    def before(self, state: StateDict) -> StateDict | None:
+        """The global model of the round before the one whose global model is `state` (the
+        object `global_state` returned), when this book built both; else None."""
+        with self._lock:
+            rounds = [r for r, known in self._by_round.items() if known is state]
+            if not rounds:
+                return None
+            earlier = [r for r in self._by_round if r < rounds[0]]
+            return self._by_round[max(earlier)] if earlier else None
 
     def module(self, state: StateDict) -> torch.nn.Module:
         model = build_model(self.arch)
@@ -278,8 +297,9 @@ def _judge_work(
     validation: Dataset,
     qualification_threshold: int,
 ) -> Evaluation:
-    """The WORK policy's verdict: each usable update's improvement over `base`, and the
-    accuracy of the aggregate of those that show work."""
+    """The WORK policy's verdict (`protocol.work.judge`): each usable update's delta from
+    `base`, its validation gain, and the previous round's global step; the accuracy of the
+    aggregate of those that show work."""
     images, labels = to_tensors(validation)
     base_loss = evaluate(book.module(base), images, labels).loss
 
@@ -289,11 +309,19 @@ def _judge_work(
         stepped = book.module(paid_work.stepped(states[index], base))
         return paid_work.improvement(base_loss, evaluate(stepped, images, labels).loss)
 
-    gains = [gain(index) for index in range(len(workers))]
-    working = paid_work.working_indices(accuracies, gains, qualification_threshold)
+    deltas = [
+        verdicts.flat_delta(states[i], base) if i in states else None for i in range(len(workers))
+    ]
+    previous = book.before(base)
+    previous_step = None if previous is None else verdicts.flat_delta(base, previous)
+    judgements = paid_work.judge(deltas, [gain(i) for i in range(len(workers))], previous_step)
+    for worker, judgement in zip(workers, judgements, strict=True):
+        if judgement.problem is not None and judgement is not paid_work.UNUSABLE:
+            logger.info("update of 0x%s shows no work: %s", worker[:4].hex(), judgement.problem)
+    working = paid_work.working_indices(accuracies, judgements, qualification_threshold)
     result = book.rule([states[i] for i in working], [counts[i] for i in working]) if working else base
     verdict = paid_work.work_verdict(
-        workers, accuracies, gains, qualification_threshold,
+        workers, accuracies, judgements, qualification_threshold,
         evaluate(book.module(result), images, labels).accuracy,
     )  # fmt: skip
     return Evaluation.of(verdict, accuracies)

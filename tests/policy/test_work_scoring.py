@@ -1,0 +1,225 @@
+"""protocol.work: the WORK policy's verdict. An update is scored by the cosine of its delta
+with the coordinate-wise median of the other agreeing updates' deltas; free riders (no
+delta, or noise), reversed, boosted and replayed updates and those that make the validation
+loss clearly worse are rejected, so the contract slashes them. Without two updates that
+agree, an update is measured by how much a step along its delta lowers the base's validation
+loss.
+
+The deltas here are synthetic: a direction every honest worker shares plus each worker's
+own noise twice as long, so two honest deltas agree with a cosine near 0.2, about what real
+MNIST workers show late in a task (`python -m bench.work_quality`)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from protocol.errors import ProtocolError
+from protocol.fixedpoint import SCALE
+from protocol.manifest import MAX_ABS_SCORE, check_manifest
+from protocol.work import (
+    MAX_LOSS_INCREASE,
+    MAX_NORM_RATIO,
+    MIN_IMPROVEMENT,
+    MIN_NORM_RATIO,
+    QUANTUM,
+    STEP,
+    UNUSABLE,
+    Judgement,
+    agreement_bound,
+    coordinate_median,
+    improvement,
+    judge,
+    stepped,
+    work_verdict,
+)
+
+SIZE = 20_000
+WORKERS = tuple(bytes([0x10 + i]) * 20 for i in range(6))
+THRESHOLD = 500_000  # 0.5 in fixed point
+GOOD_GAIN = 5_000
+
+
+def generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+SHARED = torch.randn(SIZE, generator=generator(1))
+PREVIOUS_STEP = torch.randn(SIZE, generator=generator(2))
+
+
+def honest(count: int = 5, seed: int = 10) -> list[torch.Tensor]:
+    return [SHARED + 2 * torch.randn(SIZE, generator=generator(seed + i)) for i in range(count)]
+
+
+def judged_with(attacker: torch.Tensor | None, gain: int = GOOD_GAIN) -> list[Judgement]:
+    deltas: list[torch.Tensor | None] = [*honest(), attacker]
+    return judge(deltas, [GOOD_GAIN] * 5 + [gain], PREVIOUS_STEP)
+
+
+def assert_honest_paid(judgements: list[Judgement]) -> None:
+    for judgement in judgements[:5]:
+        assert judgement.shows_work, judgement.problem
+        assert judgement.quality >= agreement_bound(SIZE)
+
+
+def test_honest_updates_agree_and_are_scored_by_their_agreement() -> None:
+    judgements = judge(honest(), [GOOD_GAIN] * 5, PREVIOUS_STEP)
+    assert_honest_paid(judgements)
+    qualities = [j.quality for j in judgements]
+    assert all(q % QUANTUM == 0 for q in qualities)
+    # pairwise ~0.2; against the median of four others the shared direction stands out more
+    assert all(250_000 < q < 600_000 for q in qualities), qualities
+    # a worker that trained longer (its shared part larger against its noise) agrees more
+    better = [*honest(4), 3 * SHARED + 2 * torch.randn(SIZE, generator=generator(99))]
+    scored = judge(better, [GOOD_GAIN] * 5)
+    assert scored[4].quality > max(j.quality for j in scored[:4])
+
+
+@pytest.mark.parametrize(
+    ("what", "attacker", "problem"),
+    [
+        ("free rider: the base resubmitted", torch.zeros(SIZE), "below"),
+        ("free rider with noise", 0.3 * torch.randn(SIZE, generator=generator(5)), "agreement"),
+        ("large gaussian noise", 100 * torch.randn(SIZE, generator=generator(6)), "above"),
+        ("sign flip", -(SHARED + 2 * torch.randn(SIZE, generator=generator(7))), "agreement"),
+        ("inner product manipulation", -0.5 * SHARED, "agreement"),
+        ("boosted (model replacement)", 6 * (SHARED + 2 * torch.randn(SIZE, generator=generator(8))), "above"),
+        ("a short copy of the shared direction", 0.01 * SHARED, "below"),
+        ("replayed global step", PREVIOUS_STEP.clone(), "replays"),
+        ("replayed, scaled and lightly noised", 0.5 * PREVIOUS_STEP + 0.2 * torch.randn(SIZE, generator=generator(9)), "replays"),
+    ],
+)
+def test_updates_that_show_no_work_are_rejected_and_honest_ones_still_paid(
+    what: str, attacker: torch.Tensor, problem: str
+) -> None:
+    judgements = judged_with(attacker)
+    assert not judgements[5].shows_work, what
+    assert judgements[5].quality == 0
+    assert problem in (judgements[5].problem or ""), judgements[5].problem
+    assert_honest_paid(judgements)
+
+
+def test_the_cheapest_way_around_the_replay_bound_still_shows_no_agreement() -> None:
+    # noise as long as the replayed step brings its cosine with that step to ~0.7, under
+    # the replay bound; it then agrees with this round's updates only as much as the old
+    # step does (nothing, here; late in a real task, little: see bench.work_quality)
+    disguised = PREVIOUS_STEP + torch.randn(SIZE, generator=generator(111)) * PREVIOUS_STEP.norm() / SIZE**0.5
+    judgements = judged_with(disguised)
+    assert "agreement" in (judgements[5].problem or "")
+    assert_honest_paid(judgements)
+
+
+def test_an_agreeing_update_that_makes_the_validation_loss_clearly_worse_is_rejected() -> None:
+    poisoned = SHARED + 2 * torch.randn(SIZE, generator=generator(112))
+    assert judged_with(poisoned, gain=-MAX_LOSS_INCREASE)[5].shows_work  # within the spread
+    judgements = judged_with(poisoned, gain=-MAX_LOSS_INCREASE - 1)
+    assert "validation loss" in (judgements[5].problem or "")
+    assert_honest_paid(judgements)
+
+
+def test_a_minority_of_outliers_cannot_drag_the_reference() -> None:
+    # two huge noise vectors and one sign flip among six: the honest four stay paid
+    deltas: list[torch.Tensor | None] = [
+        *honest(4),
+        50 * torch.randn(SIZE, generator=generator(20)),
+        -2 * SHARED,
+        2.5 * torch.randn(SIZE, generator=generator(21)),
+    ]
+    judgements = judge(deltas, [GOOD_GAIN] * 7)
+    assert [j.shows_work for j in judgements] == [True] * 4 + [False] * 3
+
+
+@pytest.mark.parametrize(
+    "attacker",
+    [
+        -(SHARED + 2 * torch.randn(SIZE, generator=generator(22))),  # sign flip
+        2.2 * torch.randn(SIZE, generator=generator(23)),  # noise as long as an update
+        torch.zeros(SIZE),  # the base
+    ],
+)
+def test_two_honest_updates_outweigh_a_third_that_shows_no_work(attacker: torch.Tensor) -> None:
+    # the median of two is their mean, which the attacker drags: the reference set drops
+    # the least agreeing update first
+    judgements = judge([*honest(2), attacker], [GOOD_GAIN] * 3)
+    assert [j.shows_work for j in judgements] == [True, True, False]
+
+
+def test_scores_do_not_depend_on_the_order_of_the_updates() -> None:
+    deltas: list[torch.Tensor | None] = [*honest(), torch.zeros(SIZE), None]
+    gains: list[int | None] = [GOOD_GAIN] * 6 + [None]
+    forward = judge(deltas, gains, PREVIOUS_STEP)
+    order = [6, 3, 0, 5, 1, 4, 2]
+    backward = judge([deltas[i] for i in order], [gains[i] for i in order], PREVIOUS_STEP)
+    assert [backward[order.index(i)] for i in range(7)] == forward
+    assert forward[6] == UNUSABLE
+
+
+def test_coordinate_median_is_the_middle_value_or_the_mean_of_the_two_middle_ones() -> None:
+    values = [torch.tensor([1.0, 5.0]), torch.tensor([3.0, -1.0]), torch.tensor([2.0, 0.0])]
+    assert torch.equal(coordinate_median(values), torch.tensor([2.0, 0.0]))
+    assert torch.equal(coordinate_median(values[:2]), torch.tensor([2.0, 2.0]))
+    with pytest.raises(ProtocolError):
+        coordinate_median([])
+
+
+def test_the_agreement_bound_sits_above_noise_for_any_model_size() -> None:
+    for size in (1_000, SIZE, 200_000):
+        bound = agreement_bound(size)
+        noise = [torch.randn(size, generator=generator(30 + i)) for i in range(20)]
+        direction = torch.randn(size, generator=generator(29))
+        cosines = [float(torch.nn.functional.cosine_similarity(n, direction, dim=0)) for n in noise]
+        assert max(cosines) * SCALE < bound
+    assert agreement_bound(10**9) == 10_000  # a floor for huge models
+    assert MIN_NORM_RATIO < 1 < MAX_NORM_RATIO
+
+
+def test_without_two_agreeing_updates_the_validation_gain_decides() -> None:
+    # one worker and a free rider: nothing to agree with
+    judgements = judge(
+        [SHARED, torch.zeros(SIZE), None], [MIN_IMPROVEMENT, MIN_IMPROVEMENT - 1, None]
+    )
+    assert judgements[0] == Judgement(MIN_IMPROVEMENT)
+    assert not judgements[1].shows_work and judgements[1].quality == 0
+    assert judgements[2] == UNUSABLE
+    # a worker and a noisy free rider disagree: each is judged by its gain
+    noise = 2.2 * torch.randn(SIZE, generator=generator(40))
+    judgements = judge([honest(1)[0], noise], [GOOD_GAIN, -50])
+    assert judgements[0] == Judgement(GOOD_GAIN) and not judgements[1].shows_work
+    # two that agree are judged by their agreement
+    assert all(j.shows_work and j.quality < SCALE for j in judge(honest(2), [0, 0]))
+    with pytest.raises(ProtocolError, match="2 deltas but 1 validation gains"):
+        judge([torch.ones(3), None], [5])
+
+
+def test_stepped_moves_float_tensors_a_step_towards_the_update() -> None:
+    base = {"w": torch.zeros(3), "n": torch.tensor(5)}
+    update = {"w": torch.tensor([8.0, -8.0, 0.0]), "n": torch.tensor(7)}
+    moved = stepped(update, base, 0.25)
+    assert torch.equal(moved["w"], torch.tensor([2.0, -2.0, 0.0]))
+    assert int(moved["n"]) == 7  # a counter is the update's, not interpolated
+    assert torch.equal(stepped(base, base)["w"], base["w"])  # a free rider moves nothing
+    assert 0 < STEP < 1
+    with pytest.raises(ProtocolError, match="different tensor names"):
+        stepped({"v": torch.zeros(3)}, base)
+    assert improvement(0.04, 0.015) == 25_000
+    assert improvement(0.04, None) is None
+
+
+def test_the_verdict_accepts_updates_that_show_work_and_qualify() -> None:
+    judgements = [
+        Judgement(400_000),
+        Judgement(0, "agreement 0.0001 below 0.01"),
+        UNUSABLE,
+        Judgement(300_000),  # fails the accuracy threshold below
+        Judgement(10 * MAX_ABS_SCORE),
+    ]
+    result = work_verdict(WORKERS[:5], [0.99, 0.99, None, 0.2, 0.99], judgements, THRESHOLD, 0.991)
+    assert result.accepts == (True, False, False, False, True)
+    assert result.scores == (400_000, 0, 0, 0, MAX_ABS_SCORE)
+    assert result.global_accuracy == 991_000
+    check_manifest(list(WORKERS[:5]), list(result.scores), list(result.accepts), result.global_accuracy)
+    with pytest.raises(ProtocolError, match="2 accuracies but 1 judgements"):
+        work_verdict(WORKERS[:2], [0.9, 0.9], judgements[:1], THRESHOLD, 0.9)
+    with pytest.raises(ProtocolError, match="1 workers but 2 accuracies"):
+        work_verdict(WORKERS[:1], [0.9, 0.9], judgements[:2], THRESHOLD, 0.9)
