@@ -255,10 +255,12 @@ class Step:
 
 
 def critical_path(t: Timeline, round: int, phase: str, start: float, end: float) -> tuple[str, list[Step]]:
-    """Who the phase waited for last, and where that node's time in the phase went."""
+    """Who the phase waited for last, and where that node's time in the phase went. Spans
+    overlap (a fetch runs beside training): each second goes to the first label, in this
+    order, that covers it, so the work the phase is for claims its time first."""
     kind, labels = {
-        "training": ("submitUpdate", ("fetch", "Aggregate", "load data", "base", "train", "seal", "store", "tx")),
-        "commit": ("commitManifest", ("fetch", "Aggregate", "base", "open", "score", "tx")),
+        "training": ("submitUpdate", ("train", "base", "Aggregate", "load data", "seal", "store", "tx", "fetch")),
+        "commit": ("commitManifest", ("score", "open", "base", "Aggregate", "tx", "fetch")),
         "reveal": ("revealManifest", ("tx",)),
         "finalize": ("finalizeRound", ("tx",)),
     }[phase]
@@ -294,16 +296,19 @@ def critical_path(t: Timeline, round: int, phase: str, start: float, end: float)
 
 def gossip_latency(t: Timeline, round: int) -> list[float]:
     """Seconds from a worker's announcement publish to each node's receipt, in `round`."""
-    published = {
-        e["cid"]: e["start"]
-        for events in t.events.values() for e in events
-        if e["what"] == "publish" and e.get("message") == "ModelAnnouncement" and e["round"] == round
-    }  # fmt: skip
-    return [
-        e["at"] - published[e["cid"]]
-        for events in t.events.values() for e in events
-        if e["what"] == "announced" and e.get("cid") in published and e["round"] == round
-    ]  # fmt: skip
+    published: dict[str, list[float]] = {}  # a worker announces again in each phase
+    for events in t.events.values():
+        for e in events:
+            if e["what"] == "publish" and e.get("message") == "ModelAnnouncement" and e["round"] == round:
+                published.setdefault(e["cid"], []).append(e["start"])
+    latencies = []
+    for events in t.events.values():
+        for e in events:
+            if e["what"] == "announced" and e["round"] == round:
+                sent = [s for s in published.get(e["cid"], []) if s <= e["at"]]
+                if sent:  # since the last publication before it arrived
+                    latencies.append(e["at"] - max(sent))
+    return latencies
 
 
 # --- the floor -----------------------------------------------------------------------------
