@@ -10,13 +10,18 @@ its format alone, and is never downloaded.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import io
 import sys
 import tarfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import Literal, ParamSpec, TextIO
 
 import numpy as np
 
@@ -334,6 +339,49 @@ def _download(
     raise DatasetError(missing_files_message(dataset, root, why))
 
 
+P = ParamSpec("P")
+_shared: dict[tuple[str, str, Path | None], Dataset] | None = None
+_shared_lock = threading.Lock()
+
+
+@contextmanager
+def shared_loads() -> Iterator[None]:
+    """Within it, each built-in split is read, checked and parsed once and shared read-only
+    by every node of the process (the in-process localnet: a hundred workers each read the
+    whole training split twice). Outside, nothing is kept: a lone node keeps only its shard."""
+    global _shared
+    outermost = _shared is None
+    if outermost:
+        _shared = {}
+    try:
+        yield
+    finally:
+        if outermost:
+            _shared = None
+
+
+def _shared_within_loads(load: Callable[P, Dataset]) -> Callable[P, Dataset]:
+    """`load`, answered from the process's shared splits inside `shared_loads()`."""
+
+    @functools.wraps(load)
+    def shared(*args: P.args, **kwargs: P.kwargs) -> Dataset:
+        if _shared is None:
+            return load(*args, **kwargs)
+        called = inspect.signature(load).bind(*args, **kwargs)
+        called.apply_defaults()
+        key = (called.arguments["name"], called.arguments["split"], called.arguments["root"])
+        with _shared_lock:
+            if key not in _shared:
+                loaded = load(*args, **kwargs)
+                loaded.images.setflags(write=False)
+                loaded.labels.setflags(write=False)
+                _shared[key] = loaded
+            return _shared[key]
+
+    return shared
+
+
+@_shared_within_loads
 def load_builtin(
     name: str,
     split: Split,

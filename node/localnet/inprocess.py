@@ -24,6 +24,7 @@ from web3 import Web3
 
 from node.chain import ChainClient, RoundResult, dev
 from node.config import NodeConfig, parse_config
+from node.datasets.builtin import shared_loads
 from node.discovery import DiscoveryConfig, open_discovery
 from node.host import HostConfig, host_multiaddrs, open_host
 from node.runtime.driver import NodeStatus
@@ -37,6 +38,8 @@ logger = logging.getLogger("fl_node.runtime")
 
 ETHER = 10**18
 FUNDING_WEI = 1_000 * ETHER
+MIN_POLL_INTERVAL_S = 0.3
+CHAIN_READS_PER_S = 40.0  # node polls per second, all nodes together
 
 
 @dataclass
@@ -69,6 +72,7 @@ def _node_document(
     training: Mapping[str, Any],
     task: Mapping[str, Any],
     behaviour: Mapping[str, str],
+    poll_interval: float,
 ) -> dict[str, Any]:
     return {
         "node": {"role": role, "data_dir": f"{name}", "torch_threads": 1},
@@ -78,7 +82,7 @@ def _node_document(
             "private_key_file": f"{name}/chain.key",
             "registry": registry,
             "task": "auto",
-            "poll_interval": 0.3,
+            "poll_interval": poll_interval,
         },
         "data": {"root": str(data_root), **data},
         "training": dict(training),
@@ -118,6 +122,7 @@ async def run_inprocess(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     w3 = dev.embedded_web3()
+    _build_mined_reads_once(w3)
     lock = threading.Lock()
     deployer_key = os.urandom(32)
     dev.fund(w3, Account.from_key(deployer_key).address, FUNDING_WEI)
@@ -147,92 +152,94 @@ async def run_inprocess(
 
     statuses: dict[str, list[NodeStatus]] = {}
     restarted: list[str] = []
-    async with open_host(HostConfig(key_path=workdir / "bootstrap.key")) as boot_host:
-        async with open_discovery(boot_host, DiscoveryConfig(dht_server=True)):
-            bootstrap = host_multiaddrs(boot_host)
-            configs: list[tuple[str, NodeConfig]] = []
-            plan = [("requester", "requester", 0)]
-            plan += [(f"worker{i}", "worker", i) for i in range(workers)]
-            plan += [(f"validator{i}", "validator", i) for i in range(validators)]
-            for name, role, index in plan:
-                behaviour = {}
-                if role == "worker" and index < len(worker_behaviours):
-                    behaviour["worker"] = worker_behaviours[index]
-                if role == "validator" and index < len(validator_behaviours):
-                    behaviour["validator"] = validator_behaviours[index]
-                document = _node_document(
-                    workdir, name, role, registry, bootstrap, data_root,
-                    {**data_keys, "part_index": index if role == "worker" else 0},
-                    training_keys, task_keys, behaviour,
-                )
-                config = parse_config(document, workdir / f"{name}.toml")
-                key = os.urandom(32)
-                key_file = config.chain.private_key_file
-                if not key_file.exists():
-                    write_chain_key(key_file, key)
-                    dev.fund(w3, Account.from_key(key).address, FUNDING_WEI)
-                configs.append((name, config))
-
-            async with trio.open_nursery() as nursery:
-
-                async def chain_clock() -> None:
-                    while True:
-                        await trio.sleep(block_interval_s)
-                        await trio.to_thread.run_sync(lambda: _locked(lock, dev.mine, w3))
-
-                all_done = trio.Event()
-
-                async def linger() -> None:
-                    if all(s and s[0].done for s in statuses.values()):
-                        all_done.set()
-                    await all_done.wait()
-
-                async def node(name: str, config: NodeConfig) -> None:
-                    out: list[NodeStatus] = []
-                    statuses[name] = out
-                    if name in crash and not await _crashed(name, crash[name], config, out):
-                        return
-                    await run_node(
-                        config, w3=w3, chain_lock=lock, name=name, status_out=out, linger=linger
+    # the workers read the same training split: once for all of them
+    with shared_loads():
+        async with open_host(HostConfig(key_path=workdir / "bootstrap.key")) as boot_host:
+            async with open_discovery(boot_host, DiscoveryConfig(dht_server=True)):
+                bootstrap = host_multiaddrs(boot_host)
+                configs: list[tuple[str, NodeConfig]] = []
+                plan = [("requester", "requester", 0)]
+                plan += [(f"worker{i}", "worker", i) for i in range(workers)]
+                plan += [(f"validator{i}", "validator", i) for i in range(validators)]
+                for name, role, index in plan:
+                    behaviour = {}
+                    if role == "worker" and index < len(worker_behaviours):
+                        behaviour["worker"] = worker_behaviours[index]
+                    if role == "validator" and index < len(validator_behaviours):
+                        behaviour["validator"] = validator_behaviours[index]
+                    document = _node_document(
+                        workdir, name, role, registry, bootstrap, data_root,
+                        {**data_keys, "part_index": index if role == "worker" else 0},
+                        training_keys, task_keys, behaviour, poll_interval(len(plan)),
                     )
+                    config = parse_config(document, workdir / f"{name}.toml")
+                    key = os.urandom(32)
+                    key_file = config.chain.private_key_file
+                    if not key_file.exists():
+                        write_chain_key(key_file, key)
+                        dev.fund(w3, Account.from_key(key).address, FUNDING_WEI)
+                    configs.append((name, config))
 
-                async def _crashed(
-                    name: str, point: tuple[int, str], config: NodeConfig, out: list[NodeStatus]
-                ) -> bool:
-                    """Run the node until it reaches `point`, then kill it (True), or until it
-                    is done first (False)."""
-                    with trio.CancelScope() as scope:
+                async with trio.open_nursery() as nursery:
 
-                        async def watch() -> None:
-                            while not (out and _reached(out[0], point)):
-                                await trio.sleep(0.05)
-                            scope.cancel()
+                    async def chain_clock() -> None:
+                        while True:
+                            await trio.sleep(block_interval_s)
+                            await trio.to_thread.run_sync(lambda: _locked(lock, dev.mine, w3))
 
-                        async with trio.open_nursery() as watcher:
-                            watcher.start_soon(watch)
-                            await run_node(
-                                config, w3=w3, chain_lock=lock, name=name, status_out=out,
-                                linger=linger,
-                            )
-                            watcher.cancel_scope.cancel()
-                    if scope.cancelled_caught:
-                        logger.info("[%s] killed at round %d, %s; restarting it", name, *point)
-                        out.clear()
-                        restarted.append(name)
-                    return scope.cancelled_caught
+                    all_done = trio.Event()
 
-                clock_scope = trio.CancelScope()
+                    async def linger() -> None:
+                        if all(s and s[0].done for s in statuses.values()):
+                            all_done.set()
+                        await all_done.wait()
 
-                async def clock() -> None:
-                    with clock_scope:
-                        await chain_clock()
+                    async def node(name: str, config: NodeConfig) -> None:
+                        out: list[NodeStatus] = []
+                        statuses[name] = out
+                        if name in crash and not await _crashed(name, crash[name], config, out):
+                            return
+                        await run_node(
+                            config, w3=w3, chain_lock=lock, name=name, status_out=out, linger=linger
+                        )
 
-                nursery.start_soon(clock)
-                with trio.fail_after(timeout_s):
-                    async with trio.open_nursery() as nodes:
-                        for name, config in configs:
-                            nodes.start_soon(node, name, config)
-                clock_scope.cancel()
+                    async def _crashed(
+                        name: str, point: tuple[int, str], config: NodeConfig, out: list[NodeStatus]
+                    ) -> bool:
+                        """Run the node until it reaches `point`, then kill it (True), or until it
+                        is done first (False)."""
+                        with trio.CancelScope() as scope:
+
+                            async def watch() -> None:
+                                while not (out and _reached(out[0], point)):
+                                    await trio.sleep(0.05)
+                                scope.cancel()
+
+                            async with trio.open_nursery() as watcher:
+                                watcher.start_soon(watch)
+                                await run_node(
+                                    config, w3=w3, chain_lock=lock, name=name, status_out=out,
+                                    linger=linger,
+                                )
+                                watcher.cancel_scope.cancel()
+                        if scope.cancelled_caught:
+                            logger.info("[%s] killed at round %d, %s; restarting it", name, *point)
+                            out.clear()
+                            restarted.append(name)
+                        return scope.cancelled_caught
+
+                    clock_scope = trio.CancelScope()
+
+                    async def clock() -> None:
+                        with clock_scope:
+                            await chain_clock()
+
+                    nursery.start_soon(clock)
+                    with trio.fail_after(timeout_s):
+                        async with trio.open_nursery() as nodes:
+                            for name, config in configs:
+                                nodes.start_soon(node, name, config)
+                    clock_scope.cancel()
 
     def status(name: str) -> NodeStatus:
         return statuses[name][0]
@@ -254,6 +261,49 @@ async def run_inprocess(
         rounds=results,
         restarted=restarted,
     )
+
+
+def poll_interval(nodes: int) -> float:
+    """Seconds between one node's chain polls: every node polls the one embedded chain,
+    one read at a time, so the process's reads per second stay bounded as nodes are added
+    (a node reacts to a block within this long)."""
+    return max(MIN_POLL_INTERVAL_S, nodes / CHAIN_READS_PER_S)
+
+
+def _build_mined_reads_once(w3: Web3) -> None:
+    """Make eth-tester build each mined block and receipt once.
+
+    eth-tester rebuilds a receipt (decoding its block and every transaction in it) on each
+    read, and its get_logs reads the receipt of every transaction in the range: every node
+    of this process polls the same blocks, so each receipt was rebuilt once per node, with
+    the chain lock held, and the polls of a hundred nodes queued behind each other for
+    minutes. A mined block or receipt never changes here (nothing reverts this chain), so
+    the first one built is kept; the latest or pending block is always read afresh."""
+    tester = dev.embedded_tester(w3)
+    if tester is None:
+        return
+    receipts: dict[Any, Any] = {}
+    blocks: dict[int, Any] = {}
+    read_receipt, read_block = tester.get_transaction_receipt, tester.get_block_by_number
+
+    def receipt(transaction_hash: Any) -> Any:
+        found = receipts.get(transaction_hash)
+        if found is None:
+            found = read_receipt(transaction_hash)
+            if found.get("block_number") is not None:
+                receipts[transaction_hash] = found
+        return found
+
+    def block(block_number: Any = "latest", full_transactions: bool = False) -> Any:
+        if full_transactions or isinstance(block_number, bool) or not isinstance(block_number, int):
+            return read_block(block_number, full_transactions)
+        found = blocks.get(block_number)
+        if found is None:
+            found = blocks[block_number] = read_block(block_number, False)
+        return found
+
+    tester.get_transaction_receipt = receipt
+    tester.get_block_by_number = block
 
 
 def _reached(status: NodeStatus, point: tuple[int, str]) -> bool:

@@ -1,0 +1,82 @@
+"""Parts of the in-process localnet that let a hundred nodes share one process: the
+embedded chain builds each mined block and receipt once, the chain polls thin out as nodes
+are added, and the workers share one read of the training split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from eth_account import Account
+
+from node.chain import dev
+from node.datasets import default_data_root, load_worker_shard, mnist_available
+from node.datasets.builtin import load_builtin, shared_loads
+from node.localnet.inprocess import _build_mined_reads_once, poll_interval
+
+
+def test_mined_blocks_and_receipts_are_built_once_and_read_alike() -> None:
+    w3 = dev.embedded_web3()
+    tester = dev.embedded_tester(w3)
+    assert tester is not None
+    built = {"receipts": 0, "blocks": 0}
+    backend_receipt, backend_block = tester.get_transaction_receipt, tester.get_block_by_number
+
+    def counting_receipt(tx: object) -> object:
+        built["receipts"] += 1
+        return backend_receipt(tx)
+
+    def counting_block(number: object = "latest", full: bool = False) -> object:
+        built["blocks"] += 1
+        return backend_block(number, full)
+
+    tester.get_transaction_receipt = counting_receipt
+    tester.get_block_by_number = counting_block
+    _build_mined_reads_once(w3)
+    for _ in range(3):
+        dev.fund(w3, Account.create().address, 10**18)
+    head = w3.eth.block_number
+    first = w3.eth.get_logs({"fromBlock": 0, "toBlock": head})
+    receipts, blocks = built["receipts"], built["blocks"]
+    assert receipts >= 3 and blocks >= 3  # the first read built them
+    for _ in range(5):  # every node of the process polling the same blocks
+        assert w3.eth.get_logs({"fromBlock": 0, "toBlock": head}) == first
+    assert (built["receipts"], built["blocks"]) == (receipts, blocks)
+    # the latest block is read afresh: a new block shows at once
+    dev.mine(w3)
+    assert w3.eth.get_block("latest")["number"] == head + 1
+
+
+def test_chain_polls_thin_out_as_nodes_are_added() -> None:
+    assert poll_interval(5) == poll_interval(1)  # a small localnet reacts at once
+    assert poll_interval(121) > poll_interval(25) > poll_interval(5)
+    # the process's chain reads per second stay bounded
+    assert 121 / poll_interval(121) == pytest.approx(25 / poll_interval(25))
+
+
+@pytest.mark.skipif(not mnist_available(default_data_root(), "train"), reason="MNIST not found")
+def test_workers_of_one_process_share_one_read_of_the_training_split() -> None:
+    root = default_data_root()
+    with shared_loads():
+        first = load_builtin("mnist", "train", root, allow_download=False)
+        assert load_builtin("mnist", "train", root, allow_download=False) is first
+        assert not first.images.flags.writeable and not first.labels.flags.writeable
+        from node.config import DataConfig
+
+        shards = [
+            load_worker_shard(DataConfig(root=root, num_parts=2, part_index=i, max_samples=2000))
+            for i in range(2)
+        ]
+    # a shard is the worker's own copy, and the split is not kept outside
+    assert not any(np.shares_memory(shard.images, first.images) for shard in shards)
+    assert load_builtin("mnist", "train", root, allow_download=False) is not first
+    assert sum(len(s) for s in shards) == 2000
+
+
+def test_shared_loads_nest_and_end_with_the_outermost() -> None:
+    from node.datasets import builtin
+
+    with shared_loads():
+        with shared_loads():
+            assert builtin._shared is not None
+        assert builtin._shared is not None
+    assert builtin._shared is None
