@@ -284,7 +284,9 @@ class Discovery:
         now = trio.current_time()
         if now >= state.advertise_at:
             advertised = await self.provide(state.cid)
-            state.advertise_at = now + (
+            # counted from the attempt's end: a provide may take query_timeout_s, longer than
+            # the pause, and a busy node would otherwise provide again in every round
+            state.advertise_at = trio.current_time() + (
                 config.advertise_interval_s if advertised else state.lookup_pause
             )
         under_target = len(self.connected_namespace_peers(namespace)) < config.target_peers
