@@ -79,6 +79,7 @@ class TaskNetwork:
         # round -> worker -> the first CID it announced (what a copycat scenario copies)
         self.announced: dict[int, dict[bytes, str]] = {}
         self._ahead: dict[str, trio.Event] = {}  # CIDs fetched ahead -> set once done
+        self._training_over: Callable[[int], bool] | None = None  # the machine's, per round
 
     def follow(self, task: bytes, terms: TaskTerms) -> None:
         self.task = checksum(task)
@@ -142,6 +143,7 @@ class TaskNetwork:
         task_address = self._followed()
         chain_id = self.client.chain_id
         task = address_bytes(task_address)
+        self._training_over = training_over
         self.discovery.join(task_namespace(chain_id, task))
         await self.load_members()
         # load_members and _chain_round let gossip tell a member we have not loaded yet, or
@@ -176,8 +178,12 @@ class TaskNetwork:
         round's averaging, which it needs before it can train again, finds it in the store
         rather than fetching every update at once when the round is settled. Only the first
         CID a worker announces in a round (`announced`): a member announcing many cannot
-        make us fetch more than one update per worker and round."""
+        make us fetch more than one update per worker and round. An update announced once
+        training has closed is left to the round's own fetch: the validators are fetching
+        it then, to evaluate it, and the workers do not need it before the round is settled."""
         if self.roles.get(self.me) != Role.WORKER or message.worker == self.me:
+            return
+        if self._training_over is not None and self._training_over(message.round):
             return
         if self.announced.get(message.round, {}).get(message.worker) != message.cid:
             return

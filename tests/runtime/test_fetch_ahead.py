@@ -1,6 +1,7 @@
 """A worker fetches the other workers' updates as they are announced, so that averaging
 them when the round is settled needs no fetch: once per worker and round, never its own,
-never on a validator; the machine's own Fetch of a blob being fetched ahead waits for it."""
+never on a validator, not once training has closed (the validators are fetching it then);
+the machine's own Fetch of a blob being fetched ahead waits for it."""
 
 from __future__ import annotations
 
@@ -104,3 +105,15 @@ async def test_a_validator_fetches_nothing_ahead() -> None:
         heard(net, nursery, announcement(OTHER, update_cid(OTHER, 1)))
         await trio.testing.wait_all_tasks_blocked()
     assert exchange.fetched == []
+
+
+async def test_an_update_announced_after_training_closed_is_left_to_the_rounds_fetch() -> None:
+    exchange = HeldExchange()
+    net = network(ME, Role.WORKER, exchange)
+    net._training_over = lambda round: round <= 1
+    async with trio.open_nursery() as nursery:
+        heard(net, nursery, announcement(OTHER, update_cid(OTHER, 1), round=1))
+        heard(net, nursery, announcement(OTHER, update_cid(OTHER, 2), round=2))
+        await trio.testing.wait_all_tasks_blocked()
+        assert exchange.fetched == [update_cid(OTHER, 2)]
+        exchange.release.set()
