@@ -1,0 +1,319 @@
+"""Round wall time and memory as the network grows: W = 10, 25, 50, 100 workers in one process.
+
+    python -m bench.scale [--sizes 10,25,50,100] [--rounds 2] [--committee 7]
+                          [--workers-per-round 0] [--samples-per-worker 60]
+                          [--processes 15,4] [--timeout 3000]
+
+Each size runs `fl-node localnet --in-process` (node.localnet.inprocess: every node in one
+process on the embedded chain, real libp2p hosts on 127.0.0.1, real gossip, block exchange
+and MNIST) in a child process of its own, so its peak RSS is its own: W workers, W / 5
+validators (at least 3), a committee of `--committee` drawn by stake-weighted VRF, the
+small model (mnist_2nn) on `--samples-per-worker` samples each. Times are read from the
+chain: a round runs from its training start to the next round's (the last round to its
+reveal end), split into training, commit, reveal and the finalize gap.
+
+The baseline is the smallest size, measured in the same run: the table prints each size's
+round wall time against it, as a ratio and per worker.
+
+`--processes W,V` also runs the multi-process localnet (`fl-node localnet`, one OS process
+per node on anvil) for one round, samples every node process's memory from /proc each
+second, and prints the largest RSS and PSS of a worker, a validator and the requester.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SIZES = (10, 25, 50, 100)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="worker counts W")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--committee", type=int, default=7, help="committee size tau")
+    parser.add_argument(
+        "--workers-per-round", type=int, default=0,
+        help="workers the seed draws per round (0: every worker; needs the task parameter)",
+    )
+    parser.add_argument("--samples-per-worker", type=int, default=60)
+    parser.add_argument(
+        "--commit-seconds", type=int, default=90,
+        help="commit phase when the committee is smaller than the validators (it runs to its end)",
+    )
+    parser.add_argument("--validation-samples", type=int, default=200)
+    parser.add_argument("--data-root", type=Path, default=None)
+    parser.add_argument("--timeout", type=float, default=3000.0, help="seconds per size")
+    parser.add_argument(
+        "--processes", default=None, help="W,V: also measure the multi-process localnet's memory"
+    )
+    parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # child mode
+    parser.add_argument("--output", type=Path, default=None, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def validators_for(workers: int) -> int:
+    return max(3, workers // 5)
+
+
+def _data_root(args: argparse.Namespace) -> Path:
+    if args.data_root is not None:
+        return Path(args.data_root)
+    from node.datasets import default_data_root
+
+    return default_data_root()
+
+
+def run_one(args: argparse.Namespace) -> dict[str, Any]:
+    """One size, in this process: the task from creation to the nodes' exit."""
+    import trio
+
+    from node.config import HOLDOUT
+    from node.localnet.inprocess import run_inprocess
+
+    workers = int(args.one)
+    validators = validators_for(workers)
+    committee = min(args.committee, validators)
+    task: dict[str, Any] = {
+        "committee_size": committee,
+        "validation": HOLDOUT,
+        # every node is in one process here: the deadlines leave room for a slow event loop
+        "training_seconds": 600,
+        # the commit phase ends early only when every validator committed, which a committee
+        # smaller than the validators never does: then it lasts this long
+        "commit_seconds": 600 if committee >= validators else args.commit_seconds,
+        "reveal_seconds": 600,
+    }
+    if args.workers_per_round:
+        task["workers_per_round"] = args.workers_per_round
+    started = time.monotonic()
+    result = trio.run(
+        partial(
+            run_inprocess,
+            args.output,
+            _data_root(args),
+            workers=workers,
+            validators=validators,
+            rounds=args.rounds,
+            model="mnist_2nn",
+            max_samples=args.samples_per_worker * workers + args.validation_samples,
+            validation_samples=args.validation_samples,
+            task=task,
+            data={"holdout_samples": args.validation_samples},
+            timeout_s=args.timeout,
+        )
+    )
+    wall = time.monotonic() - started
+    infos = [result.reader.round_info(result.task, r) for r in range(1, args.rounds + 1)]
+    first_start = infos[0].training_start if infos else 0
+    rounds = []
+    for index, info in enumerate(infos):
+        end = infos[index + 1].training_start if index + 1 < len(infos) else None
+        rounds.append(
+            {
+                "round": index + 1,
+                "training": info.training_end - info.training_start,
+                "commit": info.commit_end - info.training_end,
+                "reveal": info.reveal_end - info.commit_end,
+                "finalize": None if end is None else end - info.reveal_end,
+                "wall": (end if end is not None else info.reveal_end) - info.training_start,
+                "submissions": info.submissions,
+                "commits": info.commits,
+                "finalized": info.finalized,
+            }
+        )
+    return {
+        "workers": workers,
+        "validators": validators,
+        "committee": committee,
+        "wall": wall,
+        "chain_time_to_round_1": first_start - _chain_start(result),
+        "rounds": rounds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "all_done": all(node.done for node in result.nodes),
+    }
+
+
+def _chain_start(result: Any) -> int:
+    """The timestamp of the chain's first block: the contracts deployed, no node started."""
+    return int(result.w3.eth.get_block(1)["timestamp"])
+
+
+def run_size(args: argparse.Namespace, workers: int, folder: Path) -> dict[str, Any]:
+    """`run_one` in a child process (its own peak RSS); its JSON line back."""
+    command = [
+        sys.executable, "-m", "bench.scale", "--one", str(workers), "--output", str(folder / f"w{workers}"),
+        "--rounds", str(args.rounds), "--committee", str(args.committee),
+        "--workers-per-round", str(args.workers_per_round), "--commit-seconds", str(args.commit_seconds),
+        "--samples-per-worker", str(args.samples_per_worker),
+        "--validation-samples", str(args.validation_samples), "--timeout", str(args.timeout),
+    ]
+    if args.data_root is not None:
+        command += ["--data-root", str(args.data_root)]
+    log = folder / f"w{workers}.log"
+    with log.open("w") as handle:
+        done = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, stderr=handle, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = log.read_text(errors="replace").splitlines()[-15:]
+        raise RuntimeError(f"W={workers} failed (status {done.returncode}); {log}:\n" + "\n".join(tail))
+    return dict(json.loads(lines[-1]))
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values else float("nan")
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    base = rows[0]
+    base_round = _mean([r["wall"] for r in base["rounds"]])
+    print()
+    print(
+        f"{'W':>4} {'V':>3} {'tau':>3} {'round s':>8} {'train':>6} {'commit':>6} {'reveal':>6} "
+        f"{'final':>6} {'to r1 s':>8} {'run s':>7} {'peak MB':>8} {'x W=' + str(base['workers']):>7} "
+        f"{'s/worker':>8}"
+    )
+    for row in rows:
+        rounds = row["rounds"]
+        wall = _mean([r["wall"] for r in rounds])
+        finals = [r["finalize"] for r in rounds if r["finalize"] is not None]
+        print(
+            f"{row['workers']:>4} {row['validators']:>3} {row['committee']:>3} {wall:>8.1f} "
+            f"{_mean([r['training'] for r in rounds]):>6.1f} {_mean([r['commit'] for r in rounds]):>6.1f} "
+            f"{_mean([r['reveal'] for r in rounds]):>6.1f} {_mean(finals):>6.1f} "
+            f"{row['chain_time_to_round_1']:>8.0f} {row['wall']:>7.0f} {row['peak_rss_mb']:>8.0f} "
+            f"{wall / base_round:>7.2f} {wall / row['workers']:>8.2f}"
+        )
+    print(
+        "\nround s: training start to the next round's (the last round: to its reveal end), "
+        "from block timestamps;\nto r1 s: the contracts' deployment to round 1; run s: the whole run "
+        "with set-up and the nodes' exit; peak MB: the process's peak RSS (every node)."
+    )
+
+
+# --- the multi-process localnet's memory -----------------------------------------------
+
+
+def _node_processes(output: Path) -> dict[int, str]:
+    """pid -> node name of the `fl-node run` processes whose config lies under `output`."""
+    found: dict[int, str] = {}
+    marker = str(output / "nodes")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        text = [a.decode(errors="replace") for a in argv]
+        for arg in text:
+            if arg.startswith(marker) and arg.endswith("node.toml"):
+                found[int(entry.name)] = Path(arg).parent.name
+    return found
+
+
+def _memory_kb(pid: int) -> tuple[int, int] | None:
+    """(RSS, PSS) in kB from /proc/<pid>/smaps_rollup."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return None
+    values = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] in ("Rss:", "Pss:"):
+            values[parts[0]] = int(parts[1])
+    return values.get("Rss:", 0), values.get("Pss:", 0)
+
+
+def measure_processes(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    workers, validators = (int(n) for n in args.processes.split(","))
+    output = folder / "processes"
+    command = [
+        sys.executable, "-m", "node.cli", "localnet", "--workers", str(workers),
+        "--validators", str(validators), "--rounds", "1", "--model", "mnist_2nn",
+        "--max-samples", str(args.samples_per_worker * workers + 1000), "--output", str(output),
+        "--committee-size", str(min(args.committee, validators)),
+    ]
+    if args.workers_per_round:
+        command += ["--workers-per-round", str(args.workers_per_round)]
+    if args.data_root is not None:
+        command += ["--data-root", str(args.data_root)]
+    peaks: dict[str, tuple[int, int]] = {}
+    started = time.monotonic()
+    with (folder / "processes.log").open("w") as log:
+        launcher = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        while launcher.poll() is None:
+            for pid, name in _node_processes(output).items():
+                memory = _memory_kb(pid)
+                if memory is not None:
+                    old = peaks.get(name, (0, 0))
+                    peaks[name] = (max(old[0], memory[0]), max(old[1], memory[1]))
+            time.sleep(1.0)
+    by_role: dict[str, dict[str, float]] = {}
+    for role in ("worker", "validator", "requester"):
+        named = [v for k, v in peaks.items() if k.startswith(role)]
+        if named:
+            by_role[role] = {
+                "nodes": len(named),
+                "max_rss_mb": max(v[0] for v in named) / 1024,
+                "median_rss_mb": statistics.median(v[0] for v in named) / 1024,
+                "max_pss_mb": max(v[1] for v in named) / 1024,
+            }
+    return {
+        "workers": workers, "validators": validators, "status": launcher.returncode,
+        "wall": time.monotonic() - started, "roles": by_role,
+    }
+
+
+def print_processes(report: dict[str, Any]) -> None:
+    print(
+        f"\nmulti-process localnet: {report['workers']} workers, {report['validators']} "
+        f"validators, 1 round, exit status {report['status']}, {report['wall']:.0f} s"
+    )
+    print(f"{'role':>10} {'nodes':>5} {'max RSS MB':>10} {'median RSS':>10} {'max PSS MB':>10}")
+    for role, row in report["roles"].items():
+        print(
+            f"{role:>10} {row['nodes']:>5} {row['max_rss_mb']:>10.0f} {row['median_rss_mb']:>10.0f} "
+            f"{row['max_pss_mb']:>10.0f}"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.one is not None:
+        print(json.dumps(run_one(args)), flush=True)
+        return 0
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    folder = Path(tempfile.mkdtemp(prefix="fl-scale-"))
+    print(f"bench.scale: sizes {sizes}, {args.rounds} rounds, committee {args.committee}, "
+          f"workers per round {args.workers_per_round or 'all'}; logs in {folder}", flush=True)
+    rows = []
+    for workers in sizes:
+        row = run_size(args, workers, folder)
+        rounds = ", ".join(f"{r['wall']:.0f}" for r in row["rounds"])
+        print(f"W={workers}: rounds {rounds} s, run {row['wall']:.0f} s, peak {row['peak_rss_mb']:.0f} MB",
+              flush=True)
+        rows.append(row)
+    print_table(rows)
+    if args.processes:
+        print_processes(measure_processes(args, folder))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
