@@ -159,7 +159,16 @@ class ChainSide:
             self.log.info("round %d: lazy on purpose: not revealing", tx.round)
             return None
         if tx.kind == TxKind.REVEAL_MANIFEST and self.config.behaviour.validator == "copycat":
-            tx = await self._copied_reveal(tx)
+            copy = await self._copied_reveal(tx)
+            if copy is not None:
+                try:
+                    await self.chain.run(send_task_tx, self.client, self.task, copy)
+                except ChainError as refused:  # our commitment binds our address: RevealMismatch
+                    name = refused.name if isinstance(refused, ChainRevert) else type(refused).__name__
+                    self.log.warning("round %d: copied reveal refused (%s)", tx.round, name)
+                    self.status.failed_txs.append(f"{tx.kind}@{tx.round}: {name}")
+                    return None  # a copier has nothing else it committed to worth revealing
+                return ev.TxConfirmed(tx.kind, tx.round)
         # Every task call is safe to retry: if a lost attempt landed, the contract refuses
         # the repeat (AlreadySubmitted, WrongPhase, ...) and nothing is sent twice. A
         # createTask repeated would create a second task, so it gets one attempt; if it
@@ -194,9 +203,9 @@ class ChainSide:
         self.status.failed_txs.append(f"{tx.kind}@{tx.round}: ChainError")
         return ev.TxFailed(tx.kind, tx.round, "ChainError")
 
-    async def _copied_reveal(self, tx: SendTx) -> SendTx:
+    async def _copied_reveal(self, tx: SendTx) -> SendTx | None:
         """The copycat validator's reveal: the first manifest another member revealed this
-        round (`node.attacks.validator`), once there is one; the contract refuses it."""
+        round (`node.attacks.validator`), once there is one (None: nobody revealed)."""
         round, workers, *_, salt = tx.args
         me = address_bytes(self.client.address)
         for _ in range(COPY_POLLS):
@@ -210,7 +219,7 @@ class ChainSide:
                 self.log.info("round %d: copycat reveals another member's manifest", round)
                 return SendTx(tx.kind, tx.round, (round, workers, *found, salt))
             await trio.sleep(self.config.chain.poll_interval)
-        return tx
+        return None
 
     async def _finalized_by_other(self, tx: SendTx) -> bool:
         """A finalizeRound that lost the race to another party's: the round is settled."""
