@@ -76,7 +76,11 @@ ATTACKS: dict[str, tuple[str, dict[str, float | int | str]]] = {
     "copycat": ("copycat", {}),
     "inflated_samples": ("inflated_samples", {}),
     "inflated_scaled": ("inflated_samples", {"scale": "workers"}),
+    # not in the default list: a second honest task, whose distance from the first is the
+    # run-to-run noise every other cell's accuracy difference is read against
+    "honest_rerun": ("honest", {}),
 }
+DEFAULT_ATTACKS = tuple(name for name in ATTACKS if name != "honest_rerun")
 
 RULES = ("fedavg", "median:F", "trimmed_mean:F", "multi_krum:F")  # F: the attacker count
 
@@ -101,7 +105,9 @@ class Cell:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.attacks")
-    parser.add_argument("--attacks", default=",".join(ATTACKS), help="comma-separated cell names")
+    parser.add_argument(
+        "--attacks", default=",".join(DEFAULT_ATTACKS), help="comma-separated cell names (--list)"
+    )
     parser.add_argument("--rules", default=",".join(RULES), help="comma-separated; F = --attackers")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=10)
