@@ -1,7 +1,7 @@
 """Gas per contract function and per round, from real runs on the embedded chain.
 
     python -m bench.gas [--workers 8,32,128,256] [--committees 3,7] [--rounds 1]
-                        [--policy contribution|topk|work]
+                        [--policy contribution|topk|work] [--workers-per-round K]
 
 Each configuration deploys nothing new: one registry, fresh tasks, honest parties (every
 phase ends early), the --policy's rewards (contribution by default). Gas is what the
@@ -44,7 +44,12 @@ def _participant(w3: object, label: str) -> ChainClient:
 
 
 def _params(
-    now: int, n_workers: int, n_validators: int, rounds: int, policy: RewardPolicy
+    now: int,
+    n_workers: int,
+    n_validators: int,
+    rounds: int,
+    policy: RewardPolicy,
+    workers_per_round: int = 0,
 ) -> TaskParams:
     return TaskParams(
         model_arch="mnist-cnn",
@@ -71,6 +76,7 @@ def _params(
         min_validators=n_validators,
         recruit_deadline=now + 3_600,
         max_samples_per_worker=60_000,
+        workers_per_round=workers_per_round,
     )
 
 
@@ -87,6 +93,7 @@ class RoundGas:
     reveal: list[int] = field(default_factory=list)
     finalize: list[int] = field(default_factory=list)
     withdraw: list[int] = field(default_factory=list)
+    drawn: list[int] = field(default_factory=list)  # workers drawn per round (all when k = 0)
     rounds: int = 0
 
     def calls(self) -> list[int]:
@@ -105,6 +112,7 @@ def run(
     committee_sizes: list[int],
     rounds: int,
     policy: RewardPolicy = RewardPolicy.CONTRIBUTION,
+    workers_per_round: int = 0,
 ) -> bool:
     """Measure and print; False when some transaction went over TX_GAS_LIMIT."""
     w3 = dev.embedded_web3()
@@ -134,7 +142,10 @@ def run(
             measured = RoundGas(n_workers, n_validators, rounds=rounds)
             configurations.append(measured)
             workers, validators = pool_w[:n_workers], pool_v[:n_validators]
-            params = _params(dev.latest_timestamp(w3), n_workers, n_validators, rounds, policy)
+            params = _params(
+                dev.latest_timestamp(w3), n_workers, n_validators, rounds, policy,
+                min(workers_per_round, n_workers),
+            )  # fmt: skip
             task, created = requester.create_task(params)
             gas["createTask"].append(created.gas_used)
             for worker in workers:
@@ -146,13 +157,20 @@ def run(
             measured.start = requester.start(task, "bafkreivalidationset").gas_used
             for round in range(1, rounds + 1):
                 seed = requester.round_info(task, round).seed
+                drawn = [
+                    w for w in workers
+                    if sortition.worker_selected(
+                        seed, bytes.fromhex(w.address[2:]), params.workers_per_round, n_workers
+                    )
+                ]  # fmt: skip
                 measured.submit += [
                     w.submit_update(task, round, f"bafkrei-{round}-{i}", 600 + i).gas_used
-                    for i, w in enumerate(workers)
+                    for i, w in enumerate(drawn)
                 ]
-                addresses: list[str] = [w.address for w in workers]
-                scores = [10_000 * (i + 1) for i in range(n_workers)]
-                accepts = [True] * n_workers
+                measured.drawn.append(len(drawn))
+                addresses: list[str] = [w.address for w in drawn]
+                scores = [10_000 * (i + 1) for i in range(len(drawn))]
+                accepts = [True] * len(drawn)
                 salts = {}
                 for validator in validators:
                     salt = hashlib.sha256(f"{task}{round}{validator.address}".encode()).digest()
@@ -206,18 +224,20 @@ def run(
             f"{median / transfer:>8.1f}"
         )
     print(
-        f"\nper configuration ({policy.name.lower()} policy, {rounds} round(s), honest parties; "
-        "max over the calls of each kind; round = submits + commits + reveals + finalize)"
+        f"\nper configuration ({policy.name.lower()} policy, {rounds} round(s), honest parties, "
+        f"workers per round {workers_per_round or 'all'}; max over the calls of each kind; "
+        "drawn = workers drawn per round; round = submits + commits + reveals + finalize)"
     )
-    header = ("workers", "committee", "join", "start", "submit", "commit", "reveal",
+    header = ("workers", "committee", "drawn", "join", "start", "submit", "commit", "reveal",
               "finalize", "withdraw", "round", "round/base", "largest tx")  # fmt: skip
     print("".join(f"{h:>11}" for h in header))
     largest = 0
     for c in configurations:
         biggest = max(c.calls())
         largest = max(largest, biggest)
-        row = (c.workers, c.committee, max(c.join), c.start, max(c.submit), max(c.commit),
-               max(c.reveal), max(c.finalize), max(c.withdraw), c.per_round())  # fmt: skip
+        row = (c.workers, c.committee, max(c.drawn), max(c.join), c.start,
+               max(c.submit, default=0), max(c.commit), max(c.reveal), max(c.finalize),
+               max(c.withdraw), c.per_round())  # fmt: skip
         print(
             "".join(f"{v:>11,}" for v in row)
             + f"{c.per_round() / transfer:>11.1f}{biggest:>11,}"
@@ -244,8 +264,15 @@ def main() -> None:
         "--policy", choices=[p.name.lower() for p in RewardPolicy], default="contribution",
         help="the tasks' reward policy",
     )
+    parser.add_argument(
+        "--workers-per-round", type=int, default=0,
+        help="partial participation: workers drawn per round (0: all; capped at the task's)",
+    )
     args = parser.parse_args()
-    within = run(args.workers, args.committees, args.rounds, RewardPolicy[args.policy.upper()])
+    within = run(
+        args.workers, args.committees, args.rounds, RewardPolicy[args.policy.upper()],
+        args.workers_per_round,
+    )  # fmt: skip
     sys.exit(0 if within else 1)
 
 

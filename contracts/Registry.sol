@@ -115,6 +115,7 @@ contract Registry {
         if (p.maxSamplesPerWorker == 0 || p.maxSamplesPerWorker > MAX_SAMPLES_PER_WORKER) {
             revert InvalidParameter("maxSamplesPerWorker");
         }
+        if (p.workersPerRound > p.maxWorkers) revert InvalidParameter("workersPerRound");
     }
 
     function _checkString(string calldata value, string memory name) private pure {

@@ -80,6 +80,7 @@ contract Task {
         uint64 recruitDeadline; // unix seconds; start() must happen before it
         uint64 maxSamplesPerWorker; // submitUpdate's bound on a worker's claimed sample count
         bytes32 modelSpecHash; // hash of the model's full spec; zero = not pinned (no logic here)
+        uint16 workersPerRound; // partial participation: 0 = every worker trains every round
     }
 
     struct RoundState {
@@ -92,6 +93,7 @@ contract Task {
         uint32 commits;
         uint32 reveals;
         bool finalized;
+        uint16 selected; // workers drawn to train this round (workersPerRound > 0 only)
         uint128 totalStake; // validator stake snapshot at round start (sortition's W)
         bytes32 seed;
         uint256 consensusAccuracy;
@@ -224,6 +226,7 @@ contract Task {
     error EmptyValidationSet();
     error EmptyCommitment();
     error SamplesOutOfRange(uint256 nSamples, uint256 maxSamplesPerWorker);
+    error WorkerNotSelected(uint256 round, address worker);
     error AlreadySubmitted(uint256 round, address worker);
     error NotCommitteeMember(address account, uint256 round);
     error AlreadyCommitted(uint256 round, address validator);
@@ -361,6 +364,10 @@ contract Task {
     function submitUpdate(uint256 round, bytes32 commitment, uint256 nSamples) external {
         RoundState storage r = _expectPhase(round, Phase.TRAINING);
         if (roleOf[msg.sender] != Role.WORKER) revert NotWorker(msg.sender);
+        uint256 perRound = params_.workersPerRound;
+        if (!VRF.workerSelected(r.seed, msg.sender, perRound, workers_.length)) {
+            revert WorkerNotSelected(round, msg.sender);
+        }
         if (commitment == bytes32(0)) revert EmptyCommitment();
         // The claimed sample count weighs the update in aggregation: bounded per task, so no
         // claim can overflow the fixed-width arithmetic of the nodes that average it.
@@ -373,7 +380,7 @@ contract Task {
         submitters[round].push(Submitter(msg.sender, uint64(nSamples)));
         r.submissions += 1;
         emit UpdateSubmitted(round, msg.sender, commitment, nSamples);
-        if (r.submissions == workers_.length) {
+        if (r.submissions == (perRound == 0 ? workers_.length : r.selected)) {
             r.commitStart = uint64(block.timestamp);
             emit PhaseEndedEarly(round, Phase.COMMIT, block.timestamp);
         }
@@ -588,6 +595,25 @@ contract Task {
         r.seed = VRF.nextSeed(previousSeed, round, block.prevrandao);
         (, uint256 trainingEnd, uint256 commitEnd, uint256 revealEnd) = _boundaries(r);
         emit RoundStarted(round, r.seed, totalStake, trainingEnd, commitEnd, revealEnd);
+        uint256 perRound = params_.workersPerRound;
+        if (perRound == 0) return;
+        uint256 n = workers_.length;
+        uint256 selected = n;
+        if (perRound < n) {
+            // Counted once, so the training phase can end when the last drawn worker submits.
+            selected = 0;
+            for (uint256 i = 0; i < n; ++i) {
+                if (VRF.workerSelected(r.seed, workers_[i], perRound, n)) ++selected;
+            }
+        }
+        r.selected = uint16(selected);
+        if (selected == 0) {
+            // Nobody drawn: the training phase is over at once; the committee settles an empty
+            // round (its members are paid as in any round without submissions) and the task
+            // goes on to the next round with a new seed.
+            r.commitStart = uint64(block.timestamp);
+            emit PhaseEndedEarly(round, Phase.COMMIT, block.timestamp);
+        }
     }
 
     function _terminate(Termination reason) private {
@@ -706,6 +732,12 @@ contract Task {
         v.commits = r.commits;
         v.reveals = r.reveals;
         v.finalized = r.finalized;
+    }
+
+    /// Whether `worker` is drawn to train in `round` (always true when workersPerRound is 0).
+    function workerSelected(uint256 round, address worker) external view returns (bool) {
+        return roleOf[worker] == Role.WORKER
+            && VRF.workerSelected(rounds_[round].seed, worker, params_.workersPerRound, workers_.length);
     }
 
     function submittedWorkers(uint256 round) external view returns (address[] memory workers) {

@@ -153,6 +153,19 @@ library VRF {
         return abi.encodePacked(seed, round);
     }
 
+    /// @notice Partial participation: whether `worker` trains in the round with seed `seed`.
+    /// workersPerRound == 0: everyone; otherwise keccak256(seed || worker) % nWorkers <
+    /// workersPerRound (protocol.sortition.worker_selected). Each worker is drawn on its own,
+    /// so a round has workersPerRound workers on average, not exactly.
+    function workerSelected(bytes32 seed, address worker, uint256 workersPerRound, uint256 nWorkers)
+        internal
+        pure
+        returns (bool)
+    {
+        if (workersPerRound == 0) return true;
+        return uint256(keccak256(abi.encodePacked(seed, worker))) % nWorkers < workersPerRound;
+    }
+
     /// @notice beta / 2^256 < min(1, tau * stake / totalStake), exactly: beta * W < tau * w * 2^256
     /// compared as 512-bit products.
     function isSelected(bytes32 beta, uint256 tau, uint256 stake, uint256 totalStake) internal pure returns (bool) {

@@ -50,6 +50,14 @@ contract VRFHarness {
         return VRF.roundAlpha(seed, round);
     }
 
+    function workerSelected(bytes32 seed, address worker, uint256 workersPerRound, uint256 nWorkers)
+        external
+        pure
+        returns (bool)
+    {
+        return VRF.workerSelected(seed, worker, workersPerRound, nWorkers);
+    }
+
     function isSelected(bytes32 beta, uint256 tau, uint256 stake, uint256 totalStake) external pure returns (bool) {
         return VRF.isSelected(beta, tau, stake, totalStake);
     }

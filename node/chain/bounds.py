@@ -126,6 +126,7 @@ VIEW_BOUNDS: dict[str, dict[str, IntRange]] = {
         "min_validators": IntRange(0, limits.MAX_MEMBERS),
         "recruit_deadline": _U64,
         "max_samples_per_worker": IntRange(1, limits.MAX_SAMPLES_PER_WORKER),
+        "workers_per_round": IntRange(0, limits.MAX_MEMBERS),
     },
     "roundInfo": {
         "phase": _PHASE,

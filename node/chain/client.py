@@ -578,10 +578,12 @@ class ChainClient:
         check_view("roundInfo", **{f.name: v for f, v in zip(fields(RoundInfo), raw, strict=True)})
         return RoundInfo.from_abi(raw)
 
-    def round_result(self, task: str, round: int) -> RoundResult:
+    def round_result(self, task: str, round: int, from_block: int = 0) -> RoundResult:
         """The outcome of a round, from its settlement events (WorkerSettled, ValidatorSettled,
         RoundFinalized): the contract keeps no per-member outcome in storage, so that settling
-        costs a few thousand gas per member. Before finalization every outcome is zero."""
+        costs a few thousand gas per member. Before finalization every outcome is zero.
+        `from_block`: where to start looking (the finalizeRound's block, when known: a log
+        query's cost grows with the blocks it spans)."""
         workers = tuple(self.submitted_workers(task, round))
         validators = tuple(
             to_checksum_address(a) for a in self._call(self.task(task), "committedValidators", round)
@@ -595,7 +597,7 @@ class ChainClient:
         logs = self.w3.eth.get_logs(
             {
                 "address": to_checksum_address(task),
-                "fromBlock": 0,
+                "fromBlock": from_block,
                 "toBlock": "latest",
                 "topics": [list(_SETTLEMENT_TOPICS), "0x" + topic_round.hex()],
             }
@@ -634,6 +636,11 @@ class ChainClient:
             consensus_accuracy=totals[1],
             returned_to_escrow=totals[2],
         )
+
+    def worker_selected(self, task: str, round: int, worker: str | None = None) -> bool:
+        """Whether `worker` (default: us) is drawn to train in `round` (Params.workersPerRound;
+        protocol.sortition.worker_selected is the same rule)."""
+        return bool(self._call(self.task(task), "workerSelected", round, worker or self.address))
 
     def submitted_workers(self, task: str, round: int) -> list[str]:
         found = self._call(self.task(task), "submittedWorkers", round)

@@ -14,7 +14,7 @@ from protocol.rewards import RewardPolicy
 # Task.Params as one ABI tuple, field types in declaration order.
 PARAMS_ABI_TYPE = (
     "(string,string,string,uint32,uint128,uint128,uint128,uint128,uint32,uint64,uint64,uint64,"
-    "uint32,uint32,uint32,uint8,uint16,uint16,uint16,uint16,uint16,uint16,uint64,uint64,bytes32)"
+    "uint32,uint32,uint32,uint8,uint16,uint16,uint16,uint16,uint16,uint16,uint64,uint64,bytes32,uint16)"
 )
 
 __all__ = [
@@ -93,6 +93,9 @@ class TaskParams:
     recruit_deadline: int
     max_samples_per_worker: int  # submitUpdate refuses a claimed sample count above it
     model_spec_hash: bytes = bytes(32)  # 32 bytes; all zero = the model spec is not pinned
+    # Partial participation: workers drawn per round from its seed (protocol.sortition
+    # .worker_selected); 0 = every worker, every round.
+    workers_per_round: int = 0
 
     @property
     def escrow(self) -> int:

@@ -248,9 +248,11 @@ class ChainFollower:
 
     def _task_facts(self, task: str) -> TaskFacts:
         workers, validators = self.client.members(task)
+        params = self.client.task_params(task)
         return TaskFacts(
             requester=address_bytes(self.client.requester(task)),
-            initial_model_cid=self.client.task_params(task).initial_model_cid,
+            initial_model_cid=params.initial_model_cid,
             workers=tuple(address_bytes(w) for w in workers),
             validators=tuple(address_bytes(v) for v in validators),
+            workers_per_round=params.workers_per_round,
         )

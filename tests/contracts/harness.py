@@ -314,7 +314,7 @@ def play_round(
     finalize = world.outsider.finalize_round(task, round)
     paid(world.outsider, finalize)
     return RoundPlay(
-        result=world.requester.round_result(task, round),
+        result=world.requester.round_result(task, round, from_block=finalize.block_number),
         finalize=finalize,
         gas=gas,
         fees=fees,

@@ -212,6 +212,23 @@ def test_is_selected_agrees_near_the_threshold(
     )
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    seed=st.binary(min_size=32, max_size=32),
+    worker=st.binary(min_size=20, max_size=20),
+    n_workers=st.integers(1, 256),
+    data=st.data(),
+)
+def test_worker_selection_agrees_with_python(
+    harness: Contract, seed: bytes, worker: bytes, n_workers: int, data: st.DataObject
+) -> None:
+    per_round = data.draw(st.one_of(st.integers(0, n_workers), st.integers(0, 2**16 - 1)))
+    on_chain = harness.functions.workerSelected(
+        seed, Web3.to_checksum_address(worker), per_round, n_workers
+    ).call()
+    assert on_chain == sortition.worker_selected(seed, worker, per_round, n_workers)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     previous=st.binary(min_size=32, max_size=32),
