@@ -8,9 +8,9 @@ embedded chain, real libp2p, real MNIST):
 - two colluders of seven reveal the same altered scores (the lowest-address worker boosted,
   every other one zeroed and rejected); the five honest members are a majority of every
   vote, so the consensus stands and the colluders are unpaid and slashed. Eleven nodes in
-  one process miss their fetch deadlines on a loaded 2-core machine, so this one runs with
-  FL_HEAVY_INPROCESS=1 (the same settlement is checked without a network in
-  test_validator_attacks.py).
+  one process took 200 s on a loaded 2-core machine and missed fetch deadlines when the
+  load was higher, so this one runs with FL_HEAVY_INPROCESS=1 (the same settlement is
+  checked without a network in test_validator_attacks.py).
 
 One lying and one lazy member of four: tests/node/test_inprocess.py.
 """
