@@ -62,15 +62,14 @@ class TaskDefaults:
             "worker_deposit_wei": 1 * ETHER,
             "validator_stake_wei": 2 * ETHER,
             "committee_size": self.validators,
-            # Pay for work: each accepted worker is paid its (median-clipped) sample claim
-            # times its update's agreement with the others' (protocol/work.py); free riders,
-            # copies and updates that show no work are rejected and slashed. "topk" would
-            # pay free riders; under "contribution", IID workers' leave-one-out scores are
-            # noise around zero, so an honest worker would go unpaid in some rounds.
+            # Top-K over all workers: every accepted worker is paid every round. Under
+            # "contribution", IID workers' leave-one-out scores are noise around zero, so an
+            # honest worker would go unpaid in some rounds; under "work", honest updates stop
+            # agreeing near 99% and some are rejected and slashed (bench.work_quality).
             # A rejected worker loses 10% of its original deposit each round, so over the
             # default 10 rounds it is slashed every round (at 50% it is empty after two).
             "slash_fraction_bps": 1000,
-            "reward_policy": "work",
+            "reward_policy": "topk",
             "top_k": self.workers,
             "qualification_threshold": self.qualification_threshold,
             "tolerance": 0.02,
