@@ -1,12 +1,11 @@
-"""The default reward policy (`work`) in a whole task: requester, two honest workers, a free
+"""The `work` reward policy in a whole task: requester, two honest workers, a free
 rider and two validators on the embedded chain, real libp2p, real MNIST, three rounds.
 
 The free rider resubmits the round's base model. From round 2 on the base is good enough to
 pass the accuracy threshold, so only the work measure (`protocol.work`: the delta's agreement
 with the other updates and its norm) can tell it from a worker: it must be rejected, unpaid
 and slashed in every round, while each honest worker is accepted and paid in every round.
-The copycat runs under the default policy in tests/runtime/test_inprocess_copycat.py; the
-noisy free rider and the other attacks are judged in tests/policy and measured by
+The noisy free rider and the other attacks are judged in tests/policy and measured by
 bench.work_quality."""
 
 from __future__ import annotations
@@ -32,8 +31,8 @@ async def test_cheaters_are_slashed_and_honest_workers_paid_every_round(tmp_path
         max_samples=500 * len(BEHAVIOURS),
         validation_samples=500,
         # the base passes the threshold from round 2 on; 10% a round leaves a deposit to
-        # slash in every round; the reward policy is the default
-        task={"qualification_threshold": 0.3, "slash_fraction_bps": 1000},
+        # slash in every round
+        task={"reward_policy": "work", "qualification_threshold": 0.3, "slash_fraction_bps": 1000},
         worker_behaviours=BEHAVIOURS,
         timeout_s=420,
     )
