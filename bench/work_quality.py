@@ -3,7 +3,7 @@ early in a task (~90% base) and late (~99% base).
 
     python -m bench.work_quality [--data-root DIR] [--model mnist_cnn] [--workers 5]
                                  [--samples 6000] [--validation 1000] [--early-samples 120]
-                                 [--early-warmup-samples 60] [--late-epochs 3] [--seed 0]
+                                 [--early-warmup-samples 600] [--late-epochs 3] [--seed 0]
                                  [--threads N]
 
 Real MNIST, the node's default local training (1 epoch, batch 32, SGD lr 0.02, momentum
@@ -74,7 +74,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--validation", type=int, default=1000, help="validation samples")
     parser.add_argument("--early-samples", type=int, default=120, help="start model's data, early")
     parser.add_argument(
-        "--early-warmup-samples", type=int, default=60, help="per worker, the round before, early"
+        "--early-warmup-samples", type=int, default=600, help="per worker, the round before, early"
     )
     parser.add_argument("--late-epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
