@@ -138,6 +138,7 @@ class TaskConfig:
     max_workers: int = 16
     max_validators: int = 16
     max_samples_per_worker: int = 60_000  # the largest sample count a worker may claim
+    workers_per_round: int = 0  # workers the round's seed draws to train; 0: every one
     recruit_seconds: int = 600
     start_after_seconds: int = 60
     aggregator: str = "fedavg"
@@ -333,6 +334,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Key]]] = {
             "worker_deposit_wei": _Key("int", _at_least(0)),
             "validator_stake_wei": _Key("int", _at_least(1)),
             "committee_size": _Key("int", _at_least(1)),
+            "workers_per_round": _Key("int", _at_least(0)),
             "qualification_threshold": _Key("float", _fraction),
             "tolerance": _Key("float", _fraction),
             "training_seconds": _Key("int", _at_least(1)),

@@ -244,6 +244,7 @@ class ChainSide:
             worker_deposit=task.worker_deposit_wei,
             validator_stake=task.validator_stake_wei,
             committee_size=task.committee_size,
+            workers_per_round=task.workers_per_round,
             qualification_threshold=task.fixed("qualification_threshold"),
             tolerance=task.fixed("tolerance"),
             target_accuracy=task.fixed("target_accuracy"),

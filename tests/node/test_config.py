@@ -64,6 +64,7 @@ def test_minimal_config_gets_defaults_and_resolves_paths(tmp_path: Path) -> None
         (lambda t: t + "\n[data]\n", "not valid TOML"),  # a section twice
         (lambda t: t.replace('root = "mnist"', 'root = "mnist"\npart_index = 3'), "part_index 3"),
         (lambda t: t + "\n[task]\nqualification_threshold = 1.5\n", "[task] qualification_threshold must be a fraction"),
+        (lambda t: t + "\n[task]\nworkers_per_round = -1\n", "[task] workers_per_round must be"),
         (lambda t: t + "\n[task]\naggregator = \"mean\"\n", "[task] aggregator must be an aggregation rule spec (unknown aggregation rule 'mean'"),
         (lambda t: t + "\n[task]\naggregator = \"fedavg:1\"\n", "fedavg tolerates no Byzantine updates"),
     ],
@@ -75,6 +76,12 @@ def test_errors_name_the_key_and_the_file(tmp_path: Path, edit, expected: str) -
     message = str(caught.value)
     assert str(path) in message
     assert expected in message
+
+
+def test_workers_per_round_reaches_the_task_config(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, MINIMAL)).task.workers_per_round == 0
+    config = load_config(write(tmp_path, MINIMAL + "\n[task]\nworkers_per_round = 4\n"))
+    assert config.task.workers_per_round == 4
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
