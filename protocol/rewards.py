@@ -39,8 +39,9 @@ ignored when UNAVAILABLE.
   workers' sample claims (``protocol.claims``), accepted j weighs
   ``min(claim_j, cap) * min(max(median_j, 0), MAX_QUALITY)`` and gets
   ``W * weight_j // total``; ``total == 0`` pays nobody. Under this policy a validator's
-  score is the update's improvement over the round's base (``protocol.work``), and an
-  update without enough improvement is REJECTED, so a free rider is slashed, not paid.
+  score is the update's quality as ``protocol.work`` measures it (its delta's agreement with
+  the round's other updates), and an update that shows no work is REJECTED, so a free rider
+  is slashed, not paid.
 - A rejected worker loses ``min(deposit_left, worker_slash)``; the sum is shared equally
   (floor) by the accepted workers, or returns to escrow when none is accepted.
 - Validator pool V and slashed stakes are paid for work done: an agreeing member's weight is
