@@ -193,6 +193,21 @@ class Discovery:
             merge(remote)
         return [_with_known_addrs(self.host, info) for info in found.values()][:limit]
 
+    async def locate(self, peer: PeerID) -> PeerInfo | None:
+        """Addresses of ``peer`` from the peerstore, else a DHT peer lookup (the routing table,
+        then the network); None if nobody answers within the query timeout. A peer named
+        by a task's chain or gossip may be one we never connected to: with ``target_peers``
+        connections out of many members, most of them are."""
+        with trio.move_on_after(self.config.query_timeout_s):
+            try:
+                info = await self.dht.find_peer(peer)
+            except Exception as exc:  # a failed lookup is a peer we cannot reach, not an error
+                logger.debug("looking up %s failed: %s", peer, exc)
+                return None
+            return info if info is not None and info.addrs else None
+        logger.info("looking up %s timed out after %.0f s", peer, self.config.query_timeout_s)
+        return None
+
     async def _ask_for_providers(self, key: bytes, peers: list[PeerID]) -> list[PeerInfo]:
         results: list[PeerInfo] = []
         store = self.dht.provider_store

@@ -283,19 +283,22 @@ class TaskNetwork:
 
     # --- blobs ---------------------------------------------------------------------------
 
-    def _provider_infos(self, addresses: tuple[bytes, ...]) -> list[PeerInfo]:
-        infos = []
-        peerstore = self.exchange.host.get_peerstore()
-        for address in addresses:
-            peer = self.peer_of.get(address)
-            if peer is None or peer == self.peer_id:
-                continue
-            try:
-                addrs = peerstore.addrs(peer)
-            except Exception:
-                addrs = []
-            if addrs:
-                infos.append(PeerInfo(peer, addrs))
+    async def _provider_infos(self, addresses: tuple[bytes, ...]) -> list[PeerInfo]:
+        """The hinted providers, dialable: a member we never connected to is looked up by
+        peer id, since the DHT may hold no provider record for the blob (announcing is
+        best effort) and then the hint is all the fetch has."""
+        peers = [self.peer_of.get(address) for address in addresses]
+        wanted = list(dict.fromkeys(p for p in peers if p is not None and p != self.peer_id))
+        infos: list[PeerInfo] = []
+
+        async def locate(peer: PeerID) -> None:
+            info = await self.discovery.locate(peer)
+            if info is not None:
+                infos.append(info)
+
+        async with trio.open_nursery() as lookups:
+            for peer in wanted:
+                lookups.start_soon(locate, peer)
         return infos
 
     async def fetch(self, action: Fetch) -> ev.Event:
@@ -313,7 +316,7 @@ class TaskNetwork:
                 await self.exchange.fetch(
                     action.cid,
                     self.bounds[action.kind],
-                    providers=self._provider_infos(action.providers),
+                    providers=await self._provider_infos(action.providers),
                     timeout_s=FETCH_TIMEOUT_S,
                     pin=True,
                 )
