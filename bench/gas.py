@@ -33,7 +33,8 @@ from protocol import keycert, sortition, vrf
 from protocol.rewards import RewardPolicy
 
 ETHER = 10**18
-# Half a mainnet block: no single transaction of a round may need more (issue 13).
+# Half a mainnet block (30M): no single transaction of a round may need more, so a round
+# still fits beside other traffic.
 TX_GAS_LIMIT = 15_000_000
 
 

@@ -58,7 +58,7 @@ from protocol.state.actions import StartEvaluation
 from protocol.state.records import GlobalModel, Update
 from protocol.training import TrainConfig, train_local
 
-FLOWER_ROUND_S = 54.0  # Flower 1.42, 5 supernodes, same work, this machine kind (issue 13)
+FLOWER_ROUND_S = 54.0  # Flower 1.42, superlink + 5 supernodes, same work, on this machine kind
 PHASES = ("training", "commit", "reveal", "finalize")
 TICKS = os.sysconf("SC_CLK_TCK")
 CPU_FILE = "cpu-samples.json"
@@ -583,7 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("(on a shared machine the two walls see different loads: the CPU ratio, every CPU "
           "second of the localnet's processes in the round against the floor's, does not depend "
           "on them)", file=out)
-    print(f"(Flower 1.42 on this machine kind, same work, measured for issue 13, not here: "
+    print(f"(Flower 1.42 on this machine kind, same work, measured once elsewhere, not here: "
           f"~{FLOWER_ROUND_S:.0f} s a round; fl-node's mean here is {mean:.1f} s)", file=out)
     return 0
 
