@@ -194,10 +194,13 @@ class Discovery:
         return [_with_known_addrs(self.host, info) for info in found.values()][:limit]
 
     async def locate(self, peer: PeerID) -> PeerInfo | None:
-        """Addresses of ``peer`` by a DHT peer lookup (the routing table, then the network);
-        None if nobody answers within the query timeout. A peer named
+        """Addresses of ``peer`` from the peerstore, else a DHT peer lookup (the routing table,
+        then the network); None if nobody answers within the query timeout. A peer named
         by a task's chain or gossip may be one we never connected to: with ``target_peers``
         connections out of many members, most of them are."""
+        known = _with_known_addrs(self.host, PeerInfo(peer, []))
+        if known.addrs:
+            return known
         with trio.move_on_after(self.config.query_timeout_s):
             try:
                 info = await self.dht.find_peer(peer)

@@ -289,15 +289,7 @@ class TaskNetwork:
         best effort) and then the hint is all the fetch has."""
         peers = [self.peer_of.get(address) for address in addresses]
         wanted = list(dict.fromkeys(p for p in peers if p is not None and p != self.peer_id))
-        peerstore = self.exchange.host.get_peerstore()
         found: dict[PeerID, PeerInfo] = {}
-        for peer in wanted:
-            try:
-                addrs = peerstore.addrs(peer)
-            except Exception:  # py-libp2p raises when the peerstore has no record
-                addrs = []
-            if addrs:
-                found[peer] = PeerInfo(peer, addrs)
 
         async def locate(peer: PeerID) -> None:
             info = await self.discovery.locate(peer)
@@ -306,8 +298,7 @@ class TaskNetwork:
 
         async with trio.open_nursery() as lookups:
             for peer in wanted:
-                if peer not in found:
-                    lookups.start_soon(locate, peer)
+                lookups.start_soon(locate, peer)
         return [found[peer] for peer in wanted if peer in found]  # in the hint's order
 
     async def fetch(self, action: Fetch) -> ev.Event:
