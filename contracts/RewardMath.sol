@@ -33,34 +33,38 @@ pragma solidity ^0.8.24;
 ///   Policy WORK (pay for work: data times quality): with cap = the lower median of the
 ///   accepted workers' sample claims, accepted j weighs min(claim_j, cap) *
 ///   min(max(median_j, 0), MAX_QUALITY) and gets W * weight_j / totalWeight; totalWeight == 0
-///   pays nobody. The median is the score the validators measured (the update's improvement
-///   over the round's base, protocol/work.py); the cap bounds what an unverifiable claim
-///   can earn to what a worker with the round's typical data earns.
+///   pays nobody. The median is the score the validators measured (the update's agreement
+///   with the round's other updates, protocol/work.py); the cap bounds what an unverifiable
+///   claim can earn to what a worker with the round's typical data earns.
 /// - a rejected worker loses min(depositLeft, workerSlash); the sum is split equally over the
 ///   accepted workers (floor); with none accepted it all goes back to escrow.
 /// - validator pool V and the slashed stakes are paid for work: an agreeing member's weight is
 ///   the number of workers it judged (1 each when the round had no submissions), and it gets
 ///   V * weight / totalWeight + slashed * weight / totalWeight. A member that marks everyone
 ///   UNAVAILABLE to skip the evaluation is not slashed but earns nothing; with totalWeight 0
-///   both go back to escrow. A slashed member loses min(stakeLeft, validatorSlash).
+///   both go back to escrow. Stake does not weigh the pay: it already buys seats (sortition
+///   seats a member with probability min(1, tau * stake / W)), so a member's expected pay
+///   grows with its stake through its seats alone. A slashed member loses
+///   min(stakeLeft, stake * slashFractionBps / 10000), stake being its own stake as it joined.
 /// - every floor remainder and every unpaid pool goes back to escrow (returnedToEscrow).
 library RewardMath {
     uint8 internal constant POLICY_CONTRIBUTION = 0;
     uint8 internal constant POLICY_TOPK = 1;
     uint8 internal constant POLICY_WORK = 2;
     // Bounds a WORK score's factor so that W * claim * quality stays below 2**256 (W is a
-    // uint128 and a claim a uint64): far above any measured improvement (1e13 nats).
+    // uint128 and a claim a uint64): far above any score protocol/work.py measures.
     uint256 internal constant MAX_QUALITY = type(uint64).max;
     // A manifest's verdict on one worker (protocol/manifest.py WorkerVerdict).
     uint8 internal constant REJECT = 0;
     uint8 internal constant ACCEPT = 1;
     uint8 internal constant UNAVAILABLE = 2;
+    uint256 internal constant BPS = 10_000;
 
     struct Policy {
         uint256 workerReward; // W: paid to accepted workers this round
         uint256 validatorReward; // V: paid to agreeing committee members this round
         uint256 workerSlash; // the most a rejected worker loses this round (deposit * bps / 10000)
-        uint256 validatorSlash; // the most a slashed member loses this round (stake * bps / 10000)
+        uint256 slashFractionBps; // a slashed member loses this fraction of its own stake
         uint256 tolerance; // fixed point; 0 = exact agreement
         uint8 rewardPolicy; // POLICY_CONTRIBUTION, POLICY_TOPK or POLICY_WORK
         uint256 topK;
@@ -72,7 +76,8 @@ library RewardMath {
         int256[] scores; // one per worker, in submission order (empty when not revealed)
         uint8[] verdicts; // REJECT, ACCEPT or UNAVAILABLE, one per worker (empty when not revealed)
         uint256 globalAccuracy;
-        uint256 stakeLeft;
+        uint256 stakeLeft; // its stake minus earlier slashes
+        uint256 stake; // its stake as it joined (below 2**112): the base of its slash
     }
 
     struct Outcome {
@@ -315,7 +320,8 @@ library RewardMath {
                 totalWeight += noWorkers ? 1 : out.judged[c];
             } else {
                 uint256 left = members[c].stakeLeft;
-                uint256 s = left < policy.validatorSlash ? left : policy.validatorSlash;
+                uint256 most = (members[c].stake * policy.slashFractionBps) / BPS;
+                uint256 s = left < most ? left : most;
                 out.validatorSlashes[c] = s;
                 slashed += s;
             }

@@ -62,7 +62,7 @@ contract Task {
         uint128 workerRewardPerRound;
         uint128 validatorRewardPerRound;
         uint128 workerDeposit;
-        uint128 validatorStake;
+        uint128 validatorStake; // the least a validator stakes (it may stake up to MAX_STAKE)
         uint32 committeeSize; // tau, the expected committee size of the VRF sortition
         uint64 qualificationThreshold; // fixed point; used off chain by validators
         uint64 tolerance; // fixed point; consensus tolerance on scores
@@ -146,6 +146,10 @@ contract Task {
     int256 public constant MAX_ABS_SCORE = 1e30; // keeps reward products far from overflow
     uint256 public constant MAX_ACCURACY = 2 ** 128;
     uint256 public constant MAX_CID_LENGTH = 256;
+    // The most one validator stakes: 256 of them sum below 2**120, so a round's total stake
+    // (a uint128 snapshot) and tau * stake stay exact. No economic cap: a per-identity cap is
+    // undone by splitting a stake over identities, which sortition makes worthless anyway.
+    uint256 public constant MAX_STAKE = 2 ** 112;
 
     bool private initialized;
     bool private transient entered;
@@ -168,6 +172,7 @@ contract Task {
     mapping(address => Role) public roleOf;
     mapping(address => uint256) private memberIndex; // index + 1 in workers_ / validators_
     mapping(address => Account) private accounts_;
+    mapping(address => uint256) public stakeOf; // a validator's stake as it joined: its slash base
 
     mapping(uint256 => RoundState) private rounds_;
     mapping(uint256 => Submitter[]) private submitters;
@@ -210,6 +215,7 @@ contract Task {
     error AlreadyInitialized();
     error WrongEscrow(uint256 expected, uint256 sent);
     error WrongDeposit(uint256 expected, uint256 sent);
+    error StakeOutOfRange(uint256 minStake, uint256 maxStake, uint256 sent);
     error WrongStatus(Status expected, Status actual);
     error WrongPhase(Phase expected, Phase actual);
     error WrongRound(uint256 expected, uint256 given);
@@ -283,26 +289,31 @@ contract Task {
         emit TaskInitialized(msg.sender, requester_, msg.value);
     }
 
+    /// A worker deposits exactly workerDeposit.
     function joinAsWorker() external payable {
-        _join(Role.WORKER, params_.workerDeposit, workers_, params_.maxWorkers);
+        _join(Role.WORKER, workers_, params_.maxWorkers);
+        if (msg.value != params_.workerDeposit) revert WrongDeposit(params_.workerDeposit, msg.value);
     }
 
+    /// A validator stakes any amount in [validatorStake, MAX_STAKE]. Stake buys committee
+    /// seats (sortition weighs by it), not a higher rate: a seated member is paid per worker
+    /// judged, and slashed slashFractionBps of its own stake.
     function joinAsValidator() external payable {
-        _join(Role.VALIDATOR, params_.validatorStake, validators_, params_.maxValidators);
+        _join(Role.VALIDATOR, validators_, params_.maxValidators);
+        if (msg.value < params_.validatorStake || msg.value > MAX_STAKE) {
+            revert StakeOutOfRange(params_.validatorStake, MAX_STAKE, msg.value);
+        }
+        stakeOf[msg.sender] = msg.value;
         totalStake += msg.value;
     }
 
-    function _join(Role role, uint256 amount, address[] storage list, uint256 max)
-        private
-        inStatus(Status.RECRUITING)
-    {
+    function _join(Role role, address[] storage list, uint256 max) private inStatus(Status.RECRUITING) {
         if (block.timestamp >= params_.recruitDeadline) {
             revert RecruitmentClosed(params_.recruitDeadline, block.timestamp);
         }
         if (msg.sender == requester) revert RequesterCannotJoin(msg.sender);
         if (roleOf[msg.sender] != Role.NONE) revert AlreadyMember(msg.sender, roleOf[msg.sender]);
         if (!IParticipantRegistry(registry).isRegistered(msg.sender)) revert NotRegistered(msg.sender);
-        if (msg.value != amount) revert WrongDeposit(amount, msg.value);
         if (list.length >= max) revert TaskFull(role, max);
         list.push(msg.sender);
         memberIndex[msg.sender] = list.length;
@@ -327,7 +338,10 @@ contract Task {
         Account storage account = accounts_[msg.sender];
         uint256 refund = account.locked;
         account.locked = 0;
-        if (role == Role.VALIDATOR) totalStake -= refund;
+        if (role == Role.VALIDATOR) {
+            totalStake -= refund;
+            delete stakeOf[msg.sender];
+        }
         totalLocked -= refund;
         totalCredited += refund;
         account.credited += uint128(refund);
@@ -500,7 +514,7 @@ contract Task {
             workerReward: params_.workerRewardPerRound,
             validatorReward: params_.validatorRewardPerRound,
             workerSlash: (uint256(params_.workerDeposit) * params_.slashFractionBps) / BPS,
-            validatorSlash: (uint256(params_.validatorStake) * params_.slashFractionBps) / BPS,
+            slashFractionBps: params_.slashFractionBps,
             tolerance: params_.tolerance,
             rewardPolicy: uint8(params_.rewardPolicy),
             topK: params_.topK
@@ -526,6 +540,7 @@ contract Task {
             Manifest storage m = manifests[round][cs[c]];
             committee[c].revealed = m.revealed;
             committee[c].stakeLeft = accounts_[cs[c]].locked;
+            committee[c].stake = stakeOf[cs[c]];
             if (!m.revealed) continue;
             uint256 n = m.scores.length;
             committee[c].scores = new int256[](n);

@@ -21,6 +21,7 @@ MAX_PEER_ID_LENGTH: int = 128  # Registry.MAX_PEER_ID_LENGTH
 MAX_MEMBERS: int = 256  # Registry.MAX_MEMBERS: workers (and validators) of one task
 MAX_ROUNDS: int = 10_000  # Registry.MAX_ROUNDS
 MAX_AMOUNT: int = 2**112  # Registry.MAX_AMOUNT: a reward per round, a deposit or a stake
+MAX_STAKE: int = 2**112  # Task.MAX_STAKE: the most one validator stakes (the least: validatorStake)
 MAX_STRING_LENGTH: int = 256  # Registry.MAX_STRING_LENGTH: model arch, aggregator, CIDs
 # Registry.MAX_SAMPLES_PER_WORKER: the largest maxSamplesPerWorker a task may set. 256
 # workers of 2**40 samples sum below 2**53, so float64 weights of a round are exact.

@@ -26,7 +26,8 @@ ignored when UNAVAILABLE.
   ``tolerance`` of the consensus score and its verdict does not contradict a majority verdict
   (ACCEPT on a rejected worker, REJECT on an accepted one). UNAVAILABLE never disagrees, so a
   validator that could not fetch what others fetched is not slashed. Members that committed
-  and did not reveal, or disagree, are slashed ``min(stake_left, validator_slash)``. The
+  and did not reveal, or disagree, are slashed ``min(stake_left, stake * bps // BPS)``, with
+  ``stake`` the member's own stake as it joined (``Policy.validator_slash``). The
   score consensus assumes an honest majority among the judges of each worker. A minority
   that marks an honest worker UNAVAILABLE to keep it unpaid fails whenever the honest
   members that fetched it are a majority of the reveals, and forgoes its own pay for it.
@@ -48,7 +49,10 @@ ignored when UNAVAILABLE.
   the number of workers it judged (1 each in a round without submissions); it gets
   ``V * weight // total + slashed * weight // total``. So a lazy member that marks every
   worker UNAVAILABLE to skip the evaluation is not slashed, but earns nothing; with
-  ``total == 0`` both return to escrow.
+  ``total == 0`` both return to escrow. Stake does not weigh the pay: it buys seats
+  (``protocol.sortition`` seats a member with probability ``min(1, tau * stake / W)``), so a
+  member's expected pay grows with its stake through its seats alone, and paying per stake on
+  top would pay a large stake twice.
 - Every floor remainder and every unpaid amount returns to escrow (``returned_to_escrow``).
 """
 
@@ -96,12 +100,12 @@ class RewardError(ProtocolError):
 
 @dataclass(frozen=True)
 class Policy:
-    """RewardMath.Policy: one round's pools and per-member slash amounts."""
+    """RewardMath.Policy: one round's pools and slash amounts."""
 
     worker_reward: int
     validator_reward: int
     worker_slash: int
-    validator_slash: int
+    slash_fraction_bps: int  # a slashed committee member loses this part of its own stake
     tolerance: int
     reward_policy: RewardPolicy
     top_k: int
@@ -113,7 +117,6 @@ class Policy:
         worker_reward_per_round: int,
         validator_reward_per_round: int,
         worker_deposit: int,
-        validator_stake: int,
         slash_fraction_bps: int,
         tolerance: int,
         reward_policy: RewardPolicy,
@@ -126,11 +129,15 @@ class Policy:
             worker_reward=worker_reward_per_round,
             validator_reward=validator_reward_per_round,
             worker_slash=worker_deposit * slash_fraction_bps // BPS,
-            validator_slash=validator_stake * slash_fraction_bps // BPS,
+            slash_fraction_bps=slash_fraction_bps,
             tolerance=tolerance,
             reward_policy=RewardPolicy(reward_policy),
             top_k=top_k,
         )
+
+    def validator_slash(self, stake: int) -> int:
+        """The most a slashed committee member whose stake was ``stake`` loses in a round."""
+        return stake * self.slash_fraction_bps // BPS
 
 
 @dataclass(frozen=True)
@@ -141,10 +148,18 @@ class CommitteeMember:
     scores: tuple[int, ...]  # one per worker, submission order; () when not revealed
     verdicts: tuple[WorkerVerdict, ...]  # one per worker (a bool reads as ACCEPT / REJECT)
     global_accuracy: int
-    stake_left: int
+    stake_left: int  # its stake minus earlier slashes
+    # Its stake as it joined (Task.stakeOf), the base of its slash; None: stake_left (a member
+    # never slashed before).
+    stake: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "verdicts", to_verdicts(self.verdicts))
+
+    @property
+    def own_stake(self) -> int:
+        """The base of its slash: ``stake``, or ``stake_left`` when that is not given."""
+        return self.stake_left if self.stake is None else self.stake
 
 
 @dataclass(frozen=True)
@@ -326,7 +341,7 @@ def _pay_validators(
     slashes = [0] * len(committee)
     for c, member in enumerate(committee):
         if not agreed[c]:
-            slashes[c] = min(member.stake_left, policy.validator_slash)
+            slashes[c] = min(member.stake_left, policy.validator_slash(member.own_stake))
     slashed = sum(slashes)
     weights = [(1 if n_workers == 0 else judged[c]) if agreed[c] else 0 for c in range(len(committee))]
     total = sum(weights)

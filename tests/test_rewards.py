@@ -35,7 +35,7 @@ def policy(**overrides: object) -> Policy:
         "worker_reward": 1_000,
         "validator_reward": 100,
         "worker_slash": 50,
-        "validator_slash": 40,
+        "slash_fraction_bps": 400,  # 40 of a member's 1_000
         "tolerance": 0,
         "reward_policy": RewardPolicy.CONTRIBUTION,
         "top_k": 0,
@@ -134,8 +134,8 @@ def test_agreement_tolerance_edges() -> None:
 
 
 def test_silent_committers_are_slashed_capped_by_stake() -> None:
-    committee = [member((1,), (True,)), CommitteeMember(False, (), (), 0, 25), SILENT]
-    out = settle_round(policy(validator_slash=40), [0], committee)
+    committee = [member((1,), (True,)), CommitteeMember(False, (), (), 0, 25, 1_000), SILENT]
+    out = settle_round(policy(), [0], committee)
     assert out.validator_slashes == (0, 25, 40)
     assert out.validator_payouts == (100 + 25 + 40, 0, 0)
 
@@ -167,7 +167,6 @@ def test_bad_inputs_are_named() -> None:
             worker_reward_per_round=1,
             validator_reward_per_round=1,
             worker_deposit=1,
-            validator_stake=1,
             slash_fraction_bps=10_001,
             tolerance=0,
             reward_policy=RewardPolicy.CONTRIBUTION,
@@ -180,16 +179,29 @@ def test_policy_for_task_floors_the_slash() -> None:
         worker_reward_per_round=10,
         validator_reward_per_round=3,
         worker_deposit=999,
-        validator_stake=1_001,
         slash_fraction_bps=3_333,
         tolerance=5,
         reward_policy=RewardPolicy.TOPK,
         top_k=2,
     )
-    assert (derived.worker_slash, derived.validator_slash) == (
+    assert (derived.worker_slash, derived.validator_slash(1_001)) == (
         999 * 3_333 // 10_000,
         1_001 * 3_333 // 10_000,
     )
+
+
+def test_a_member_loses_a_fraction_of_its_own_stake() -> None:
+    """Unequal stakes: each slashed member loses bps of the stake it joined with, capped by
+    what is left of it; the agreeing member's pay does not depend on its stake."""
+    whale = CommitteeMember(True, (100,), (NO,), 0, 4_000, 4_000)
+    slashed_before = CommitteeMember(True, (100,), (NO,), 0, 30, 1_000)
+    small = CommitteeMember(True, (100,), (OK,), 0, 1_000)
+    big = CommitteeMember(True, (100,), (OK,), 0, 8_000)
+    out = settle_round(policy(), [0], [whale, slashed_before, small, big, member((100,), (OK,))])
+    assert out.agreed == (False, False, True, True, True)
+    assert out.validator_slashes == (160, 30, 0, 0, 0)
+    # V = 100 and the 190 slashed split equally over three members that judged one worker each.
+    assert out.validator_payouts == (0, 0, 33 + 63, 33 + 63, 33 + 63)
 
 
 @settings(max_examples=300, deadline=None)
@@ -202,7 +214,7 @@ def test_money_is_conserved(n_workers: int, data: st.DataObject) -> None:
         worker_reward=data.draw(st.integers(0, 10**20)),
         validator_reward=data.draw(st.integers(0, 10**20)),
         worker_slash=data.draw(st.integers(0, 10**19)),
-        validator_slash=data.draw(st.integers(0, 10**19)),
+        slash_fraction_bps=data.draw(st.integers(0, 10_000)),
         tolerance=data.draw(st.integers(0, 3)),
         reward_policy=data.draw(st.sampled_from(RewardPolicy)),
         top_k=data.draw(st.integers(0, 6)),
@@ -217,6 +229,7 @@ def test_money_is_conserved(n_workers: int, data: st.DataObject) -> None:
                 verdicts=st.tuples(*[st.sampled_from(WorkerVerdict)] * n_workers),
                 global_accuracy=st.integers(0, 10**6),
                 stake_left=st.integers(0, 10**19),
+                stake=st.integers(0, 2**112),
             ),
             max_size=5,
         )

@@ -160,6 +160,7 @@ VIEW_BOUNDS: dict[str, dict[str, IntRange]] = {
     "books": {"escrow": _WEI, "locked": _WEI, "credited": _WEI},
     "totalStake": {"total_stake": _WEI},
     "lockedDeposit": {"amount": _WEI},
+    "stakeOf": {"amount": IntRange(0, limits.MAX_STAKE)},
     "balanceOf": {"amount": _WEI},
     "withdrawable": {"amount": _WEI},
     "taskCount": {"count": _U64},

@@ -412,7 +412,9 @@ class ChainClient:
         return self._transact(self.task(task), "joinAsWorker", value=amount)
 
     def join_as_validator(self, task: str, stake: int | None = None) -> Receipt:
-        """Join with the task's validator stake (read from the task unless given)."""
+        """Join with `stake` wei, or the task's minimum validator stake (read from the task)
+        when not given; any stake in [validator_stake, MAX_STAKE] is accepted
+        (StakeOutOfRange otherwise), and sortition weighs this validator by it."""
         amount = self.task_params(task).validator_stake if stake is None else stake
         return self._transact(self.task(task), "joinAsValidator", value=amount)
 
@@ -564,7 +566,13 @@ class ChainClient:
         return Role(self._int_view(self.task(task), "roleOf", "role", address or self.address))
 
     def locked_deposit(self, task: str, address: str | None = None) -> int:
+        """A member's deposit or stake minus slashes: a validator's weight in the sortition
+        of every round it is constant in (slashes happen at finalize)."""
         return self._int_view(self.task(task), "lockedDeposit", "amount", address or self.address)
+
+    def stake_of(self, task: str, address: str | None = None) -> int:
+        """A validator's stake as it joined (0 for anyone else): the base of its slashes."""
+        return self._int_view(self.task(task), "stakeOf", "amount", address or self.address)
 
     def credited_balance(self, task: str, address: str | None = None) -> int:
         """Credited and not yet withdrawn (rewards, refunds), excluding the locked deposit."""

@@ -67,6 +67,7 @@ DETERMINISTIC_REVERTS: frozenset[str] = frozenset(
         # Task
         "WrongEscrow",
         "WrongDeposit",
+        "StakeOutOfRange",
         "NotRegistered",
         "NotRequester",
         "RequesterCannotJoin",

@@ -18,7 +18,7 @@ HONEST_ACCEPTS = (True, True, False, True)
 ETHER = 10**18
 POLICY = Policy.for_task(
     worker_reward_per_round=3 * ETHER, validator_reward_per_round=ETHER,
-    worker_deposit=ETHER, validator_stake=2 * ETHER, slash_fraction_bps=1000,
+    worker_deposit=ETHER, slash_fraction_bps=1000,
     tolerance=20_000, reward_policy=RewardPolicy.TOPK, top_k=4,
 )
 
@@ -77,7 +77,7 @@ def test_one_liar_of_four_is_outvoted_unpaid_and_slashed() -> None:
     settled = settle_round(POLICY, [ETHER] * 4, [honest(0), honest(1_000), honest(-500), liar])
     assert settled.accepted == HONEST_ACCEPTS and settled.rejected == (False, False, True, False)
     assert settled.agreed == (True, True, True, False)
-    assert settled.validator_payouts[3] == 0 and settled.validator_slashes[3] == POLICY.validator_slash
+    assert settled.validator_payouts[3] == 0 and settled.validator_slashes[3] == POLICY.validator_slash(2 * ETHER)
 
 
 @pytest.mark.parametrize("kind", ["lazy", "copycat"])
@@ -87,7 +87,7 @@ def test_a_member_that_commits_and_never_opens_is_unpaid_and_slashed(kind: str) 
     silent = member(HONEST_SCORES, HONEST_ACCEPTS, revealed=False)
     settled = settle_round(POLICY, [ETHER] * 4, [honest(0), honest(1_000), honest(-500), silent])
     assert settled.reveals == 3 and settled.accepted == HONEST_ACCEPTS
-    assert settled.validator_payouts[3] == 0 and settled.validator_slashes[3] == POLICY.validator_slash
+    assert settled.validator_payouts[3] == 0 and settled.validator_slashes[3] == POLICY.validator_slash(2 * ETHER)
 
 
 def test_two_colluders_of_seven_do_not_move_the_consensus_and_are_slashed() -> None:
@@ -100,7 +100,7 @@ def test_two_colluders_of_seven_do_not_move_the_consensus_and_are_slashed() -> N
     for j, score in enumerate(settled.consensus_scores):
         assert -900 <= score - HONEST_SCORES[j] <= 1_200
     assert settled.agreed == (True,) * 5 + (False, False)
-    assert settled.validator_slashes[5:] == (POLICY.validator_slash,) * 2
+    assert settled.validator_slashes[5:] == (POLICY.validator_slash(2 * ETHER),) * 2
     assert settled.validator_payouts[5:] == (0, 0)
     # the favoured worker gains nothing over the honest settlement
     favoured = WORKERS.index(favoured_worker(WORKERS))
@@ -112,7 +112,7 @@ def test_a_placeholder_revealed_as_a_guess_is_judged_like_a_lie() -> None:
     Under scores that are accuracies (topk) it is far outside the tolerance."""
     guess = member(*placeholder(WORKERS))
     settled = settle_round(POLICY, [ETHER] * 4, [honest(0), honest(1_000), honest(-500), guess])
-    assert not settled.agreed[3] and settled.validator_slashes[3] == POLICY.validator_slash
+    assert not settled.agreed[3] and settled.validator_slashes[3] == POLICY.validator_slash(2 * ETHER)
 
 
 def test_the_placeholder_agrees_when_honest_scores_sit_near_zero() -> None:

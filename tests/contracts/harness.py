@@ -326,7 +326,6 @@ def policy_of(params: TaskParams) -> Policy:
         worker_reward_per_round=params.worker_reward_per_round,
         validator_reward_per_round=params.validator_reward_per_round,
         worker_deposit=params.worker_deposit,
-        validator_stake=params.validator_stake,
         slash_fraction_bps=params.slash_fraction_bps,
         tolerance=params.tolerance,
         reward_policy=params.reward_policy,

@@ -26,6 +26,7 @@ ON_CHAIN = [
     ("Task", "MAX_ABS_SCORE", limits.MAX_ABS_SCORE),
     ("Task", "MAX_ACCURACY", limits.MAX_ACCURACY),
     ("Task", "MAX_CID_LENGTH", limits.MAX_CID_LENGTH),
+    ("Task", "MAX_STAKE", limits.MAX_STAKE),
 ]
 
 

@@ -31,6 +31,7 @@ SETTLE_EXAMPLES = int(os.environ.get("FL_NODE_SETTLE_EXAMPLES", "200"))
 HISTORY_EXAMPLES = int(os.environ.get("FL_NODE_HISTORY_EXAMPLES", "200"))
 
 amounts = st.one_of(st.integers(0, 12), st.integers(0, 10**18), st.integers(0, 2**112))
+stakes = st.one_of(st.integers(0, 12), st.integers(0, 10**18), st.integers(0, 2**112))  # <= MAX_STAKE
 # Small score ranges make ties, equal medians and exact-tolerance edges common.
 scores = st.one_of(
     st.integers(-3, 3),
@@ -51,7 +52,7 @@ def settlement_inputs(
         worker_reward=draw(amounts),
         validator_reward=draw(amounts),
         worker_slash=draw(amounts),
-        validator_slash=draw(amounts),
+        slash_fraction_bps=draw(st.one_of(st.integers(0, 10_000), st.sampled_from([0, 1, 9_999, 10_000]))),
         tolerance=draw(st.one_of(st.integers(0, 3), st.integers(0, 2**64 - 1))),
         reward_policy=draw(st.sampled_from(RewardPolicy)),
         top_k=draw(st.integers(0, 8)),
@@ -68,6 +69,7 @@ def settlement_inputs(
                 verdicts=tuple(draw(verdicts) for _ in range(n_workers)) if revealed else (),
                 global_accuracy=draw(st.integers(0, MAX_ACCURACY)) if revealed else 0,
                 stake_left=draw(amounts),
+                stake=draw(stakes),
             )
         )
     return policy, deposits, worker_claims, committee
@@ -92,7 +94,7 @@ def test_solidity_settlement_equals_python(
             policy.worker_reward,
             policy.validator_reward,
             policy.worker_slash,
-            policy.validator_slash,
+            policy.slash_fraction_bps,
             policy.tolerance,
             int(policy.reward_policy),
             policy.top_k,
@@ -100,7 +102,7 @@ def test_solidity_settlement_equals_python(
         deposits,
         worker_claims,
         [
-            (m.revealed, list(m.scores), list(m.verdicts), m.global_accuracy, m.stake_left)
+            (m.revealed, list(m.scores), list(m.verdicts), m.global_accuracy, m.stake_left, m.own_stake)
             for m in committee
         ],
     )
@@ -150,7 +152,8 @@ class History:
     worker_reward: int
     validator_reward: int
     worker_deposit: int
-    validator_stake: int
+    validator_stake: int  # the task's minimum stake
+    validator_stakes: tuple[int, ...]  # what each validator stakes: unequal, at least the minimum
     honest_workers: tuple[bool, ...]
     honest_validators: tuple[bool, ...]
     truth_scores: tuple[tuple[int, ...], ...]  # [round][worker]
@@ -172,6 +175,7 @@ def histories(draw: st.DrawFn) -> History:
     honest_validators = tuple(draw(st.booleans()) for _ in range(n_validators))
     small_score = st.integers(-3, 5)
     lie = st.tuples(small_score, verdicts)
+    validator_stake = draw(st.sampled_from([7, 2 * 10**17]))
     return History(
         n_workers=n_workers,
         n_validators=n_validators,
@@ -185,7 +189,11 @@ def histories(draw: st.DrawFn) -> History:
         worker_reward=draw(st.sampled_from([0, 1, 7, 10**17, 3 * ETHER + 1])),
         validator_reward=draw(st.sampled_from([0, 1, 5, 10**17 + 3])),
         worker_deposit=draw(st.sampled_from([0, 3, 10**17])),
-        validator_stake=draw(st.sampled_from([7, 2 * 10**17])),
+        validator_stake=validator_stake,
+        validator_stakes=tuple(
+            validator_stake * draw(st.sampled_from([1, 1, 2, 5])) + draw(st.sampled_from([0, 0, 3]))
+            for _ in range(n_validators)
+        ),
         honest_workers=honest_workers,
         honest_validators=honest_validators,
         truth_scores=tuple(
@@ -243,9 +251,9 @@ def _check_history(world: World, h: History) -> None:
     for worker in workers:
         worker.join_as_worker(task, h.worker_deposit)
         locked[worker.address] = put_in[worker.address] = h.worker_deposit
-    for validator in validators:
-        validator.join_as_validator(task, h.validator_stake)
-        locked[validator.address] = put_in[validator.address] = h.validator_stake
+    for validator, stake in zip(validators, h.validator_stakes, strict=True):
+        validator.join_as_validator(task, stake)
+        locked[validator.address] = put_in[validator.address] = stake
     if h.leaver_joins:
         leaver = world.workers[3]
         leaver.join_as_worker(task, h.worker_deposit)
@@ -319,6 +327,7 @@ def _check_history(world: World, h: History) -> None:
                 verdicts=vote.verdicts if vote.reveal else (),
                 global_accuracy=vote.accuracy,
                 stake_left=locked[validator.address],
+                stake=put_in[validator.address],
             )
             for validator, vote in votes
         ]

@@ -12,6 +12,7 @@ from eth_utils import keccak
 
 from node.chain import ChainClient, ChainRevert, Phase, Role, TaskStatus, Termination, dev
 from protocol import keycert, sortition, vrf
+from protocol.limits import MAX_STAKE
 from protocol.manifest import MAX_ABS_SCORE
 from tests.contracts.harness import (
     DURATION,
@@ -248,8 +249,8 @@ def test_join_rules(any_world: World) -> None:
     reverts("NotRegistered", world.unregistered.join_as_worker, task, ETHER)
     err = reverts("WrongDeposit", worker.join_as_worker, task, ETHER - 1)
     assert err.values == (ETHER, ETHER - 1)
-    err = reverts("WrongDeposit", validator.join_as_validator, task, ETHER)
-    assert err.values == (2 * ETHER, ETHER)
+    err = reverts("StakeOutOfRange", validator.join_as_validator, task, 2 * ETHER - 1)
+    assert err.values == (2 * ETHER, MAX_STAKE, 2 * ETHER - 1)
     reverts("RequesterCannotJoin", world.requester.join_as_worker, task, ETHER)
     worker.join_as_worker(task)
     # One address is never both worker and validator, nor joins twice.
@@ -259,6 +260,33 @@ def test_join_rules(any_world: World) -> None:
     world.workers[1].join_as_worker(task)
     err = reverts("TaskFull", world.workers[2].join_as_worker, task)
     assert err.values == (Role.WORKER, 2)
+
+
+def test_validators_stake_any_amount_from_the_minimum_to_max_stake(world: World) -> None:
+    task = world.create_task()
+    small, big = world.validators[:2]
+    small.join_as_validator(task)
+    big.join_as_validator(task, 5 * ETHER + 1)
+    assert (small.locked_deposit(task), big.locked_deposit(task)) == (2 * ETHER, 5 * ETHER + 1)
+    assert (small.stake_of(task), big.stake_of(task)) == (2 * ETHER, 5 * ETHER + 1)
+    assert world.requester.total_stake(task) == 7 * ETHER + 1
+    big.leave_task(task)
+    assert world.requester.total_stake(task) == 2 * ETHER and big.stake_of(task) == 0
+    assert big.withdrawable(task) == 5 * ETHER + 1
+
+
+@pytest.mark.anvil
+def test_a_stake_above_max_stake_reverts(anvil_world_session: World) -> None:
+    """Only anvil can give an account more than MAX_STAKE wei to try it with."""
+    world = anvil_world_session
+    world.reset()
+    task = world.create_task()
+    whale = world.validators[0]
+    world.w3.provider.make_request("anvil_setBalance", [whale.address, hex(2 * MAX_STAKE)])  # type: ignore[arg-type]
+    err = reverts("StakeOutOfRange", whale.join_as_validator, task, MAX_STAKE + 1)
+    assert err.values == (2 * ETHER, MAX_STAKE, MAX_STAKE + 1)
+    whale.join_as_validator(task, MAX_STAKE)
+    assert world.requester.total_stake(task) == MAX_STAKE
 
 
 def test_leave_refunds_and_rejoin(world: World) -> None:
@@ -523,6 +551,27 @@ def test_late_reveal_reverts_and_silent_committer_is_slashed(any_world: World) -
     assert result.validator_slashes == (0, 2 * ETHER // 4)
     # v0 takes the whole validator reward plus v1's slashed quarter of stake.
     assert result.validator_payouts == (ETHER + 2 * ETHER // 4, 0)
+
+
+def test_a_slash_is_a_fraction_of_the_members_own_stake(world: World) -> None:
+    task = world.create_task(slash_fraction_bps=2_500)
+    world.workers[0].join_as_worker(task)
+    small, big = world.validators[:2]
+    small.join_as_validator(task)
+    big.join_as_validator(task, 6 * ETHER + 4)
+    world.requester.start(task, "bafkreival")
+    assert world.requester.round_info(task, 1).total_stake == 8 * ETHER + 4
+    played = play_round(
+        world, task, 1, world.workers[:1],
+        [(small, Vote((1,), (True,), 5)), (big, Vote((1,), (True,), 5, reveal=False))],
+    )  # fmt: skip
+    result = played.result
+    assert result.validator_slashes == (0, (6 * ETHER + 4) // 4)
+    # Pay is per worker judged, not per stake: the small member takes V and the slash.
+    assert result.validator_payouts == (ETHER + (6 * ETHER + 4) // 4, 0)
+    assert big.locked_deposit(task) == 6 * ETHER + 4 - (6 * ETHER + 4) // 4
+    # The next round's snapshot counts what is left of each stake.
+    assert world.requester.round_info(task, 2).total_stake == 2 * ETHER + big.locked_deposit(task)
 
 
 def test_stop_training_and_reclaim_rules(world: World) -> None:

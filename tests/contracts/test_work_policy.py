@@ -20,7 +20,7 @@ def _policy(worker_reward: int = 10**18 + 7) -> Policy:
         worker_reward=worker_reward,
         validator_reward=10**17 + 3,
         worker_slash=5 * 10**16,
-        validator_slash=10**17,
+        slash_fraction_bps=500,  # 10**17 of a member's 2 ETH
         tolerance=500,
         reward_policy=RewardPolicy.WORK,
         top_k=0,
@@ -36,11 +36,14 @@ def _on_chain(
         "settle",
         (
             policy.worker_reward, policy.validator_reward, policy.worker_slash,
-            policy.validator_slash, policy.tolerance, int(policy.reward_policy), policy.top_k,
+            policy.slash_fraction_bps, policy.tolerance, int(policy.reward_policy), policy.top_k,
         ),
         deposits,
         claims,
-        [(m.revealed, list(m.scores), list(m.verdicts), m.global_accuracy, m.stake_left) for m in committee],
+        [
+            (m.revealed, list(m.scores), list(m.verdicts), m.global_accuracy, m.stake_left, m.own_stake)
+            for m in committee
+        ],
     )  # fmt: skip
     return tuple(tuple(v) if isinstance(v, list | tuple) else v for v in out)
 
