@@ -22,7 +22,7 @@ from protocol.data import BUILTIN_SPECS
 from protocol.data import PARTITIONS as PARTITIONS
 from protocol.errors import ProtocolError
 from protocol.fixedpoint import SCALE
-from protocol.limits import MAX_SAMPLES_PER_WORKER
+from protocol.limits import MAX_SAMPLES_PER_WORKER, MAX_STAKE
 from protocol.models import ModelReference, is_import_reference
 
 __all__ = [
@@ -61,6 +61,7 @@ class NodeSection:
     log_level: str = "info"
     status_listen: str = ""  # host:port of the status page; empty = no page
     trusted_models: tuple[str, ...] = ()  # "package.module:factory" a task may name
+    stake_wei: int = 0  # a validator's stake in the task it joins; 0: the task's minimum
 
 
 @dataclass(frozen=True)
@@ -275,6 +276,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Key]]] = {
             "log_level": _Key("str", _one_of(LOG_LEVELS)),
             "status_listen": _Key("str", _listen_address),
             "trusted_models": _Key("strs", _import_references),
+            "stake_wei": _Key("int", lambda v: None if 0 <= v <= MAX_STAKE else f"0..{MAX_STAKE}"),
         },
     ),
     "network": (
@@ -480,6 +482,8 @@ def _typed(where: str, kind: str, value: Any, base: Path) -> Any:
 
 def _check_consistency(config: NodeConfig) -> None:
     path, data, task = config.path, config.data, config.task
+    if config.node.stake_wei and config.node.role != "validator":
+        raise ConfigError(f"{path}: [node] stake_wei is a validator's stake; this node is a {config.node.role}")
     if data.part_index >= data.num_parts:
         raise ConfigError(
             f"{path}: [data] part_index {data.part_index} must be below num_parts {data.num_parts}"

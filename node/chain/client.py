@@ -110,8 +110,12 @@ class ChainClient:
         *,
         registry: str | None = None,
         receipt_timeout: float = 120.0,
+        validator_stake: int | None = None,
     ) -> None:
+        """`validator_stake`: what join_as_validator stakes when not told (None: each task's
+        minimum, its validator_stake parameter)."""
         self.w3 = w3
+        self.validator_stake = validator_stake
         self._account = Account.from_key(private_key)
         self.address: ChecksumAddress = self._account.address
         self.chain_id: int = w3.eth.chain_id
@@ -412,10 +416,12 @@ class ChainClient:
         return self._transact(self.task(task), "joinAsWorker", value=amount)
 
     def join_as_validator(self, task: str, stake: int | None = None) -> Receipt:
-        """Join with `stake` wei, or the task's minimum validator stake (read from the task)
-        when not given; any stake in [validator_stake, MAX_STAKE] is accepted
-        (StakeOutOfRange otherwise), and sortition weighs this validator by it."""
-        amount = self.task_params(task).validator_stake if stake is None else stake
+        """Join with `stake` wei, else the client's own validator_stake, else the task's minimum
+        (its validator_stake parameter); the task accepts any stake in [validator_stake,
+        MAX_STAKE] (StakeOutOfRange otherwise) and sortition weighs this validator by it."""
+        amount = stake if stake is not None else self.validator_stake
+        if amount is None:
+            amount = self.task_params(task).validator_stake
         return self._transact(self.task(task), "joinAsValidator", value=amount)
 
     def leave_task(self, task: str) -> Receipt:

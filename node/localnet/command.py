@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from node.localnet.scenario import PARTITIONS, Scenario, ScenarioError, load_scenario
+from node.localnet.scenario import PARTITIONS, Scenario, ScenarioError, load_scenario, stakes_in_wei
 
 __all__ = ["add_arguments", "options_from_args", "run_command"]
 
@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "model": None,
     "committee_size": None,  # None: every validator (tau = the number of validators)
     "workers_per_round": None,  # None or 0: every worker trains every round
+    "validator_stakes": None,  # wei, one per validator; None: each the task's minimum
 }
 # Task parameters the command line and [defaults] may set; they become [task] overrides.
 TASK_OPTIONS = ("committee_size", "workers_per_round")
@@ -46,6 +47,13 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _stakes(text: str) -> tuple[int, ...]:
+    try:
+        return stakes_in_wei(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -62,6 +70,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--committee-size",
         type=_positive_int,
         help="validators the VRF draws per round, stake-weighted (tau; default: all of them)",
+    )
+    parser.add_argument(
+        "--validator-stakes",
+        type=_stakes,
+        metavar="ETH,ETH,...",
+        help="each validator's stake in ETH, one per validator, e.g. 1,1,2,4 (default: each the "
+        "task's minimum); the task's minimum becomes the smallest unless [task] sets "
+        "validator_stake_wei",
     )
     parser.add_argument(
         "--workers-per-round",
@@ -121,13 +137,37 @@ def options_from_args(args: argparse.Namespace, scenario: Scenario | None) -> di
 
 def task_overrides(merged: dict[str, Any], scenario: Scenario | None) -> dict[str, Any]:
     """The requester's [task] overrides: the scenario's [task], then TASK_OPTIONS set on
-    the command line or in [defaults] (workers_per_round 0 is the task's default)."""
+    the command line or in [defaults] (workers_per_round 0 is the task's default), then the
+    task's minimum stake: the smallest of validator_stakes unless [task] names it."""
     overrides = dict(scenario.task) if scenario is not None else {}
     for key in TASK_OPTIONS:
         value = merged[key]
         if value is not None and not (key == "workers_per_round" and value == 0):
             overrides[key] = value
+    stakes = merged.get("validator_stakes")
+    if stakes:
+        overrides.setdefault("validator_stake_wei", min(stakes))
     return overrides
+
+
+def stakes_problem(merged: dict[str, Any], overrides: dict[str, Any]) -> str | None:
+    """Why the validator stakes cannot run (one per validator, none below the task's
+    minimum), or None."""
+    stakes = merged.get("validator_stakes")
+    if not stakes:
+        return None
+    if len(stakes) != merged["validators"]:
+        return (
+            f"--validator-stakes gives {len(stakes)} stakes for {merged['validators']} validators; "
+            "give one per validator (or change --validators)"
+        )
+    minimum = overrides.get("validator_stake_wei")
+    if isinstance(minimum, int) and min(stakes) < minimum:
+        return (
+            f"--validator-stakes: {min(stakes)} wei is below the task's minimum stake, [task] "
+            f"validator_stake_wei = {minimum}; raise that stake or lower validator_stake_wei"
+        )
+    return None
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -146,6 +186,12 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"fl-node localnet: {exc}", file=sys.stderr)
         return EXIT_USAGE
     merged = options_from_args(args, scenario)
+    overrides = task_overrides(merged, scenario)
+    problem = stakes_problem(merged, overrides)
+    if problem is not None:
+        print(f"fl-node localnet: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    merged["validator_stakes"] = tuple(merged["validator_stakes"] or ())
     data_root = (args.data_root or default_data_root()).resolve()
     dataset = merged["dataset"]
     if not (available(dataset, data_root, "train") and available(dataset, data_root, "test")):
@@ -173,7 +219,7 @@ def run_command(args: argparse.Namespace) -> int:
         scenario_path=args.scenario,
         in_process=args.in_process,
         timeout=args.timeout,
-        task_overrides=task_overrides(merged, scenario),
+        task_overrides=overrides,
         **{key: value for key, value in merged.items() if key not in TASK_OPTIONS},
     )
     try:

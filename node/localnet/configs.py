@@ -2,9 +2,11 @@
 
 Each node gets a folder `nodes/<name>/` with `node.toml`, its chain key (`chain.key`, 0600)
 and its data dir (`data/`). The task parameters suit a small local run: every worker and
-validator must join before it starts, the committee is every validator (equal stakes and
-committee size = validator count make the VRF select all), and phases end early as soon
-as everyone acted, so the deadlines only matter when a node is down.
+validator must join before it starts, the committee is every validator unless the run sets
+a committee size (committee size = validator count seats everyone whatever the stakes:
+tau * w >= W for each), and phases end early as soon as everyone acted, so the deadlines only
+matter when a node is down. Each validator stakes the task's minimum unless its plan says
+more (`NodePlan.stake_wei`, from --validator-stakes).
 """
 
 from __future__ import annotations
@@ -90,11 +92,12 @@ class TaskDefaults:
         return section
 
 
-def funding_wei(role: str, task: Mapping[str, Any]) -> int:
+def funding_wei(role: str, task: Mapping[str, Any], stake_wei: int = 0) -> int:
     """What an account of `role` needs for the task `task` (a [task] section, wei keys):
     the requester the whole escrow, rounds x (worker + validator reward per round); a worker
-    its deposit, a validator its stake; each the gas of its transactions over every round.
-    "deployer" is the account that deploys the contracts."""
+    its deposit, a validator its stake (`stake_wei`, or the task's minimum when 0); each the
+    gas of its transactions over every round. "deployer" is the account that deploys the
+    contracts."""
     rounds = int(task["rounds"])
     gas = (SETUP_GAS + rounds * ROUND_GAS) * GAS_PRICE_CAP_WEI
     if role == "requester":
@@ -103,7 +106,7 @@ def funding_wei(role: str, task: Mapping[str, Any]) -> int:
     if role == "worker":
         return int(task["worker_deposit_wei"]) + gas
     if role == "validator":
-        return int(task["validator_stake_wei"]) + gas
+        return (stake_wei or int(task["validator_stake_wei"])) + gas
     if role == "deployer":
         return DEPLOY_GAS * GAS_PRICE_CAP_WEI
     raise ValueError(f"no funding rule for role {role!r}")
@@ -117,6 +120,7 @@ class NodePlan:
     private_key: str  # 0x hex
     behaviour: str = "honest"
     part_index: int = 0
+    stake_wei: int = 0  # a validator's stake; 0: the task's minimum
 
     @property
     def config_path(self) -> Path:
@@ -171,6 +175,7 @@ def node_document(
             "torch_threads": 1,
             "log_level": log_level,
             **({"status_listen": status_listen} if status_listen else {}),
+            **({"stake_wei": plan.stake_wei} if plan.stake_wei else {}),
         },
         "network": {"listen": list(listen), "bootstrap": list(bootstrap)},
         "chain": {

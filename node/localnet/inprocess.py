@@ -103,6 +103,7 @@ async def run_inprocess(
     validation_samples: int = 500,
     worker_behaviours: Sequence[str] = (),
     validator_behaviours: Sequence[str] = (),
+    validator_stakes: Sequence[int] = (),
     task: Mapping[str, Any] | None = None,
     training: Mapping[str, Any] | None = None,
     data: Mapping[str, Any] | None = None,
@@ -113,7 +114,8 @@ async def run_inprocess(
     """Run a task from creation to termination; returns when every node is done.
 
     `worker_behaviours[i]` / `validator_behaviours[i]` set a node's [behaviour] (default
-    honest); `task`, `training` and `data` override those sections' keys (e.g.
+    honest); `validator_stakes[i]` validator i's stake in wei (default the task's minimum);
+    `task`, `training` and `data` override those sections' keys (e.g.
     data={"partition": "dirichlet", "alpha": 0.3}); `crash`
     maps a node name ("worker0") to the (round, phase) at which it is killed once and
     started again from its data directory.
@@ -172,6 +174,8 @@ async def run_inprocess(
                         {**data_keys, "part_index": index if role == "worker" else 0},
                         training_keys, task_keys, behaviour, poll_interval(len(plan)),
                     )
+                    if role == "validator" and index < len(validator_stakes):
+                        document["node"]["stake_wei"] = validator_stakes[index]
                     config = parse_config(document, workdir / f"{name}.toml")
                     key = os.urandom(32)
                     key_file = config.chain.private_key_file

@@ -121,6 +121,7 @@ class LocalnetOptions:
     task_overrides: dict[str, Any] = field(default_factory=dict)
     dataset: str = "mnist"  # a built-in dataset, partitioned among the workers
     model: str | None = None  # None: the dataset's built-in model
+    validator_stakes: tuple[int, ...] = ()  # wei, one per validator; (): each the task's minimum
 
     @property
     def model_reference(self) -> str:
@@ -246,14 +247,18 @@ class Localnet:
             )
         for i, kind in enumerate(self.scenario.validator_kinds):
             plans.append(
-                NodePlan(f"validator-{i}", "validator", nodes / f"validator-{i}", _fresh_key(), kind)
+                NodePlan(
+                    f"validator-{i}", "validator", nodes / f"validator-{i}", _fresh_key(), kind,
+                    stake_wei=self.options.validator_stakes[i] if self.options.validator_stakes else 0,
+                )
             )
         assert self.w3 is not None
         # Each account gets what the task needs from it (escrow, deposit or stake, and gas):
         # a fixed amount ran out for long tasks (25 rounds escrow 100 ETH).
         section = self.task_section()
         for plan in plans:
-            fund(self.w3, Account.from_key(plan.private_key).address, funding_wei(plan.role, section))
+            funding = funding_wei(plan.role, section, plan.stake_wei)
+            fund(self.w3, Account.from_key(plan.private_key).address, funding)
             self.plans[plan.name] = plan
 
     def start_bootstrap(self) -> list[str]:
@@ -580,6 +585,7 @@ def run_in_process(
             max_samples=options.max_samples,
             worker_behaviours=scenario.worker_kinds,
             validator_behaviours=scenario.validator_kinds,
+            validator_stakes=options.validator_stakes,
             # Validators judge on a held-out slice of the training split, as in a localnet
             # of processes; the learning curve stays on the test split.
             validation_samples=holdout,

@@ -12,6 +12,8 @@ alpha = 0.5
 seed = 0
 max_samples = 6000
 committee_size = 3         # validators the VRF draws per round, stake-weighted (default: all)
+validator_stakes = [1, 1, 2.5]  # each validator's stake in ETH, one per validator (default: all
+                           # the task's minimum); the task's minimum becomes the smallest
 workers_per_round = 4      # workers the round's seed draws to train (default 0: every one)
 
 [[worker]]                 # indexes are 0-based: worker-0 .. worker-(N-1)
@@ -51,11 +53,13 @@ from __future__ import annotations
 import math
 import tomllib
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
 
 from node.attacks.spec import WORKER_ATTACKS, AttackSpec, AttackSpecError, alie_z_max, parse_attack
 from node.attacks.validator import VALIDATOR_ATTACKS
+from protocol.limits import MAX_STAKE
 
 __all__ = [
     "PARTITIONS",
@@ -68,7 +72,10 @@ __all__ = [
     "ScenarioError",
     "load_scenario",
     "parse_scenario",
+    "stakes_in_wei",
 ]
+
+ETHER_WEI = 10**18
 
 WORKER_KINDS = tuple(WORKER_ATTACKS)
 VALIDATOR_KINDS = VALIDATOR_ATTACKS
@@ -86,6 +93,7 @@ _DEFAULT_KEYS: dict[str, tuple[type, ...]] = {
     "max_samples": (int,),
     "committee_size": (int,),
     "workers_per_round": (int,),
+    "validator_stakes": (list,),
 }
 _BEHAVIOUR_KEYS = {"index", "kind"}
 _CRASH_KEYS = {"role", "index", "after_round", "restart_after"}
@@ -299,7 +307,34 @@ def _parse_defaults(source: str, raw: Any) -> dict[str, Any]:
             raise ScenarioError(f"{source}: [defaults] {key} must be >= {minimum}, got {raw[key]}")
     if "alpha" in raw and not raw["alpha"] > 0:
         raise ScenarioError(f"{source}: [defaults] alpha must be > 0, got {raw['alpha']}")
-    return dict(raw)
+    parsed = dict(raw)
+    if "validator_stakes" in raw:
+        try:
+            parsed["validator_stakes"] = stakes_in_wei(raw["validator_stakes"])
+        except ValueError as exc:
+            raise ScenarioError(f"{source}: [defaults] validator_stakes: {exc}") from None
+    return parsed
+
+
+def stakes_in_wei(stakes: list[object] | str) -> tuple[int, ...]:
+    """Validator stakes in ETH ("1,1,2.5" or [1, 1, 2.5]) as wei; ValueError names the bad one."""
+    items: list[object] = [s.strip() for s in stakes.split(",")] if isinstance(stakes, str) else stakes
+    if not items:
+        raise ValueError("give one stake in ETH per validator, e.g. 1,1,2,4")
+    wei: list[int] = []
+    for n, item in enumerate(items):
+        if isinstance(item, bool) or not isinstance(item, int | float | str):
+            raise ValueError(f"stake #{n + 1} must be a number of ETH, got {_describe(item)}")
+        try:
+            amount = Decimal(str(item)) * ETHER_WEI
+        except InvalidOperation:
+            raise ValueError(f"stake #{n + 1} must be a number of ETH, got {item!r}") from None
+        if not amount.is_finite() or amount <= 0 or amount != amount.to_integral_value():
+            raise ValueError(f"stake #{n + 1} must be a positive whole number of wei, got {item!r} ETH")
+        if amount > MAX_STAKE:
+            raise ValueError(f"stake #{n + 1} is above MAX_STAKE, 2**112 wei, the most one validator stakes")
+        wei.append(int(amount))
+    return tuple(wei)
 
 
 def _parse_crash(source: str, n: int, entry: dict[str, Any]) -> Crash:

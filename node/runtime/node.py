@@ -74,7 +74,10 @@ async def run_node(
     data_dir = config.node.data_dir
     keys = load_or_create_keys(data_dir, config.network.key_file, config.chain.private_key_file)
     w3 = w3 if w3 is not None else connect_chain(config)
-    client = ChainClient(w3, keys.chain_key, registry=config.chain.registry)
+    client = ChainClient(
+        w3, keys.chain_key, registry=config.chain.registry,
+        validator_stake=config.node.stake_wei or None,
+    )
     chain = ChainAccess(client, chain_lock)
     host_config = HostConfig(key_path=config.network.key_file, listen_addrs=config.network.listen)
     discovery_config = DiscoveryConfig(

@@ -172,7 +172,7 @@ def test_command_line_beats_scenario_defaults_beat_builtins() -> None:
     assert merged == {
         "workers": 3, "validators": 3, "rounds": 2, "partition": "shards",
         "alpha": 0.5, "seed": 0, "max_samples": None, "dataset": "mnist", "model": None,
-        "committee_size": None, "workers_per_round": None,
+        "committee_size": None, "workers_per_round": None, "validator_stakes": None,
     }
     with pytest.raises(SystemExit):
         parser.parse_args(["--workers", "0"])
