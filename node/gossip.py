@@ -60,6 +60,7 @@ from libp2p.pubsub.score import ScoreParams, TopicScoreParams
 from libp2p.tools.anyio_service import background_trio_service
 
 from node.libp2p_compat import (
+    BackingOffGossipSub,
     GossipPubsub,
     blacklist_without_teardown,
     ignore_current_message,
@@ -312,18 +313,37 @@ class ScoreGuard:
         self._to_tear_down.append(peer_id)
         self._wake.set()
         logger.warning(
-            "gossip peer %s graylisted (score %.1f, below %s); banned for %.0f s",
+            "gossip peer %s graylisted (score %.1f, below %s: %s); banned for %.0f s",
             peer_id,
             self.score(peer_id),
             self.config.graylist_threshold,
+            self.penalties(peer_id) or "no penalty recorded",
             self.config.ban_s,
         )
+
+    def penalties(self, peer_id: PeerID) -> str:
+        """The peer's score terms that are not zero, by name (what got it banned)."""
+        scorer = self.router.scorer
+        if scorer is None:
+            return ""
+        # .get: these are defaultdicts, and a lookup must not add the peer to them
+        terms = {
+            "invalid messages": sum(scorer.invalid_messages.get(peer_id, {}).values()),
+            "behaviour": scorer.behavior_penalty.get(peer_id, 0.0),
+            "GRAFT flood": scorer.graft_flood_penalties.get(peer_id, 0.0),
+            "IWANT spam": scorer.iwant_spam_penalties.get(peer_id, 0.0),
+            "IHAVE spam": scorer.ihave_spam_penalties.get(peer_id, 0.0),
+            "equivocation": scorer.equivocation_penalties.get(peer_id, 0.0),
+        }
+        return ", ".join(f"{name} {value:.1f}" for name, value in terms.items() if value)
 
     def _candidates(self) -> set[PeerID]:
         peers = set(self.router.peer_protocol)
         scorer = self.router.scorer
         if scorer is not None:
             peers.update(scorer.behavior_penalty, scorer.invalid_messages)
+            peers.update(scorer.graft_flood_penalties, scorer.iwant_spam_penalties)
+            peers.update(scorer.ihave_spam_penalties, scorer.equivocation_penalties)
         return peers
 
     async def check_once(self) -> list[PeerID]:
@@ -384,7 +404,7 @@ class GossipNode:
 async def open_pubsub(host: IHost, config: GossipConfig | None = None) -> AsyncIterator[GossipNode]:
     """Run GossipSub (v1.2, v1.1) with strict signing, scoring and IGNORE on ``host``."""
     config = config or GossipConfig()
-    router = GossipSub(
+    router = BackingOffGossipSub(
         protocols=[_GOSSIPSUB_PROTOCOLS[v] for v in config.versions],
         degree=config.degree,
         degree_low=config.degree_low,

@@ -16,6 +16,7 @@ libp2p upgrade means reviewing this module against the new sources.
 | :meth:`GossipPubsub.validate_msg` | pubsub/pubsub.py:Pubsub.validate_msg | gossipsub's IGNORE verdict is missing |
 | :func:`blacklist_without_teardown` | pubsub/pubsub.py:Pubsub.add_to_blacklist | its teardown task raises KeyError and stops the Pubsub service |
 | :func:`message_seen` | pubsub/pubsub.py:Pubsub._is_msg_seen | private; parked messages need it |
+| :class:`BackingOffGossipSub` | pubsub/gossipsub.py:GossipSub.mesh_heartbeat | a peer it pruned could be grafted again at once, and the peer's GRAFT-flood check graylists us for it |
 """
 
 from __future__ import annotations
@@ -37,11 +38,13 @@ from libp2p.network.connection.raw_connection import RawConnection
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID as PeerID
 from libp2p.pubsub import pubsub as upstream_pubsub
+from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 
 __all__ = [
     "MAX_TOPIC_LENGTH",
+    "BackingOffGossipSub",
     "GossipPubsub",
     "IdleAutoConnector",
     "LongRunningSwarm",
@@ -481,3 +484,26 @@ async def blacklist_without_teardown(pubsub: Pubsub, peer_id: PeerID) -> None:
     stream = pubsub.peers.get(peer_id)
     if stream is not None:
         await _reset_quietly(stream)
+
+
+# --- gossipsub router -----------------------------------------------------------------------------
+
+
+class BackingOffGossipSub(GossipSub):
+    """py-libp2p's GossipSub router that backs off from the peers its heartbeat prunes.
+
+    Changes pubsub/gossipsub.py:GossipSub.mesh_heartbeat, which sends PRUNE to the excess
+    peers of an oversubscribed mesh without recording a back-off for them, unlike every
+    other prune path and the GossipSub v1.1 spec. When the mesh later falls under
+    ``degree_low`` (peers leave), the next heartbeat may graft a peer it pruned seconds ago;
+    that peer's GRAFT-flood check (a GRAFT within 10 s of the sender's PRUNE) adds a
+    behaviour penalty of 10 per topic, so two topics graylist an honest node. A node that
+    many peers connect to (the requester) overflows its meshes and loses peers the most.
+    """
+
+    def mesh_heartbeat(self) -> tuple[Any, Any]:
+        peers_to_graft, peers_to_prune = super().mesh_heartbeat()
+        for peer, topics in peers_to_prune.items():
+            for topic in topics:
+                self._add_back_off(peer, topic, False)
+        return peers_to_graft, peers_to_prune

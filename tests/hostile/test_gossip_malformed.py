@@ -166,6 +166,26 @@ async def test_hostile_control_messages_from_a_mesh_peer(tmp_path: Path) -> None
         await arena.honest_message_arrives(b"after the control messages")
 
 
+async def test_a_peer_that_prunes_and_grafts_again_at_once_is_graylisted(tmp_path: Path) -> None:
+    """GRAFT-flood protection still holds: a PRUNE then a GRAFT of the same topics (what an
+    honest router no longer sends within its back-off) get the sender banned."""
+    async with open_arena(tmp_path) as arena:
+        topics = [arena.topic("models"), arena.topic("committee")]
+        prune = rpc_pb2.ControlMessage(prune=[rpc_pb2.ControlPrune(topicID=t) for t in topics])
+        graft = rpc_pb2.ControlMessage(graft=[rpc_pb2.ControlGraft(topicID=t) for t in topics])
+        stream = await open_raw_stream(arena.attacker, arena.target.peer_id)
+        # two RPCs: the router handles an RPC's GRAFTs before its PRUNEs
+        for control in (prune, graft):
+            await stream.write(frame(rpc_pb2.RPC(control=control).SerializeToString()))
+        guard = arena.target.node.guard
+        await wait_until(
+            lambda: arena.attacker.get_id() in guard.banned_until, "the target to ban the attacker"
+        )
+        assert "GRAFT flood" in guard.penalties(arena.attacker.get_id())
+        assert arena.target_alive()
+        await arena.honest_message_arrives(b"after the GRAFT flood")
+
+
 async def test_subscriptions_to_huge_topic_names_are_refused_and_charged(tmp_path: Path) -> None:
     """Upstream stores up to 100 topic names per peer whatever their length: 100 names of
     10,000 characters would be a megabyte per identity (100 MB with 1 MiB names)."""
