@@ -10,9 +10,9 @@ stake above W / tau is capped at one seat per round as one identity; split, it r
 up to, never beyond, its proportional share tau * w / W. So identities buy seats only in
 proportion to stake, as honest validators' do.
 
-On chain a split is not even possible below the task's stake: `Task.joinAsValidator`
-takes exactly `validatorStake` per identity (WrongDeposit otherwise), so k identities cost
-k full stakes, each also slashable. What several identities of one owner can still do is
+On chain no identity stakes less than the task's minimum: `Task.joinAsValidator` takes
+`validatorStake` to `MAX_STAKE` per identity (StakeOutOfRange otherwise), so k identities
+cost at least k minimum stakes, each slashed a fraction of its own stake. What several identities of one owner can still do is
 vote together: that is the `colluding` validator attack, bounded by the honest majority
 of the stake that the consensus assumes.
 """

@@ -43,6 +43,26 @@ def test_splitting_gains_no_seats_beyond_the_proportional_share(
         assert one == 1 <= split
 
 
+@given(
+    others=st.lists(st.integers(1, 10**6), min_size=1, max_size=10),
+    parts=st.lists(st.integers(1, 10**6), min_size=1, max_size=6),
+    tau=st.integers(1, 12),
+)
+def test_an_unequal_split_among_unequal_stakes_gains_nothing_while_uncapped(
+    others: list[int], parts: list[int], tau: int
+) -> None:
+    """Validators stake unequal amounts (any amount from the task's minimum up): the
+    attacker's stake, split in unequal parts, expects exactly one identity's seats while
+    tau * w <= W, and never more than its proportional share."""
+    stake = sum(parts)
+    total = sum(others) + stake
+    one = expected_seats([stake], tau, total)
+    split = expected_seats(parts, tau, total)
+    assert split <= Fraction(tau * stake, total)
+    if tau * stake <= total:
+        assert split == one
+
+
 def seats(keys: list[vrf.VRFPrivateKey], stakes: list[int], tau: int, total: int, rounds: int) -> int:
     seed = b"\x5e" * 32
     return sum(
