@@ -76,6 +76,7 @@ class TaskFacts:
     workers: tuple[bytes, ...]
     validators: tuple[bytes, ...]
     workers_per_round: int = 0  # Params.workersPerRound: 0 draws every worker every round
+    rounds: int = 0  # Params.rounds
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ class EventTranslator:
                     workers=fact.workers,
                     validators=fact.validators,
                     workers_per_round=fact.workers_per_round,
+                    rounds=fact.rounds,
                 )
             ]
         if name == "RoundStarted":
@@ -255,4 +257,5 @@ class ChainFollower:
             workers=tuple(address_bytes(w) for w in workers),
             validators=tuple(address_bytes(v) for v in validators),
             workers_per_round=params.workers_per_round,
+            rounds=params.rounds,
         )

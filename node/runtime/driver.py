@@ -123,6 +123,22 @@ class Driver:
         """Feed `first` (Restarted, or a Tick for a new machine), then every event, until
         the machine says Stop. Raises NodeStopped when it stopped on a failure."""
         events_send, events_recv = trio.open_memory_channel[ev.Event | _Batch](math.inf)
+        try:
+            stop = await self._pump(first, events_send, events_recv)
+        finally:
+            self.jobs.stop()  # a job in a thread of its own would outlive the node
+        if stop.failed:
+            raise NodeStopped(stop.reason)
+        self.status.done = True
+        self.log.info("done with task %s: %s", self.status.task, stop.reason)
+        return self.status
+
+    async def _pump(
+        self,
+        first: ev.Event,
+        events_send: trio.MemorySendChannel[ev.Event | _Batch],
+        events_recv: trio.MemoryReceiveChannel[ev.Event | _Batch],
+    ) -> Stop:
         async with trio.open_nursery() as nursery:
             pump = _Pump(self, nursery, events_send)
             nursery.start_soon(pump.send_txs)
@@ -141,11 +157,7 @@ class Driver:
                 else:
                     stop = await pump.feed(item)
             nursery.cancel_scope.cancel()
-        if stop.failed:
-            raise NodeStopped(stop.reason)
-        self.status.done = True
-        self.log.info("done with task %s: %s", self.status.task, stop.reason)
-        return self.status
+        return stop
 
 
 class _Pump:
@@ -274,7 +286,8 @@ def machine_options(config: NodeConfig, started_at: int) -> dict[str, Any]:
         return {"recruiting": recruiting(config, started_at), "finalize_after": 0}
     if config.role == "validator":
         return {"finalize_after": VALIDATOR_FINALIZE_AFTER_S}
-    return {}
+    # a copycat has nothing to copy before the round it would submit in has opened
+    return {"train_ahead": config.behaviour.worker.split(":")[0] != "copycat"}
 
 
 def new_machine(

@@ -98,6 +98,9 @@ class JobEffects(Protocol):
     async def run(self, action: Action) -> ev.Event | None:
         """The job's answer (JobFailed when it failed; None for a job nobody waits on)."""
 
+    def stop(self) -> None:
+        """Stop jobs running in threads of their own: the node is shutting down."""
+
 
 class StateStore(Protocol):
     async def save(self, state: dict[str, Any]) -> None: ...

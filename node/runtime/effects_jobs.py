@@ -48,12 +48,14 @@ from protocol.state import events as ev
 from protocol.state.actions import (
     Action,
     Aggregate,
+    CancelTrainingAhead,
     DrawSortition,
     PrepareTaskData,
     SaveFinalModel,
     SealKeyRelease,
     StartEvaluation,
     StartTraining,
+    TrainAhead,
 )
 from protocol.state.records import GlobalModel, Job, TaskTerms, Update
 
@@ -72,6 +74,10 @@ JOB_OF = {
 
 
 CONTENT_KEY_SIZE = 32
+
+
+class TrainingCancelled(Exception):
+    """The machine dropped the update being trained ahead (CancelTrainingAhead)."""
 
 
 class ReleasedUpdates(learning.ModelBook):
@@ -261,6 +267,10 @@ class LearningJobs:
         self.log = log
         self.work: TaskWork | None = None  # None until FollowTask
         self.background = LowPriorityThread()
+        # Training ahead runs at a lower priority too: on shared cores the committee's
+        # evaluation of the round, which the next round waits for, goes first.
+        self.ahead_thread = LowPriorityThread(name="fl-node-ahead")
+        self._cancel_ahead: dict[int, threading.Event] = {}  # for_round -> set to stop it
         # the accepted updates of our last evaluation and the accuracy it measured for
         # their aggregate: the round's global model when the chain agrees with us
         self._judged: tuple[tuple[tuple[str, int], ...], float] | None = None
@@ -287,15 +297,25 @@ class LearningJobs:
         return self.work
 
     def aside(self, action: Action) -> bool:
-        """Whether `action` runs beside the other jobs, at a lower priority: a validator's
-        or the requester's own copy of the round's global model, which nothing waits on
-        before the next commit phase (a worker trains from its copy: it waits)."""
+        """Whether `action` runs beside the other jobs: a validator's or the requester's own
+        copy of the round's global model (at a lower priority), which nothing waits on
+        before the next commit phase (a worker trains from its copy: it waits); and
+        cancelling training ahead, which must not wait behind the job it stops."""
+        if isinstance(action, CancelTrainingAhead):
+            return True
         return isinstance(action, Aggregate) and self.config.role != "worker"
+
+    def stop(self) -> None:
+        """Stop any training ahead: the node is shutting down."""
+        for cancel in list(self._cancel_ahead.values()):
+            cancel.set()
 
     async def run(self, action: Action) -> ev.Event | None:
         handlers: dict[type, Callable[[Any], Awaitable[ev.Event | None]]] = {
             DrawSortition: self._draw_sortition,
             StartTraining: self._train,
+            TrainAhead: self._train_ahead,
+            CancelTrainingAhead: self._cancel_training_ahead,
             SealKeyRelease: self._seal_key_release,
             StartEvaluation: self._evaluate,
             Aggregate: self._aggregate,
@@ -303,10 +323,17 @@ class LearningJobs:
             SaveFinalModel: self._save_final_model,
         }
         try:
-            with timing.span(self.log, type(action).__name__, getattr(action, "round", 0)):
+            round = getattr(action, "round", getattr(action, "for_round", 0))
+            with timing.span(self.log, type(action).__name__, round):
                 return await handlers[type(action)](action)
+        except TrainingCancelled:
+            assert isinstance(action, TrainAhead)
+            self.log.info("round %d: training ahead cancelled", action.for_round)
+            return ev.TrainedAhead(action.for_round, action.base, None, problem="cancelled")
         except Exception as problem:  # a job's failure is reported, never fatal
             self.log.exception("job %s failed", type(action).__name__)
+            if isinstance(action, TrainAhead):
+                return ev.TrainedAhead(action.for_round, action.base, None, problem=f"{problem}")
             job = JOB_OF.get(type(action))
             if job is None:
                 return None
@@ -328,10 +355,14 @@ class LearningJobs:
             return ev.SortitionDrawn(action.round, None)
         return ev.SortitionDrawn(action.round, ticket.proof)
 
-    def _progress_logger(self, round: int) -> Callable[[Any], None]:
+    def _progress_logger(
+        self, round: int, cancel: threading.Event | None = None
+    ) -> Callable[[Any], None]:
         last = [0.0]
 
         def report(progress: Any) -> None:
+            if cancel is not None and cancel.is_set():
+                raise TrainingCancelled()
             now = time.monotonic()
             if now - last[0] >= PROGRESS_EVERY_S or progress.step == progress.total_steps:
                 last[0] = now
@@ -343,39 +374,76 @@ class LearningJobs:
         return report
 
     async def _train(self, action: StartTraining) -> ev.Event:
-        book = self._work().book
-        if self.shard is None:
-            with timing.span(self.log, "load data", action.round):
-                self.shard = await trio.to_thread.run_sync(
-                    learning.load_worker_shard, self.config.data
-                )
-        shard = self.shard
         if self.config.behaviour.worker.split(":")[0] == "copycat" and self.copied_update:
             # the cheapest copy left when updates are sealed: submit another worker's
             # sealed blob under our own name, without reading it
             cid = await self.copied_update(action.round)
             self.log.info("round %d: copycat submits %s as its own", action.round, cid)
-            return ev.TrainingDone(action.round, cid, len(shard))
+            return ev.TrainingDone(action.round, cid, len(await self._shard(action.round)))
+        cid, claimed = await self._trained(action.round, action.base, trio.to_thread.run_sync)
+        return ev.TrainingDone(action.round, cid, claimed)
+
+    async def _train_ahead(self, action: TrainAhead) -> ev.Event:
+        """The next round's update, trained in the low-priority thread from the base the
+        machine expects; the same work as `_train`, so a hit is the update `_train` makes."""
+        cancel = self._cancel_ahead.setdefault(action.for_round, threading.Event())
+        try:
+            cid, claimed = await self._trained(
+                action.for_round, action.base, self.ahead_thread.run, cancel
+            )
+        finally:
+            self._cancel_ahead.pop(action.for_round, None)
+        return ev.TrainedAhead(action.for_round, action.base, cid, claimed)
+
+    async def _cancel_training_ahead(self, action: CancelTrainingAhead) -> None:
+        # set before the job starts, too: it may still wait in the job lane
+        self._cancel_ahead.setdefault(action.for_round, threading.Event()).set()
+        return None
+
+    async def _shard(self, round: int) -> Dataset:
+        if self.shard is None:
+            with timing.span(self.log, "load data", round):
+                self.shard = await trio.to_thread.run_sync(
+                    learning.load_worker_shard, self.config.data
+                )
+        return self.shard
+
+    async def _trained(
+        self,
+        round: int,
+        base_model: GlobalModel,
+        in_thread: Callable[[Callable[[], bytes]], Awaitable[bytes]],
+        cancel: threading.Event | None = None,
+    ) -> tuple[str, int]:
+        """Train round `round`'s update from `base_model` in `in_thread`, seal and store it:
+        its CID and the sample count we claim. `cancel`, once set, stops the training
+        (TrainingCancelled)."""
+        book = self._work().book
+        shard = await self._shard(round)
         recipients = await self.recipients()
-        seed = int.from_bytes(self.me[:4], "big") ^ action.round
+        seed = int.from_bytes(self.me[:4], "big") ^ round
+        ahead = {"ahead": 1} if cancel is not None else {}
 
         def work() -> bytes:
-            with timing.span(self.log, "base", action.round):
-                base = book.global_state(action.base)
-            with timing.span(self.log, "train", action.round, samples=len(shard)):
+            if cancel is not None and cancel.is_set():
+                raise TrainingCancelled()
+            with timing.span(self.log, "base", round, **ahead):
+                base = book.global_state(base_model)
+            with timing.span(self.log, "train", round, samples=len(shard), **ahead):
                 state = learning.train_update(
                     book, base, shard, self.config.training, self.config.behaviour, seed,
-                    self._progress_logger(action.round),
+                    self._progress_logger(round, cancel),
                 )
-            with timing.span(self.log, "seal", action.round):
+            with timing.span(self.log, "seal", round, **ahead):
                 return book.crypto.seal(encode_state_dict(state), recipients)
 
-        self.log.info("round %d: training on %d samples", action.round, len(shard))
-        sealed = await trio.to_thread.run_sync(work)
-        with timing.span(self.log, "store", action.round):
+        self.log.info(
+            "round %d: training%s on %d samples", round, " ahead" if cancel else "", len(shard)
+        )
+        sealed = await in_thread(work)
+        with timing.span(self.log, "store", round, **ahead):
             cid = await self.exchange.publish(sealed)
-        claimed = learning.claimed_samples(self.config.behaviour, len(shard))
-        return ev.TrainingDone(action.round, cid, claimed)
+        return cid, learning.claimed_samples(self.config.behaviour, len(shard))
 
     async def _seal_key_release(self, action: SealKeyRelease) -> ev.Event:
         """Our update's content key, unwrapped from its envelope (we are a recipient) and

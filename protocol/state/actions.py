@@ -91,6 +91,24 @@ class StartTraining(Action):
 
 
 @dataclass(frozen=True)
+class TrainAhead(Action):
+    """Train for round `for_round` before it opens, from `base`: the global model the
+    current round makes if it accepts every update submitted in it. Store the sealed
+    update but announce nothing (answer: TrainedAhead, whatever happened)."""
+
+    for_round: int
+    base: GlobalModel
+
+
+@dataclass(frozen=True)
+class CancelTrainingAhead(Action):
+    """Stop the TrainAhead job for `for_round` if it has not finished: its base turned
+    out not to be the round's (answer: that job's TrainedAhead, with a problem)."""
+
+    for_round: int
+
+
+@dataclass(frozen=True)
 class SealKeyRelease(Action):
     """Unwrap the content key of our update `cid` (we are one of its recipients) and seal
     it for every member of the task (answer: KeyReleaseSealed)."""

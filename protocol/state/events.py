@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from protocol.state.records import Job, Phase, Role, TaskOffer, TxKind
+from protocol.state.records import GlobalModel, Job, Phase, Role, TaskOffer, TxKind
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ class TaskStarted(Event):
     workers: tuple[bytes, ...]
     validators: tuple[bytes, ...]
     workers_per_round: int = 0
+    rounds: int = 0  # Params.rounds (0: not known)
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,19 @@ class TrainingDone(Event):
     round: int
     cid: str
     n_samples: int
+
+
+@dataclass(frozen=True)
+class TrainedAhead(Event):
+    """Answer to TrainAhead: the sealed update trained for `for_round` from `base`, stored
+    locally under `cid`; or `cid` None and the `problem` (the job failed or was cancelled).
+    It names no `round`: it usually comes back before the round it is for has opened."""
+
+    for_round: int
+    base: GlobalModel
+    cid: str | None
+    n_samples: int = 0
+    problem: str | None = None
 
 
 @dataclass(frozen=True)

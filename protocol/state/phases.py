@@ -56,6 +56,7 @@ from protocol.state.events import (
     TaskStarted,
     TaskTerminated,
     Tick,
+    TrainedAhead,
     TxConfirmed,
     TxFailed,
     UpdateSubmitted,
@@ -161,6 +162,7 @@ class RoundView:
     workers: tuple[bytes, ...] = ()
     validators: tuple[bytes, ...] = ()
     workers_per_round: int = 0  # 0: every worker trains in every round
+    rounds: int = 0  # the task's number of rounds (0: not known)
     global_model: GlobalModel | None = None
     # this round, from the chain
     submissions: dict[bytes, Submission] = field(default_factory=dict)
@@ -459,6 +461,7 @@ def _task_started(m: RoundMachine, e: TaskStarted) -> list[Action]:
     view.workers = e.workers[:MAX_WORKERS]
     view.validators = e.validators[:MAX_WORKERS]
     view.workers_per_round = e.workers_per_round
+    view.rounds = e.rounds
     view.global_model = GlobalModel(e.initial_model_cid)
     return [
         Log("info", f"task started: {len(e.workers)} workers, {len(e.validators)} validators"),
@@ -699,8 +702,11 @@ def ignore(phases: Iterable[Phase], events: Iterable[type[Event]], why: str) -> 
 
 NO_ROUND = (Phase.IDLE, Phase.FINALIZED, Phase.TERMINATED)  # no round is running
 
+WORKER_JOB_EVENTS: tuple[type[Event], ...] = (TrainedAhead,)  # only a worker asks for these
+
 COMMON_IGNORED: dict[tuple[Phase, type[Event]], str] = {
     **ignore(ALL_PHASES, (Tick,), "the clock: the dispatcher moves phases on by it"),
+    **ignore(ALL_PHASES, WORKER_JOB_EVENTS, "a worker's job"),
     **ignore(OPEN_PHASES + (Phase.TERMINATED,), (TaskStarted,), "the task started once"),
     **ignore((Phase.TERMINATED,), (RoundOpened, TaskTerminated), "the task is over"),
     **ignore((Phase.IDLE, Phase.TERMINATED), (UpdateSubmitted,), "no round is open"),

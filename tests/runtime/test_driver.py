@@ -127,6 +127,7 @@ class FakeJobs:
         self.problem = problem  # why the node cannot do this task's work
         self.followed: list[tuple[bytes, TaskTerms]] = []
         self.ran: list[Action] = []
+        self.stopped = False
 
     async def follow(self, task: bytes, terms: TaskTerms) -> str | None:
         self.followed.append((task, terms))
@@ -134,6 +135,9 @@ class FakeJobs:
 
     def aside(self, action: Action) -> bool:
         return False
+
+    def stop(self) -> None:
+        self.stopped = True
 
     async def run(self, action: Action) -> ev.Event | None:
         self.ran.append(action)

@@ -70,7 +70,9 @@ def training_worker() -> WorkerMachine:
 
 
 def test_a_round_from_the_initial_model_to_the_next_global_model() -> None:
-    worker = WorkerMachine(ME, TASK)
+    # without training ahead, which fetches the updates once training closes
+    # (tests/state/test_pipelining.py)
+    worker = WorkerMachine(ME, TASK, train_ahead=False)
     actions = feed(worker, started(), opened(1))
     assert only(actions, Fetch) == [Fetch(INITIAL_CID, (REQUESTER,))]
     assert not only(actions, StartTraining)  # the initial model is not here yet
