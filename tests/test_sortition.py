@@ -10,6 +10,7 @@ from eth_utils import keccak
 
 from protocol import keycert, sortition, vrf
 from protocol.errors import VRFError
+from protocol.limits import MAX_STAKE
 from tests.vrf_test_keys import honest_keys
 
 ROUNDS = 1000
@@ -128,6 +129,36 @@ def test_committee_size_averages_tau_over_1000_rounds(betas: list[list[bytes]]) 
     for i, p in enumerate(probabilities):
         hits = sum(sortition.is_selected(row[i], tau, stakes[i], total) for row in betas)
         assert abs(hits - ROUNDS * p) <= 5 * math.sqrt(ROUNDS * p * (1 - p)), (i, hits)
+
+
+def test_a_capped_whale_sits_every_round_and_the_committee_shrinks(betas: list[list[bytes]]) -> None:
+    """Unequal stakes with one above W / tau: its threshold is 1 (it sits every round), so the
+    committee averages sum(min(1, tau * w / W)) < tau, not tau."""
+    stakes = [1, 1, 1, 2, 2, 3, 3, 5, 8, 13, 30]  # W = 69; tau * 30 / 69 > 1
+    total, tau = sum(stakes), 4
+    probabilities = [min(Fraction(1), Fraction(tau * w, total)) for w in stakes]
+    expected = sum(probabilities)
+    assert probabilities[-1] == 1 and expected < tau
+    sizes = [
+        sum(sortition.is_selected(row[i], tau, w, total) for i, w in enumerate(stakes))
+        for row in betas
+    ]
+    variance = sum(p * (1 - p) for p in probabilities)
+    assert abs(sum(sizes) - ROUNDS * expected) <= 5 * math.sqrt(ROUNDS * variance)
+    assert _seats(betas, range(10, 11), 30, total, tau) == ROUNDS
+
+
+def test_is_selected_is_exact_at_the_chains_largest_stakes() -> None:
+    """256 validators of MAX_STAKE (the most Task accepts): W = 2^120, and the threshold
+    floor(tau * w * 2^256 / W) is still decided to the unit."""
+    total, stake, tau = 256 * MAX_STAKE, MAX_STAKE, 7
+    threshold = tau * stake * 2**256 // total  # 7/256 of 2^256, exactly
+    assert sortition.is_selected((threshold - 1).to_bytes(32, "big"), tau, stake, total)
+    assert not sortition.is_selected(threshold.to_bytes(32, "big"), tau, stake, total)
+    odd = total - 1  # not a power of two: the floor matters
+    edge = tau * stake * 2**256 // odd
+    assert sortition.is_selected(edge.to_bytes(32, "big"), tau, stake, odd)
+    assert not sortition.is_selected((edge + 1).to_bytes(32, "big"), tau, stake, odd)
 
 
 def test_splitting_stake_over_ten_identities_gains_no_seats(betas: list[list[bytes]]) -> None:
