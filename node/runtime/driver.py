@@ -77,6 +77,8 @@ STATE_FILE = "machine.json"
 CURSOR_FILE = "cursor.json"
 BLOCKS_DIR = "blocks"
 VALIDATOR_FINALIZE_AFTER_S = 30  # validators finalize a round the requester left hanging
+# Polls that find no new block double the wait before the next, up to 2**3 poll intervals.
+MAX_POLL_BACKOFF_STEPS = 3
 
 
 class NodeStopped(RuntimeError):
@@ -174,6 +176,7 @@ class _Pump:
         self.nursery = nursery
         self.events = events
         self.txs_send, self.txs_recv = trio.open_memory_channel[SendTx](math.inf)
+        self.poked = trio.Event()
         self.jobs_send, self.jobs_recv = trio.open_memory_channel[Action](math.inf)
 
     async def feed(self, event: ev.Event) -> Stop | None:
@@ -231,19 +234,34 @@ class _Pump:
     async def send_txs(self) -> None:
         async for tx in self.txs_recv:
             await self._answer(self.d.chain.send, tx)
+            self.poke()  # its block holds its log: no need to wait for the next poll
 
     async def run_jobs(self) -> None:
         async for job in self.jobs_recv:
             await self._answer(self.d.jobs.run, job)
 
     async def poll_chain(self) -> None:
+        """Read the chain when it may have something new: at once after one of our
+        transactions landed (`poke`), else every poll interval while blocks keep coming,
+        backing off to MAX_POLL_BACKOFF intervals while none does. A poll that finds no
+        new block asks for the block number only."""
+        quiet = 0
         while True:
             events = await self.d.chain.poll()
             if events is not None:
                 batch = _Batch(events)
                 await self.events.send(batch)
                 await batch.done.wait()
-            await trio.sleep(self.d.poll_interval)
+                quiet = 0
+            else:
+                quiet = min(quiet + 1, MAX_POLL_BACKOFF_STEPS)
+            with trio.move_on_after(self.d.poll_interval * 2**quiet):
+                await self.poked.wait()
+            self.poked = trio.Event()
+
+    def poke(self) -> None:
+        """Something we did changed the chain (a transaction of ours landed): read it now."""
+        self.poked.set()
 
 
 # --- building a node's driver ------------------------------------------------------------

@@ -109,18 +109,29 @@ class ChainSide:
         self.log = log
         self.initial_cid = initial_cid  # the requester's initial model, for createTask
         self.task: str | None = None
+        self._head: int | None = None  # the chain's latest block at the last full read
 
     async def poll(self) -> list[ev.Event] | None:
+        """The events of the blocks since the last read; None when there is no new block
+        (nothing can have happened: logs and the clock both come with blocks) or the read
+        failed. Asking for the block number alone is a small fraction of a full read."""
         try:
+            head = await self.chain.run(self._block_number)
+            if head == self._head:
+                return None
             events = await self.chain.run(self.follower.poll)
         except (ChainError, OSError) as problem:
             self.log.warning("polling the chain failed (%s); retrying", problem)
             return None
+        self._head = head
         seen = [e for block in self.follower.last_blocks for e in block.events]
         if seen:  # when each log reached us against its block's time: the block waits
             blocks = {b.number: b.timestamp for b in self.follower.last_blocks}
             timing.point(self.log, "chain", self.status.round, logs=[_seen(e, blocks) for e in seen])
         return events
+
+    def _block_number(self) -> int:
+        return int(self.client.w3.eth.block_number)
 
     async def commit(self) -> None:
         await trio.to_thread.run_sync(self.follower.cursor.commit)

@@ -66,3 +66,27 @@ async def test_a_deposit_the_account_cannot_pay_is_a_permanent_failure(
     assert failed.error_name == "InsufficientFunds"
     assert "fund the account with at least" in failed.reason
     assert poor.balance() == ETHER // 10  # nothing was sent
+
+
+async def test_a_poll_without_a_new_block_reads_no_logs(world: World, tmp_path: Path) -> None:
+    world.reset()
+    task = world.started_task(n_workers=2, n_validators=1)
+    side = chain_side(world, world.workers[0], tmp_path)
+    await side.follow(address_bytes(task))
+    reads: list[int] = []
+    read = side.follower.poll
+
+    def counted() -> list[ev.Event]:
+        reads.append(1)
+        return read()
+
+    side.follower.poll = counted  # type: ignore[method-assign]
+    first = await side.poll()
+    assert first is not None and any(isinstance(e, ev.RoundOpened) for e in first)
+    await side.commit()
+    assert await side.poll() is None  # no block since: nothing to read
+    assert len(reads) == 1
+    world.w3.testing.mine(1)  # type: ignore[attr-defined]
+    later = await side.poll()
+    assert later is not None and isinstance(later[-1], ev.Tick)  # the new block's clock
+    assert len(reads) == 2
