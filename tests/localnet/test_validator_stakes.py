@@ -60,6 +60,14 @@ def test_the_smallest_stake_becomes_the_tasks_minimum_unless_task_sets_it() -> N
     assert merged["validator_stakes"] == (7 * ETHER, 8 * ETHER)
 
 
+def test_the_shipped_unequal_stakes_scenario_runs_as_written() -> None:
+    text = (Path(__file__).resolve().parents[2] / "scenarios" / "unequal_stakes.toml").read_text()
+    merged, overrides = _merged([], text)
+    assert merged["validator_stakes"] == tuple(s * ETHER for s in (1, 1, 1, 1, 2, 2, 4, 4))
+    assert stakes_problem(merged, overrides) is None
+    assert overrides["committee_size"] == 4 and overrides["validator_stake_wei"] == ETHER
+
+
 def test_stakes_that_cannot_run_are_refused_with_the_fix() -> None:
     merged, overrides = _merged(["--validators", "3", "--validator-stakes", "1,2"])
     assert "gives 2 stakes for 3 validators; give one per validator" in str(
