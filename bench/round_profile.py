@@ -19,7 +19,12 @@
    sealed updates as there are workers, on the task's validation set, at the validators'
    thread count; V validators on C cores need V/C of it when V > C).
 
-It prints each round's wall time and `round wall / floor`, and their mean.
+It prints each round's wall time and `round wall / floor`, and their mean. A round's wall
+time is from its opening to the next round's opening (the last round: to its
+finalization): workers train the next round's update ahead while the committee judges
+the round (protocol/state/worker.py), so rounds overlap, and the time between openings is
+what a round costs. Each round also shows that overlap: how long the workers trained its
+update before it opened, and how many submitted the update trained ahead.
 """
 
 from __future__ import annotations
@@ -294,6 +299,38 @@ def critical_path(t: Timeline, round: int, phase: str, start: float, end: float)
     return node, steps
 
 
+@dataclass
+class Ahead:
+    """Training ahead for one round: each worker's seconds of it before the round opened
+    (while the previous round was judged), and the workers that submitted that update."""
+
+    before_opening: dict[str, float]
+    submitted: list[str]
+
+
+def trained_ahead(t: Timeline, round: int) -> Ahead:
+    opened = t.boundaries[round]["training"]
+    before: dict[str, float] = {}
+    submitted = []
+    for node in t.events:
+        ahead = [e for e in t.spans(node, "train", round=round) if e.get("ahead")]
+        if not ahead:
+            continue
+        before[node] = sum(max(0.0, min(e["end"], opened) - e["start"]) for e in ahead)
+        trained_plainly = [e for e in t.spans(node, "train", round=round) if not e.get("ahead")]
+        used = any("failed" not in e for e in ahead) and not trained_plainly
+        if used and t.spans(node, "tx", round=round, kind="submitUpdate"):
+            submitted.append(node)
+    return Ahead(before, submitted)
+
+
+def round_span(t: Timeline, round: int) -> tuple[float, float]:
+    """When a round opened, and when the next one did (the last round: when it finalized)."""
+    start = t.boundaries[round]["training"]
+    following = t.boundaries.get(round + 1, {}).get("training")
+    return start, following if following is not None else t.boundaries[round]["finalized"]
+
+
 def gossip_latency(t: Timeline, round: int) -> list[float]:
     """Seconds from a worker's announcement publish to each node's receipt, in `round`."""
     published: dict[str, list[float]] = {}  # a worker announces again in each phase
@@ -416,12 +453,27 @@ def evaluation_alone(
 
 def show_round(t: Timeline, sampler: CpuSampler | None, round: int, roles: dict[str, list[str]], out: TextIO) -> float:
     phases = t.phases(round)
-    wall = phases[-1][2] - phases[0][1]
-    print(f"\nround {round}: {wall:.1f} s", file=out)
+    opened, closed = round_span(t, round)
+    wall = closed - opened
+    settled = phases[-1][2] - phases[0][1]
+    until = "the next round opened" if round + 1 in t.boundaries else "it finalized (last round)"
+    line = f"\nround {round}: {wall:.1f} s from its opening until {until}"
+    if abs(settled - wall) > 0.5:  # the finalizing transaction opens the next round
+        line += f"; opening to finalization {settled:.1f} s"
+    print(line, file=out)
     for phase, start, end in phases:
         node, steps = critical_path(t, round, phase, start, end)
         path = ", ".join(f"{s.label} {s.seconds:.1f}" for s in steps)
         print(f"  {phase:<9} {end - start:5.1f} s  waited for {node}: {path}", file=out)
+    ahead = trained_ahead(t, round)
+    if ahead.before_opening:
+        overlap = statistics.mean(ahead.before_opening.values())
+        print(
+            f"  ahead     {len(ahead.before_opening)} workers trained this round's update before "
+            f"it opened, {overlap:.1f} s each on average (overlapping round {round - 1}'s "
+            f"judging); {len(ahead.submitted)} submitted it",
+            file=out,
+        )
     latencies = sorted(gossip_latency(t, round))
     if latencies:
         print(
@@ -440,11 +492,11 @@ def show_round(t: Timeline, sampler: CpuSampler | None, round: int, roles: dict[
         shares.append(f"{role} " + " ".join(cells))
     if shares and sampler is not None:
         print("  cpu/node  " + "; ".join(shares), file=out)
-        start, end = phases[0][1], phases[-1][2]
-        ours = sum(s for s in (sampler.share(n, start, end) for names in roles.values() for n in names) if s)
+        shares_now = (sampler.share(n, opened, closed) for names in roles.values() for n in names)
+        ours = sum(s for s in shares_now if s)
         print(
             f"  machine   the localnet's processes used {ours:.2f} of {len(os.sched_getaffinity(0))} "
-            f"cores; load average {sampler.load(start, end) or 0:.1f} (other users' work included)",
+            f"cores; load average {sampler.load(opened, closed) or 0:.1f} (other users' work included)",
             file=out,
         )
     return wall
@@ -574,7 +626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r, wall in walls.items():
         line = f"round {r}: {wall:5.1f} s  / {floor:.1f} s = {wall / floor:.2f}"
         if sampler is not None:
-            start, end = timeline.phases(r)[0][1], timeline.phases(r)[-1][2]
+            start, end = round_span(timeline, r)
             used = sampler.used(start, end)
             line += f"   (CPU: {used:.1f} s / {floor_cpu:.1f} s = {used / floor_cpu:.2f})"
         print(line, file=out)
