@@ -275,7 +275,8 @@ def poll_interval(nodes: int) -> float:
 
 
 def _build_mined_reads_once(w3: Web3) -> None:
-    """Make eth-tester build each mined block and receipt once.
+    """Make eth-tester build each mined block and receipt once, and run each view call once
+    per block.
 
     eth-tester rebuilds a receipt (decoding its block and every transaction in it) on each
     read, and its get_logs reads the receipt of every transaction in the range: every node
@@ -306,8 +307,30 @@ def _build_mined_reads_once(w3: Web3) -> None:
             found = blocks[block_number] = read_block(block_number, False)
         return found
 
+    # eth_call at "latest": every node reads the same views (a task's members, each member's
+    # registry record) and py-evm executes each call afresh, so a hundred nodes loading a
+    # hundred members ran ten thousand identical executions under the chain lock before the
+    # task could start. A call's result at "latest" is fixed until the next block is mined;
+    # the results are kept for the current head only.
+    read_call = tester.call
+    calls: dict[str, Any] = {}
+    calls_head: list[int] = [-1]
+
+    def call(transaction: Any, block_number: Any = "latest") -> Any:
+        if block_number != "latest":
+            return read_call(transaction, block_number)
+        head = int(tester.backend.chain.get_block().number)  # the pending block; latest is head - 1
+        if head != calls_head[0]:
+            calls.clear()
+            calls_head[0] = head
+        key = repr(sorted(transaction.items()))
+        if key not in calls:
+            calls[key] = read_call(transaction, block_number)  # a revert raises: not kept
+        return calls[key]
+
     tester.get_transaction_receipt = receipt
     tester.get_block_by_number = block
+    tester.call = call
 
 
 def _reached(status: NodeStatus, point: tuple[int, str]) -> bool:

@@ -1,5 +1,5 @@
 """Parts of the in-process localnet that let a hundred nodes share one process: the
-embedded chain builds each mined block and receipt once, the chain polls thin out as nodes
+embedded chain builds each mined block and receipt once and runs each view call once a block, the chain polls thin out as nodes
 are added, and the workers share one read of the training split."""
 
 from __future__ import annotations
@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from eth_account import Account
 
-from node.chain import dev
+from node.chain import ChainClient, dev
 from node.datasets import default_data_root, load_worker_shard, mnist_available
 from node.datasets.builtin import load_builtin, shared_loads
 from node.localnet.inprocess import _build_mined_reads_once, poll_interval
+from tests.contracts.harness import register
+from tests.vrf_test_keys import honest_keys
 
 
 def test_mined_blocks_and_receipts_are_built_once_and_read_alike() -> None:
@@ -80,3 +82,35 @@ def test_shared_loads_nest_and_end_with_the_outermost() -> None:
             assert builtin._shared is not None
         assert builtin._shared is not None
     assert builtin._shared is None
+
+
+def test_a_view_call_runs_once_per_block_and_sees_the_next_block() -> None:
+    """A hundred nodes reading the same registry record between two blocks run it once; a
+    transaction (a new block) makes the next read see the new state."""
+    w3 = dev.embedded_web3()
+    _build_mined_reads_once(w3)
+    tester = dev.embedded_tester(w3)
+    assert tester is not None
+    executed = {"calls": 0}
+    backend_call = tester.backend.call
+
+    def counting_call(transaction: object, block_number: object) -> object:
+        executed["calls"] += 1
+        return backend_call(transaction, block_number)
+
+    tester.backend.call = counting_call
+    key = "0x" + "11" * 32
+    dev.fund(w3, Account.from_key(key).address, 10**20)
+    client = ChainClient(w3, key)
+    client.deploy_registry()
+    assert not client.is_registered()
+    before = executed["calls"]
+    for _ in range(100):
+        assert not client.is_registered()
+    assert executed["calls"] == before  # served from the first read of this block
+    register(client, honest_keys()[0])
+    registered_at = executed["calls"]
+    assert client.is_registered()  # the registration's block: read afresh
+    assert executed["calls"] == registered_at + 1
+    # other arguments, other results, at the same block
+    assert not client.is_registered(Account.create().address)
