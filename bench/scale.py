@@ -16,8 +16,11 @@ The baseline is the smallest size, measured in the same run: the table prints ea
 round wall time against it, as a ratio and per worker.
 
 `--processes W,V` also runs the multi-process localnet (`fl-node localnet`, one OS process
-per node on anvil) for one round, samples every node process's memory from /proc each
-second, and prints the largest RSS and PSS of a worker, a validator and the requester.
+per node on anvil) for `--rounds` rounds, samples every node process's memory from /proc
+each second, and prints per role the largest and median RSS and PSS and the median
+anonymous memory, the sum of all nodes' PSS, and the rounds' phase times and gas from the
+launcher's results.json. `--sizes ''` runs only that. Set MALLOC_ARENA_MAX in the
+environment to measure the node processes with it (they inherit it).
 """
 
 from __future__ import annotations
@@ -225,8 +228,13 @@ def _node_processes(output: Path) -> dict[int, str]:
     return found
 
 
-def _memory_kb(pid: int) -> tuple[int, int] | None:
-    """(RSS, PSS) in kB from /proc/<pid>/smaps_rollup."""
+MEMORY_FIELDS = ("Rss:", "Pss:", "Anonymous:")
+"""From smaps_rollup: resident, proportional (shared pages split among their users) and
+anonymous (the process's own heap: what no other node process can share)."""
+
+
+def _memory_kb(pid: int) -> tuple[int, ...] | None:
+    """(RSS, PSS, anonymous) in kB from /proc/<pid>/smaps_rollup."""
     try:
         text = Path(f"/proc/{pid}/smaps_rollup").read_text()
     except OSError:
@@ -234,9 +242,9 @@ def _memory_kb(pid: int) -> tuple[int, int] | None:
     values = {}
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) >= 2 and parts[0] in ("Rss:", "Pss:"):
+        if len(parts) >= 2 and parts[0] in MEMORY_FIELDS:
             values[parts[0]] = int(parts[1])
-    return values.get("Rss:", 0), values.get("Pss:", 0)
+    return tuple(values.get(name, 0) for name in MEMORY_FIELDS)
 
 
 def measure_processes(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
@@ -244,7 +252,7 @@ def measure_processes(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     output = folder / "processes"
     command = [
         sys.executable, "-m", "node.cli", "localnet", "--workers", str(workers),
-        "--validators", str(validators), "--rounds", "1", "--model", "mnist_2nn",
+        "--validators", str(validators), "--rounds", str(args.rounds), "--model", "mnist_2nn",
         "--max-samples", str(args.samples_per_worker * workers + 1000), "--output", str(output),
         "--committee-size", str(min(args.committee, validators)),
     ]
@@ -252,16 +260,20 @@ def measure_processes(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         command += ["--workers-per-round", str(args.workers_per_round)]
     if args.data_root is not None:
         command += ["--data-root", str(args.data_root)]
-    peaks: dict[str, tuple[int, int]] = {}
+    peaks: dict[str, tuple[int, ...]] = {}
+    total_pss_peak = 0
     started = time.monotonic()
     with (folder / "processes.log").open("w") as log:
         launcher = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         while launcher.poll() is None:
+            total_pss = 0
             for pid, name in _node_processes(output).items():
                 memory = _memory_kb(pid)
                 if memory is not None:
-                    old = peaks.get(name, (0, 0))
-                    peaks[name] = (max(old[0], memory[0]), max(old[1], memory[1]))
+                    old = peaks.get(name, (0,) * len(memory))
+                    peaks[name] = tuple(max(a, b) for a, b in zip(old, memory, strict=True))
+                    total_pss += memory[1]
+            total_pss_peak = max(total_pss_peak, total_pss)
             time.sleep(1.0)
     by_role: dict[str, dict[str, float]] = {}
     for role in ("worker", "validator", "requester"):
@@ -272,24 +284,52 @@ def measure_processes(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 "max_rss_mb": max(v[0] for v in named) / 1024,
                 "median_rss_mb": statistics.median(v[0] for v in named) / 1024,
                 "max_pss_mb": max(v[1] for v in named) / 1024,
+                "median_pss_mb": statistics.median(v[1] for v in named) / 1024,
+                "median_anon_mb": statistics.median(v[2] for v in named) / 1024,
             }
     return {
         "workers": workers, "validators": validators, "status": launcher.returncode,
         "wall": time.monotonic() - started, "roles": by_role,
+        "total_pss_mb": total_pss_peak / 1024, "rounds": _launcher_rounds(output),
+        "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX", "glibc default"),
     }
+
+
+def _launcher_rounds(output: Path) -> list[dict[str, Any]]:
+    """Each round's phase seconds and gas from the launcher's results.json (none if absent)."""
+    try:
+        document = json.loads((output / "results.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [
+        {"round": r["round"], "phases": r.get("phase_seconds") or {}, "gas": r["gas"]["total"],
+         "submitted": len(r["submitted"])}
+        for r in document.get("rounds", [])
+    ]
 
 
 def print_processes(report: dict[str, Any]) -> None:
     print(
         f"\nmulti-process localnet: {report['workers']} workers, {report['validators']} "
-        f"validators, 1 round, exit status {report['status']}, {report['wall']:.0f} s"
+        f"validators, exit status {report['status']}, {report['wall']:.0f} s, MALLOC_ARENA_MAX "
+        f"{report['malloc_arena_max']}"
     )
-    print(f"{'role':>10} {'nodes':>5} {'max RSS MB':>10} {'median RSS':>10} {'max PSS MB':>10}")
+    for entry in report["rounds"]:
+        phases = ", ".join(f"{k} {v} s" for k, v in entry["phases"].items())
+        print(f"round {entry['round']}: {entry['submitted']} updates; {phases}; gas {entry['gas']:,}")
+    print(
+        f"{'role':>10} {'nodes':>5} {'max RSS MB':>10} {'median RSS':>10} {'max PSS MB':>10} "
+        f"{'median PSS':>10} {'median anon':>11}"
+    )
     for role, row in report["roles"].items():
         print(
             f"{role:>10} {row['nodes']:>5} {row['max_rss_mb']:>10.0f} {row['median_rss_mb']:>10.0f} "
-            f"{row['max_pss_mb']:>10.0f}"
+            f"{row['max_pss_mb']:>10.0f} {row['median_pss_mb']:>10.0f} {row['median_anon_mb']:>11.0f}"
         )
+    print(
+        f"all node processes together: {report['total_pss_mb']:.0f} MB PSS at the peak sample "
+        "(anon: a process's own heap; PSS: its own pages plus its share of the shared ones)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -308,7 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"W={workers}: rounds {rounds} s, run {row['wall']:.0f} s, peak {row['peak_rss_mb']:.0f} MB",
               flush=True)
         rows.append(row)
-    print_table(rows)
+    if rows:
+        print_table(rows)
     if args.processes:
         print_processes(measure_processes(args, folder))
     return 0
