@@ -54,6 +54,7 @@ from node.localnet.launcher import Localnet, LocalnetOptions
 from node.localnet.scenario import Scenario
 from node.models import build_model
 from node.runtime import learning, timing
+from node.runtime.driver import TRAIN_AHEAD_ENV
 from node.runtime.effects_jobs import ReleasedUpdates, judge_round
 from protocol.codec import encode_state_dict
 from protocol.data import Dataset, to_tensors
@@ -539,6 +540,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "the floor is measured now",
     )
     parser.add_argument(
+        "--no-train-ahead", action="store_true",
+        help="workers do not train the next round's update while the round is judged (to compare)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=len(os.sched_getaffinity(0)),
         help="threads of the centralized epoch (default: this machine's cores, %(default)s)",
     )
@@ -560,6 +565,8 @@ def run(args: argparse.Namespace, out: TextIO) -> tuple[Path, CpuSampler | None,
         rounds=args.rounds,
         max_samples=args.max_samples,
     )
+    if args.no_train_ahead:  # the nodes are this process's children: they inherit it
+        os.environ[TRAIN_AHEAD_ENV] = "0"
     scenario = Scenario(source="<round profile>").resolve(args.workers, args.validators)
     localnet = Localnet(options, scenario, stamped)  # type: ignore[arg-type]
     launched = time.time()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +77,8 @@ __all__ = ["BLOCKS_DIR", "Driver", "NodeStatus", "NodeStopped", "start_driver", 
 STATE_FILE = "machine.json"
 CURSOR_FILE = "cursor.json"
 BLOCKS_DIR = "blocks"
+# "0" turns training ahead off (bench.round_profile --no-train-ahead, to compare)
+TRAIN_AHEAD_ENV = "FL_NODE_TRAIN_AHEAD"
 VALIDATOR_FINALIZE_AFTER_S = 30  # validators finalize a round the requester left hanging
 # Polls that find no new block double the wait before the next, up to 2**3 poll intervals.
 MAX_POLL_BACKOFF_STEPS = 3
@@ -305,7 +308,8 @@ def machine_options(config: NodeConfig, started_at: int) -> dict[str, Any]:
     if config.role == "validator":
         return {"finalize_after": VALIDATOR_FINALIZE_AFTER_S}
     # a copycat has nothing to copy before the round it would submit in has opened
-    return {"train_ahead": config.behaviour.worker.split(":")[0] != "copycat"}
+    copycat = config.behaviour.worker.split(":")[0] == "copycat"
+    return {"train_ahead": not copycat and os.environ.get(TRAIN_AHEAD_ENV, "1") != "0"}
 
 
 def new_machine(

@@ -6,13 +6,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
-from node.runtime.driver import Driver, NodeStatus, NodeStopped
+from node.config import BehaviourConfig, load_config
+from node.runtime.driver import (
+    TRAIN_AHEAD_ENV,
+    Driver,
+    NodeStatus,
+    NodeStopped,
+    machine_options,
+    new_machine,
+)
 from node.runtime.effects import Deliver
 from protocol.state import events as ev
 from protocol.state import persist
@@ -305,3 +315,16 @@ async def test_a_resumed_task_the_node_can_no_longer_work_on_stops_it() -> None:
     with pytest.raises(NodeStopped, match=f"task 0x{TASK.hex()}: {untrusted}"):
         await second.driver.run(ev.Restarted())
     assert second.network.deliver is None  # no gossip for a task it cannot work on
+
+
+def test_a_worker_trains_ahead_unless_it_is_a_copycat_or_told_not_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = load_config(Path(__file__).resolve().parents[2] / "node.toml")
+    assert config.role == "worker"
+    worker = new_machine(config, ME, 0, None)
+    assert isinstance(worker, WorkerMachine) and worker.train_ahead
+    copycat = replace(config, behaviour=BehaviourConfig(worker="copycat"))
+    assert machine_options(copycat, 0) == {"train_ahead": False}
+    monkeypatch.setenv(TRAIN_AHEAD_ENV, "0")
+    assert machine_options(config, 0) == {"train_ahead": False}
