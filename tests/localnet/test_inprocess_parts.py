@@ -4,6 +4,9 @@ are added, and the workers share one read of the training split."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 from eth_account import Account
@@ -11,9 +14,11 @@ from eth_account import Account
 from node.chain import ChainClient, dev
 from node.datasets import default_data_root, load_worker_shard, mnist_available
 from node.datasets.builtin import load_builtin, shared_loads
-from node.localnet.inprocess import _build_mined_reads_once, poll_interval
+from node.localnet.inprocess import VIEW_CONTRACTS, _build_mined_reads_once, poll_interval
 from tests.contracts.harness import register
 from tests.vrf_test_keys import honest_keys
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_mined_blocks_and_receipts_are_built_once_and_read_alike() -> None:
@@ -108,9 +113,31 @@ def test_a_view_call_runs_once_per_block_and_sees_the_next_block() -> None:
     for _ in range(100):
         assert not client.is_registered()
     assert executed["calls"] == before  # served from the first read of this block
+    other = ChainClient(w3, "0x" + "22" * 32, registry=client.registry_address)
+    assert not other.is_registered(client.address)  # another node asks the same view
+    assert executed["calls"] == before
     register(client, honest_keys()[0])
     registered_at = executed["calls"]
     assert client.is_registered()  # the registration's block: read afresh
     assert executed["calls"] == registered_at + 1
     # other arguments, other results, at the same block
     assert not client.is_registered(Account.create().address)
+
+
+def test_views_do_not_read_the_sender() -> None:
+    """The in-process chain shares a view's result among all callers of a block: that holds
+    only while no view or pure function of the contracts reads msg.sender or tx.origin."""
+    scanned = 0
+    for name in VIEW_CONTRACTS:
+        source = (REPO / "contracts" / f"{name}.sol").read_text()
+        for match in re.finditer(r"function\s+(\w+)\s*\([^)]*\)[^{;]*\b(?:view|pure)\b[^{;]*\{", source):
+            depth, end = 1, match.end()
+            while depth:
+                depth += {"{": 1, "}": -1}.get(source[end], 0)
+                end += 1
+            body = source[match.end() : end]
+            assert "msg.sender" not in body and "tx.origin" not in body, (
+                f"{name}.{match.group(1)} reads the sender: the in-process call cache must key it"
+            )
+            scanned += 1
+    assert scanned >= 10  # the pattern still finds the contracts' views
