@@ -39,10 +39,11 @@ pragma solidity ^0.8.24;
 /// - a rejected worker loses min(depositLeft, workerSlash); the sum is split equally over the
 ///   accepted workers (floor); with none accepted it all goes back to escrow.
 /// - validator pool V and the slashed stakes are paid for work: an agreeing member's weight is
-///   the number of workers it judged (1 each when the round had no submissions), and it gets
-///   V * weight / totalWeight + slashed * weight / totalWeight. A member that marks everyone
-///   UNAVAILABLE to skip the evaluation is not slashed but earns nothing; with totalWeight 0
-///   both go back to escrow. Stake does not weigh the pay: it already buys seats (sortition
+///   the number of workers it judged, and it gets V * weight / totalWeight +
+///   slashed * weight / totalWeight. A member that marks everyone UNAVAILABLE to skip the
+///   evaluation is not slashed but earns nothing, and a round without submissions pays no
+///   member (there was nothing to judge, and the global model did not change); with
+///   totalWeight 0 both go back to escrow. Stake does not weigh the pay: it already buys seats (sortition
 ///   seats a member with probability min(1, tau * stake / W)), so a member's expected pay
 ///   grows with its stake through its seats alone. A slashed member loses
 ///   min(stakeLeft, stake * slashFractionBps / 10000), stake being its own stake as it joined.
@@ -311,13 +312,13 @@ library RewardMath {
         pure
         returns (uint256 returned)
     {
-        bool noWorkers = out.consensusScores.length == 0;
         uint256 totalWeight = 0;
         uint256 slashed = 0;
         for (uint256 c = 0; c < members.length; ++c) {
             if (out.agreed[c]) {
-                // Paid per worker judged: an all-UNAVAILABLE manifest earns nothing.
-                totalWeight += noWorkers ? 1 : out.judged[c];
+                // Paid per worker judged: an all-UNAVAILABLE manifest, or a round without
+                // submissions, earns nothing.
+                totalWeight += out.judged[c];
             } else {
                 uint256 left = members[c].stakeLeft;
                 uint256 most = (members[c].stake * policy.slashFractionBps) / BPS;
@@ -330,7 +331,7 @@ library RewardMath {
         if (totalWeight == 0) return returned;
         for (uint256 c = 0; c < members.length; ++c) {
             if (!out.agreed[c]) continue;
-            uint256 weight = noWorkers ? 1 : out.judged[c];
+            uint256 weight = out.judged[c];
             uint256 amount = (policy.validatorReward * weight) / totalWeight + (slashed * weight) / totalWeight;
             out.validatorPayouts[c] = amount;
             returned -= amount;

@@ -624,7 +624,7 @@ contract Task {
         r.selected = uint16(selected);
         if (selected == 0) {
             // Nobody drawn: the training phase is over at once; the committee settles an empty
-            // round (its members are paid as in any round without submissions) and the task
+            // round (nothing judged, so nobody paid: both pools stay in escrow) and the task
             // goes on to the next round with a new seed.
             r.commitStart = uint64(block.timestamp);
             emit PhaseEndedEarly(round, Phase.COMMIT, block.timestamp);

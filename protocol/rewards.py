@@ -46,10 +46,10 @@ ignored when UNAVAILABLE.
 - A rejected worker loses ``min(deposit_left, worker_slash)``; the sum is shared equally
   (floor) by the accepted workers, or returns to escrow when none is accepted.
 - Validator pool V and slashed stakes are paid for work done: an agreeing member's weight is
-  the number of workers it judged (1 each in a round without submissions); it gets
-  ``V * weight // total + slashed * weight // total``. So a lazy member that marks every
-  worker UNAVAILABLE to skip the evaluation is not slashed, but earns nothing; with
-  ``total == 0`` both return to escrow. Stake does not weigh the pay: it buys seats
+  the number of workers it judged; it gets ``V * weight // total + slashed * weight // total``.
+  So a lazy member that marks every worker UNAVAILABLE to skip the evaluation is not slashed,
+  but earns nothing, and a round without submissions pays no member (nothing was judged and
+  the global model did not change); with ``total == 0`` both return to escrow. Stake does not weigh the pay: it buys seats
   (``protocol.sortition`` seats a member with probability ``min(1, tau * stake / W)``), so a
   member's expected pay grows with its stake through its seats alone, and paying per stake on
   top would pay a large stake twice.
@@ -234,7 +234,7 @@ def settle_round(
         policy, worker_deposits_left, claims, consensus, accepted, rejected
     )
     validator_payouts, validator_slashes, returned_validators = _pay_validators(
-        policy, committee, agreed, judged, n_workers
+        policy, committee, agreed, judged
     )
     return Settlement(
         reveals=reveals,
@@ -335,7 +335,6 @@ def _pay_validators(
     committee: Sequence[CommitteeMember],
     agreed: Sequence[bool],
     judged: Sequence[int],
-    n_workers: int,
 ) -> tuple[list[int], list[int], int]:
     payouts = [0] * len(committee)
     slashes = [0] * len(committee)
@@ -343,7 +342,7 @@ def _pay_validators(
         if not agreed[c]:
             slashes[c] = min(member.stake_left, policy.validator_slash(member.own_stake))
     slashed = sum(slashes)
-    weights = [(1 if n_workers == 0 else judged[c]) if agreed[c] else 0 for c in range(len(committee))]
+    weights = [judged[c] if agreed[c] else 0 for c in range(len(committee))]
     total = sum(weights)
     returned = policy.validator_reward + slashed
     if total == 0:

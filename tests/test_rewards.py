@@ -242,6 +242,8 @@ def test_money_is_conserved(n_workers: int, data: st.DataObject) -> None:
     assert all(s <= d for s, d in zip(out.worker_slashes, deposits, strict=True))
     assert all(p == 0 for p, a in zip(out.worker_payouts, out.accepted, strict=True) if not a)
     assert all(p == 0 for p, g in zip(out.validator_payouts, out.agreed, strict=True) if not g)
+    # Paid for work: a member that judged nothing (every round without submissions) gets 0.
+    assert all(p == 0 for p, j in zip(out.validator_payouts, out.judged, strict=True) if j == 0)
 
 
 # ---------------------------------------------------------------------- manifest
@@ -363,9 +365,15 @@ def test_a_lazy_validator_that_marks_everyone_unavailable_earns_nothing() -> Non
     assert everyone.returned_to_escrow == 1000 + 100
 
 
-def test_a_round_without_submissions_pays_the_agreeing_members_equally() -> None:
+def test_a_round_without_submissions_pays_no_member() -> None:
+    """Nothing was judged and the global model did not change: the V pool returns to escrow
+    to the wei, and so does the stake of a member that committed and did not reveal."""
     out = settle_round(policy(), [], [member((), (), 5), member((), (), 5), member((), (), 7)])
-    assert out.validator_payouts == (33, 33, 33) and out.returned_to_escrow == 1000 + 1
+    assert out.agreed == (True, True, True) and out.judged == (0, 0, 0)
+    assert out.validator_payouts == (0, 0, 0) and out.returned_to_escrow == 1000 + 100
+    silent = settle_round(policy(), [], [member((), (), 5), SILENT])
+    assert silent.validator_payouts == (0, 0) and silent.validator_slashes == (0, 40)
+    assert silent.returned_to_escrow == 1000 + 100 + 40
 
 
 @settings(max_examples=300, deadline=None)

@@ -53,9 +53,19 @@ def test_a_round_that_draws_nobody_does_not_stop_the_task(world: World) -> None:
     # Training is over at once: nobody can submit, the committee settles an empty round.
     assert world.requester.phase(task) == Phase.COMMIT
     validator = world.validators[0]
+    params = world.requester.task_params(task)
+    escrow_before = world.requester.escrow(task)
+    credited_before = world.requester.credited_balance(task, validator.address)
     play = play_round(world, task, 1, [], [(validator, Vote((), (), 900_000))])
     assert play.result.finalized and play.result.workers == ()
-    assert play.result.agreed == (True,) and play.result.validator_payouts[0] > 0
+    # The seated member judged nothing: it agrees, is not slashed and is not paid; both pools
+    # return to escrow to the wei.
+    assert play.result.agreed == (True,) and play.result.validator_payouts == (0,)
+    assert play.result.validator_slashes == (0,)
+    pools = params.worker_reward_per_round + params.validator_reward_per_round
+    assert play.result.returned_to_escrow == pools
+    assert world.requester.escrow(task) == escrow_before
+    assert world.requester.credited_balance(task, validator.address) == credited_before
     assert world.requester.current_round(task) == 2
     assert world.requester.phase(task) in (Phase.TRAINING, Phase.COMMIT)
 

@@ -120,6 +120,8 @@ def test_solidity_settlement_equals_python(
         expected.consensus_accuracy,
         expected.returned_to_escrow,
     )
+    # A member is paid only for workers it judged, so nobody in a round without submissions.
+    assert all(p == 0 for p, j in zip(expected.validator_payouts, expected.judged, strict=True) if j == 0)
     # Conservation within a round: what is paid out plus what returns to escrow is exactly
     # both pools plus everything slashed.
     paid = sum(expected.worker_payouts) + sum(expected.validator_payouts)
