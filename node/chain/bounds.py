@@ -139,16 +139,6 @@ VIEW_BOUNDS: dict[str, dict[str, IntRange]] = {
         "commits": _COUNT,
         "reveals": _COUNT,
     },
-    "roundResult": {
-        "consensus_scores": limits.SCORE,
-        "worker_payouts": _WEI,
-        "worker_slashes": _WEI,
-        "validator_payouts": _WEI,
-        "validator_slashes": _WEI,
-        "reveals": _COUNT,
-        "consensus_accuracy": limits.ACCURACY,
-        "returned_to_escrow": _WEI,
-    },
     # updateCommitment returns (bytes32(0), 0) for a worker that did not submit.
     "updateCommitment": {"n_samples": IntRange(0, limits.MAX_SAMPLES_PER_WORKER)},
     "status": {"status": IntRange(0, 2)},

@@ -592,12 +592,33 @@ class ChainClient:
         check_view("roundInfo", **{f.name: v for f, v in zip(fields(RoundInfo), raw, strict=True)})
         return RoundInfo.from_abi(raw)
 
-    def round_result(self, task: str, round: int, from_block: int = 0) -> RoundResult:
+    def round_opening_block(self, task: str, round: int) -> int:
+        """The first block whose timestamp is at least the round's training start: the block
+        that opened the round, or an earlier one of the same second (block timestamps never
+        decrease). Found by bisecting block headers, which every node serves (no old state or
+        log index needed); the head when the round has not started."""
+        start = self.round_info(task, round).training_start
+        head = int(self.w3.eth.block_number)
+        if start == 0:
+            return head
+        low, high = 0, head
+        while low < high:
+            middle = (low + high) // 2
+            if int(self.w3.eth.get_block(middle)["timestamp"]) >= start:
+                high = middle
+            else:
+                low = middle + 1
+        return low
+
+    def round_result(self, task: str, round: int, from_block: int | None = None) -> RoundResult:
         """The outcome of a round, from its settlement events (WorkerSettled, ValidatorSettled,
         RoundFinalized): the contract keeps no per-member outcome in storage, so that settling
         costs a few thousand gas per member. Before finalization every outcome is zero.
-        `from_block`: where to start looking (the finalizeRound's block, when known: a log
-        query's cost grows with the blocks it spans)."""
+        `from_block`: where to start looking (the finalizeRound's block, when known); by
+        default the round's opening block, since a log query's cost grows with the blocks it
+        spans and providers refuse long spans."""
+        if from_block is None:
+            from_block = self.round_opening_block(task, round)
         workers = tuple(self.submitted_workers(task, round))
         validators = tuple(
             to_checksum_address(a) for a in self._call(self.task(task), "committedValidators", round)

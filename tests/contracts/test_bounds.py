@@ -12,7 +12,13 @@ from eth_utils import keccak
 
 from node.chain import ChainClient, EventFollower, dev
 from node.chain.artifacts import decode_log, load_artifact
-from node.chain.bounds import EVENT_BOUNDS, ChainValueOutOfRange, check_view
+from node.chain.bounds import (
+    EVENT_BOUNDS,
+    VIEW_BOUNDS,
+    ChainValueOutOfRange,
+    check_event,
+    check_view,
+)
 from protocol.limits import MAX_SAMPLES_PER_WORKER
 from tests.contracts.harness import World
 
@@ -46,10 +52,20 @@ def test_every_integer_field_of_our_events_has_a_range() -> None:
 
 
 def test_a_list_entry_out_of_range_is_named_with_its_index() -> None:
-    with pytest.raises(ChainValueOutOfRange, match=r"roundResult\.consensus_scores\[1\]"):
-        check_view("roundResult", consensus_scores=[0, 10**31])
+    with pytest.raises(ChainValueOutOfRange, match=r"ManifestRevealed\.scores\[1\]"):
+        check_event("ManifestRevealed", {"scores": [0, 10**31]})
     with pytest.raises(ChainValueOutOfRange, match="no declared range"):
-        check_view("roundResult", surprise=1)
+        check_view("roundInfo", surprise=1)
+
+
+def test_every_view_with_ranges_is_a_function_of_our_contracts() -> None:
+    functions = {
+        entry["name"]
+        for contract in ("Task", "Registry")
+        for entry in load_artifact(contract).abi
+        if entry["type"] == "function"
+    }
+    assert set(VIEW_BOUNDS) <= functions, f"ranges for views no contract has: {set(VIEW_BOUNDS) - functions}"
 
 
 def test_a_hostile_contract_cannot_push_huge_values_into_the_node(

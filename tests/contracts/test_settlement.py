@@ -4,6 +4,8 @@ outcome back from those events, and it agrees with the balances and the Python r
 
 from __future__ import annotations
 
+from typing import Any
+
 from node.chain import RoundResult
 from protocol.manifest import to_verdicts
 from protocol.rewards import CommitteeMember, settle_round
@@ -93,3 +95,30 @@ def test_finalize_gas_per_worker_stays_small(world: World) -> None:
         finalize[n_workers] = play.finalize.gas_used
     per_worker = (finalize[4] - finalize[1]) // 3
     assert per_worker <= MAX_FINALIZE_GAS_PER_WORKER, finalize
+
+
+def test_round_result_reads_logs_from_the_round_opening_block(world: World) -> None:
+    """Without a from_block the query starts at the block that opened the round (found from
+    the round's training start by bisecting headers), not at block 0."""
+    task = world.started_task(n_validators=1, rounds=3)
+    vote = Vote((10,), (True,), 900_000)
+    play_round(world, task, 1, world.workers[:1], [(world.validators[0], vote)])
+    second = play_round(world, task, 2, world.workers[:1], [(world.validators[0], vote)])
+    eth = world.requester.w3.eth
+    real_get_logs = eth.get_logs
+    spans: list[int] = []
+
+    def recording_get_logs(query: Any) -> Any:
+        spans.append(int(query["fromBlock"]))
+        return real_get_logs(query)
+
+    eth.get_logs = recording_get_logs  # type: ignore[method-assign]
+    try:
+        result = world.requester.round_result(task, 2)
+    finally:
+        eth.get_logs = real_get_logs  # type: ignore[method-assign]
+    assert result == second.result and result.finalized
+    opened = world.requester.round_info(task, 2).training_start
+    (start,) = spans
+    assert 0 < start <= second.finalize.block_number
+    assert eth.get_block(start)["timestamp"] >= opened > eth.get_block(start - 1)["timestamp"]
