@@ -96,17 +96,21 @@ def status_document(
             "address": address,
             "role": role,
             "left": address in tracker.left,
+            # A validator's own stake (it weighs the sortition), a worker's deposit.
+            "stake_wei": str(tracker.joined_with.get(address, 0)),
             "earned_wei": str(earned.get(address, 0)),
             "slashed_wei": str(slashed.get(address, 0)),
             "withdrawn_wei": str(tracker.withdrawn.get(address, 0)),
         }
         for address, role in sorted(tracker.members.items())
     ]
+    own_stake = {a.lower(): amount for a, amount in tracker.joined_with.items()}.get(node.address.lower())
     return {
         "node": {
             "name": node.name,
             "role": node.role,
             "address": node.address,
+            "stake_wei": None if own_stake is None else str(own_stake),  # None: not a member
             "phase": node.phase,
             "round": node.round,
             "done": node.done,
@@ -328,7 +332,8 @@ async function refresh() {
   let s;
   try { s = await (await fetch("status.json")).json(); } catch (e) { return; }
   const n = s.node, t = s.task;
-  document.getElementById("who").textContent = `${n.name} (${n.role}) — ${n.phase}, round ${n.round}`;
+  document.getElementById("who").textContent = `${n.name} (${n.role}) — ${n.phase}, round ${n.round}` +
+    (n.stake_wei === null ? "" : `, staked ${eth(n.stake_wei)} ETH`);
   document.getElementById("task").innerHTML = !t ? "no task yet" :
     `task <code>${esc(t.address)}</code>: ${esc(t.status)}${t.termination ? " (" + esc(t.termination) + ")" : ""}` +
     (t.params ? `, ${t.params.rounds} rounds of ${esc(t.params.model)} with ${esc(t.params.aggregator)}; ` +
@@ -341,8 +346,8 @@ async function refresh() {
       r.accepted.map(short).join(" "), `<span class="bad">${r.rejected.map(short).join(" ")}</span>`,
       r.consensus_accuracy === null ? "" : r.consensus_accuracy.toFixed(4)]));
   rows(document.getElementById("members"),
-    ["member", "role", "earned ETH", "slashed ETH", "withdrawn ETH"],
-    s.members.map(m => [`<code>${esc(m.address)}</code>${m.left ? " (left)" : ""}`, esc(m.role),
+    ["member", "role", "stake / deposit ETH", "earned ETH", "slashed ETH", "withdrawn ETH"],
+    s.members.map(m => [`<code>${esc(m.address)}</code>${m.left ? " (left)" : ""}`, esc(m.role), eth(m.stake_wei),
       `<span class="good">${eth(m.earned_wei)}</span>`,
       `<span class="${m.slashed_wei !== "0" ? "bad" : ""}">${eth(m.slashed_wei)}</span>`, eth(m.withdrawn_wei)]));
 }

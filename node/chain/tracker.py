@@ -110,6 +110,8 @@ class TaskTracker:
     def __init__(self) -> None:
         self.rounds: dict[int, RoundRecord] = {}
         self.members: dict[str, str] = {}  # address -> "worker" | "validator"
+        # address -> what it locked to join: a worker's deposit, a validator's own stake
+        self.joined_with: dict[str, int] = {}
         self.left: set[str] = set()
         self.status: TaskStatus | None = None  # None until the task's first event
         self.escrow: int | None = None  # unspent reward, as the last event that moved it says
@@ -143,6 +145,7 @@ class TaskTracker:
         elif name == "MemberJoined":
             role = Role(int(args["role"]))
             self.members[_address(args["member"])] = role.name.lower()
+            self.joined_with[_address(args["member"])] = int(args["amount"])
         elif name == "MemberLeft":
             self.left.add(_address(args["member"]))
         elif name == "TaskStarted":

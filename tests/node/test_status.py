@@ -43,7 +43,18 @@ def test_the_document_has_rounds_members_rewards_and_slashes() -> None:
     assert members[_checksum(W[2])]["slashed_wei"] == str(ETHER // 2)
     assert members[_checksum(V[0])]["role"] == "validator"
     assert members[_checksum(V[0])]["earned_wei"] == str(ETHER)
+    # Each member's own stake (a validator's weighs its seats) or deposit, as it joined.
+    assert members[_checksum(V[0])]["stake_wei"] == str(2 * ETHER)
+    assert members[_checksum(W[0])]["stake_wei"] == str(ETHER)
+    assert doc["node"]["stake_wei"] is None  # the requester is no member
     json.dumps(doc)  # JSON-ready as it is
+
+
+def test_a_validator_node_sees_its_own_stake() -> None:
+    validator = NodeStatus(name="validator-0", role="validator", address=V[0].lower(), task="0xTask")
+    doc = status.status_document(validator, fed_tracker(), None)
+    assert doc["node"]["stake_wei"] == str(2 * ETHER)
+    assert "n.stake_wei" in status.PAGE and "m.stake_wei" in status.PAGE
 
 
 def test_before_any_task_the_document_says_so() -> None:
