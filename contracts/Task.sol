@@ -414,7 +414,8 @@ contract Task {
         // when each threshold is 1 (tau * stake >= W for all), rare otherwise, so the commit
         // phase usually runs to its deadline. An unseated validator could prove it is not
         // seated (its unique VRF proof above the threshold), but that costs it a transaction
-        // (~60k gas) for nothing, so no such rule: size commitDuration for the evaluation.
+        // (~100k gas: the proof check alone, as an unseated commitManifest spends it) for
+        // nothing, so no such rule: size commitDuration for the evaluation.
         if (r.commits == validators_.length) {
             r.revealStart = uint64(block.timestamp);
             emit PhaseEndedEarly(round, Phase.REVEAL, block.timestamp);
