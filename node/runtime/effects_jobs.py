@@ -267,9 +267,12 @@ class LearningJobs:
         self.log = log
         self.work: TaskWork | None = None  # None until FollowTask
         self.background = LowPriorityThread()
-        # Training ahead runs at a lower priority too: on shared cores the committee's
-        # evaluation of the round, which the next round waits for, goes first.
-        self.ahead_thread = LowPriorityThread(name="fl-node-ahead")
+        # Training ahead runs at the node's own priority, not the background's: it becomes
+        # the round's training when the round opens, and at nice +10 on a loaded machine it
+        # lost the cores to other users' work (bench.round_profile: the localnet's share
+        # fell from 1.8 to 1.45 of 2 cores, its rounds took longer than without it). A thread
+        # of its own all the same: waiting on it can be cancelled when the node stops.
+        self.ahead_thread = LowPriorityThread(by=0, name="fl-node-ahead")
         self._cancel_ahead: dict[int, threading.Event] = {}  # for_round -> set to stop it
         # the accepted updates of our last evaluation and the accuracy it measured for
         # their aggregate: the round's global model when the chain agrees with us
@@ -384,8 +387,8 @@ class LearningJobs:
         return ev.TrainingDone(action.round, cid, claimed)
 
     async def _train_ahead(self, action: TrainAhead) -> ev.Event:
-        """The next round's update, trained in the low-priority thread from the base the
-        machine expects; the same work as `_train`, so a hit is the update `_train` makes."""
+        """The next round's update, trained from the base the machine expects; the same
+        work as `_train`, so a hit is the update `_train` would make."""
         cancel = self._cancel_ahead.setdefault(action.for_round, threading.Event())
         try:
             cid, claimed = await self._trained(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from protocol.fixedpoint import SCALE
 from tests.conftest import needs_mnist, run_mnist_task
 
 pytestmark = needs_mnist()
@@ -42,4 +43,6 @@ async def test_updates_trained_ahead_are_submitted_and_accepted(
     # nobody trains ahead for a round the task does not have
     assert not [t for t in texts if f"training round {rounds + 1}'s update ahead" in t]
     assert all(node.done and node.phase == "terminated" for node in result.nodes)
-    assert result.requester.accuracy_by_round[rounds] > 0.5
+    # the committee's measure of the last round's global model, built from updates trained
+    # ahead (the requester's own measure of it may still be running when it stops)
+    assert result.rounds[-1].consensus_accuracy > 0.5 * SCALE
