@@ -248,6 +248,8 @@ contract Task {
     error ExceedsUnspentEscrow(uint256 requested, uint256 available);
     error TransferFailed(address to, uint256 amount);
     error ReentrantCall();
+    error UnseatedMismatch(uint256 round, uint256 commits, uint256 unseated, uint256 proofs);
+    error UnseatedNotAscending(uint256 index);
 
     modifier nonReentrant() {
         if (entered) revert ReentrantCall();
@@ -411,15 +413,48 @@ contract Task {
         r.commits += 1;
         emit ManifestCommitted(round, msg.sender, commitment);
         // Under sortition this early end needs every validator seated and committed: certain
-        // when each threshold is 1 (tau * stake >= W for all), rare otherwise, so the commit
-        // phase usually runs to its deadline. An unseated validator could prove it is not
-        // seated (its unique VRF proof above the threshold), but that costs it a transaction
-        // (~100k gas: the proof check alone, as an unseated commitManifest spends it) for
-        // nothing, so no such rule: size commitDuration for the evaluation.
+        // when each threshold is 1 (tau * stake >= W for all), rare otherwise. Otherwise
+        // endCommitPhase ends it with the unseated validators' proofs in one transaction
+        // (a transaction of its own would cost each of them ~100k gas for nothing).
         if (r.commits == validators_.length) {
             r.revealStart = uint64(block.timestamp);
             emit PhaseEndedEarly(round, Phase.REVEAL, block.timestamp);
         }
+    }
+
+    /// Ends the commit phase before its deadline once every validator has committed or is
+    /// shown unseated for the round by its own VRF proof (`unseated` in ascending address
+    /// order, one proof each; a validator without locked stake needs none). The proof is
+    /// unique, so a seated validator has none that shows it unseated: no seated member can be
+    /// cut off. Anyone may call it and pays for it (~80k gas per unseated validator); the
+    /// unseated validators hand out their proofs off chain for free.
+    function endCommitPhase(uint256 round, address[] calldata unseated, bytes[] calldata proofs) external {
+        RoundState storage r = _expectPhase(round, Phase.COMMIT);
+        if (proofs.length != unseated.length || r.commits + unseated.length != validators_.length) {
+            revert UnseatedMismatch(round, r.commits, unseated.length, proofs.length);
+        }
+        address previous = address(0);
+        for (uint256 i = 0; i < unseated.length; ++i) {
+            address validator = unseated[i];
+            if (validator <= previous) revert UnseatedNotAscending(i);
+            previous = validator;
+            if (roleOf[validator] != Role.VALIDATOR) revert NotCommitteeMember(validator, round);
+            if (manifests[round][validator].commitment != bytes32(0)) revert AlreadyCommitted(round, validator);
+            uint256 stake = accounts_[validator].locked;
+            if (stake == 0) continue; // never seated
+            VRF.verifySeat(
+                IParticipantRegistry(registry).vrfModulusOf(validator),
+                r.seed,
+                round,
+                proofs[i],
+                stake,
+                r.totalStake,
+                params_.committeeSize,
+                false
+            );
+        }
+        r.revealStart = uint64(block.timestamp);
+        emit PhaseEndedEarly(round, Phase.REVEAL, block.timestamp);
     }
 
     /// Committee sortition, as in protocol/sortition.py: `vrfProof` must be the
@@ -432,14 +467,15 @@ contract Task {
         uint256 stake = accounts_[validator].locked;
         if (roleOf[validator] != Role.VALIDATOR || stake == 0) revert NotCommitteeMember(validator, round);
         RoundState storage r = rounds_[round];
-        VRF.verifyCommitteeMember(
+        VRF.verifySeat(
             IParticipantRegistry(registry).vrfModulusOf(validator),
             r.seed,
             round,
             vrfProof,
             stake,
             r.totalStake,
-            params_.committeeSize
+            params_.committeeSize,
+            true
         );
     }
 

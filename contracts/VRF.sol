@@ -4,10 +4,10 @@ pragma solidity ^0.8.24;
 /// @title VRF: RSA-FDH-VRF-SHA256 verification (RFC 9381 section 4), VRF key certificates and
 /// committee sortition. The byte-exact twin of protocol/vrf.py, protocol/keycert.py and
 /// protocol/sortition.py; read those docstrings for the derivations.
-/// @dev Every function but verifyCommitteeMember is internal, so it is compiled into the caller
-/// (the Registry inlines verifyKeyCertificate). verifyCommitteeMember is external: the deployed
-/// library is linked into Task like RewardMath, since inlining it would leave Task 0.9 KB under
-/// the 24 KiB code limit (23,662 bytes) where linking leaves 2.6 KB (21,952). The modexp
+/// @dev Every function but verifySeat is internal, so it is compiled into the caller
+/// (the Registry inlines verifyKeyCertificate). verifySeat is external: the deployed
+/// library is linked into Task like RewardMath, since inlining it would add ~1.7 KB, past the
+/// 24 KiB code limit, where linking leaves 1.6 KB (22,922 bytes). The modexp
 /// precompile (0x05) does the RSA arithmetic; SHA-256 (0x02) does MGF1 and proof_to_hash.
 library VRF {
     uint256 internal constant PUBLIC_EXPONENT = 65537;
@@ -81,6 +81,7 @@ library VRF {
     error NoStake();
     error StakeExceedsTotal(uint256 stake, uint256 totalStake);
     error NotSelected(uint256 round);
+    error Selected(uint256 round);
     error PrecompileFailed(address precompile);
 
     // ------------------------------------------------------------------ RSA-FDH-VRF-SHA256
@@ -178,20 +179,26 @@ library VRF {
         return drawHigh < shareLow;
     }
 
-    /// @notice Verify a committee member's proof for `round` and its seat; returns its beta.
-    /// The caller must know the modulus was certified (the registry checks that once).
+    /// @notice Verify a validator's proof for `round` and that its seat is `seated`; returns its
+    /// beta. `seated` true: a committee member's proof (reverts NotSelected otherwise); false: a
+    /// proof that the validator is not seated (reverts Selected otherwise; the proof is unique,
+    /// so a seated validator has none that passes). The caller must know the modulus was
+    /// certified (the registry checks that once).
     /// External: callers reach it by DELEGATECALL to the deployed library (see above).
-    function verifyCommitteeMember(
+    function verifySeat(
         bytes memory modulus,
         bytes32 seed,
         uint256 round,
         bytes memory proof,
         uint256 stake,
         uint256 totalStake,
-        uint256 tau
+        uint256 tau,
+        bool seated
     ) external view returns (bytes32 beta) {
         beta = verify(modulus, roundAlpha(seed, round), proof);
-        if (!isSelected(beta, tau, stake, totalStake)) revert NotSelected(round);
+        bool selected = isSelected(beta, tau, stake, totalStake);
+        if (seated && !selected) revert NotSelected(round);
+        if (!seated && selected) revert Selected(round);
     }
 
     // ------------------------------------------------------------------ helpers

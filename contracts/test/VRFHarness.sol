@@ -71,7 +71,7 @@ contract VRFHarness {
         uint256 totalStake,
         uint256 tau
     ) external view returns (bytes32) {
-        return VRF.verifyCommitteeMember(modulus, seed, round, proof, stake, totalStake, tau);
+        return VRF.verifySeat(modulus, seed, round, proof, stake, totalStake, tau, true);
     }
 
     function smallPrimes() external pure returns (bytes memory) {

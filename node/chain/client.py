@@ -475,6 +475,18 @@ class ChainClient:
         round's stake snapshot (round_info().seed and .total_stake)."""
         return self._transact(self.task(task), "commitManifest", round, commitment, vrf_proof)
 
+    def end_commit_phase(
+        self, task: str, round: int, unseated: Sequence[tuple[str, bytes]]
+    ) -> Receipt:
+        """End the round's commit phase once every validator has committed or is in
+        `unseated` with its VRF proof for the round showing it is not seated
+        (Task.endCommitPhase; the contract wants them in ascending address order)."""
+        ordered = sorted(unseated, key=lambda entry: int(entry[0], 16))
+        return self._transact(
+            self.task(task), "endCommitPhase", round,
+            [to_checksum_address(a) for a, _ in ordered], [proof for _, proof in ordered],
+        )  # fmt: skip
+
     def reveal_manifest(
         self,
         task: str,

@@ -44,7 +44,7 @@ def harness() -> Contract:
     artifact = json.loads(ARTIFACT.read_text())
     w3 = Web3(EthereumTesterProvider(EthereumTester(PyEVMBackend())))
     w3.eth.default_account = w3.eth.accounts[0]
-    # verifyCommitteeMember is the deployed VRF library's (as linked into Task); the rest inline.
+    # verifySeat is the deployed VRF library's (as linked into Task); the rest inline.
     library = dev.deploy_from_dev_account(w3, "VRF")
     address = dev.deploy_from_dev_account(w3, "VRFHarness", {"VRF": library})
     return w3.eth.contract(address=address, abi=artifact["abi"])
