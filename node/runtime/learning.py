@@ -9,6 +9,8 @@ spec (size-bounded, no pickle) and `check_finite` before it is used.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -173,6 +175,20 @@ def initial_model_blob(arch: str, seed: int) -> bytes:
     return encode_state_dict(build_model(arch, seed=seed).state_dict())
 
 
+# The GIL switch interval while a node trains in a thread beside its trio loop (seconds;
+# $FL_NODE_SWITCH_INTERVAL_S overrides, for bench.fetch_under_training to compare).
+SWITCH_INTERVAL_S = 0.0005
+
+
+def serve_while_training() -> float:
+    """Shorten the GIL switch interval so the trio loop (block requests, gossip, the
+    chain) takes the GIL back from a training thread within it, not within CPython's
+    default 5 ms; returns the interval set."""
+    interval = float(os.environ.get("FL_NODE_SWITCH_INTERVAL_S", SWITCH_INTERVAL_S))
+    sys.setswitchinterval(interval)
+    return interval
+
+
 # --- jobs -------------------------------------------------------------------------------
 
 
@@ -246,6 +262,7 @@ def evaluate_round(
     images, labels = to_tensors(validation)
     by_worker = {u.worker: u for u in candidates}
     accuracies: list[float | None] = []
+    losses: dict[int, float] = {}
     states: dict[int, StateDict] = {}
     for index, worker in enumerate(workers):
         update = by_worker.get(worker)
@@ -258,12 +275,15 @@ def evaluate_round(
             logger.warning("update of 0x%s rejected: %s", worker[:4].hex(), problem)
             accuracies.append(None)
             continue
-        accuracies.append(evaluate(book.module(states[index]), images, labels).accuracy)
+        metrics = evaluate(book.module(states[index]), images, labels)
+        accuracies.append(metrics.accuracy)
+        losses[index] = metrics.loss
     if reward_policy == RewardPolicy.WORK:
         counts = [by_worker[w].n_samples if w in by_worker else 0 for w in workers]
         return _judge_work(
-            book, workers, counts, states, accuracies, base, validation, qualification_threshold
-        )
+            book, workers, counts, states, accuracies, losses, base, validation,
+            qualification_threshold,
+        )  # fmt: skip
     rule = book.rule
     qualified = verdicts.qualified_indices(accuracies, qualification_threshold)
 
@@ -293,12 +313,14 @@ def _judge_work(
     counts: Sequence[int],
     states: Mapping[int, StateDict],
     accuracies: Sequence[float | None],
+    losses: Mapping[int, float],
     base: StateDict,
     validation: Dataset,
     qualification_threshold: int,
 ) -> Evaluation:
     """The WORK policy's verdict (`protocol.work.judge`): each usable update's delta from
-    `base`, its validation gain, and the previous round's global step; the accuracy of the
+    `base`, its validation gains (a step of it; the whole of it: `losses`, the updates'
+    validation losses), and the previous round's global step; the accuracy of the
     aggregate of those that show work."""
     images, labels = to_tensors(validation)
     base_loss = evaluate(book.module(base), images, labels).loss
@@ -314,7 +336,9 @@ def _judge_work(
     ]
     previous = book.before(base)
     previous_step = None if previous is None else verdicts.flat_delta(base, previous)
-    judgements = paid_work.judge(deltas, [gain(i) for i in range(len(workers))], previous_step)
+    whole = [paid_work.improvement(base_loss, losses.get(i)) for i in range(len(workers))]
+    gains = [gain(i) for i in range(len(workers))]
+    judgements = paid_work.judge(deltas, gains, previous_step, whole_gains=whole)
     for worker, judgement in zip(workers, judgements, strict=True):
         if judgement.problem is not None and judgement is not paid_work.UNUSABLE:
             logger.info("update of 0x%s shows no work: %s", worker[:4].hex(), judgement.problem)
