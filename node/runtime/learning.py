@@ -9,8 +9,6 @@ spec (size-bounded, no pickle) and `check_finite` before it is used.
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -173,20 +171,6 @@ class ModelBook:
 
 def initial_model_blob(arch: str, seed: int) -> bytes:
     return encode_state_dict(build_model(arch, seed=seed).state_dict())
-
-
-# The GIL switch interval while a node trains in a thread beside its trio loop (seconds;
-# $FL_NODE_SWITCH_INTERVAL_S overrides, for bench.fetch_under_training to compare).
-SWITCH_INTERVAL_S = 0.0005
-
-
-def serve_while_training() -> float:
-    """Shorten the GIL switch interval so the trio loop (block requests, gossip, the
-    chain) takes the GIL back from a training thread within it, not within CPython's
-    default 5 ms; returns the interval set."""
-    interval = float(os.environ.get("FL_NODE_SWITCH_INTERVAL_S", SWITCH_INTERVAL_S))
-    sys.setswitchinterval(interval)
-    return interval
 
 
 # --- jobs -------------------------------------------------------------------------------
