@@ -54,6 +54,7 @@ from protocol.state import events as ev
 from protocol.state import persist
 from protocol.state.actions import (
     Action,
+    Aggregate,
     Fetch,
     FindTask,
     FollowTask,
@@ -61,6 +62,7 @@ from protocol.state.actions import (
     Log,
     Persist,
     Publish,
+    SaveFinalModel,
     SendTx,
     Stop,
     Withdraw,
@@ -82,6 +84,10 @@ TRAIN_AHEAD_ENV = "FL_NODE_TRAIN_AHEAD"
 VALIDATOR_FINALIZE_AFTER_S = 30  # validators finalize a round the requester left hanging
 # Polls that find no new block double the wait before the next, up to 2**3 poll intervals.
 MAX_POLL_BACKOFF_STEPS = 3
+# Jobs whose result is the node's record of the task (the global model it built and the
+# accuracy it measured): a Stop waits for them rather than dropping them, at most this long.
+RECORDING_JOBS = (Aggregate, SaveFinalModel)
+RECORDING_WAIT_S = 600.0
 
 
 class NodeStopped(RuntimeError):
@@ -161,6 +167,7 @@ class Driver:
                     item.done.set()
                 else:
                     stop = await pump.feed(item)
+            await pump.finish_recording()
             nursery.cancel_scope.cancel()
         return stop
 
@@ -181,6 +188,8 @@ class _Pump:
         self.txs_send, self.txs_recv = trio.open_memory_channel[SendTx](math.inf)
         self.poked = trio.Event()
         self.jobs_send, self.jobs_recv = trio.open_memory_channel[Action](math.inf)
+        self.recording = 0  # RECORDING_JOBS sent to a lane and not done yet
+        self.recorded = trio.Event()  # set whenever `recording` falls to 0
 
     async def feed(self, event: ev.Event) -> Stop | None:
         """Hand `event` to the machine and run what it asks; the Stop it asked for, if any."""
@@ -221,10 +230,13 @@ class _Pump:
             self.nursery.start_soon(self._answer, d.network.fetch, action)
         elif isinstance(action, FindTask):
             self.nursery.start_soon(self._answer, d.chain.find_task, action)
-        elif d.jobs.aside(action):
-            self.nursery.start_soon(self._answer, d.jobs.run, action)
         else:
-            self.jobs_send.send_nowait(action)
+            if isinstance(action, RECORDING_JOBS):
+                self.recording += 1
+            if d.jobs.aside(action):
+                self.nursery.start_soon(self._job, action)
+            else:
+                self.jobs_send.send_nowait(action)
 
     def _round(self) -> int:
         return self.d.machine.progress()[0]
@@ -241,7 +253,34 @@ class _Pump:
 
     async def run_jobs(self) -> None:
         async for job in self.jobs_recv:
-            await self._answer(self.d.jobs.run, job)
+            await self._job(job)
+
+    async def _job(self, action: Action) -> None:
+        try:
+            await self._answer(self.d.jobs.run, action)
+        finally:
+            if isinstance(action, RECORDING_JOBS):
+                self.recording -= 1
+                if self.recording == 0:
+                    self.recorded.set()
+                    self.recorded = trio.Event()
+
+    async def finish_recording(self) -> None:
+        """Let the aggregations and the final model's save still under way end (the
+        machine stopped once it had asked for them, not once they were done), after
+        stopping any training ahead that could hold the job lane."""
+        if self.recording == 0:
+            return
+        self.d.jobs.stop()
+        self.d.log.info("waiting for %d aggregation or save jobs before stopping", self.recording)
+        with trio.move_on_after(RECORDING_WAIT_S) as waited:
+            while self.recording:
+                await self.recorded.wait()
+        if waited.cancelled_caught:
+            self.d.log.warning(
+                "stopping with %d aggregation or save jobs unfinished after %.0f s",
+                self.recording, RECORDING_WAIT_S,
+            )
 
     async def poll_chain(self) -> None:
         """Read the chain when it may have something new: at once after one of our

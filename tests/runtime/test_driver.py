@@ -132,11 +132,20 @@ class FakeJobs:
     """JobEffects: training answers at once with the update of `update_cid(ME, round)`,
     unless `hold_training` (a job that never finishes: the process dies first)."""
 
-    def __init__(self, hold_training: bool = False, problem: str | None = None) -> None:
+    def __init__(
+        self,
+        hold_training: bool = False,
+        problem: str | None = None,
+        aggregating: trio.Event | None = None,
+        aggregate_aside: bool = False,
+    ) -> None:
         self.hold_training = hold_training
         self.problem = problem  # why the node cannot do this task's work
+        self.aggregating = aggregating  # an Aggregate ends once this is set
+        self.aggregate_aside = aggregate_aside  # as a validator's or the requester's does
         self.followed: list[tuple[bytes, TaskTerms]] = []
         self.ran: list[Action] = []
+        self.aggregated: list[int] = []  # rounds whose Aggregate ended
         self.stopped = False
 
     async def follow(self, task: bytes, terms: TaskTerms) -> str | None:
@@ -144,7 +153,7 @@ class FakeJobs:
         return self.problem
 
     def aside(self, action: Action) -> bool:
-        return False
+        return self.aggregate_aside and isinstance(action, Aggregate)
 
     def stop(self) -> None:
         self.stopped = True
@@ -157,6 +166,10 @@ class FakeJobs:
             return ev.TrainingDone(action.round, update_cid(ME, action.round), 100)
         if isinstance(action, SealKeyRelease):
             return ev.KeyReleaseSealed(action.round, action.cid, b"our sealed key")
+        if isinstance(action, Aggregate):
+            if self.aggregating is not None:
+                await self.aggregating.wait()
+            self.aggregated.append(action.round)
         return None
 
 
@@ -264,6 +277,33 @@ async def test_a_terminated_task_is_withdrawn_from_and_the_driver_returns() -> N
         await harness.push(ev.TaskTerminated("round limit"))
     assert harness.chain.withdrawals == [Withdraw(reclaim_escrow=False)]
     assert harness.status.done and harness.status.phase == "terminated"
+
+
+@pytest.mark.parametrize("aside", [True, False], ids=["aside", "job-lane"])
+async def test_a_task_ending_during_its_last_aggregation_stops_once_that_is_recorded(
+    aside: bool,
+) -> None:
+    go_on = trio.Event()
+    harness = Harness(
+        WorkerMachine(ME, TASK, terms=TERMS), FakeJobs(aggregating=go_on, aggregate_aside=aside)
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(harness.driver.run, ev.Tick(1))
+        await harness.push(*round_one())
+        await harness.push(submitted(ME, 1), submitted(OTHER, 1))
+        await harness.gossip(announced(OTHER, 1))
+        await harness.push(ev.Tick(deadlines(1)[0]))
+        await harness.gossip(ev.KeyReleaseReceived(1, OTHER, update_cid(OTHER, 1), b"theirs"))
+        await harness.push(ev.RoundFinalized(1, (ME, OTHER)))
+        assert [a.round for a in harness.jobs.ran if isinstance(a, Aggregate)] == [1]
+        # the task ends while the round's aggregation runs: the machine withdraws and
+        # stops, and the driver waits for the aggregation rather than dropping it
+        await harness.push(ev.TaskTerminated("round limit"))
+        assert harness.chain.withdrawals == [Withdraw(reclaim_escrow=False)]
+        assert not harness.status.done
+        go_on.set()
+    assert harness.jobs.aggregated == [1]
+    assert harness.status.done and harness.jobs.stopped
 
 
 async def test_a_task_the_node_cannot_work_on_stops_it_with_the_reason() -> None:
