@@ -16,7 +16,7 @@ libp2p upgrade means reviewing this module against the new sources.
 | :meth:`GossipPubsub.validate_msg` | pubsub/pubsub.py:Pubsub.validate_msg | gossipsub's IGNORE verdict is missing |
 | :func:`blacklist_without_teardown` | pubsub/pubsub.py:Pubsub.add_to_blacklist | its teardown task raises KeyError and stops the Pubsub service |
 | :func:`message_seen` | pubsub/pubsub.py:Pubsub._is_msg_seen | private; parked messages need it |
-| :class:`BackingOffGossipSub` | pubsub/gossipsub.py:GossipSub.mesh_heartbeat | a peer it pruned could be grafted again at once, and the peer's GRAFT-flood check graylists us for it |
+| :class:`BackingOffGossipSub` | pubsub/gossipsub.py:GossipSub.mesh_heartbeat, handle_graft | a peer it pruned could be grafted again at once, and the peer's GRAFT-flood check graylists us for it |
 """
 
 from __future__ import annotations
@@ -507,3 +507,13 @@ class BackingOffGossipSub(GossipSub):
             for topic in topics:
                 self._add_back_off(peer, topic, False)
         return peers_to_graft, peers_to_prune
+
+    async def handle_graft(self, graft_msg: rpc_pb2.ControlGraft, sender_peer_id: PeerID) -> None:
+        """Changes pubsub/gossipsub.py:GossipSub.handle_graft, which answers a GRAFT for a
+        topic we have no mesh for with PRUNE. Pubsub.subscribe announces the subscription
+        to every peer before the router joins the topic, so a peer's heartbeat can GRAFT us
+        in between; our join then grafts that peer seconds after our PRUNE, and its
+        GRAFT-flood check graylists us. Such a GRAFT is ignored, as go-libp2p does."""
+        if graft_msg.topicID not in self.mesh:
+            return
+        await super().handle_graft(graft_msg, sender_peer_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import trio
 from libp2p.peer.id import ID as PeerID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
@@ -85,3 +86,35 @@ async def test_a_hub_that_pruned_a_peer_does_not_graft_it_again_within_its_backo
         f"the hub grafted spokes it had just pruned; GRAFT-flood penalty and ban per spoke: "
         f"{penalized}"
     )
+
+
+async def test_a_graft_before_our_join_does_not_make_our_join_a_graft_flood(
+    tmp_path: Path,
+) -> None:
+    """Pubsub announces a subscription before its router joins the topic: a peer that
+    grafts us in that window must not count our join's GRAFT as a flood."""
+    topic = TOPICS[0]
+    async with open_network(tmp_path) as network:
+        early_host, late_host = await network.host(), await network.host()
+        early = await network.stack.enter_async_context(open_pubsub(early_host))
+        late = await network.stack.enter_async_context(open_pubsub(late_host))
+        await late_host.connect(info_from_p2p_addr(Multiaddr(host_multiaddrs(early_host)[0])))
+        late_id, early_id = late_host.get_id(), early_host.get_id()
+        await early.pubsub.subscribe(topic)
+        await wait_until(lambda: early_id in late.pubsub.peers, "the pubsub streams")
+        # the early peer's heartbeat grafting the late one inside its subscribe/join window
+        await early.router.emit_graft(topic, late_id)
+        # Let the late peer handle it first. Unpatched, it answers PRUNE, which the early
+        # peer records; patched, it stays silent, so this is a grace period, not a check.
+        with trio.move_on_after(3):
+            while topic not in early.router.graft_flood_tracking.get(late_id, {}):
+                await trio.sleep(0.05)
+        await late.pubsub.subscribe(topic)
+        await wait_until(
+            lambda: late_id in early.router.mesh.get(topic, ())
+            or bool(early.router.scorer and early.router.scorer.graft_flood_penalties.get(late_id)),
+            "the early peer to handle the late one's GRAFT",
+        )
+        scorer = early.router.scorer
+        penalty = scorer.graft_flood_penalties.get(late_id, 0.0) if scorer is not None else 0.0
+    assert penalty == 0.0, f"the late peer's join counted as a GRAFT flood ({penalty})"
