@@ -44,5 +44,8 @@ async def test_updates_trained_ahead_are_submitted_and_accepted(
     assert not [t for t in texts if f"training round {rounds + 1}'s update ahead" in t]
     assert all(node.done and node.phase == "terminated" for node in result.nodes)
     # the committee's measure of the last round's global model, built from updates trained
-    # ahead (the requester's own measure of it may still be running when it stops)
+    # ahead, and the requester's own: a node stops only once its last aggregation is done
     assert result.rounds[-1].consensus_accuracy > 0.5 * SCALE
+    (requester,) = [node for node in result.nodes if node.role == "requester"]
+    assert sorted(requester.accuracy_by_round) == list(range(1, rounds + 1))
+    assert requester.accuracy_by_round[rounds] > 0.5
