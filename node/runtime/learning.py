@@ -271,20 +271,28 @@ def evaluate_round(
     rule = book.rule
     qualified = verdicts.qualified_indices(accuracies, qualification_threshold)
 
-    def aggregate(states: Sequence[Mapping[str, torch.Tensor]], n: Sequence[int]) -> StateDict:
-        return rule(states, n)
-
-    def loss(state: Mapping[str, torch.Tensor]) -> float:
-        return evaluate(book.module(dict(state)), images, labels).loss
-
     contributions: list[float] = []
-    result = base
     if qualified:
         chosen = [states[i] for i in qualified]
         counts = [by_worker[workers[i]].n_samples for i in qualified]
+        # the aggregate of all of them is both leave-one-out's reference and the round's
+        # global model: built and measured once (a forward pass over the validation set is
+        # most of a validator's CPU), the very same tensors and metrics serving both
+        result = rule(chosen, counts)
+        measured = evaluate(book.module(result), images, labels)
+
+        def aggregate(part: Sequence[Mapping[str, torch.Tensor]], n: Sequence[int]) -> StateDict:
+            return result if part is chosen else rule(part, n)
+
+        def loss(state: Mapping[str, torch.Tensor]) -> float:
+            if state is result:
+                return measured.loss
+            return evaluate(book.module(dict(state)), images, labels).loss
+
         contributions = leave_one_out(chosen, counts, loss, aggregate, baseline=base)
-        result = aggregate(chosen, counts)
-    global_accuracy = evaluate(book.module(result), images, labels).accuracy
+        global_accuracy = measured.accuracy
+    else:
+        global_accuracy = evaluate(book.module(base), images, labels).accuracy
     verdict = verdicts.verdict(
         workers, accuracies, qualification_threshold, contributions, global_accuracy
     )

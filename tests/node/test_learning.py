@@ -14,13 +14,16 @@ from node.blocks import BlockStore, build_file_dag
 from node.config import BehaviourConfig, TrainingConfig
 from node.datasets import load_mnist, mnist_available
 from node.runtime import learning
+from protocol import verdict as verdicts
 from protocol.aggregation.rule import AggregationRule
 from protocol.codec import encode_state_dict
-from protocol.data import Dataset
+from protocol.contribution import leave_one_out
+from protocol.data import Dataset, to_tensors
 from protocol.envelope import generate_keypair, public_key_of
 from protocol.errors import DatasetError, EnvelopeError, ModelValidationError, ProtocolError
 from protocol.models import build_model
 from protocol.state.records import GlobalModel, Update
+from protocol.training import Metrics, evaluate
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_ROOT = Path(os.environ.get("FL_NODE_DATA_ROOT", REPO.parent / "shared/datasets/mnist"))
@@ -131,3 +134,87 @@ def test_the_global_model_is_built_by_the_tasks_rule(tmp_path: Path) -> None:
         high = torch.maximum(honest[0][name], honest[1][name])
         assert bool(((tensor >= low) & (tensor <= high)).all()), name  # the middle value
         assert bool((by_fedavg[name] > 300).all()), name  # the mean is pulled to the wild one
+
+
+def reference_evaluation(
+    book: learning.ModelBook,
+    workers: tuple[bytes, ...],
+    candidates: tuple[Update, ...],
+    base: learning.StateDict,
+    validation: Dataset,
+    threshold: int,
+) -> tuple[tuple[int, ...], tuple[bool, ...], int, tuple[float | None, ...]]:
+    """A round's verdict built plainly from its parts: every update measured, leave-one-out
+    over the qualified ones with the rule, the aggregate measured again for the global
+    accuracy. Validators on other machines may compute it this way: any faster path must
+    reveal exactly these scores."""
+    images, labels = to_tensors(validation)
+    by_worker = {u.worker: u for u in candidates}
+    states = {w: book.update(by_worker[w].cid) for w in workers if w in by_worker}
+    accuracies = [
+        evaluate(book.module(states[w]), images, labels).accuracy if w in states else None
+        for w in workers
+    ]
+    qualified = verdicts.qualified_indices(accuracies, threshold)
+    chosen = [states[workers[i]] for i in qualified]
+    counts = [by_worker[workers[i]].n_samples for i in qualified]
+    contributions = leave_one_out(
+        chosen, counts, lambda s: evaluate(book.module(dict(s)), images, labels).loss,
+        book.rule, baseline=base,
+    )  # fmt: skip
+    result = book.rule(chosen, counts)
+    verdict = verdicts.verdict(
+        workers, accuracies, threshold, contributions,
+        evaluate(book.module(result), images, labels).accuracy,
+    )  # fmt: skip
+    return verdict.scores, verdict.accepts, verdict.global_accuracy, tuple(accuracies)
+
+
+@pytest.mark.skipif(not mnist_available(DATA_ROOT, "test"), reason=f"no MNIST under {DATA_ROOT}")
+@pytest.mark.parametrize(("rule", "honest"), [("fedavg", 3), ("median:1", 4), ("fedavg", 1)])
+def test_evaluation_reveals_the_scores_of_the_plain_computation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rule: str, honest: int
+) -> None:
+    """The validator's evaluation measures the aggregate of all qualified updates once
+    (leave-one-out's reference and the global model) and still reveals, bit for bit, the
+    scores, accepts and accuracies of the plain computation on real MNIST updates."""
+    private, _ = generate_keypair()
+    book = learning.ModelBook(
+        ARCH, BlockStore(tmp_path / "blocks"), learning.TaskCrypto(private, TASK),
+        AggregationRule.parse(rule),
+    )  # fmt: skip
+    test = load_mnist(DATA_ROOT, "test")
+    validation = Dataset(test.images[8000:8500], test.labels[8000:8500])
+    base = book.global_state(GlobalModel(put(book.store, learning.initial_model_blob(ARCH, 0))))
+    states = [
+        learning.train_update(
+            book, base, Dataset(test.images[i * 1000 : (i + 1) * 1000], test.labels[i * 1000 : (i + 1) * 1000]),
+            TrainingConfig(lr=0.05), BehaviourConfig(), seed=i,
+        )
+        for i in range(honest)
+    ]  # fmt: skip
+    states.append(
+        learning.train_update(
+            book, base, Dataset(test.images[:1000], test.labels[:1000]), TrainingConfig(),
+            BehaviourConfig(worker="noise"), seed=9,
+        )
+    )
+    workers = tuple(bytes([i + 1]) * 20 for i in range(len(states) + 1))  # the last: missing
+    candidates = tuple(
+        Update(w, sealed_update(book, s), 1000 + 100 * i)
+        for i, (w, s) in enumerate(zip(workers, states, strict=False))
+    )
+    expected = reference_evaluation(book, workers, candidates, base, validation, 500_000)
+    passes = []
+
+    def counted(*args: object, **kwargs: object) -> Metrics:
+        passes.append(1)
+        return evaluate(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(learning, "evaluate", counted)
+    result = learning.evaluate_round(book, workers, candidates, base, validation, 500_000)
+    assert (result.scores, result.accepts, result.global_accuracy, result.accuracies) == expected
+    assert result.accepts[:honest] == (True,) * honest and result.accepts[honest:] == (False, False)
+    assert len(set(result.scores[:honest])) == honest or honest == 1
+    # each update, the aggregate, each aggregate without one (one: the base instead)
+    assert len(passes) == len(states) + 1 + (honest if honest > 1 else 1)
