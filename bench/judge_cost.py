@@ -3,7 +3,9 @@ against the plain computation of the same verdict (every update measured; leave-
 whose reference is the aggregate of all qualified updates; that aggregate measured once
 more for the global accuracy), on the same sealed updates of mnist_cnn and 1,000 real MNIST
 validation samples, one torch thread as a validator runs. Both must reveal the same scores,
-accepts and accuracies (checked); the ratio is plain / runtime CPU seconds.
+accepts and accuracies (checked); the ratio is plain / runtime CPU seconds. Last, the
+runtime's way again once `learning.keep_freed_memory` has kept glibc from unmapping and
+refaulting the forward passes' large blocks.
 
     FL_NODE_DATA_ROOT=/work/shared/datasets/mnist python -m bench.judge_cost [--updates 5]
 """
@@ -114,12 +116,17 @@ def main() -> int:
             updates.append(Update(bytes([index + 1]) * 20, root, 1000 + index))
         plain, expected = cpu_seconds(lambda: plain_verdict(book, updates, base, validation), args.repeats)
         runtime, got = cpu_seconds(lambda: runtime_verdict(book, updates, base, validation), args.repeats)
-    if got != expected:
-        print(f"MISMATCH: runtime {got} != plain {expected}")
+        # last: it changes this process's malloc for good
+        kept = learning.keep_freed_memory()
+        reused, again = cpu_seconds(lambda: runtime_verdict(book, updates, base, validation), args.repeats)
+    if got != expected or again != expected:
+        print(f"MISMATCH: plain {expected}, evaluate_round {got}, with freed memory kept {again}")
         return 1
-    print(f"scores {got[0]}, accepts {got[1]}: identical in both")
+    print(f"scores {got[0]}, accepts {got[1]}: identical in all three")
     print(f"plain verdict {plain:.2f} CPU s; evaluate_round {runtime:.2f} CPU s; "
           f"ratio plain/runtime {plain / runtime:.2f}x ({args.updates} updates, 1000 samples, 1 thread)")
+    print(f"evaluate_round after keep_freed_memory() ({'applied' if kept else 'no glibc: unchanged'}): "
+          f"{reused:.2f} CPU s; ratio plain/that {plain / reused:.2f}x")
     return 0
 
 

@@ -8,6 +8,7 @@ spec (size-bounded, no pickle) and `check_finite` before it is used.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -48,6 +49,22 @@ ENVELOPE_OVERHEAD_PER_RECIPIENT = 80
 KEPT_GLOBAL_MODELS = 3
 
 StateDict = dict[str, torch.Tensor]
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep freed memory in the heap for reuse: a forward pass of
+    mnist_cnn over 1,000 samples allocates ~500 MB in blocks too large for the heap, each
+    mmapped and unmapped again, and the kernel zeroing those pages on the next pass is ~40%
+    of its CPU. The arithmetic is unchanged (scores stay bit for bit); the process keeps its
+    peak heap. False where there is no glibc mallopt (nothing changed)."""
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is None:
+        return False
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 class BlobError(ProtocolError):
