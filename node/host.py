@@ -8,6 +8,8 @@ Why each choice:
 - ``LongRunningSwarm`` (node.libp2p_compat, with every other py-libp2p override): inbound
   connections release their handler task and limiter slot when they close, and a protocol
   handler's exception is kept to its stream instead of stopping the swarm.
+- ``ReadingYamux``: a connection's read loop never waits behind its own data writer, so two
+  peers sending each other blocks at once do not wedge the connection.
 - libp2p logs handshake, identify and stream churn at ERROR level although none of it is a
   failure; :func:`configure_libp2p_logging` routes it through normal logging at a chosen level.
 """
@@ -41,10 +43,9 @@ from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
-from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.utils.address_validation import expand_wildcard_address
 
-from node.libp2p_compat import LongRunningSwarm, adopt_swarm
+from node.libp2p_compat import LongRunningSwarm, ReadingYamux, adopt_swarm, install_yamux_patch
 
 __all__ = [
     "HostConfig",
@@ -284,10 +285,11 @@ def _build_host(config: HostConfig) -> IHost:
         max_connections_per_peer=1,
         dial_timeout=config.dial_timeout_s,
     )
+    install_yamux_patch()
     host = new_host(
         key_pair=key_pair,
         sec_opt={NOISE_PROTOCOL_ID: noise},
-        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): ReadingYamux},
         listen_addrs=[_parse_listen_addr(a) for a in config.listen_addrs],
         connection_config=connection_config,
         addrs_factory=_announced_addrs,

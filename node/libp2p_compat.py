@@ -17,6 +17,7 @@ libp2p upgrade means reviewing this module against the new sources.
 | :func:`blacklist_without_teardown` | pubsub/pubsub.py:Pubsub.add_to_blacklist | its teardown task raises KeyError and stops the Pubsub service |
 | :func:`message_seen` | pubsub/pubsub.py:Pubsub._is_msg_seen | private; parked messages need it |
 | :class:`BackingOffGossipSub` | pubsub/gossipsub.py:GossipSub.mesh_heartbeat, handle_graft | a peer it pruned could be grafted again at once, and the peer's GRAFT-flood check graylists us for it |
+| :class:`ReadingYamux`, :func:`install_yamux_patch` | stream_muxer/yamux/yamux.py:Yamux.handle_incoming; stream_muxer/muxer_multistream.py: module global ``Yamux`` | its read loop answers SYNs and PINGs inline under the write lock a data write holds on a full socket; two peers sending each other data at once wedge until a 60 s timeout |
 """
 
 from __future__ import annotations
@@ -41,18 +42,23 @@ from libp2p.pubsub import pubsub as upstream_pubsub
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.stream_muxer import muxer_multistream as upstream_muxer_multistream
+from libp2p.stream_muxer.yamux.yamux import Yamux
 
 __all__ = [
+    "MAX_PENDING_CONTROL_FRAMES",
     "MAX_TOPIC_LENGTH",
     "BackingOffGossipSub",
     "GossipPubsub",
     "IdleAutoConnector",
     "LongRunningSwarm",
+    "ReadingYamux",
     "adopt_swarm",
     "blacklist_without_teardown",
     "contain_stream_handler",
     "ignore_current_message",
     "install_pubsub_patches",
+    "install_yamux_patch",
     "message_seen",
     "verify_message_signature",
 ]
@@ -234,6 +240,65 @@ async def _reset_quietly(stream: INetStream) -> None:
             await stream.reset()
         except Exception as exc:  # already broken
             logger.debug("resetting a stream raised %s", exc)
+
+
+# --- yamux ----------------------------------------------------------------------------------------
+
+MAX_PENDING_CONTROL_FRAMES = 64
+"""Control frames (SYN answers, pings) the read loop may leave to side tasks at once; past
+this it writes inline again, so a peer flooding pings gets back-pressure, not memory."""
+
+
+class ReadingYamux(Yamux):
+    """Yamux whose read loop never waits on the connection's write lock.
+
+    Upstream ``handle_incoming`` answers a SYN (ACK or RST) and a PING inline with
+    ``_write_frame``, under the write lock that a stream's data write holds while the
+    socket is full. When two peers send each other data at once, each socket fills
+    because the other's read loop is parked behind its own writer, and the connection
+    wedges until a timeout cancels one of the writers (seen as block fetches both ways
+    going silent together for 60 s). Here the read loop hands those frames to a task and
+    reads on; the write lock is FIFO, so they still go out before anything the new
+    stream's handler writes.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._reader: trio.lowlevel.Task | None = None
+        self._pending_control = 0
+
+    async def handle_incoming(self) -> None:
+        self._reader = trio.lowlevel.current_task()
+        await super().handle_incoming()
+
+    async def _write_frame(self, data: bytes) -> None:
+        if (
+            trio.lowlevel.current_task() is not self._reader
+            or self._nursery is None
+            or self._pending_control >= MAX_PENDING_CONTROL_FRAMES
+        ):
+            await super()._write_frame(data)
+            return
+        self._pending_control += 1
+        try:
+            self._nursery.start_soon(self._write_control_frame, data)
+        except RuntimeError:  # the connection's nursery has closed: nothing more goes out
+            self._pending_control -= 1
+
+    async def _write_control_frame(self, data: bytes) -> None:
+        try:
+            await super()._write_frame(data)
+        except Exception as exc:  # a broken connection: the read loop sees it and closes
+            logger.debug("yamux control frame to %s not sent: %s", self.peer_id, exc)
+        finally:
+            self._pending_control -= 1
+
+
+def install_yamux_patch() -> None:
+    """Have every yamux connection of this process be a :class:`ReadingYamux` (idempotent):
+    MuxerMultistream.new_conn builds ``Yamux`` by its module-global name whatever class
+    ``muxer_opt`` names."""
+    upstream_muxer_multistream.Yamux = ReadingYamux  # type: ignore[misc]
 
 
 # --- pubsub: faults reported by the patched module globals ---------------------------------------
