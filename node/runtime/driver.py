@@ -380,11 +380,6 @@ async def start_driver(
     """Register, load or create the machine, and build its driver with the real effects;
     returns the driver and the event to start it with."""
     torch.set_num_threads(config.node.torch_threads)
-    if config.role != "worker":
-        # Validators and the requester score whole validation batches each round; reusing
-        # freed heap spares the kernel re-zeroing ~500 MB a pass. Workers train in small
-        # batches and keep their smaller footprint.
-        learning.keep_freed_memory()
     log = NodeLog(logging.getLogger("fl_node.runtime"), {"name": status.name})
     client = chain.client
     await register(chain, keys, log)
