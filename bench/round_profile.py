@@ -565,8 +565,8 @@ def run(args: argparse.Namespace, out: TextIO) -> tuple[Path, CpuSampler | None,
         rounds=args.rounds,
         max_samples=args.max_samples,
     )
-    if args.no_train_ahead:  # the nodes are this process's children: they inherit it
-        os.environ[TRAIN_AHEAD_ENV] = "0"
+    # the nodes are this process's children: they inherit it
+    os.environ[TRAIN_AHEAD_ENV] = "0" if args.no_train_ahead else "1"
     scenario = Scenario(source="<round profile>").resolve(args.workers, args.validators)
     localnet = Localnet(options, scenario, stamped)  # type: ignore[arg-type]
     launched = time.time()

@@ -357,11 +357,14 @@ async def test_a_resumed_task_the_node_can_no_longer_work_on_stops_it() -> None:
     assert second.network.deliver is None  # no gossip for a task it cannot work on
 
 
-def test_a_worker_trains_ahead_unless_it_is_a_copycat_or_told_not_to(
+def test_a_worker_trains_ahead_when_told_to_unless_it_is_a_copycat(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = load_config(Path(__file__).resolve().parents[2] / "node.toml")
     assert config.role == "worker"
+    monkeypatch.delenv(TRAIN_AHEAD_ENV, raising=False)
+    assert machine_options(config, 0) == {"train_ahead": False}
+    monkeypatch.setenv(TRAIN_AHEAD_ENV, "1")
     worker = new_machine(config, ME, 0, None)
     assert isinstance(worker, WorkerMachine) and worker.train_ahead
     copycat = replace(config, behaviour=BehaviourConfig(worker="copycat"))
