@@ -39,6 +39,8 @@ without asking.
 from __future__ import annotations
 
 import logging
+import math
+import random
 import struct
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
@@ -169,10 +171,14 @@ class ExchangeLimits:
     share the rest, so a crowd of fresh identities never locks members out."""
     read_timeout_s: float = 10.0
     """Client: longest silence of a peer; a read (or a stream open) fails once nothing at
-    all has moved between us and that peer, on any block stream, for this long.
-    Server: the deadline for a request to arrive in full, counted from a new stream's
+    all has moved between us and that peer, on any block stream, for this long."""
+    request_arrival_s: float = 10.0
+    """Server: the deadline for a request to arrive in full, counted from a new stream's
     opening (or from the first byte of a later request on a reused stream); bytes trickled
-    in meanwhile do not extend it."""
+    in meanwhile do not extend it, and a peer that misses it is struck. Kept apart from
+    ``read_timeout_s``: a client may drop a silent provider quickly (another holder will
+    do), but a strike must not fall on an honest peer whose request waited seconds behind
+    a loaded event loop (its own or ours) before it reached the socket."""
     strikes_to_ban: int = 3
     """Strikes (a slot held without asking, a response left unread) after which a server
     bans a stranger for ``ban_s``; each held slot also drops the stranger's connection."""
@@ -188,6 +194,15 @@ class ExchangeLimits:
     provider_strikes: int = 3
     """Failed requests in a row (timeouts, resets) after which a fetch drops a provider;
     a wrong block drops it at once."""
+    connected_holders: int = 6
+    """Connected task members (``is_member``) a fetch also asks once its named providers
+    are busy, failing or out of blocks: whoever fetched the blob already holds it and
+    serves it, so one publisher is not the only source for a crowd."""
+    holder_recheck_s: float = 0.5
+    """A connected member that lacks a block is asked again after this pause, doubled on
+    each miss: it may be fetching the same blob and hold it a moment later."""
+    holder_rechecks: int = 5
+    """Misses in a row after which a fetch stops asking a connected member."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= self.max_cids_per_request:
@@ -197,7 +212,7 @@ class ExchangeLimits:
             )
         for name in ("requests_in_flight", "requests_per_provider", "max_streams_per_peer",
                      "max_requests_per_peer", "max_streams_total", "max_request_bytes",
-                     "provider_strikes", "strikes_to_ban"):
+                     "provider_strikes", "strikes_to_ban", "holder_rechecks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.member_reserve < self.max_streams_total:
@@ -205,8 +220,11 @@ class ExchangeLimits:
                 f"member_reserve must be 0..max_streams_total-1 ({self.max_streams_total - 1}), "
                 f"got {self.member_reserve}: strangers need at least one slot"
             )
-        for name in ("read_timeout_s", "request_timeout_s", "idle_stream_timeout_s",
-                     "connect_timeout_s", "find_providers_timeout_s", "ban_s"):
+        if self.connected_holders < 0:
+            raise ValueError(f"connected_holders must be >= 0, got {self.connected_holders}")
+        for name in ("read_timeout_s", "request_arrival_s", "request_timeout_s",
+                     "idle_stream_timeout_s", "connect_timeout_s", "find_providers_timeout_s",
+                     "ban_s", "holder_recheck_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
 
@@ -380,6 +398,9 @@ class _Provider:
     busy: int = 0
     strikes: int = 0  # failed requests since its last delivered block
     down: str | None = None  # why it was dropped for this fetch
+    connected: bool = False  # a connected member asked on chance, not named as a holder
+    misses: int = 0  # "don't have" answers of a connected member since its last block
+    ask_at: float = -math.inf  # a connected member that missed is not asked before this
 
 
 @dataclass
@@ -420,6 +441,12 @@ class _BlobFetch:
 
     def usable(self) -> list[_Provider]:
         return [p for p in self.providers.values() if p.down is None]
+
+    def next_recheck(self) -> float:
+        """When the next connected member waiting to be asked again may be (inf: none)."""
+        now = trio.current_time()
+        waiting = [p.ask_at for p in self.usable() if p.ask_at > now]
+        return min(waiting, default=math.inf)
 
 
 class BlockExchange:
@@ -596,7 +623,7 @@ class BlockExchange:
         limits = self.limits
         stream, peer = session.stream, session.peer
         first: int | None = None
-        deadline = opened + limits.read_timeout_s
+        deadline = opened + limits.request_arrival_s
         served = 0
         while True:
             if served:
@@ -612,7 +639,7 @@ class BlockExchange:
                     return
                 if first is None:
                     break
-                deadline = trio.current_time() + limits.read_timeout_s
+                deadline = trio.current_time() + limits.request_arrival_s
             body = await self._receive_request(stream, first, deadline)
             if body is None:  # the client closed its side: done
                 break
@@ -640,7 +667,7 @@ class BlockExchange:
                     return None
             return await _read_uvarint_frame(stream, first, self.limits.max_request_bytes)
         raise _HeldWithoutAsking(
-            f"held a block stream without a complete request for {self.limits.read_timeout_s} s"
+            f"held a block stream without a complete request for {self.limits.request_arrival_s} s"
         )
 
     async def _answer(self, stream: INetStream, peer: PeerID, cids: list[str]) -> None:
@@ -842,10 +869,34 @@ class BlockExchange:
             state.notify()
         added = 0
         for info in found:
-            if info.peer_id != self.host.get_id() and info.peer_id not in state.providers:
+            known = state.providers.get(info.peer_id)
+            if known is not None and known.connected:  # it announced the blob: a holder
+                known.connected = False
+                known.ask_at = -math.inf
+                added += known.down is None
+            elif info.peer_id != self.host.get_id() and known is None:
                 state.providers[info.peer_id] = _Provider(info)
                 added += 1
         return added
+
+    def _widen(self, state: _BlobFetch) -> int:
+        """Add connected task members to the fetch's providers (see
+        ``ExchangeLimits.connected_holders``), in random order so that a crowd fetching one
+        blob spreads over its holders; returns how many were added."""
+        limit = self.limits.connected_holders
+        have = sum(1 for p in state.providers.values() if p.connected)
+        if have >= limit:
+            return 0
+        me = self.host.get_id()
+        peers = [peer for peer in self.host.get_connected_peers()
+                 if peer != me and peer not in state.providers and self._member(peer)]
+        chosen = random.sample(peers, min(len(peers), limit - have))
+        for peer in chosen:
+            state.providers[peer] = _Provider(PeerInfo(peer, []), connected=True)
+        if chosen:
+            logger.debug("asking %d connected members for %s too", len(chosen), state.root)
+            state.notify()
+        return len(chosen)
 
     def _take_local(self, state: _BlobFetch) -> None:
         """Use every pending block that is already in the local store."""
@@ -878,7 +929,9 @@ class BlockExchange:
                 await self._request(state, provider, wants)
             except _BadBlock as exc:
                 self._drop_provider(state, provider, str(exc), bad=True)
+                self._widen(state)
             except _ProviderFailed as exc:
+                self._widen(state)
                 # A reset or timeout may be the load, not the provider (yamux resets a
                 # stream whose window stays shut 5 s): retry a few times before dropping.
                 provider.strikes += 1
@@ -902,26 +955,36 @@ class BlockExchange:
             picked = self._pick(state)
             if picked is not None:
                 return picked
-            if state.discovering:  # providers may be on their way
-                await state.changed.wait()
+            recheck = state.next_recheck()
+            if state.discovering or state.in_flight or recheck < math.inf:
+                # providers may be on their way, a request may free one, or a connected
+                # member that lacked a block is due to be asked again
+                with trio.move_on_at(recheck):
+                    await state.changed.wait()
                 continue
-            if state.in_flight == 0:
-                if not state.pending:  # cannot happen: every want is pending, in flight or placed
-                    state.fail(BlockFetchError(f"fetch of {state.root} lost track of "
-                                               f"{state.remaining} blocks"))
-                    return None
-                # Nothing in flight and no provider left for what is pending: look for
-                # more providers if providers failed since the last lookup, else give up.
-                if state.setbacks() == state.setbacks_at_lookup or await self._discover(state) == 0:
-                    state.fail(self._unavailable(state))
-                    return None
+            if not state.pending:  # cannot happen: every want is pending, in flight or placed
+                state.fail(BlockFetchError(f"fetch of {state.root} lost track of "
+                                           f"{state.remaining} blocks"))
+                return None
+            # Nothing in flight and no provider left for what is pending: ask connected
+            # members, look for more providers if providers failed since the last lookup,
+            # else give up.
+            if self._widen(state):
                 continue
-            await state.changed.wait()
+            if state.setbacks() == state.setbacks_at_lookup or await self._discover(state) == 0:
+                state.fail(self._unavailable(state))
+                return None
 
     def _pick(self, state: _BlobFetch) -> tuple[_Provider, list[_Want]] | None:
-        candidates = [p for p in state.usable()
-                      if p.in_flight < self.limits.requests_per_provider]
-        candidates.sort(key=lambda p: p.in_flight)
+        now = trio.current_time()
+        ready = [p for p in state.usable()
+                 if p.in_flight < self.limits.requests_per_provider and p.ask_at <= now]
+        # The least loaded first; the named providers in the caller's order, then the
+        # connected members at random, so that a crowd fetching one blob spreads over them.
+        connected = [p for p in ready if p.connected]
+        random.shuffle(connected)
+        candidates = sorted([p for p in ready if not p.connected] + connected,
+                            key=lambda p: p.in_flight)
         for provider in candidates:
             peer = provider.info.peer_id
             batch = [w for w in state.pending if peer not in state.tried.get(w.cid, ())]
@@ -991,6 +1054,7 @@ class BlockExchange:
         with self._clock.silence_limit(peer, limits.read_timeout_s):
             await stream.write(encode_request([want.cid for want in todo]))
         self._clock.progress(peer)
+        missed = False
         while todo:
             want = todo[0]
             header = await _read_exactly(stream, RESPONSE_HEADER.size, self._clock, peer,
@@ -1001,10 +1065,14 @@ class BlockExchange:
                 provider.busy += 1
                 if provider.busy > limits.busy_retries:
                     raise _ProviderFailed(f"busy {provider.busy} times")
+                self._widen(state)
                 await trio.sleep(min(0.05 * provider.busy, 1.0))
                 return False  # the server closes a stream it answered busy
             if status == STATUS_DONT_HAVE:
-                state.tried.setdefault(want.cid, set()).add(provider.info.peer_id)
+                if provider.connected:
+                    missed = True
+                else:
+                    state.tried.setdefault(want.cid, set()).add(provider.info.peer_id)
                 state.pending.append(todo.popleft())
                 continue
             if status != STATUS_BLOCK:
@@ -1018,7 +1086,19 @@ class BlockExchange:
             todo.popleft()
             provider.busy = 0
             provider.strikes = 0
+            provider.misses = 0
+        if missed:
+            self._missed(state, provider)
         return True
+
+    def _missed(self, state: _BlobFetch, provider: _Provider) -> None:
+        """A connected member lacked a block: ask it again later, or no more."""
+        provider.misses += 1
+        if provider.misses > self.limits.holder_rechecks:
+            provider.down = f"lacked the blob {provider.misses} times in a row"
+            return
+        pause = self.limits.holder_recheck_s * 2 ** (provider.misses - 1)
+        provider.ask_at = trio.current_time() + pause
 
     # --- client streams: a small pool per provider (see the module doc) --------------------
 

@@ -149,7 +149,7 @@ def total_opened(holders: Sequence[Holder]) -> int:
 async def test_64_held_streams_do_not_lock_an_honest_peer_out(tmp_path: Path) -> None:
     """8 identities x 8 streams, each identity trickling on one, re-opening all they lose."""
     blob = b"a block the node holds"
-    limits = ExchangeLimits(read_timeout_s=1.0)
+    limits = ExchangeLimits(request_arrival_s=1.0)
     reported: list[tuple[PeerID, str]] = []
     async with open_network(tmp_path) as net:
         server = await serving_node(net, tmp_path / "server", limits,
@@ -173,7 +173,7 @@ async def test_64_held_streams_do_not_lock_an_honest_peer_out(tmp_path: Path) ->
 
 
 async def test_a_trickled_request_cannot_extend_its_deadline(tmp_path: Path) -> None:
-    limits = ExchangeLimits(read_timeout_s=1.0, strikes_to_ban=2)
+    limits = ExchangeLimits(request_arrival_s=1.0, strikes_to_ban=2)
     async with open_network(tmp_path) as net:
         server = await serving_node(net, tmp_path / "server", limits)
         attacker = await net.host(echo=False)
@@ -214,6 +214,31 @@ async def test_a_trickled_request_cannot_extend_its_deadline(tmp_path: Path) -> 
         assert server.streams_served == 0
 
 
+async def test_a_late_request_is_served_unstruck_while_a_silent_stream_is_struck(
+    tmp_path: Path,
+) -> None:
+    """The node drops a silent provider after ``read_timeout_s`` as a client, but as a
+    server it strikes only at ``request_arrival_s``: an honest request that waited behind a
+    loaded event loop longer than the first is served; a stream that never asks is struck."""
+    limits = ExchangeLimits(read_timeout_s=0.3, request_arrival_s=3.0, strikes_to_ban=1)
+    async with open_network(tmp_path) as net:
+        server = await serving_node(net, tmp_path / "server", limits)
+        root = await server.publish(b"a blob for a slow peer")
+        slow, staller = await net.host(echo=False), await net.host(echo=False)
+        await slow.connect(info_of(server.host))
+        stream = await slow.new_stream(server.host.get_id(), [PROTOCOL_ID])
+        await trio.sleep(1.0)  # the request leaves later than read_timeout_s, before arrival
+        await stream.write(encode_request([root]))
+        header = await read_exactly(stream, RESPONSE_HEADER.size)
+        assert RESPONSE_HEADER.unpack(header) == (STATUS_BLOCK, len(b"a blob for a slow peer"))
+        assert server.strikes(slow.get_id()) == 0 and not server.is_banned(slow.get_id())
+        await staller.connect(info_of(server.host))
+        silent = await staller.new_stream(server.host.get_id(), [PROTOCOL_ID])
+        assert await stream_ended(silent)
+        assert server.is_banned(staller.get_id())
+        assert not server.is_banned(slow.get_id())
+
+
 async def wait_disconnected(client: IHost, server: IHost) -> None:
     await wait_until(lambda: not client.get_network().get_connections(server.get_id()),
                      "the server to close the connection")
@@ -236,7 +261,7 @@ async def test_members_are_served_while_strangers_hold_every_slot_they_may(tmp_p
     stranger waits (busy), which is the price of a reserve that fresh identities cannot buy.
     """
     blob = b"a model update the committee needs"
-    limits = ExchangeLimits(read_timeout_s=HANG_GUARD_S)
+    limits = ExchangeLimits(request_arrival_s=HANG_GUARD_S)
     async with open_network(tmp_path) as net:
         member = await net.host(echo=False)
         server = await serving_node(net, tmp_path / "server", limits,
@@ -263,7 +288,7 @@ async def test_unread_responses_are_bounded_per_peer_and_struck(tmp_path: Path) 
     big = os.urandom(MAX_BLOCK_SIZE)
     # 20 MiB per response, more than a yamux window ever grows to: unread, its write stalls.
     request = encode_request([cid_of(big)] * 20)
-    limits = ExchangeLimits(request_timeout_s=1.0, strikes_to_ban=3, read_timeout_s=HANG_GUARD_S)
+    limits = ExchangeLimits(request_timeout_s=1.0, strikes_to_ban=3, request_arrival_s=HANG_GUARD_S)
     async with open_network(tmp_path) as net:
         server = await serving_node(net, tmp_path / "server", limits)
         cid = cid_of(big)
@@ -289,7 +314,7 @@ async def test_a_member_that_holds_slots_keeps_its_connection_but_loses_the_rese
     tmp_path: Path,
 ) -> None:
     # One stranger slot and two reserved; one strike bans.
-    limits = ExchangeLimits(max_streams_total=3, member_reserve=2, read_timeout_s=0.5,
+    limits = ExchangeLimits(max_streams_total=3, member_reserve=2, request_arrival_s=0.5,
                             request_timeout_s=HANG_GUARD_S, strikes_to_ban=1)
     big = os.urandom(MAX_BLOCK_SIZE)
     reported: list[PeerID] = []

@@ -717,7 +717,7 @@ async def test_server_bounds_streams_requests_and_reads(tmp_path: Path) -> None:
     blob = b"a small blob"
     limits = ExchangeLimits(
         max_streams_per_peer=1,
-        read_timeout_s=0.5,
+        request_arrival_s=0.5,
         idle_stream_timeout_s=0.5,
         max_cids_per_request=4,
         batch_size=4,
