@@ -1,7 +1,7 @@
 """Where each second of a localnet round goes, against the floor of the same work.
 
     python -m bench.round_profile [--workers 5] [--validators 3] [--rounds 4]
-                                  [--output DIR] [--data-root DIR] [--max-samples N]
+                                  [--output DIR] [--data-root DIR] [--max-samples N] [--flower]
     python -m bench.round_profile --from-logs DIR   # a localnet that ran with --output DIR
 
 1. A localnet as `fl-node localnet` runs it (anvil, a bootstrap node, a requester, the
@@ -18,8 +18,14 @@
    the validators' evaluation work alone (the runtime's own `judge_round` over as many
    sealed updates as there are workers, on the task's validation set, at the validators'
    thread count; V validators on C cores need V/C of it when V > C).
+4. With --flower (after `bash scripts/flower-setup.sh`), in the same run, after the floor:
+   Flower 1.42 doing the same work (bench.flower_baseline: a SuperLink and one SuperNode per
+   worker, each standing for a localnet worker through its node.toml: the same shard, model,
+   training settings and torch threads; FedAvg, the requester's validation set), on the
+   same cores.
 
-It prints each round's wall time and `round wall / floor`, and their mean. A round's wall
+It prints each round's wall time and `round wall / floor`, and their mean; with --flower
+also `fl-node round / Flower round`, round by round and for the means. A round's wall
 time is from its opening to the next round's opening (the last round: to its
 finalization): workers train the next round's update ahead while the committee judges
 the round (protocol/state/worker.py), so rounds overlap, and the time between openings is
@@ -46,6 +52,8 @@ from typing import Any, TextIO
 
 import torch
 
+from bench.flower_baseline import DEFAULT_VENV, FlowerError, FlowerRun, check_venv, run_flower
+from bench.flower_baseline import show as show_flower
 from node.blocks import BlockStore
 from node.blocks.unixfs import build_file_dag
 from node.config import NodeConfig, load_config
@@ -64,7 +72,6 @@ from protocol.state.actions import StartEvaluation
 from protocol.state.records import GlobalModel, Update
 from protocol.training import TrainConfig, train_local
 
-FLOWER_ROUND_S = 54.0  # Flower 1.42, superlink + 5 supernodes, same work, on this machine kind
 PHASES = ("training", "commit", "reveal", "finalize")
 TICKS = os.sysconf("SC_CLK_TCK")
 CPU_FILE = "cpu-samples.json"
@@ -547,6 +554,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--threads", type=int, default=len(os.sched_getaffinity(0)),
         help="threads of the centralized epoch (default: this machine's cores, %(default)s)",
     )
+    parser.add_argument(
+        "--flower", action="store_true",
+        help="also run Flower 1.42 on the same work after the localnet (bench.flower_baseline; "
+        "needs `bash scripts/flower-setup.sh` once) and print fl-node round / Flower round",
+    )
     return parser.parse_args(argv)
 
 
@@ -581,6 +593,11 @@ def run(args: argparse.Namespace, out: TextIO) -> tuple[Path, CpuSampler | None,
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     out = sys.stdout
+    if args.flower:
+        try:
+            check_venv(DEFAULT_VENV)  # before the localnet, not after it
+        except FlowerError as exc:
+            raise SystemExit(f"--flower: {exc}") from exc
     output, sampler, launched, finished, stamped = run(args, out)
     nodes = output / "nodes"
     requester = load_config(nodes / "requester" / "node.toml")
@@ -629,6 +646,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     floor_cpu = epoch.cpu + len(validators) * one.cpu
     print(f"floor of a round: {floor:.1f} s; {floor_cpu:.1f} CPU s", file=out)
 
+    flower: FlowerRun | None = None
+    if args.flower:
+        try:
+            flower = run_flower(nodes, output / "flower")
+        except FlowerError as exc:
+            print(f"\nthe Flower baseline failed: {exc}", file=out)
+            return 1
+        show_flower(flower, out)
+    flower_walls = {r.round: r.wall for r in flower.rounds} if flower is not None else {}
+
     print("\n=== round wall / floor ===", file=out)
     for r, wall in walls.items():
         line = f"round {r}: {wall:5.1f} s  / {floor:.1f} s = {wall / floor:.2f}"
@@ -636,14 +663,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             start, end = round_span(timeline, r)
             used = sampler.used(start, end)
             line += f"   (CPU: {used:.1f} s / {floor_cpu:.1f} s = {used / floor_cpu:.2f})"
+        if r in flower_walls:
+            line += f"   fl-node / Flower: {wall:.1f} s / {flower_walls[r]:.1f} s = {wall / flower_walls[r]:.2f}"
         print(line, file=out)
     mean = statistics.mean(walls.values())
-    print(f"mean:    {mean:5.1f} s  / {floor:.1f} s = {mean / floor:.2f}", file=out)
+    line = f"mean:    {mean:5.1f} s  / {floor:.1f} s = {mean / floor:.2f}"
+    if flower is not None and flower.rounds:
+        line += (f"   fl-node round / Flower round: {mean:.1f} s / {flower.mean_wall:.1f} s = "
+                 f"{mean / flower.mean_wall:.2f}")  # fmt: skip
+    print(line, file=out)
     print("(on a shared machine the two walls see different loads: the CPU ratio, every CPU "
           "second of the localnet's processes in the round against the floor's, does not depend "
           "on them)", file=out)
-    print(f"(Flower 1.42 on this machine kind, same work, measured once elsewhere, not here: "
-          f"~{FLOWER_ROUND_S:.0f} s a round; fl-node's mean here is {mean:.1f} s)", file=out)
+    if flower is None:
+        print("(Flower not measured: --flower runs it on the same work after the localnet)", file=out)
+    else:
+        print("(fl-node / Flower below 1: the fl-node round, with its chain, committee and "
+              "encryption, is faster than Flower's on the same work)", file=out)
     return 0
 
 

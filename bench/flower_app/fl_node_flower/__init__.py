@@ -1,0 +1,1 @@
+"""Flower's ServerApp and ClientApp over fl-node's work (bench.flower_task)."""
