@@ -20,22 +20,27 @@ attacker-rounds were slashed out of those attacked, the earnings per attacker be
 per honest worker (what an `inflated_samples` claim buys), the honest parties' net (honest
 workers' and validators' earnings minus their slashes), how many honest party-rounds went
 unpaid and what honest parties lost, and, for `backdoor`, the trigger's success rate on
-test digits that are not the target. Writes `attacks.md` (the table) and
+test digits that are not the target. Every worker should submit and every validator commit
+in every round; the rounds a party missed are counted (an honest one's as unpaid too), so a
+round lost to load reads as such, not as a clean one. `misses` names what keeps the cell
+from issue 11's acceptance (`misses`). Writes `attacks.md` (the table) and
 `attacks.png` (heatmaps) under --out and prints the table; each rule's nodes log to
-`runs/<rule>/run.log`. --parallel runs that many of a rule's tasks at once (each on its own
+`runs/<rule>/run.log`, each cell's settled rounds (every worker's kind, verdict, score,
+pay and slash) go to `runs/<rule>/<cell>/rounds.json`. --parallel runs that many of a rule's tasks at once (each on its own
 chain and hosts), which shortens a run whose tasks mostly wait on block times.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +100,9 @@ class Cell:
     attacker_rounds_slashed: int
     attacker_rounds: int  # rounds x attackers that submitted
     honest_net: int  # honest workers' and validators' earnings minus their slashes
-    honest_unpaid: int  # honest worker-rounds and validator-rounds paid nothing
+    honest_unpaid: int  # honest worker-rounds and validator-rounds paid nothing (missed ones too)
+    honest_missed: int  # honest worker-rounds with no submission, validator-rounds with no commit
+    attacker_missed: int  # attacker-rounds with no submission
     honest_slashed: int  # wei an honest worker or validator lost
     per_attacker: int  # wei earned per attacking worker
     per_honest_worker: int  # wei earned (before slashes) per honest worker
@@ -209,11 +216,14 @@ async def run_rule(
         cells[name] = done = await trio.to_thread.run_sync(
             measure, result, kinds, test, folder / "final-model.bin", name, rule, seconds
         )
+        record = {"cell": asdict(done), "kinds": list(kinds), "rounds": round_record(result, kinds)}
+        (folder / "rounds.json").write_text(json.dumps(record, indent=1))
         print(
             f"{rule:>16} {name:>17}: test accuracy {100 * done.accuracy:.2f}%, attackers "
             f"earned {done.attacker_earned / ETHER:.3f} ETH, slashed "
             f"{done.attacker_slashed / ETHER:.3f} ETH, honest net "
-            f"{done.honest_net / ETHER:.3f} ETH ({done.seconds:.0f} s)",
+            f"{done.honest_net / ETHER:.3f} ETH, missed rounds {done.honest_missed} honest "
+            f"{done.attacker_missed} attackers ({done.seconds:.0f} s)",
             flush=True,
         )
 
@@ -277,11 +287,19 @@ def measure(
     rule: str,
     seconds: float,
 ) -> Cell:
-    attackers = {result.workers[i].address for i, kind in enumerate(kinds) if kind != "honest"}
+    """The cell's numbers from the chain's round results. Every worker is expected to
+    submit and every validator to commit in every round (each sits on every committee:
+    committee_size = validators, equal stakes), so a party missing from a round's lists is
+    counted as missed, and an honest one as unpaid: a round lost to load or a fault must
+    not read as a clean one."""
+    addresses = [status.address.lower() for status in result.workers]
+    attackers = {addresses[i] for i, kind in enumerate(kinds) if kind != "honest"}
+    validators = [status.address.lower() for status in result.validators]
     earned = slashed = rounds_slashed = attacked = honest_net = unpaid = honest_lost = 0
-    honest_workers_earned = 0
+    honest_workers_earned = honest_missed = attacker_missed = 0
     for r in result.rounds:
-        for address, paid, lost in zip(r.workers, r.worker_payouts, r.worker_slashes, strict=True):
+        submitted = [address.lower() for address in r.workers]
+        for address, paid, lost in zip(submitted, r.worker_payouts, r.worker_slashes, strict=True):
             if address in attackers:
                 earned, slashed, attacked = earned + paid, slashed + lost, attacked + 1
                 rounds_slashed += lost > 0
@@ -289,9 +307,15 @@ def measure(
                 honest_net, honest_lost = honest_net + paid - lost, honest_lost + lost
                 unpaid += paid == 0
                 honest_workers_earned += paid
+        absent = [address for address in addresses if address not in submitted]
+        attacker_missed += sum(address in attackers for address in absent)
+        honest_missed += sum(address not in attackers for address in absent)
+        committed = [address.lower() for address in r.validators]
         for paid, lost in zip(r.validator_payouts, r.validator_slashes, strict=True):
             honest_net, honest_lost = honest_net + paid - lost, honest_lost + lost
             unpaid += paid == 0
+        honest_missed += sum(address not in committed for address in validators)
+    unpaid += honest_missed
     success = None
     backdoors = [parse_attack_spec(kind) for kind in kinds if kind.startswith("backdoor")]
     if backdoors:
@@ -299,17 +323,90 @@ def measure(
         success = test.backdoor_success(final_model, int(spec["size"]), int(spec["target"]))
     return Cell(
         name, rule, test.accuracy(final_model), earned, slashed, rounds_slashed, attacked,
-        honest_net, unpaid, honest_lost, earned // max(1, len(attackers)),
+        honest_net, unpaid, honest_missed, attacker_missed, honest_lost,
+        earned // max(1, len(attackers)),
         honest_workers_earned // max(1, len(kinds) - len(attackers)), success, seconds,
     )
+
+
+def round_record(result: InProcessResult, kinds: Sequence[str]) -> list[dict[str, Any]]:
+    """Each finalized round as the chain settled it, every worker named by its index and
+    kind: what the cell's numbers are summed from, kept beside the run's log."""
+    index = {status.address.lower(): i for i, status in enumerate(result.workers)}
+    names = {status.address.lower(): status.name for status in result.validators}
+    return [
+        {
+            "round": number,
+            "workers": [
+                {
+                    "worker": index[address.lower()],
+                    "kind": kinds[index[address.lower()]],
+                    "accepted": accepted,
+                    "score": score,
+                    "paid_wei": paid,
+                    "slashed_wei": lost,
+                }
+                for address, accepted, score, paid, lost in zip(
+                    r.workers, r.accepted, r.consensus_scores, r.worker_payouts,
+                    r.worker_slashes, strict=True,
+                )
+            ],
+            "validators": [
+                {
+                    "validator": names.get(address.lower(), address),
+                    "revealed": revealed,
+                    "agreed": agreed,
+                    "paid_wei": paid,
+                    "slashed_wei": lost,
+                }
+                for address, revealed, agreed, paid, lost in zip(
+                    r.validators, r.revealed, r.agreed, r.validator_payouts,
+                    r.validator_slashes, strict=True,
+                )
+            ],
+            "consensus_accuracy": r.consensus_accuracy,
+        }
+        for number, r in enumerate(result.rounds, start=1)
+    ]
+
+
+def misses(cell: Cell, honest: Cell) -> list[str]:
+    """What keeps a cell from issue 11's acceptance: accuracy within 1 point of the honest
+    run, every attacker-round slashed and unpaid (an honestly training `inflated_samples`
+    worker: paid no more than an honest worker), every honest party paid every round and
+    never slashed, a backdoor's success under 10%; and a party that missed a round (no
+    submission, no commit: the run, not the attack, failed there)."""
+    found = []
+    if cell.attack != "honest" and 100 * (cell.accuracy - honest.accuracy) < -1:
+        found.append("accuracy")
+    if cell.attack in ("honest", "honest_rerun"):
+        pass
+    elif cell.attack == "inflated_samples":
+        if cell.per_attacker > cell.per_honest_worker:
+            found.append("overpaid")
+    else:
+        if cell.attacker_earned > 0:
+            found.append("attackers paid")
+        if cell.attacker_rounds_slashed < cell.attacker_rounds:
+            found.append("attackers unslashed")
+    if cell.attacker_missed:
+        found.append("attackers missed rounds")
+    if cell.honest_missed:
+        found.append("honest missed rounds")
+    if cell.honest_unpaid - cell.honest_missed or cell.honest_slashed:
+        found.append("honest unpaid/slashed")
+    if cell.backdoor_success is not None and cell.backdoor_success >= 0.10:
+        found.append("backdoor")
+    return found
 
 
 def table(cells: Sequence[Cell], honest: Mapping[str, Cell]) -> str:
     lines = [
         "| attack | rule | test acc | Δ acc (pts) | attackers earned (ETH) | attackers slashed "
         "(ETH) | attacker-rounds slashed | per attacker / per honest worker (ETH) | honest net "
-        "(ETH) | honest unpaid | honest slashed (ETH) | backdoor success | s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "(ETH) | honest unpaid | honest slashed (ETH) | missed rounds honest / attackers "
+        "| backdoor success | misses | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for cell in cells:
         delta = 100 * (cell.accuracy - honest[cell.rule].accuracy)
@@ -321,7 +418,9 @@ def table(cells: Sequence[Cell], honest: Mapping[str, Cell]) -> str:
             f"| {'' if cell.attack == 'honest' else slashed_rounds} "
             f"| {cell.per_attacker / ETHER:.3f} / {cell.per_honest_worker / ETHER:.3f} "
             f"| {cell.honest_net / ETHER:.3f} | {cell.honest_unpaid} "
-            f"| {cell.honest_slashed / ETHER:.3f} | {backdoor} "
+            f"| {cell.honest_slashed / ETHER:.3f} "
+            f"| {cell.honest_missed} / {cell.attacker_missed} | {backdoor} "
+            f"| {', '.join(misses(cell, honest[cell.rule])) or 'none'} "
             f"| {cell.seconds:.0f} |"
         )
     return "\n".join(lines) + "\n"

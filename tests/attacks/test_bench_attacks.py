@@ -4,12 +4,16 @@ process and writes its table and heatmap."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from bench.attacks import ATTACKS, main, worker_kinds
+from bench.attacks import ATTACKS, main, measure, misses, round_record, worker_kinds
 from node.attacks.spec import alie_z_max, parse_attack_spec
+from node.chain.types import RoundResult
+from node.localnet.inprocess import InProcessResult
+from node.runtime.effects import NodeStatus
 from tests.conftest import MNIST_ROOT, needs_mnist
 
 
@@ -49,3 +53,51 @@ def test_a_one_cell_matrix_writes_its_table_and_heatmap(tmp_path: Path) -> None:
     for row in rows:
         assert 0 < float(row[2].strip().rstrip("%")) <= 100
     assert (tmp_path / "attacks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class _Accuracy:
+    """Stands in for the MNIST test split: measure only asks it for the final accuracy."""
+
+    def accuracy(self, final_model: Path) -> float:
+        return 0.9
+
+
+def _round(workers: list[str], paid: list[int], slashed: list[int], validators: list[str]) -> RoundResult:
+    return RoundResult(
+        finalized=True, workers=tuple(workers), consensus_scores=(0,) * len(workers),
+        accepted=tuple(p > 0 for p in paid), worker_payouts=tuple(paid),
+        worker_slashes=tuple(slashed), validators=tuple(validators),
+        revealed=(True,) * len(validators), agreed=(True,) * len(validators),
+        validator_payouts=(1,) * len(validators), validator_slashes=(0,) * len(validators),
+        reveals=len(validators), consensus_accuracy=0, returned_to_escrow=0,
+    )
+
+
+def test_a_party_missing_from_a_round_is_counted_missed_and_unpaid(tmp_path: Path) -> None:
+    workers = [NodeStatus(f"worker{i}", "worker", f"0xW{i}") for i in range(4)]
+    validators = [NodeStatus(f"validator{i}", "validator", f"0xV{i}") for i in range(2)]
+    kinds = ("honest", "honest", "honest", "sign_flip")
+    clean = _round(["0xw0", "0xw1", "0xw2", "0xw3"], [5, 5, 5, 0], [0, 0, 0, 1], ["0xv0", "0xv1"])
+    # round 2: honest worker 1 and validator 1 never made it, the attacker did not submit
+    lost = _round(["0xW0", "0xW2"], [5, 5], [0, 0], ["0xV0"])
+    result = InProcessResult(
+        w3=None, reader=None, registry="", task="",  # type: ignore[arg-type]
+        requester=NodeStatus("requester", "requester", "0xR"), workers=workers,
+        validators=validators, rounds=[clean, lost],
+    )
+    cell = measure(result, kinds, _Accuracy(), tmp_path / "m", "sign_flip", "fedavg", 1.0)  # type: ignore[arg-type]
+    assert (cell.honest_missed, cell.attacker_missed) == (2, 1)
+    assert cell.honest_unpaid == 2 and cell.attacker_rounds == 1 == cell.attacker_rounds_slashed
+    honest = measure(
+        dataclasses.replace(result, rounds=[dataclasses.replace(clean, worker_payouts=(5,) * 4,
+                                                                worker_slashes=(0,) * 4)]),
+        ("honest",) * 4, _Accuracy(), tmp_path / "m", "honest", "fedavg", 1.0,  # type: ignore[arg-type]
+    )
+    assert misses(cell, honest) == ["attackers missed rounds", "honest missed rounds"]
+    assert honest.honest_unpaid == 0 and misses(honest, honest) == []
+    record = round_record(result, kinds)
+    assert [w["worker"] for w in record[1]["workers"]] == [0, 2]
+    assert record[0]["workers"][3] | {"score": 0} == {
+        "worker": 3, "kind": "sign_flip", "accepted": False, "score": 0, "paid_wei": 0,
+        "slashed_wei": 1,
+    }
