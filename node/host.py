@@ -45,7 +45,13 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.utils.address_validation import expand_wildcard_address
 
-from node.libp2p_compat import LongRunningSwarm, ReadingYamux, adopt_swarm, install_yamux_patch
+from node.libp2p_compat import (
+    LongRunningSwarm,
+    ReadingYamux,
+    adopt_swarm,
+    install_record_cache,
+    install_yamux_patch,
+)
 
 __all__ = [
     "HostConfig",
@@ -286,6 +292,7 @@ def _build_host(config: HostConfig) -> IHost:
         dial_timeout=config.dial_timeout_s,
     )
     install_yamux_patch()
+    install_record_cache()
     host = new_host(
         key_pair=key_pair,
         sec_opt={NOISE_PROTOCOL_ID: noise},

@@ -17,11 +17,13 @@ libp2p upgrade means reviewing this module against the new sources.
 | :func:`blacklist_without_teardown` | pubsub/pubsub.py:Pubsub.add_to_blacklist | its teardown task raises KeyError and stops the Pubsub service |
 | :func:`message_seen` | pubsub/pubsub.py:Pubsub._is_msg_seen | private; parked messages need it |
 | :class:`BackingOffGossipSub` | pubsub/gossipsub.py:GossipSub.mesh_heartbeat, handle_graft | a peer it pruned could be grafted again at once, and the peer's GRAFT-flood check graylists us for it |
+| :func:`install_record_cache` | peer/envelope.py:consume_envelope, imported by name into pubsub/utils.py, pubsub/gossipsub.py, kad_dht/utils.py, identity/update.py | every RPC a peer sends carries the same signed peer record, and its signature was checked again on each one: with a hundred nodes in one process, a large share of a core |
 | :class:`ReadingYamux`, :func:`install_yamux_patch` | stream_muxer/yamux/yamux.py:Yamux.handle_incoming; stream_muxer/muxer_multistream.py: module global ``Yamux`` | its read loop answers SYNs and PINGs inline under the write lock a data write holds on a full socket; two peers sending each other data at once wedge until a 60 s timeout |
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
@@ -37,6 +39,7 @@ from libp2p.io.abc import ReadWriteCloser
 from libp2p.network.auto_connector import AutoConnector
 from libp2p.network.connection.raw_connection import RawConnection
 from libp2p.network.swarm import Swarm
+from libp2p.peer import envelope as upstream_envelope
 from libp2p.peer.id import ID as PeerID
 from libp2p.pubsub import pubsub as upstream_pubsub
 from libp2p.pubsub.gossipsub import GossipSub
@@ -58,6 +61,7 @@ __all__ = [
     "contain_stream_handler",
     "ignore_current_message",
     "install_pubsub_patches",
+    "install_record_cache",
     "install_yamux_patch",
     "message_seen",
     "verify_message_signature",
@@ -369,6 +373,47 @@ def install_pubsub_patches() -> None:
     upstream_pubsub.signature_validator = verify_message_signature
     upstream_pubsub.maybe_consume_signed_record = _checked_signed_record  # type: ignore[assignment]
     upstream_pubsub.read_varint_prefixed_bytes_limited = _checked_read_rpc  # type: ignore[assignment]
+
+
+# --- signed peer records ------------------------------------------------------------------------
+
+RECORD_CACHE_SIZE = 4096
+"""Verified signed-record envelopes kept (a few hundred bytes each): one per peer and domain
+is what a node sees, until a peer changes its addresses."""
+_ENVELOPE_USERS = (
+    "libp2p.pubsub.utils",
+    "libp2p.pubsub.gossipsub",
+    "libp2p.kad_dht.utils",
+    "libp2p.identity.update",
+)
+_upstream_consume_envelope = upstream_envelope.consume_envelope
+_verified_envelopes: OrderedDict[tuple[str, bytes], tuple[Any, Any]] = OrderedDict()
+
+
+def consume_envelope_once(data: bytes, domain: str) -> tuple[Any, Any]:
+    """peer/envelope.py:consume_envelope, whose result for the same bytes and domain is kept
+    once the signature verified: the bytes are the whole signed envelope, so equal bytes
+    verify equally. What fails verification is not kept (it raises every time, as
+    upstream); the table is bounded, least recently used first out."""
+    key = (domain, bytes(data))
+    found = _verified_envelopes.get(key)
+    if found is not None:
+        _verified_envelopes.move_to_end(key)
+        return found
+    found = _upstream_consume_envelope(data, domain)
+    _verified_envelopes[key] = found
+    while len(_verified_envelopes) > RECORD_CACHE_SIZE:
+        _verified_envelopes.popitem(last=False)
+    return found
+
+
+def install_record_cache() -> None:
+    """Point the modules that verify signed peer records at :func:`consume_envelope_once`
+    (idempotent)."""
+    for name in _ENVELOPE_USERS:
+        module = importlib.import_module(name)
+        if getattr(module, "consume_envelope", None) is not None:
+            module.consume_envelope = consume_envelope_once  # type: ignore[attr-defined]
 
 
 # --- pubsub ---------------------------------------------------------------------------------------
