@@ -334,40 +334,28 @@ def round_record(result: InProcessResult, kinds: Sequence[str]) -> list[dict[str
     kind: what the cell's numbers are summed from, kept beside the run's log."""
     index = {status.address.lower(): i for i, status in enumerate(result.workers)}
     names = {status.address.lower(): status.name for status in result.validators}
-    return [
-        {
+    records = []
+    for number, r in enumerate(result.rounds, start=1):
+        workers = [index[address.lower()] for address in r.workers]
+        records.append({
             "round": number,
-            "workers": [
-                {
-                    "worker": index[address.lower()],
-                    "kind": kinds[index[address.lower()]],
-                    "accepted": accepted,
-                    "score": score,
-                    "paid_wei": paid,
-                    "slashed_wei": lost,
-                }
-                for address, accepted, score, paid, lost in zip(
-                    r.workers, r.accepted, r.consensus_scores, r.worker_payouts,
-                    r.worker_slashes, strict=True,
-                )
-            ],
-            "validators": [
-                {
-                    "validator": names.get(address.lower(), address),
-                    "revealed": revealed,
-                    "agreed": agreed,
-                    "paid_wei": paid,
-                    "slashed_wei": lost,
-                }
-                for address, revealed, agreed, paid, lost in zip(
-                    r.validators, r.revealed, r.agreed, r.validator_payouts,
-                    r.validator_slashes, strict=True,
-                )
-            ],
+            "workers": _rows(
+                ("worker", "kind", "accepted", "score", "paid_wei", "slashed_wei"), workers,
+                [kinds[i] for i in workers], r.accepted, r.consensus_scores, r.worker_payouts,
+                r.worker_slashes,
+            ),
+            "validators": _rows(
+                ("validator", "revealed", "agreed", "paid_wei", "slashed_wei"),
+                [names.get(address.lower(), address) for address in r.validators], r.revealed,
+                r.agreed, r.validator_payouts, r.validator_slashes,
+            ),
             "consensus_accuracy": r.consensus_accuracy,
-        }
-        for number, r in enumerate(result.rounds, start=1)
-    ]
+        })
+    return records
+
+
+def _rows(keys: Sequence[str], *columns: Sequence[Any]) -> list[dict[str, Any]]:
+    return [dict(zip(keys, values, strict=True)) for values in zip(*columns, strict=True)]
 
 
 def misses(cell: Cell, honest: Cell) -> list[str]:
