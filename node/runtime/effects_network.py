@@ -12,7 +12,7 @@ from libp2p.peer.id import ID as PeerID
 from libp2p.peer.peerinfo import PeerInfo
 
 from node.blocks import BlockExchange, BlockFetchError, BlockStoreError
-from node.chain import ChainError, ChainRevert, TaskParams
+from node.chain import ChainError, ChainRevert, Participant, TaskParams
 from node.config import BehaviourConfig
 from node.discovery import Discovery, task_namespace
 from node.gossip import (
@@ -94,17 +94,28 @@ class TaskNetwork:
     # --- members -------------------------------------------------------------------------
 
     async def load_members(self) -> None:
-        """Peer ids and encryption keys of the task's members and requester."""
+        """Peer ids and encryption keys of the task's members and requester.
+
+        A registration never changes, so only members not loaded yet are read, all in one
+        chain call (one thread hop and lock hold, not one per member): every node loads
+        every member, and reloads when gossip names a signer it does not know yet."""
         task = self._followed()
-        workers, validators = await self.chain.run(self.client.members, task)
-        requester = await self.chain.run(self.client.requester, task)
+        known = set(self.encryption_keys)
+
+        def read() -> tuple[list[str], list[str], str, list[Participant]]:
+            workers, validators = self.client.members(task)
+            requester = self.client.requester(task)
+            new = [a for a in (*workers, *validators, requester) if address_bytes(a) not in known]
+            return workers, validators, requester, [self.client.participant(a) for a in new]
+
+        workers, validators, requester, participants = await self.chain.run(read)
         self.roles.update(
             member_roles(
                 map(address_bytes, workers), map(address_bytes, validators), address_bytes(requester)
             )
         )
-        for address in (*workers, *validators, requester):
-            participant = await self.chain.run(self.client.participant, address)
+        for participant in participants:
+            address = participant.address
             member = address_bytes(address)
             try:
                 peer = PeerID(participant.peer_id)
