@@ -3,6 +3,7 @@
     python -m bench.attacks [--attacks sign_flip,alie_colluding,...] [--rules fedavg,median:3]
                             [--rounds 2] [--workers 10] [--attackers 3] [--validators 3]
                             [--samples 500] [--validation 500] [--policy P] [--model mnist_2nn]
+                            [--slack 1]
                             [--out bench-output/attacks] [--data-root DIR] [--parallel 1]
                             [--list]
 
@@ -27,12 +28,16 @@ from issue 11's acceptance (`misses`). Writes `attacks.md` (the table) and
 `attacks.png` (heatmaps) under --out and prints the table; each rule's nodes log to
 `runs/<rule>/run.log`, each cell's settled rounds (every worker's kind, verdict, score,
 pay and slash) go to `runs/<rule>/<cell>/rounds.json`. --parallel runs that many of a rule's tasks at once (each on its own
-chain and hosts), which shortens a run whose tasks mostly wait on block times.
+chain and hosts), which shortens a run whose tasks mostly wait on block times. --slack K
+multiplies the phase deadlines and the block exchange's timeouts by K, for a loaded
+machine: the bench measures what attacks earn and do to the model, not latency, and a
+round lost to a starved event loop would read as missed, not as the attack's outcome.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shutil
@@ -57,6 +62,7 @@ from node.localnet.evaluation import TestSetEvaluator
 from node.localnet.inprocess import InProcessResult, run_inprocess
 from node.localnet.scenario import NodeBehaviour, Scenario
 from node.models import build_model
+from node.runtime import node as runtime_node
 from protocol.codec import decode_state_dict
 from protocol.data import Dataset, to_tensors
 
@@ -128,8 +134,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("bench-output/attacks"))
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per task at most")
     parser.add_argument("--parallel", type=int, default=1, help="tasks run at once (each rule's)")
+    parser.add_argument(
+        "--slack", type=float, default=1.0,
+        help="multiply the phase deadlines and the block exchange's timeouts (a loaded machine)",
+    )
     parser.add_argument("--list", action="store_true", help="list the attacks and rules, then exit")
     args = parser.parse_args(argv)
+    if not 1 <= args.slack <= 20:
+        parser.error(f"--slack must be 1..20, got {args.slack}")
     if not 1 <= args.attackers < args.workers:
         parser.error(f"--attackers must be 1..{args.workers - 1}, got {args.attackers}")
     unknown = [a for a in _names(args.attacks) if a not in ATTACKS]
@@ -169,7 +181,27 @@ def task_terms(args: argparse.Namespace, rule: str, output: Path) -> dict[str, A
     terms["aggregator"] = rule
     if args.policy is not None:
         terms["reward_policy"] = args.policy
+    for phase in ("training_seconds", "commit_seconds", "reveal_seconds"):
+        terms[phase] = round(terms[phase] * args.slack)
     return terms
+
+
+def slackened_exchange(slack: float) -> None:
+    """Give every node of this process `slack` times the block exchange's patience (a
+    peer's silence, a request's arrival, a dial, a provider lookup). The nodes share one
+    event loop: on a loaded machine a peer that is merely waiting for its turn on the CPU
+    reads as silent, is dropped as a provider, and a round is lost to load, not to the
+    attack the cell measures. A leaf's override of the node's module constant."""
+    if slack == 1:
+        return
+    limits = runtime_node.EXCHANGE_LIMITS
+    runtime_node.EXCHANGE_LIMITS = dataclasses.replace(
+        limits,
+        read_timeout_s=limits.read_timeout_s * slack,
+        request_arrival_s=limits.request_arrival_s * slack,
+        connect_timeout_s=limits.connect_timeout_s * slack,
+        find_providers_timeout_s=limits.find_providers_timeout_s * slack,
+    )
 
 
 async def run_task(
@@ -463,11 +495,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     rules = [rule.replace("F", str(args.attackers)) for rule in _names(args.rules)]
     attacks = _names(args.attacks)
     args.out.mkdir(parents=True, exist_ok=True)
+    slackened_exchange(args.slack)
     test = TestSplit(args.data_root, args.model)
     policy = task_terms(args, "fedavg", args.out)["reward_policy"]
     print(
         f"{args.workers} workers ({args.attackers} attacking), {args.validators} validators, "
-        f"{args.rounds} rounds, {args.samples} samples each, policy {policy}: "
+        f"{args.rounds} rounds, {args.samples} samples each, policy {policy}, slack "
+        f"{args.slack:g}: "
         f"{len(rules)} rules x ({len(attacks)} attacks + honest) tasks",
         flush=True,
     )

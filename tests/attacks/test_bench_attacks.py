@@ -9,10 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from bench.attacks import ATTACKS, main, measure, misses, round_record, worker_kinds
+from bench.attacks import (
+    ATTACKS,
+    main,
+    measure,
+    misses,
+    parse_args,
+    round_record,
+    slackened_exchange,
+    task_terms,
+    worker_kinds,
+)
 from node.attacks.spec import alie_z_max, parse_attack_spec
 from node.chain.types import RoundResult
 from node.localnet.inprocess import InProcessResult
+from node.runtime import node as runtime_node
 from node.runtime.effects import NodeStatus
 from tests.conftest import MNIST_ROOT, needs_mnist
 
@@ -101,3 +112,23 @@ def test_a_party_missing_from_a_round_is_counted_missed_and_unpaid(tmp_path: Pat
         "worker": 3, "kind": "sign_flip", "accepted": False, "score": 0, "paid_wei": 0,
         "slashed_wei": 1,
     }
+
+
+def test_slack_stretches_the_phase_deadlines(tmp_path: Path) -> None:
+    plain = task_terms(parse_args([]), "fedavg", tmp_path)
+    slack = task_terms(parse_args(["--slack", "2.5"]), "median:3", tmp_path)
+    for phase in ("training_seconds", "commit_seconds", "reveal_seconds"):
+        assert slack[phase] == round(2.5 * plain[phase])
+    assert slack["aggregator"] == "median:3"
+    with pytest.raises(SystemExit):
+        parse_args(["--slack", "0.5"])
+
+
+def test_slack_stretches_every_nodes_exchange_patience(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = runtime_node.EXCHANGE_LIMITS
+    monkeypatch.setattr(runtime_node, "EXCHANGE_LIMITS", original)  # restored afterwards
+    slackened_exchange(3)
+    stretched = runtime_node.EXCHANGE_LIMITS
+    assert stretched.read_timeout_s == 3 * original.read_timeout_s
+    assert stretched.request_arrival_s == 3 * original.request_arrival_s
+    assert stretched.strikes_to_ban == original.strikes_to_ban  # counts are not time
