@@ -37,8 +37,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -54,6 +55,7 @@ APP = Path(__file__).resolve().parent / "flower_app"
 DEFAULT_VENV = REPO / ".venv-flower"
 CONNECTION = "fl-node-bench"
 FINAL_MODEL = "final-model.npz"  # the last round's global model, numpy arrays by tensor name
+TICKS = os.sysconf("SC_CLK_TCK")
 SETUP_HINT = "run `bash scripts/flower-setup.sh` once (it makes .venv-flower with flwr 1.42.0)"
 
 
@@ -72,6 +74,7 @@ class FlowerRound:
     training: float  # start to the last client's reply, aggregated
     accuracy: float | None
     clients: list[dict[str, float]]  # each client's load-, train- and process-seconds
+    cpu: float | None = None  # CPU seconds of the deployment's processes over the wall
 
 
 @dataclass
@@ -86,8 +89,11 @@ class FlowerRun:
         return statistics.mean(r.wall for r in self.rounds)
 
 
-def read_journal(path: Path, launched: float) -> FlowerRun:
-    """The rounds the ServerApp's journal (bench/flower_app's JSON lines) records."""
+def read_journal(
+    path: Path, launched: float, cpu: Callable[[float, float], float | None] | None = None
+) -> FlowerRun:
+    """The rounds the ServerApp's journal (bench/flower_app's JSON lines) records; `cpu`
+    gives the CPU seconds the deployment used between two times."""
     events = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
     starts = {e["round"]: e["at"] for e in events if e["event"] == "round"}
     trained = {e["round"]: e for e in events if e["event"] == "trained"}
@@ -105,6 +111,7 @@ def read_journal(path: Path, launched: float) -> FlowerRun:
                 training=trained[r]["at"] - starts[r],
                 accuracy=measured[r]["accuracy"],
                 clients=trained[r]["clients"],
+                cpu=cpu(starts[r], end) if cpu is not None else None,
             )
         )
     errors = [reason for e in trained.values() for reason in e["errors"]]
@@ -216,6 +223,63 @@ class Deployment:
                 pass
 
 
+class TreeCpu:
+    """The CPU time of some processes and all their descendants (the SuperExecs and app
+    processes Flower starts, detached or not), read from /proc once a second. A child's
+    time moves into its parent's once reaped, so the sum runs on across exits."""
+
+    def __init__(self, roots: Sequence[int]) -> None:
+        self.roots = list(roots)
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="flower-cpu", daemon=True)
+
+    def start(self) -> TreeCpu:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            self.samples.append((time.time(), tree_cpu_seconds(self.roots)))
+            if self._stop.wait(1.0):
+                return
+
+    def used(self, start: float, end: float) -> float | None:
+        inside = [seconds for at, seconds in self.samples if start <= at <= end]
+        return inside[-1] - inside[0] if len(inside) >= 2 else None
+
+
+def tree_cpu_seconds(roots: Sequence[int]) -> float:
+    """User + system CPU seconds of `roots` and their descendants, with their reaped children's."""
+    parent: dict[int, int] = {}
+    seconds: dict[int, float] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as handle:
+                stat = handle.read()
+        except OSError:  # it exited meanwhile
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        pid = int(entry.name)
+        parent[pid] = int(fields[1])
+        seconds[pid] = sum(int(f) for f in fields[11:15]) / TICKS  # utime stime cutime cstime
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parent.items():
+        children.setdefault(ppid, []).append(pid)
+    total, todo = 0.0, [pid for pid in roots if pid in seconds]
+    while todo:
+        pid = todo.pop()
+        total += seconds[pid]
+        todo.extend(children.get(pid, ()))
+    return total
+
+
 def tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
@@ -251,6 +315,7 @@ def run_flower(nodes: Path, output: Path, venv: Path = DEFAULT_VENV, timeout: fl
     journal.unlink(missing_ok=True)
     deployment = Deployment(venv, output, flower_env(venv, home))
     launched = time.time()
+    cpu: TreeCpu | None = None
     try:
         deployment.start(
             "superlink", "flower-superlink", "--insecure", "--host", "127.0.0.1", "--port", str(port),
@@ -267,6 +332,8 @@ def run_flower(nodes: Path, output: Path, venv: Path = DEFAULT_VENV, timeout: fl
             f'requester-toml="{requester.resolve()}" workers={len(workers)} results="{journal}" '
             f'final-model="{output / FINAL_MODEL}"'
         )
+        # every process but the `flwr run` client, which only submits and streams logs
+        cpu = TreeCpu([p.pid for p in deployment.processes.values()]).start()
         submit = deployment.start(
             "flwr-run", "flwr", "run", str(APP), CONNECTION, "--stream", "--run-config", run_config
         )
@@ -285,8 +352,10 @@ def run_flower(nodes: Path, output: Path, venv: Path = DEFAULT_VENV, timeout: fl
             deployment.check_alive()
             time.sleep(0.5)
     finally:
+        if cpu is not None:
+            cpu.stop()
         deployment.stop()
-    return read_journal(journal, launched)
+    return read_journal(journal, launched, cpu.used if cpu is not None else None)
 
 
 def _finished(journal: Path) -> bool:
@@ -304,14 +373,16 @@ def show(run: FlowerRun, out: TextIO) -> None:
         times = {key: statistics.median(c[key] for c in r.clients) for key in r.clients[0]} if r.clients else {}
         overhead = times.get("process-seconds", 0.0) - times.get("load-seconds", 0.0) - times.get("train-seconds", 0.0)
         accuracy = f"{r.accuracy:.4f}" if r.accuracy is not None else "-"
+        cpu = f"{r.cpu:.1f} CPU s, " if r.cpu is not None else ""
         print(
-            f"round {r.round}: {r.wall:5.1f} s  accuracy {accuracy}  (training {r.training:.1f} s; "
+            f"round {r.round}: {r.wall:5.1f} s  accuracy {accuracy}  ({cpu}training {r.training:.1f} s; "
             f"median client: train {times.get('train-seconds', 0):.1f} s, load shard "
             f"{times.get('load-seconds', 0):.1f} s, ClientApp process start-up {overhead:.1f} s)",
             file=out,
         )
     if run.rounds:
-        print(f"mean:    {run.mean_wall:5.1f} s a round", file=out)
+        print(f"mean:    {run.mean_wall:5.1f} s a round (load average now {os.getloadavg()[0]:.1f}, "
+              "other users' work included)", file=out)  # fmt: skip
     for error in run.errors:
         print(f"client error: {error}", file=out)
 

@@ -533,6 +533,14 @@ def show_startup(t: Timeline, stamped: StampedOut, launched: float | None, out: 
         print(f"  VRF key certificate per node: {statistics.mean(certify):.1f} s", file=out)
 
 
+def versus(ours: float, theirs: float, our_cpu: float | None, their_cpu: float | None) -> str:
+    """`ours / theirs = ratio`, and the same for CPU seconds where both were sampled."""
+    text = f"{ours:.1f} s / {theirs:.1f} s = {ours / theirs:.2f}"
+    if our_cpu is not None and their_cpu:
+        text += f" (CPU: {our_cpu:.1f} s / {their_cpu:.1f} s = {our_cpu / their_cpu:.2f})"
+    return text
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.round_profile", description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=5)
@@ -654,23 +662,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\nthe Flower baseline failed: {exc}", file=out)
             return 1
         show_flower(flower, out)
-    flower_walls = {r.round: r.wall for r in flower.rounds} if flower is not None else {}
+    flower_rounds = {r.round: r for r in flower.rounds} if flower is not None else {}
 
     print("\n=== round wall / floor ===", file=out)
+    cpus: dict[int, float] = {}
     for r, wall in walls.items():
         line = f"round {r}: {wall:5.1f} s  / {floor:.1f} s = {wall / floor:.2f}"
         if sampler is not None:
             start, end = round_span(timeline, r)
-            used = sampler.used(start, end)
+            cpus[r] = used = sampler.used(start, end)
             line += f"   (CPU: {used:.1f} s / {floor_cpu:.1f} s = {used / floor_cpu:.2f})"
-        if r in flower_walls:
-            line += f"   fl-node / Flower: {wall:.1f} s / {flower_walls[r]:.1f} s = {wall / flower_walls[r]:.2f}"
+        if r in flower_rounds:
+            line += "   fl-node / Flower: " + versus(wall, flower_rounds[r].wall, cpus.get(r), flower_rounds[r].cpu)
         print(line, file=out)
     mean = statistics.mean(walls.values())
     line = f"mean:    {mean:5.1f} s  / {floor:.1f} s = {mean / floor:.2f}"
     if flower is not None and flower.rounds:
-        line += (f"   fl-node round / Flower round: {mean:.1f} s / {flower.mean_wall:.1f} s = "
-                 f"{mean / flower.mean_wall:.2f}")  # fmt: skip
+        both = [r for r in cpus if r in flower_rounds and flower_rounds[r].cpu is not None]
+        ours = statistics.mean(cpus[r] for r in both) if both else None
+        theirs = statistics.mean(flower_rounds[r].cpu or 0.0 for r in both) if both else None
+        line += "   fl-node round / Flower round: " + versus(mean, flower.mean_wall, ours, theirs)
     print(line, file=out)
     print("(on a shared machine the two walls see different loads: the CPU ratio, every CPU "
           "second of the localnet's processes in the round against the floor's, does not depend "
@@ -679,7 +690,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("(Flower not measured: --flower runs it on the same work after the localnet)", file=out)
     else:
         print("(fl-node / Flower below 1: the fl-node round, with its chain, committee and "
-              "encryption, is faster than Flower's on the same work)", file=out)
+              "encryption, is faster than Flower's on the same work; the two ran one after "
+              "the other, so on a shared machine they too saw different loads: compare CPU)",
+              file=out)  # fmt: skip
     return 0
 
 

@@ -7,6 +7,9 @@ global model is fl-node's FedAvg of those same updates."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from bench.flower_baseline import (
     FINAL_MODEL,
     read_journal,
     run_flower,
+    tree_cpu_seconds,
     write_localnet_configs,
 )
 from bench.flower_task import Requester, client_round, round_seed
@@ -140,3 +144,14 @@ def test_a_flower_deployment_averages_fl_nodes_updates(tmp_path: Path, one_threa
             np.testing.assert_allclose(final[name], tensor.numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
         trained = final["conv1.weight"]
     assert not np.array_equal(trained, initial["conv1.weight"].numpy())
+
+
+def test_the_deployments_cpu_counts_processes_it_started_after_they_exit() -> None:
+    """Flower starts a ClientApp process per message: its CPU time must still count once it
+    has exited (reaped, it moves into its parent's)."""
+    before = tree_cpu_seconds([os.getpid()])
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\nprint(time.process_time())"
+    child = subprocess.run([sys.executable, "-c", burn], capture_output=True, text=True, check=True)
+    after = tree_cpu_seconds([os.getpid()])
+    assert after - before >= float(child.stdout) - 2 / os.sysconf("SC_CLK_TCK")
+    assert tree_cpu_seconds([]) == 0.0
