@@ -351,6 +351,8 @@ def _judge_work(
     for worker, judgement in zip(workers, judgements, strict=True):
         if judgement.problem is not None and judgement is not paid_work.UNUSABLE:
             logger.info("update of 0x%s shows no work: %s", worker[:4].hex(), judgement.problem)
+        elif judgement.shows_work:
+            logger.info("update of 0x%s shows work: quality %d", worker[:4].hex(), judgement.quality)
     working = paid_work.working_indices(accuracies, judgements, qualification_threshold)
     result = book.rule([states[i] for i in working], [counts[i] for i in working]) if working else base
     verdict = paid_work.work_verdict(

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from node.chain import TaskStatus
+from node.config import TrainingConfig
 from protocol.rewards import RewardPolicy
 from tests.conftest import needs_mnist, run_mnist_task
 
@@ -33,6 +34,10 @@ async def test_cheaters_are_slashed_and_honest_workers_paid_every_round(tmp_path
         # the base passes the threshold from round 2 on; 10% a round leaves a deposit to
         # slash in every round
         task={"reward_policy": "work", "qualification_threshold": 0.3, "slash_fraction_bps": 1000},
+        # the node's own learning rate: with the in-process default of 0.05 (and momentum
+        # 0.9) a worker's epoch on its 500 samples overshoots, and its whole update raises the
+        # validation loss by up to 0.57 nats, above the harm bound (protocol.work)
+        training={"lr": TrainingConfig().lr},
         worker_behaviours=BEHAVIOURS,
         timeout_s=420,
     )
