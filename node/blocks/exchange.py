@@ -200,9 +200,10 @@ class ExchangeLimits:
     serves it, so one publisher is not the only source for a crowd."""
     holder_recheck_s: float = 0.5
     """A connected member that lacks a block is asked again after this pause, doubled on
-    each miss: it may be fetching the same blob and hold it a moment later."""
-    holder_rechecks: int = 5
-    """Misses in a row after which a fetch stops asking a connected member."""
+    each miss up to 8 times it: it may be fetching the same blob and hold it a moment later."""
+    holder_rechecks: int = 10
+    """Misses in a row after which a fetch stops asking a connected member (~30 s with the
+    default pause: a crowd fetching from a publisher that a loaded host serves slowly)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= self.max_cids_per_request:
@@ -1097,7 +1098,7 @@ class BlockExchange:
         if provider.misses > self.limits.holder_rechecks:
             provider.down = f"lacked the blob {provider.misses} times in a row"
             return
-        pause = self.limits.holder_recheck_s * 2 ** (provider.misses - 1)
+        pause = self.limits.holder_recheck_s * min(2 ** (provider.misses - 1), 8)
         provider.ask_at = trio.current_time() + pause
 
     # --- client streams: a small pool per provider (see the module doc) --------------------
