@@ -405,6 +405,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        check_venv(args.venv)
+    except FlowerError as exc:
+        print(f"flower baseline: {exc}", file=sys.stderr)
+        return 1
     output = args.output or Path(tempfile.mkdtemp(prefix="flower-baseline-"))
     nodes = args.nodes
     if nodes is None:

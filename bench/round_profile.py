@@ -533,6 +533,16 @@ def show_startup(t: Timeline, stamped: StampedOut, launched: float | None, out: 
         print(f"  VRF key certificate per node: {statistics.mean(certify):.1f} s", file=out)
 
 
+def consensus_accuracies(output: Path) -> dict[int, float]:
+    """Each round's global-model accuracy on the task's validation set as the committee
+    agreed it, from the localnet's results.json (absent: {})."""
+    try:
+        rounds = json.loads((output / "results.json").read_text(encoding="utf-8"))["rounds"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    return {int(r["round"]): float(r["consensus_accuracy"]) for r in rounds if r.get("consensus_accuracy") is not None}
+
+
 def versus(ours: float, theirs: float, our_cpu: float | None, their_cpu: float | None) -> str:
     """`ours / theirs = ratio`, and the same for CPU seconds where both were sampled."""
     text = f"{ours:.1f} s / {theirs:.1f} s = {ours / theirs:.2f}"
@@ -662,6 +672,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\nthe Flower baseline failed: {exc}", file=out)
             return 1
         show_flower(flower, out)
+        accuracies = consensus_accuracies(output)
+        if accuracies:
+            print("fl-node's global model on the same validation set (the committee's consensus): "
+                  + ", ".join(f"round {r} {a:.4f}" for r, a in sorted(accuracies.items())), file=out)  # fmt: skip
     flower_rounds = {r.round: r for r in flower.rounds} if flower is not None else {}
 
     print("\n=== round wall / floor ===", file=out)
