@@ -62,6 +62,7 @@ from node.localnet.evaluation import TestSetEvaluator
 from node.localnet.inprocess import InProcessResult, run_inprocess
 from node.localnet.scenario import NodeBehaviour, Scenario
 from node.models import build_model
+from node.runtime import effects_network
 from node.runtime import node as runtime_node
 from protocol.codec import decode_state_dict
 from protocol.data import Dataset, to_tensors
@@ -188,7 +189,8 @@ def task_terms(args: argparse.Namespace, rule: str, output: Path) -> dict[str, A
 
 def slackened_exchange(slack: float) -> None:
     """Give every node of this process `slack` times the block exchange's patience (a
-    peer's silence, a request's arrival, a dial, a provider lookup). The nodes share one
+    peer's silence, a request's arrival, a dial, a provider lookup, a whole blob's fetch).
+    The nodes share one
     event loop: on a loaded machine a peer that is merely waiting for its turn on the CPU
     reads as silent, is dropped as a provider, and a round is lost to load, not to the
     attack the cell measures. A leaf's override of the node's module constant."""
@@ -202,6 +204,7 @@ def slackened_exchange(slack: float) -> None:
         connect_timeout_s=limits.connect_timeout_s * slack,
         find_providers_timeout_s=limits.find_providers_timeout_s * slack,
     )
+    effects_network.FETCH_TIMEOUT_S *= slack
 
 
 async def run_task(

@@ -23,6 +23,7 @@ from bench.attacks import (
 from node.attacks.spec import alie_z_max, parse_attack_spec
 from node.chain.types import RoundResult
 from node.localnet.inprocess import InProcessResult
+from node.runtime import effects_network
 from node.runtime import node as runtime_node
 from node.runtime.effects import NodeStatus
 from tests.conftest import MNIST_ROOT, needs_mnist
@@ -127,7 +128,9 @@ def test_slack_stretches_the_phase_deadlines(tmp_path: Path) -> None:
 def test_slack_stretches_every_nodes_exchange_patience(monkeypatch: pytest.MonkeyPatch) -> None:
     original = runtime_node.EXCHANGE_LIMITS
     monkeypatch.setattr(runtime_node, "EXCHANGE_LIMITS", original)  # restored afterwards
+    monkeypatch.setattr(effects_network, "FETCH_TIMEOUT_S", 120.0)
     slackened_exchange(3)
+    assert effects_network.FETCH_TIMEOUT_S == 360.0
     stretched = runtime_node.EXCHANGE_LIMITS
     assert stretched.read_timeout_s == 3 * original.read_timeout_s
     assert stretched.request_arrival_s == 3 * original.request_arrival_s
