@@ -18,11 +18,15 @@ The rules, in the order they are checked (the first one broken decides):
 9. a :class:`~protocol.messages.KeyRelease` only once its round's training phase has closed
    (an earlier round, or ``view.training_over(round)``): before that it would let another
    worker read, copy and submit the update as its own. Too early is ignored (retried once
-   our view moves on), not rejected: the sender's view of the chain may be a block ahead.
+   our view moves on), not rejected: the sender's view of the chain may be a block ahead;
+10. an :class:`~protocol.messages.UnseatedProof` only for our round or a later one: one for
+   a round before ours can no longer end anything, so it is ignored (without penalty)
+   rather than checked against the chain.
 
 The verdict mirrors gossipsub's three results: :class:`Accept`, :class:`Reject` (drop, never
 forward, charge the forwarder) and :class:`Ignore` (drop without charging anyone). Rules
-that need the chain (a committee seat's VRF proof) run after this, in node/.
+that need the chain (a committee seat's VRF proof, or an unseated validator's) run after this,
+in node/.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from protocol.messages import (
     KeyRelease,
     Message,
     ModelAnnouncement,
+    UnseatedProof,
     decode_message,
 )
 from protocol.state.records import Role
@@ -48,6 +53,7 @@ __all__ = [
     "MALFORMED",
     "OVERSIZED",
     "SENDER_ROLES",
+    "STALE",
     "TOO_EARLY",
     "UNKNOWN_KIND",
     "UNREGISTERED",
@@ -81,10 +87,11 @@ ADDRESS_MISMATCH = "address mismatch"
 WRONG_ROLE = "wrong role"
 WRONG_ROUND = "wrong round"
 TOO_EARLY = "too early"
+STALE = "stale"
 
 SENDER_ROLES: dict[str, frozenset[Role]] = {
     "models": frozenset({Role.WORKER}),
-    "committee": frozenset({Role.VALIDATOR}),
+    "committee": frozenset({Role.VALIDATOR}),  # seated (CommitteeProof) or not (UnseatedProof)
     "scores": frozenset({Role.VALIDATOR}),
 }
 """Who may send on each topic kind."""
@@ -163,7 +170,7 @@ def signer_address_of(message: Message) -> bytes:
     """The address that must have signed ``message``: its worker's or validator's."""
     if isinstance(message, ModelAnnouncement | KeyRelease):
         return message.worker
-    if isinstance(message, CommitteeProof | EvaluationScores):
+    if isinstance(message, CommitteeProof | UnseatedProof | EvaluationScores):
         return message.validator
     raise MessageError(f"not a gossip message: {type(message).__name__}")
 
@@ -219,6 +226,10 @@ def validate(incoming: Incoming, view: GossipView) -> Verdict:
                 f"a key release for round {message.round} before its training phase closed",
                 retry=True,
             )
+    if isinstance(message, UnseatedProof) and message.round < current:
+        return Ignore(
+            STALE, f"an unseated proof for round {message.round}, ours is {current}", retry=False
+        )
     return Accept(message, member.address)
 
 

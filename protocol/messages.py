@@ -25,6 +25,7 @@ import msgpack
 from protocol.cid import parse_cid
 from protocol.errors import CIDError, MessageError
 from protocol.fixedpoint import SCALE
+from protocol.keycert import KEY_BYTES
 from protocol.limits import MAX_MEMBERS, MAX_MESSAGE_SIZE, MAX_VRF_PROOF_SIZE, MAX_WORKERS
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "MAX_KEY_RELEASE_SIZE",
     "Message",
     "ModelAnnouncement",
+    "UnseatedProof",
     "decode_message",
     "decode_message_as",
     "encode_message",
@@ -267,6 +269,25 @@ class CommitteeProof(_RoundMessage):
 
 
 @dataclass(frozen=True)
+class UnseatedProof(_RoundMessage):
+    """A validator's VRF proof for a round that shows it NOT seated on the committee: with
+    one from every validator that did not commit, anyone can end the commit phase early
+    (``Task.endCommitPhase``). Registered VRF keys are 2048-bit, so a proof is exactly
+    ``KEY_BYTES`` long."""
+
+    validator: bytes
+    vrf_proof: bytes
+
+    TYPE_TAG: ClassVar[str] = "unseated"
+    TOPIC_KIND: ClassVar[str] = "committee"
+    SCHEMA: ClassVar[Mapping[str, _Field]] = {
+        **_ROUND_SCHEMA,
+        "validator": _ADDRESS,
+        "vrf_proof": _Bytes(KEY_BYTES, KEY_BYTES, "a VRF proof of a registered key"),
+    }
+
+
+@dataclass(frozen=True)
 class EvaluationScores(_RoundMessage):
     """A committee member's revealed manifest: per-worker scores and accept bits."""
 
@@ -331,8 +352,8 @@ def key_release_context(task: bytes, round: int, worker: bytes, cid: str) -> byt
     return b"fl-node key release v1|" + task + round.to_bytes(8, "big") + worker + cid.encode()
 
 
-Message = ModelAnnouncement | CommitteeProof | EvaluationScores | KeyRelease
-_MESSAGE_CLASSES = (ModelAnnouncement, CommitteeProof, EvaluationScores, KeyRelease)
+Message = ModelAnnouncement | CommitteeProof | UnseatedProof | EvaluationScores | KeyRelease
+_MESSAGE_CLASSES = (ModelAnnouncement, CommitteeProof, UnseatedProof, EvaluationScores, KeyRelease)
 _MESSAGE_TYPES: dict[str, type[_MessageBase]] = {cls.TYPE_TAG: cls for cls in _MESSAGE_CLASSES}
 _HEADER_KEYS = ("v", "t")
 
@@ -407,7 +428,7 @@ def decode_message(data: bytes) -> Message:
     return message
 
 
-_M = TypeVar("_M", ModelAnnouncement, CommitteeProof, EvaluationScores, KeyRelease)
+_M = TypeVar("_M", ModelAnnouncement, CommitteeProof, UnseatedProof, EvaluationScores, KeyRelease)
 
 
 def decode_message_as(data: bytes, cls: type[_M]) -> _M:

@@ -146,15 +146,43 @@ def verify_committee_member(
     a :class:`RegisteredKey` read from the registry: a bare modulus could be one with
     several valid proofs per round.
     """
-    if not isinstance(key, CertifiedKey | RegisteredKey):
-        raise VRFError(
-            "VRF key is not certified; build a protocol.keycert.CertifiedKey from the registry's"
-            f" modulus, owner and certificate first (got {type(key).__name__})"
-        )
-    beta = vrf.verify(key.public_key, round_alpha(seed, round_number), proof)
+    beta = _verified_beta(key, seed, round_number, proof)
     if not is_selected(beta, tau, stake, total_stake):
         raise VRFError(
             f"validator {key.owner.hex()} is not on the committee of round {round_number}"
             f" (stake {stake} of {total_stake}, tau {tau})"
         )
     return beta
+
+
+def verify_unseated(
+    key: CertifiedKey | RegisteredKey,
+    seed: bytes,
+    round_number: int,
+    proof: bytes,
+    stake: int,
+    total_stake: int,
+    tau: int,
+) -> bytes:
+    """Check a claim that a validator is NOT on round ``round_number``'s committee (what
+    ``VRF.verifySeat(..., seated=false)`` checks in ``Task.endCommitPhase``): its proof is
+    valid under its key and its beta is at or above its threshold. The proof is unique, so
+    a seated validator has none that passes. Returns the beta or raises VRFError."""
+    beta = _verified_beta(key, seed, round_number, proof)
+    if is_selected(beta, tau, stake, total_stake):
+        raise VRFError(
+            f"validator {key.owner.hex()} is on the committee of round {round_number}"
+            f" (stake {stake} of {total_stake}, tau {tau}): its proof shows it seated"
+        )
+    return beta
+
+
+def _verified_beta(
+    key: CertifiedKey | RegisteredKey, seed: bytes, round_number: int, proof: bytes
+) -> bytes:
+    if not isinstance(key, CertifiedKey | RegisteredKey):
+        raise VRFError(
+            "VRF key is not certified; build a protocol.keycert.CertifiedKey from the registry's"
+            f" modulus, owner and certificate first (got {type(key).__name__})"
+        )
+    return vrf.verify(key.public_key, round_alpha(seed, round_number), proof)

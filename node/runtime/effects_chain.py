@@ -27,6 +27,9 @@ from protocol.state.actions import FindTask, SendTx, Withdraw
 from protocol.state.records import Role, TaskOffer, TaskTerms, TxKind
 
 TX_ATTEMPTS = 3
+# A transaction that only saves time: its revert never stops the node, whatever its cause
+# (the phase ends at its deadline anyway); WrongPhase means the phase is over already.
+OPTIONAL_TXS = {TxKind.END_COMMIT_PHASE: "WrongPhase"}
 COPY_POLLS = 100  # the copycat's wait for another reveal, in chain polls
 
 
@@ -75,6 +78,9 @@ def send_task_tx(client: ChainClient, task: str | None, tx: SendTx) -> None:
         )
     elif tx.kind == TxKind.FINALIZE_ROUND:
         client.finalize_round(task, *args)
+    elif tx.kind == TxKind.END_COMMIT_PHASE:
+        round, unseated = args
+        client.end_commit_phase(task, round, [(checksum(v), proof) for v, proof in unseated])
     else:
         raise ChainError(f"no transaction for {tx.kind}")
 
@@ -198,11 +204,15 @@ class ChainSide:
                 self.log.info("round %d: %s confirmed", tx.round, tx.kind.value)
                 return ev.TxConfirmed(tx.kind, tx.round)
             except TransactionCannotSucceed as fatal:  # before ChainRevert: some are reverts
+                if isinstance(fatal, ChainRevert) and tx.kind in OPTIONAL_TXS:
+                    return self._optional_reverted(tx, fatal)
                 name = fatal.name if isinstance(fatal, ChainRevert) else type(fatal).__name__
                 self.log.error("round %d: %s cannot succeed: %s", tx.round, tx.kind, fatal.reason)
                 self.status.failed_txs.append(f"{tx.kind}@{tx.round}: {name}")
                 return ev.TxFailed(tx.kind, tx.round, name, permanent=True, reason=fatal.reason)
             except ChainRevert as revert:
+                if tx.kind in OPTIONAL_TXS:
+                    return self._optional_reverted(tx, revert)
                 if ALREADY_DONE.get(tx.kind) == revert.name or await self._finalized_by_other(tx):
                     return ev.TxConfirmed(tx.kind, tx.round)
                 self.log.warning("round %d: %s reverted: %s", tx.round, tx.kind, revert)
@@ -213,6 +223,16 @@ class ChainSide:
                 await trio.sleep(attempt)
         self.status.failed_txs.append(f"{tx.kind}@{tx.round}: ChainError")
         return ev.TxFailed(tx.kind, tx.round, "ChainError")
+
+    def _optional_reverted(self, tx: SendTx, revert: ChainRevert) -> ev.Event:
+        """An optional transaction's revert: done already (its phase is over), or failed
+        without harm (the phase runs to its deadline); never a reason to stop."""
+        if OPTIONAL_TXS[tx.kind] == revert.name:
+            self.log.info("round %d: %s not needed: the phase is over", tx.round, tx.kind.value)
+            return ev.TxConfirmed(tx.kind, tx.round)
+        self.log.warning("round %d: %s reverted: %s", tx.round, tx.kind, revert)
+        self.status.failed_txs.append(f"{tx.kind}@{tx.round}: {revert.name}")
+        return ev.TxFailed(tx.kind, tx.round, revert.name)
 
     async def _copied_reveal(self, tx: SendTx) -> SendTx | None:
         """The copycat validator's reveal: the first manifest another member revealed this

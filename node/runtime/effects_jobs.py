@@ -43,7 +43,12 @@ from protocol.errors import DatasetError, ProtocolError, VRFError
 from protocol.fixedpoint import SCALE
 from protocol.messages import key_release_context
 from protocol.rewards import RewardPolicy
-from protocol.sortition import RegisteredKey, committee_proof, verify_committee_member
+from protocol.sortition import (
+    RegisteredKey,
+    committee_proof,
+    verify_committee_member,
+    verify_unseated,
+)
 from protocol.state import events as ev
 from protocol.state.actions import (
     Action,
@@ -348,14 +353,19 @@ class LearningJobs:
         stake = await self.chain.run(self.client.locked_deposit, work.task)
         key = self.keys.vrf_key
         ticket = await trio.to_thread.run_sync(committee_proof, key, action.seed, action.round)
+        draw = (
+            RegisteredKey(key.modulus, self.me), action.seed, action.round, ticket.proof,
+            stake, info.total_stake, work.params.committee_size,
+        )  # fmt: skip
         try:
-            verify_committee_member(
-                RegisteredKey(key.modulus, self.me), action.seed, action.round, ticket.proof,
-                stake, info.total_stake, work.params.committee_size,
-            )
+            verify_committee_member(*draw)
         except VRFError as unseated:  # not selected (or no stake to be selected with)
             self.log.debug("round %d: %s", action.round, unseated)
-            return ev.SortitionDrawn(action.round, None)
+            try:  # the check peers and the contract make before they count us unseated
+                verify_unseated(*draw)
+            except VRFError:
+                return ev.SortitionDrawn(action.round, None)
+            return ev.SortitionDrawn(action.round, None, unseated_proof=ticket.proof)
         return ev.SortitionDrawn(action.round, ticket.proof)
 
     def _progress_logger(

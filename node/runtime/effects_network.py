@@ -29,12 +29,17 @@ from node.runtime.effects import Deliver
 from protocol.codec import ModelSpec
 from protocol.errors import ProtocolError, VRFError
 from protocol.gossip_rules import member_roles, update_readers
-from protocol.messages import CommitteeProof, KeyRelease, Message, ModelAnnouncement
-from protocol.sortition import RegisteredKey, verify_committee_member
+from protocol.messages import CommitteeProof, KeyRelease, Message, ModelAnnouncement, UnseatedProof
+from protocol.sortition import RegisteredKey, verify_committee_member, verify_unseated
 from protocol.state import events as ev
 from protocol.state.actions import Fetch, Publish, PublishScores
 from protocol.state.records import BlobKind, Role, TaskTerms
-from protocol.state.wire import announcement_received, key_release_received, wire_message
+from protocol.state.wire import (
+    announcement_received,
+    key_release_received,
+    unseated_proof_received,
+    wire_message,
+)
 from protocol.vrf import os2ip
 
 FETCH_TIMEOUT_S = 120.0
@@ -166,6 +171,7 @@ class TaskNetwork:
         ) as gossip:
             self._gossip = gossip
             self._gossip_ready.set()
+            ahead.start_soon(self._deliver_unseated, gossip, deliver)
             async with gossip.messages("models") as models:
                 async for received in models:
                     if isinstance(received.message, ModelAnnouncement):
@@ -178,6 +184,14 @@ class TaskNetwork:
                         await deliver(announcement_received(received.message))
                     elif isinstance(received.message, KeyRelease):
                         await deliver(key_release_received(received.message))
+
+    async def _deliver_unseated(self, gossip: TaskGossip, deliver: Deliver) -> None:
+        """Unseated validators' proofs (checked by `_check_committee_proof`) to the machine:
+        the requester ends the commit phase with them."""
+        async with gossip.messages("committee") as committee:
+            async for received in committee:
+                if isinstance(received.message, UnseatedProof):
+                    await deliver(unseated_proof_received(received.message))
 
     def _remember(self, message: ModelAnnouncement) -> None:
         for old in [r for r in self.announced if r < message.round - 1]:
@@ -229,12 +243,14 @@ class TaskNetwork:
 
     async def _check_committee_proof(self, message: Message, signer: PeerID) -> bool:
         """Gossip rule for CommitteeProof: a valid VRF proof of a seat in that round, for
-        the validator's registered key (the contract checks it again at commit).
+        the validator's registered key (the contract checks it again at commit); for
+        UnseatedProof, a valid proof that shows the validator not seated (as
+        Task.endCommitPhase checks it): a seated validator has no such proof.
 
         What only says that the chain, or our view of it, cannot judge the proof (a failed
         read, a round not started as far as our endpoint knows, a stake already slashed)
         raises GossipIgnored: the forwarder is not penalized."""
-        if not isinstance(message, CommitteeProof):
+        if not isinstance(message, CommitteeProof | UnseatedProof):
             return True
         try:
             return await self._committee_seat_proven(message)
@@ -245,7 +261,7 @@ class TaskNetwork:
         except (ChainError, OSError) as problem:
             raise GossipIgnored(f"chain read failed: {problem}") from problem
 
-    async def _committee_seat_proven(self, message: CommitteeProof) -> bool:
+    async def _committee_seat_proven(self, message: CommitteeProof | UnseatedProof) -> bool:
         task = self._followed()
         modulus = self.vrf_keys.get(message.validator)
         if modulus is None:  # loaded with the peer map that gossip's lookup just matched
@@ -262,8 +278,9 @@ class TaskNetwork:
         # stake the round's snapshot counted
         stake = await self.chain.run(self.client.locked_deposit, task, checksum(message.validator))
         key = RegisteredKey(os2ip(modulus), message.validator)
+        check = verify_committee_member if isinstance(message, CommitteeProof) else verify_unseated
         try:
-            verify_committee_member(
+            check(
                 key, seed, message.round, message.vrf_proof, stake, total_stake,
                 self._params.committee_size,
             )

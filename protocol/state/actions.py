@@ -24,7 +24,8 @@ class Action:
 @dataclass(frozen=True)
 class SendTx(Action):
     """Call the task contract. `args` are the call's arguments in ABI order, e.g.
-    `submitUpdate(round, commitment, nSamples)`; CREATE_TASK has none: the runtime takes
+    `submitUpdate(round, commitment, nSamples)`; END_COMMIT_PHASE has (round, ((validator,
+    proof), ...)) in ascending address order; CREATE_TASK has none: the runtime takes
     the task parameters and escrow from its config; JOIN_TASK has (task, role): join that
     task in that role with its deposit."""
 
@@ -56,6 +57,13 @@ class PublishKeyRelease(Publish):
 
 @dataclass(frozen=True)
 class PublishCommitteeProof(Publish):
+    vrf_proof: bytes
+
+
+@dataclass(frozen=True)
+class PublishUnseatedProof(Publish):
+    """Our VRF proof showing we are not on the round's committee."""
+
     vrf_proof: bytes
 
 

@@ -133,6 +133,18 @@ class AnnouncementReceived(Event):
 
 
 @dataclass(frozen=True)
+class UnseatedProofReceived(Event):
+    """A validated UnseatedProof from the committee topic: the runtime checked that
+    `vrf_proof` is `validator`'s VRF proof for `round` and shows it not seated, under the
+    round's seed and stake snapshot (protocol.sortition.verify_unseated, the check
+    Task.endCommitPhase makes)."""
+
+    round: int
+    validator: bytes
+    vrf_proof: bytes
+
+
+@dataclass(frozen=True)
 class KeyReleaseReceived(Event):
     """A validated KeyRelease from the models topic (signer == worker; its round's training
     phase had closed): the content key of `worker`'s update `cid`, sealed for members."""
@@ -162,10 +174,12 @@ class FetchFailed(Event):
 
 @dataclass(frozen=True)
 class SortitionDrawn(Event):
-    """Our VRF draw for `round`: the proof when selected, None when not."""
+    """Our VRF draw for `round`: the proof when selected, None when not; `unseated_proof`:
+    the proof when it shows us not selected (what lets the commit phase end early)."""
 
     round: int
     vrf_proof: bytes | None
+    unseated_proof: bytes | None = None
 
 
 @dataclass(frozen=True)

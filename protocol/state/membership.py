@@ -19,6 +19,7 @@ from protocol.state.events import (
     TrainingDone,
     TxConfirmed,
     TxFailed,
+    UnseatedProofReceived,
 )
 from protocol.state.phases import (
     ALL_PHASES,
@@ -116,6 +117,11 @@ MEMBER_IGNORED: dict[tuple[Phase, type[Event]], str] = {
         ALL_PHASES,
         (TaskCreated, MemberJoined, MemberLeft, TaskDataReady, FinalModelSaved),
         "the requester's",
+    ),
+    **ignore(
+        ALL_PHASES,
+        (UnseatedProofReceived,),
+        "the requester ends the commit phase with the unseated validators' proofs",
     ),
 }
 ROUND_JOBS = (SortitionDrawn, TrainingDone, EvaluationDone)

@@ -3,7 +3,8 @@
 A machine handles one event in four steps (`RoundMachine.handle`):
 
 1. drop it if it is late (an earlier round) or early (a later round; announcements for
-   the next round are kept until it opens);
+   the next round are kept until it opens, and a role's `EARLY_EVENTS` of the next round
+   go to its rules at once);
 2. apply the rule `COMMON_RULES[(phase, type(event))]` (chain bookkeeping and phase
    changes, the same for every role), then the role's own `RULES[(phase, type(event))]`;
    a pair that is in neither table is ignored;
@@ -228,6 +229,9 @@ class RoundMachine(Generic[LocalState]):
     RULES: ClassVar[Mapping[tuple[Phase, type[Event]], Rule]] = {}
     IGNORED: ClassVar[Mapping[tuple[Phase, type[Event]], str]] = {}  # pair -> why
     DUTIES: ClassVar[Mapping[Phase, tuple[Duty, ...]]] = {}
+    # events of the next round the role's rules take before that round opens here: its
+    # senders may see the round open on chain before we do, and send them only once
+    EARLY_EVENTS: ClassVar[tuple[type[Event], ...]] = ()
 
     def __init__(
         self,
@@ -303,6 +307,8 @@ class RoundMachine(Generic[LocalState]):
                 view.early.append(event)
             return False
         if event_round is None or isinstance(event, RoundOpened) or event_round == view.round:
+            return True
+        if isinstance(event, self.EARLY_EVENTS) and event_round == view.round + 1:
             return True
         # before the first round our own setup transactions carry round 0
         return view.phase == Phase.IDLE and isinstance(event, TxConfirmed | TxFailed)

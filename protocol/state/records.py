@@ -46,6 +46,7 @@ class TxKind(StrEnum):
     COMMIT_MANIFEST = "commitManifest"
     REVEAL_MANIFEST = "revealManifest"
     FINALIZE_ROUND = "finalizeRound"
+    END_COMMIT_PHASE = "endCommitPhase"  # the requester, with the unseated validators' proofs
 
 
 class BlobKind(StrEnum):

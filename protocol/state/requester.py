@@ -1,5 +1,6 @@
 """The requester: create the task, start it once recruited (with the validation set
-sealed for the members), finalize rounds nobody finalized, keep the final model."""
+sealed for the members), end a commit phase once every validator has committed or proved
+itself unseated, finalize rounds nobody finalized, keep the final model."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from protocol.state.events import (
     TaskDataReady,
     TasksOffered,
     TrainingDone,
+    UnseatedProofReceived,
 )
 from protocol.state.phases import (
     ALL_PHASES,
@@ -30,7 +32,9 @@ from protocol.state.phases import (
     Duty,
     RoundMachine,
     Rule,
+    every,
     ignore,
+    short,
 )
 from protocol.state.records import Phase, Role, TaskTerms, TxKind, TxStatus
 
@@ -43,6 +47,9 @@ class RequesterState:
     data_requested: bool = False
     validation_cid: str | None = None
     final_saved: bool = False  # the final model is on disk
+    # validators' proofs (checked by the runtime) that they are not seated in this round
+    # or the next; the first per validator and round
+    unseated: list[UnseatedProofReceived] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,7 @@ class Recruiting:
 
 class RequesterMachine(RoundMachine[RequesterState]):
     role: ClassVar[Role] = Role.REQUESTER
+    EARLY_EVENTS: ClassVar[tuple[type[Event], ...]] = (UnseatedProofReceived,)
 
     def __init__(
         self,
@@ -86,7 +94,8 @@ class RequesterMachine(RoundMachine[RequesterState]):
         return RequesterState()
 
     def _new_round(self) -> None:
-        """Nothing of ours is per round."""
+        """Only the unseated proofs are per round: keep the new round's (and the next's)."""
+        self.local.unseated = [e for e in self.local.unseated if e.round >= self.view.round]
 
     def _on_restart(self) -> list[Action]:
         self.local.data_requested = self.local.validation_cid is not None
@@ -148,6 +157,18 @@ def _task_data_ready(m: RequesterMachine, e: TaskDataReady) -> list[Action]:
     return []
 
 
+def _unseated_proof_received(m: RequesterMachine, e: UnseatedProofReceived) -> list[Action]:
+    view, local = m.view, m.local
+    if e.round < view.round or (view.validators and e.validator not in view.validators):
+        return []
+    if len(local.unseated) >= 2 * MAX_WORKERS:  # two rounds' validators
+        return []
+    if any((p.round, p.validator) == (e.round, e.validator) for p in local.unseated):
+        return []
+    local.unseated.append(e)
+    return [Log("debug", f"round {e.round}: {short(e.validator)} proved it is not seated")]
+
+
 def _final_model_saved(m: RequesterMachine, e: FinalModelSaved) -> list[Action]:
     m.local.final_saved = True
     return []
@@ -159,6 +180,7 @@ REQUESTER_RULES: dict[tuple[Phase, type[Event]], Rule] = {
     (Phase.IDLE, MemberJoined): _member_joined,
     (Phase.IDLE, MemberLeft): _member_left,
     (Phase.IDLE, TaskDataReady): _task_data_ready,
+    **every((Phase.IDLE, *OPEN_PHASES), UnseatedProofReceived, _unseated_proof_received),
 }
 
 
@@ -203,6 +225,32 @@ def cancel_task(m: RequesterMachine) -> list[Action]:
     return m._send(TxKind.CANCEL_TASK)
 
 
+def end_commit_phase(m: RequesterMachine) -> list[Action]:
+    """Once every validator of the task has committed (on chain) or proved itself unseated
+    for the round, end the commit phase now rather than at its deadline: the chain cannot
+    tell an unseated validator from a silent one, so it waits for those proofs. Sent once;
+    when every validator committed, the last commit ended the phase already."""
+    view = m.view
+    if not view.validators or m._tx_status(TxKind.END_COMMIT_PHASE) is not None:
+        return []
+    missing = [v for v in view.validators if v not in view.committed]
+    if not missing:
+        return []
+    proofs = {e.validator: e.vrf_proof for e in m.local.unseated if e.round == view.round}
+    if any(v not in proofs for v in missing):
+        return []
+    unseated = tuple(sorted((v, proofs[v]) for v in missing))  # the contract's order
+    actions = m._send(TxKind.END_COMMIT_PHASE, view.round, unseated)
+    names = ", ".join(short(v) for v, _ in unseated)
+    return actions + [
+        Log(
+            "info",
+            f"round {view.round}: {len(view.committed)} committed and {len(unseated)} proved "
+            f"unseated ({names}); ending the commit phase",
+        )
+    ]
+
+
 def save_final_model(m: RequesterMachine) -> list[Action]:
     model = m.view.global_model
     if model is None or m.view.aggregation is not None or m.local.final_saved:
@@ -215,6 +263,7 @@ def save_final_model(m: RequesterMachine) -> list[Action]:
 
 REQUESTER_DUTIES: dict[Phase, tuple[Duty, ...]] = {
     Phase.IDLE: (create_task, prepare_task_data, start_task, cancel_task),
+    Phase.COMMIT: (end_commit_phase,),
     Phase.TERMINATED: (save_final_model,),
 }
 
@@ -226,6 +275,7 @@ REQUESTER_IGNORED: dict[tuple[Phase, type[Event]], str] = {
         (TaskCreated, MemberJoined, MemberLeft, TaskDataReady),
         "recruiting is over",
     ),
+    **ignore((Phase.TERMINATED,), (UnseatedProofReceived,), "the task is over"),
     **ignore(
         ALL_PHASES,
         (SortitionDrawn, TrainingDone, KeyReleaseSealed, EvaluationDone),

@@ -1,5 +1,6 @@
 """The validator: draw sortition; when selected, fetch and evaluate the committed
-updates, commit the manifest before the commit deadline, reveal it after."""
+updates, commit the manifest before the commit deadline, reveal it after; when not,
+publish the proof that shows it (so the commit phase can end once the seated committed)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from protocol.state.actions import (
     Log,
     PublishCommitteeProof,
     PublishScores,
+    PublishUnseatedProof,
     StartEvaluation,
 )
 from protocol.state.commitments import (
@@ -44,6 +46,8 @@ class ValidatorState:
     drawn: bool = False
     vrf_proof: bytes | None = None  # set when selected
     proof_published: bool = False
+    unseated_proof: bytes | None = None  # set when the draw shows us not selected
+    unseated_published: int = 0  # times: as drawn, and again as the commit phase opens
     evaluation_requested: bool = False
     evaluated: tuple[bytes, ...] = ()  # workers whose updates we had to evaluate
     manifest: Manifest | None = None
@@ -130,6 +134,7 @@ def _sortition_drawn(m: ValidatorMachine, e: SortitionDrawn) -> list[Action]:
     m.local.drawn = True
     m.local.vrf_proof = e.vrf_proof
     if e.vrf_proof is None:
+        m.local.unseated_proof = e.unseated_proof
         return [Log("info", f"round {e.round}: not selected for the committee; idle")]
     return [Log("info", f"round {e.round}: selected for the committee")]
 
@@ -192,6 +197,20 @@ def publish_committee_proof(m: ValidatorMachine) -> list[Action]:
         return []
     m.local.proof_published = True
     return [PublishCommitteeProof(m.view.round, proof)]
+
+
+def publish_unseated_proof(m: ValidatorMachine) -> list[Action]:
+    """The proof that we are not seated: with one from every validator that will not
+    commit, the requester ends the commit phase before its deadline. Published as drawn
+    and once more as the commit phase opens, when it is needed: a round opens right after
+    the task starts, when a late joiner's gossip mesh may still be forming, and gossip
+    does not resend a message that reached nobody."""
+    local = m.local
+    wanted = 2 if m.view.phase == Phase.COMMIT else 1
+    if local.unseated_proof is None or local.unseated_published >= wanted:
+        return []
+    local.unseated_published = wanted
+    return [PublishUnseatedProof(m.view.round, local.unseated_proof)]
 
 
 def start_evaluation(m: ValidatorMachine) -> list[Action]:
@@ -259,8 +278,11 @@ def reveal_manifest(m: ValidatorMachine) -> list[Action]:
 
 VALIDATOR_DUTIES: dict[Phase, tuple[Duty, ...]] = {
     Phase.IDLE: MEMBERSHIP_DUTIES,
-    Phase.TRAINING: (draw_sortition, publish_committee_proof),
-    Phase.COMMIT: (draw_sortition, publish_committee_proof, start_evaluation, commit_manifest),
+    Phase.TRAINING: (draw_sortition, publish_committee_proof, publish_unseated_proof),
+    Phase.COMMIT: (
+        draw_sortition, publish_committee_proof, publish_unseated_proof, start_evaluation,
+        commit_manifest,
+    ),
     Phase.REVEAL: (reveal_manifest,),
 }
 

@@ -9,6 +9,7 @@ from protocol.messages import (
     KeyRelease,
     Message,
     ModelAnnouncement,
+    UnseatedProof,
 )
 from protocol.state.actions import (
     Publish,
@@ -16,8 +17,9 @@ from protocol.state.actions import (
     PublishCommitteeProof,
     PublishKeyRelease,
     PublishScores,
+    PublishUnseatedProof,
 )
-from protocol.state.events import AnnouncementReceived, KeyReleaseReceived
+from protocol.state.events import AnnouncementReceived, KeyReleaseReceived, UnseatedProofReceived
 
 
 def wire_message(publish: Publish, chain_id: int, task: bytes, sender: bytes) -> Message:
@@ -40,8 +42,9 @@ def wire_message(publish: Publish, chain_id: int, task: bytes, sender: bytes) ->
             cid=publish.cid,
             sealed_key=publish.sealed_key,
         )
-    if isinstance(publish, PublishCommitteeProof):
-        return CommitteeProof(
+    if isinstance(publish, PublishCommitteeProof | PublishUnseatedProof):
+        seated = isinstance(publish, PublishCommitteeProof)
+        return (CommitteeProof if seated else UnseatedProof)(
             chain_id=chain_id,
             task=task,
             round=publish.round,
@@ -72,3 +75,8 @@ def announcement_received(message: ModelAnnouncement) -> AnnouncementReceived:
 def key_release_received(message: KeyRelease) -> KeyReleaseReceived:
     """The event for a validated key release from the models topic."""
     return KeyReleaseReceived(message.round, message.worker, message.cid, message.sealed_key)
+
+
+def unseated_proof_received(message: UnseatedProof) -> UnseatedProofReceived:
+    """The event for an unseated proof from the committee topic whose VRF check passed."""
+    return UnseatedProofReceived(message.round, message.validator, message.vrf_proof)
