@@ -48,7 +48,8 @@ def attacked_update(
     honestly trained updates through `side_channel` (in-process) and each submits the
     attack on the m updates, as Baruch et al. do; with 0 each works alone: ALIE estimates
     the honest mean and spread from `parts` deltas it trains on disjoint parts of its own
-    shard, IPM negates its own honest delta (the mean over the one delta it knows).
+    shard (`alie_parts`), IPM negates its own honest delta (the mean over the one delta it
+    knows).
     """
     kind = spec.kind
     _check_fits(spec, shard)
@@ -87,12 +88,7 @@ def attacked_update(
             return alie(base, pooled, spec["z"])
         return ipm(base, pooled, spec["epsilon"])
     if kind == "alie":
-        order = rng.permutation(len(shard))
-        parts = [
-            Dataset(shard.images[part], shard.labels[part], shard.spec)
-            for part in np.array_split(order, int(spec["parts"]))
-        ]
-        return alie(base, [train(part) for part in parts], spec["z"])
+        return alie(base, [train(part) for part in alie_parts(shard, int(spec["parts"]), rng)], spec["z"])
     honest = train(shard)
     if kind == "sign_flip":
         return sign_flip(base, honest, spec["scale"])
@@ -101,6 +97,17 @@ def attacked_update(
     if kind == "ipm":
         return ipm(base, [honest], spec["epsilon"])
     raise ValueError(f"no worker attack {kind!r}")
+
+
+def alie_parts(shard: Dataset, parts: int, rng: np.random.Generator) -> list[Dataset]:
+    """A lone ALIE attacker's stand-ins for the honest workers: `parts` disjoint random parts
+    of its shard, each repeated `parts` times. Repeated, one epoch over a part takes as many
+    SGD steps as one over the whole shard, so each estimate moves as far as an honest update
+    and the attack's mean and spread are at an honest update's scale (a part trained once
+    moves about 1/parts as far, and so would the attack)."""
+    order = rng.permutation(len(shard))
+    chosen = [np.tile(part, parts) for part in np.array_split(order, parts)]
+    return [Dataset(shard.images[c], shard.labels[c], shard.spec) for c in chosen]
 
 
 def _check_fits(spec: AttackSpec, shard: Dataset) -> None:

@@ -61,8 +61,11 @@ def updates(data: tuple[Dataset, Dataset]) -> dict[str, State]:
         train_local(model, inputs, labels, TrainConfig(epochs=1, batch_size=32, lr=0.1, seed=1))
         return {name: t.detach().numpy().copy() for name, t in model.state_dict().items()}
 
-    kinds = ("honest", "backdoor:target=0,fraction=0.3,size=4", "label_flip:source=1,target=7")
-    return {
+    kinds = (
+        "honest", "backdoor:target=0,fraction=0.3,size=4", "label_flip:source=1,target=7",
+        "alie:z=0.5244,parts=4",
+    )
+    return {"base": base} | {
         kind.partition(":")[0]: dict(
             attacked_update(parse_attack_spec(kind), base, shard, train, np.random.default_rng(0))
         )
@@ -94,3 +97,20 @@ def test_label_flip_sends_the_source_class_to_the_target(
     assert np.mean(predictor(updates["label_flip"])(ones) == 7) > 0.7
     others = Dataset(holdout.images[holdout.labels != 1], holdout.labels[holdout.labels != 1])
     assert accuracy(updates["label_flip"], others) > 0.7
+
+
+def test_a_lone_alie_attacker_moves_as_far_as_an_honest_worker(
+    updates: dict[str, State],
+) -> None:
+    """Its mean is estimated from deltas that each take an honest update's SGD steps, so the
+    attack is at an honest update's scale, not shrunk by the number of parts."""
+    base = updates["base"]
+
+    def length(state: State) -> float:
+        return float(np.sqrt(sum(
+            np.sum((state[n].astype(np.float64) - base[n]) ** 2) for n in base
+            if np.issubdtype(base[n].dtype, np.floating)
+        )))
+
+    ratio = length(updates["alie"]) / length(updates["honest"])
+    assert 0.6 < ratio < 1.5, ratio

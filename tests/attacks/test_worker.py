@@ -76,8 +76,14 @@ def test_sign_flip_submits_base_minus_the_trained_delta(base: dict, shard: Datas
 
 def test_alie_estimates_from_disjoint_parts_of_the_shard(base: dict, shard: Dataset) -> None:
     update, trainer = run("alie:z=1.0,parts=3", base, shard)
-    assert [len(d) for d in trainer.seen] == [40, 40, 40]
-    together = np.sort(np.concatenate([d.labels for d in trainer.seen]))
+    # each estimate is trained on as many samples as the whole shard (as many SGD steps as an
+    # honest update): its own third of the shard, three times over
+    assert [len(d) for d in trainer.seen] == [120, 120, 120]
+    for seen in trainer.seen:
+        np.testing.assert_array_equal(seen.images, np.concatenate([seen.images[:40]] * 3))
+    firsts = np.concatenate([d.images[:40] for d in trainer.seen]).reshape(120, -1)
+    assert len({row.tobytes() for row in firsts}) == 120  # disjoint, covering the shard
+    together = np.sort(np.concatenate([d.labels[:40] for d in trainer.seen]))
     np.testing.assert_array_equal(together, np.sort(shard.labels))
     expected = alie(base, [trainer(d) for d in trainer.seen[:3]], 1.0)
     np.testing.assert_allclose(update["w"], expected["w"], rtol=1e-6)
