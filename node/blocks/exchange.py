@@ -828,8 +828,9 @@ class BlockExchange:
                             for _ in range(_WRITERS):
                                 nursery.start_soon(self._write_leaves, state, stored.clone())
                         async with to_store, trio.open_nursery() as requests:
-                            if self._find_providers is not None:
-                                # Explicit providers start at once; the DHT's join when found.
+                            if self._find_providers is not None and not state.providers:
+                                # Named providers are asked first; the DHT (a dozen
+                                # queries) only once they fail or lack a block.
                                 state.discovering = True
                                 requests.start_soon(self._discover, state)
                             for _ in range(self.limits.requests_in_flight):

@@ -674,11 +674,11 @@ async def test_unknown_cid_and_missing_providers_fail_clearly(tmp_path: Path) ->
                 BlockUnavailableError, match=f"block {unknown} .* not available.*without it: \\['"
             ):
                 await fetcher.fetch(unknown, MB, providers=[provider_of(publisher)])
-            # The publisher said it lacks the block: one more lookup, then the error.
-            assert lookups == [unknown, unknown]
+            # The named publisher is asked first; it lacks the block: one lookup, the error.
+            assert lookups == [unknown]
             with pytest.raises(BlockUnavailableError, match="no providers known"):
                 await fetcher.fetch(unknown, MB)
-            assert len(lookups) == 3  # nothing changed after an empty lookup: no second one
+            assert len(lookups) == 2  # nothing changed after an empty lookup: no second one
             # A provider that is not listening any more.
             async with open_host(HostConfig(tmp_path / "gone.key")) as gone:
                 gone_addr = host_multiaddrs(gone)[0]
