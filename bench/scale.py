@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import resource
 import statistics
@@ -100,7 +101,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         "commit_seconds": 600 if committee >= validators else args.commit_seconds,
         "reveal_seconds": 600,
     }
-    if args.workers_per_round:
+    if args.workers_per_round and args.workers_per_round < workers:
         task["workers_per_round"] = args.workers_per_round
     started = time.monotonic()
     result = trio.run(
@@ -122,6 +123,11 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     wall = time.monotonic() - started
     infos = [result.reader.round_info(result.task, r) for r in range(1, args.rounds + 1)]
     first_start = infos[0].training_start if infos else 0
+    try:
+        gas = _gas_by_round(result.w3, [info.training_start for info in infos])
+    except Exception as problem:  # the run's times are still worth printing
+        logging.getLogger(__name__).warning("reading the rounds' gas failed: %r", problem)
+        gas = [{"gas": 0, "max_tx_gas": 0, "max_tx": "?"} for _ in infos]
     rounds = []
     for index, info in enumerate(infos):
         end = infos[index + 1].training_start if index + 1 < len(infos) else None
@@ -136,6 +142,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
                 "submissions": info.submissions,
                 "commits": info.commits,
                 "finalized": info.finalized,
+                **gas[index],
             }
         )
     return {
@@ -148,6 +155,39 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "all_done": all(node.done for node in result.nodes),
     }
+
+
+def _gas_by_round(w3: Any, starts: list[int]) -> list[dict[str, Any]]:
+    """Per round (from its training start to the next one's, the last to the chain's head):
+    the gas of every transaction mined in it, and its largest single transaction's gas and
+    function, read from the blocks and receipts of the embedded chain."""
+    from eth_utils import function_abi_to_4byte_selector
+
+    from node.chain.artifacts import load_artifact
+
+    names: dict[str, str] = {}
+    for contract in ("Registry", "Task"):
+        for entry in load_artifact(contract).abi:
+            if entry.get("type") == "function":
+                abi_selector = function_abi_to_4byte_selector(entry)  # type: ignore[arg-type]
+                names["0x" + abi_selector.hex()] = entry["name"]
+    rounds: list[dict[str, Any]] = [{"gas": 0, "max_tx_gas": 0, "max_tx": ""} for _ in starts]
+    for number in range(1, int(w3.eth.block_number) + 1):
+        block = w3.eth.get_block(number, full_transactions=True)
+        index = sum(1 for start in starts if 0 < start <= int(block["timestamp"])) - 1
+        if index < 0:
+            continue
+        entry = rounds[index]
+        for tx in block["transactions"]:
+            used = int(w3.eth.get_transaction_receipt(tx["hash"])["gasUsed"])
+            entry["gas"] += used
+            if used > entry["max_tx_gas"]:
+                data = tx.get("input", tx.get("data", b""))  # the field's name varies
+                text = data.hex() if isinstance(data, bytes) else str(data).removeprefix("0x")
+                selector = "0x" + text[:8]
+                name = names.get(selector, selector) if tx.get("to") else "(deployment)"
+                entry["max_tx_gas"], entry["max_tx"] = used, name
+    return rounds
 
 
 def _chain_start(result: Any) -> int:
@@ -186,8 +226,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print()
     print(
         f"{'W':>4} {'V':>3} {'tau':>3} {'round s':>8} {'train':>6} {'commit':>6} {'reveal':>6} "
-        f"{'final':>6} {'to r1 s':>8} {'run s':>7} {'peak MB':>8} {'x W=' + str(base['workers']):>7} "
-        f"{'s/worker':>8}"
+        f"{'final':>6} {'to r1 s':>8} {'run s':>7} {'peak MB':>8} {'MB/node':>7} "
+        f"{'x W=' + str(base['workers']):>7} "
+        f"{'s/worker':>8} {'gas/round':>10} {'max tx gas':>10} max tx"
     )
     for row in rows:
         rounds = row["rounds"]
@@ -198,12 +239,18 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             f"{_mean([r['training'] for r in rounds]):>6.1f} {_mean([r['commit'] for r in rounds]):>6.1f} "
             f"{_mean([r['reveal'] for r in rounds]):>6.1f} {_mean(finals):>6.1f} "
             f"{row['chain_time_to_round_1']:>8.0f} {row['wall']:>7.0f} {row['peak_rss_mb']:>8.0f} "
-            f"{wall / base_round:>7.2f} {wall / row['workers']:>8.2f}"
+            f"{row['peak_rss_mb'] / (row['workers'] + row['validators'] + 2):>7.1f} "
+            f"{wall / base_round:>7.2f} {wall / row['workers']:>8.2f} "
+            f"{_mean([r['gas'] for r in rounds]):>10,.0f} {max(r['max_tx_gas'] for r in rounds):>10,} "
+            f"{max(rounds, key=lambda r: r['max_tx_gas'])['max_tx']}"
         )
     print(
         "\nround s: training start to the next round's (the last round: to its reveal end), "
         "from block timestamps;\nto r1 s: the contracts' deployment to round 1; run s: the whole run "
-        "with set-up and the nodes' exit; peak MB: the process's peak RSS (every node)."
+        "with set-up and the nodes' exit; peak MB: the process's peak RSS (every node);\n"
+        "MB/node: peak MB over the nodes in it (workers, validators, requester, bootstrap: "
+        "shared code and data counted once);\n"
+        "gas/round: every transaction mined in a round, mean over rounds; max tx: the largest one."
     )
 
 
@@ -335,6 +382,10 @@ def print_processes(report: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.one is not None:
+        # the nodes' warnings (failed fetches, slow validation) go to the size's log file
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        if os.environ.get("FL_SCALE_DEBUG_BLOCKS"):
+            logging.getLogger("node.blocks.exchange").setLevel(logging.INFO)
         print(json.dumps(run_one(args)), flush=True)
         return 0
     sizes = [int(s) for s in args.sizes.split(",") if s]
