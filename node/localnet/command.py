@@ -123,6 +123,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run every node in this process on the embedded chain (no anvil, no subprocesses)",
     )
+    parser.add_argument(
+        "--fork-server",
+        action="store_true",
+        help="fork node processes from one that imported the node's code first, so the "
+        "~220 MB those imports make is shared by every node (many nodes on one box)",
+    )
 
 
 def options_from_args(args: argparse.Namespace, scenario: Scenario | None) -> dict[str, Any]:
@@ -218,6 +224,7 @@ def run_command(args: argparse.Namespace) -> int:
         data_root=data_root,
         scenario_path=args.scenario,
         in_process=args.in_process,
+        fork_server=args.fork_server,
         timeout=args.timeout,
         task_overrides=overrides,
         **{key: value for key, value in merged.items() if key not in TASK_OPTIONS},

@@ -49,7 +49,7 @@ from node.localnet.configs import (
     write_node_config,
 )
 from node.localnet.evaluation import TestSetEvaluator
-from node.localnet.processes import ManagedProcess, ProcessGroup, log_tail
+from node.localnet.processes import ForkServer, ManagedProcess, ProcessGroup, log_tail
 from node.localnet.results import Participant, write_plots, write_results
 from node.localnet.scenario import Crash, ResolvedScenario, Scenario, load_scenario
 from node.localnet.view import ChainView
@@ -113,6 +113,7 @@ class LocalnetOptions:
     max_samples: int | None = None
     scenario_path: Path | None = None
     in_process: bool = False
+    fork_server: bool = False  # node processes forked from one that imported their code
     timeout: float | None = None  # seconds for the whole run; None: derived from the phases
     poll_interval: float = 1.0
     # How to start `fl-node` (the same interpreter as the launcher by default).
@@ -181,6 +182,7 @@ class Localnet:
         self.logs = self.output / "logs"
         self.status_listen = f"127.0.0.1:{free_port()}"  # the requester's status page
         self.processes = ProcessGroup()
+        self.forks = ForkServer() if options.fork_server else None
         self.anvil: Anvil | None = None
         self.w3: Web3 | None = None
         self.reader: ChainClient | None = None
@@ -273,6 +275,7 @@ class Localnet:
                 self.node_argv("bootstrap", "bootstrap", "--config", str(config)),
                 self.logs / "bootstrap.log",
                 env=_child_env(),
+                forks=self.forks,
             )
         )
         process.start()
@@ -350,6 +353,7 @@ class Localnet:
                     self.node_argv(plan.name, "run", "--config", str(plan.config_path)),
                     self.logs / f"{plan.name}.log",
                     env=_child_env(),
+                    forks=self.forks,
                 )
             )
 
