@@ -37,6 +37,7 @@ from protocol.state.events import (
     TrainingDone,
     TxConfirmed,
     TxFailed,
+    UnseatedProofReceived,
     UpdateSubmitted,
 )
 from protocol.state.persist import from_dict, to_dict
@@ -122,6 +123,8 @@ events: st.SearchStrategy[Event] = st.one_of(
     st.builds(BlobFetched, cids),
     st.builds(FetchFailed, cids, st.just("timeout")),
     st.builds(SortitionDrawn, rounds, st.sampled_from([None, PROOF])),
+    st.builds(SortitionDrawn, rounds, st.none(), st.sampled_from([None, PROOF])),
+    st.builds(UnseatedProofReceived, rounds, validators, st.just(PROOF)),
     st.builds(TrainingDone, rounds, cids, st.integers(1, 500)),
     evaluations(),
     st.builds(TaskCreated, st.just(TASK), st.sampled_from([REQUESTER, WORKERS[1]])),
