@@ -3,7 +3,7 @@
     python -m bench.attacks [--attacks sign_flip,alie_colluding,...] [--rules fedavg,median:3]
                             [--rounds 2] [--workers 10] [--attackers 3] [--validators 3]
                             [--samples 500] [--validation 500] [--policy P] [--model mnist_2nn]
-                            [--slack 1]
+                            [--slack 1] [--tabulate]
                             [--out bench-output/attacks] [--data-root DIR] [--parallel 1]
                             [--list]
 
@@ -27,7 +27,8 @@ round lost to load reads as such, not as a clean one. `misses` names what keeps 
 from issue 11's acceptance (`misses`). Writes `attacks.md` (the table) and
 `attacks.png` (heatmaps) under --out and prints the table; each rule's nodes log to
 `runs/<rule>/run.log`, each cell's settled rounds (every worker's kind, verdict, score,
-pay and slash) go to `runs/<rule>/<cell>/rounds.json`. --parallel runs that many of a rule's tasks at once (each on its own
+pay and slash) go to `runs/<rule>/<cell>/rounds.json`; --tabulate writes the table and
+heatmap of the cells finished so far from those (a run stopped part way). --parallel runs that many of a rule's tasks at once (each on its own
 chain and hosts), which shortens a run whose tasks mostly wait on block times. --slack K
 multiplies the phase deadlines and the block exchange's timeouts by K, for a loaded
 machine: the bench measures what attacks earn and do to the model, not latency, and a
@@ -140,6 +141,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="multiply the phase deadlines and the block exchange's timeouts (a loaded machine)",
     )
     parser.add_argument("--list", action="store_true", help="list the attacks and rules, then exit")
+    parser.add_argument(
+        "--tabulate", action="store_true",
+        help="write the table and heatmap of the cells already finished under --out, run nothing",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.slack <= 20:
         parser.error(f"--slack must be 1..20, got {args.slack}")
@@ -492,6 +497,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("attacks:", ", ".join(ATTACKS))
         print("rules:", ", ".join(RULES), "(F = --attackers)")
         return 0
+    if args.tabulate:
+        finished = recorded_cells(args.out)
+        if not finished:
+            print(f"no finished cell under {args.out / 'runs'}", file=sys.stderr)
+            return 1
+        write_results(args.out, finished)
+        return 0
     terminal = logging.StreamHandler()
     terminal.setLevel(logging.WARNING)  # run_log raises the root level for its file only
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", handlers=[terminal])
@@ -512,13 +524,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     for rule in rules:
         with run_log(args.out / "runs" / rule.replace(":", "-") / "run.log"):
             cells += trio.run(run_rule, args, rule, attacks, test)
-    honest = {cell.rule: cell for cell in cells if cell.attack == "honest"}
-    text = table(cells, honest)
-    (args.out / "attacks.md").write_text(text)
-    heatmap(cells, honest, args.out / "attacks.png")
-    print(text)
-    print(f"wrote {args.out / 'attacks.md'} and {args.out / 'attacks.png'}")
+    write_results(args.out, cells)
     return 0
+
+
+def recorded_cells(out: Path) -> list[Cell]:
+    """The cells a run under `out` has finished so far (each rule's honest one first), read
+    back from their rounds.json."""
+    cells = []
+    for folder in sorted((out / "runs").glob("*/")):
+        records = {path.parent.name: path for path in folder.glob("*/rounds.json")}
+        order = sorted(records, key=lambda name: (name != "honest", list(ATTACKS).index(name)
+                                                  if name in ATTACKS else len(ATTACKS)))
+        cells += [Cell(**json.loads(records[name].read_text())["cell"]) for name in order]
+    return cells
+
+
+def write_results(out: Path, cells: Sequence[Cell]) -> None:
+    honest = {cell.rule: cell for cell in cells if cell.attack == "honest"}
+    cells = [cell for cell in cells if cell.rule in honest]  # a rule's baseline comes first
+    text = table(cells, honest)
+    (out / "attacks.md").write_text(text)
+    heatmap(cells, honest, out / "attacks.png")
+    print(text)
+    print(f"wrote {out / 'attacks.md'} and {out / 'attacks.png'}")
 
 
 if __name__ == "__main__":

@@ -5,12 +5,15 @@ process and writes its table and heatmap."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
 
 from bench.attacks import (
     ATTACKS,
+    ETHER,
+    Cell,
     main,
     measure,
     misses,
@@ -135,3 +138,22 @@ def test_slack_stretches_every_nodes_exchange_patience(monkeypatch: pytest.Monke
     assert stretched.read_timeout_s == 3 * original.read_timeout_s
     assert stretched.request_arrival_s == 3 * original.request_arrival_s
     assert stretched.strikes_to_ban == original.strikes_to_ban  # counts are not time
+
+
+def test_tabulate_writes_the_finished_cells_of_a_stopped_run(tmp_path: Path) -> None:
+    def cell(attack: str, accuracy: float) -> Cell:
+        return Cell(attack, "fedavg", accuracy, 0, 2 * ETHER, 3, 3, 30 * ETHER, 0, 0, 0, 0, 0,
+                    4 * ETHER, None, 60.0)
+
+    for done in (cell("scaled", 0.80), cell("honest", 0.85), cell("sign_flip", 0.845)):
+        folder = tmp_path / "runs" / "fedavg" / done.attack
+        folder.mkdir(parents=True)
+        (folder / "rounds.json").write_text(json.dumps({"cell": dataclasses.asdict(done)}))
+    (tmp_path / "runs" / "fedavg" / "gaussian").mkdir()  # started, never finished
+    assert main(["--tabulate", "--out", str(tmp_path)]) == 0
+    rows = [line.split("|")[1:-1] for line in (tmp_path / "attacks.md").read_text().splitlines()[2:]]
+    assert [(row[0].strip(), row[3].strip(), row[13].strip()) for row in rows] == [
+        ("honest", "+0.00", "none"), ("sign_flip", "-0.50", "none"), ("scaled", "-5.00", "accuracy"),
+    ]
+    assert (tmp_path / "attacks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["--tabulate", "--out", str(tmp_path / "empty")]) == 1
