@@ -14,6 +14,9 @@ What the node runtime must do to drive one:
   RoundStarted -> RoundOpened, PhaseEndedEarly -> PhaseChanged, UpdateSubmitted,
   ManifestCommitted, ManifestRevealed, WorkerSettled... + RoundFinalized -> RoundFinalized
   (with the accepted workers), TaskTerminated;
+- validated gossip: ModelAnnouncement -> AnnouncementReceived, KeyRelease ->
+  KeyReleaseReceived, UnseatedProof -> UnseatedProofReceived (only once its proof passed
+  protocol.sortition.verify_unseated against the round's seed and stakes on chain);
 - after the logs of a block, `Tick(block.timestamp)`: the machine's clock is the chain's,
   so "the deadline passed" means the same thing to it as to the contract;
 - execute the returned actions in order (`Persist` is always first: write
