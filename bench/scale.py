@@ -2,7 +2,7 @@
 
     python -m bench.scale [--sizes 10,25,50,100] [--rounds 2] [--committee 7]
                           [--workers-per-round 0] [--samples-per-worker 60]
-                          [--processes 15,4] [--timeout 3000]
+                          [--processes 15,4 [--fork-server]] [--timeout 3000]
 
 Each size runs `fl-node localnet --in-process` (node.localnet.inprocess: every node in one
 process on the embedded chain, real libp2p hosts on 127.0.0.1, real gossip, block exchange
@@ -20,7 +20,9 @@ per node on anvil) for `--rounds` rounds, samples every node process's memory fr
 each second, and prints per role the largest and median RSS and PSS and the median
 anonymous memory, the sum of all nodes' PSS, and the rounds' phase times and gas from the
 launcher's results.json. `--sizes ''` runs only that. Set MALLOC_ARENA_MAX in the
-environment to measure the node processes with it (they inherit it).
+environment to measure the node processes with it (they inherit it). With `--fork-server`
+the nodes are forked from one process that imported their code (`fl-node localnet
+--fork-server`); its own memory is a row of the table and part of the total.
 """
 
 from __future__ import annotations
@@ -63,6 +65,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=3000.0, help="seconds per size")
     parser.add_argument(
         "--processes", default=None, help="W,V: also measure the multi-process localnet's memory"
+    )
+    parser.add_argument(
+        "--fork-server", action="store_true",
+        help="with --processes: fork the node processes from one fork server (localnet --fork-server)",
     )
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--output", type=Path, default=None, help=argparse.SUPPRESS)
@@ -257,22 +263,39 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 # --- the multi-process localnet's memory -----------------------------------------------
 
 
+NODE_ROLES = ("worker", "validator", "requester")
+
+
 def _node_processes(output: Path) -> dict[int, str]:
-    """pid -> node name of the `fl-node run` processes whose config lies under `output`."""
+    """pid -> node name of the localnet's node processes under `output`: those whose
+    standard output is the launcher's log file for a worker, validator or requester (started
+    plainly or forked from a fork server, whose command line is the server's)."""
     found: dict[int, str] = {}
-    marker = str(output / "nodes")
+    logs = output / "logs"
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            target = Path(os.readlink(entry / "fd" / "1"))
         except OSError:
             continue
-        text = [a.decode(errors="replace") for a in argv]
-        for arg in text:
-            if arg.startswith(marker) and arg.endswith("node.toml"):
-                found[int(entry.name)] = Path(arg).parent.name
+        if target.parent == logs and target.suffix == ".log" and target.stem.startswith(NODE_ROLES):
+            found[int(entry.name)] = target.stem
     return found
+
+
+def _fork_servers(pids: Sequence[int]) -> set[int]:
+    """The parents of `pids` that are multiprocessing fork servers (`--fork-server`)."""
+    servers = set()
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            parent = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+            if b"multiprocessing.forkserver" in Path(f"/proc/{parent}/cmdline").read_bytes():
+                servers.add(parent)
+        except (OSError, StopIteration, ValueError):
+            continue
+    return servers
 
 
 MEMORY_FIELDS = ("Rss:", "Pss:", "Anonymous:")
@@ -303,6 +326,8 @@ def measure_processes(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         "--max-samples", str(args.samples_per_worker * workers + 1000), "--output", str(output),
         "--committee-size", str(min(args.committee, validators)),
     ]
+    if args.fork_server:
+        command.append("--fork-server")
     if args.workers_per_round:
         command += ["--workers-per-round", str(args.workers_per_round)]
     if args.data_root is not None:
@@ -314,7 +339,10 @@ def measure_processes(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         launcher = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         while launcher.poll() is None:
             total_pss = 0
-            for pid, name in _node_processes(output).items():
+            nodes = _node_processes(output)
+            # the fork server's pages are the nodes' shared imports: counted in the total
+            measured = {**nodes, **dict.fromkeys(_fork_servers(list(nodes)), "fork-server")}
+            for pid, name in measured.items():
                 memory = _memory_kb(pid)
                 if memory is not None:
                     old = peaks.get(name, (0,) * len(memory))
@@ -323,7 +351,7 @@ def measure_processes(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             total_pss_peak = max(total_pss_peak, total_pss)
             time.sleep(1.0)
     by_role: dict[str, dict[str, float]] = {}
-    for role in ("worker", "validator", "requester"):
+    for role in (*NODE_ROLES, "fork-server"):
         named = [v for k, v in peaks.items() if k.startswith(role)]
         if named:
             by_role[role] = {
@@ -339,6 +367,7 @@ def measure_processes(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         "wall": time.monotonic() - started, "roles": by_role,
         "total_pss_mb": total_pss_peak / 1024, "rounds": _launcher_rounds(output),
         "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX", "glibc default"),
+        "fork_server": args.fork_server,
     }
 
 
@@ -359,7 +388,7 @@ def print_processes(report: dict[str, Any]) -> None:
     print(
         f"\nmulti-process localnet: {report['workers']} workers, {report['validators']} "
         f"validators, exit status {report['status']}, {report['wall']:.0f} s, MALLOC_ARENA_MAX "
-        f"{report['malloc_arena_max']}"
+        f"{report['malloc_arena_max']}, {'forked from a fork server' if report['fork_server'] else 'each started plainly'}"
     )
     for entry in report["rounds"]:
         phases = ", ".join(f"{k} {v} s" for k, v in entry["phases"].items())
