@@ -326,8 +326,7 @@ def measure_processes(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         "--max-samples", str(args.samples_per_worker * workers + 1000), "--output", str(output),
         "--committee-size", str(min(args.committee, validators)),
     ]
-    if args.fork_server:
-        command.append("--fork-server")
+    command.append("--fork-server" if args.fork_server else "--no-fork-server")
     if args.workers_per_round:
         command += ["--workers-per-round", str(args.workers_per_round)]
     if args.data_root is not None:

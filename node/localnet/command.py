@@ -125,9 +125,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--fork-server",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="fork node processes from one that imported the node's code first, so the "
-        "~220 MB those imports make is shared by every node (many nodes on one box)",
+        "~220 MB those imports make is shared by every node (default: on)",
     )
 
 

@@ -113,7 +113,7 @@ class LocalnetOptions:
     max_samples: int | None = None
     scenario_path: Path | None = None
     in_process: bool = False
-    fork_server: bool = False  # node processes forked from one that imported their code
+    fork_server: bool = True  # node processes forked from one that imported their code
     timeout: float | None = None  # seconds for the whole run; None: derived from the phases
     poll_interval: float = 1.0
     # How to start `fl-node` (the same interpreter as the launcher by default).
