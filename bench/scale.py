@@ -61,6 +61,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="commit phase when the committee is smaller than the validators (it runs to its end)",
     )
     parser.add_argument("--validation-samples", type=int, default=200)
+    parser.add_argument(
+        "--slack", type=float, default=1.0,
+        help="multiply every node's block exchange timeouts (bench.attacks.slackened_exchange): "
+        "all nodes share one event loop, and on a loaded machine a peer waiting for the CPU "
+        "reads as silent",
+    )
     parser.add_argument("--data-root", type=Path, default=None)
     parser.add_argument("--timeout", type=float, default=3000.0, help="seconds per size")
     parser.add_argument(
@@ -91,9 +97,11 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     """One size, in this process: the task from creation to the nodes' exit."""
     import trio
 
+    from bench.attacks import slackened_exchange
     from node.config import HOLDOUT
     from node.localnet.inprocess import run_inprocess
 
+    slackened_exchange(args.slack)
     workers = int(args.one)
     validators = validators_for(workers)
     committee = min(args.committee, validators)
@@ -209,6 +217,7 @@ def run_size(args: argparse.Namespace, workers: int, folder: Path) -> dict[str, 
         "--workers-per-round", str(args.workers_per_round), "--commit-seconds", str(args.commit_seconds),
         "--samples-per-worker", str(args.samples_per_worker),
         "--validation-samples", str(args.validation_samples), "--timeout", str(args.timeout),
+        "--slack", str(args.slack),
     ]
     if args.data_root is not None:
         command += ["--data-root", str(args.data_root)]
