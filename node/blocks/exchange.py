@@ -974,8 +974,23 @@ class BlockExchange:
             if self._widen(state):
                 continue
             if state.setbacks() == state.setbacks_at_lookup or await self._discover(state) == 0:
+                if await self._await_members(state):
+                    continue
                 state.fail(self._unavailable(state))
                 return None
+
+    async def _await_members(self, state: _BlobFetch) -> bool:
+        """With no provider at all, a task's node waits (``holder_rechecks`` pauses) for a
+        member to connect, then asks it: just after a task starts, a node is connected to its
+        bootstrap peers only, while the whole task fetches the initial model. True once one
+        is known. A bare exchange (no ``is_member``) has nobody to wait for."""
+        if state.providers or self.is_member is _nobody_is_member:
+            return False
+        for attempt in range(self.limits.holder_rechecks):
+            await trio.sleep(self.limits.holder_recheck_s * min(2**attempt, 8))
+            if state.providers or self._widen(state):  # another request may have added one
+                return True
+        return False
 
     def _pick(self, state: _BlobFetch) -> tuple[_Provider, list[_Want]] | None:
         now = trio.current_time()

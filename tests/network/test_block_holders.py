@@ -146,3 +146,25 @@ async def test_a_member_that_never_gets_the_blob_is_given_up_and_the_error_names
         assert "lacked the blob 4 times" in str(raised.value)
         assert str(stranger.host.get_id()) not in str(raised.value)
         assert not fetcher.store.has(root)
+
+
+async def test_with_no_provider_a_task_node_waits_for_a_member_to_connect(tmp_path: Path) -> None:
+    """Just after a task starts nobody is connected yet: the fetch waits for a member."""
+    members: set[PeerID] = set()
+    async with open_network(tmp_path) as net:
+        holder = await exchange_on(net, tmp_path / "holder")
+        root = await holder.publish(BLOB)
+        fetcher = await exchange_on(net, tmp_path / "fetcher", members=members)
+        members.add(holder.host.get_id())
+        got: list[bytes] = []
+
+        async def fetch() -> None:
+            got.append(await fetcher.fetch(root, len(BLOB)))
+
+        with trio.fail_after(HANG_GUARD_S):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(fetch)
+                await trio.sleep(0.2)  # the fetch found nobody to ask yet
+                assert not got
+                await connect(holder.host, fetcher.host)
+        assert got == [BLOB]
