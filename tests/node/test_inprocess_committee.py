@@ -5,11 +5,11 @@ The seated validators must be exactly those the VRF draws, recomputed here with
 protocol.sortition from the chain's seed, each validator's own key and stake, and the round's
 total stake; they agree, the seated honest ones are paid, nobody is slashed.
 
-Under sortition the commit phase is not over until its deadline (not every validator is
-seated), so a round lasts at least `commit_seconds`. The seated members' evaluation starts at
-the latest halfway through it (ValidatorMachine's evaluation cutoff), so that half is the
-time they have to fetch the workers' updates; on a loaded machine a 1-round run of eleven
-nodes takes a few minutes, hence FL_HEAVY_INPROCESS=1. The same draw on the chain without a
+Under sortition the commit phase ends early only once every seated member has committed and
+every other validator has proved itself unseated (`Task.endCommitPhase`); the seated members'
+evaluation starts at the latest halfway through the phase (ValidatorMachine's evaluation
+cutoff), so that half is the time they have to fetch the workers' updates; on a loaded
+machine a 1-round run of eleven nodes takes a few minutes, hence FL_HEAVY_INPROCESS=1. The same draw on the chain without a
 network, in every default run: tests/contracts/test_committee.py.
 """
 
