@@ -21,9 +21,9 @@ import torch
 
 from node.config import NodeConfig, TrainingConfig, load_config
 from node.datasets import load_validation_set, load_worker_shard
-from node.models import build_model
+from node.models import build_model, train_config
 from protocol.data import Dataset, to_tensors
-from protocol.training import TrainConfig, evaluate, train_local
+from protocol.training import evaluate, train_local
 
 StateDict = dict[str, torch.Tensor]
 
@@ -42,15 +42,7 @@ def train_update(
     net = build_model(model)
     net.load_state_dict(base)
     images, labels = to_tensors(shard)
-    config = TrainConfig(
-        epochs=training.epochs,
-        batch_size=training.batch_size,
-        lr=training.lr,
-        momentum=training.momentum,
-        prox_mu=training.prox_mu,
-        seed=seed,
-    )
-    train_local(net, images, labels, config)
+    train_local(net, images, labels, train_config(training, seed))
     return {name: t.detach().clone() for name, t in net.state_dict().items()}
 
 

@@ -22,12 +22,12 @@ import torch
 
 from node.config import DataConfig, TrainingConfig
 from node.datasets import default_data_root, load_validation_set, load_worker_shard
-from node.models import build_model
+from node.models import build_model, train_config
 from protocol import verdict as verdicts
 from protocol import work as paid_work
 from protocol.aggregation.rule import AggregationRule
 from protocol.data import Dataset, to_tensors
-from protocol.training import TrainConfig, evaluate, train_local
+from protocol.training import evaluate, train_local
 
 StateDict = dict[str, torch.Tensor]
 THRESHOLD = 300_000  # the in-process work test's qualification threshold
@@ -65,10 +65,7 @@ class Task:
     def train(self, base: StateDict, shard: Dataset, seed: int) -> StateDict:
         model = self.module(base)
         images, labels = to_tensors(shard)
-        c = self.config
-        train_local(model, images, labels, TrainConfig(
-            epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, momentum=c.momentum, seed=seed,
-        ))  # fmt: skip
+        train_local(model, images, labels, train_config(self.config, seed))
         return {name: t.detach().clone() for name, t in model.state_dict().items()}
 
     def loss_and_accuracy(self, state: Mapping[str, torch.Tensor]) -> tuple[float, float]:

@@ -16,7 +16,7 @@ from importlib.metadata import entry_points
 
 from torch import nn
 
-from node.config import DataConfig
+from node.config import DataConfig, TrainingConfig
 from node.datasets import describe_source, load_source, source_options
 from node.datasets.sources import import_reference
 from protocol.data import MNIST_SPEC, Dataset, DatasetSpec
@@ -31,6 +31,7 @@ from protocol.models import (
     check_model_accepts,
     spec_hash_problem,
 )
+from protocol.training import TrainConfig
 
 __all__ = [
     "architecture_of",
@@ -38,6 +39,7 @@ __all__ = [
     "data_problem",
     "model_problem",
     "resolve_factory",
+    "train_config",
     "worker_data_problem",
 ]
 
@@ -70,6 +72,20 @@ def build_model(reference: str, seed: int | None = None) -> nn.Module:
     """A fresh model from any reference (seeded: identical weights on every node)."""
     parsed = ModelReference.parse(reference)
     return build_with(resolve_factory(parsed), parsed.kwargs, seed, reference)
+
+
+def train_config(training: TrainingConfig, seed: int) -> TrainConfig:
+    """The local training loop's settings for a node's [training] section, with `seed`
+    ordering its batches: what a worker trains with, and what benches that train as a worker
+    must use."""
+    return TrainConfig(
+        epochs=training.epochs,
+        batch_size=training.batch_size,
+        lr=training.lr,
+        momentum=training.momentum,
+        prox_mu=training.prox_mu,
+        seed=seed,
+    )
 
 
 def architecture_of(reference: str) -> ArchitectureSpec:

@@ -25,7 +25,7 @@ from node.blocks.unixfs import is_raw
 from node.config import BehaviourConfig, TrainingConfig
 from node.datasets import load_validation_set as load_validation_set  # the driver calls learning.*
 from node.datasets import load_worker_shard as load_worker_shard
-from node.models import build_model
+from node.models import build_model, train_config
 from protocol import verdict as verdicts
 from protocol import work as paid_work
 from protocol.aggregation.rule import AggregationRule
@@ -40,7 +40,7 @@ from protocol.fixedpoint import SCALE
 from protocol.limits import MAX_DAG_DEPTH, MAX_RECIPIENTS
 from protocol.rewards import RewardPolicy
 from protocol.state.records import GlobalModel, Update
-from protocol.training import TrainConfig, TrainProgress, evaluate, train_local
+from protocol.training import TrainProgress, evaluate, train_local
 
 logger = logging.getLogger(__name__)
 
@@ -208,15 +208,7 @@ def train_update(
     def train(data: Dataset) -> dict[str, np.ndarray]:
         images, targets = to_tensors(data)
         model = book.module(base)
-        config = TrainConfig(
-            epochs=training.epochs,
-            batch_size=training.batch_size,
-            lr=training.lr,
-            momentum=training.momentum,
-            prox_mu=training.prox_mu,
-            seed=seed,
-        )
-        train_local(model, images, targets, config, progress)
+        train_local(model, images, targets, train_config(training, seed), progress)
         return {name: t.detach().numpy().copy() for name, t in model.state_dict().items()}
 
     attack = parse_attack_spec(behaviour.worker)
