@@ -364,6 +364,11 @@ class RoundMachine(Generic[LocalState]):
         """CID -> provider hint of the blobs the role needs now (beyond aggregation)."""
         return {}
 
+    def _aggregation_deferred(self) -> bool:
+        """Whether the pending aggregation waits until the role needs its model (neither
+        fetched nor built meanwhile; a later round's replaces it)."""
+        return False
+
     def _done_with_task(self) -> bool:
         """Nothing of ours is left to do in a terminated task (beyond settling up)."""
         return True
@@ -585,14 +590,16 @@ def _round_finalized(m: RoundMachine, e: RoundFinalized) -> list[Action]:
             actions.append(
                 Log("warning", f"accepted update of {short(worker)} was never announced to us")
             )
-    if view.aggregation is not None:
+    deferred = m._aggregation_deferred()
+    if view.aggregation is not None and not deferred:
         actions.append(Log("warning", f"round {view.aggregation.round} never aggregated here"))
     if updates:
         view.aggregation = PendingAggregation(
             view.round, tuple(updates), tuple(sorted(view.revealed)), since=m.now
         )
     else:
-        view.aggregation = None
+        if not deferred:  # a deferred one is still the model to build: it carries over
+            view.aggregation = None
         actions.append(Log("info", f"round {view.round}: no update to average; model carries over"))
     return actions
 
@@ -754,7 +761,7 @@ def follow_task(m: RoundMachine) -> list[Action]:
 def fetch_wanted_blobs(m: RoundMachine) -> list[Action]:
     view = m.view
     wanted = dict(m._wanted_blobs())
-    if view.aggregation is not None:
+    if view.aggregation is not None and not m._aggregation_deferred():
         for update in view.aggregation.updates:
             wanted[update.cid] = (update.worker, *view.aggregation.helpers)
     actions: list[Action] = []
@@ -769,7 +776,7 @@ def fetch_wanted_blobs(m: RoundMachine) -> list[Action]:
 def aggregate_when_fetched(m: RoundMachine) -> list[Action]:
     view = m.view
     pending = view.aggregation
-    if pending is None or view.global_model is None:
+    if pending is None or view.global_model is None or m._aggregation_deferred():
         return []
     if not all(m._resolved(u.cid) for u in pending.updates):
         return []

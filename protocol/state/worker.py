@@ -16,7 +16,12 @@ committee judges the round. When the next round opens and its global model is th
 model (same updates, same order) and the draw takes us, the update trained ahead is
 submitted at once (or as soon as its job ends); otherwise it is dropped (its job
 cancelled) and the worker trains from the real global model as without it. The update is
-sealed like any other and nobody learns its CID before it is submitted."""
+sealed like any other and nobody learns its CID before it is submitted.
+
+Sampling (`workers_per_round` below the task's workers): the next round's draw is unknown
+until it opens, so nobody trains ahead, and a worker fetches and builds a round's global
+model only once a later round draws it (`_aggregation_deferred`): with W workers and K
+updates a round, fetches grow with K per drawn worker, not with W x K."""
 
 from __future__ import annotations
 
@@ -119,7 +124,8 @@ class WorkerMachine(RoundMachine[WorkerState]):
     def _wanted_blobs(self) -> dict[str, tuple[bytes, ...]]:
         if not self._is_member():
             return {}
-        wanted = self._base_wanted()
+        # a pending aggregation makes the model to start from: the older one is not needed
+        wanted = self._base_wanted() if self._needs_base() and not self.view.aggregation else {}
         if self._may_train_ahead() and self.view.phase in AFTER_TRAINING:
             # every submitted update, to train ahead from their average
             for update in self.view.updates.values():
@@ -129,7 +135,32 @@ class WorkerMachine(RoundMachine[WorkerState]):
 
     def _may_train_ahead(self) -> bool:
         view = self.view
+        if self._sampled():  # the next round's draw is unknown: most of that work is wasted
+            return False
         return self.train_ahead and not (view.rounds and view.round >= view.rounds)
+
+    def _sampled(self) -> bool:
+        """Whether each round draws only some of the task's workers."""
+        view = self.view
+        return 0 < view.workers_per_round < len(view.workers)
+
+    def _needs_base(self) -> bool:
+        """Whether we need the global model now: always when every worker trains in every
+        round; under sampling only in the training phase of a round that drew us."""
+        if not self._sampled():
+            return True
+        return self.view.phase == Phase.TRAINING and self._drawn()
+
+    def _aggregation_deferred(self) -> bool:
+        """Under sampling, a round's global model is built only when a later round draws
+        us: it depends on nothing but that round's accepted updates, so the rounds we sit
+        out cost no fetch and no averaging, and a drawn worker builds the same model the
+        requester and validators did. The task's end drops it (the requester saves the
+        final model)."""
+        pending = self.view.aggregation
+        if pending is None or not self._sampled():
+            return False
+        return not (self.view.round > pending.round and self._needs_base())
 
     def _expected_base(self) -> GlobalModel | None:
         """The global model this round makes if it accepts every submitted update (what
@@ -332,6 +363,16 @@ def drop_training_ahead(m: WorkerMachine) -> list[Action]:
     return m._drop_ahead("the task is over")
 
 
+def drop_deferred_aggregation(m: WorkerMachine) -> list[Action]:
+    """The task is over: a global model we deferred is not needed any more."""
+    pending = m.view.aggregation
+    if pending is None or not m._aggregation_deferred():
+        return []
+    m.view.aggregation = None
+    return [Log("info", f"round {pending.round}: the task is over; its global model is "
+                "not built here (the requester saves the final model)")]
+
+
 def start_training(m: WorkerMachine) -> list[Action]:
     local = m.local
     if local.training_requested or local.update is not None or not m._is_member():
@@ -399,7 +440,7 @@ WORKER_DUTIES: dict[Phase, tuple[Duty, ...]] = {
     Phase.REVEAL: (*RELEASE_DUTIES, train_ahead),
     Phase.FINALIZING: (*RELEASE_DUTIES, train_ahead),
     Phase.FINALIZED: (*RELEASE_DUTIES, train_ahead),
-    Phase.TERMINATED: (drop_training_ahead,),
+    Phase.TERMINATED: (drop_training_ahead, drop_deferred_aggregation),
 }
 
 WORKER_IGNORED: dict[tuple[Phase, type[Event]], str] = {

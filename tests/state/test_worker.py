@@ -360,6 +360,9 @@ def test_a_worker_left_out_of_the_rounds_draw_sits_it_out_and_trains_in_the_next
     assert not only(worker.handle(Tick(deadlines(1)[1])), SealKeyRelease)
     feed(worker, RoundFinalized(1, ()))
     actions = worker.handle(RoundOpened(2, *deadlines(2), drawn))
+    # under sampling the global model is fetched once a round draws us
+    assert only(actions, Fetch) == [Fetch(INITIAL_CID, (REQUESTER,))]
+    actions = worker.handle(BlobFetched(INITIAL_CID))
     assert only(actions, StartTraining) == [StartTraining(2, GlobalModel(INITIAL_CID))]
     actions = worker.handle(TrainingDone(2, update_cid(ME, 2), 100))
     assert [tx.kind for tx in txs(actions)] == [TxKind.SUBMIT_UPDATE]
@@ -373,7 +376,7 @@ def test_the_draw_is_the_sortition_rule_on_the_rounds_seed() -> None:
         for me in WORKERS:
             machine = WorkerMachine(me, TASK)
             feed(machine, replace(started(), workers_per_round=2), BlobFetched(INITIAL_CID))
-            actions = machine.handle(RoundOpened(1, *deadlines(1), seed))
+            actions = feed(machine, RoundOpened(1, *deadlines(1), seed), BlobFetched(INITIAL_CID))
             if only(actions, StartTraining):
                 drawn.append(me)
         assert drawn == [w for w in WORKERS if worker_selected(seed, w, 2, len(WORKERS))]
