@@ -557,8 +557,10 @@ class BlockExchange:
 
     # --- publish ----------------------------------------------------------------------------
 
-    async def publish(self, blob: bytes, *, pin: bool = True) -> str:
-        """Store ``blob`` as a UnixFS DAG, pin it, announce it; returns the root CID."""
+    async def publish(self, blob: bytes, *, pin: bool = True, announce_aside: bool = False) -> str:
+        """Store ``blob`` as a UnixFS DAG, pin it, announce it; returns the root CID. With
+        ``announce_aside`` it returns once the blob is stored and served, announcing it in
+        the background (a DHT record takes seconds a caller need not wait for)."""
         root, blocks = await trio.to_thread.run_sync(build_file_dag, blob)
 
         def store_all() -> None:
@@ -576,7 +578,10 @@ class BlockExchange:
                     self.store.pin(root)
 
         await trio.to_thread.run_sync(store_all)
-        await self._announce(root)
+        if announce_aside and self._background is not None:
+            self._background.start_soon(self._announce, root)
+        else:
+            await self._announce(root)
         return root
 
     async def _announce(self, root: str) -> None:

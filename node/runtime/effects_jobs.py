@@ -297,6 +297,13 @@ class LearningJobs:
         rule = AggregationRule.parse(terms.aggregator)
         book = ReleasedUpdates(task, terms.model_arch, self.store, crypto, rule)
         self.work = TaskWork(address, params, book)
+        if self.config.role == "worker":
+            # now, while the task recruits, rather than once its first round has opened;
+            # a failure is the training job's to report
+            try:
+                await self._shard(0)
+            except (DatasetError, OSError) as problem:
+                self.log.warning("loading our training data failed: %s", problem)
         return None
 
     def _work(self) -> TaskWork:
@@ -455,7 +462,9 @@ class LearningJobs:
         )
         sealed = await in_thread(work)
         with timing.span(self.log, "store", round, **ahead):
-            cid = await self.exchange.publish(sealed)
+            # submitted as soon as it is stored and served: the validators are told who
+            # serves it, so its DHT record (seconds on a busy machine) is made meanwhile
+            cid = await self.exchange.publish(sealed, announce_aside=True)
         return cid, learning.claimed_samples(self.config.behaviour, len(shard))
 
     async def _seal_key_release(self, action: SealKeyRelease) -> ev.Event:
