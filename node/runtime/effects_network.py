@@ -162,6 +162,8 @@ class TaskNetwork:
         self._training_over = training_over
         self.discovery.join(task_namespace(chain_id, task))
         await self.load_members()
+        if self._params is None:  # fetch_ahead asks whether the task samples its workers
+            self._params = await self.chain.run(self.client.task_params, task_address)
         # load_members and _chain_round let gossip tell a member we have not loaded yet, or
         # a round our follower has not reached, from an invalid message (never penalize those)
         async with trio.open_nursery() as ahead, open_task_gossip(
@@ -205,8 +207,12 @@ class TaskNetwork:
         CID a worker announces in a round (`announced`): a member announcing many cannot
         make us fetch more than one update per worker and round. An update announced once
         training has closed is left to the round's own fetch: the validators are fetching
-        it then, to evaluate it, and the workers do not need it before the round is settled."""
+        it then, to evaluate it, and the workers do not need it before the round is settled.
+        Not under sampling: a worker builds a round's model only once a later round draws it
+        (`protocol.state.worker`), and fetching every update would grow with W x updates."""
         if self.roles.get(self.me) != Role.WORKER or message.worker == self.me:
+            return
+        if self._samples_workers():
             return
         if self._training_over is not None and self._training_over(message.round):
             return
@@ -219,6 +225,12 @@ class TaskNetwork:
             del self._ahead[cid]
         done = self._ahead[message.cid] = trio.Event()
         nursery.start_soon(self._fetch_ahead, message, done)
+
+    def _samples_workers(self) -> bool:
+        """Whether each round draws only some of the task's workers (`workers_per_round`)."""
+        params = self._params
+        workers = sum(1 for role in self.roles.values() if role == Role.WORKER)
+        return params is not None and 0 < params.workers_per_round < workers
 
     async def _fetch_ahead(self, message: ModelAnnouncement, done: trio.Event) -> None:
         try:
