@@ -6,11 +6,12 @@ side, each one's separation of honest from attacking updates, and the verdict of
     python -m bench.work_quality [--data-root DIR] [--model mnist_cnn] [--workers 5]
                                  [--samples 6000] [--validation 1000]
                                  [--levels 120:1:60,120:1:600,120:1:3000,0:1:6000,0:3:6000]
-                                 [--public-samples 100] [--seed 0] [--threads N]
+                                 [--public-samples 100] [--seed 0] [--lr 0.02] [--threads N]
+                                 [--attacks "label_flip:source=1,target=7;sign_flip"]
                                  [--markdown FILE]
 
-Real MNIST, the node's default local training (1 epoch, batch 32, SGD lr 0.02, momentum
-0.9), --workers honest IID shards of --samples each and one more shard for the attacker.
+Real MNIST, the node's default local training (1 epoch, batch 32, SGD lr 0.02 or --lr,
+momentum 0.9), --workers honest IID shards of --samples each and one more shard for the attacker.
 A level `S:E:W` trains a start model centrally for E epochs on S samples of the honest
 shards (0: all of them), runs one honest FedAvg round of W samples a worker from it, and
 measures the round after, from that base, so that the previous round's global step (what a
@@ -77,12 +78,17 @@ from protocol.verdict import cosine, flat_delta, near_duplicates
 from protocol.work import (
     STEP,
     Judgement,
+    Measured,
+    class_harm,
+    class_loss_bound,
+    class_rises,
     coordinate_median,
     implausible,
     improvement,
     judge,
     norm,
 )
+from protocol.work import measure as measure_classes
 from protocol.work import sign_agreement as work_sign_agreement
 
 StateDict = dict[str, torch.Tensor]
@@ -98,6 +104,11 @@ ATTACKS = (
     "ipm",
     "alie",
     "label_flip:source=1,target=7",
+    "label_flip:source=1,target=7,fraction=0.9",
+    "label_flip:source=1,target=7,fraction=0.75",
+    "label_flip:source=1,target=7,fraction=0.5",
+    "label_flip:source=1,target=7,fraction=0.25",
+    "label_flip:source=1,target=7,fraction=0.1",
     "copycat",
     "replayer",
     "replayer_noise",
@@ -127,8 +138,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--public-samples", type=int, default=100, help="grad_step's data")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=0.02, help="local SGD learning rate")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--markdown", type=Path, help="also write the tables here")
+    parser.add_argument(
+        "--attacks", default=";".join(ATTACKS),
+        help="semicolon-separated attackers to add (default: all of them; the per-class rises are "
+        "printed for every honest update whatever this says)",
+    )
     return parser.parse_args(argv)
 
 
@@ -171,7 +188,7 @@ class Bench:
         model = build_model(self.args.model)
         model.load_state_dict(base)
         x, y = to_tensors(data)
-        train_local(model, x, y, TrainConfig(epochs, 32, 0.02, 0.9, seed=seed))
+        train_local(model, x, y, TrainConfig(epochs, 32, self.args.lr, 0.9, seed=seed))
         return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     def measure(self, state: StateDict) -> tuple[float, float]:
@@ -179,6 +196,12 @@ class Bench:
         model.load_state_dict(state)
         metrics = evaluate(model, self.images, self.labels)
         return metrics.loss, metrics.accuracy
+
+    def classes(self, state: StateDict) -> Measured:
+        """`state` on the validation set with its per-class losses (`protocol.work.measure`)."""
+        model = build_model(self.args.model)
+        model.load_state_dict(state)
+        return measure_classes(model, self.images, self.labels)
 
     def gradient(self, state: StateDict, data: Dataset | None = None) -> torch.Tensor:
         """The gradient of the mean cross-entropy at `state`, flat in flat_delta's order
@@ -292,7 +315,7 @@ def attack_deltas(
     honest_norm = float(np.median([norm(d) for d in honest_deltas]))
     noise = torch.randn(previous_step.shape, generator=torch.Generator().manual_seed(seed))
     rows = []
-    for text in ATTACKS:
+    for text in [name.strip() for name in args.attacks.split(";") if name.strip()]:
         kind = text.split(":")[0]
         if kind == "replayer":
             delta = previous_step.clone()
@@ -377,6 +400,9 @@ def run_level(bench: Bench, level: Level, out: list[str]) -> None:
 
     honest_gains = [gain_of(d) for d in deltas]
     honest_whole = [gain_of(d, 1.0) for d in deltas]
+    at_base = bench.classes(base)
+    honest_classes = [bench.classes(s) for s in honest]
+    honest_harms = [class_harm(at_base, m) for m in honest_classes]
     emit(out, "| submitted | norm/med | cos prev | upstream | verdict | honest paid | "
          + " | ".join(CANDIDATES) + " |")
     emit(out, "|---" * (6 + len(CANDIDATES)) + "|")
@@ -384,12 +410,14 @@ def run_level(bench: Bench, level: Level, out: list[str]) -> None:
     high = {c: max(s[c] for s in honest_stats) for c in CANDIDATES}
     norms = [norm(d) / median_norm for d in deltas]
     cos_prev = [cosine(d, previous_step) for d in deltas]
-    alone = judge(list(deltas), honest_gains, previous_step, whole_gains=honest_whole)
+    alone = judge(list(deltas), honest_gains, previous_step, whole_gains=honest_whole, harms=honest_harms)
     emit(out, f"| honest (min..max) | {min(norms):.2f}..{max(norms):.2f} | "
          f"{min(cos_prev):.3f}..{max(cos_prev):.3f} | - | - | {paid(alone)} | "
          + " | ".join(f"{fmt(c, low[c])}..{fmt(c, high[c])}" for c in CANDIDATES) + " |")
     reached: dict[str, dict[str, float]] = {}
+    attack_classes: list[tuple[str, Measured]] = []
     for what, delta in attacks:
+        attack_classes.append((what, bench.classes(moved(base, delta))))
         stopped = upstream([*deltas, delta], previous_step)
         values = statistics(bench, delta, deltas, ref) if norm(delta) > 0 else None
         if stopped is None and values is not None:
@@ -399,11 +427,13 @@ def run_level(bench: Bench, level: Level, out: list[str]) -> None:
             submitted[copy] = None
         gains = [*honest_gains, gain_of(delta)]
         whole = [*honest_whole, gain_of(delta, 1.0)]
-        verdict = judge(submitted, gains, previous_step, whole_gains=whole)
+        harms = [*honest_harms, class_harm(at_base, attack_classes[-1][1])]
+        verdict = judge(submitted, gains, previous_step, whole_gains=whole, harms=harms)
         cells = ["-"] * len(CANDIDATES) if values is None else [fmt(c, values[c]) for c in CANDIDATES]
         emit(out, f"| {what} | {norm(delta) / median_norm:.2f} | {cosine(delta, previous_step):.3f} | "
              f"{stopped or 'passes'} | {verdict_text(verdict[-1], submitted[-1] is None)} | "
              f"{paid(verdict[:-1])} | " + " | ".join(cells) + " |")
+    class_table(out, at_base, [(f"honest {i}", m) for i, m in enumerate(honest_classes)], attack_classes)
     emit(out, "\nseparation (least honest - largest attack that passed upstream; attacks at or above the least honest):\n")
     emit(out, "| candidate | least honest | largest attack | margin | attacks >= least honest |")
     emit(out, "|---|---|---|---|---|")
@@ -413,6 +443,31 @@ def run_level(bench: Bench, level: Level, out: list[str]) -> None:
         margin = low[c] - top[1][c] if top else float("nan")
         emit(out, f"| {c} | {fmt(c, low[c])} | {fmt(c, top[1][c]) if top else '-'} ({top[0] if top else '-'}) "
              f"| {fmt(c, margin)} | {', '.join(above) or 'none'} |")
+
+
+def class_table(
+    out: list[str], base: Measured, honest: Sequence[tuple[str, Measured]],
+    attacks: Sequence[tuple[str, Measured]],
+) -> None:
+    """Per update, its largest per-class validation loss rise over the base (nats) and that
+    rise as a share of its class's bound (`protocol.work.class_loss_bound`), then the rise of
+    every class: what the per-class harm check sees."""
+    counts = base.class_counts
+    emit(out, "\nper-class validation loss rise over the base (nats; class samples: "
+         + ", ".join(f"{c}: {n}" for c, n in enumerate(counts)) + "; base class losses: "
+         + ", ".join(f"{loss:.3f}" for loss in base.class_losses) + ")\n")
+    emit(out, "| update | worst class | rise | rise / bound | every class's rise |")
+    emit(out, "|---|---|---|---|---|")
+    worst_honest = 0.0
+    for label, (what, measured) in enumerate([*honest, *attacks]):
+        rises = class_rises(base, measured)
+        worst = max(rises, key=lambda c: rises[c] / class_loss_bound(counts[c]))
+        share = rises[worst] / class_loss_bound(counts[worst])
+        if label < len(honest):
+            worst_honest = max(worst_honest, share)
+        emit(out, f"| {what} | {worst} | {rises[worst] / SCALE:.3f} | {share:.2f} | "
+             + " ".join(f"{rises[c] / SCALE:+.3f}" for c in sorted(rises)) + " |")
+    emit(out, f"\nlargest honest rise / bound: {worst_honest:.2f}")
 
 
 def paid(judgements: Sequence[Judgement]) -> str:
@@ -428,6 +483,8 @@ def verdict_text(judgement: Judgement, copied: bool) -> str:
     if judgement.shows_work:
         return f"ACCEPTED {judgement.quality}"
     problem = judgement.problem or ""
+    if "of class" in problem:
+        return "rejected: " + problem.split(",")[0].replace("validation loss of ", "")
     short = next(
         (word for word in ("agreement", "replays", "above", "below", "validation loss") if word in problem),
         problem,

@@ -85,9 +85,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.nn import functional
 
 from protocol.errors import ProtocolError
 from protocol.fixedpoint import SCALE, to_fixed
+from protocol.training import EVALUATION_BATCH
 from protocol.verdict import Verdict, clamp_score, cosine, qualifies, round_accuracy
 
 STEP = 0.125
@@ -127,6 +129,17 @@ MAX_LOSS_INCREASE = 200_000
 raised it by at most 0.064 nats (98.8% base); a label flip of one class by 0.76..2.4 from a
 76% base on."""
 
+MAX_CLASS_LOSS_INCREASE = 500_000
+"""An update whose delta raises the validation loss of one class (the validation samples of
+that true label) by more than this plus CLASS_LOSS_NOISE / sqrt(the class's samples) over
+the base is rejected (fixed point: nats), even when it agrees with the others and the whole
+validation loss barely moves: what flipping one class's labels does (`class_harm`)."""
+
+CLASS_LOSS_NOISE = 6_000_000
+"""The part of the per-class bound that shrinks with the class's validation samples (fixed
+point: nats x sqrt(samples)): a class's mean loss over n samples moves by a few hard samples
+whose loss jumps, more the fewer samples it has."""
+
 QUANTUM = 100
 """Qualities are multiples of this (fixed point), so that validators whose float sums
 differ in the last bits reveal the same number."""
@@ -146,6 +159,98 @@ class Judgement:
 
 
 UNUSABLE = Judgement(0, "could not be used")
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A model on the validation set, in one pass: its mean loss and accuracy (as
+    `protocol.training.evaluate` computes them) and, per class (true label), the mean loss
+    of that class's samples and their count."""
+
+    loss: float
+    accuracy: float
+    class_losses: tuple[float, ...]
+    class_counts: tuple[int, ...]
+
+
+@torch.no_grad()
+def measure(
+    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+    batch_size: int = EVALUATION_BATCH,
+) -> Measured:
+    """`model` on (`images`, `labels`) in batches of `batch_size` (the protocol's, so every
+    validator sums the same way); per class the losses are summed in float64, sample order."""
+    if len(labels) == 0 or len(images) != len(labels):
+        raise ProtocolError(f"cannot measure on {len(images)} images and {len(labels)} labels")
+    was_training = model.training
+    model.eval()
+    try:
+        loss_sum, correct = 0.0, 0
+        sums: torch.Tensor | None = None
+        counts: torch.Tensor | None = None
+        for begin in range(0, len(labels), batch_size):
+            logits = model(images[begin : begin + batch_size])
+            target = labels[begin : begin + batch_size]
+            classes = logits.shape[1]
+            if int(target.min()) < 0 or int(target.max()) >= classes:
+                raise ProtocolError(f"labels outside 0..{classes - 1} for a {classes}-class model")
+            if sums is None or counts is None:
+                sums = torch.zeros(classes, dtype=torch.float64)
+                counts = torch.zeros(classes, dtype=torch.int64)
+            loss_sum += float(functional.cross_entropy(logits, target, reduction="sum"))
+            each = functional.cross_entropy(logits, target, reduction="none").to(torch.float64)
+            sums.index_add_(0, target, each)
+            counts.index_add_(0, target, torch.ones_like(target))
+            correct += int((logits.argmax(dim=1) == target).sum())
+    finally:
+        model.train(was_training)
+    assert sums is not None and counts is not None
+    return Measured(
+        loss=loss_sum / len(labels),
+        accuracy=correct / len(labels),
+        class_losses=tuple(float(s) / int(n) if int(n) else 0.0 for s, n in zip(sums, counts, strict=True)),
+        class_counts=tuple(int(n) for n in counts),
+    )
+
+
+def class_loss_bound(samples: int) -> int:
+    """The largest rise of one class's validation loss (fixed point, nats) an update may
+    cause over the base, for a class of `samples` validation samples."""
+    if samples < 1:
+        raise ProtocolError("a class loss bound for a class with no samples")
+    return MAX_CLASS_LOSS_INCREASE + quantized(CLASS_LOSS_NOISE / SCALE / math.sqrt(samples))
+
+
+def class_rises(base: Measured, update: Measured) -> dict[int, int]:
+    """Per class with validation samples: how much `update` raises its mean loss over
+    `base` (fixed point, quantized; negative: lowers it)."""
+    if base.class_counts != update.class_counts:
+        raise ProtocolError("per-class losses measured on different validation sets")
+    return {
+        label: quantized(after - before)
+        for label, (before, after, count) in enumerate(
+            zip(base.class_losses, update.class_losses, base.class_counts, strict=True)
+        )
+        if count
+    }
+
+
+def class_harm(base: Measured, update: Measured) -> str | None:
+    """Why `update` harms one class beyond `class_loss_bound` (the class whose rise exceeds
+    its bound the most, by its label), or None."""
+    worst: tuple[int, int, int] | None = None  # (excess, rise, label)
+    for label, rise in class_rises(base, update).items():
+        excess = rise - class_loss_bound(base.class_counts[label])
+        if excess > 0 and (worst is None or excess > worst[0]):
+            worst = (excess, rise, label)
+    if worst is None:
+        return None
+    excess, rise, label = worst
+    count = base.class_counts[label]
+    return (
+        f"validation loss of class {label} worse by {rise / SCALE:.3f} nats, above its bound "
+        f"{class_loss_bound(count) / SCALE:.3f} for {count} samples"
+    )
 
 
 def stepped(
@@ -271,16 +376,20 @@ def judge(
     gains: Sequence[int | None],
     previous_step: torch.Tensor | None = None,
     whole_gains: Sequence[int | None] | None = None,
+    harms: Sequence[str | None] | None = None,
 ) -> list[Judgement]:
     """Every update's judgement (see the module's docstring). `deltas`: flat deltas from
     the base (None: unusable); `gains`: the validation gains of a STEP of them
     (`improvement`); `previous_step`: the previous round's global step, flat, when there was
     one; `whole_gains`: the validation gains of the whole updates (None: not measured, no
-    harm check)."""
+    harm check); `harms`: why each update harms one class (`class_harm`; None: it does not,
+    or not measured)."""
     if len(gains) != len(deltas):
         raise ProtocolError(f"{len(deltas)} deltas but {len(gains)} validation gains")
     if whole_gains is not None and len(whole_gains) != len(deltas):
         raise ProtocolError(f"{len(deltas)} deltas but {len(whole_gains)} whole-update gains")
+    if harms is not None and len(harms) != len(deltas):
+        raise ProtocolError(f"{len(deltas)} deltas but {len(harms)} per-class harms")
     present = {i: d for i, d in enumerate(deltas) if d is not None}
     problems = implausible(present, previous_step)
     bound = agreement_bound(next(iter(present.values())).numel()) if present else SCALE
@@ -293,6 +402,8 @@ def judge(
             judgements.append(UNUSABLE)
         elif i in problems:
             judgements.append(Judgement(0, problems[i]))
+        elif harms is not None and (harm_of_class := harms[i]) is not None:
+            judgements.append(Judgement(0, harm_of_class))
         elif not by_agreement:
             judgements.append(
                 Judgement(gain) if gain is not None and gain >= MIN_IMPROVEMENT

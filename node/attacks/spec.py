@@ -108,6 +108,7 @@ WORKER_ATTACKS: dict[str, tuple[Param, ...]] = {
     "label_flip": (
         Param("source", int, _label, doc="class whose samples are relabelled"),
         Param("target", int, _label, doc="label they get"),
+        Param("fraction", float, _fraction, 1.0, doc="share of the source class flipped"),
     ),
     "backdoor": (
         Param("target", int, _label, 0, doc="label of triggered images"),

@@ -73,7 +73,9 @@ def attacked_update(
     if kind == "shuffled_labels":
         return train(Dataset(shard.images, shuffled_labels(shard.labels, rng), shard.spec))
     if kind == "label_flip":
-        flipped = label_flip(shard.labels, int(spec["source"]), int(spec["target"]))
+        flipped = label_flip(
+            shard.labels, int(spec["source"]), int(spec["target"]), float(spec["fraction"])
+        )
         return train(Dataset(shard.images, flipped, shard.spec))
     if kind == "backdoor":
         trigger = Trigger.for_images(shard.images, int(spec["size"]))

@@ -40,7 +40,7 @@ from protocol.fixedpoint import SCALE
 from protocol.limits import MAX_DAG_DEPTH, MAX_RECIPIENTS
 from protocol.rewards import RewardPolicy
 from protocol.state.records import GlobalModel, Update
-from protocol.training import TrainProgress, evaluate, train_local
+from protocol.training import Metrics, TrainProgress, evaluate, train_local
 
 logger = logging.getLogger(__name__)
 
@@ -247,15 +247,19 @@ def evaluate_round(
     validation: Dataset,
     qualification_threshold: int,
     reward_policy: RewardPolicy = RewardPolicy.CONTRIBUTION,
+    measured_ahead: Mapping[str, Metrics] | None = None,
 ) -> Evaluation:
     """Measure every worker's update on the validation set and the aggregate of the
     qualified ones under the task's rule (``book.rule``); under the WORK policy also each
     update's improvement over `base` (`protocol.work`), otherwise the leave-one-out losses
-    of the qualified ones. The verdict itself is `protocol.verdict`'s or `protocol.work`'s."""
+    of the qualified ones. The verdict itself is `protocol.verdict`'s or `protocol.work`'s.
+    `measured_ahead`: updates (by CID) measured on this validation set already
+    (`evaluate`, as here), outside the WORK policy."""
     images, labels = to_tensors(validation)
     by_worker = {u.worker: u for u in candidates}
     accuracies: list[float | None] = []
     losses: dict[int, float] = {}
+    by_class: dict[int, paid_work.Measured] = {}  # WORK: with per-class losses, one pass
     states: dict[int, StateDict] = {}
     for index, worker in enumerate(workers):
         update = by_worker.get(worker)
@@ -268,13 +272,19 @@ def evaluate_round(
             logger.warning("update of 0x%s rejected: %s", worker[:4].hex(), problem)
             accuracies.append(None)
             continue
-        metrics = evaluate(book.module(states[index]), images, labels)
-        accuracies.append(metrics.accuracy)
-        losses[index] = metrics.loss
+        module = book.module(states[index])
+        if reward_policy == RewardPolicy.WORK:
+            by_class[index] = paid_work.measure(module, images, labels)
+            accuracy, losses[index] = by_class[index].accuracy, by_class[index].loss
+        else:
+            found = measured_ahead.get(update.cid) if measured_ahead is not None else None
+            metrics = found if found is not None else evaluate(module, images, labels)
+            accuracy, losses[index] = metrics.accuracy, metrics.loss
+        accuracies.append(accuracy)
     if reward_policy == RewardPolicy.WORK:
         counts = [by_worker[w].n_samples if w in by_worker else 0 for w in workers]
         return _judge_work(
-            book, workers, counts, states, accuracies, losses, base, validation,
+            book, workers, counts, states, accuracies, by_class, base, validation,
             qualification_threshold,
         )  # fmt: skip
     rule = book.rule
@@ -314,17 +324,18 @@ def _judge_work(
     counts: Sequence[int],
     states: Mapping[int, StateDict],
     accuracies: Sequence[float | None],
-    losses: Mapping[int, float],
+    measured: Mapping[int, paid_work.Measured],
     base: StateDict,
     validation: Dataset,
     qualification_threshold: int,
 ) -> Evaluation:
     """The WORK policy's verdict (`protocol.work.judge`): each usable update's delta from
-    `base`, its validation gains (a step of it; the whole of it: `losses`, the updates'
-    validation losses), and the previous round's global step; the accuracy of the
-    aggregate of those that show work."""
+    `base`, its validation gains (a step of it; the whole of it, from `measured`), its
+    per-class loss rises over the base, and the previous round's global step; the accuracy
+    of the aggregate of those that show work."""
     images, labels = to_tensors(validation)
-    base_loss = evaluate(book.module(base), images, labels).loss
+    at_base = paid_work.measure(book.module(base), images, labels)
+    base_loss = at_base.loss
 
     def gain(index: int) -> int | None:
         if index not in states:
@@ -337,9 +348,16 @@ def _judge_work(
     ]
     previous = book.before(base)
     previous_step = None if previous is None else verdicts.flat_delta(base, previous)
-    whole = [paid_work.improvement(base_loss, losses.get(i)) for i in range(len(workers))]
+    whole = [
+        paid_work.improvement(base_loss, measured[i].loss if i in measured else None)
+        for i in range(len(workers))
+    ]
+    harms = [
+        paid_work.class_harm(at_base, measured[i]) if i in measured else None
+        for i in range(len(workers))
+    ]
     gains = [gain(i) for i in range(len(workers))]
-    judgements = paid_work.judge(deltas, gains, previous_step, whole_gains=whole)
+    judgements = paid_work.judge(deltas, gains, previous_step, whole_gains=whole, harms=harms)
     for worker, judgement in zip(workers, judgements, strict=True):
         if judgement.problem is not None and judgement is not paid_work.UNUSABLE:
             logger.info("update of 0x%s shows no work: %s", worker[:4].hex(), judgement.problem)

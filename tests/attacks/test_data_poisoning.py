@@ -22,6 +22,23 @@ def test_label_flip_changes_exactly_the_source_labels() -> None:
     assert np.count_nonzero(flipped != labels) == source.sum()
 
 
+@pytest.mark.parametrize("fraction", [0.01, 0.25, 0.5, 1.0])
+def test_label_flip_of_a_fraction_flips_that_share_of_the_source_class_only(fraction: float) -> None:
+    labels = np.random.default_rng(0).integers(0, 10, size=500)
+    flipped = label_flip(labels, source=1, target=7, fraction=fraction)
+    source = np.flatnonzero(labels == 1)
+    changed = np.flatnonzero(flipped != labels)
+    assert len(changed) == int(np.ceil(fraction * len(source)))
+    np.testing.assert_array_equal(changed, source[: len(changed)])  # the first in shard order
+    assert np.all(flipped[changed] == 7)
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.5, 1.5])
+def test_label_flip_refuses_a_fraction_outside_0_to_1(fraction: float) -> None:
+    with pytest.raises(ValueError, match="fraction must be in"):
+        label_flip(np.arange(10), source=1, target=7, fraction=fraction)
+
+
 def test_shuffled_labels_keep_the_label_counts_and_follow_the_seed() -> None:
     labels = np.random.default_rng(1).integers(0, 10, size=300)
     shuffled = shuffled_labels(labels, np.random.default_rng(2))

@@ -18,7 +18,14 @@ from node.localnet.scenario import ScenarioError, load_scenario, parse_scenario
         ("honest", AttackSpec("honest")),
         ("sign_flip", AttackSpec("sign_flip", (("scale", 1.0),))),
         ("sign_flip:scale=4", AttackSpec("sign_flip", (("scale", 4.0),))),
-        ("label_flip:target=7, source=1", AttackSpec("label_flip", (("source", 1), ("target", 7)))),
+        (
+            "label_flip:target=7, source=1",
+            AttackSpec("label_flip", (("source", 1), ("target", 7), ("fraction", 1.0))),
+        ),
+        (
+            "label_flip:source=1,target=7,fraction=0.25",
+            AttackSpec("label_flip", (("source", 1), ("target", 7), ("fraction", 0.25))),
+        ),
         (
             "backdoor:fraction=0.5",
             AttackSpec("backdoor", (("target", 0), ("fraction", 0.5), ("size", 4))),

@@ -1,0 +1,135 @@
+"""protocol.work's per-class harm check: an update that raises the validation loss of one
+class (the validation samples of one true label) by more than `class_loss_bound` over the
+base is rejected, naming the class, even when its delta agrees with the others and the whole
+validation loss barely moves (a label flip of one class); the measurement behind it
+(`measure`) is one pass that gives evaluate's loss and accuracy as well."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from protocol.errors import ProtocolError
+from protocol.fixedpoint import SCALE
+from protocol.training import evaluate
+from protocol.work import (
+    CLASS_LOSS_NOISE,
+    MAX_CLASS_LOSS_INCREASE,
+    QUANTUM,
+    Measured,
+    class_harm,
+    class_loss_bound,
+    class_rises,
+    judge,
+    measure,
+)
+
+SIZE = 20_000
+SHARED = torch.randn(SIZE, generator=torch.Generator().manual_seed(1))
+
+
+def honest(count: int, seed: int = 10) -> list[torch.Tensor]:
+    return [
+        SHARED + 2 * torch.randn(SIZE, generator=torch.Generator().manual_seed(seed + i))
+        for i in range(count)
+    ]
+
+
+def measured(class_losses: list[float], counts: list[int]) -> Measured:
+    total = sum(loss * n for loss, n in zip(class_losses, counts, strict=True)) / sum(counts)
+    return Measured(total, 0.9, tuple(class_losses), tuple(counts))
+
+
+def test_measure_gives_evaluates_loss_and_accuracy_and_each_classs_mean_loss() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4))
+    images = torch.randn(250, 3, 4)
+    labels = torch.randint(0, 3, (250,))  # class 3 has no sample
+    result = measure(model, images, labels)
+    reference = evaluate(model, images, labels)
+    assert result.loss == pytest.approx(reference.loss, rel=1e-6)
+    assert result.accuracy == reference.accuracy
+    with torch.no_grad():
+        each = torch.nn.functional.cross_entropy(model(images), labels, reduction="none")
+    for label in range(4):
+        chosen = labels == label
+        assert result.class_counts[label] == int(chosen.sum())
+        expected = float(each[chosen].double().mean()) if chosen.any() else 0.0
+        assert result.class_losses[label] == pytest.approx(expected, rel=1e-6)
+    assert result.class_counts[3] == 0
+    assert measure(model, images, labels) == result  # the same numbers every time
+
+
+def test_measure_refuses_labels_the_model_has_no_class_for() -> None:
+    model = torch.nn.Linear(5, 3)
+    with pytest.raises(ProtocolError, match="labels outside 0..2"):
+        measure(model, torch.randn(10, 5), torch.tensor([0, 1, 2, 3, 0, 1, 2, 0, 1, 2]))
+
+
+def test_the_bound_is_looser_for_a_class_with_fewer_samples_and_quantized() -> None:
+    assert class_loss_bound(25) > class_loss_bound(100) > class_loss_bound(10_000)
+    assert class_loss_bound(10**12) == pytest.approx(MAX_CLASS_LOSS_INCREASE, abs=QUANTUM)
+    for samples in (1, 7, 50, 99, 1000):
+        bound = class_loss_bound(samples)
+        assert bound % QUANTUM == 0
+        expected = MAX_CLASS_LOSS_INCREASE + CLASS_LOSS_NOISE / math.sqrt(samples)
+        assert abs(bound - expected) <= QUANTUM / 2
+    with pytest.raises(ProtocolError):
+        class_loss_bound(0)
+
+
+def test_a_rise_above_its_classs_bound_is_harm_named_by_the_class() -> None:
+    counts = [100, 120, 0, 40]
+    base = measured([0.1, 0.2, 0.0, 0.3], counts)
+    over = class_loss_bound(40) / SCALE + 0.01
+    under = class_loss_bound(40) / SCALE - 0.01
+    harmed = measured([0.05, 0.1, 0.0, 0.3 + over], counts)
+    problem = class_harm(base, harmed)
+    assert problem is not None
+    assert "class 3" in problem and "40 samples" in problem
+    assert class_harm(base, measured([0.05, 0.1, 0.0, 0.3 + under], counts)) is None
+    # the same rise on a class with more samples (a tighter bound) is harm there
+    assert class_loss_bound(100) / SCALE < under
+    assert "class 0" in (class_harm(base, measured([0.1 + under, 0.2, 0.0, 0.3], counts)) or "")
+    # the class with no validation sample is never judged
+    assert set(class_rises(base, harmed)) == {0, 1, 3}
+
+
+def test_of_two_harmed_classes_the_one_furthest_over_its_bound_is_named() -> None:
+    counts = [100, 100]
+    base = measured([0.1, 0.1], counts)
+    bound = class_loss_bound(100) / SCALE
+    problem = class_harm(base, measured([0.1 + bound + 0.05, 0.1 + bound + 0.5], counts))
+    assert problem is not None and "class 1" in problem
+
+
+def test_per_class_losses_of_different_validation_sets_are_refused() -> None:
+    with pytest.raises(ProtocolError, match="different validation sets"):
+        class_rises(measured([0.1, 0.2], [10, 10]), measured([0.1, 0.2], [10, 11]))
+
+
+def test_an_agreeing_update_that_harms_one_class_is_rejected_the_others_paid() -> None:
+    deltas: list[torch.Tensor | None] = [*honest(5), honest(1, seed=40)[0]]
+    gains = [5_000] * 6
+    harms: list[str | None] = [None] * 5 + ["validation loss of class 1 worse by 2.242 nats"]
+    plain = judge(deltas, gains, whole_gains=gains)
+    assert all(j.shows_work for j in plain)  # it agrees like the honest ones
+    judged = judge(deltas, gains, whole_gains=gains, harms=harms)
+    assert not judged[-1].shows_work and judged[-1].quality == 0
+    assert judged[-1].problem == harms[-1]
+    assert judged[:5] == plain[:5]
+
+
+def test_harm_also_rejects_an_update_judged_by_its_validation_gain() -> None:
+    # one update alone has nothing to agree with: its gain decides, unless it harms a class
+    deltas: list[torch.Tensor | None] = list(honest(1))
+    assert judge(deltas, [5_000], harms=[None])[0].shows_work
+    judged = judge(deltas, [5_000], harms=["validation loss of class 4 worse by 1 nats"])[0]
+    assert not judged.shows_work and "class 4" in (judged.problem or "")
+
+
+def test_judge_refuses_harms_that_do_not_match_the_updates() -> None:
+    with pytest.raises(ProtocolError, match="per-class harms"):
+        judge(list(honest(3)), [1, 2, 3], harms=[None, None])
