@@ -135,7 +135,7 @@ that true label) by more than this plus CLASS_LOSS_NOISE / sqrt(the class's samp
 the base is rejected (fixed point: nats), even when it agrees with the others and the whole
 validation loss barely moves: what flipping one class's labels does (`class_harm`)."""
 
-CLASS_LOSS_NOISE = 6_000_000
+CLASS_LOSS_NOISE = 8_000_000
 """The part of the per-class bound that shrinks with the class's validation samples (fixed
 point: nats x sqrt(samples)): a class's mean loss over n samples moves by a few hard samples
 whose loss jumps, more the fewer samples it has."""

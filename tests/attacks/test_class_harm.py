@@ -7,13 +7,21 @@ validation loss barely moves (a label flip of one class); the measurement behind
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 
+import numpy as np
 import pytest
 import torch
 
+from node.attacks.spec import parse_attack_spec
+from node.attacks.worker import attacked_update
+from node.config import TrainingConfig
+from node.datasets import load_mnist
+from protocol.data import Dataset, partition_iid, to_tensors
 from protocol.errors import ProtocolError
 from protocol.fixedpoint import SCALE
-from protocol.training import evaluate
+from protocol.models import build_model
+from protocol.training import TrainConfig, evaluate, train_local
 from protocol.work import (
     CLASS_LOSS_NOISE,
     MAX_CLASS_LOSS_INCREASE,
@@ -25,6 +33,9 @@ from protocol.work import (
     judge,
     measure,
 )
+from tests.attacks.conftest import DATA_ROOT, needs_mnist
+
+State = dict[str, np.ndarray]
 
 SIZE = 20_000
 SHARED = torch.randn(SIZE, generator=torch.Generator().manual_seed(1))
@@ -133,3 +144,66 @@ def test_harm_also_rejects_an_update_judged_by_its_validation_gain() -> None:
 def test_judge_refuses_harms_that_do_not_match_the_updates() -> None:
     with pytest.raises(ProtocolError, match="per-class harms"):
         judge(list(honest(3)), [1, 2, 3], harms=[None, None])
+
+
+@pytest.fixture(scope="module")
+def real_round() -> dict[str, Measured]:
+    """One round on real MNIST from mnist_2nn's initial weights (a round 1): four honest
+    workers, a full flip of class 1 to 7 and a flip of half of class 1, each trained as a
+    worker trains (one epoch of the node's SGD on its 500 samples), measured on 1,000 test
+    images; "base" is the initial model."""
+    node = TrainingConfig()
+    train_split, test_split = load_mnist(DATA_ROOT, "train"), load_mnist(DATA_ROOT, "test")
+    shards = [train_split.subset(part) for part in partition_iid(3000, 6, seed=3)]
+    initial = {k: v.numpy().copy() for k, v in build_model("mnist_2nn", seed=0).state_dict().items()}
+    images, labels = to_tensors(Dataset(test_split.images[:1000], test_split.labels[:1000]))
+
+    def measured_state(state: Mapping[str, np.ndarray]) -> Measured:
+        model = build_model("mnist_2nn", seed=0)
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+        return measure(model, images, labels)
+
+    def trainer(seed: int) -> Callable[[Dataset], State]:
+        def train(data: Dataset) -> State:
+            model = build_model("mnist_2nn", seed=0)
+            model.load_state_dict({k: torch.from_numpy(v) for k, v in initial.items()})
+            x, y = to_tensors(data)
+            config = TrainConfig(node.epochs, node.batch_size, node.lr, node.momentum, seed=seed)
+            train_local(model, x, y, config)
+            return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+
+        return train
+
+    kinds = [
+        "honest", "honest", "honest", "honest", "label_flip:source=1,target=7",
+        "label_flip:source=1,target=7,fraction=0.5",
+    ]
+    result = {"base": measured_state(initial)}
+    for index, kind in enumerate(kinds):
+        state = attacked_update(
+            parse_attack_spec(kind), initial, shards[index], trainer(index), np.random.default_rng(0)
+        )
+        result[f"{kind} {index}"] = measured_state(state)
+    return result
+
+
+@needs_mnist("train")
+@needs_mnist("test")
+def test_on_real_mnist_a_flipped_class_is_harm_honest_work_and_a_half_flip_are_not(
+    real_round: dict[str, Measured],
+) -> None:
+    base = real_round["base"]
+    for name, update in real_round.items():
+        if name.startswith("honest"):
+            assert class_harm(base, update) is None, name
+            assert max(class_rises(base, update).values()) < class_loss_bound(min(base.class_counts)) / 2
+    flipped = real_round["label_flip:source=1,target=7 4"]
+    problem = class_harm(base, flipped)
+    assert problem is not None and "class 1 " in problem
+    assert class_rises(base, flipped)[1] > 1.3 * class_loss_bound(base.class_counts[1])
+    # the cheapest way around it: flip only half the class; it stays under the bound (and
+    # lowers class 1's loss less than honest work does: the harm it still does)
+    half = real_round["label_flip:source=1,target=7,fraction=0.5 5"]
+    assert class_harm(base, half) is None
+    honest_rises = [class_rises(base, u)[1] for n, u in real_round.items() if n.startswith("honest")]
+    assert class_rises(base, half)[1] > max(honest_rises)
