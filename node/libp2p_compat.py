@@ -16,7 +16,7 @@ libp2p upgrade means reviewing this module against the new sources.
 | :meth:`GossipPubsub.validate_msg` | pubsub/pubsub.py:Pubsub.validate_msg | gossipsub's IGNORE verdict is missing |
 | :func:`blacklist_without_teardown` | pubsub/pubsub.py:Pubsub.add_to_blacklist | its teardown task raises KeyError and stops the Pubsub service |
 | :func:`message_seen` | pubsub/pubsub.py:Pubsub._is_msg_seen | private; parked messages need it |
-| :class:`BackingOffGossipSub` | pubsub/gossipsub.py:GossipSub.mesh_heartbeat, handle_graft | a peer it pruned could be grafted again at once, and the peer's GRAFT-flood check graylists us for it |
+| :class:`BackingOffGossipSub` | pubsub/gossipsub.py:GossipSub.mesh_heartbeat, handle_graft, emit_prune | a peer it pruned could be grafted again at once, and the peer's GRAFT-flood check graylists us for it |
 | :func:`install_record_cache` | peer/envelope.py:consume_envelope, imported by name into pubsub/utils.py, pubsub/gossipsub.py, kad_dht/utils.py, identity/update.py | every RPC a peer sends carries the same signed peer record, and its signature was checked again on each one: with a hundred nodes in one process, a large share of a core |
 | :class:`ReadingYamux`, :func:`install_yamux_patch` | stream_muxer/yamux/yamux.py:Yamux.handle_incoming; stream_muxer/muxer_multistream.py: module global ``Yamux`` | its read loop answers SYNs and PINGs inline under the write lock a data write holds on a full socket; two peers sending each other data at once wedge until a 60 s timeout |
 """
@@ -617,6 +617,16 @@ class BackingOffGossipSub(GossipSub):
             for topic in topics:
                 self._add_back_off(peer, topic, False)
         return peers_to_graft, peers_to_prune
+
+    async def emit_prune(self, topic: str, to_peer: PeerID, do_px: bool, is_unsubscribe: bool) -> None:
+        """Changes pubsub/gossipsub.py:GossipSub.emit_prune: every PRUNE we send starts our
+        back-off from that peer, as the GossipSub v1.1 spec asks. Upstream, handle_graft's
+        GRAFT-flood and score-gate answers prune without one, so our next heartbeat can
+        graft the peer seconds later, which its GRAFT-flood check counts against us (10
+        points a time; the peer then prunes us the same way, and the two honest peers
+        graylist each other)."""
+        self._add_back_off(to_peer, topic, is_unsubscribe)
+        await super().emit_prune(topic, to_peer, do_px, is_unsubscribe)
 
     async def handle_graft(self, graft_msg: rpc_pb2.ControlGraft, sender_peer_id: PeerID) -> None:
         """Changes pubsub/gossipsub.py:GossipSub.handle_graft, which answers a GRAFT for a
