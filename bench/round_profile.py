@@ -273,7 +273,7 @@ def critical_path(t: Timeline, round: int, phase: str, start: float, end: float)
     order, that covers it, so the work the phase is for claims its time first."""
     kind, labels = {
         "training": ("submitUpdate", ("train", "base", "Aggregate", "load data", "seal", "store", "tx", "fetch")),
-        "commit": ("commitManifest", ("score", "open", "base", "Aggregate", "tx", "fetch")),
+        "commit": ("commitManifest", ("score", "open", "measure", "base", "Aggregate", "tx", "fetch")),
         "reveal": ("revealManifest", ("tx",)),
         "finalize": ("finalizeRound", ("tx",)),
     }[phase]
@@ -299,7 +299,10 @@ def critical_path(t: Timeline, round: int, phase: str, start: float, end: float)
         intervals = [(e["start"], e["end"]) for e in chosen]
         seconds = covered(intervals + taken, start, end) - covered(taken, start, end)
         if seconds > 0.05:
-            name = {"tx": f"{kind} tx", "Aggregate": "averaging", "open": "decrypt+copy check"}.get(label, label)
+            name = {
+                "tx": f"{kind} tx", "Aggregate": "averaging", "open": "decrypt+copy check",
+                "measure": "measuring updates ahead",
+            }.get(label, label)  # fmt: skip
             steps.append(Step(name, seconds))
             taken.extend(intervals)
     rest = (end - start) - covered(taken, start, end)

@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -55,6 +55,7 @@ from protocol.state.actions import (
     Aggregate,
     CancelTrainingAhead,
     DrawSortition,
+    MeasureUpdate,
     PrepareTaskData,
     SaveFinalModel,
     SealKeyRelease,
@@ -63,6 +64,7 @@ from protocol.state.actions import (
     TrainAhead,
 )
 from protocol.state.records import GlobalModel, Job, TaskTerms, Update
+from protocol.training import Metrics, evaluate
 
 T = TypeVar("T")
 
@@ -103,10 +105,10 @@ class ReleasedUpdates(learning.ModelBook):
         # built from them (`keep_opened`, `drop_opened`): one round's updates at most.
         self._opened: dict[str, learning.StateDict] | None = None
 
-    def keep_opened(self) -> None:
+    def keep_opened(self, opened: Mapping[str, learning.StateDict] | None = None) -> None:
         """From now on keep each update opened, so the copy check, the evaluation and the
-        round's global model open it once."""
-        self._opened = {}
+        round's global model open it once; `opened`: updates opened already."""
+        self._opened = dict(opened or {})
 
     def drop_opened(self) -> None:
         self._opened = None
@@ -193,6 +195,45 @@ def copied_updates(
     }
 
 
+@dataclass
+class MeasuredAhead:
+    """The updates of one round opened and measured before its evaluation started
+    (MeasureUpdate), for the evaluation to take. Written by the background thread, read by
+    the evaluation's: each entry is set once, whole."""
+
+    round: int = 0
+    evaluating: bool = False  # the round's evaluation started: measure nothing more
+    opened: dict[str, learning.StateDict] = dataclasses.field(default_factory=dict)
+    metrics: dict[str, Metrics] = dataclasses.field(default_factory=dict)
+
+    def of_round(self, round: int) -> MeasuredAhead:
+        """This, moved on to `round` (what an earlier round measured is dropped)."""
+        if round != self.round:
+            self.round, self.evaluating = round, False
+            self.opened, self.metrics = {}, {}
+        return self
+
+
+def measure_ahead(
+    book: ReleasedUpdates, cid: str, validation: Dataset, ahead: MeasuredAhead
+) -> None:
+    """Open the update `cid` and measure it on `validation` as `learning.evaluate_round`
+    does, into `ahead`; nothing once the round's evaluation started (it measures what is
+    left itself), nor for an update that does not open (the evaluation rejects it and
+    says why)."""
+    if ahead.evaluating:
+        return
+    try:
+        state = book.update(cid)
+    except ProtocolError:
+        return
+    images, labels = learning.to_tensors(validation)
+    with torch.no_grad():
+        metrics = evaluate(book.module(state), images, labels)
+    ahead.opened[cid] = state
+    ahead.metrics[cid] = metrics
+
+
 def judge_round(
     book: ReleasedUpdates,
     action: StartEvaluation,
@@ -200,11 +241,12 @@ def judge_round(
     qualification_threshold: int,
     reward_policy: RewardPolicy,
     log: logging.LoggerAdapter[logging.Logger],
+    ahead: MeasuredAhead | None = None,
 ) -> learning.Evaluation:
     """A validator's evaluation of a round: the copy check, then every update measured
     (`learning.evaluate_round`); each update is opened once and kept for the round's
-    global model."""
-    book.keep_opened()
+    global model. `ahead`: the round's updates opened and measured already."""
+    book.keep_opened(ahead.opened if ahead is not None else None)
     with torch.no_grad():  # measuring only: no autograd graph for the forward passes
         with timing.span(log, "base", action.round):
             base = book.global_state(action.base)
@@ -220,7 +262,7 @@ def judge_round(
         with timing.span(log, "score", action.round):
             return learning.evaluate_round(
                 book, action.workers, candidates, base, validation, qualification_threshold,
-                reward_policy,
+                reward_policy, measured_ahead=ahead.metrics if ahead is not None else None,
             )
 
 
@@ -284,6 +326,7 @@ class LearningJobs:
         self._judged: tuple[tuple[tuple[str, int], ...], float] | None = None
         self.shard: Dataset | None = None
         self.validation: Dataset | None = None
+        self.measured_ahead = MeasuredAhead()
 
     async def follow(self, task: bytes, terms: TaskTerms) -> str | None:
         address = checksum(task)
@@ -315,8 +358,9 @@ class LearningJobs:
         """Whether `action` runs beside the other jobs: a validator's or the requester's own
         copy of the round's global model (at a lower priority), which nothing waits on
         before the next commit phase (a worker trains from its copy: it waits); and
-        cancelling training ahead, which must not wait behind the job it stops."""
-        if isinstance(action, CancelTrainingAhead):
+        cancelling training ahead, which must not wait behind the job it stops; and
+        measuring an update ahead of the evaluation (at the lower priority too)."""
+        if isinstance(action, CancelTrainingAhead | MeasureUpdate):
             return True
         return isinstance(action, Aggregate) and self.config.role != "worker"
 
@@ -333,6 +377,7 @@ class LearningJobs:
             CancelTrainingAhead: self._cancel_training_ahead,
             SealKeyRelease: self._seal_key_release,
             StartEvaluation: self._evaluate,
+            MeasureUpdate: self._measure_update,
             Aggregate: self._aggregate,
             PrepareTaskData: self._prepare_task_data,
             SaveFinalModel: self._save_final_model,
@@ -520,10 +565,16 @@ class LearningJobs:
             action.round, len(action.candidates), len(validation),
         )
         params = work.params
+        ahead = self.measured_ahead.of_round(action.round)
+        ahead.evaluating = True  # what is still queued is measured by the evaluation itself
+        self.log.info(
+            "round %d: %d of the updates were measured ahead", action.round, len(ahead.metrics)
+        )
         result = await trio.to_thread.run_sync(
             judge_round, book, action, validation, params.qualification_threshold,
-            params.reward_policy, self.log,
+            params.reward_policy, self.log, ahead,
         )
+        self.measured_ahead = MeasuredAhead(action.round, evaluating=True)  # the book keeps them
         if params.reward_policy != RewardPolicy.WORK:  # its accuracy: of the accepted
             by_worker = {u.worker: u for u in action.candidates}
             accepted = [by_worker[w] for w, a in zip(result.workers, result.accepts, strict=True) if a]
@@ -543,6 +594,22 @@ class LearningJobs:
             action.round, result.workers, result.scores, result.accepts,
             result.global_accuracy, os.urandom(32),
         )
+
+    async def _measure_update(self, action: MeasureUpdate) -> None:
+        """Open and measure one update as the round's evaluation would (`evaluate` on the
+        same validation set), at the background's priority: the evaluation takes it."""
+        work = self._work()
+        if work.params.reward_policy == RewardPolicy.WORK:
+            return None  # that policy measures more per update: left to its evaluation
+        ahead = self.measured_ahead.of_round(action.round)
+        if ahead.evaluating or action.cid in ahead.metrics:
+            return None
+        validation = await self._validation_set(action.validation_cid)
+        with timing.span(self.log, "measure", action.round):
+            await self.background.run(
+                partial(measure_ahead, work.book, action.cid, validation, ahead)
+            )
+        return None
 
     async def _aggregate(self, action: Aggregate) -> None:
         book = self._work().book

@@ -5,7 +5,8 @@ first, so the state that records "sent" is on disk before anything is sent. Jobs
 (`DrawSortition`, `StartTraining`, `SealKeyRelease`, `StartEvaluation`, `Aggregate`,
 `PrepareTaskData`)
 may run in a worker thread but must run in the order they were emitted; each answers with
-its event (`SortitionDrawn`, `TrainingDone`, ...) or `JobFailed`.
+its event (`SortitionDrawn`, `TrainingDone`, ...) or `JobFailed`. `MeasureUpdate` is the
+exception: it prepares a later job's work and answers nothing.
 """
 
 from __future__ import annotations
@@ -136,6 +137,19 @@ class StartEvaluation(Action):
     candidates: tuple[Update, ...]
     validation_cid: str
     base: GlobalModel
+
+
+@dataclass(frozen=True)
+class MeasureUpdate(Action):
+    """Validator, while the round's updates arrive: open the fetched update `cid` and
+    measure it on the validation set `validation_cid` ahead of the round's evaluation
+    (StartEvaluation), which then finds it measured. Nothing waits on it (no answer) and
+    it takes only CPU the others leave idle. It measures what the evaluation would (the
+    same blob, validation set and batches), so the scores do not depend on when it ran."""
+
+    round: int
+    cid: str
+    validation_cid: str
 
 
 @dataclass(frozen=True)

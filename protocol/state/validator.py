@@ -1,6 +1,11 @@
 """The validator: draw sortition; when selected, fetch and evaluate the committed
 updates, commit the manifest before the commit deadline, reveal it after; when not,
-publish the proof that shows it (so the commit phase can end once the seated committed)."""
+publish the proof that shows it (so the commit phase can end once the seated committed).
+
+A seated validator measures each update as soon as it is fetched (MeasureUpdate), while
+the other workers still train: the workers finish at different times and the last
+update's fetch leaves the CPU idle, so when the round's evaluation starts only the last
+updates and the round's aggregates are left to measure."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from protocol.state.actions import (
     Action,
     DrawSortition,
     Log,
+    MeasureUpdate,
     PublishCommitteeProof,
     PublishScores,
     PublishUnseatedProof,
@@ -77,6 +83,9 @@ class ValidatorMachine(RoundMachine[ValidatorState]):
         )
         self.manifest_commitment = manifest_commitment
         self.evaluation_reserve = evaluation_reserve
+        # (round, CID) of the updates we asked to have measured ahead; not persisted: the
+        # measurements live in this process, a restarted one asks again
+        self.measuring: set[tuple[int, str]] = set()
 
     def _fresh_local(self) -> ValidatorState:
         return ValidatorState()
@@ -84,6 +93,7 @@ class ValidatorMachine(RoundMachine[ValidatorState]):
     def _on_restart(self) -> list[Action]:
         self.local.sortition_requested = False
         self.local.evaluation_requested = False
+        self.measuring.clear()
         return []
 
     def _is_member(self) -> bool:
@@ -243,6 +253,25 @@ def start_evaluation(m: ValidatorMachine) -> list[Action]:
     return actions
 
 
+def measure_fetched_updates(m: ValidatorMachine) -> list[Action]:
+    """Seated, before the evaluation starts: have each committed update measured as soon
+    as it is here (once per update; only updates matched to a commitment, so at most one
+    per worker)."""
+    view, local = m.view, m.local
+    if not m._selected() or local.evaluation_requested or local.manifest is not None:
+        return []
+    validation_cid = view.validation_cid
+    if validation_cid is None or validation_cid not in view.have:
+        return []
+    m.measuring = {(r, cid) for r, cid in m.measuring if r == view.round}
+    actions: list[Action] = []
+    for update in view.updates.values():
+        if update.cid in view.have and (view.round, update.cid) not in m.measuring:
+            m.measuring.add((view.round, update.cid))
+            actions.append(MeasureUpdate(view.round, update.cid, validation_cid))
+    return actions
+
+
 def commit_manifest(m: ValidatorMachine) -> list[Action]:
     manifest, proof = m.local.manifest, m.local.vrf_proof
     if manifest is None or proof is None or m.view.task is None:
@@ -278,10 +307,13 @@ def reveal_manifest(m: ValidatorMachine) -> list[Action]:
 
 VALIDATOR_DUTIES: dict[Phase, tuple[Duty, ...]] = {
     Phase.IDLE: MEMBERSHIP_DUTIES,
-    Phase.TRAINING: (draw_sortition, publish_committee_proof, publish_unseated_proof),
+    Phase.TRAINING: (
+        draw_sortition, publish_committee_proof, publish_unseated_proof, measure_fetched_updates,
+    ),
+    # the evaluation first: an update here when it starts is measured by it, not ahead
     Phase.COMMIT: (
         draw_sortition, publish_committee_proof, publish_unseated_proof, start_evaluation,
-        commit_manifest,
+        measure_fetched_updates, commit_manifest,
     ),
     Phase.REVEAL: (reveal_manifest,),
 }
