@@ -590,17 +590,14 @@ def _round_finalized(m: RoundMachine, e: RoundFinalized) -> list[Action]:
             actions.append(
                 Log("warning", f"accepted update of {short(worker)} was never announced to us")
             )
-    deferred = m._aggregation_deferred()
-    if view.aggregation is not None and not deferred:
-        actions.append(Log("warning", f"round {view.aggregation.round} never aggregated here"))
-    if updates:
-        view.aggregation = PendingAggregation(
-            view.round, tuple(updates), tuple(sorted(view.revealed)), since=m.now
-        )
-    else:
-        if not deferred:  # a deferred one is still the model to build: it carries over
-            view.aggregation = None
+    if not updates:  # a pending aggregation still makes the model that carries over
         actions.append(Log("info", f"round {view.round}: no update to average; model carries over"))
+        return actions
+    if view.aggregation is not None and not m._aggregation_deferred():
+        actions.append(Log("warning", f"round {view.aggregation.round} never aggregated here"))
+    view.aggregation = PendingAggregation(
+        view.round, tuple(updates), tuple(sorted(view.revealed)), since=m.now
+    )
     return actions
 
 

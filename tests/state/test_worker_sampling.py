@@ -139,3 +139,15 @@ def test_the_task_end_drops_a_deferred_model_and_settles_up() -> None:
     assert worker.view.aggregation is None
     assert only(actions, Withdraw) == [Withdraw()]
     assert only(actions, Stop) == [Stop("the task is over")]
+
+
+def test_a_round_that_accepts_nothing_keeps_an_aggregation_still_under_way() -> None:
+    # every worker trains every round: round 1's updates are still being fetched when
+    # round 2 ends with none accepted; round 1's average is still the model to go on from
+    worker = WorkerMachine(ME, TASK, train_ahead=False)
+    feed(worker, started(), BlobFetched(INITIAL_CID))
+    feed(worker, *others_round(1, False, (OTHER,)))
+    feed(worker, *others_round(2, False, ()))
+    (aggregate,) = only(worker.handle(BlobFetched(update_cid(OTHER, 1))), Aggregate)
+    assert aggregate.model == GlobalModel(INITIAL_CID, 1, (released(OTHER, 1),))
+    assert worker.view.global_model == aggregate.model
