@@ -68,7 +68,7 @@ from protocol.state.actions import (
     Withdraw,
 )
 from protocol.state.phases import RoundMachine
-from protocol.state.records import TaskTerms
+from protocol.state.records import Phase, TaskTerms
 from protocol.state.requester import Recruiting, RequesterMachine
 from protocol.state.validator import ValidatorMachine
 from protocol.state.worker import WorkerMachine
@@ -84,8 +84,12 @@ BLOCKS_DIR = "blocks"
 # the cause is not found; in a quiet profile it saved 3.5% of the round time.
 TRAIN_AHEAD_ENV = "FL_NODE_TRAIN_AHEAD"
 VALIDATOR_FINALIZE_AFTER_S = 30  # validators finalize a round the requester left hanging
-# Polls that find no new block double the wait before the next, up to 2**3 poll intervals.
+# Polls that find no new block double the wait before the next, up to 2**3 poll intervals,
+# except in the phases that end on other nodes' transactions within seconds, where each
+# poll of delay is a delay of the round (a validator's reveal waits to see the last commit,
+# the requester's finalization the last reveal): there every poll interval.
 MAX_POLL_BACKOFF_STEPS = 3
+PROMPT_PHASES = (Phase.COMMIT, Phase.REVEAL, Phase.FINALIZING)
 # Jobs whose result is the node's record of the task (the global model it built and the
 # accuracy it measured): a Stop waits for them rather than dropping them, at most this long.
 RECORDING_JOBS = (Aggregate, SaveFinalModel)
@@ -287,8 +291,8 @@ class _Pump:
     async def poll_chain(self) -> None:
         """Read the chain when it may have something new: at once after one of our
         transactions landed (`poke`), else every poll interval while blocks keep coming,
-        backing off to MAX_POLL_BACKOFF intervals while none does. A poll that finds no
-        new block asks for the block number only."""
+        backing off to MAX_POLL_BACKOFF intervals while none does (not in PROMPT_PHASES).
+        A poll that finds no new block asks for the block number only."""
         quiet = 0
         while True:
             events = await self.d.chain.poll()
@@ -296,9 +300,7 @@ class _Pump:
                 batch = _Batch(events)
                 await self.events.send(batch)
                 await batch.done.wait()
-                quiet = 0
-            else:
-                quiet = min(quiet + 1, MAX_POLL_BACKOFF_STEPS)
+            quiet = poll_backoff(quiet, events is not None, self.d.machine.progress()[1])
             with trio.move_on_after(self.d.poll_interval * 2**quiet):
                 await self.poked.wait()
             self.poked = trio.Event()
@@ -306,6 +308,14 @@ class _Pump:
     def poke(self) -> None:
         """Something we did changed the chain (a transaction of ours landed): read it now."""
         self.poked.set()
+
+
+def poll_backoff(quiet: int, found: bool, phase: Phase) -> int:
+    """The backoff steps (the next wait: poll interval x 2**steps) after a poll that found
+    new blocks or not (`found`), `quiet` steps before, with the machine in `phase`."""
+    if found or phase in PROMPT_PHASES:
+        return 0
+    return min(quiet + 1, MAX_POLL_BACKOFF_STEPS)
 
 
 # --- building a node's driver ------------------------------------------------------------
