@@ -93,6 +93,40 @@ def _data_root(args: argparse.Namespace) -> Path:
     return default_data_root()
 
 
+class FetchCounter(logging.Handler):
+    """Counts the nodes' blob fetches by role from their timing lines (node.runtime.timing:
+    one `fetch` span per blob a node asks its peers for), and the failed ones."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.fetches: dict[str, int] = {}
+        self.failed: dict[str, int] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from node.runtime import timing
+
+        message = record.getMessage()
+        event = timing.parse(message)
+        if event is None or event.get("what") != "fetch":
+            return
+        name = message[1 : message.find("]")] if message.startswith("[") else "?"
+        role = name.rstrip("0123456789") or "?"
+        self.fetches[role] = self.fetches.get(role, 0) + 1
+        if "failed" in event:
+            self.failed[role] = self.failed.get(role, 0) + 1
+
+
+def count_fetches() -> FetchCounter:
+    """A FetchCounter on the nodes' logger; the log file keeps warnings only."""
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.WARNING)
+    counter = FetchCounter()
+    runtime = logging.getLogger("fl_node.runtime")
+    runtime.setLevel(logging.INFO)
+    runtime.addHandler(counter)
+    return counter
+
+
 def run_one(args: argparse.Namespace) -> dict[str, Any]:
     """One size, in this process: the task from creation to the nodes' exit."""
     import trio
@@ -102,6 +136,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     from node.localnet.inprocess import run_inprocess
 
     slackened_exchange(args.slack)
+    counter = count_fetches()
     workers = int(args.one)
     validators = validators_for(workers)
     committee = min(args.committee, validators)
@@ -168,6 +203,8 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         "rounds": rounds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "all_done": all(node.done for node in result.nodes),
+        "fetches": counter.fetches,
+        "failed_fetches": counter.failed,
     }
 
 
@@ -243,7 +280,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         f"{'W':>4} {'V':>3} {'tau':>3} {'round s':>8} {'train':>6} {'commit':>6} {'reveal':>6} "
         f"{'final':>6} {'to r1 s':>8} {'run s':>7} {'peak MB':>8} {'MB/node':>7} "
         f"{'x W=' + str(base['workers']):>7} "
-        f"{'s/worker':>8} {'gas/round':>10} {'max tx gas':>10} max tx"
+        f"{'s/worker':>8} {'gas/round':>10} {'max tx gas':>10} {'fetch/rd':>8} {'failed':>6} max tx"
     )
     for row in rows:
         rounds = row["rounds"]
@@ -257,6 +294,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             f"{row['peak_rss_mb'] / (row['workers'] + row['validators'] + 2):>7.1f} "
             f"{wall / base_round:>7.2f} {wall / row['workers']:>8.2f} "
             f"{_mean([r['gas'] for r in rounds]):>10,.0f} {max(r['max_tx_gas'] for r in rounds):>10,} "
+            f"{sum(row.get('fetches', {}).values()) / max(len(rounds), 1):>8.0f} "
+            f"{sum(row.get('failed_fetches', {}).values()):>6} "
             f"{max(rounds, key=lambda r: r['max_tx_gas'])['max_tx']}"
         )
     print(
@@ -265,8 +304,13 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         "with set-up and the nodes' exit; peak MB: the process's peak RSS (every node);\n"
         "MB/node: peak MB over the nodes in it (workers, validators, requester, bootstrap: "
         "shared code and data counted once);\n"
-        "gas/round: every transaction mined in a round, mean over rounds; max tx: the largest one."
+        "gas/round: every transaction mined in a round, mean over rounds; max tx: the largest one;\n"
+        "fetch/rd: blobs the nodes fetched from peers over the run, per round; failed: fetches "
+        "that failed (each retried)."
     )
+    for row in rows:
+        by_role = ", ".join(f"{k} {v}" for k, v in sorted(row.get("fetches", {}).items()))
+        print(f"W={row['workers']} fetches by role over the run: {by_role or 'none counted'}")
 
 
 # --- the multi-process localnet's memory -----------------------------------------------
