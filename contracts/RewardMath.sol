@@ -10,10 +10,16 @@ pragma solidity ^0.8.24;
 /// could not fetch or open the update by its deadline) and a score (ignored if UNAVAILABLE).
 /// - R = number of committee members that revealed. R == 0: nothing is decided (no worker is
 ///   accepted or rejected), both reward pools and every slash go back to escrow.
-/// - the judges of worker j are the revealed members whose verdict on j is not UNAVAILABLE.
-///   Consensus score of j = LOWER median of its judges' scores (sorted ascending, element
-///   (n-1)/2), 0 without judges; consensus accuracy = lower median of the revealed global
-///   accuracies.
+/// - the judges of worker j are the revealed members whose verdict on j is not UNAVAILABLE; a
+///   member's judged set is the workers it judged. The reference set is the workers judged by
+///   strictly more than half of the R reveals; a member is complete iff its judged set equals
+///   the reference set. Scores are relative to the set judged (WORK: agreement with the median
+///   of the other updates judged; CONTRIBUTION, TOPK: leave-one-out over those judged), so
+///   honest members that fetched different subsets disagree while honest complete ones agree.
+/// - consensus score of j = LOWER median (sorted ascending, element (n-1)/2) of its complete
+///   judges' scores, or of all its judges' scores when no complete member judged j, 0 without
+///   judges. It is checked iff strictly more than half of j's complete judges are within
+///   tolerance of it. Consensus accuracy = lower median of the revealed global accuracies.
 /// - worker j is accepted iff strictly more than half of the R reveals ACCEPT it, and rejected
 ///   (slashed) iff strictly more than half REJECT it. Otherwise (most could not fetch it, or
 ///   no majority either way) it is neither: unpaid and not slashed. An unavailable update is
@@ -21,9 +27,16 @@ pragma solidity ^0.8.24;
 ///   update a third party kept from them (a flood, a partition), and slashing it would let
 ///   anyone who can flood the network burn honest deposits. Withholding earns nothing (the
 ///   update is neither paid nor aggregated), so there is nothing to deter beyond that.
-/// - a revealing member agrees iff, for every worker it judged, its score is within tolerance
-///   of the consensus score and its verdict does not contradict a majority verdict (ACCEPT on
-///   a rejected worker, REJECT on an accepted one). An UNAVAILABLE verdict never disagrees.
+/// - a revealing member agrees iff, for every worker it judged, its verdict does not contradict
+///   a majority verdict (ACCEPT on a rejected worker, REJECT on an accepted one) and, if the
+///   member is complete and j's consensus score is checked, its score is within tolerance of
+///   it. An UNAVAILABLE verdict never disagrees, and an incomplete member is held to its
+///   verdicts only: its honest scores were measured against another set. So a worker that
+///   serves its update to some members only cannot get an honest member slashed, and a member
+///   that marks an update UNAVAILABLE to dodge the score check moves no score a complete
+///   member judged and is paid for one worker less. An unchecked score (no majority of the
+///   complete judges near the median: a lying minority lowering scores while a withholding
+///   worker made honest members incomplete) slashes nobody.
 ///   Non-revealing or disagreeing members are slashed.
 /// - worker pool W, policy CONTRIBUTION: accepted j gets W * max(median_j, 0) / S with
 ///   S = sum of max(median, 0) over accepted; S == 0 gives each accepted W / nAccepted.
@@ -126,42 +139,107 @@ library RewardMath {
     }
 
     function _consensus(uint256 tolerance, Member[] memory members, Outcome memory out) private pure {
-        uint256 nWorkers = out.consensusScores.length;
+        bool[] memory referenceSet = _majorities(members, out);
+        bool[] memory complete = _completeMembers(members, referenceSet);
+        bool[] memory checked = _scores(tolerance, members, complete, out);
         uint256 r = out.reveals;
-        for (uint256 j = 0; j < nWorkers; ++j) {
-            int256[] memory column = new int256[](r);
-            uint256 k = 0;
-            uint256 accepts = 0;
-            uint256 rejects = 0;
-            for (uint256 c = 0; c < members.length; ++c) {
-                if (!members[c].revealed) continue;
-                uint8 verdict = members[c].verdicts[j];
-                if (verdict == UNAVAILABLE) continue;
-                column[k++] = members[c].scores[j];
-                if (verdict == ACCEPT) ++accepts;
-                else ++rejects;
-            }
-            assembly ("memory-safe") {
-                mstore(column, k) // only the judges' scores
-            }
-            if (k > 0) out.consensusScores[j] = _lowerMedian(column);
-            out.accepted[j] = accepts * 2 > r;
-            out.rejected[j] = rejects * 2 > r;
-        }
         int256[] memory accuracies = new int256[](r);
         uint256 a = 0;
         for (uint256 c = 0; c < members.length; ++c) {
             // Accuracies are bounded by the Task (<= 2**128), so the int cast is exact.
             if (members[c].revealed) accuracies[a++] = int256(members[c].globalAccuracy);
         }
-        out.consensusAccuracy = uint256(_lowerMedian(accuracies));
+        out.consensusAccuracy = uint256(_lowerMedian(accuracies, r));
         for (uint256 c = 0; c < members.length; ++c) {
-            if (members[c].revealed) (out.agreed[c], out.judged[c]) = _agrees(tolerance, members[c], out);
+            if (members[c].revealed) {
+                (out.agreed[c], out.judged[c]) = _agrees(tolerance, members[c], complete[c], checked, out);
+            }
         }
     }
 
-    /// Whether `member` agrees with the consensus, and how many workers it judged.
-    function _agrees(uint256 tolerance, Member memory member, Outcome memory out)
+    /// Records the majority verdicts in `out` and returns the reference set: per worker,
+    /// whether strictly more than half of the reveals judged it (not UNAVAILABLE).
+    function _majorities(Member[] memory members, Outcome memory out)
+        private
+        pure
+        returns (bool[] memory referenceSet)
+    {
+        uint256 nWorkers = out.consensusScores.length;
+        uint256 r = out.reveals;
+        referenceSet = new bool[](nWorkers);
+        for (uint256 j = 0; j < nWorkers; ++j) {
+            uint256 accepts = 0;
+            uint256 rejects = 0;
+            for (uint256 c = 0; c < members.length; ++c) {
+                if (!members[c].revealed) continue;
+                uint8 verdict = members[c].verdicts[j];
+                if (verdict == ACCEPT) ++accepts;
+                else if (verdict != UNAVAILABLE) ++rejects;
+            }
+            out.accepted[j] = accepts * 2 > r;
+            out.rejected[j] = rejects * 2 > r;
+            referenceSet[j] = (accepts + rejects) * 2 > r;
+        }
+    }
+
+    /// Per member: whether it revealed and judged exactly the reference set. Scores are
+    /// relative to the set judged, so only these members' scores are comparable.
+    function _completeMembers(Member[] memory members, bool[] memory referenceSet)
+        private
+        pure
+        returns (bool[] memory complete)
+    {
+        complete = new bool[](members.length);
+        for (uint256 c = 0; c < members.length; ++c) {
+            if (!members[c].revealed) continue;
+            uint8[] memory verdicts = members[c].verdicts;
+            bool same = true;
+            for (uint256 j = 0; j < referenceSet.length; ++j) {
+                if ((verdicts[j] != UNAVAILABLE) != referenceSet[j]) {
+                    same = false;
+                    break;
+                }
+            }
+            complete[c] = same;
+        }
+    }
+
+    /// Records the consensus scores in `out` (lower median of the complete judges' scores, of
+    /// all judges' when no complete member judged the worker) and returns, per worker, whether
+    /// strictly more than half of its complete judges are within tolerance of it.
+    function _scores(uint256 tolerance, Member[] memory members, bool[] memory complete, Outcome memory out)
+        private
+        pure
+        returns (bool[] memory checked)
+    {
+        uint256 nWorkers = out.consensusScores.length;
+        checked = new bool[](nWorkers);
+        int256[] memory column = new int256[](out.reveals);
+        for (uint256 j = 0; j < nWorkers; ++j) {
+            uint256 k = 0;
+            for (uint256 c = 0; c < members.length; ++c) {
+                if (complete[c] && members[c].verdicts[j] != UNAVAILABLE) column[k++] = members[c].scores[j];
+            }
+            uint256 completeJudges = k;
+            if (k == 0) {
+                for (uint256 c = 0; c < members.length; ++c) {
+                    if (members[c].revealed && members[c].verdicts[j] != UNAVAILABLE) column[k++] = members[c].scores[j];
+                }
+            }
+            if (k == 0) continue;
+            int256 median = _lowerMedian(column, k);
+            out.consensusScores[j] = median;
+            uint256 near = 0;
+            for (uint256 i = 0; i < completeJudges; ++i) {
+                if (_distance(column[i], median) <= tolerance) ++near;
+            }
+            checked[j] = near * 2 > completeJudges;
+        }
+    }
+
+    /// Whether `member` agrees with the consensus, and how many workers it judged. Its scores
+    /// count only if it is complete, and only on workers whose consensus score is checked.
+    function _agrees(uint256 tolerance, Member memory member, bool complete, bool[] memory checked, Outcome memory out)
         private
         pure
         returns (bool, uint256 judged)
@@ -172,16 +250,22 @@ library RewardMath {
             ++judged;
             if (out.accepted[j] && verdict != ACCEPT) return (false, judged);
             if (out.rejected[j] && verdict != REJECT) return (false, judged);
-            int256 diff = member.scores[j] - out.consensusScores[j];
-            uint256 distance = diff >= 0 ? uint256(diff) : uint256(-diff);
-            if (distance > tolerance) return (false, judged);
+            if (complete && checked[j] && _distance(member.scores[j], out.consensusScores[j]) > tolerance) {
+                return (false, judged);
+            }
         }
         return (true, judged);
     }
 
-    /// Sorts `values` in place (insertion sort: committees are small) and returns element (n-1)/2.
-    function _lowerMedian(int256[] memory values) private pure returns (int256) {
-        for (uint256 i = 1; i < values.length; ++i) {
+    function _distance(int256 a, int256 b) private pure returns (uint256) {
+        int256 diff = a - b;
+        return diff >= 0 ? uint256(diff) : uint256(-diff);
+    }
+
+    /// Sorts the first n `values` in place (insertion sort: committees are small) and returns
+    /// element (n-1)/2 of them.
+    function _lowerMedian(int256[] memory values, uint256 n) private pure returns (int256) {
+        for (uint256 i = 1; i < n; ++i) {
             int256 v = values[i];
             uint256 k = i;
             while (k > 0 && values[k - 1] > v) {
@@ -190,7 +274,7 @@ library RewardMath {
             }
             values[k] = v;
         }
-        return values[(values.length - 1) / 2];
+        return values[(n - 1) / 2];
     }
 
     /// Credits worker payouts and slashes into `out`; returns what goes back to escrow.
@@ -267,7 +351,7 @@ library RewardMath {
             // Claims are below 2**64 (Task stores them as uint64), so the int cast is exact.
             if (out.accepted[j]) accepted[a++] = int256(claims[j]);
         }
-        uint256 cap = uint256(_lowerMedian(accepted));
+        uint256 cap = uint256(_lowerMedian(accepted, nAccepted));
         uint256[] memory weights = new uint256[](nWorkers);
         uint256 total = 0;
         for (uint256 j = 0; j < nWorkers; ++j) {

@@ -10,10 +10,20 @@ ignored when UNAVAILABLE.
 
 - ``R`` = committee members that revealed. ``R == 0``: nothing is decided; no worker is
   accepted or rejected, both reward pools and every slash return to escrow.
-- The judges of a worker are the revealed members whose verdict on it is not UNAVAILABLE.
-  Its consensus score is the LOWER median of its judges' scores (sorted ascending, element
-  ``(n - 1) // 2``), 0 without judges; consensus accuracy = lower median of the revealed
-  global accuracies.
+- The judges of a worker are the revealed members whose verdict on it is not UNAVAILABLE;
+  a member's judged set is the workers it judged. The round's reference set is the workers
+  judged by strictly more than half of the R reveals, and a member is complete iff its
+  judged set equals the reference set. A score is relative to the judged set (under WORK an
+  update's agreement with the median of the other updates judged, under CONTRIBUTION and
+  TOPK its leave-one-out over the qualified updates judged), so honest members that fetched
+  different subsets reveal different scores for the same update, while honest complete
+  members reveal the same ones.
+- The consensus score of a worker is the LOWER median (sorted ascending, element
+  ``(n - 1) // 2``) of its complete judges' scores, or of all its judges' scores when no
+  complete member judged it, 0 without judges. It is checked when strictly more than half
+  of its complete judges are within ``tolerance`` of it (the complete members that measured
+  the same thing agree on a value). Consensus accuracy = lower median of the revealed global
+  accuracies.
 - A worker is accepted iff strictly more than half of the R reveals ACCEPT it, rejected iff
   strictly more than half REJECT it; otherwise (most could not fetch it, or no majority
   either way) it is neither: unpaid and not slashed.
@@ -22,13 +32,30 @@ ignored when UNAVAILABLE.
   committee (a flood, a partition, an eclipse): slashing it would let anyone who can flood
   the network burn honest deposits. Withholding gains nothing (no pay, and an update nobody
   accepted is not aggregated), so no slash is needed to deter it.
-- A revealing member agrees iff, for every worker it judged, its score is within
-  ``tolerance`` of the consensus score and its verdict does not contradict a majority verdict
-  (ACCEPT on a rejected worker, REJECT on an accepted one). UNAVAILABLE never disagrees, so a
-  validator that could not fetch what others fetched is not slashed. Members that committed
+- A revealing member agrees iff, for every worker it judged, its verdict does not contradict
+  a majority verdict (ACCEPT on a rejected worker, REJECT on an accepted one) and, when the
+  member is complete and the worker's consensus score is checked, its score is within
+  ``tolerance`` of it. UNAVAILABLE never disagrees, so a validator that could not fetch what
+  others fetched is not slashed; an incomplete member is held to its verdicts only, since its
+  honest scores are measured against another set. So a worker that serves its update to some
+  members and withholds it from others (to make honest scores differ) gets no honest member
+  slashed: the reference set either includes its update (those that missed it are
+  incomplete) or not (those that fetched it are), and the complete ones agree. A member that
+  marks one update UNAVAILABLE to escape the score check makes itself incomplete: its scores
+  then move no consensus score that a complete member judged (every worker of the reference
+  set has complete judges as soon as one member is complete), its verdicts are still
+  checked, and it is paid for one worker less; what it keeps is the pay of a member that
+  judged the rest, even if its scores were not measured at all (a lazy member that ACCEPTs
+  everyone in a round where a majority accepts everyone). With no complete member at all
+  (several workers each withholding from a different member) no score is checked and each
+  consensus score is the lower median of all its judges, a median of different measures.
+  A complete minority that lowers scores when honest complete members are no strict
+  majority of the complete judges (a worker that withholds from one honest member of three
+  while a second member lies) moves the lower median down but slashes no one: an unchecked
+  score slashes nobody. Members that committed
   and did not reveal, or disagree, are slashed ``min(stake_left, stake * bps // BPS)``, with
   ``stake`` the member's own stake as it joined (``Policy.validator_slash``). The
-  score consensus assumes an honest majority among the judges of each worker. A minority
+  score consensus assumes an honest majority among the complete judges of each worker. A minority
   that marks an honest worker UNAVAILABLE to keep it unpaid fails whenever the honest
   members that fetched it are a majority of the reveals, and forgoes its own pay for it.
 - Worker pool W, CONTRIBUTION: accepted j gets ``W * max(median_j, 0) // S`` with S the sum of
@@ -75,6 +102,7 @@ __all__ = [
     "RewardPolicy",
     "Settlement",
     "WorkerVerdict",
+    "complete_members",
     "lower_median",
     "settle_round",
     "terminates",
@@ -218,17 +246,27 @@ def settle_round(
     judged = [0] * len(committee)
     consensus_accuracy = 0
     if reveals > 0:
+        complete = complete_members(committee)
+        checked = [False] * n_workers
         for j in range(n_workers):
-            judges = [m for m in revealed if m.verdicts[j] != WorkerVerdict.UNAVAILABLE]
+            judges = [
+                c for c, m in enumerate(committee) if m.revealed and m.verdicts[j] != WorkerVerdict.UNAVAILABLE
+            ]
+            scorers = [c for c in judges if complete[c]]
             if judges:
-                consensus[j] = lower_median([m.scores[j] for m in judges])
-            votes = [m.verdicts[j] for m in judges]
+                column = [committee[c].scores[j] for c in (scorers or judges)]
+                consensus[j] = lower_median(column)
+            near = sum(1 for c in scorers if abs(committee[c].scores[j] - consensus[j]) <= policy.tolerance)
+            checked[j] = 2 * near > len(scorers)
+            votes = [committee[c].verdicts[j] for c in judges]
             accepted[j] = 2 * votes.count(WorkerVerdict.ACCEPT) > reveals
             rejected[j] = 2 * votes.count(WorkerVerdict.REJECT) > reveals
         consensus_accuracy = lower_median([m.global_accuracy for m in revealed])
         for c, member in enumerate(committee):
             if member.revealed:
-                agreed[c], judged[c] = _agrees(policy.tolerance, member, consensus, accepted, rejected)
+                agreed[c], judged[c] = _agrees(
+                    policy.tolerance, member, complete[c], consensus, checked, accepted, rejected
+                )
 
     worker_payouts, worker_slashes, returned_workers = _pay_workers(
         policy, worker_deposits_left, claims, consensus, accepted, rejected
@@ -252,15 +290,36 @@ def settle_round(
     )
 
 
+def complete_members(committee: Sequence[CommitteeMember]) -> list[bool]:
+    """Per member (commit order): whether it revealed and judged exactly the round's reference
+    set, the workers that strictly more than half of the reveals judged (not UNAVAILABLE)."""
+    revealed = [m for m in committee if m.revealed]
+    if not revealed:
+        return [False] * len(committee)
+    n_workers = len(revealed[0].verdicts)
+    reference = [
+        2 * sum(1 for m in revealed if m.verdicts[j] != WorkerVerdict.UNAVAILABLE) > len(revealed)
+        for j in range(n_workers)
+    ]
+    return [
+        m.revealed
+        and all((m.verdicts[j] != WorkerVerdict.UNAVAILABLE) == reference[j] for j in range(n_workers))
+        for m in committee
+    ]
+
+
 def _agrees(
     tolerance: int,
     member: CommitteeMember,
+    complete: bool,
     consensus: Sequence[int],
+    checked: Sequence[bool],
     accepted: Sequence[bool],
     rejected: Sequence[bool],
 ) -> tuple[bool, int]:
     """Whether `member` agrees with the consensus, and how many workers it judged (counted
-    up to its first disagreement, as RewardMath._agrees does)."""
+    up to its first disagreement, as RewardMath._agrees does). Its scores are checked only
+    when it is complete, and on a worker only where the consensus score is ``checked``."""
     judged = 0
     for j, verdict in enumerate(member.verdicts):
         if verdict == WorkerVerdict.UNAVAILABLE:
@@ -270,7 +329,7 @@ def _agrees(
             return False, judged
         if rejected[j] and verdict != WorkerVerdict.REJECT:
             return False, judged
-        if abs(member.scores[j] - consensus[j]) > tolerance:
+        if complete and checked[j] and abs(member.scores[j] - consensus[j]) > tolerance:
             return False, judged
     return True, judged
 

@@ -125,10 +125,19 @@ def test_agreement_tolerance_edges() -> None:
     committee = [member((100,), (True,)), member((103,), (True,)), member((97,), (True,))]
     at_edge = settle_round(policy(tolerance=3), [0], committee)
     assert at_edge.consensus_scores == (100,) and at_edge.agreed == (True, True, True)
-    strict = settle_round(policy(tolerance=2), [0], committee)
-    assert strict.agreed == (True, False, False)
-    # The one agreeing member takes V and both slashes: 100 + 2 * 40.
-    assert strict.validator_payouts == (180, 0, 0) and strict.validator_slashes == (0, 40, 40)
+    # Three different measures and no majority within tolerance of the median: nobody can
+    # tell which is right, so no score slashes anyone.
+    unbacked = settle_round(policy(tolerance=2), [0], committee)
+    assert unbacked.consensus_scores == (100,) and unbacked.agreed == (True, True, True)
+    # A majority at 100 outvotes both outliers.
+    majority = [member((100,), (True,)), member((100,), (True,)), *committee]
+    strict = settle_round(policy(tolerance=2), [0], majority)
+    assert strict.agreed == (True, True, True, False, False)
+    # The three agreeing members share V and both slashes: 100 // 3 + 80 // 3 each.
+    assert strict.validator_payouts == (59,) * 3 + (0, 0)
+    assert strict.validator_slashes == (0, 0, 0, 40, 40)
+    # Two at 100 of four are no strict majority either.
+    assert all(settle_round(policy(tolerance=2), [0], majority[1:]).agreed)
     wrong_bit = settle_round(policy(tolerance=10), [0], [*committee[:2], member((100,), (False,))])
     assert wrong_bit.agreed == (True, True, False)
 

@@ -30,7 +30,7 @@ from node.chain import (
 )
 from protocol import keycert, sortition
 from protocol.manifest import WorkerVerdict
-from protocol.rewards import Policy, RewardPolicy
+from protocol.rewards import CommitteeMember, Policy, RewardPolicy, Settlement
 from protocol.vrf import VRFPrivateKey
 from tests.vrf_test_keys import honest_keys
 
@@ -331,3 +331,31 @@ def policy_of(params: TaskParams) -> Policy:
         reward_policy=params.reward_policy,
         top_k=params.top_k,
     )
+
+
+def settle_on_chain(
+    world: World,
+    policy: Policy,
+    deposits: Sequence[int],
+    claims: Sequence[int],
+    committee: Sequence[CommitteeMember],
+) -> Settlement:
+    """RewardMath.settle run by the deployed harness on these inputs, read back as the
+    reference's Settlement so the two compare field by field."""
+    out = world.requester.call(
+        "RewardMathHarness",
+        world.settlement_harness,
+        "settle",
+        (
+            policy.worker_reward, policy.validator_reward, policy.worker_slash,
+            policy.slash_fraction_bps, policy.tolerance, int(policy.reward_policy), policy.top_k,
+        ),
+        list(deposits),
+        list(claims),
+        [
+            (m.revealed, list(m.scores), list(m.verdicts), m.global_accuracy, m.stake_left, m.own_stake)
+            for m in committee
+        ],
+    )  # fmt: skip
+    fields: list[Any] = [tuple(v) if isinstance(v, list | tuple) else v for v in out]
+    return Settlement(*fields)

@@ -15,7 +15,14 @@ from hypothesis import strategies as st
 
 from node.chain import TaskStatus
 from protocol.manifest import MAX_ABS_SCORE, MAX_ACCURACY, WorkerVerdict
-from protocol.rewards import CommitteeMember, Policy, RewardPolicy, settle_round, terminates
+from protocol.rewards import (
+    CommitteeMember,
+    Policy,
+    RewardPolicy,
+    complete_members,
+    settle_round,
+    terminates,
+)
 from protocol.sortition import is_selected
 from tests.contracts.harness import (
     ETHER,
@@ -75,12 +82,49 @@ def settlement_inputs(
     return policy, deposits, worker_claims, committee
 
 
+@st.composite
+def availability_inputs(
+    draw: st.DrawFn,
+) -> tuple[Policy, list[int], list[int], list[CommitteeMember]]:
+    """Rounds as a committee sees them when fetches fail: every honest member scores each
+    update it judged as a function of the set it judged (as WORK's agreement with the others
+    and leave-one-out do), so honest members with the same set reveal the same scores; a liar
+    reveals anything, UNAVAILABLE included."""
+    policy, deposits, worker_claims, random_committee = draw(settlement_inputs())
+    n_workers = len(deposits)
+    truth = [draw(scores) for _ in range(n_workers)]
+    truth_verdicts = [draw(st.sampled_from([WorkerVerdict.ACCEPT, WorkerVerdict.REJECT])) for _ in truth]
+    missing_often = st.sampled_from([False, False, False, True])
+    view_shift = draw(st.sampled_from([1, 7, 10**5]))
+    committee = []
+    for random_member in random_committee:
+        if not random_member.revealed or draw(st.integers(0, 3)) == 0:
+            committee.append(random_member)  # silent, or a liar
+            continue
+        missed = [draw(missing_often) for _ in range(n_workers)]
+        # A view-dependent shift: the same set judged gives the same scores.
+        shift = sum(j + 1 for j, m in enumerate(missed) if m) * view_shift
+        committee.append(
+            CommitteeMember(
+                revealed=True,
+                scores=tuple(t + shift for t in truth),
+                verdicts=tuple(
+                    WorkerVerdict.UNAVAILABLE if m else v for m, v in zip(missed, truth_verdicts, strict=True)
+                ),
+                global_accuracy=random_member.global_accuracy,
+                stake_left=random_member.stake_left,
+                stake=random_member.stake,
+            )
+        )
+    return policy, deposits, worker_claims, committee
+
+
 @settings(
     max_examples=SETTLE_EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(inputs=settlement_inputs())
+@given(inputs=st.one_of(settlement_inputs(), availability_inputs()))
 def test_solidity_settlement_equals_python(
     world: World, inputs: tuple[Policy, list[int], list[int], list[CommitteeMember]]
 ) -> None:
@@ -293,8 +337,11 @@ def _check_history(world: World, h: History) -> None:
                 vote = Vote(tuple(s for s, _ in lies), tuple(a for _, a in lies), 10**6 - 1)
             elif behaviour in ("flooded", "lazy"):
                 missed = [behaviour == "lazy" or h.unfetched[index][v][i] for i in submitted_index]
+                # Scores are relative to the set judged: a member that missed some updates
+                # measures the others against fewer, and reveals other numbers.
+                shift = 7 * sum(k + 1 for k, m in enumerate(missed) if m)
                 vote = Vote(
-                    tuple(h.truth_scores[index][i] for i in submitted_index),
+                    tuple(h.truth_scores[index][i] + shift for i in submitted_index),
                     tuple(
                         WorkerVerdict.UNAVAILABLE if m else WorkerVerdict(h.honest_workers[i])
                         for i, m in zip(submitted_index, missed, strict=True)
@@ -314,12 +361,22 @@ def _check_history(world: World, h: History) -> None:
         revealers = [(validator, vote) for validator, vote in votes if vote.reveal]
         honest_revealers = sum(1 for v, _ in revealers if h.honest_validators[validators.index(v)])
         honest_majority_always &= 2 * honest_revealers > len(revealers)
-        # The score consensus of a worker is the median of those who judged it: an honest
-        # validator is safe when the honest ones are a majority of every worker's judges.
+        # Only complete members' scores are checked, against the median of the complete
+        # judges, and only when a strict majority of those agree: an honest validator is safe
+        # when the honest ones are at least half of every worker's complete judges.
+        complete = complete_members(
+            [
+                CommitteeMember(True, vote.scores, tuple(map(WorkerVerdict, vote.verdicts)), 0, 0)
+                for _, vote in revealers
+            ]
+        )
         for j in range(len(submitters)):
-            judges = [v for v, vote in revealers if vote.verdicts[j] != WorkerVerdict.UNAVAILABLE]
+            judges = [
+                v for (v, vote), whole in zip(revealers, complete, strict=True)
+                if whole and vote.verdicts[j] != WorkerVerdict.UNAVAILABLE
+            ]
             honest_judges = sum(1 for v in judges if h.honest_validators[validators.index(v)])
-            honest_majority_always &= not judges or 2 * honest_judges > len(judges)
+            honest_majority_always &= 2 * honest_judges >= len(judges)
 
         # The chain's settlement is exactly the Python reference run on the model's books.
         committee = [

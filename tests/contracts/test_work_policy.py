@@ -10,7 +10,15 @@ from web3 import Web3
 from node.chain import TaskStatus
 from protocol.manifest import WorkerVerdict
 from protocol.rewards import CommitteeMember, Policy, RewardPolicy, settle_round
-from tests.contracts.harness import ETHER, SAMPLES_CLAIMED, Vote, World, play_round, policy_of
+from tests.contracts.harness import (
+    ETHER,
+    SAMPLES_CLAIMED,
+    Vote,
+    World,
+    play_round,
+    policy_of,
+    settle_on_chain,
+)
 
 OK, NO, GONE = WorkerVerdict.ACCEPT, WorkerVerdict.REJECT, WorkerVerdict.UNAVAILABLE
 
@@ -25,27 +33,6 @@ def _policy(worker_reward: int = 10**18 + 7) -> Policy:
         reward_policy=RewardPolicy.WORK,
         top_k=0,
     )
-
-
-def _on_chain(
-    world: World, policy: Policy, deposits: list[int], claims: list[int], committee: list[CommitteeMember]
-) -> tuple[object, ...]:
-    out = world.requester.call(
-        "RewardMathHarness",
-        world.settlement_harness,
-        "settle",
-        (
-            policy.worker_reward, policy.validator_reward, policy.worker_slash,
-            policy.slash_fraction_bps, policy.tolerance, int(policy.reward_policy), policy.top_k,
-        ),
-        deposits,
-        claims,
-        [
-            (m.revealed, list(m.scores), list(m.verdicts), m.global_accuracy, m.stake_left, m.own_stake)
-            for m in committee
-        ],
-    )  # fmt: skip
-    return tuple(tuple(v) if isinstance(v, list | tuple) else v for v in out)
 
 
 def _member(scores: tuple[int, ...], verdicts: tuple[WorkerVerdict, ...]) -> CommitteeMember:
@@ -80,12 +67,7 @@ def test_solidity_settles_work_rounds_as_the_reference(
 ) -> None:
     policy = _policy()
     expected = settle_round(policy, deposits, committee, claims)
-    assert _on_chain(world, policy, deposits, claims, committee) == (
-        expected.reveals, expected.consensus_scores, expected.accepted, expected.rejected,
-        expected.worker_payouts, expected.worker_slashes, expected.agreed, expected.judged,
-        expected.validator_payouts, expected.validator_slashes, expected.consensus_accuracy,
-        expected.returned_to_escrow,
-    )  # fmt: skip
+    assert settle_on_chain(world, policy, deposits, claims, committee) == expected
 
 
 def test_a_work_task_slashes_the_free_rider_and_pays_every_honest_worker(world: World) -> None:
