@@ -35,6 +35,7 @@ from node.runtime.effects import NodeStatus
 from node.runtime.effects_chain import task_problem
 from node.runtime.keys import NodeKeys
 from protocol import verdict as verdicts
+from protocol import work as paid_work
 from protocol.aggregation.rule import AggregationRule
 from protocol.codec import check_finite, decode_state_dict, encode_state_dict
 from protocol.data import Dataset
@@ -204,7 +205,7 @@ class MeasuredAhead:
     round: int = 0
     evaluating: bool = False  # the round's evaluation started: measure nothing more
     opened: dict[str, learning.StateDict] = dataclasses.field(default_factory=dict)
-    metrics: dict[str, Metrics] = dataclasses.field(default_factory=dict)
+    metrics: dict[str, Metrics | paid_work.Measured] = dataclasses.field(default_factory=dict)
 
     def of_round(self, round: int) -> MeasuredAhead:
         """This, moved on to `round` (what an earlier round measured is dropped)."""
@@ -215,12 +216,16 @@ class MeasuredAhead:
 
 
 def measure_ahead(
-    book: ReleasedUpdates, cid: str, validation: Dataset, ahead: MeasuredAhead
+    book: ReleasedUpdates,
+    cid: str,
+    validation: Dataset,
+    reward_policy: RewardPolicy,
+    ahead: MeasuredAhead,
 ) -> None:
     """Open the update `cid` and measure it on `validation` as `learning.evaluate_round`
-    does, into `ahead`; nothing once the round's evaluation started (it measures what is
-    left itself), nor for an update that does not open (the evaluation rejects it and
-    says why)."""
+    does under `reward_policy`, into `ahead`; nothing once the round's evaluation started
+    (it measures what is left itself), nor for an update that does not open (the
+    evaluation rejects it and says why)."""
     if ahead.evaluating:
         return
     try:
@@ -228,8 +233,9 @@ def measure_ahead(
     except ProtocolError:
         return
     images, labels = learning.to_tensors(validation)
+    measure = paid_work.measure if reward_policy == RewardPolicy.WORK else evaluate
     with torch.no_grad():
-        metrics = evaluate(book.module(state), images, labels)
+        metrics = measure(book.module(state), images, labels)
     ahead.opened[cid] = state
     ahead.metrics[cid] = metrics
 
@@ -599,15 +605,16 @@ class LearningJobs:
         """Open and measure one update as the round's evaluation would (`evaluate` on the
         same validation set), at the background's priority: the evaluation takes it."""
         work = self._work()
-        if work.params.reward_policy == RewardPolicy.WORK:
-            return None  # that policy measures more per update: left to its evaluation
         ahead = self.measured_ahead.of_round(action.round)
         if ahead.evaluating or action.cid in ahead.metrics:
             return None
         validation = await self._validation_set(action.validation_cid)
         with timing.span(self.log, "measure", action.round):
             await self.background.run(
-                partial(measure_ahead, work.book, action.cid, validation, ahead)
+                partial(
+                    measure_ahead, work.book, action.cid, validation,
+                    work.params.reward_policy, ahead,
+                )
             )
         return None
 

@@ -247,14 +247,14 @@ def evaluate_round(
     validation: Dataset,
     qualification_threshold: int,
     reward_policy: RewardPolicy = RewardPolicy.CONTRIBUTION,
-    measured_ahead: Mapping[str, Metrics] | None = None,
+    measured_ahead: Mapping[str, Metrics | paid_work.Measured] | None = None,
 ) -> Evaluation:
     """Measure every worker's update on the validation set and the aggregate of the
     qualified ones under the task's rule (``book.rule``); under the WORK policy also each
     update's improvement over `base` (`protocol.work`), otherwise the leave-one-out losses
     of the qualified ones. The verdict itself is `protocol.verdict`'s or `protocol.work`'s.
-    `measured_ahead`: updates (by CID) measured on this validation set already
-    (`evaluate`, as here), outside the WORK policy."""
+    `measured_ahead`: updates (by CID) measured on this validation set already, as here
+    (`paid_work.measure` under the WORK policy, else `evaluate`)."""
     images, labels = to_tensors(validation)
     by_worker = {u.worker: u for u in candidates}
     accuracies: list[float | None] = []
@@ -273,12 +273,14 @@ def evaluate_round(
             accuracies.append(None)
             continue
         module = book.module(states[index])
+        found = measured_ahead.get(update.cid) if measured_ahead is not None else None
         if reward_policy == RewardPolicy.WORK:
-            by_class[index] = paid_work.measure(module, images, labels)
+            if not isinstance(found, paid_work.Measured):
+                found = paid_work.measure(module, images, labels)
+            by_class[index] = found
             accuracy, losses[index] = by_class[index].accuracy, by_class[index].loss
         else:
-            found = measured_ahead.get(update.cid) if measured_ahead is not None else None
-            metrics = found if found is not None else evaluate(module, images, labels)
+            metrics = found if isinstance(found, Metrics) else evaluate(module, images, labels)
             accuracy, losses[index] = metrics.accuracy, metrics.loss
         accuracies.append(accuracy)
     if reward_policy == RewardPolicy.WORK:

@@ -69,29 +69,30 @@ def sealed_round(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SealedRou
         yield SealedRound(store, crypto, action, validation)
 
 
-def judged(round: SealedRound, ahead: MeasuredAhead | None) -> learning.Evaluation:
+def judged(
+    round: SealedRound, ahead: MeasuredAhead | None, policy: RewardPolicy = RewardPolicy.TOPK
+) -> learning.Evaluation:
     # threshold 0: every update qualifies, so the aggregate and leave-one-out run too
-    return judge_round(round.book(), round.action, round.validation, 0, RewardPolicy.TOPK, LOG, ahead)
+    return judge_round(round.book(), round.action, round.validation, 0, policy, LOG, ahead)
 
 
+@pytest.mark.parametrize("policy", [RewardPolicy.TOPK, RewardPolicy.WORK])
 async def test_updates_measured_ahead_give_the_evaluations_own_verdict(
-    sealed_round: SealedRound,
+    sealed_round: SealedRound, policy: RewardPolicy
 ) -> None:
-    plain = judged(sealed_round, None)
+    plain = judged(sealed_round, None, policy)
     book = sealed_round.book()
     ahead = MeasuredAhead().of_round(1)
     background = LowPriorityThread()
     try:
         for update in sealed_round.action.candidates[:3]:  # the last arrives at commit
             await background.run(
-                partial(measure_ahead, book, update.cid, sealed_round.validation, ahead)
+                partial(measure_ahead, book, update.cid, sealed_round.validation, policy, ahead)
             )
     finally:
         background.close()
     assert sorted(ahead.metrics) == sorted(u.cid for u in sealed_round.action.candidates[:3])
-    early = judge_round(
-        book, sealed_round.action, sealed_round.validation, 0, RewardPolicy.TOPK, LOG, ahead
-    )
+    early = judge_round(book, sealed_round.action, sealed_round.validation, 0, policy, LOG, ahead)
     assert early == plain  # scores, accepts, accuracies and global accuracy, bit for bit
 
 
@@ -102,7 +103,7 @@ def test_the_evaluation_takes_what_was_measured_ahead(sealed_round: SealedRound)
     book = sealed_round.book()
     ahead = MeasuredAhead().of_round(1)
     first = sealed_round.action.candidates[0].cid
-    measure_ahead(book, first, sealed_round.validation, ahead)
+    measure_ahead(book, first, sealed_round.validation, RewardPolicy.TOPK, ahead)
     ahead.metrics[first] = dataclasses.replace(ahead.metrics[first], accuracy=0.123)
     doctored = judge_round(
         book, sealed_round.action, sealed_round.validation, 0, RewardPolicy.TOPK, LOG, ahead
@@ -114,7 +115,8 @@ def test_the_evaluation_takes_what_was_measured_ahead(sealed_round: SealedRound)
 def test_nothing_is_measured_once_the_evaluation_started(sealed_round: SealedRound) -> None:
     ahead = MeasuredAhead().of_round(1)
     ahead.evaluating = True
-    measure_ahead(sealed_round.book(), sealed_round.action.candidates[0].cid, sealed_round.validation, ahead)
+    first = sealed_round.action.candidates[0].cid
+    measure_ahead(sealed_round.book(), first, sealed_round.validation, RewardPolicy.TOPK, ahead)
     assert ahead.metrics == {} and ahead.opened == {}
     # a later round starts afresh
     assert ahead.of_round(2).evaluating is False
@@ -124,5 +126,6 @@ def test_an_update_that_does_not_open_is_left_to_the_evaluation(sealed_round: Se
     ahead = MeasuredAhead().of_round(1)
     stranger = learning.TaskCrypto(generate_keypair()[0], TASK)  # not a recipient
     book = ReleasedUpdates(TASK, "mnist_cnn", sealed_round.store, stranger)
-    measure_ahead(book, sealed_round.action.candidates[0].cid, sealed_round.validation, ahead)
+    first = sealed_round.action.candidates[0].cid
+    measure_ahead(book, first, sealed_round.validation, RewardPolicy.TOPK, ahead)
     assert ahead.metrics == {}
