@@ -9,6 +9,7 @@ spec (size-bounded, no pickle) and `check_finite` before it is used.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -162,6 +163,11 @@ class ModelBook:
         else:
             states = [self.update(u.cid) for u in model.updates]
             state = rule(states, [u.n_samples for u in model.updates])
+        if rule == self.rule and logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "global model after round %d (%d updates) built in %s: sha256 %s",
+                model.after_round, len(model.updates), self.store.root, state_digest(state),
+            )
         with self._lock:
             self._cached = ((model, rule), state)
             if rule == self.rule:
@@ -184,6 +190,12 @@ class ModelBook:
         model = build_model(self.arch)
         model.load_state_dict(state)
         return model
+
+
+def state_digest(state: StateDict) -> str:
+    """SHA-256 of a model's encoding: equal for two models only when every tensor is equal
+    bit for bit."""
+    return hashlib.sha256(encode_state_dict(state)).hexdigest()
 
 
 def initial_model_blob(arch: str, seed: int) -> bytes:
