@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from eth_abi import encode as abi_encode
 from eth_utils import keccak
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from protocol.manifest import (
@@ -22,6 +24,7 @@ from protocol.rewards import (
     Policy,
     RewardError,
     RewardPolicy,
+    complete_members,
     lower_median,
     settle_round,
     terminates,
@@ -464,3 +467,66 @@ def test_work_clips_a_huge_score_to_max_quality() -> None:
     committee = [member((MAX_ABS_SCORE, 2**64 - 1), (OK, OK))]
     out = settle_round(policy(reward_policy=WORK, worker_reward=10), [0, 0], committee, [5, 5])
     assert out.worker_payouts == (5, 5)
+
+
+# ---------------------------------------------------------------------- members' views
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_an_incomplete_members_scores_move_nothing_a_complete_member_judged(
+    data: st.DataObject,
+) -> None:
+    """A member that judged another set than the round's reference set (it missed an update,
+    or marked one UNAVAILABLE to dodge the score check) can put any numbers in its scores:
+    the settlement is the same to the wei, but for the consensus score of a worker no
+    complete member judged (one a minority fetched, never accepted)."""
+    n_workers = data.draw(st.integers(1, 4))
+    verdict = st.sampled_from([OK, NO, GONE])
+    score = st.integers(-10, 10)
+    committee = data.draw(
+        st.lists(
+            st.builds(
+                member,
+                scores=st.tuples(*[score] * n_workers),
+                verdicts=st.tuples(*[verdict] * n_workers),
+            ),
+            min_size=1,
+            max_size=5,
+        )
+    )
+    complete = complete_members(committee)
+    incomplete = [c for c, whole in enumerate(complete) if not whole]
+    assume(any(complete) and incomplete)
+    c = data.draw(st.sampled_from(incomplete))
+    lied = list(committee)
+    lied[c] = member(data.draw(st.tuples(*[score] * n_workers)), committee[c].verdicts)
+    rules = policy(
+        reward_policy=data.draw(st.sampled_from(RewardPolicy)), tolerance=data.draw(st.integers(0, 3))
+    )
+    claims = [data.draw(st.integers(0, 9)) for _ in range(n_workers)]
+    truthful, lying = (settle_round(rules, [500] * n_workers, m, claims) for m in (committee, lied))
+    judged_by_complete = [
+        any(whole and m.verdicts[j] != GONE for whole, m in zip(complete, committee, strict=True))
+        for j in range(n_workers)
+    ]
+    for j in range(n_workers):
+        if judged_by_complete[j]:
+            assert lying.consensus_scores[j] == truthful.consensus_scores[j]
+    unscored = dataclasses.replace(lying, consensus_scores=())
+    assert unscored == dataclasses.replace(truthful, consensus_scores=())
+
+
+def test_honest_members_that_fetched_different_sets_are_not_slashed() -> None:
+    """Three honest members; the third could not fetch worker 1, so its scores of workers 0
+    and 2 are measured against fewer updates and differ beyond the tolerance: it is held to
+    its verdicts only. Its honest partners agree exactly and set the consensus."""
+    full, partial = member((600, 610, 620), (OK, OK, OK)), member((597, 0, 623), (OK, GONE, OK))
+    committee = [full, full, partial]
+    out = settle_round(policy(reward_policy=WORK, tolerance=1), [500] * 3, committee, [5] * 3)
+    assert complete_members(committee) == [True, True, False]
+    assert out.consensus_scores == (600, 610, 620) and out.agreed == (True, True, True)
+    assert out.judged == (3, 3, 2) and not any(out.validator_slashes)
+    # a verdict that contradicts the majority still slashes the incomplete member
+    wrong = member((597, 0, 623), (NO, GONE, OK))
+    out = settle_round(policy(tolerance=1), [500] * 3, [full, full, wrong])
+    assert out.agreed == (True, True, False)
