@@ -44,20 +44,25 @@ ignored when UNAVAILABLE.
   marks one update UNAVAILABLE to escape the score check makes itself incomplete: its scores
   then move no consensus score that a complete member judged (every worker of the reference
   set has complete judges as soon as one member is complete), its verdicts are still
-  checked, and it is paid for one worker less; what it keeps is the pay of a member that
-  judged the rest, even if its scores were not measured at all (a lazy member that ACCEPTs
-  everyone in a round where a majority accepts everyone). With no complete member at all
-  (several workers each withholding from a different member) no score is checked and each
-  consensus score is the lower median of all its judges, a median of different measures.
-  A complete minority that lowers scores when honest complete members are no strict
-  majority of the complete judges (a worker that withholds from one honest member of three
-  while a second member lies) moves the lower median down but slashes no one: an unchecked
-  score slashes nobody. Members that committed
-  and did not reveal, or disagree, are slashed ``min(stake_left, stake * bps // BPS)``, with
-  ``stake`` the member's own stake as it joined (``Policy.validator_slash``). The
-  score consensus assumes an honest majority among the complete judges of each worker. A minority
-  that marks an honest worker UNAVAILABLE to keep it unpaid fails whenever the honest
-  members that fetched it are a majority of the reveals, and forgoes its own pay for it.
+  checked, and it is paid for one worker less. Members that committed and did not reveal,
+  or disagree, are slashed ``min(stake_left, stake * bps // BPS)``, with ``stake`` the
+  member's own stake as it joined (``Policy.validator_slash``). The score consensus assumes
+  an honest majority among the complete judges of each worker. A minority that marks an
+  honest worker UNAVAILABLE to keep it unpaid fails whenever the honest members that
+  fetched it are a majority of the reveals, and forgoes its own pay for it.
+- What views leave open. An incomplete member keeps the pay of the workers it judged even
+  if it measured nothing (a lazy member that marks one update UNAVAILABLE and ACCEPTs the
+  rest, in a round where a majority accepts everyone): its verdicts are its only check.
+  With no complete member at all (several workers each withholding from a different
+  member) no score is checked and each consensus score is the lower median of all its
+  judges, a median of different measures. A liar among the complete judges that lowers
+  scores while a withholding worker made enough honest members incomplete (one honest of
+  three) leaves no strict majority near the median: no score is checked, nobody is
+  slashed, and the lower median takes the liar's lower scores, which moves the worker pool
+  towards the colluding worker (a raised score does not move a lower median). An honest
+  member's verdicts depend on its view too (an update near the WORK bound, or a round of
+  few updates): an incomplete honest member whose verdict contradicts the majority's is
+  slashed.
 - Worker pool W, CONTRIBUTION: accepted j gets ``W * max(median_j, 0) // S`` with S the sum of
   positive medians over accepted workers; ``S == 0`` → each accepted gets ``W // n_accepted``.
   TOPK: rank accepted by (median desc, submission index asc); ``k = min(top_k, n_accepted)``;
