@@ -9,6 +9,7 @@ import dataclasses
 import logging
 from collections.abc import Iterator
 from functools import partial
+from typing import Any
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from node.models import build_model
 from node.runtime import learning
 from node.runtime.background import LowPriorityThread
 from node.runtime.effects_jobs import MeasuredAhead, ReleasedUpdates, judge_round, measure_ahead
+from protocol import work as paid_work
 from protocol.codec import encode_state_dict
 from protocol.data import Dataset
 from protocol.envelope import generate_keypair
@@ -87,11 +89,19 @@ async def test_updates_measured_ahead_give_the_evaluations_own_verdict(
     try:
         for update in sealed_round.action.candidates[:3]:  # the last arrives at commit
             await background.run(
-                partial(measure_ahead, book, update.cid, sealed_round.validation, policy, ahead)
+                partial(
+                    measure_ahead, book, update.cid, sealed_round.validation, policy, ahead,
+                    sealed_round.action.base,
+                )
             )
     finally:
         background.close()
-    assert sorted(ahead.metrics) == sorted(u.cid for u in sealed_round.action.candidates[:3])
+    early_cids = sorted(u.cid for u in sealed_round.action.candidates[:3])
+    assert sorted(ahead.metrics) == early_cids
+    # the WORK policy's step from the base too, from this very base only
+    assert sorted(ahead.stepped_from(sealed_round.action.base)) == (
+        early_cids if policy == RewardPolicy.WORK else []
+    )
     early = judge_round(book, sealed_round.action, sealed_round.validation, 0, policy, LOG, ahead)
     assert early == plain  # scores, accepts, accuracies and global accuracy, bit for bit
 
@@ -129,3 +139,31 @@ def test_an_update_that_does_not_open_is_left_to_the_evaluation(sealed_round: Se
     first = sealed_round.action.candidates[0].cid
     measure_ahead(book, first, sealed_round.validation, RewardPolicy.TOPK, ahead)
     assert ahead.metrics == {}
+
+
+def test_under_work_the_evaluation_takes_the_steps_measured_ahead(
+    sealed_round: SealedRound, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step's loss measured ahead is what the WORK verdict's gain is made of: a doctored
+    one reaches `protocol.work.judge` (watched, and called through) instead of a measured
+    one."""
+    gains: list[list[int | None]] = []
+    judge = paid_work.judge
+
+    def watched(deltas: Any, step_gains: list[int | None], *args: Any, **kwargs: Any) -> Any:
+        gains.append(list(step_gains))
+        return judge(deltas, step_gains, *args, **kwargs)
+
+    monkeypatch.setattr(paid_work, "judge", watched)
+    judged(sealed_round, None, RewardPolicy.WORK)
+    book = sealed_round.book()
+    ahead = MeasuredAhead().of_round(1)
+    first = sealed_round.action.candidates[0].cid
+    base = sealed_round.action.base
+    measure_ahead(book, first, sealed_round.validation, RewardPolicy.WORK, ahead, base)
+    measured_loss = ahead.stepped[first][1]
+    ahead.stepped[first] = (base, measured_loss + 1.0)
+    judge_round(book, sealed_round.action, sealed_round.validation, 0, RewardPolicy.WORK, LOG, ahead)
+    plain, doctored = gains
+    assert doctored[0] is not None and plain[0] is not None and doctored[0] < plain[0]
+    assert doctored[1:] == plain[1:]

@@ -17,6 +17,7 @@ from protocol.state.events import (
     Tick,
 )
 from protocol.state.persist import from_dict, to_dict
+from protocol.state.records import GlobalModel
 
 from .helpers import (
     INITIAL_CID,
@@ -50,7 +51,9 @@ def test_each_fetched_update_is_measured_once_while_training_goes_on() -> None:
     actions = feed(validator, submitted(W0, 1), announced(W0, 1), BlobFetched(update_cid(W0, 1)))
     assert measured(actions) == []  # the validation set is not here yet
     actions = validator.handle(BlobFetched(VALIDATION_CID))
-    assert only(actions, MeasureUpdate) == [MeasureUpdate(1, update_cid(W0, 1), VALIDATION_CID)]
+    assert only(actions, MeasureUpdate) == [
+        MeasureUpdate(1, update_cid(W0, 1), VALIDATION_CID, GlobalModel(INITIAL_CID))
+    ]
     actions = feed(validator, submitted(W1, 1), announced(W1, 1), Tick(TRAINING_END - 1))
     assert measured(actions) == []  # W1's update is not fetched yet; W0's was asked for
     actions = validator.handle(BlobFetched(update_cid(W1, 1)))
@@ -92,7 +95,7 @@ def test_a_new_round_measures_its_own_updates() -> None:
     feed(validator, opened(2), SortitionDrawn(2, PROOF))
     feed(validator, submitted(W0, 2), announced(W0, 2))
     actions = validator.handle(BlobFetched(update_cid(W0, 2)))
-    assert only(actions, MeasureUpdate) == [MeasureUpdate(2, update_cid(W0, 2), VALIDATION_CID)]
+    assert [a.cid for a in only(actions, MeasureUpdate)] == [update_cid(W0, 2)]
     assert validator.measuring == {(2, update_cid(W0, 2))}  # round 1's are forgotten
 
 
