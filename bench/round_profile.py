@@ -273,7 +273,7 @@ def critical_path(t: Timeline, round: int, phase: str, start: float, end: float)
     order, that covers it, so the work the phase is for claims its time first."""
     kind, labels = {
         "training": ("submitUpdate", ("train", "base", "Aggregate", "load data", "seal", "store", "tx", "fetch")),
-        "commit": ("commitManifest", ("score", "open", "measure", "base", "Aggregate", "tx", "fetch")),
+        "commit": ("commitManifest", ("score", "open", "base", "Aggregate", "tx", "fetch", "measure")),
         "reveal": ("revealManifest", ("tx",)),
         "finalize": ("finalizeRound", ("tx",)),
     }[phase]
