@@ -24,7 +24,13 @@ An update shows no work, and is rejected with quality 0, when
 - its quality is below `agreement_bound` (noise: a random delta's sign agreement with
   anything has mean 0 and deviation 1/sqrt(parameters); a reversed update: negative);
 - the whole update raises the validation loss by more than MAX_LOSS_INCREASE (agrees, yet
-  harms: label flipping from a 76% base on; `whole_gains`).
+  harms: label flipping from a 76% base on; `whole_gains`);
+- it raises the validation loss of one class (the validation samples of one true label) by
+  more than `class_loss_bound` over the base: MAX_CLASS_LOSS_INCREASE + CLASS_LOSS_NOISE /
+  sqrt(the class's samples), 0.5 nats + 8 / sqrt(n), 1.63 nats for a class of 50 samples,
+  1.3 for 100 (`class_harm`; per-class losses from the evaluation's own pass, `measure`).
+  A flipped class agrees with the others on every other class's coordinates and, from a
+  weak base, barely moves the whole loss; its own class's loss is what it raises.
 The agreeing updates (`agreeing`) are those that passed the first three checks, less their
 least agreeing member, one at a time, until each agrees with the median of the rest, so a
 minority of noise, boosted or reversed updates does not drag the reference. Copies of an
@@ -38,14 +44,19 @@ from free riders only while a round still improves the model measurably (at 99.1
 updates scored -461..1,420 and the base plus noise of sigma 1e-2 +65), which is why it is
 the fallback only. Two honest updates disagree more often than five: two mnist_2nn workers
 retraining their 500 samples from an 85% base had sign agreements of -0.014 and -0.028
-(their data already fitted), so the fallback decides such rounds. With two updates
-the norm bounds compare each with their mean: a boosted one of two is not caught.
+(their data already fitted), so the fallback decides such rounds. With fewer than
+MIN_NORM_PEERS usable updates the norm bounds do not apply (the median of two is their mean:
+a noise update of norm 445 beside an honest one of 2.9 made the honest one "short" and
+rejected it in an in-process round); a boosted one of two is then left to the gain and harm
+checks.
 
 Determinism: validators must reveal the same numbers. The deltas are float32 differences,
 the coordinate-wise median is exact (a sort, and the mean of two middle float32 values), a
 sign agreement is an exact count, and qualities are rounded to QUANTUM (1e-4); the order in
 which updates are listed does not change any of them. The norm, replay and loss checks use
-float sums, far from their bounds for what they catch.
+float sums, far from their bounds for what they catch; a class's loss is a float64 sum of
+the per-sample losses in sample order, its rise quantized to QUANTUM before it meets the
+bound (the closest honest rise stayed 0.46 nats under it, the closest caught flip 0.28 over).
 
 Measured (`python -m bench.work_quality`, mnist_cnn, 5 honest workers and one attacker of
 6,000 MNIST samples each, one epoch of the node's SGD, 1,000 validation samples, 9 bases of
@@ -70,6 +81,28 @@ tell from an epoch on 6,000 samples, as is a worker that trains on part of its d
 claims all of it (1% of a shard passed the norm bound once, at 99.3%, paid 13,700). A Sybil majority of the round's updates sets the median. A validator that
 restarted and has not rebuilt the previous global model does not see replays
 (`node.runtime.learning.ModelBook.before`).
+
+The per-class bound, measured (`python -m bench.work_quality --model mnist_2nn --workers 10
+--samples 500 --validation 500 --seed S --levels 10:1:20,120:1:60,120:1:500,0:1:500,0:3:500
+--attacks "label_flip:source=1,target=7;...,fraction=F"`, seeds 0..2: bench.attacks' size,
+15 bases from 10% to 95%, 150 honest updates; and mnist_cnn, 5 workers of 6,000 samples, 1,000
+validation samples, a 99.2% base): the largest honest rise of one class's loss was 1.13 nats
+(a class of 54 samples from a 70% base: 0.71 of its bound of 1.59), no other above 0.53 of
+its bound; from 99.2% (mnist_cnn, the smallest classes 85 samples) 0.15 nats, 0.11 of the
+bound. Early training moves single classes: from 10..30% bases one class (5, the last
+learned) rose by up to 0.59 for most honest workers, and from 70% single classes by 0.85
+and 1.13. A flip of the whole of class 1 to 7 raised class 1's loss by 2.26..3.17 nats from
+10..30% bases (1.5..2.1x the bound), 6.1..12.6 from 64% on, 13.5 at 99.2%: rejected at every
+base. The cheapest way around it is to flip part of the class: 90% of it was caught at every
+base (1.79..9.7 nats, 1.2..6.6x); 75% from 64% on (1.76..4.2) but not from 10..30% bases
+(0.86..1.46, 0.58..0.99x), where it was paid 0.78..0.87x an honest quality; 60% and half of the
+class passed below 90% (half raised class 1 by at most 0.30 nats there), paid 0.83..0.92x and 0.88..0.96x,
+while from 92% on the longer deltas of partial flips were mostly rejected by the norm,
+agreement or whole-loss checks, and half of it by its class once (1.51 nats at 92%); at
+99.2% (mnist_cnn) a quarter flip passed, paid 0.49..0.61x. Such a flipper still trains the
+rest of the class correctly, so its update lowers that class's loss less than honest work
+rather than raising it: its harm to the global model is the `label_flip_half` cell of
+`python -m bench.attacks`.
 
 The harm bound (MAX_LOSS_INCREASE) assumes local training that does not overshoot the base:
 with SGD lr 0.05 and momentum 0.9 (the in-process localnet's default), two mnist_2nn workers
@@ -119,6 +152,10 @@ rejected (a boosted update: model replacement)."""
 MIN_NORM_RATIO = 0.1
 """An update whose delta is shorter than this times the round's median delta norm shows no
 work."""
+
+MIN_NORM_PEERS = 3
+"""The norm bounds apply from this many usable updates on: with two, neither norm tells which
+one is off (the gain fallback and the harm checks judge them)."""
 
 REPLAY_COSINE = 0.9
 """A delta whose cosine with the previous round's global step is above this replays it."""
@@ -315,10 +352,13 @@ def implausible(
     """The updates that show no work whatever the others did, with why: a delta that is
     zero or short, boosted, or the previous round's global step replayed."""
     norms = {i: norm(d) for i, d in deltas.items()}
-    typical = _median(list(norms.values())) if norms else 0.0
+    # the median of two is their mean: a huge one would make an honest one "short"
+    typical = _median(list(norms.values())) if len(norms) >= MIN_NORM_PEERS else math.nan
     problems: dict[int, str] = {}
     for i, delta in deltas.items():
-        if norms[i] == 0.0 or norms[i] < MIN_NORM_RATIO * typical:
+        if norms[i] == 0.0:
+            problems[i] = "delta norm 0 below any work: the base resubmitted"
+        elif norms[i] < MIN_NORM_RATIO * typical:
             problems[i] = f"delta norm {norms[i]:.4g} below {MIN_NORM_RATIO} x the median {typical:.4g}"
         elif norms[i] > MAX_NORM_RATIO * typical:
             problems[i] = f"delta norm {norms[i]:.4g} above {MAX_NORM_RATIO} x the median {typical:.4g}"

@@ -207,3 +207,19 @@ def test_on_real_mnist_a_flipped_class_is_harm_honest_work_and_a_half_flip_are_n
     assert class_harm(base, half) is None
     honest_rises = [class_rises(base, u)[1] for n, u in real_round.items() if n.startswith("honest")]
     assert class_rises(base, half)[1] > max(honest_rises)
+
+
+def test_with_two_updates_a_huge_one_does_not_make_the_honest_one_short() -> None:
+    # the median of two norms is their mean: noise 150x as long would put the honest update
+    # under 0.1x of it; with two, the norm bounds stand aside and the gains decide
+    (one,) = honest(1)
+    noise = 150 * torch.randn(SIZE, generator=torch.Generator().manual_seed(5)) * 2
+    judged = judge([one, noise], [5_000, -80_000])
+    assert judged[0].shows_work, judged[0].problem
+    assert not judged[1].shows_work and "validation gain" in (judged[1].problem or "")
+    # from three updates on the median is a middle one, and the norm bounds apply
+    three = judge([*honest(2), noise], [5_000, 5_000, 5_000])
+    assert [j.shows_work for j in three] == [True, True, False]
+    assert "above" in (three[2].problem or "")
+    # a zero delta is no work however many updates there are
+    assert judge([one, torch.zeros(SIZE)], [5_000, 0])[1].problem == "delta norm 0 below any work: the base resubmitted"
