@@ -141,7 +141,7 @@ library RewardMath {
     function _consensus(uint256 tolerance, Member[] memory members, Outcome memory out) private pure {
         bool[] memory referenceSet = _majorities(members, out);
         bool[] memory complete = _completeMembers(members, referenceSet);
-        bool[] memory checked = _scores(tolerance, members, complete, out);
+        bool[] memory checked = _scores(tolerance, members, complete, referenceSet, out);
         uint256 r = out.reveals;
         int256[] memory accuracies = new int256[](r);
         uint256 a = 0;
@@ -166,19 +166,23 @@ library RewardMath {
     {
         uint256 nWorkers = out.consensusScores.length;
         uint256 r = out.reveals;
+        // Member by member, each manifest's verdicts read in one sweep.
+        uint256[] memory accepts = new uint256[](nWorkers);
+        uint256[] memory rejects = new uint256[](nWorkers);
+        for (uint256 c = 0; c < members.length; ++c) {
+            if (!members[c].revealed) continue;
+            uint8[] memory verdicts = members[c].verdicts;
+            for (uint256 j = 0; j < nWorkers; ++j) {
+                uint8 verdict = verdicts[j];
+                if (verdict == ACCEPT) ++accepts[j];
+                else if (verdict != UNAVAILABLE) ++rejects[j];
+            }
+        }
         referenceSet = new bool[](nWorkers);
         for (uint256 j = 0; j < nWorkers; ++j) {
-            uint256 accepts = 0;
-            uint256 rejects = 0;
-            for (uint256 c = 0; c < members.length; ++c) {
-                if (!members[c].revealed) continue;
-                uint8 verdict = members[c].verdicts[j];
-                if (verdict == ACCEPT) ++accepts;
-                else if (verdict != UNAVAILABLE) ++rejects;
-            }
-            out.accepted[j] = accepts * 2 > r;
-            out.rejected[j] = rejects * 2 > r;
-            referenceSet[j] = (accepts + rejects) * 2 > r;
+            out.accepted[j] = accepts[j] * 2 > r;
+            out.rejected[j] = rejects[j] * 2 > r;
+            referenceSet[j] = (accepts[j] + rejects[j]) * 2 > r;
         }
     }
 
@@ -207,34 +211,67 @@ library RewardMath {
     /// Records the consensus scores in `out` (lower median of the complete judges' scores, of
     /// all judges' when no complete member judged the worker) and returns, per worker, whether
     /// strictly more than half of its complete judges are within tolerance of it.
-    function _scores(uint256 tolerance, Member[] memory members, bool[] memory complete, Outcome memory out)
-        private
-        pure
-        returns (bool[] memory checked)
-    {
-        uint256 nWorkers = out.consensusScores.length;
-        checked = new bool[](nWorkers);
+    /// Every complete member judged exactly the reference set, so a worker of that set has all
+    /// of them as its complete judges, and a worker outside it has none.
+    function _scores(
+        uint256 tolerance,
+        Member[] memory members,
+        bool[] memory complete,
+        bool[] memory referenceSet,
+        Outcome memory out
+    ) private pure returns (bool[] memory checked) {
+        int256[][] memory completeScores = _completeScores(members, complete);
+        uint256 nComplete = completeScores.length;
+        checked = new bool[](referenceSet.length);
         int256[] memory column = new int256[](out.reveals);
-        for (uint256 j = 0; j < nWorkers; ++j) {
+        for (uint256 j = 0; j < referenceSet.length; ++j) {
             uint256 k = 0;
-            for (uint256 c = 0; c < members.length; ++c) {
-                if (complete[c] && members[c].verdicts[j] != UNAVAILABLE) column[k++] = members[c].scores[j];
-            }
-            uint256 completeJudges = k;
-            if (k == 0) {
-                for (uint256 c = 0; c < members.length; ++c) {
-                    if (members[c].revealed && members[c].verdicts[j] != UNAVAILABLE) column[k++] = members[c].scores[j];
+            if (nComplete > 0 && referenceSet[j]) {
+                for (; k < nComplete; ++k) {
+                    column[k] = completeScores[k][j];
                 }
+            } else {
+                k = _allJudges(members, j, column);
+                if (k == 0) continue;
             }
-            if (k == 0) continue;
             int256 median = _lowerMedian(column, k);
             out.consensusScores[j] = median;
-            uint256 near = 0;
-            for (uint256 i = 0; i < completeJudges; ++i) {
-                if (_distance(column[i], median) <= tolerance) ++near;
-            }
-            checked[j] = near * 2 > completeJudges;
+            if (nComplete > 0 && referenceSet[j]) checked[j] = _near(column, nComplete, median, tolerance);
         }
+    }
+
+    /// The score arrays of the complete members, in commit order.
+    function _completeScores(Member[] memory members, bool[] memory complete)
+        private
+        pure
+        returns (int256[][] memory scores)
+    {
+        uint256 n = 0;
+        for (uint256 c = 0; c < members.length; ++c) {
+            if (complete[c]) ++n;
+        }
+        scores = new int256[][](n);
+        n = 0;
+        for (uint256 c = 0; c < members.length; ++c) {
+            if (complete[c]) scores[n++] = members[c].scores;
+        }
+    }
+
+    /// Writes the scores of every revealed judge of worker j into `column`; returns how many.
+    function _allJudges(Member[] memory members, uint256 j, int256[] memory column) private pure returns (uint256 k) {
+        for (uint256 c = 0; c < members.length; ++c) {
+            if (members[c].revealed && members[c].verdicts[j] != UNAVAILABLE) column[k++] = members[c].scores[j];
+        }
+    }
+
+    /// Whether strictly more than half of the first n values are within tolerance of median.
+    function _near(int256[] memory values, uint256 n, int256 median, uint256 tolerance) private pure returns (bool) {
+        uint256 near = 0;
+        for (uint256 i = 0; i < n; ++i) {
+            int256 diff = values[i] - median;
+            if ((diff >= 0 ? uint256(diff) : uint256(-diff)) <= tolerance) ++near;
+        }
+        return near * 2 > n;
     }
 
     /// Whether `member` agrees with the consensus, and how many workers it judged. Its scores
@@ -250,16 +287,12 @@ library RewardMath {
             ++judged;
             if (out.accepted[j] && verdict != ACCEPT) return (false, judged);
             if (out.rejected[j] && verdict != REJECT) return (false, judged);
-            if (complete && checked[j] && _distance(member.scores[j], out.consensusScores[j]) > tolerance) {
-                return (false, judged);
-            }
+            if (!complete || !checked[j]) continue;
+            int256 diff = member.scores[j] - out.consensusScores[j];
+            uint256 distance = diff >= 0 ? uint256(diff) : uint256(-diff);
+            if (distance > tolerance) return (false, judged);
         }
         return (true, judged);
-    }
-
-    function _distance(int256 a, int256 b) private pure returns (uint256) {
-        int256 diff = a - b;
-        return diff >= 0 ? uint256(diff) : uint256(-diff);
     }
 
     /// Sorts the first n `values` in place (insertion sort: committees are small) and returns
