@@ -51,7 +51,11 @@ on --public-samples public samples, scaled to the honest norm and to 0.2x of it)
 `prev_step_noise_resid` (the previous step's direction at the honest norm, noised to a
 cosine of 0.85 with it), `few_samples` (trains honestly on 1% of its shard).
 
-After each level's table, per candidate: the least honest value, the largest value of an
+After each level's table, the per-class harm check's view (`protocol.work.class_harm`): for
+every honest update and every attack, its largest rise of one class's validation loss over
+the base, that rise as a share of the class's bound (`protocol.work.class_loss_bound`) and
+every class's rise, then the largest honest share; `label_flip:...,fraction=F` flips only
+that share of the source class (the flip that stays under the bound). Then, per candidate: the least honest value, the largest value of an
 attack that passed upstream, their difference, and the attacks at or above the least honest.
 """
 
