@@ -166,16 +166,20 @@ library RewardMath {
     {
         uint256 nWorkers = out.consensusScores.length;
         uint256 r = out.reveals;
-        // Member by member, each manifest's verdicts read in one sweep.
+        // Member by member, each manifest's verdicts read in one sweep. Counts stay below the
+        // committee size and indices below the array lengths: no overflow checks needed.
         uint256[] memory accepts = new uint256[](nWorkers);
         uint256[] memory rejects = new uint256[](nWorkers);
         for (uint256 c = 0; c < members.length; ++c) {
             if (!members[c].revealed) continue;
             uint8[] memory verdicts = members[c].verdicts;
-            for (uint256 j = 0; j < nWorkers; ++j) {
+            for (uint256 j = 0; j < nWorkers;) {
                 uint8 verdict = verdicts[j];
-                if (verdict == ACCEPT) ++accepts[j];
-                else if (verdict != UNAVAILABLE) ++rejects[j];
+                unchecked {
+                    if (verdict == ACCEPT) ++accepts[j];
+                    else if (verdict != UNAVAILABLE) ++rejects[j];
+                    ++j;
+                }
             }
         }
         referenceSet = new bool[](nWorkers);
@@ -193,18 +197,31 @@ library RewardMath {
         pure
         returns (bool[] memory complete)
     {
+        uint256 nWorkers = referenceSet.length;
+        uint256 referenceSize = 0;
+        for (uint256 j = 0; j < nWorkers; ++j) {
+            if (referenceSet[j]) ++referenceSize;
+        }
         complete = new bool[](members.length);
         for (uint256 c = 0; c < members.length; ++c) {
             if (!members[c].revealed) continue;
             uint8[] memory verdicts = members[c].verdicts;
             bool same = true;
-            for (uint256 j = 0; j < referenceSet.length; ++j) {
-                if ((verdicts[j] != UNAVAILABLE) != referenceSet[j]) {
+            uint256 judged = 0;
+            for (uint256 j = 0; j < nWorkers;) {
+                bool judgedJ = verdicts[j] != UNAVAILABLE;
+                // With every worker in the reference set (the usual round) only the count
+                // matters; otherwise the sets are compared worker by worker.
+                if (referenceSize < nWorkers && judgedJ != referenceSet[j]) {
                     same = false;
                     break;
                 }
+                unchecked {
+                    if (judgedJ) ++judged;
+                    ++j;
+                }
             }
-            complete[c] = same;
+            complete[c] = same && judged == referenceSize;
         }
     }
 
@@ -227,8 +244,11 @@ library RewardMath {
         for (uint256 j = 0; j < referenceSet.length; ++j) {
             uint256 k = 0;
             if (nComplete > 0 && referenceSet[j]) {
-                for (; k < nComplete; ++k) {
+                for (; k < nComplete;) {
                     column[k] = completeScores[k][j];
+                    unchecked {
+                        ++k;
+                    }
                 }
             } else {
                 k = _allJudges(members, j, column);
