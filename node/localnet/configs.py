@@ -64,14 +64,16 @@ class TaskDefaults:
             "worker_deposit_wei": 1 * ETHER,
             "validator_stake_wei": 2 * ETHER,
             "committee_size": self.validators,
-            # Top-K over all workers: every accepted worker is paid every round. Under
-            # "contribution", IID workers' leave-one-out scores are noise around zero, so an
-            # honest worker would go unpaid in some rounds; under "work", honest updates stop
-            # agreeing near 99% and some are rejected and slashed (bench.work_quality).
+            # Pay for work (protocol.work): every honest worker is paid at every base, by its
+            # sample claim times its update's agreement with the others, and an update that
+            # shows no work (free rider, copy, boosted, reversed, one class's labels flipped)
+            # is rejected and slashed (bench.work_quality). "topk" pays every accepted worker
+            # alike, free riders that pass the threshold included; "contribution" leaves IID
+            # workers unpaid whenever their leave-one-out score is noise below zero.
             # A rejected worker loses 10% of its original deposit each round, so over the
             # default 10 rounds it is slashed every round (at 50% it is empty after two).
             "slash_fraction_bps": 1000,
-            "reward_policy": "topk",
+            "reward_policy": "work",
             "top_k": self.workers,
             "qualification_threshold": self.qualification_threshold,
             "tolerance": 0.02,

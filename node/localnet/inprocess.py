@@ -149,7 +149,9 @@ async def run_inprocess(
         "output": str(workdir / "final-model.bin"),
         **(task or {}),
     }
-    training_keys = {"epochs": 1, "batch_size": 32, "lr": 0.05, **(training or {})}
+    # the node's learning rate (node.config): a faster one overshoots a 500-sample epoch, and
+    # the WORK policy rejects an update that raises the validation loss (protocol.work)
+    training_keys = {"epochs": 1, "batch_size": 32, **(training or {})}
     data_keys: dict[str, Any] = {"num_parts": workers, "seed": 7}
     if max_samples is not None:
         data_keys["max_samples"] = max_samples
