@@ -131,7 +131,7 @@ class TaskConfig:
     commit_seconds: int = 300
     reveal_seconds: int = 300
     target_accuracy: float = 0.0
-    reward_policy: str = "contribution"
+    reward_policy: str = "work"
     top_k: int = 0
     slash_fraction_bps: int = 5000
     min_workers: int = 1
