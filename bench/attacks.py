@@ -10,7 +10,7 @@
 Each cell is a whole task run in this process on the embedded chain (requester, --workers
 workers, --validators validators, real libp2p hosts, real MNIST shards of --samples each),
 the last --attackers workers running the attack, everyone else honest. Per rule an honest
-task of the same size runs first, in the same process: the baseline every cell of that
+task of the same size runs first (cells start in the order given), in the same process: the baseline every cell of that
 rule is compared with. The task's terms are the localnet's defaults
 (`node.localnet.configs.TaskDefaults`): its reward policy, slashes, threshold, tolerance,
 so the bench measures whatever the localnet uses; --policy overrides the reward policy.
@@ -81,6 +81,8 @@ ATTACKS: dict[str, tuple[str, dict[str, float | int | str]]] = {
     "ipm": ("ipm", {}),
     "ipm_colluding": ("ipm", {"colluders": "attackers"}),
     "label_flip": ("label_flip", {"source": 1, "target": 7}),
+    # half the source class: what the per-class harm bound lets through (protocol.work)
+    "label_flip_half": ("label_flip", {"source": 1, "target": 7, "fraction": 0.5}),
     "backdoor": ("backdoor", {}),
     "shuffled_labels": ("shuffled_labels", {}),
     "noise": ("noise", {}),
@@ -241,7 +243,7 @@ async def run_rule(
     limiter = trio.CapacityLimiter(args.parallel)
     cells: dict[str, Cell] = {}
 
-    async def cell(attack: str | None) -> None:
+    async def cell(attack: str | None, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         name = attack or "honest"
         kinds = ("honest",) * args.workers
         if attack is not None:
@@ -250,6 +252,7 @@ async def run_rule(
         if folder.exists():
             shutil.rmtree(folder)
         async with limiter:
+            task_status.started()  # the next cell queues only now: cells run in list order
             started = time.monotonic()
             result = await run_task(args, kinds, rule, folder)
             seconds = time.monotonic() - started
@@ -269,7 +272,7 @@ async def run_rule(
 
     async with trio.open_nursery() as nursery:
         for attack in [None, *attacks]:
-            nursery.start_soon(cell, attack)
+            await nursery.start(cell, attack)
     return [cells[name] for name in ["honest", *attacks]]
 
 
