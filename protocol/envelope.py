@@ -48,6 +48,7 @@ __all__ = [
     "content_key_of",
     "envelope_recipients",
     "generate_keypair",
+    "missing_recipients",
     "open_envelope",
     "open_with_content_key",
     "public_key_of",
@@ -250,6 +251,23 @@ def _parse(envelope: bytes, max_size: int) -> _ParsedEnvelope:
 def envelope_recipients(envelope: bytes, max_size: int = MAX_PLAINTEXT_SIZE) -> list[bytes]:
     """The recipient public keys an envelope is addressed to (not authenticated)."""
     return list(_parse(envelope, max_size).entries)
+
+
+def missing_recipients(
+    envelope: bytes, required: Sequence[bytes], max_size: int = MAX_PLAINTEXT_SIZE
+) -> list[bytes]:
+    """The keys of `required` (in its order) that `envelope` is not addressed to; empty
+    when it is addressed to all of them. EnvelopeError when the header does not parse.
+
+    The recipient list is in the header, which is part of the bytes a CID names, so every
+    holder of the envelope reads the same list without any private key: a check on it is
+    one that all parties make alike. That is what makes a worker's update addressed to
+    fewer readers than an honest worker seals for (`protocol.gossip_rules.update_readers`)
+    a fault every validator sees, and rejects, rather than one only the left-out reader
+    sees (and would be alone to reject, against the majority). Whether a listed entry's
+    wrapped key is genuine is not visible here: only its holder can tell."""
+    addressed = set(_parse(envelope, max_size).entries)
+    return [key for key in dict.fromkeys(bytes(k) for k in required) if key not in addressed]
 
 
 def _content_key(parsed: _ParsedEnvelope, private: X25519PrivateKey) -> bytes:

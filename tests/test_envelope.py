@@ -13,6 +13,7 @@ from protocol.envelope import (
     MAX_RECIPIENTS,
     envelope_recipients,
     generate_keypair,
+    missing_recipients,
     open_envelope,
     public_key_of,
     seal,
@@ -202,3 +203,27 @@ def test_random_bytes_behind_a_valid_prefix_only_raise_envelope_error(tail: byte
     data = MAGIC + b"\x01\x00\x01" + tail
     with pytest.raises(EnvelopeError):
         open_envelope(data, ALICE[0])
+
+
+def test_an_envelope_addressed_to_every_required_reader_misses_none() -> None:
+    readers = [ALICE[1], BOB[1], CAROL[1]]
+    envelope = seal(b"update", [CAROL[1], ALICE[1], BOB[1], MALLORY[1]])
+    assert missing_recipients(envelope, readers) == []
+    assert missing_recipients(envelope, []) == []
+
+
+def test_the_readers_an_envelope_leaves_out_are_named_in_order() -> None:
+    envelope = seal(b"update", [ALICE[1]])
+    assert missing_recipients(envelope, [CAROL[1], ALICE[1], BOB[1], CAROL[1]]) == [
+        CAROL[1],
+        BOB[1],
+    ]
+
+
+def test_missing_recipients_reads_the_header_without_any_private_key() -> None:
+    """The same answer for every holder of the bytes; a header that does not parse is an
+    error, not an envelope addressed to nobody."""
+    envelope = seal(b"update", [ALICE[1], BOB[1]])
+    assert missing_recipients(bytes(envelope), [BOB[1], CAROL[1]]) == [CAROL[1]]
+    with pytest.raises(EnvelopeError, match="truncated"):
+        missing_recipients(envelope[:40], [ALICE[1]])

@@ -39,8 +39,14 @@ from protocol import work as paid_work
 from protocol.aggregation.rule import AggregationRule
 from protocol.codec import check_finite, decode_state_dict, encode_state_dict
 from protocol.data import Dataset
-from protocol.envelope import content_key_of, open_envelope, open_with_content_key, seal
-from protocol.errors import DatasetError, ProtocolError, VRFError
+from protocol.envelope import (
+    content_key_of,
+    missing_recipients,
+    open_envelope,
+    open_with_content_key,
+    seal,
+)
+from protocol.errors import DatasetError, EnvelopeError, ProtocolError, VRFError
 from protocol.fixedpoint import SCALE
 from protocol.messages import key_release_context
 from protocol.rewards import RewardPolicy
@@ -255,6 +261,80 @@ def measure_ahead(
     ahead.metrics[cid] = metrics
 
 
+@dataclass(frozen=True)
+class RoundJudgement(learning.Evaluation):
+    """A validator's evaluation of a round, and the workers whose update it fetched but
+    could not open for a reason only it can see (scored as unusable; the machine marks
+    them UNAVAILABLE, `EvaluationDone.unopenable`)."""
+
+    unopenable: frozenset[bytes] = frozenset()
+
+
+def unreadable_updates(
+    book: ReleasedUpdates,
+    candidates: Sequence[Update],
+    readers: Sequence[bytes] | None,
+    round: int,
+    log: logging.LoggerAdapter[logging.Logger],
+) -> tuple[set[bytes], set[bytes]]:
+    """(misaddressed, unopenable) workers among `candidates`, checked in this order.
+
+    Misaddressed: its envelope's header, the same bytes for every validator, does not list
+    every one of `readers` (the requester's and the validators' keys, which every honest
+    worker seals for: `protocol.envelope.missing_recipients`). Every validator that fetched
+    it sees that alike, so all of them reject it: a validator left out, which cannot open
+    it, then agrees with the others instead of being alone to reject it.
+
+    Unopenable: addressed to us, but it does not open with our key (the wrapped key for us
+    fails authentication, or unwraps a key that is not the content's). Nobody else can
+    check our entry, so we cannot show the worker wrong: we mark it UNAVAILABLE, neither
+    paid nor slashed on our word, as an update we could not fetch. A ciphertext tampered
+    for everyone is then UNAVAILABLE at every validator: unpaid, as a withheld update.
+
+    Neither: a header that does not parse or a payload that opens but is bad (shapes,
+    non-finite values, size) is the same for every validator, and the evaluation rejects
+    it. `readers` None: no address check, so an update not addressed to us is unopenable
+    (benches and tests that seal for one key)."""
+    misaddressed: set[bytes] = set()
+    unopenable: set[bytes] = set()
+    max_plaintext = book.spec.max_encoded_size()
+    for update in candidates:
+        try:
+            envelope = learning.read_blob(book.store, update.cid, learning.max_update_size(book.spec))
+            # the header is parsed even without readers: one that does not parse is not ours
+            missing = missing_recipients(envelope, readers or (), max_plaintext)
+        except ProtocolError:
+            continue  # the evaluation fails to open it the same way, and rejects it
+        if missing:
+            misaddressed.add(update.worker)
+            log.warning(
+                "round %d: the update of 0x%s is not addressed to %d of the task's %d readers "
+                "(X25519 keys %s); rejected", round, update.worker[:4].hex(), len(missing),
+                len(set(readers or ())), ", ".join(key[:4].hex() for key in missing),
+            )
+            continue
+        try:
+            book.update(update.cid)
+        except EnvelopeError as problem:
+            unopenable.add(update.worker)
+            log.warning(
+                "round %d: the update of 0x%s does not open with our key (%s); marked "
+                "unavailable", round, update.worker[:4].hex(), problem,
+            )
+        except ProtocolError:
+            pass  # opens, but a bad payload: the evaluation rejects it, as everyone does
+    return misaddressed, unopenable
+
+
+def evaluation_done(round: int, judged: RoundJudgement, salt: bytes) -> ev.EvaluationDone:
+    """What the machine is told of a round's judgement: the manifest's columns, and the
+    updates only we could not open (in manifest order), which it marks UNAVAILABLE."""
+    return ev.EvaluationDone(
+        round, judged.workers, judged.scores, judged.accepts, judged.global_accuracy, salt,
+        tuple(w for w in judged.workers if w in judged.unopenable),
+    )
+
+
 def judge_round(
     book: ReleasedUpdates,
     action: StartEvaluation,
@@ -263,8 +343,10 @@ def judge_round(
     reward_policy: RewardPolicy,
     log: logging.LoggerAdapter[logging.Logger],
     ahead: MeasuredAhead | None = None,
-) -> learning.Evaluation:
-    """A validator's evaluation of a round: the copy check, then every update measured
+    readers: Sequence[bytes] | None = None,
+) -> RoundJudgement:
+    """A validator's evaluation of a round: the address check (`unreadable_updates`,
+    against `readers`), the copy check, then every update measured
     (`learning.evaluate_round`); each update is opened once and kept for the round's
     global model. `ahead`: the round's updates opened and measured already."""
     book.keep_opened(ahead.opened if ahead is not None else None)
@@ -272,20 +354,31 @@ def judge_round(
         with timing.span(log, "base", action.round):
             base = book.global_state(action.base)
         with timing.span(log, "open", action.round, updates=len(action.candidates)):
-            copies = copied_updates(book, action.workers, action.candidates, base)
+            misaddressed, unopenable = unreadable_updates(
+                book, action.candidates, readers, action.round, log
+            )
+            # judged as updates that could not be used: scored 0 and not accepted
+            readable = [
+                u for u in action.candidates if u.worker not in misaddressed | unopenable
+            ]
+            copies = copied_updates(book, action.workers, readable, base)
         for copy, original in copies.items():
             log.warning(
                 "round %d: the update of 0x%s copies that of 0x%s, submitted earlier; "
                 "rejected", action.round, copy[:4].hex(), original[:4].hex(),
             )
         # a copy is judged as an update that could not be used: rejected, scored 0
-        candidates = [u for u in action.candidates if u.worker not in copies]
+        candidates = [u for u in readable if u.worker not in copies]
         with timing.span(log, "score", action.round):
-            return learning.evaluate_round(
+            evaluation = learning.evaluate_round(
                 book, action.workers, candidates, base, validation, qualification_threshold,
                 reward_policy, measured_ahead=ahead.metrics if ahead is not None else None,
                 stepped_ahead=ahead.stepped_from(action.base) if ahead is not None else None,
             )
+    return RoundJudgement(
+        **{f.name: getattr(evaluation, f.name) for f in dataclasses.fields(evaluation)},
+        unopenable=frozenset(unopenable),
+    )
 
 
 def _aggregated(updates: Sequence[Update]) -> tuple[tuple[str, int], ...]:
@@ -592,9 +685,11 @@ class LearningJobs:
         self.log.info(
             "round %d: %d of the updates were measured ahead", action.round, len(ahead.metrics)
         )
+        # at a validator, the readers of an update are ours: the requester and the validators
+        readers = await self.recipients()
         result = await trio.to_thread.run_sync(
             judge_round, book, action, validation, params.qualification_threshold,
-            params.reward_policy, self.log, ahead,
+            params.reward_policy, self.log, ahead, readers,
         )
         self.measured_ahead = MeasuredAhead(action.round, evaluating=True)  # the book keeps them
         if params.reward_policy != RewardPolicy.WORK:  # its accuracy: of the accepted
@@ -612,10 +707,7 @@ class LearningJobs:
             ["-" if a is None else f"{a:.3f}" for a in result.accuracies],
             sum(result.accepts), result.global_accuracy / 1e6,
         )
-        return ev.EvaluationDone(
-            action.round, result.workers, result.scores, result.accepts,
-            result.global_accuracy, os.urandom(32),
-        )
+        return evaluation_done(action.round, result, os.urandom(32))
 
     async def _measure_update(self, action: MeasureUpdate) -> None:
         """Open and measure one update as the round's evaluation would (`evaluate` on the

@@ -216,7 +216,9 @@ class KeyReleaseSealed(Event):
 
 @dataclass(frozen=True)
 class EvaluationDone(Event):
-    """The manifest of our evaluation; `salt` is 32 fresh random bytes from the runtime."""
+    """The manifest of our evaluation; `salt` is 32 fresh random bytes from the runtime.
+    `unopenable`: workers whose update we fetched but could not open for a reason only we
+    can see (its wrapped key for us fails authentication), marked UNAVAILABLE."""
 
     round: int
     workers: tuple[bytes, ...]
@@ -224,6 +226,7 @@ class EvaluationDone(Event):
     accepts: tuple[bool, ...]
     global_accuracy: int
     salt: bytes
+    unopenable: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,8 @@ class ValidatorMachine(RoundMachine[ValidatorState]):
             return "no evaluation was asked for"
         if not len(e.workers) == len(e.scores) == len(e.accepts):
             return "workers, scores and accepts differ in length"
+        if not set(e.unopenable) <= set(e.workers):
+            return "an update marked unopenable is not among the workers"
         if e.workers != tuple(self.view.submissions):
             return "the workers are not exactly the submitters in on-chain order"
         if not 0 <= e.global_accuracy <= SCALE:
@@ -156,9 +158,12 @@ def _evaluation_done(m: ValidatorMachine, e: EvaluationDone) -> list[Action]:
     if problem is not None:
         return [Log("error", f"round {e.round}: evaluation result dropped: {problem}")]
     # an update we could not fetch in time is UNAVAILABLE: its worker is neither paid
-    # nor slashed on our word
+    # nor slashed on our word. So is one we fetched but could not open for a reason only
+    # we can see (our wrapped key fails authentication): a REJECT would contradict the
+    # validators that opened it, and get us slashed for what its worker did.
     verdicts = tuple(
-        WorkerVerdict.UNAVAILABLE if worker not in m.local.evaluated
+        WorkerVerdict.UNAVAILABLE
+        if worker not in m.local.evaluated or worker in e.unopenable
         else WorkerVerdict.ACCEPT if accept else WorkerVerdict.REJECT
         for worker, accept in zip(e.workers, e.accepts, strict=True)
     )
