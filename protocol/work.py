@@ -114,7 +114,7 @@ lr of 0.02, none of 30 (`python -m bench.work_rounds --trials 10 [--lr 0.05]`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -413,19 +413,22 @@ def agreeing(deltas: Mapping[int, torch.Tensor], candidates: Sequence[int], boun
 
 def judge(
     deltas: Sequence[torch.Tensor | None],
-    gains: Sequence[int | None],
+    gains: Sequence[int | None] | Callable[[int], int | None],
     previous_step: torch.Tensor | None = None,
     whole_gains: Sequence[int | None] | None = None,
     harms: Sequence[str | None] | None = None,
 ) -> list[Judgement]:
     """Every update's judgement (see the module's docstring). `deltas`: flat deltas from
     the base (None: unusable); `gains`: the validation gains of a STEP of them
-    (`improvement`); `previous_step`: the previous round's global step, flat, when there was
-    one; `whole_gains`: the validation gains of the whole updates (None: not measured, no
-    harm check); `harms`: why each update harms one class (`class_harm`; None: it does not,
-    or not measured)."""
-    if len(gains) != len(deltas):
+    (`improvement`), or a function of an update's position that measures it: the gain
+    decides only rounds without MIN_PEERS agreeing updates, so a validator measures it
+    (a forward pass over the validation set per update) only then; `previous_step`: the
+    previous round's global step, flat, when there was one; `whole_gains`: the validation
+    gains of the whole updates (None: not measured, no harm check); `harms`: why each
+    update harms one class (`class_harm`; None: it does not, or not measured)."""
+    if not callable(gains) and len(gains) != len(deltas):
         raise ProtocolError(f"{len(deltas)} deltas but {len(gains)} validation gains")
+    gain_of = gains if callable(gains) else gains.__getitem__
     if whole_gains is not None and len(whole_gains) != len(deltas):
         raise ProtocolError(f"{len(deltas)} deltas but {len(whole_gains)} whole-update gains")
     if harms is not None and len(harms) != len(deltas):
@@ -437,7 +440,7 @@ def judge(
     by_agreement = len(references) >= MIN_PEERS
     final = _qualities(present, references, list(present)) if by_agreement else {}
     judgements = []
-    for i, gain in enumerate(gains):
+    for i in range(len(deltas)):
         if i not in present:
             judgements.append(UNUSABLE)
         elif i in problems:
@@ -445,6 +448,7 @@ def judge(
         elif harms is not None and (harm_of_class := harms[i]) is not None:
             judgements.append(Judgement(0, harm_of_class))
         elif not by_agreement:
+            gain = gain_of(i)
             judgements.append(
                 Judgement(gain) if gain is not None and gain >= MIN_IMPROVEMENT
                 else Judgement(0, f"validation gain {gain} below {MIN_IMPROVEMENT}")

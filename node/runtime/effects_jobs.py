@@ -212,19 +212,13 @@ class MeasuredAhead:
     evaluating: bool = False  # the round's evaluation started: measure nothing more
     opened: dict[str, learning.StateDict] = dataclasses.field(default_factory=dict)
     metrics: dict[str, Metrics | paid_work.Measured] = dataclasses.field(default_factory=dict)
-    # WORK: the validation loss of a step of the update from the round's base, and that base
-    stepped: dict[str, tuple[GlobalModel, float]] = dataclasses.field(default_factory=dict)
 
     def of_round(self, round: int) -> MeasuredAhead:
         """This, moved on to `round` (what an earlier round measured is dropped)."""
         if round != self.round:
             self.round, self.evaluating = round, False
-            self.opened, self.metrics, self.stepped = {}, {}, {}
+            self.opened, self.metrics = {}, {}
         return self
-
-    def stepped_from(self, base: GlobalModel) -> dict[str, float]:
-        """The stepped losses measured from `base` (not from another model)."""
-        return {cid: loss for cid, (start, loss) in self.stepped.items() if start == base}
 
 
 def measure_ahead(
@@ -233,11 +227,10 @@ def measure_ahead(
     validation: Dataset,
     reward_policy: RewardPolicy,
     ahead: MeasuredAhead,
-    base: GlobalModel | None = None,
 ) -> None:
     """Open the update `cid` and measure it on `validation` as `learning.evaluate_round`
-    does under `reward_policy` (under WORK, with `base`, also a step of it from the
-    round's base), into `ahead`; nothing once the round's evaluation started (it measures
+    does under `reward_policy`, into `ahead` (not the WORK policy's step of it from the
+    base: only a round without agreeing updates measures that); nothing once the round's evaluation started (it measures
     what is left itself), nor for an update that does not open (the evaluation rejects it
     and says why)."""
     if ahead.evaluating:
@@ -250,13 +243,6 @@ def measure_ahead(
     measure = paid_work.measure if reward_policy == RewardPolicy.WORK else evaluate
     with torch.no_grad():
         metrics = measure(book.module(state), images, labels)
-        if reward_policy == RewardPolicy.WORK and base is not None:
-            try:
-                step = paid_work.stepped(state, book.global_state(base))
-            except ProtocolError:
-                pass  # the evaluation finds the same problem and says it
-            else:
-                ahead.stepped[cid] = (base, evaluate(book.module(step), images, labels).loss)
     ahead.opened[cid] = state
     ahead.metrics[cid] = metrics
 
@@ -373,7 +359,6 @@ def judge_round(
             evaluation = learning.evaluate_round(
                 book, action.workers, candidates, base, validation, qualification_threshold,
                 reward_policy, measured_ahead=ahead.metrics if ahead is not None else None,
-                stepped_ahead=ahead.stepped_from(action.base) if ahead is not None else None,
             )
     return RoundJudgement(
         **{f.name: getattr(evaluation, f.name) for f in dataclasses.fields(evaluation)},
@@ -721,10 +706,7 @@ class LearningJobs:
         def measure() -> None:
             # timed in the thread: the time it waited there for CPU or earlier jobs is not work
             with timing.span(self.log, "measure", action.round):
-                measure_ahead(
-                    work.book, action.cid, validation, work.params.reward_policy, ahead,
-                    action.base,
-                )
+                measure_ahead(work.book, action.cid, validation, work.params.reward_policy, ahead)
 
         await self.background.run(measure)
         return None

@@ -260,15 +260,13 @@ def evaluate_round(
     qualification_threshold: int,
     reward_policy: RewardPolicy = RewardPolicy.CONTRIBUTION,
     measured_ahead: Mapping[str, Metrics | paid_work.Measured] | None = None,
-    stepped_ahead: Mapping[str, float] | None = None,
 ) -> Evaluation:
     """Measure every worker's update on the validation set and the aggregate of the
     qualified ones under the task's rule (``book.rule``); under the WORK policy also each
     update's improvement over `base` (`protocol.work`), otherwise the leave-one-out losses
     of the qualified ones. The verdict itself is `protocol.verdict`'s or `protocol.work`'s.
     `measured_ahead`: updates (by CID) measured on this validation set already, as here
-    (`paid_work.measure` under the WORK policy, else `evaluate`); `stepped_ahead`: the
-    validation loss of a step of an update (by CID) from `base`, measured already."""
+    (`paid_work.measure` under the WORK policy, else `evaluate`)."""
     images, labels = to_tensors(validation)
     by_worker = {u.worker: u for u in candidates}
     accuracies: list[float | None] = []
@@ -299,14 +297,9 @@ def evaluate_round(
         accuracies.append(accuracy)
     if reward_policy == RewardPolicy.WORK:
         counts = [by_worker[w].n_samples if w in by_worker else 0 for w in workers]
-        stepped = {
-            i: stepped_ahead[by_worker[w].cid]
-            for i, w in enumerate(workers)
-            if stepped_ahead is not None and w in by_worker and by_worker[w].cid in stepped_ahead
-        }
         return _judge_work(
             book, workers, counts, states, accuracies, by_class, base, validation,
-            qualification_threshold, stepped,
+            qualification_threshold,
         )  # fmt: skip
     rule = book.rule
     qualified = verdicts.qualified_indices(accuracies, qualification_threshold)
@@ -349,11 +342,10 @@ def _judge_work(
     base: StateDict,
     validation: Dataset,
     qualification_threshold: int,
-    stepped_losses: Mapping[int, float] | None = None,
 ) -> Evaluation:
     """The WORK policy's verdict (`protocol.work.judge`): each usable update's delta from
-    `base`, its validation gains (a step of it, its loss in `stepped_losses` when measured
-    already; the whole of it, from `measured`), its per-class loss rises over the base,
+    `base`, its validation gains (a step of it, measured only when `judge` asks: a round
+    without agreeing updates; the whole of it, from `measured`), its per-class loss rises over the base,
     and the previous round's global step; the accuracy of the aggregate of those that
     show work."""
     images, labels = to_tensors(validation)
@@ -363,8 +355,6 @@ def _judge_work(
     def gain(index: int) -> int | None:
         if index not in states:
             return None
-        if stepped_losses is not None and index in stepped_losses:
-            return paid_work.improvement(base_loss, stepped_losses[index])
         stepped = book.module(paid_work.stepped(states[index], base))
         return paid_work.improvement(base_loss, evaluate(stepped, images, labels).loss)
 
@@ -381,8 +371,7 @@ def _judge_work(
         paid_work.class_harm(at_base, measured[i]) if i in measured else None
         for i in range(len(workers))
     ]
-    gains = [gain(i) for i in range(len(workers))]
-    judgements = paid_work.judge(deltas, gains, previous_step, whole_gains=whole, harms=harms)
+    judgements = paid_work.judge(deltas, gain, previous_step, whole_gains=whole, harms=harms)
     for worker, judgement in zip(workers, judgements, strict=True):
         if judgement.problem is not None and judgement is not paid_work.UNUSABLE:
             logger.info("update of 0x%s shows no work: %s", worker[:4].hex(), judgement.problem)

@@ -11,6 +11,8 @@ whose noise is heavy-tailed (`test_heavy_tailed_noise_hides_agreement_from_a_cos
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -200,6 +202,28 @@ def test_without_two_agreeing_updates_the_validation_gain_decides() -> None:
     assert all(j.shows_work and j.quality < SCALE for j in judge(honest(2), [0, 0]))
     with pytest.raises(ProtocolError, match="2 deltas but 1 validation gains"):
         judge([torch.ones(3), None], [5])
+
+
+def test_a_step_is_measured_only_when_nothing_agrees() -> None:
+    """`gains` as a function: a validator measures a step's gain (a forward pass per update)
+    only in a round without agreeing updates, and then the same gains decide."""
+    asked: list[int] = []
+
+    def gain(gains: list[int]) -> Callable[[int], int]:
+        def measured(index: int) -> int:
+            asked.append(index)
+            return gains[index]
+
+        return measured
+
+    assert judge(honest(), gain([GOOD_GAIN] * 5), PREVIOUS_STEP) == judge(
+        honest(), [GOOD_GAIN] * 5, PREVIOUS_STEP
+    )
+    assert asked == []
+    noise = 2.2 * torch.randn(SIZE, generator=generator(40))
+    lazily = judge([honest(1)[0], noise], gain([GOOD_GAIN, -50]))
+    assert lazily == judge([honest(1)[0], noise], [GOOD_GAIN, -50]) and asked == [0, 1]
+    assert lazily[0] == Judgement(GOOD_GAIN) and not lazily[1].shows_work
 
 
 def test_stepped_moves_float_tensors_a_step_towards_the_update() -> None:

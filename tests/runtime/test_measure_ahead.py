@@ -89,19 +89,12 @@ async def test_updates_measured_ahead_give_the_evaluations_own_verdict(
     try:
         for update in sealed_round.action.candidates[:3]:  # the last arrives at commit
             await background.run(
-                partial(
-                    measure_ahead, book, update.cid, sealed_round.validation, policy, ahead,
-                    sealed_round.action.base,
-                )
+                partial(measure_ahead, book, update.cid, sealed_round.validation, policy, ahead)
             )
     finally:
         background.close()
     early_cids = sorted(u.cid for u in sealed_round.action.candidates[:3])
     assert sorted(ahead.metrics) == early_cids
-    # the WORK policy's step from the base too, from this very base only
-    assert sorted(ahead.stepped_from(sealed_round.action.base)) == (
-        early_cids if policy == RewardPolicy.WORK else []
-    )
     early = judge_round(book, sealed_round.action, sealed_round.validation, 0, policy, LOG, ahead)
     assert early == plain  # scores, accepts, accuracies and global accuracy, bit for bit
 
@@ -141,29 +134,23 @@ def test_an_update_that_does_not_open_is_left_to_the_evaluation(sealed_round: Se
     assert ahead.metrics == {}
 
 
-def test_under_work_the_evaluation_takes_the_steps_measured_ahead(
+def test_under_work_steps_are_measured_only_when_judge_asks(
     sealed_round: SealedRound, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A step's loss measured ahead is what the WORK verdict's gain is made of: a doctored
-    one reaches `protocol.work.judge` (watched, and called through) instead of a measured
-    one."""
-    gains: list[list[int | None]] = []
+    """A step's validation gain decides only a round without agreeing updates, so the
+    evaluation hands `protocol.work.judge` a function that measures it when asked: these
+    noise updates do not agree, so every one is asked for, and the verdict is bit for bit
+    the one judged from every step measured up front (`tests/policy/test_work_scoring.py`:
+    agreeing updates ask for none)."""
+    lazy = judged(sealed_round, None, RewardPolicy.WORK)
+    asked: list[int] = []
     judge = paid_work.judge
 
-    def watched(deltas: Any, step_gains: list[int | None], *args: Any, **kwargs: Any) -> Any:
-        gains.append(list(step_gains))
-        return judge(deltas, step_gains, *args, **kwargs)
+    def eager(deltas: Any, step_gains: Any, *args: Any, **kwargs: Any) -> Any:
+        gains = [step_gains(i) for i in range(len(deltas))]
+        asked.extend(i for i, g in enumerate(gains) if g is not None)
+        return judge(deltas, gains, *args, **kwargs)
 
-    monkeypatch.setattr(paid_work, "judge", watched)
-    judged(sealed_round, None, RewardPolicy.WORK)
-    book = sealed_round.book()
-    ahead = MeasuredAhead().of_round(1)
-    first = sealed_round.action.candidates[0].cid
-    base = sealed_round.action.base
-    measure_ahead(book, first, sealed_round.validation, RewardPolicy.WORK, ahead, base)
-    measured_loss = ahead.stepped[first][1]
-    ahead.stepped[first] = (base, measured_loss + 1.0)
-    judge_round(book, sealed_round.action, sealed_round.validation, 0, RewardPolicy.WORK, LOG, ahead)
-    plain, doctored = gains
-    assert doctored[0] is not None and plain[0] is not None and doctored[0] < plain[0]
-    assert doctored[1:] == plain[1:]
+    monkeypatch.setattr(paid_work, "judge", eager)
+    assert judged(sealed_round, None, RewardPolicy.WORK) == lazy
+    assert asked == list(range(len(WORKERS)))
