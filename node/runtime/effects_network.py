@@ -207,10 +207,7 @@ class TaskNetwork:
         CID a worker announces in a round (`announced`): a member announcing many cannot
         make us fetch more than one update per worker and round. An update announced once
         training has closed is left to the round's own fetch: the validators are fetching
-        it then, to evaluate it, and the workers do not need it before the round is settled;
-        so is the update that completes the round (every other worker announced one): the
-        whole committee fetches it at once to end the commit phase, and workers fetching it
-        too would share its publisher's upload with them.
+        it then, to evaluate it, and the workers do not need it before the round is settled.
         Not under sampling: a worker builds a round's model only once a later round draws it
         (`protocol.state.worker`), and fetching every update would grow with W x updates."""
         if self.roles.get(self.me) != Role.WORKER or message.worker == self.me:
@@ -221,8 +218,6 @@ class TaskNetwork:
             return
         if self.announced.get(message.round, {}).get(message.worker) != message.cid:
             return
-        if self._completes_round(message.round):
-            return
         if message.cid in self._ahead:
             return
         kept = 2 * max(len(self.peers), 1)  # about two rounds' updates; older ones are done
@@ -230,11 +225,6 @@ class TaskNetwork:
             del self._ahead[cid]
         done = self._ahead[message.cid] = trio.Event()
         nursery.start_soon(self._fetch_ahead, message, done)
-
-    def _completes_round(self, round: int) -> bool:
-        """Whether every worker of the task but us has announced an update in `round`."""
-        workers = {member for member, role in self.roles.items() if role == Role.WORKER}
-        return workers <= {*self.announced.get(round, {}), self.me}
 
     def _samples_workers(self) -> bool:
         """Whether each round draws only some of the task's workers (`workers_per_round`)."""

@@ -20,7 +20,6 @@ from protocol.state.records import BlobKind, Role
 from tests.state.helpers import TASK, WORKERS, update_cid
 
 ME, OTHER, THIRD = WORKERS
-FOURTH = b"\x1f" * 20  # announces last, if at all
 VALIDATOR = b"\x0b" * 20
 LOG = logging.LoggerAdapter(logging.getLogger("tests.runtime"), {})
 
@@ -55,10 +54,7 @@ def network(me: bytes, role: Role, exchange: HeldExchange) -> TaskNetwork:
     net = TaskNetwork(
         NoChain(), None, me, exchange, None, None, BehaviourConfig(), LOG,  # type: ignore[arg-type]
     )
-    net.roles.update({
-        ME: Role.WORKER, OTHER: Role.WORKER, THIRD: Role.WORKER, FOURTH: Role.WORKER,
-        VALIDATOR: Role.VALIDATOR,
-    })
+    net.roles.update({ME: Role.WORKER, OTHER: Role.WORKER, THIRD: Role.WORKER, VALIDATOR: Role.VALIDATOR})
     net.roles[me] = role
     net.bounds[BlobKind.MODEL] = 1 << 20
     return net
@@ -120,17 +116,4 @@ async def test_an_update_announced_after_training_closed_is_left_to_the_rounds_f
         heard(net, nursery, announcement(OTHER, update_cid(OTHER, 2), round=2))
         await trio.testing.wait_all_tasks_blocked()
         assert exchange.fetched == [update_cid(OTHER, 2)]
-        exchange.release.set()
-
-
-async def test_the_update_that_completes_the_round_is_left_to_the_rounds_fetch() -> None:
-    """The committee fetches the last update at once to end the commit phase; a worker
-    fetching it then would share its publisher's upload with them."""
-    exchange = HeldExchange()
-    net = network(ME, Role.WORKER, exchange)
-    async with trio.open_nursery() as nursery:
-        for worker in (OTHER, ME, THIRD, FOURTH):
-            heard(net, nursery, announcement(worker, update_cid(worker, 1)))
-        await trio.testing.wait_all_tasks_blocked()
-        assert sorted(exchange.fetched) == sorted([update_cid(OTHER, 1), update_cid(THIRD, 1)])
         exchange.release.set()

@@ -24,7 +24,7 @@ from tests.state.helpers import update_cid
 
 async def fetched_ahead(workers_per_round: int) -> list[str]:
     exchange = HeldExchange()
-    net = network(ME, Role.WORKER, exchange)  # four workers
+    net = network(ME, Role.WORKER, exchange)  # three workers
     net._params = SimpleNamespace(workers_per_round=workers_per_round)  # type: ignore[assignment]
     async with trio.open_nursery() as nursery:
         heard(net, nursery, announcement(OTHER, update_cid(OTHER, 1)))
@@ -40,5 +40,5 @@ async def test_a_worker_of_a_sampled_task_fetches_nothing_ahead() -> None:
 
 async def test_a_task_that_draws_every_worker_still_fetches_ahead() -> None:
     # workers_per_round 0 (unset) or at least the workers: every worker trains every round
-    for per_round in (0, 4):
+    for per_round in (0, 3):
         assert sorted(await fetched_ahead(per_round)) == sorted([update_cid(OTHER, 1), update_cid(THIRD, 1)])
