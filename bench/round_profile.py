@@ -415,7 +415,9 @@ def evaluation_alone(
     """The cost of one validator's evaluation of a round (`judge_round`: open every update,
     the copy check, accuracies, leave-one-out, the aggregate) of `workers` sealed updates
     on the task's validation set. The round's base is `trained` and each update adds its
-    own small noise to it: each qualifies and none is a copy, as honest updates."""
+    own small noise to a step all of them share: each qualifies, none is a copy, and they
+    agree with each other, as honest updates of one task do (updates of independent noise
+    would not agree, and the WORK policy would measure each one's step too)."""
     validation = load_validation_set(
         requester.data, requester.task.validation_samples, requester.task.validation
     )
@@ -426,9 +428,10 @@ def evaluation_alone(
     torch.manual_seed(0)
     base = trained.state_dict()
     blobs = [encode_state_dict(base)]  # the round's base, then the sealed updates
+    shared = {name: torch.randn_like(t) for name, t in base.items() if t.is_floating_point()}
     for _ in range(workers):
         state = {
-            name: t + 0.01 * t.std() * torch.randn_like(t) if t.is_floating_point() else t
+            name: t + 0.01 * t.std() * (shared[name] + torch.randn_like(t)) if name in shared else t
             for name, t in base.items()
         }
         blobs.append(crypto.seal(encode_state_dict(state), [public]))
