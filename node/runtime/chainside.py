@@ -77,6 +77,7 @@ class TaskFacts:
     validators: tuple[bytes, ...]
     workers_per_round: int = 0  # Params.workersPerRound: 0 draws every worker every round
     rounds: int = 0  # Params.rounds
+    committee_size: int = 0  # Params.committeeSize
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,7 @@ class EventTranslator:
                     validators=fact.validators,
                     workers_per_round=fact.workers_per_round,
                     rounds=fact.rounds,
+                    committee_size=fact.committee_size,
                 )
             ]
         if name == "RoundStarted":
@@ -258,4 +260,5 @@ class ChainFollower:
             validators=tuple(address_bytes(v) for v in validators),
             workers_per_round=params.workers_per_round,
             rounds=params.rounds,
+            committee_size=params.committee_size,
         )

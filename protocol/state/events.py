@@ -53,7 +53,8 @@ class MemberLeft(Event):
 
 @dataclass(frozen=True)
 class TaskStarted(Event):
-    """`workers_per_round`: the task's Params.workersPerRound (0: every worker, every round)."""
+    """`workers_per_round`: the task's Params.workersPerRound (0: every worker, every round);
+    `committee_size`: its Params.committeeSize, the expected seats of a round (0: not known)."""
 
     requester: bytes
     validation_cid: str
@@ -62,6 +63,7 @@ class TaskStarted(Event):
     validators: tuple[bytes, ...]
     workers_per_round: int = 0
     rounds: int = 0  # Params.rounds (0: not known)
+    committee_size: int = 0
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from protocol.state.requester import RequesterMachine
 from protocol.state.validator import ValidatorMachine
 from protocol.state.worker import WorkerMachine
 
-FORMAT_VERSION = 7
+FORMAT_VERSION = 8
 
 MACHINES: dict[Role, type[RoundMachine[Any]]] = {
     Role.WORKER: WorkerMachine,

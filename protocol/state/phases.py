@@ -164,6 +164,7 @@ class RoundView:
     validators: tuple[bytes, ...] = ()
     workers_per_round: int = 0  # 0: every worker trains in every round
     rounds: int = 0  # the task's number of rounds (0: not known)
+    committee_size: int = 0  # seats a round's draw expects (0: not known)
     global_model: GlobalModel | None = None
     # this round, from the chain
     submissions: dict[bytes, Submission] = field(default_factory=dict)
@@ -473,6 +474,7 @@ def _task_started(m: RoundMachine, e: TaskStarted) -> list[Action]:
     view.validators = e.validators[:MAX_WORKERS]
     view.workers_per_round = e.workers_per_round
     view.rounds = e.rounds
+    view.committee_size = e.committee_size
     view.global_model = GlobalModel(e.initial_model_cid)
     return [
         Log("info", f"task started: {len(e.workers)} workers, {len(e.validators)} validators"),
@@ -768,6 +770,16 @@ def fetch_wanted_blobs(m: RoundMachine) -> list[Action]:
             kind = BlobKind.VALIDATION_SET if cid == view.validation_cid else BlobKind.MODEL
             actions.append(Fetch(cid, providers, kind))
     return actions
+
+
+def drop_deferred_aggregation(m: RoundMachine) -> list[Action]:
+    """The task is over: a global model we deferred is not needed any more."""
+    pending = m.view.aggregation
+    if pending is None or not m._aggregation_deferred():
+        return []
+    m.view.aggregation = None
+    return [Log("info", f"round {pending.round}: the task is over; its global model is "
+                "not built here (the requester saves the final model)")]
 
 
 def aggregate_when_fetched(m: RoundMachine) -> list[Action]:

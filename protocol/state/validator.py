@@ -5,7 +5,13 @@ publish the proof that shows it (so the commit phase can end once the seated com
 A seated validator measures each update as soon as it is fetched (MeasureUpdate), while
 the other workers still train: the workers finish at different times and the last
 update's fetch leaves the CPU idle, so when the round's evaluation starts only the last
-updates and the round's aggregates are left to measure."""
+updates and the round's aggregates are left to measure.
+
+A committee smaller than the validators (`committee_size`): a validator that the round's
+draw left unseated fetches nothing, and builds a round's global model only once a later
+round seats it, as a worker left out of a sampled round does (`_aggregation_deferred`):
+with V validators and a committee of C, the V - C unseated ones would otherwise fetch every
+accepted update of every round for a model they do not use."""
 
 from __future__ import annotations
 
@@ -40,7 +46,15 @@ from protocol.state.events import (
     TrainingDone,
 )
 from protocol.state.membership import MEMBER_IGNORED, MEMBERSHIP_DUTIES, MEMBERSHIP_RULES
-from protocol.state.phases import ALL_PHASES, Duty, RoundMachine, Rule, every, ignore
+from protocol.state.phases import (
+    ALL_PHASES,
+    Duty,
+    RoundMachine,
+    Rule,
+    drop_deferred_aggregation,
+    every,
+    ignore,
+)
 from protocol.state.records import SALT_LENGTH, Job, Manifest, Phase, Role, TaskTerms, TxKind
 
 
@@ -102,12 +116,28 @@ class ValidatorMachine(RoundMachine[ValidatorState]):
     def _selected(self) -> bool:
         return self.local.vrf_proof is not None
 
+    def _sampled(self) -> bool:
+        """Whether a round's draw may leave validators unseated: its expected seats are
+        fewer than the validators (with unequal stakes a large one may still be seated in
+        every round; it then fetches once its draw shows it)."""
+        view = self.view
+        return 0 < view.committee_size < len(view.validators)
+
+    def _aggregation_deferred(self) -> bool:
+        pending = self.view.aggregation
+        if pending is None or not self._sampled():
+            return False
+        return not (self.view.round > pending.round and self._selected())
+
     def _wanted_blobs(self) -> dict[str, tuple[bytes, ...]]:
         view = self.view
         if not self._is_member() or view.validation_cid is None:
             return {}
+        if self._sampled() and not self._selected():
+            return {}
         wanted = {view.validation_cid: self._requester_hint()}
-        wanted |= self._base_wanted()
+        if view.aggregation is None:  # else the pending aggregation makes the base
+            wanted |= self._base_wanted()
         evaluating = self.local.evaluation_requested or self.local.manifest is not None
         if self._selected() and not evaluating and view.phase in (Phase.TRAINING, Phase.COMMIT):
             wanted |= {u.cid: (u.worker,) for u in view.updates.values()}
@@ -322,6 +352,7 @@ VALIDATOR_DUTIES: dict[Phase, tuple[Duty, ...]] = {
         measure_fetched_updates, commit_manifest,
     ),
     Phase.REVEAL: (reveal_manifest,),
+    Phase.TERMINATED: (drop_deferred_aggregation,),
 }
 
 VALIDATOR_IGNORED: dict[tuple[Phase, type[Event]], str] = {

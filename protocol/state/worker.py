@@ -58,6 +58,7 @@ from protocol.state.phases import (
     Duty,
     RoundMachine,
     Rule,
+    drop_deferred_aggregation,
     every,
     ignore,
 )
@@ -361,16 +362,6 @@ def train_ahead(m: WorkerMachine) -> list[Action]:
 
 def drop_training_ahead(m: WorkerMachine) -> list[Action]:
     return m._drop_ahead("the task is over")
-
-
-def drop_deferred_aggregation(m: WorkerMachine) -> list[Action]:
-    """The task is over: a global model we deferred is not needed any more."""
-    pending = m.view.aggregation
-    if pending is None or not m._aggregation_deferred():
-        return []
-    m.view.aggregation = None
-    return [Log("info", f"round {pending.round}: the task is over; its global model is "
-                "not built here (the requester saves the final model)")]
 
 
 def start_training(m: WorkerMachine) -> list[Action]:

@@ -22,6 +22,7 @@ import pytest
 from eth_typing import HexStr
 from eth_utils import to_checksum_address
 
+from node.blocks import BlockStore
 from node.chain import Phase
 from tests.conftest import needs_mnist, run_mnist_task
 
@@ -81,6 +82,11 @@ async def run_and_check(tmp_path: Path, workers: int, validators: int, seated: i
     for validator in result.validators:  # each took back its own stake plus its pay
         paid = dict(zip(only.validators, only.validator_payouts, strict=True)).get(validator.address, 0)
         assert validator.withdrawn_wei == reader.stake_of(task, validator.address) + paid
+
+    # an unseated validator fetched nothing, not even the validation set; a seated one did
+    for index in range(validators):
+        with BlockStore(tmp_path / f"validator{index}" / "blocks") as store:
+            assert bool(store.cids()) == (index < seated), (index, store.cids())
 
 
 async def test_the_commit_phase_ends_once_the_seated_validator_committed(tmp_path: Path) -> None:

@@ -89,7 +89,7 @@ def damaged(mutate: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda d: d.update(version=2), "format version 2, expected 7"),
+        (lambda d: d.update(version=2), "format version 2, expected 8"),
         (lambda d: d.pop("view"), "lacks 'view'"),
         (lambda d: d.update(role="banker"), "'banker' is not a valid Role"),
         (lambda d: d["view"].update(round="1"), "view.round: expected int, got str"),
