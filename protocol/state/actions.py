@@ -145,14 +145,11 @@ class MeasureUpdate(Action):
     measure it on the validation set `validation_cid` ahead of the round's evaluation
     (StartEvaluation), which then finds it measured. Nothing waits on it (no answer) and
     it takes only CPU the others leave idle. It measures what the evaluation would (the
-    same blob, validation set and batches), so the scores do not depend on when it ran.
-    `base`: the round's global model when it is built here (the WORK policy also measures
-    a step of the update from it), else None."""
+    same blob, validation set and batches), so the scores do not depend on when it ran."""
 
     round: int
     cid: str
     validation_cid: str
-    base: GlobalModel | None = None
 
 
 @dataclass(frozen=True)

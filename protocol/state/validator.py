@@ -299,12 +299,11 @@ def measure_fetched_updates(m: ValidatorMachine) -> list[Action]:
     if validation_cid is None or validation_cid not in view.have:
         return []
     m.measuring = {(r, cid) for r, cid in m.measuring if r == view.round}
-    base = view.global_model if m._base_ready() else None
     actions: list[Action] = []
     for update in view.updates.values():
         if update.cid in view.have and (view.round, update.cid) not in m.measuring:
             m.measuring.add((view.round, update.cid))
-            actions.append(MeasureUpdate(view.round, update.cid, validation_cid, base))
+            actions.append(MeasureUpdate(view.round, update.cid, validation_cid))
     return actions
 
 

@@ -17,7 +17,6 @@ from protocol.state.events import (
     Tick,
 )
 from protocol.state.persist import from_dict, to_dict
-from protocol.state.records import GlobalModel
 
 from .helpers import (
     INITIAL_CID,
@@ -52,7 +51,7 @@ def test_each_fetched_update_is_measured_once_while_training_goes_on() -> None:
     assert measured(actions) == []  # the validation set is not here yet
     actions = validator.handle(BlobFetched(VALIDATION_CID))
     assert only(actions, MeasureUpdate) == [
-        MeasureUpdate(1, update_cid(W0, 1), VALIDATION_CID, GlobalModel(INITIAL_CID))
+        MeasureUpdate(1, update_cid(W0, 1), VALIDATION_CID)
     ]
     actions = feed(validator, submitted(W1, 1), announced(W1, 1), Tick(TRAINING_END - 1))
     assert measured(actions) == []  # W1's update is not fetched yet; W0's was asked for
