@@ -27,8 +27,8 @@ An update shows no work, and is rejected with quality 0, when
   harms: label flipping from a 76% base on; `whole_gains`);
 - it raises the validation loss of one class (the validation samples of one true label) by
   more than `class_loss_bound` over the base: MAX_CLASS_LOSS_INCREASE + CLASS_LOSS_NOISE /
-  sqrt(the class's samples), 0.5 nats + 8 / sqrt(n), 1.63 nats for a class of 50 samples,
-  1.3 for 100 (`class_harm`; per-class losses from the evaluation's own pass, `measure`).
+  sqrt(the class's samples), 0.5 nats + 11 / sqrt(n), 2.06 nats for a class of 50 samples,
+  1.6 for 100 (`class_harm`; per-class losses from the evaluation's own pass, `measure`).
   A flipped class agrees with the others on every other class's coordinates and, from a
   weak base, barely moves the whole loss; its own class's loss is what it raises.
 The agreeing updates (`agreeing`) are those that passed the first three checks, less their
@@ -160,11 +160,13 @@ one is off (the gain fallback and the harm checks judge them)."""
 REPLAY_COSINE = 0.9
 """A delta whose cosine with the previous round's global step is above this replays it."""
 
-MAX_LOSS_INCREASE = 200_000
+MAX_LOSS_INCREASE = 500_000
 """An update whose whole delta raises the validation loss by more than this (fixed point:
-0.2 nats) is rejected even when it agrees with the others. Honest mnist_cnn updates
-raised it by at most 0.064 nats (98.8% base); a label flip of one class by 0.76..2.4 from a
-76% base on."""
+0.5 nats) is rejected even when it agrees with the others. Honest mnist_cnn updates
+raised it by at most 0.064 nats (98.8% base); honest mnist_2nn updates of 500 and 1,000
+samples from a good base overshoot: at most 0.359 nats in 2,400 (`bench.work_rounds`,
+rounds 1-3), where a bound of 0.2 rejected 12 of them. A label flip of one class raised it by
+0.76..2.4 from a 76% base on; from a weaker base `class_harm` catches the flip."""
 
 MAX_CLASS_LOSS_INCREASE = 500_000
 """An update whose delta raises the validation loss of one class (the validation samples of
@@ -172,10 +174,13 @@ that true label) by more than this plus CLASS_LOSS_NOISE / sqrt(the class's samp
 the base is rejected (fixed point: nats), even when it agrees with the others and the whole
 validation loss barely moves: what flipping one class's labels does (`class_harm`)."""
 
-CLASS_LOSS_NOISE = 8_000_000
+CLASS_LOSS_NOISE = 11_000_000
 """The part of the per-class bound that shrinks with the class's validation samples (fixed
 point: nats x sqrt(samples)): a class's mean loss over n samples moves by a few hard samples
-whose loss jumps, more the fewer samples it has."""
+whose loss jumps, more the fewer samples it has. An honest mnist_2nn update of 500 samples
+from a ~78% base raised a class of 54 samples by 1.591 nats (the in-process work test), above
+the bound 8 gave (1.589); 11 gives 2.00 there, and a full flip of one class still exceeds it
+from a 10% base on (2.26-3.17 nats where 8 gave 1.5-2.1 of its bound)."""
 
 QUANTUM = 100
 """Qualities are multiples of this (fixed point), so that validators whose float sums
