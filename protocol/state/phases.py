@@ -365,10 +365,28 @@ class RoundMachine(Generic[LocalState]):
         """CID -> provider hint of the blobs the role needs now (beyond aggregation)."""
         return {}
 
+    def _sampled(self) -> bool:
+        """Whether a round's draw may leave this role out (a sampled worker, an unseated
+        validator)."""
+        return False
+
+    def _needs_base(self) -> bool:
+        """Whether the role needs the global model now: always, unless a draw can leave it
+        out."""
+        return True
+
     def _aggregation_deferred(self) -> bool:
         """Whether the pending aggregation waits until the role needs its model (neither
-        fetched nor built meanwhile; a later round's replaces it)."""
-        return False
+        fetched nor built meanwhile; a later round's replaces it): when a draw can leave
+        the role out, a round's global model is built only once a later round draws it. It
+        depends on nothing but that round's accepted updates, so the rounds sat out cost no
+        fetch and no averaging, and the model then built is the one the requester built.
+        The task's end drops it (`drop_deferred_aggregation`; the requester saves the final
+        model)."""
+        pending = self.view.aggregation
+        if pending is None or not self._sampled():
+            return False
+        return not (self.view.round > pending.round and self._needs_base())
 
     def _done_with_task(self) -> bool:
         """Nothing of ours is left to do in a terminated task (beyond settling up)."""

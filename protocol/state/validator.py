@@ -123,17 +123,16 @@ class ValidatorMachine(RoundMachine[ValidatorState]):
         view = self.view
         return 0 < view.committee_size < len(view.validators)
 
-    def _aggregation_deferred(self) -> bool:
-        pending = self.view.aggregation
-        if pending is None or not self._sampled():
-            return False
-        return not (self.view.round > pending.round and self._selected())
+    def _needs_base(self) -> bool:
+        """Whether we need the global model now: always when every validator sits in every
+        round; else only in a round whose draw seated us."""
+        return not self._sampled() or self._selected()
 
     def _wanted_blobs(self) -> dict[str, tuple[bytes, ...]]:
         view = self.view
         if not self._is_member() or view.validation_cid is None:
             return {}
-        if self._sampled() and not self._selected():
+        if not self._needs_base():
             return {}
         wanted = {view.validation_cid: self._requester_hint()}
         if view.aggregation is None:  # else the pending aggregation makes the base

@@ -152,17 +152,6 @@ class WorkerMachine(RoundMachine[WorkerState]):
             return True
         return self.view.phase == Phase.TRAINING and self._drawn()
 
-    def _aggregation_deferred(self) -> bool:
-        """Under sampling, a round's global model is built only when a later round draws
-        us: it depends on nothing but that round's accepted updates, so the rounds we sit
-        out cost no fetch and no averaging, and a drawn worker builds the same model the
-        requester and validators did. The task's end drops it (the requester saves the
-        final model)."""
-        pending = self.view.aggregation
-        if pending is None or not self._sampled():
-            return False
-        return not (self.view.round > pending.round and self._needs_base())
-
     def _expected_base(self) -> GlobalModel | None:
         """The global model this round makes if it accepts every submitted update (what
         `_round_finalized` and `aggregate_when_fetched` would build), once each of them is
