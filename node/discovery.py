@@ -20,6 +20,7 @@ py-libp2p 0.8.1 details handled here:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections.abc import AsyncIterator, Sequence
@@ -82,8 +83,12 @@ class DiscoveryConfig:
     """Re-put our rendezvous records this often (a restarted DHT server forgets them)."""
     query_timeout_s: float = 10.0
     """Bound on one DHT lookup or one dial."""
-    random_walk: bool = False
-    """py-libp2p's random-walk routing-table refresh; rendezvous does not need it."""
+    routing_refresh: bool = False
+    """py-libp2p's routing-table refresh: iterative lookups of our own ID and of a random key
+    per k-bucket at start and every 10 minutes (its random walk too, when on). Rendezvous and
+    provider records go through the bootstrap peers and need none of it, and every lookup
+    dials the peers it queries: with it, every node of a hundred-node network ends up
+    connected to every other."""
 
     def __post_init__(self) -> None:
         for addr in self.bootstrap_addrs:
@@ -109,7 +114,7 @@ class _Namespace:
     cid: str
     peers: dict[PeerID, PeerInfo] = field(default_factory=dict)
     advertise_at: float = -math.inf
-    lookup_at: float = -math.inf
+    looked_up_at: float = -math.inf
     lookup_pause: float = 0.0
 
 
@@ -125,8 +130,10 @@ class Discovery:
         self.dht = KadDHT(
             host,
             DHTMode.SERVER if config.dht_server else DHTMode.CLIENT,
-            enable_random_walk=config.random_walk,
+            enable_random_walk=config.routing_refresh,
         )
+        if not config.routing_refresh:
+            self.dht.refresh_routing_table = _no_refresh  # type: ignore[method-assign]
         self._bootstrap = [parse_peer_multiaddr(a) for a in config.bootstrap_addrs]
         self._namespaces: dict[str, _Namespace] = {}
         self._dial_retry_at: dict[PeerID, float] = {}
@@ -155,19 +162,55 @@ class Discovery:
     # --- content provider records ---
 
     async def provide(self, cid: str) -> bool:
-        """Put a provider record for ``cid`` on the DHT; False if no DHT server took it."""
-        _check_cid(cid)
+        """Put a provider record for ``cid`` on the DHT; False if no DHT server took it.
+
+        The record goes where :meth:`find_providers` looks first: our own store, the
+        bootstrap peers and the closest connected peers of our routing table (one
+        ADD_PROVIDER each). Only when none of them takes it does it run py-libp2p's provide,
+        whose iterative lookup queries, and dials, dozens of peers: a hundred nodes doing
+        that at once is what saturates an in-process network (``bench.idle_nodes``).
+        """
+        key = _check_cid(cid)
         with trio.move_on_after(self.config.query_timeout_s):
+            if await self._provide_nearby(key):
+                return True
             return bool(await self.dht.provide(cid))
         logger.info("providing %s timed out after %.0f s", cid, self.config.query_timeout_s)
         return False
 
+    async def _provide_nearby(self, key: bytes) -> bool:
+        store = self.dht.provider_store
+        me = self.host.get_id()
+        store.add_provider(key, PeerInfo(me, list(self.host.get_addrs())))
+        taken = 0
+
+        async def tell(peer_id: PeerID) -> None:
+            nonlocal taken
+            # A private helper of py-libp2p's ProviderStore: the one ADD_PROVIDER RPC.
+            if await store._send_add_provider(peer_id, key):
+                taken += 1
+
+        async with trio.open_nursery() as nursery:
+            for peer_id in self._nearby_connected(key):
+                nursery.start_soon(tell, peer_id)
+        return taken > 0
+
+    def _nearby_connected(self, key: bytes) -> list[PeerID]:
+        """The connected bootstrap peers, then the connected routing-table peers closest to
+        ``key``: the peers a provide and a lookup of ``key`` both reach in one round trip."""
+        nearby = [i.peer_id for i in self._bootstrap]
+        nearby += self.dht.routing_table.find_local_closest_peers(key, _NEARBY_PEERS)
+        connected = set(self.host.get_connected_peers())
+        me = self.host.get_id()
+        return [p for p in dict.fromkeys(nearby) if p in connected and p != me]
+
     async def find_providers(self, cid: str, limit: int = 20) -> list[PeerInfo]:
         """Providers of ``cid``: our record store, then the network; ourselves excluded.
 
-        The network part asks the bootstrap peers and the closest peers of our routing table
-        directly (one GET_PROVIDERS each); only when they know no provider does it run the
-        full iterative Kademlia lookup, which costs dozens of queries.
+        The network part asks the connected bootstrap peers (one GET_PROVIDERS each), which
+        every :meth:`provide` tells; only when they know no provider, the closest connected
+        peers of our routing table, which a provide tells too; and only when those know none
+        either, the full iterative Kademlia lookup, which costs dozens of queries and dials.
         """
         key = _check_cid(cid)
         me = self.host.get_id()
@@ -181,12 +224,13 @@ class Discovery:
 
         merge(self.dht.provider_store.get_providers(key))
         with trio.move_on_after(self.config.query_timeout_s):
-            nearby = [i.peer_id for i in self._bootstrap]
-            nearby += self.dht.routing_table.find_local_closest_peers(key, _NEARBY_PEERS)
-            connected = set(self.host.get_connected_peers())
-            remote = await self._ask_for_providers(
-                key, [p for p in dict.fromkeys(nearby) if p in connected]
-            )
+            nearby = self._nearby_connected(key)
+            bootstrap = {info.peer_id for info in self._bootstrap}
+            remote = await self._ask_for_providers(key, [p for p in nearby if p in bootstrap])
+            if not remote:
+                remote = await self._ask_for_providers(
+                    key, [p for p in nearby if p not in bootstrap]
+                )
             if not remote:
                 closest = await self.dht.peer_routing.find_closest_peers_network(key)
                 remote = await self._ask_for_providers(key, closest)
@@ -327,7 +371,9 @@ class Discovery:
                 config.advertise_interval_s if advertised else state.lookup_pause
             )
         under_target = len(self.connected_namespace_peers(namespace)) < config.target_peers
-        if now >= state.lookup_at:
+        # At target, a lookup only refreshes the list of members to reconnect to.
+        pause = state.lookup_pause if under_target else config.advertise_interval_s
+        if now >= state.looked_up_at + pause:
             found = await self.find_providers(state.cid, limit=_NAMESPACE_LOOKUP_LIMIT)
             new = [info for info in found if info.peer_id not in state.peers]
             state.peers.update((info.peer_id, info) for info in found)
@@ -336,14 +382,18 @@ class Discovery:
                 state.lookup_pause = config.lookup_interval_s
             else:
                 state.lookup_pause = min(state.lookup_pause * 2, config.max_lookup_interval_s)
-            pause = state.lookup_pause if under_target else config.max_lookup_interval_s
-            state.lookup_at = trio.current_time() + pause
+            state.looked_up_at = trio.current_time()
         connected = self.connected_namespace_peers(namespace)
-        for info in list(state.peers.values()):
+        for info in sorted(state.peers.values(), key=self._dial_order):
             if len(connected) >= config.target_peers:
                 break
             if info.peer_id not in connected and await self._connect_with_backoff(info):
                 connected.add(info.peer_id)
+
+    def _dial_order(self, info: PeerInfo) -> bytes:
+        # An order of its own for every node: in the order found, every node would dial the
+        # namespace's first members, each of which would then hold a connection to everyone.
+        return hashlib.sha256(self.host.get_id().to_bytes() + info.peer_id.to_bytes()).digest()
 
     async def run_maintenance(self) -> None:
         """Keep bootstrap connections, the routing table and namespace peers healthy; forever."""
@@ -382,6 +432,10 @@ class _WakeOnConnectionChange(INotifee):
 
     async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
         return None
+
+
+async def _no_refresh() -> None:
+    return None
 
 
 def _check_cid(cid: str) -> bytes:
