@@ -23,7 +23,7 @@ from pathlib import Path
 
 import trio
 
-from node.discovery import DiscoveryConfig, open_discovery, task_namespace
+from node.discovery import BOOTSTRAP_DISCOVERY, DiscoveryConfig, open_discovery, task_namespace
 from node.gossip import GossipConfig, open_pubsub
 from node.host import HostConfig, host_multiaddrs, open_host
 
@@ -35,7 +35,7 @@ async def measure(size: int, warmup: float, window: float, keys: Path) -> tuple[
     async with AsyncExitStack() as stack:
         start_wall, start_cpu = time.monotonic(), time.process_time()
         boot = await stack.enter_async_context(open_host(HostConfig(key_path=keys / "boot.key")))
-        await stack.enter_async_context(open_discovery(boot, DiscoveryConfig(dht_server=True)))
+        await stack.enter_async_context(open_discovery(boot, BOOTSTRAP_DISCOVERY))
         address = host_multiaddrs(boot)[0]
         for index in range(size):
             host = await stack.enter_async_context(

@@ -15,7 +15,7 @@ from typing import TextIO
 import trio
 
 from bootstrap.config import BootstrapConfig
-from node.discovery import DiscoveryConfig, open_discovery
+from node.discovery import BOOTSTRAP_DISCOVERY, open_discovery
 from node.host import host_multiaddrs, open_host
 
 __all__ = ["run_bootstrap"]
@@ -31,7 +31,7 @@ async def run_bootstrap(
     """Run until SIGINT/SIGTERM (or ``stop`` is set), printing our full multiaddrs first."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_host(config.host) as host:
-            async with open_discovery(host, DiscoveryConfig(dht_server=True)):
+            async with open_discovery(host, BOOTSTRAP_DISCOVERY):
                 for addr in host_multiaddrs(host):
                     print(addr, file=out, flush=True)
                 logger.info("bootstrap peer %s running", host.get_id())

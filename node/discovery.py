@@ -42,6 +42,7 @@ from protocol.errors import CIDError
 from protocol.messages import topic_name
 
 __all__ = [
+    "BOOTSTRAP_DISCOVERY",
     "Discovery",
     "DiscoveryConfig",
     "open_discovery",
@@ -83,6 +84,10 @@ class DiscoveryConfig:
     """Re-put our rendezvous records this often (a restarted DHT server forgets them)."""
     query_timeout_s: float = 10.0
     """Bound on one DHT lookup or one dial."""
+    inbound_dht_streams: int = 12
+    """DHT requests answered at once; more are reset (py-libp2p's cap, which keeps a flood
+    from taking the event loop). A bootstrap peer answers every node's rendezvous and
+    provider lookups, and a task's nodes all ask at a round's start: it needs more."""
     routing_refresh: bool = False
     """py-libp2p's routing-table refresh: iterative lookups of our own ID and of a random key
     per k-bucket at start and every 10 minutes (its random walk too, when on). Rendezvous and
@@ -93,6 +98,10 @@ class DiscoveryConfig:
     def __post_init__(self) -> None:
         for addr in self.bootstrap_addrs:
             parse_peer_multiaddr(addr)
+        if self.inbound_dht_streams < 1:
+            raise HostConfigError(
+                f"inbound_dht_streams must be >= 1, got {self.inbound_dht_streams}"
+            )
         if self.target_peers < 1:
             raise HostConfigError(f"target_peers must be >= 1, got {self.target_peers}")
         for name in (
@@ -107,6 +116,10 @@ class DiscoveryConfig:
                 raise HostConfigError(f"{name} must be a positive number, got {value}")
         if self.max_lookup_interval_s < self.lookup_interval_s:
             raise HostConfigError("max_lookup_interval_s must be >= lookup_interval_s")
+
+
+BOOTSTRAP_DISCOVERY = DiscoveryConfig(dht_server=True, inbound_dht_streams=256)
+"""A bootstrap peer's discovery: a DHT server that answers a whole task's lookups at once."""
 
 
 @dataclass
@@ -132,6 +145,8 @@ class Discovery:
             DHTMode.SERVER if config.dht_server else DHTMode.CLIENT,
             enable_random_walk=config.routing_refresh,
         )
+        # py-libp2p's handle_stream resets a request when this limiter has no token left
+        self.dht._inbound_limiter = trio.CapacityLimiter(config.inbound_dht_streams)
         if not config.routing_refresh:
             self.dht.refresh_routing_table = _no_refresh  # type: ignore[method-assign]
         self._bootstrap = [parse_peer_multiaddr(a) for a in config.bootstrap_addrs]
@@ -158,6 +173,12 @@ class Discovery:
     def connected_namespace_peers(self, namespace: str) -> set[PeerID]:
         connected = set(self.host.get_connected_peers())
         return self.namespace_peers(namespace) & connected
+
+    def connectivity(self) -> tuple[set[PeerID], int]:
+        """(the connected peers, how many of the bootstrap peers are among them): what a
+        failed lookup's message reports, since an isolated node finds nothing."""
+        connected = set(self.host.get_connected_peers())
+        return connected, sum(info.peer_id in connected for info in self._bootstrap)
 
     # --- content provider records ---
 

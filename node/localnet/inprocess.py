@@ -28,7 +28,7 @@ from node.chain import ChainClient, RoundResult, dev
 from node.chain.artifacts import load_artifact
 from node.config import NodeConfig, parse_config
 from node.datasets.builtin import shared_loads
-from node.discovery import DiscoveryConfig, open_discovery
+from node.discovery import BOOTSTRAP_DISCOVERY, open_discovery
 from node.host import HostConfig, host_multiaddrs, open_host
 from node.runtime.driver import NodeStatus
 from node.runtime.keys import write_chain_key
@@ -162,7 +162,7 @@ async def run_inprocess(
     # the workers read the same training split: once for all of them
     with shared_loads():
         async with open_host(HostConfig(key_path=workdir / "bootstrap.key")) as boot_host:
-            async with open_discovery(boot_host, DiscoveryConfig(dht_server=True)):
+            async with open_discovery(boot_host, BOOTSTRAP_DISCOVERY):
                 bootstrap = host_multiaddrs(boot_host)
                 configs: list[tuple[str, NodeConfig]] = []
                 plan = [("requester", "requester", 0)]

@@ -361,7 +361,13 @@ class TaskNetwork:
                     pin=True,
                 )
         except (BlockFetchError, BlockStoreError, ProtocolError, ValueError) as problem:
-            self.log.warning("fetching %s failed: %s", action.cid, problem)
+            connected, bootstrap = self.discovery.connectivity()
+            self.log.warning(
+                "fetching %s failed: %s (connected to %d peers, %d of them task members, "
+                "%d of %d bootstrap peers)", action.cid, problem, len(connected),
+                len(connected & self.peers.keys()), bootstrap,
+                len(self.discovery.config.bootstrap_addrs),
+            )
             return ev.FetchFailed(action.cid, str(problem))
         self.log.debug("fetched %s in %.1f s", action.cid, time.monotonic() - started)
         return ev.BlobFetched(action.cid)

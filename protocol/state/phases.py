@@ -79,6 +79,10 @@ from protocol.state.records import (
 MAX_CIDS_PER_WORKER = 4  # announcements kept per worker before its commitment is seen
 MAX_EARLY_ANNOUNCEMENTS = MAX_WORKERS  # kept for a round that has not opened yet
 MAX_FETCH_ATTEMPTS = 3  # a blob is given up after this many FetchFailed
+# A blob the node cannot take part without (the global model's, the validation set) is never
+# given up in a round: it is fetched again after a pause that doubles, in chain seconds.
+REQUIRED_FETCH_PAUSE = 10
+REQUIRED_FETCH_MAX_PAUSE = 120
 DEFAULT_AGGREGATOR = "fedavg"  # Task.Params' default rule, for a machine told no terms
 # Seconds of chain time a worker waits, after a round finalized, for the key releases of
 # accepted updates it cannot open yet; after that it averages the ones it can open.
@@ -199,6 +203,7 @@ class Session:
     refused: set[bytes] = field(default_factory=set)  # tasks whose terms we cannot meet
     saving_final_model: bool = False
     stopping: bool = False
+    fetch_again_at: dict[str, int] = field(default_factory=dict)  # required blob -> chain time
 
 
 def tx_key(kind: TxKind, round: int) -> str:
@@ -418,8 +423,20 @@ class RoundMachine(Generic[LocalState]):
         except ProtocolError:
             return None
 
+    def _required_blobs(self) -> set[str]:
+        """What the node cannot take part in a round without: the global model's blobs and
+        the validation set."""
+        view = self.view
+        required = {*(view.global_model.blob_cids if view.global_model else ())}
+        return required | ({view.validation_cid} if view.validation_cid else set())
+
     def _given_up(self, cid: str) -> bool:
+        if cid in self._required_blobs():
+            return False
         return self.view.fetch_failures.get(cid, 0) >= MAX_FETCH_ATTEMPTS
+
+    def _fetch_paused(self, cid: str) -> bool:
+        return self.now < self.session.fetch_again_at.get(cid, 0)
 
     def _resolved(self, cid: str) -> bool:
         return cid in self.view.have or self._given_up(cid)
@@ -524,8 +541,7 @@ def _round_opened(m: RoundMachine, e: RoundOpened) -> list[Action]:
     view.fetching &= keep
     # what a node needs to take part (the global model's blobs, the validation set) is
     # tried again in each round: given up for good, the node would sit out every later one
-    required = {*(view.global_model.blob_cids if view.global_model else ())}
-    required |= {view.validation_cid} if view.validation_cid else set()
+    required = m._required_blobs()
     view.fetch_failures = {
         c: n for c, n in view.fetch_failures.items() if c in keep and c not in required
     }
@@ -658,7 +674,12 @@ def _fetch_failed(m: RoundMachine, e: FetchFailed) -> list[Action]:
     if e.cid not in view.fetching:
         return []
     view.fetching.discard(e.cid)
-    view.fetch_failures[e.cid] = view.fetch_failures.get(e.cid, 0) + 1
+    failures = view.fetch_failures[e.cid] = view.fetch_failures.get(e.cid, 0) + 1
+    if e.cid in m._required_blobs():
+        pause = min(REQUIRED_FETCH_PAUSE * 2 ** (failures - 1), REQUIRED_FETCH_MAX_PAUSE)
+        m.session.fetch_again_at[e.cid] = m.now + pause
+        return [Log("warning", f"fetching {e.cid} failed {failures} times; needed to take "
+                    f"part, it is fetched again in {pause} s")]
     if m._given_up(e.cid):
         return [Log("warning", f"giving up on blob {e.cid}: {e.reason}")]
     return []
@@ -783,7 +804,12 @@ def fetch_wanted_blobs(m: RoundMachine) -> list[Action]:
             wanted[update.cid] = (update.worker, *view.aggregation.helpers)
     actions: list[Action] = []
     for cid, providers in wanted.items():
-        if cid not in view.have and cid not in view.fetching and not m._given_up(cid):
+        if (
+            cid not in view.have
+            and cid not in view.fetching
+            and not m._given_up(cid)
+            and not m._fetch_paused(cid)
+        ):
             view.fetching.add(cid)
             kind = BlobKind.VALIDATION_SET if cid == view.validation_cid else BlobKind.MODEL
             actions.append(Fetch(cid, providers, kind))

@@ -35,7 +35,12 @@ from protocol.state.events import (
     TxFailed,
 )
 from protocol.state.persist import from_dict, to_dict
-from protocol.state.phases import KEY_RELEASE_GRACE, MAX_FETCH_ATTEMPTS
+from protocol.state.phases import (
+    KEY_RELEASE_GRACE,
+    MAX_FETCH_ATTEMPTS,
+    REQUIRED_FETCH_MAX_PAUSE,
+    REQUIRED_FETCH_PAUSE,
+)
 from protocol.state.records import Job
 
 from .helpers import (
@@ -401,13 +406,22 @@ def test_workers_per_round_survives_a_restart() -> None:
     assert not only(restored.handle(Restarted()), StartTraining)
 
 
-def test_an_initial_model_given_up_in_one_round_is_fetched_again_in_the_next() -> None:
+def test_an_initial_model_that_fails_is_fetched_again_after_doubling_pauses() -> None:
     worker = WorkerMachine(ME, TASK)
-    fetches = only(feed(worker, started(), opened(1)), Fetch)
-    for _ in range(MAX_FETCH_ATTEMPTS):
-        fetches += only(worker.handle(FetchFailed(INITIAL_CID, "requester busy")), Fetch)
-    assert [f.cid for f in fetches] == [INITIAL_CID] * MAX_FETCH_ATTEMPTS  # given up
-    feed(worker, RoundFinalized(1, ()))
-    actions = worker.handle(opened(2))
-    assert only(actions, Fetch) == [Fetch(INITIAL_CID, (REQUESTER,))]
+    assert only(feed(worker, started(), opened(1)), Fetch) == [Fetch(INITIAL_CID, (REQUESTER,))]
+    start = worker.now
+    pauses = []
+    for failure in range(1, MAX_FETCH_ATTEMPTS + 3):  # never given up: it is needed to train
+        actions = worker.handle(FetchFailed(INITIAL_CID, "requester busy"))
+        assert not only(actions, Fetch)
+        assert any(f"failed {failure} times" in text for text in logs(actions, "warning"))
+        again_at = worker.session.fetch_again_at[INITIAL_CID]
+        pauses.append(again_at - worker.now)
+        assert not only(worker.handle(Tick(again_at - 1)), Fetch)  # still pausing
+        assert only(worker.handle(Tick(again_at)), Fetch) == [Fetch(INITIAL_CID, (REQUESTER,))]
+    assert pauses == [
+        min(REQUIRED_FETCH_PAUSE * 2**n, REQUIRED_FETCH_MAX_PAUSE) for n in range(len(pauses))
+    ]
+    assert worker.now > start
     assert only(worker.handle(BlobFetched(INITIAL_CID)), StartTraining)
+
