@@ -212,13 +212,17 @@ class Discovery:
                 taken += 1
 
         async with trio.open_nursery() as nursery:
-            for peer_id in self._nearby_connected(key):
+            for peer_id in await self._nearby_connected(key):
                 nursery.start_soon(tell, peer_id)
         return taken > 0
 
-    def _nearby_connected(self, key: bytes) -> list[PeerID]:
+    async def _nearby_connected(self, key: bytes) -> list[PeerID]:
         """The connected bootstrap peers, then the connected routing-table peers closest to
-        ``key``: the peers a provide and a lookup of ``key`` both reach in one round trip."""
+        ``key``: the peers a provide and a lookup of ``key`` both reach in one round trip.
+        With no bootstrap peer connected yet (a node's first seconds), it dials them first:
+        a record put nowhere is lost, since a blob's provide is not repeated."""
+        if self._bootstrap and not self.connectivity()[1]:
+            await self.connect_bootstrap()
         nearby = [i.peer_id for i in self._bootstrap]
         nearby += self.dht.routing_table.find_local_closest_peers(key, _NEARBY_PEERS)
         connected = set(self.host.get_connected_peers())
@@ -245,7 +249,7 @@ class Discovery:
 
         merge(self.dht.provider_store.get_providers(key))
         with trio.move_on_after(self.config.query_timeout_s):
-            nearby = self._nearby_connected(key)
+            nearby = await self._nearby_connected(key)
             bootstrap = {info.peer_id for info in self._bootstrap}
             remote = await self._ask_for_providers(key, [p for p in nearby if p in bootstrap])
             if not remote:
@@ -259,13 +263,18 @@ class Discovery:
         return [_with_known_addrs(self.host, info) for info in found.values()][:limit]
 
     async def locate(self, peer: PeerID) -> PeerInfo | None:
-        """Addresses of ``peer`` from the peerstore, else a DHT peer lookup (the routing table,
-        then the network); None if nobody answers within the query timeout. A peer named
-        by a task's chain or gossip may be one we never connected to: with ``target_peers``
-        connections out of many members, most of them are."""
+        """Addresses of ``peer`` from the peerstore or the rendezvous records of our
+        namespaces (each carries the addresses its member advertised), else a DHT peer lookup
+        (the routing table, then the network); None if nobody answers within the query
+        timeout. A peer named by a task's chain or gossip may be one we never connected to:
+        with ``target_peers`` connections out of many members, most of them are."""
         known = _with_known_addrs(self.host, PeerInfo(peer, []))
         if known.addrs:
             return known
+        for state in self._namespaces.values():
+            member = state.peers.get(peer)
+            if member is not None and member.addrs:
+                return member
         with trio.move_on_after(self.config.query_timeout_s):
             known = await self._ask_bootstrap_for(peer)
             if known.addrs:

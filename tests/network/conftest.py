@@ -13,7 +13,7 @@ import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 
-from node.discovery import Discovery, DiscoveryConfig, open_discovery
+from node.discovery import BOOTSTRAP_DISCOVERY, Discovery, DiscoveryConfig, open_discovery
 from node.gossip import GossipConfig, GossipNode, open_pubsub
 from node.host import HostConfig, host_multiaddrs, open_host
 
@@ -72,11 +72,9 @@ class Network:
             host.set_stream_handler(ECHO_PROTOCOL, echo_handler)
         return host
 
-    async def bootstrap(self) -> tuple[Peer, str]:
+    async def bootstrap(self, config: DiscoveryConfig = BOOTSTRAP_DISCOVERY) -> tuple[Peer, str]:
         host = await self.host()
-        discovery = await self.stack.enter_async_context(
-            open_discovery(host, DiscoveryConfig(dht_server=True))
-        )
+        discovery = await self.stack.enter_async_context(open_discovery(host, config))
         return Peer(host, discovery), host_multiaddrs(host)[0]
 
     async def peer(
