@@ -150,3 +150,12 @@ def test_verify_block_random_binary_cid_only_raises_cid_error(raw: bytes) -> Non
         verify_block(raw, b"x")
     except CIDError:
         pass
+
+
+def test_parsed_cids_are_remembered_and_refusals_are_not() -> None:
+    text = cid_of(b"named by every gossip message of a round")
+    assert parse_cid(text) is parse_cid(text)  # the second parse is the cache's
+    identity = str(CID("base32", 1, "raw", multihash.wrap(b"x", "identity")))
+    for _ in range(2):  # refused every time: a failure is never cached as a CID
+        with pytest.raises(CIDError, match="sha2-256"):
+            parse_cid(identity)
