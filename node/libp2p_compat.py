@@ -18,6 +18,7 @@ libp2p upgrade means reviewing this module against the new sources.
 | :func:`message_seen` | pubsub/pubsub.py:Pubsub._is_msg_seen | private; parked messages need it |
 | :class:`BackingOffGossipSub` | pubsub/gossipsub.py:GossipSub.mesh_heartbeat, handle_graft, emit_prune | a peer it pruned could be grafted again at once, and the peer's GRAFT-flood check graylists us for it |
 | :func:`install_record_cache` | peer/envelope.py:consume_envelope, imported by name into pubsub/utils.py, pubsub/gossipsub.py, kad_dht/utils.py, identity/update.py | every RPC a peer sends carries the same signed peer record, and its signature was checked again on each one: with a hundred nodes in one process, a large share of a core |
+| :class:`WindowWaitingYamuxStream` | stream_muxer/yamux/yamux.py:YamuxStream.write; module global ``YamuxStream`` | a write to a shut window polled every 10 ms; many slow readers made those timers most of an event loop's work |
 | :class:`ReadingYamux`, :func:`install_yamux_patch` | stream_muxer/yamux/yamux.py:Yamux.handle_incoming; stream_muxer/muxer_multistream.py: module global ``Yamux`` | its read loop answers SYNs and PINGs inline under the write lock a data write holds on a full socket; two peers sending each other data at once wedge until a 60 s timeout |
 """
 
@@ -46,7 +47,9 @@ from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.stream_muxer import muxer_multistream as upstream_muxer_multistream
-from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.stream_muxer.exceptions import MuxedStreamError
+from libp2p.stream_muxer.yamux import yamux as upstream_yamux
+from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
 
 __all__ = [
     "MAX_PENDING_CONTROL_FRAMES",
@@ -63,6 +66,7 @@ __all__ = [
     "install_pubsub_patches",
     "install_record_cache",
     "install_yamux_patch",
+    "WindowWaitingYamuxStream",
     "message_seen",
     "verify_message_signature",
 ]
@@ -298,11 +302,58 @@ class ReadingYamux(Yamux):
             self._pending_control -= 1
 
 
+ZERO_WINDOW_TIMEOUT_S = 5.0
+"""How long a write waits for the peer to open a shut send window (upstream's bound)."""
+
+
+class WindowWaitingYamuxStream(YamuxStream):
+    """A yamux stream whose writer sleeps until the peer opens its send window.
+
+    Upstream ``YamuxStream.write`` polls a shut window every 10 ms for up to 5 s. Every
+    poll is a timer, and a peer that reads slowly (a loaded event loop) shuts windows on
+    many streams at once: at a hundred nodes in one process the loop then spent ~50% of its
+    time expiring those timers, which slowed every reader further. Here a write sends at
+    most what the window allows and, when it is shut, waits on an event that the window
+    update sets, with the same 5 s bound.
+    """
+
+    _window_opened: trio.Event | None = None
+
+    @property
+    def send_window(self) -> int:
+        return self._send_window
+
+    @send_window.setter
+    def send_window(self, value: int) -> None:
+        self._send_window = value
+        if value > 0 and self._window_opened is not None:
+            self._window_opened.set()
+
+    async def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        sent = 0
+        while sent < len(view):
+            if self.send_window <= 0 and not self.closed and not self.send_closed:
+                self._window_opened = trio.Event()
+                with trio.move_on_after(ZERO_WINDOW_TIMEOUT_S):
+                    await self._window_opened.wait()
+                if self.send_window <= 0 and not self.closed and not self.send_closed:
+                    raise MuxedStreamError(
+                        f"Timed out waiting for window update after {ZERO_WINDOW_TIMEOUT_S:g} s."
+                    )
+            # at most what the window allows, so upstream's write never polls (another
+            # writer of this stream may still take the window first; then it does)
+            size = min(len(view) - sent, max(self.send_window, 1))
+            await super().write(bytes(view[sent : sent + size]))
+            sent += size
+
+
 def install_yamux_patch() -> None:
-    """Have every yamux connection of this process be a :class:`ReadingYamux` (idempotent):
-    MuxerMultistream.new_conn builds ``Yamux`` by its module-global name whatever class
-    ``muxer_opt`` names."""
+    """Have every yamux connection of this process be a :class:`ReadingYamux` and every
+    stream a :class:`WindowWaitingYamuxStream` (idempotent): MuxerMultistream.new_conn builds
+    ``Yamux``, and Yamux its streams, by their module-global names."""
     upstream_muxer_multistream.Yamux = ReadingYamux  # type: ignore[misc]
+    upstream_yamux.YamuxStream = WindowWaitingYamuxStream  # type: ignore[misc]
 
 
 # --- pubsub: faults reported by the patched module globals ---------------------------------------
