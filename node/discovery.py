@@ -414,11 +414,24 @@ class Discovery:
                 state.lookup_pause = min(state.lookup_pause * 2, config.max_lookup_interval_s)
             state.looked_up_at = trio.current_time()
         connected = self.connected_namespace_peers(namespace)
-        for info in sorted(state.peers.values(), key=self._dial_order):
-            if len(connected) >= config.target_peers:
-                break
-            if info.peer_id not in connected and await self._connect_with_backoff(info):
-                connected.add(info.peer_id)
+        candidates = [
+            info
+            for info in sorted(state.peers.values(), key=self._dial_order)
+            if info.peer_id not in connected
+        ]
+        # the missing connections' worth of dials at once: one after another, a few
+        # unreachable members (10 s each) kept a new node alone with its bootstrap for minutes
+        while candidates and len(connected) < config.target_peers:
+            batch = candidates[: config.target_peers - len(connected)]
+            del candidates[: len(batch)]
+
+            async def dial(info: PeerInfo) -> None:
+                if await self._connect_with_backoff(info):
+                    connected.add(info.peer_id)
+
+            async with trio.open_nursery() as dials:
+                for info in batch:
+                    dials.start_soon(dial, info)
 
     def _dial_order(self, info: PeerInfo) -> bytes:
         # An order of its own for every node: in the order found, every node would dial the
