@@ -391,15 +391,48 @@ def _qualities(
 ) -> dict[int, int]:
     """The sign agreement of each `scored` delta with the coordinate-wise median of the
     references other than itself."""
-    whole = coordinate_median([deltas[j] for j in references]) if references else None
+    if not references:
+        return {i: 0 for i in scored}
+    ordered, ranks = _ordered_with_ranks([deltas[j] for j in references])
+    count = len(references)
+    whole = _middle(ordered, count, None)
     result = {}
     for i in scored:
         if i not in references:
-            result[i] = 0 if whole is None else sign_agreement(deltas[i], whole)
-            continue
-        others = [deltas[j] for j in references if j != i]
-        result[i] = sign_agreement(deltas[i], coordinate_median(others)) if others else 0
+            result[i] = sign_agreement(deltas[i], whole)
+        elif count == 1:
+            result[i] = 0
+        else:
+            others = _middle(ordered, count, ranks[references.index(i)])
+            result[i] = sign_agreement(deltas[i], others)
     return result
+
+
+def _ordered_with_ranks(deltas: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The deltas sorted coordinate by coordinate, and each delta's rank in that order.
+    One sort serves every leave-one-out median: with delta k left out, the order
+    statistics of the rest are those of all, shifted past k's rank."""
+    ordered, order = torch.stack([d.to(torch.float32) for d in deltas]).sort(dim=0)
+    count = len(deltas)
+    rank_type = torch.int8 if count <= 127 else torch.int32  # a quarter of int64's memory
+    positions = torch.arange(count, dtype=rank_type).unsqueeze(1).expand_as(order)
+    ranks = torch.empty(order.shape, dtype=rank_type).scatter_(0, order, positions)
+    return ordered, ranks
+
+
+def _middle(ordered: torch.Tensor, count: int, left_out: torch.Tensor | None) -> torch.Tensor:
+    """`coordinate_median` of the sorted deltas, less the one whose ranks are `left_out`:
+    the same order statistics, so the same numbers bit for bit."""
+    remaining = count - (left_out is not None)
+
+    def statistic(position: int) -> torch.Tensor:
+        if left_out is None:
+            return ordered[position]
+        return torch.where(left_out > position, ordered[position], ordered[position + 1])
+
+    if remaining % 2:
+        return statistic(remaining // 2)
+    return (statistic(remaining // 2 - 1) + statistic(remaining // 2)) / 2
 
 
 def agreeing(deltas: Mapping[int, torch.Tensor], candidates: Sequence[int], bound: int) -> list[int]:

@@ -330,11 +330,14 @@ def judge_round(
     log: logging.LoggerAdapter[logging.Logger],
     ahead: MeasuredAhead | None = None,
     readers: Sequence[bytes] | None = None,
+    measured_models: learning.MeasuredModels | None = None,
 ) -> RoundJudgement:
     """A validator's evaluation of a round: the address check (`unreadable_updates`,
     against `readers`), the copy check, then every update measured
     (`learning.evaluate_round`); each update is opened once and kept for the round's
-    global model. `ahead`: the round's updates opened and measured already."""
+    global model. `ahead`: the round's updates opened and measured already;
+    `measured_models`: models measured on this validation set (the WORK policy's base and
+    aggregate), kept from round to round."""
     book.keep_opened(ahead.opened if ahead is not None else None)
     with torch.no_grad():  # measuring only: no autograd graph for the forward passes
         with timing.span(log, "base", action.round):
@@ -359,6 +362,7 @@ def judge_round(
             evaluation = learning.evaluate_round(
                 book, action.workers, candidates, base, validation, qualification_threshold,
                 reward_policy, measured_ahead=ahead.metrics if ahead is not None else None,
+                measured_models=measured_models,
             )
     return RoundJudgement(
         **{f.name: getattr(evaluation, f.name) for f in dataclasses.fields(evaluation)},
@@ -427,6 +431,7 @@ class LearningJobs:
         self.shard: Dataset | None = None
         self.validation: Dataset | None = None
         self.measured_ahead = MeasuredAhead()
+        self.measured_models = learning.MeasuredModels()
 
     async def follow(self, task: bytes, terms: TaskTerms) -> str | None:
         address = checksum(task)
@@ -674,7 +679,7 @@ class LearningJobs:
         readers = await self.recipients()
         result = await trio.to_thread.run_sync(
             judge_round, book, action, validation, params.qualification_threshold,
-            params.reward_policy, self.log, ahead, readers,
+            params.reward_policy, self.log, ahead, readers, self.measured_models,
         )
         self.measured_ahead = MeasuredAhead(action.round, evaluating=True)  # the book keeps them
         if params.reward_policy != RewardPolicy.WORK:  # its accuracy: of the accepted
@@ -735,9 +740,9 @@ class LearningJobs:
             validation = await self._validation_set(action.measure_on)
             images, labels = learning.to_tensors(validation)
 
-            @torch.no_grad()
             def accuracy() -> float:
-                return learning.evaluate(book.module(state), images, labels).accuracy
+                # the aggregate our evaluation measured, when the chain accepted what we did
+                return self.measured_models.measure(book, state, images, labels).accuracy
 
             self.status.accuracy_by_round[action.round] = await in_thread(accuracy)
         self.log.info(

@@ -198,6 +198,42 @@ def state_digest(state: StateDict) -> str:
     return hashlib.sha256(encode_state_dict(state)).hexdigest()
 
 
+class MeasuredModels:
+    """`protocol.work.measure` of models on validation sets, by the bits of both: a
+    validator measures the aggregate of the updates it accepts, then the same model again
+    as the round's global model and as the next round's base; one forward pass serves the
+    three. Shared by the job threads."""
+
+    def __init__(self, keep: int = 4) -> None:
+        self._keep = keep
+        self._by_key: dict[tuple[str, str], paid_work.Measured] = {}
+        self._lock = threading.Lock()
+
+    def measure(
+        self, book: ModelBook, state: StateDict, images: torch.Tensor, labels: torch.Tensor
+    ) -> paid_work.Measured:
+        key = (state_digest(state), _data_digest(images, labels))
+        with self._lock:
+            known = self._by_key.get(key)
+        if known is not None:
+            return known
+        with torch.no_grad():
+            measured = paid_work.measure(book.module(state), images, labels)
+        with self._lock:
+            self._by_key[key] = measured
+            for stale in list(self._by_key)[: -self._keep]:
+                del self._by_key[stale]
+        return measured
+
+
+def _data_digest(images: torch.Tensor, labels: torch.Tensor) -> str:
+    digest = hashlib.sha256()
+    for tensor in (images, labels):
+        digest.update(str((tensor.dtype, tuple(tensor.shape))).encode())
+        digest.update(tensor.detach().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def initial_model_blob(arch: str, seed: int) -> bytes:
     return encode_state_dict(build_model(arch, seed=seed).state_dict())
 
@@ -260,13 +296,15 @@ def evaluate_round(
     qualification_threshold: int,
     reward_policy: RewardPolicy = RewardPolicy.CONTRIBUTION,
     measured_ahead: Mapping[str, Metrics | paid_work.Measured] | None = None,
+    measured_models: MeasuredModels | None = None,
 ) -> Evaluation:
     """Measure every worker's update on the validation set and the aggregate of the
     qualified ones under the task's rule (``book.rule``); under the WORK policy also each
     update's improvement over `base` (`protocol.work`), otherwise the leave-one-out losses
     of the qualified ones. The verdict itself is `protocol.verdict`'s or `protocol.work`'s.
     `measured_ahead`: updates (by CID) measured on this validation set already, as here
-    (`paid_work.measure` under the WORK policy, else `evaluate`)."""
+    (`paid_work.measure` under the WORK policy, else `evaluate`); `measured_models`: where
+    the WORK policy finds and keeps its measures of the base and of the aggregate."""
     images, labels = to_tensors(validation)
     by_worker = {u.worker: u for u in candidates}
     accuracies: list[float | None] = []
@@ -299,7 +337,7 @@ def evaluate_round(
         counts = [by_worker[w].n_samples if w in by_worker else 0 for w in workers]
         return _judge_work(
             book, workers, counts, states, accuracies, by_class, base, validation,
-            qualification_threshold,
+            qualification_threshold, measured_models or MeasuredModels(),
         )  # fmt: skip
     rule = book.rule
     qualified = verdicts.qualified_indices(accuracies, qualification_threshold)
@@ -342,6 +380,7 @@ def _judge_work(
     base: StateDict,
     validation: Dataset,
     qualification_threshold: int,
+    measured_models: MeasuredModels,
 ) -> Evaluation:
     """The WORK policy's verdict (`protocol.work.judge`): each usable update's delta from
     `base`, its validation gains (a step of it, measured only when `judge` asks: a round
@@ -349,7 +388,7 @@ def _judge_work(
     and the previous round's global step; the accuracy of the aggregate of those that
     show work."""
     images, labels = to_tensors(validation)
-    at_base = paid_work.measure(book.module(base), images, labels)
+    at_base = measured_models.measure(book, base, images, labels)
     base_loss = at_base.loss
 
     def gain(index: int) -> int | None:
@@ -381,7 +420,7 @@ def _judge_work(
     result = book.rule([states[i] for i in working], [counts[i] for i in working]) if working else base
     verdict = paid_work.work_verdict(
         workers, accuracies, judgements, qualification_threshold,
-        evaluate(book.module(result), images, labels).accuracy,
+        measured_models.measure(book, result, images, labels).accuracy,
     )  # fmt: skip
     return Evaluation.of(verdict, accuracies)
 

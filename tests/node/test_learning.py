@@ -248,3 +248,47 @@ def test_keeping_freed_memory_changes_no_measured_bit() -> None:
     )  # fmt: skip
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.split() == ["True", "True"]
+
+
+def test_a_model_is_measured_once_for_the_same_bits_and_data(
+    book: learning.ModelBook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A validator measures its accepted aggregate, then the same model as the round's
+    global model and as the next round's base: one forward pass. A model or a set that
+    differs in one bit is measured anew, and every answer is what a fresh measure gives."""
+    from protocol import work as paid_work
+
+    passes: list[int] = []
+    fresh = paid_work.measure
+
+    def counted(*args: object, **kwargs: object) -> paid_work.Measured:
+        passes.append(1)
+        return fresh(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(paid_work, "measure", counted)
+    generator = torch.Generator().manual_seed(5)
+    images = torch.rand(64, 1, 28, 28, generator=generator)
+    labels = torch.randint(0, 10, (64,), generator=generator)
+    state = build_model(ARCH, seed=1).state_dict()
+    measured = learning.MeasuredModels(keep=2)
+
+    first = measured.measure(book, state, images, labels)
+    copy = {name: tensor.clone() for name, tensor in state.items()}
+    assert measured.measure(book, copy, images, labels) == first and len(passes) == 1
+    with torch.no_grad():
+        assert first == fresh(book.module(state), images, labels)
+
+    nudged = {name: tensor.clone() for name, tensor in state.items()}
+    name = next(iter(nudged))
+    flat = nudged[name].view(-1).view(torch.int32)
+    flat[0] ^= 1  # the last bit of one weight
+    measured.measure(book, nudged, images, labels)
+    other_labels = labels.clone()
+    other_labels[0] = (other_labels[0] + 1) % 10
+    again = measured.measure(book, state, images, other_labels)
+    assert len(passes) == 3
+    with torch.no_grad():
+        assert again == fresh(book.module(state), images, other_labels)
+    # two kept: the first one has gone
+    measured.measure(book, state, images, labels)
+    assert len(passes) == 4

@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from protocol.errors import ProtocolError
 from protocol.fixedpoint import SCALE
@@ -29,6 +31,7 @@ from protocol.work import (
     STEP,
     UNUSABLE,
     Judgement,
+    _qualities,
     agreement_bound,
     coordinate_median,
     improvement,
@@ -173,6 +176,31 @@ def test_coordinate_median_is_the_middle_value_or_the_mean_of_the_two_middle_one
     assert torch.equal(coordinate_median(values[:2]), torch.tensor([2.0, 2.0]))
     with pytest.raises(ProtocolError):
         coordinate_median([])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.data(),
+    count=st.integers(1, 9),
+    size=st.integers(1, 40),
+    ties=st.booleans(),
+)
+def test_leave_one_out_agreement_is_that_of_each_median_taken_alone(
+    data: st.DataObject, count: int, size: int, ties: bool
+) -> None:
+    """Every validator must reveal the same numbers: the qualities, taken from one sort of
+    all the deltas, equal the sign agreement with each leave-one-out median computed on its
+    own, ties and signed zeros included."""
+    value = st.sampled_from([-1.0, -0.5, -0.0, 0.0, 0.5, 1.0]) if ties else st.floats(-4, 4, width=32)
+    deltas = {i: torch.tensor(data.draw(st.lists(value, min_size=size, max_size=size))) for i in range(count)}
+    references = sorted(data.draw(st.sets(st.integers(0, count - 1))))
+    whole = coordinate_median([deltas[j] for j in references]) if references else None
+    for i, quality in _qualities(deltas, references, list(deltas)).items():
+        others = [deltas[j] for j in references if j != i]
+        if i not in references:
+            assert quality == (0 if whole is None else sign_agreement(deltas[i], whole))
+        else:
+            assert quality == (sign_agreement(deltas[i], coordinate_median(others)) if others else 0)
 
 
 def test_the_agreement_bound_sits_above_noise_for_any_model_size() -> None:
