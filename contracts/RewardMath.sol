@@ -30,14 +30,17 @@ pragma solidity ^0.8.24;
 /// - a revealing member agrees iff, for every worker it judged, its verdict does not contradict
 ///   a majority verdict (ACCEPT on a rejected worker, REJECT on an accepted one) and, if the
 ///   member is complete and j's consensus score is checked, its score is within tolerance of
-///   it. An UNAVAILABLE verdict never disagrees, and an incomplete member is held to its
-///   verdicts only: its honest scores were measured against another set. So a worker that
-///   serves its update to some members only cannot get an honest member slashed, and a member
-///   that marks an update UNAVAILABLE to dodge the score check moves no score a complete
-///   member judged and is paid for one worker less. An unchecked score (no majority of the
-///   complete judges near the median: a lying minority lowering scores while a withholding
-///   worker made honest members incomplete) slashes nobody.
-///   Non-revealing or disagreeing members are slashed.
+///   it. An UNAVAILABLE verdict never disagrees. Non-revealing members and complete members
+///   that disagree are slashed. An incomplete member that disagrees is excused: unpaid, not
+///   slashed. Its honest scores were measured against another set, and so were its verdicts
+///   (WORK: agreement with the median of the updates it judged; an update near the bound
+///   flips with the view). So a worker that serves its update to some members only cannot
+///   get an honest member slashed. What that leaves open: a member that marks one update
+///   UNAVAILABLE can lie or guess the rest at no risk to its stake; it moves no score a
+///   complete member judged and no majority, and earns nothing when it is wrong and one
+///   worker less when it is right. An unchecked score (no majority of the complete judges
+///   near the median: a lying minority lowering scores while a withholding worker made
+///   honest members incomplete) slashes nobody.
 /// - worker pool W, policy CONTRIBUTION: accepted j gets W * max(median_j, 0) / S with
 ///   S = sum of max(median, 0) over accepted; S == 0 gives each accepted W / nAccepted.
 ///   Policy TOPK: accepted workers ranked by (median desc, submission index asc); with
@@ -131,14 +134,19 @@ library RewardMath {
         for (uint256 c = 0; c < nMembers; ++c) {
             if (members[c].revealed) ++out.reveals;
         }
+        // per member: it revealed a view other than the reference set's and disagrees
+        bool[] memory excused = new bool[](nMembers);
         if (out.reveals > 0) {
-            _consensus(policy.tolerance, members, out);
+            _consensus(policy.tolerance, members, out, excused);
         }
-        out.returnedToEscrow =
-            _payWorkers(policy, workerDepositLeft, claims, out) + _payValidators(policy, members, out);
+        out.returnedToEscrow = _payWorkers(policy, workerDepositLeft, claims, out)
+            + _payValidators(policy, members, excused, out);
     }
 
-    function _consensus(uint256 tolerance, Member[] memory members, Outcome memory out) private pure {
+    function _consensus(uint256 tolerance, Member[] memory members, Outcome memory out, bool[] memory excused)
+        private
+        pure
+    {
         bool[] memory referenceSet = _majorities(members, out);
         bool[] memory complete = _completeMembers(members, referenceSet);
         bool[] memory checked = _scores(tolerance, members, complete, referenceSet, out);
@@ -153,6 +161,7 @@ library RewardMath {
         for (uint256 c = 0; c < members.length; ++c) {
             if (members[c].revealed) {
                 (out.agreed[c], out.judged[c]) = _agrees(tolerance, members[c], complete[c], checked, out);
+                excused[c] = !complete[c] && !out.agreed[c];
             }
         }
     }
@@ -444,7 +453,7 @@ library RewardMath {
         }
     }
 
-    function _payValidators(Policy memory policy, Member[] memory members, Outcome memory out)
+    function _payValidators(Policy memory policy, Member[] memory members, bool[] memory excused, Outcome memory out)
         private
         pure
         returns (uint256 returned)
@@ -456,7 +465,7 @@ library RewardMath {
                 // Paid per worker judged: an all-UNAVAILABLE manifest, or a round without
                 // submissions, earns nothing.
                 totalWeight += out.judged[c];
-            } else {
+            } else if (!excused[c]) {
                 uint256 left = members[c].stakeLeft;
                 uint256 most = (members[c].stake * policy.slashFractionBps) / BPS;
                 uint256 s = left < most ? left : most;

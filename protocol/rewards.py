@@ -36,33 +36,31 @@ ignored when UNAVAILABLE.
   a majority verdict (ACCEPT on a rejected worker, REJECT on an accepted one) and, when the
   member is complete and the worker's consensus score is checked, its score is within
   ``tolerance`` of it. UNAVAILABLE never disagrees, so a validator that could not fetch what
-  others fetched is not slashed; an incomplete member is held to its verdicts only, since its
-  honest scores are measured against another set. So a worker that serves its update to some
-  members and withholds it from others (to make honest scores differ) gets no honest member
-  slashed: the reference set either includes its update (those that missed it are
-  incomplete) or not (those that fetched it are), and the complete ones agree. A member that
-  marks one update UNAVAILABLE to escape the score check makes itself incomplete: its scores
-  then move no consensus score that a complete member judged (every worker of the reference
-  set has complete judges as soon as one member is complete), its verdicts are still
-  checked, and it is paid for one worker less. Members that committed and did not reveal,
-  or disagree, are slashed ``min(stake_left, stake * bps // BPS)``, with ``stake`` the
-  member's own stake as it joined (``Policy.validator_slash``). The score consensus assumes
-  an honest majority among the complete judges of each worker. A minority that marks an
-  honest worker UNAVAILABLE to keep it unpaid fails whenever the honest members that
-  fetched it are a majority of the reveals, and forgoes its own pay for it.
-- What views leave open. An incomplete member keeps the pay of the workers it judged even
-  if it measured nothing (a lazy member that marks one update UNAVAILABLE and ACCEPTs the
-  rest, in a round where a majority accepts everyone): its verdicts are its only check.
+  others fetched is not slashed. Members that committed and did not reveal, and complete
+  members that disagree, are slashed ``min(stake_left, stake * bps // BPS)``, with ``stake``
+  the member's own stake as it joined (``Policy.validator_slash``). An incomplete member that
+  disagrees is **excused**: unpaid, not slashed. Its honest scores are measured against
+  another set, and so are its verdicts (WORK: an update's agreement with the median of the
+  updates judged; one near the bound flips with the view). So a worker that serves its
+  update to some members and withholds it from others gets no honest member slashed: the
+  reference set either includes its update (those that missed it are incomplete) or not
+  (those that fetched it are), and the complete ones agree. The score consensus assumes an
+  honest majority among the complete judges of each worker. A minority that marks an honest
+  worker UNAVAILABLE to keep it unpaid fails whenever the honest members that fetched it are
+  a majority of the reveals, and forgoes its own pay for it.
+- What views leave open. A member that marks one update UNAVAILABLE makes itself
+  incomplete, and then risks its pay, not its stake: a liar's or a lazy guesser's verdicts
+  and scores move no majority and no consensus score a complete member judged (every worker
+  of the reference set has complete judges as soon as one member is complete); it earns
+  nothing when a verdict is wrong and is paid for one worker less when it guessed right (a
+  lazy member that ACCEPTs everything, in a round where a majority accepts everyone).
   With no complete member at all (several workers each withholding from a different
   member) no score is checked and each consensus score is the lower median of all its
   judges, a median of different measures. A liar among the complete judges that lowers
   scores while a withholding worker made enough honest members incomplete (one honest of
   three) leaves no strict majority near the median: no score is checked, nobody is
   slashed, and the lower median takes the liar's lower scores, which moves the worker pool
-  towards the colluding worker (a raised score does not move a lower median). An honest
-  member's verdicts depend on its view too (an update near the WORK bound, or a round of
-  few updates): an incomplete honest member whose verdict contradicts the majority's is
-  slashed.
+  towards the colluding worker (a raised score does not move a lower median).
 - Worker pool W, CONTRIBUTION: accepted j gets ``W * max(median_j, 0) // S`` with S the sum of
   positive medians over accepted workers; ``S == 0`` → each accepted gets ``W // n_accepted``.
   TOPK: rank accepted by (median desc, submission index asc); ``k = min(top_k, n_accepted)``;
@@ -249,6 +247,7 @@ def settle_round(
     rejected = [False] * n_workers
     agreed = [False] * len(committee)
     judged = [0] * len(committee)
+    excused = [False] * len(committee)  # revealed an incomplete view, and disagrees
     consensus_accuracy = 0
     if reveals > 0:
         complete = complete_members(committee)
@@ -272,12 +271,13 @@ def settle_round(
                 agreed[c], judged[c] = _agrees(
                     policy.tolerance, member, complete[c], consensus, checked, accepted, rejected
                 )
+                excused[c] = not complete[c] and not agreed[c]
 
     worker_payouts, worker_slashes, returned_workers = _pay_workers(
         policy, worker_deposits_left, claims, consensus, accepted, rejected
     )
     validator_payouts, validator_slashes, returned_validators = _pay_validators(
-        policy, committee, agreed, judged
+        policy, committee, agreed, judged, excused
     )
     return Settlement(
         reveals=reveals,
@@ -399,11 +399,12 @@ def _pay_validators(
     committee: Sequence[CommitteeMember],
     agreed: Sequence[bool],
     judged: Sequence[int],
+    excused: Sequence[bool],
 ) -> tuple[list[int], list[int], int]:
     payouts = [0] * len(committee)
     slashes = [0] * len(committee)
     for c, member in enumerate(committee):
-        if not agreed[c]:
+        if not agreed[c] and not excused[c]:
             slashes[c] = min(member.stake_left, policy.validator_slash(member.own_stake))
     slashed = sum(slashes)
     weights = [judged[c] if agreed[c] else 0 for c in range(len(committee))]
