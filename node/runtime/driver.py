@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -392,6 +393,10 @@ async def start_driver(
     """Register, load or create the machine, and build its driver with the real effects;
     returns the driver and the event to start it with."""
     torch.set_num_threads(config.node.torch_threads)
+    if config.role == "worker":  # while it registers and waits for its task, not in round 1
+        threading.Thread(
+            target=learning.load_optimizer_code, name="fl-node-warm-up", daemon=True
+        ).start()
     log = NodeLog(logging.getLogger("fl_node.runtime"), {"name": status.name})
     client = chain.client
     await register(chain, keys, log)

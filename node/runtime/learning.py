@@ -241,6 +241,17 @@ def initial_model_blob(arch: str, seed: int) -> bytes:
 # --- jobs -------------------------------------------------------------------------------
 
 
+def load_optimizer_code() -> None:
+    """Import what torch.optim's first optimizer imports (torch._dynamo: ~1.4 CPU s and
+    ~70 MB; 4 s of a worker's first round when five workers paid it at once on two cores,
+    `bench.round_profile`) and its first step. Training's imports wait for it when it has
+    not finished."""
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=0.1)
+    parameter.grad = torch.zeros(1)
+    optimizer.step()
+
+
 def train_update(
     book: ModelBook,
     base: StateDict,

@@ -292,3 +292,28 @@ def test_a_model_is_measured_once_for_the_same_bits_and_data(
     # two kept: the first one has gone
     measured.measure(book, state, images, labels)
     assert len(passes) == 4
+
+
+WARMED_TRAINING_CHECK = """
+import sys
+import torch
+from node.runtime import learning
+from protocol.models import build_model
+from protocol.training import TrainConfig, train_local
+learning.load_optimizer_code()
+before = set(sys.modules)
+images, labels = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+train_local(build_model("mnist_2nn"), images, labels, TrainConfig(epochs=1, batch_size=4, lr=0.1))
+print(sorted(m for m in set(sys.modules) - before if m.split(".")[0] == "torch"))
+"""
+
+
+def test_the_warm_up_leaves_a_first_training_nothing_of_torch_to_import() -> None:
+    """A worker warms up while it waits for its task: in a fresh process, once
+    `load_optimizer_code` ran, a whole local training imports no torch module."""
+    ran = subprocess.run(
+        [sys.executable, "-c", WARMED_TRAINING_CHECK], cwd=REPO, capture_output=True,
+        text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "[]"
