@@ -23,8 +23,10 @@ from typing import BinaryIO, Protocol
 
 __all__ = ["ForkServer", "ManagedProcess", "ProcessGroup", "log_tail"]
 
-NODE_MODULES = ("node.runtime.node",)
-"""What a ForkServer imports before it forks: everything an `fl-node run` imports."""
+NODE_MODULES = ("node.runtime.node", "torch._dynamo")
+"""What a ForkServer imports before it forks: everything an `fl-node run` imports, and what
+a worker's first optimizer imports (`node.runtime.learning.load_optimizer_code`: ~70 MB
+that the workers then share instead of each importing its own)."""
 
 
 def _child_setup() -> None:  # between fork and exec: own process group, die with the launcher
