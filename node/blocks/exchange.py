@@ -136,6 +136,10 @@ class _ProviderFailed(Exception):
     """One request to one provider failed (transport error, timeout, protocol violation)."""
 
 
+class _SlotBusy(Exception):
+    """Every slot of a provider stayed held by other fetches for ``slot_wait_s``."""
+
+
 class _BadBlock(_ProviderFailed):
     """The provider sent bytes that do not match the CID we asked for."""
 
@@ -160,6 +164,13 @@ class ExchangeLimits:
     under load (window waits over yamux's 5 s limit reset streams; negotiations passed
     libp2p's 10 s limit). Two peers fetching 6.7 MB from each other on loopback moved
     ~40 MB/s with either setting."""
+    slot_wait_s: float = 5.0
+    """Client: how long a request waits for one of a provider's ``requests_per_provider``
+    slots (other fetches hold them) before its blocks go back to the fetch for another
+    provider, when the fetch has another; the provider is asked again after
+    ``holder_recheck_s``. A crowd's fetches
+    share their providers, and a batch queued behind a slow one held the last block of a
+    fetch for minutes while other holders were free."""
     max_streams_per_peer: int = 8
     """Block streams a server keeps open for one peer (busy or idle); more get ``busy``."""
     max_requests_per_peer: int = 4
@@ -934,6 +945,10 @@ class BlockExchange:
             state.in_flight += 1
             try:
                 await self._request(state, provider, wants)
+            except _SlotBusy:
+                # busy with other fetches, not failing: ask the others, and it later
+                provider.ask_at = trio.current_time() + self.limits.holder_recheck_s
+                self._widen(state)
             except _BadBlock as exc:
                 self._drop_provider(state, provider, str(exc), bad=True)
                 self._widen(state)
@@ -1001,12 +1016,17 @@ class BlockExchange:
         now = trio.current_time()
         ready = [p for p in state.usable()
                  if p.in_flight < self.limits.requests_per_provider and p.ask_at <= now]
-        # The least loaded first; the named providers in the caller's order, then the
-        # connected members at random, so that a crowd fetching one blob spreads over them.
+        if state.in_flight:
+            # with requests of its own under way, a fetch waits for them rather than queue a
+            # batch behind other fetches' requests to a provider whose slots are all taken
+            ready = [p for p in ready if self._slot_free(p.info.peer_id)]
+        # The least loaded first (a provider other fetches keep busy last); the named
+        # providers in the caller's order, then the connected members at random, so that a
+        # crowd fetching one blob spreads over them.
         connected = [p for p in ready if p.connected]
         random.shuffle(connected)
         candidates = sorted([p for p in ready if not p.connected] + connected,
-                            key=lambda p: p.in_flight)
+                            key=lambda p: (not self._slot_free(p.info.peer_id), p.in_flight))
         for provider in candidates:
             peer = provider.info.peer_id
             batch = [w for w in state.pending if peer not in state.tried.get(w.cid, ())]
@@ -1042,7 +1062,9 @@ class BlockExchange:
         peer = provider.info.peer_id
         todo = deque(wants)
         try:
-            async with self._provider_slot(peer):
+            # wait for a slot no longer than slot_wait_s while another provider could serve
+            others = any(p is not provider for p in state.usable())
+            async with self._provider_slot(peer, self.limits.slot_wait_s if others else math.inf):
                 for attempt in range(2):
                     stream, reused = await self._checkout(provider)
                     progress = _Progress()
@@ -1061,7 +1083,7 @@ class BlockExchange:
                         raise _ProviderFailed(f"request failed: {exc!r}") from exc
                     await self._checkin(peer, stream, keep)
                     return
-        except _ProviderFailed:
+        except (_ProviderFailed, _SlotBusy):
             raise
         except Exception as exc:  # dial or stream-open failure, timeout
             raise _ProviderFailed(f"request failed: {exc!r}") from exc
@@ -1125,18 +1147,31 @@ class BlockExchange:
     # --- client streams: a small pool per provider (see the module doc) --------------------
 
     @asynccontextmanager
-    async def _provider_slot(self, peer: PeerID) -> AsyncIterator[None]:
-        """Bound this node's concurrent requests to one provider, over all fetches."""
+    async def _provider_slot(self, peer: PeerID, patience: float) -> AsyncIterator[None]:
+        """Bound this node's concurrent requests to one provider, over all fetches;
+        _SlotBusy when no slot frees within ``patience``."""
         slots = self._slots.get(peer)
         if slots is None:
             slots = self._slots[peer] = trio.Semaphore(self.limits.requests_per_provider)
+        acquired = False
         try:
-            async with slots:
-                yield
+            with trio.move_on_after(patience):
+                await slots.acquire()
+                acquired = True
+            if not acquired:
+                raise _SlotBusy(f"{peer}'s {self.limits.requests_per_provider} slots stayed "
+                                f"held by other fetches for {patience} s")
+            yield
         finally:
+            if acquired:
+                slots.release()
             idle = slots.value == self.limits.requests_per_provider
             if idle and not slots.statistics().tasks_waiting and self._slots.get(peer) is slots:
                 del self._slots[peer]
+
+    def _slot_free(self, peer: PeerID) -> bool:
+        slots = self._slots.get(peer)
+        return slots is None or slots.value > 0
 
     async def _checkout(self, provider: _Provider) -> tuple[INetStream, bool]:
         """A pooled stream to ``provider`` (True) or a new one (False)."""

@@ -857,3 +857,47 @@ async def test_publish_through_the_dht_and_fetch_by_discovery(tmp_path: Path) ->
         assert await fetcher.fetch(root, len(blob), timeout_s=HANG_GUARD_S) == blob
         node = decode_file_node(fetcher_store.get(root))
         assert node.file_size == len(blob)
+
+
+async def test_a_fetch_routes_around_a_provider_that_other_fetches_keep_busy(
+    tmp_path: Path,
+) -> None:
+    """One node, two fetches, a provider they share. The first holds both of that
+    provider's slots (it answers slowly); the second, which another holder could serve,
+    finishes from that holder while the first still waits, instead of queueing its blocks
+    behind the first's requests (a crowd's fetch then waited minutes for its last block)."""
+    held, other = os.urandom(4 * CHUNK_SIZE), os.urandom(4 * CHUNK_SIZE)
+    held_root, held_blocks = build_file_dag(held)
+    other_root, other_blocks = build_file_dag(other)
+    by_cid = {block.cid: block.data for block in held_blocks + other_blocks}
+    held_leaves = {block.cid for block in held_blocks if block.cid != held_root}
+    release, holding = trio.Event(), [0]
+
+    async def slow(stream: INetStream, cid: str, data: bytes) -> bool:
+        if cid in held_leaves:
+            holding[0] += 1
+            await release.wait()
+        return await honest(stream, cid, data)
+
+    patient = ExchangeLimits(
+        read_timeout_s=HANG_GUARD_S, request_timeout_s=HANG_GUARD_S, slot_wait_s=0.5
+    )
+    async with open_network(tmp_path) as net:
+        busy = await net.host(echo=False)
+        busy.set_stream_handler(PROTOCOL_ID, scripted_provider(by_cid, slow))
+        holder = await exchange_on(net, tmp_path / "holder")
+        await holder.publish(other)
+        fetcher = await exchange_on(net, tmp_path / "fetcher", limits=patient)
+        got: dict[str, bytes] = {}
+
+        async def fetch(root: str, size: int, providers: list[str]) -> None:
+            got[root] = await fetcher.fetch(root, size, providers=providers, timeout_s=HANG_GUARD_S)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fetch, held_root, len(held), [host_multiaddrs(busy)[0]])
+            await wait_until(lambda: holding[0] >= patient.requests_per_provider, "slots held")
+            with trio.fail_after(HANG_GUARD_S / 2):
+                await fetch(other_root, len(other), [host_multiaddrs(busy)[0], provider_of(holder)])
+            assert got[other_root] == other and held_root not in got  # the first still waits
+            release.set()
+        assert got[held_root] == held
