@@ -430,6 +430,19 @@ async def test_a_lying_dag_fails_the_fetch_without_blaming_providers(
                 await exchange.fetch(root, MB)
 
 
+async def scripted_beside_a_publisher(
+    net: Network, tmp_path: Path, by_cid: dict[str, bytes], on_block: BlockHandler,
+    blob: bytes, limits: ExchangeLimits,
+) -> tuple[str, str, BlockExchange]:
+    """A scripted provider's address, an honest publisher's of ``blob``, and a fetcher."""
+    scripted = await net.host(echo=False)
+    scripted.set_stream_handler(PROTOCOL_ID, scripted_provider(by_cid, on_block))
+    publisher = await exchange_on(net, tmp_path / "publisher")
+    await publisher.publish(blob)
+    fetcher = await exchange_on(net, tmp_path / "fetcher", limits=limits)
+    return host_multiaddrs(scripted)[0], provider_of(publisher), fetcher
+
+
 async def test_stalled_provider_is_dropped_after_the_read_timeout(tmp_path: Path) -> None:
     blob = os.urandom(3 * CHUNK_SIZE)
     root, blocks = build_file_dag(blob)
@@ -446,12 +459,10 @@ async def test_stalled_provider_is_dropped_after_the_read_timeout(tmp_path: Path
 
     limits = ExchangeLimits(read_timeout_s=1.0)
     async with open_network(tmp_path) as net:
-        staller = await net.host(echo=False)
-        staller.set_stream_handler(PROTOCOL_ID, scripted_provider(by_cid, stall))
-        publisher = await exchange_on(net, tmp_path / "publisher")
-        await publisher.publish(blob)
-        fetcher = await exchange_on(net, tmp_path / "fetcher", limits=limits)
-        providers = [host_multiaddrs(staller)[0], provider_of(publisher)]
+        staller, publisher, fetcher = await scripted_beside_a_publisher(
+            net, tmp_path, by_cid, stall, blob, limits
+        )
+        providers = [staller, publisher]
         assert (
             await fetcher.fetch(root, len(blob), providers=providers, timeout_s=HANG_GUARD_S)
             == blob
@@ -462,7 +473,7 @@ async def test_stalled_provider_is_dropped_after_the_read_timeout(tmp_path: Path
         alone = await exchange_on(net, tmp_path / "alone", limits=limits)
         with pytest.raises(BlockUnavailableError, match="providers dropped.*TooSlow"):
             await alone.fetch(
-                root, len(blob), providers=[host_multiaddrs(staller)[0]], timeout_s=HANG_GUARD_S
+                root, len(blob), providers=[staller], timeout_s=HANG_GUARD_S
             )
         # And an overall deadline shorter than the read timeout ends the fetch on its own.
         patient = await exchange_on(
@@ -470,7 +481,7 @@ async def test_stalled_provider_is_dropped_after_the_read_timeout(tmp_path: Path
         )
         with pytest.raises(FetchTimeoutError, match="did not finish within 1.0 s"):
             await patient.fetch(
-                root, len(blob), providers=[host_multiaddrs(staller)[0]], timeout_s=1.0
+                root, len(blob), providers=[staller], timeout_s=1.0
             )
 
 
@@ -883,21 +894,19 @@ async def test_a_fetch_routes_around_a_provider_that_other_fetches_keep_busy(
         read_timeout_s=HANG_GUARD_S, request_timeout_s=HANG_GUARD_S, slot_wait_s=0.5
     )
     async with open_network(tmp_path) as net:
-        busy = await net.host(echo=False)
-        busy.set_stream_handler(PROTOCOL_ID, scripted_provider(by_cid, slow))
-        holder = await exchange_on(net, tmp_path / "holder")
-        await holder.publish(other)
-        fetcher = await exchange_on(net, tmp_path / "fetcher", limits=patient)
+        busy, holder, fetcher = await scripted_beside_a_publisher(
+            net, tmp_path, by_cid, slow, other, patient
+        )
         got: dict[str, bytes] = {}
 
         async def fetch(root: str, size: int, providers: list[str]) -> None:
             got[root] = await fetcher.fetch(root, size, providers=providers, timeout_s=HANG_GUARD_S)
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(fetch, held_root, len(held), [host_multiaddrs(busy)[0]])
+            nursery.start_soon(fetch, held_root, len(held), [busy])
             await wait_until(lambda: holding[0] >= patient.requests_per_provider, "slots held")
             with trio.fail_after(HANG_GUARD_S / 2):
-                await fetch(other_root, len(other), [host_multiaddrs(busy)[0], provider_of(holder)])
+                await fetch(other_root, len(other), [busy, holder])
             assert got[other_root] == other and held_root not in got  # the first still waits
             release.set()
         assert got[held_root] == held
