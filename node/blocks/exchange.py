@@ -26,8 +26,11 @@ for the rest of the fetch (and reported through ``on_bad_peer``); one that times
 resets or dies is dropped too; a block nobody has ends the fetch with a clear error.
 A client's reads and stream opens fail when the provider has been silent on every block
 stream for ``read_timeout_s`` (see ``_PeerClock``); a provider is dropped after
-``provider_strikes`` failed requests in a row. A fetched blob is announced through
-``provide``, so every node that fetched it serves it too.
+``provider_strikes`` failed requests in a row. A node's fetches share
+``requests_per_provider`` slots per provider; a fetch prefers providers with a free slot and
+gives a batch back after ``slot_wait_s`` without one when another provider could serve it,
+so one slow provider that many fetches name does not hold anyone's last block. A fetched
+blob is announced through ``provide``, so every node that fetched it serves it too.
 
 Serving is bounded and fair (see :class:`BlockExchange`): request size, CIDs per request,
 streams and requests per peer and in total, a share of slots that strangers cannot take, a
