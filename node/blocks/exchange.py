@@ -205,9 +205,13 @@ class ExchangeLimits:
     find_providers_timeout_s: float = 10.0
     busy_retries: int = 20
     """How often a fetch retries a provider that answered busy before dropping it."""
-    provider_strikes: int = 3
-    """Failed requests in a row (timeouts, resets) after which a fetch drops a provider;
-    a wrong block drops it at once."""
+    provider_strikes: int = 5
+    """Failed requests in a row (timeouts, resets, stream opens) after which a fetch drops a
+    provider; a wrong block drops it at once. The pause before the next try doubles from
+    ``holder_recheck_s`` (0.5, 1, 2, 4 s: ~8 s in all): a publisher whose node is briefly
+    overloaded (a crowd fetching its update at once; 50 nodes on one event loop failed
+    stream opens three times in under a second) is the only holder, and dropping it fails
+    the fetch for good."""
     connected_holders: int = 6
     """Connected task members (``is_member``) a fetch also asks once its named providers
     are busy, failing or out of blocks: whoever fetched the blob already holds it and
@@ -966,7 +970,8 @@ class BlockExchange:
                     logger.info("request to %s for %s failed (%d of %d): %s",
                                 provider.info.peer_id, state.root, provider.strikes,
                                 self.limits.provider_strikes, exc)
-                    await trio.sleep(0.1 * provider.strikes)
+                    pause = self.limits.holder_recheck_s * 2 ** (provider.strikes - 1)
+                    provider.ask_at = max(provider.ask_at, trio.current_time() + pause)
             finally:
                 provider.in_flight -= 1
                 state.in_flight -= 1

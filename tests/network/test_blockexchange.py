@@ -910,3 +910,37 @@ async def test_a_fetch_routes_around_a_provider_that_other_fetches_keep_busy(
             assert got[other_root] == other and held_root not in got  # the first still waits
             release.set()
         assert got[held_root] == held
+
+
+async def test_a_sole_holder_that_fails_a_few_requests_is_retried_not_dropped(
+    tmp_path: Path,
+) -> None:
+    """The only holder of a blob (its publisher, overloaded by the crowd fetching it) resets
+    four requests in a row, then serves: the fetch backs off and gets the blob, where three
+    failures in a row used to drop the holder and fail the fetch for good. A holder that
+    keeps failing is still dropped, with the reason."""
+    blob = os.urandom(2 * CHUNK_SIZE)
+    root, blocks = build_file_dag(blob)
+    by_cid = {block.cid: block.data for block in blocks}
+    failures = [4]
+
+    async def flaky(stream: INetStream, cid: str, data: bytes) -> bool:
+        if failures[0] > 0:
+            failures[0] -= 1
+            await stream.reset()
+            return False
+        return await honest(stream, cid, data)
+
+    quick = ExchangeLimits(holder_recheck_s=0.05)
+    async with open_network(tmp_path) as net:
+        provider = await net.host(echo=False)
+        provider.set_stream_handler(PROTOCOL_ID, scripted_provider(by_cid, flaky))
+        fetcher = await exchange_on(net, tmp_path / "fetcher", limits=quick)
+        address = host_multiaddrs(provider)[0]
+        got = await fetcher.fetch(root, len(blob), providers=[address], timeout_s=HANG_GUARD_S)
+        assert got == blob and failures == [0]
+
+        failures[0] = quick.provider_strikes
+        again = await exchange_on(net, tmp_path / "again", limits=quick)
+        with pytest.raises(BlockUnavailableError, match="providers dropped.*request failed"):
+            await again.fetch(root, len(blob), providers=[address], timeout_s=HANG_GUARD_S)
