@@ -419,16 +419,16 @@ class Discovery:
             for info in sorted(state.peers.values(), key=self._dial_order)
             if info.peer_id not in connected
         ]
+
+        async def dial(info: PeerInfo) -> None:
+            if await self._connect_with_backoff(info):
+                connected.add(info.peer_id)
+
         # the missing connections' worth of dials at once: one after another, a few
         # unreachable members (10 s each) kept a new node alone with its bootstrap for minutes
         while candidates and len(connected) < config.target_peers:
             batch = candidates[: config.target_peers - len(connected)]
             del candidates[: len(batch)]
-
-            async def dial(info: PeerInfo) -> None:
-                if await self._connect_with_backoff(info):
-                    connected.add(info.peer_id)
-
             async with trio.open_nursery() as dials:
                 for info in batch:
                     dials.start_soon(dial, info)

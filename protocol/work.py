@@ -326,10 +326,7 @@ def coordinate_median(deltas: Sequence[torch.Tensor]) -> torch.Tensor:
     if not deltas:
         raise ProtocolError("median of no deltas")
     ordered = torch.stack([d.to(torch.float32) for d in deltas]).sort(dim=0).values
-    count = len(deltas)
-    if count % 2:
-        return ordered[count // 2]
-    return (ordered[count // 2 - 1] + ordered[count // 2]) / 2
+    return _middle(ordered, len(deltas), None)
 
 
 def agreement_bound(parameters: int) -> int:
