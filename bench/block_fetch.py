@@ -5,7 +5,10 @@
 A provider process (this module with ``--serve``) publishes one random blob per size in
 its block store, in py-libp2p's bitswap (``MerkleDag.add_bytes``), on a plain libp2p
 stream and behind a plain TCP socket. This process then fetches each blob five ways and
-prints MB/s (MB = 10^6 bytes, median of the repeats) with the ratio to tcp in brackets:
+prints MB/s (MB = 10^6 bytes, median of the repeats) with the ratio to tcp in brackets,
+and the CPU both processes spent per MB (all repeats' CPU seconds over all their bytes:
+on a machine whose cores are all busy, as in a localnet's round, CPU and not wall is what a
+transfer costs the others):
 
 - ``tcp``: a raw socket copy of the same bytes (the baseline: no libp2p, no hashing);
 - ``libp2p stream``: the same bytes down one Noise + Yamux stream (what the transport
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import statistics
@@ -115,12 +119,26 @@ async def clock(fetch: Awaitable[bytes]) -> tuple[float, bytes]:
     return time.perf_counter() - start, data
 
 
-async def timed(probe: Probe, expected: bytes) -> float:
-    """Seconds one fetch took; fails loudly if the bytes are wrong."""
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, every thread) process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def both_cpu(provider_pid: int) -> float:
+    """CPU seconds of this process and the provider's, together."""
+    return time.process_time() + process_cpu(provider_pid)
+
+
+async def timed(probe: Probe, expected: bytes, provider_pid: int) -> tuple[float, float]:
+    """Seconds one fetch took and the CPU seconds both ends spent on it; fails loudly if
+    the bytes are wrong."""
+    cpu = both_cpu(provider_pid)
     elapsed, got = await probe()
+    cpu = both_cpu(provider_pid) - cpu
     if got != expected:
         raise SystemExit(f"fetched bytes differ from the published blob ({len(got)} bytes)")
-    return elapsed
+    return elapsed, cpu
 
 
 async def read_all(read: Callable[[int], Awaitable[bytes]], size: int) -> bytes:
@@ -135,7 +153,7 @@ async def read_all(read: Callable[[int], Awaitable[bytes]], size: int) -> bytes:
 
 
 async def measure(info: dict[str, Any], sizes: list[int], repeat: int, workdir: Path,
-                  bitswap: bool) -> list[dict[str, float]]:
+                  bitswap: bool, provider_pid: int) -> list[dict[str, float]]:
     from libp2p.bitswap import BitswapClient, MemoryBlockStore
     from libp2p.bitswap.dag import MerkleDag
 
@@ -208,11 +226,16 @@ async def measure(info: dict[str, Any], sizes: list[int], repeat: int, workdir: 
                 probes["bitswap"] = bitswap_fetch
             await warm_fetch()  # first contact: opens the warm exchange's streams
             times: dict[str, list[float]] = {name: [] for name in probes}
+            cpu = dict.fromkeys(probes, 0.0)
             for _ in range(repeat):  # interleaved, so load changes hit all alike
                 for name, probe in probes.items():
-                    times[name].append(await timed(probe, blob))
+                    elapsed, spent = await timed(probe, blob, provider_pid)
+                    times[name].append(elapsed)
+                    cpu[name] += spent
             row = {"size_mb": float(size)}
             row.update({name: size / statistics.median(samples) for name, samples in times.items()})
+            row.update({f"{name}_cpu_ms_per_mb": 1000 * spent / (size * repeat)
+                        for name, spent in cpu.items()})
             rows.append(row)
             print_row(row, bitswap)
         await warm.close_idle_streams()
@@ -230,6 +253,13 @@ def print_row(row: dict[str, float], bitswap: bool) -> None:
         line += (f" | bitswap {row['bitswap']:5.1f} ({row['bitswap'] / tcp:.3f})"
                  f" | fl-node/bitswap cold {row['cold'] / row['bitswap']:.2f}"
                  f" warm {row['warm'] / row['bitswap']:.2f}")
+    stream_cpu = row["stream_cpu_ms_per_mb"]
+    line += (f"\n       CPU ms per MB, both ends: tcp {row['tcp_cpu_ms_per_mb']:.2f} | libp2p stream "
+             f"{stream_cpu:.2f} | fl-node cold {row['cold_cpu_ms_per_mb']:.2f} "
+             f"({row['cold_cpu_ms_per_mb'] / stream_cpu:.2f}x the stream) warm "
+             f"{row['warm_cpu_ms_per_mb']:.2f} ({row['warm_cpu_ms_per_mb'] / stream_cpu:.2f}x)")
+    if bitswap:
+        line += f" | bitswap {row['bitswap_cpu_ms_per_mb']:.2f}"
     print(line, flush=True)
 
 
@@ -265,7 +295,7 @@ def main() -> None:
             info = json.loads(line)
             print(f"provider ready; loopback, separate processes, median of {args.repeat}; "
                   "MB/s, (ratio to tcp)")
-            trio.run(measure, info, sizes, args.repeat, workdir, bitswap)
+            trio.run(measure, info, sizes, args.repeat, workdir, bitswap, provider.pid)
         finally:
             assert provider.stdin is not None
             provider.stdin.close()

@@ -1234,7 +1234,7 @@ class BlockExchange:
             if is_raw(want.cid) and state.to_store is not None:
                 await state.to_store.send((want.cid, data))
             else:
-                await trio.to_thread.run_sync(self.store.put, want.cid, data)
+                await trio.to_thread.run_sync(self.store.put_fetched, want.cid, data)
         except DagError as exc:
             # The bytes match the CID, so the provider is honest: the DAG itself is bad.
             state.fail(BlockFetchError(f"{state.root} is not a usable file DAG: {exc}"))
@@ -1249,7 +1249,7 @@ class BlockExchange:
         async with stored:
             async for cid, data in stored:
                 try:
-                    await trio.to_thread.run_sync(self.store.put, cid, data)
+                    await trio.to_thread.run_sync(self.store.put_fetched, cid, data)
                 except BlockStoreError as exc:
                     state.fail(exc)
                     return

@@ -78,9 +78,10 @@ class BlockStoreLockedError(BlockStoreError):
 class BlockStore:
     """Filesystem block store under ``root`` with a total size cap of ``max_bytes``.
 
-    ``durable=True`` fsyncs each block before it is renamed into place, so a power cut
-    cannot leave an empty file under a CID name (a process crash cannot either way);
-    reads verify every block, so even without it a damaged block is never served.
+    ``durable=True`` fsyncs each block ``put`` stores before it is renamed into place, so
+    a power cut cannot leave an empty file under a CID name (a process crash cannot either
+    way); reads verify every block, so even without it a damaged block is never served,
+    which is why fetched blocks (``put_fetched``) skip the fsync.
     """
 
     def __init__(self, root: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES,
@@ -187,10 +188,18 @@ class BlockStore:
         Raises CIDError when the bytes do not match, BlockStoreFullError when the cap would
         be exceeded (nothing is stored then).
         """
+        check_block(canonical_cid(cid), data)
+        return self.put_fetched(cid, data, durable=self.durable)
+
+    def put_fetched(self, cid: str, data: bytes, *, durable: bool = False) -> bool:
+        """Store a block whose bytes the caller has just checked against ``cid`` (the block
+        exchange verifies every block it receives): not hashed again and, unless
+        ``durable``, not fsynced. A fetched block needs no fsync: every read verifies it,
+        so one a power cut damaged is removed and fetched again, while a blob only this
+        node holds (one it published) goes through ``put``. Same results as ``put``."""
         key = canonical_cid(cid)
         if len(data) > MAX_BLOCK_SIZE:
             raise CIDError(f"block {key} is {len(data)} bytes, over the {MAX_BLOCK_SIZE}-byte block limit")
-        check_block(key, data)
         size = len(data)
         with self._lock:
             if key in self._sizes:
@@ -207,7 +216,7 @@ class BlockStore:
         try:
             with open(tmp, "wb") as handle:
                 handle.write(data)
-                if self.durable:
+                if durable:
                     handle.flush()
                     os.fsync(handle.fileno())
             final = self._path(key)
@@ -218,7 +227,7 @@ class BlockStore:
                 os.replace(tmp, final)
                 self._sizes[key] = size
                 self._total += size
-            if self.durable:
+            if durable:
                 _fsync_dir(final.parent)
             return True
         finally:

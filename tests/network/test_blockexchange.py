@@ -296,6 +296,27 @@ async def test_fetched_blob_is_served_onward_and_local_blocks_are_reused(tmp_pat
         assert await last.fetch(root, len(blob)) == blob
 
 
+async def test_a_fetch_stores_without_fsync_and_a_publish_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every fetched block is verified before it is stored and on every read, so it needs
+    no fsync (one a power cut damaged is fetched again); the blob a node publishes, which
+    it may be the only holder of, is written durably."""
+    blob = os.urandom(3 * CHUNK_SIZE + 100)
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    async with open_network(tmp_path) as net:
+        origin = await exchange_on(net, tmp_path / "origin")
+        fetcher = await exchange_on(net, tmp_path / "fetcher")
+        root = await origin.publish(blob)
+        published = len(synced)
+        assert published >= 2 * 5  # each of the 5 blocks and its directory
+        assert await fetcher.fetch(root, len(blob), providers=[provider_of(origin)]) == blob
+        assert len(synced) == published
+        assert_store_holds_exactly(fetcher.store, blob)
+
+
 async def test_several_blobs_fetched_concurrently_by_one_node(tmp_path: Path) -> None:
     blobs = [os.urandom(size) for size in (5000, 2 * CHUNK_SIZE + 1, 6 * CHUNK_SIZE)]
     async with open_network(tmp_path) as net:

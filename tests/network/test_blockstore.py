@@ -206,6 +206,30 @@ def test_block_rotted_on_disk_is_removed_not_served(store: BlockStore, tmp_path:
     assert not path.exists() and not store.has(cid) and store.total_bytes == 0
 
 
+def test_fetched_blocks_skip_the_fsync_and_a_damaged_one_is_removed_on_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    with BlockStore(tmp_path / "blocks") as store:  # durable: put fsyncs
+        own, fetched = os.urandom(3000), os.urandom(3000)
+        store.put(cid_of(own), own)
+        assert len(synced) == 2  # the block, then its directory
+        assert store.put_fetched(cid_of(fetched), fetched) is True
+        assert len(synced) == 2 and store.get(cid_of(fetched)) == fetched
+        assert store.put_fetched(cid_of(fetched), fetched) is False  # idempotent, as put
+        # What a power cut can leave of an unsynced block: its name over fewer bytes.
+        (path,) = (tmp_path / "blocks").rglob(cid_of(fetched))
+        path.write_bytes(b"")
+    with BlockStore(tmp_path / "blocks") as reopened:
+        assert reopened.has(cid_of(fetched))
+        with pytest.raises(BlockCorruptError, match="fetch it again"):
+            reopened.get(cid_of(fetched))
+        assert not reopened.has(cid_of(fetched)) and reopened.get(cid_of(own)) == own
+        assert reopened.put_fetched(cid_of(fetched), fetched) is True
+
+
 def test_cap_is_enforced_with_a_clear_error(tmp_path: Path) -> None:
     with BlockStore(tmp_path / "blocks", max_bytes=2500) as small:
         first, second = os.urandom(1000), os.urandom(1000)
