@@ -91,6 +91,12 @@ VALIDATOR_FINALIZE_AFTER_S = 30  # validators finalize a round the requester lef
 # the requester's finalization the last reveal): there every poll interval.
 MAX_POLL_BACKOFF_STEPS = 3
 PROMPT_PHASES = (Phase.COMMIT, Phase.REVEAL, Phase.FINALIZING)
+# While the machine awaits other parties' transactions (`RoundMachine.awaits_others`), the
+# next FAST_POLLS polls come at 1/FAST_POLL_DIVISOR of the interval: the transaction that
+# ends the wait is usually a block away, and the cores are idle meanwhile. Bounded, so a
+# wait that lasts (a validator that never reveals) costs no more than a few polls.
+FAST_POLLS = 12
+FAST_POLL_DIVISOR = 4
 # Jobs whose result is the node's record of the task (the global model it built and the
 # accuracy it measured): a Stop waits for them rather than dropping them, at most this long.
 RECORDING_JOBS = (Aggregate, SaveFinalModel)
@@ -295,20 +301,48 @@ class _Pump:
         backing off to MAX_POLL_BACKOFF intervals while none does (not in PROMPT_PHASES).
         A poll that finds no new block asks for the block number only."""
         quiet = 0
+        fast = FastPolls()
         while True:
             events = await self.d.chain.poll()
             if events is not None:
                 batch = _Batch(events)
                 await self.events.send(batch)
                 await batch.done.wait()
-            quiet = poll_backoff(quiet, events is not None, self.d.machine.progress()[1])
-            with trio.move_on_after(self.d.poll_interval * 2**quiet):
+            machine = self.d.machine
+            round, phase = machine.progress()
+            quiet = poll_backoff(quiet, events is not None, phase)
+            wait = self.d.poll_interval * 2**quiet
+            if fast.take((round, phase) if machine.awaits_others() else None):
+                wait = self.d.poll_interval / FAST_POLL_DIVISOR
+            with trio.move_on_after(wait):
                 await self.poked.wait()
             self.poked = trio.Event()
 
     def poke(self) -> None:
         """Something we did changed the chain (a transaction of ours landed): read it now."""
         self.poked.set()
+
+
+class FastPolls:
+    """The fast polls left for the current wait on others' transactions: FAST_POLLS for
+    each new wait (a round and phase in which the machine awaits others), none outside."""
+
+    def __init__(self) -> None:
+        self.wait: tuple[int, Phase] | None = None
+        self.left = 0
+
+    def take(self, wait: tuple[int, Phase] | None) -> bool:
+        """Whether the next poll comes fast; `wait` is the (round, phase) the machine awaits
+        others in, or None when it does not."""
+        if wait is None:
+            self.wait = None
+            return False
+        if wait != self.wait:
+            self.wait, self.left = wait, FAST_POLLS
+        if self.left == 0:
+            return False
+        self.left -= 1
+        return True
 
 
 def poll_backoff(quiet: int, found: bool, phase: Phase) -> int:

@@ -264,6 +264,13 @@ class RoundMachine(Generic[LocalState]):
         """The round and phase we are in, for status displays and gossip's round window."""
         return self.view.round, self.view.phase
 
+    def awaits_others(self) -> bool:
+        """Whether our next step waits only on other parties' transactions, which land
+        within a block or two: then each poll interval of delay in seeing them is a delay
+        of the round (the driver reads the chain more often for a while). The reveal and
+        finalizing phases end on a transaction away; a role adds its own cases."""
+        return self.view.phase in (Phase.REVEAL, Phase.FINALIZING)
+
     def training_over(self, round: int) -> bool:
         """Whether `round`'s training phase has closed as far as the chain told us: what
         gossip waits for before it lets a key release of that round through."""

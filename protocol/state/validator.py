@@ -110,6 +110,13 @@ class ValidatorMachine(RoundMachine[ValidatorState]):
         self.measuring.clear()
         return []
 
+    def awaits_others(self) -> bool:
+        """Also in the commit phase once our manifest landed: the reveal waits on the
+        other seated validators' commits (or the requester's end of the phase)."""
+        if self.view.phase == Phase.COMMIT and self._landed(TxKind.COMMIT_MANIFEST):
+            return True
+        return super().awaits_others()
+
     def _is_member(self) -> bool:
         return not self.view.validators or self.me in self.view.validators
 

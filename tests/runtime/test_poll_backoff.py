@@ -1,14 +1,24 @@
-"""The chain poll's backoff (`driver.poll_backoff`): a waiting node backs off while no
-block comes, but not in the phases that end on other nodes' transactions within seconds
-(commit, reveal, finalizing), where each poll of delay delays the round."""
+"""The chain poll's pace (`driver.poll_backoff`, `driver.FastPolls`): a waiting node backs
+off while no block comes, but not in the phases that end on other nodes' transactions within
+seconds (commit, reveal, finalizing), where each poll of delay delays the round; while the
+machine awaits only others' transactions it polls faster, for a bounded number of polls."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.runtime.driver import MAX_POLL_BACKOFF_STEPS, PROMPT_PHASES, poll_backoff
-from protocol.state.records import Phase
+from node.runtime.driver import (
+    FAST_POLLS,
+    MAX_POLL_BACKOFF_STEPS,
+    PROMPT_PHASES,
+    FastPolls,
+    poll_backoff,
+)
+from protocol.state.phases import tx_key
+from protocol.state.records import Phase, TxKind, TxStatus
+from protocol.state.validator import ValidatorMachine
+from protocol.state.worker import WorkerMachine
 
 WAITING_PHASES = tuple(p for p in Phase if p not in PROMPT_PHASES)
 
@@ -38,3 +48,30 @@ def test_any_sequence_of_polls(polls: list[tuple[bool, Phase]]) -> None:
             assert steps == 0
         else:
             assert steps == min(before + 1, MAX_POLL_BACKOFF_STEPS)
+
+
+def test_a_wait_on_others_gets_a_bounded_run_of_fast_polls() -> None:
+    fast = FastPolls()
+    assert not fast.take(None)
+    assert [fast.take((3, Phase.REVEAL)) for _ in range(FAST_POLLS + 5)] == (
+        [True] * FAST_POLLS + [False] * 5
+    )  # a reveal that never comes costs FAST_POLLS polls, not a poll every quarter interval
+    assert all(fast.take((3, Phase.FINALIZING)) for _ in range(FAST_POLLS))  # a new wait
+    assert not fast.take(None)
+    assert fast.take((3, Phase.FINALIZING))  # waiting again after a pause: a new run
+    assert fast.take((4, Phase.REVEAL))
+
+
+def test_the_machine_awaits_others_in_reveal_and_finalizing_and_a_committed_validator() -> None:
+    validator = ValidatorMachine(b"\x01" * 20)
+    worker = WorkerMachine(b"\x02" * 20)
+    for phase in Phase:
+        validator.view.phase = worker.view.phase = phase
+        expected = phase in (Phase.REVEAL, Phase.FINALIZING)
+        assert validator.awaits_others() is expected
+        assert worker.awaits_others() is expected
+    validator.view.phase = Phase.COMMIT
+    validator.view.txs[tx_key(TxKind.COMMIT_MANIFEST, validator.view.round)] = TxStatus.PENDING
+    assert not validator.awaits_others()  # still ours to land
+    validator.view.txs[tx_key(TxKind.COMMIT_MANIFEST, validator.view.round)] = TxStatus.CONFIRMED
+    assert validator.awaits_others()
