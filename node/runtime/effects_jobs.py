@@ -230,9 +230,9 @@ def measure_ahead(
 ) -> None:
     """Open the update `cid` and measure it on `validation` as `learning.evaluate_round`
     does under `reward_policy`, into `ahead` (not the WORK policy's step of it from the
-    base: only a round without agreeing updates measures that); nothing once the round's evaluation started (it measures
-    what is left itself), nor for an update that does not open (the evaluation rejects it
-    and says why)."""
+    base: only a round without agreeing updates measures that); nothing once the round's
+    evaluation started, even in the middle of the pass (it measures what is left itself),
+    nor for an update that does not open (the evaluation rejects it and says why)."""
     if ahead.evaluating:
         return
     try:
@@ -241,10 +241,34 @@ def measure_ahead(
         return
     images, labels = learning.to_tensors(validation)
     measure = paid_work.measure if reward_policy == RewardPolicy.WORK else evaluate
-    with torch.no_grad():
-        metrics = measure(book.module(state), images, labels)
+    try:
+        with torch.no_grad():
+            metrics = measure(_UntilEvaluating(book.module(state), ahead), images, labels)
+    except _EvaluationStarted:
+        return
     ahead.opened[cid] = state
     ahead.metrics[cid] = metrics
+
+
+class _EvaluationStarted(Exception):
+    """The round's evaluation started while an update was being measured ahead."""
+
+
+class _UntilEvaluating(torch.nn.Module):
+    """An update's model that stops a measure ahead between two batches once the round's
+    evaluation has started: the evaluation measures that update itself then, and the
+    rest of the pass would be done twice. The batches it does run are the model's own."""
+
+    def __init__(self, model: torch.nn.Module, ahead: MeasuredAhead) -> None:
+        super().__init__()
+        self.model = model
+        self.ahead = ahead
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.ahead.evaluating:
+            raise _EvaluationStarted
+        result: torch.Tensor = self.model(images)
+        return result
 
 
 @dataclass(frozen=True)

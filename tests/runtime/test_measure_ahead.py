@@ -125,6 +125,37 @@ def test_nothing_is_measured_once_the_evaluation_started(sealed_round: SealedRou
     assert ahead.of_round(2).evaluating is False
 
 
+@pytest.mark.parametrize("policy", [RewardPolicy.TOPK, RewardPolicy.WORK])
+def test_a_measure_under_way_stops_when_the_evaluation_starts(
+    sealed_round: SealedRound, monkeypatch: pytest.MonkeyPatch, policy: RewardPolicy
+) -> None:
+    """The evaluation measures what was not measured ahead when it started, so a pass
+    under way then stops at its next batch rather than being done twice."""
+    ahead = MeasuredAhead().of_round(1)
+    book = sealed_round.book()
+    batches = []
+    module = book.module
+
+    def starts_the_evaluation(state: learning.StateDict) -> torch.nn.Module:
+        model = module(state)
+        forward = model.forward
+
+        def first_batch_then_evaluation(images: torch.Tensor) -> torch.Tensor:
+            batches.append(len(images))
+            ahead.evaluating = True  # as StartEvaluation sets it, from another thread
+            return forward(images)
+
+        model.forward = first_batch_then_evaluation  # type: ignore[method-assign]
+        return model
+
+    monkeypatch.setattr(book, "module", starts_the_evaluation)
+    first = sealed_round.action.candidates[0].cid
+    measure_ahead(book, first, sealed_round.validation, policy, ahead)
+    assert len(sealed_round.validation) > paid_work.EVALUATION_BATCH
+    assert batches == [paid_work.EVALUATION_BATCH]  # one batch of several, then it stopped
+    assert ahead.metrics == {}
+
+
 def test_an_update_that_does_not_open_is_left_to_the_evaluation(sealed_round: SealedRound) -> None:
     ahead = MeasuredAhead().of_round(1)
     stranger = learning.TaskCrypto(generate_keypair()[0], TASK)  # not a recipient
