@@ -18,6 +18,9 @@ transfer costs the others):
   assembled in memory): a node's first fetch from a provider;
 - ``fl-node warm``: the same through one long-lived exchange whose pooled streams are
   reused (its store emptied before each fetch): later fetches from the same provider;
+- ``upstream windows``: the warm fetch again with py-libp2p's own yamux window updates
+  (one per read) instead of node.libp2p_compat's (once half a window is read), in this
+  fetching process, which is the side that sends them;
 - ``bitswap``: ``MerkleDag.fetch_file`` with a fresh in-memory bitswap store.
 
 Store set-up and clean-up are outside the timings. Numbers swing with machine load;
@@ -159,6 +162,7 @@ async def measure(info: dict[str, Any], sizes: list[int], repeat: int, workdir: 
 
     from node.blocks import BlockExchange, BlockStore
     from node.host import HostConfig, connect, open_host
+    from node.libp2p_compat import WindowWaitingYamuxStream
 
     rows = []
     async with open_host(HostConfig(workdir / "fetcher.key")) as host, trio.open_nursery() as nursery:
@@ -208,6 +212,13 @@ async def measure(info: dict[str, Any], sizes: list[int], repeat: int, workdir: 
                 return await clock(warm.fetch(root, size * MB, providers=[info["addr"]],
                                               timeout_s=600))
 
+            async def upstream_windows(size: int = size, root: str = root) -> tuple[float, bytes]:
+                WindowWaitingYamuxStream.hysteresis_only = False
+                try:
+                    return await warm_fetch(size, root)
+                finally:
+                    WindowWaitingYamuxStream.hysteresis_only = True
+
             async def bitswap_fetch(size: int = size) -> tuple[float, bytes]:
                 client = BitswapClient(host, MemoryBlockStore())
                 client.set_nursery(nursery)
@@ -221,7 +232,8 @@ async def measure(info: dict[str, Any], sizes: list[int], repeat: int, workdir: 
                     await client.stop()
 
             probes: dict[str, Probe] = {"tcp": tcp_copy, "stream": stream_copy,
-                                        "cold": cold_fetch, "warm": warm_fetch}
+                                        "cold": cold_fetch, "warm": warm_fetch,
+                                        "upstream": upstream_windows}
             if bitswap:
                 probes["bitswap"] = bitswap_fetch
             await warm_fetch()  # first contact: opens the warm exchange's streams
@@ -258,6 +270,10 @@ def print_row(row: dict[str, float], bitswap: bool) -> None:
              f"{stream_cpu:.2f} | fl-node cold {row['cold_cpu_ms_per_mb']:.2f} "
              f"({row['cold_cpu_ms_per_mb'] / stream_cpu:.2f}x the stream) warm "
              f"{row['warm_cpu_ms_per_mb']:.2f} ({row['warm_cpu_ms_per_mb'] / stream_cpu:.2f}x)")
+    upstream = row["upstream_cpu_ms_per_mb"]
+    line += (f"\n       warm with upstream's yamux window updates: {row['upstream']:5.1f} MB/s, "
+             f"{upstream:.2f} CPU ms per MB; ours use {row['warm_cpu_ms_per_mb'] / upstream:.2f}x "
+             "the CPU")
     if bitswap:
         line += f" | bitswap {row['bitswap_cpu_ms_per_mb']:.2f}"
     print(line, flush=True)

@@ -30,7 +30,7 @@ import logging
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import multiaddr
 import trio
@@ -319,6 +319,8 @@ class WindowWaitingYamuxStream(YamuxStream):
     """
 
     _window_opened: trio.Event | None = None
+    # False: upstream's window updates, one per read (bench.block_fetch compares the two)
+    hysteresis_only: ClassVar[bool] = True
 
     @property
     def send_window(self) -> int:
@@ -347,6 +349,34 @@ class WindowWaitingYamuxStream(YamuxStream):
             size = min(len(view) - sent, max(self.send_window, 1))
             await super().write(bytes(view[sent : sent + size]))
             sent += size
+
+    async def _auto_tune_and_send_window_update(self, *, bytes_read: int = 0) -> None:
+        """Open the peer's send window once half of it has been read (go-yamux's hysteresis,
+        upstream's first two cases), not on every read. Upstream also sends an update for
+        every read that leaves less than that: a Noise frame and a syscall on each side
+        per read, and gossipsub reads each RPC's length byte by byte, so a node sent three
+        window updates per gossip message and one or more per block read. A peer is never
+        left waiting on bytes we have read: at most half a window goes unannounced."""
+        if not self.hysteresis_only:
+            await super()._auto_tune_and_send_window_update(bytes_read=bytes_read)
+            return
+        total_delta = 0
+        async with self.window_lock:
+            if bytes_read > 0:
+                self._pending_recv_release += bytes_read
+            buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
+            delta = self.target_recv_window - (self.recv_window + buffered)
+            threshold = self._grow_threshold()
+            if delta >= threshold and delta > 0:
+                total_delta = self._grow_to_delta(buffered) + self._apply_autotune_epoch(buffered)
+                self._pending_recv_release = 0
+            elif self._pending_recv_release >= threshold:
+                total_delta = self._pending_recv_release
+                self.recv_window += total_delta
+                self._pending_recv_release = 0
+                total_delta += self._apply_autotune_epoch(buffered)
+        if total_delta > 0:  # sent outside the lock, as upstream does
+            await self.send_window_update(total_delta, skip_lock=True)
 
 
 def install_yamux_patch() -> None:
