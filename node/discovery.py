@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import random
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -354,7 +355,9 @@ class Discovery:
             self.config.max_lookup_interval_s,
         )
         self._dial_pause[info.peer_id] = pause
-        self._dial_retry_at[info.peer_id] = now + pause
+        # Jittered: nodes started together fail together (a bootstrap evicts handshakes
+        # beyond its pending limit) and would otherwise all retry in the same instant again.
+        self._dial_retry_at[info.peer_id] = now + pause * random.uniform(0.5, 1.0)
         return False
 
     async def connect_bootstrap(self) -> int:

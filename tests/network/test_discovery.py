@@ -11,9 +11,13 @@ from pathlib import Path
 
 import pytest
 import trio
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+from multiaddr import Multiaddr
 
 from bootstrap.config import ConfigError, load_bootstrap_config
-from node.discovery import DiscoveryConfig, task_namespace
+from node.discovery import Discovery, DiscoveryConfig, task_namespace
 from node.host import host_multiaddrs
 from protocol.cid import cid_of
 from protocol.errors import CIDError
@@ -211,3 +215,24 @@ async def test_peers_discover_each_other_through_a_bootstrap_process(tmp_path: P
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_failed_dials_are_retried_at_jittered_times(tmp_path: Path) -> None:
+    """Nodes started together fail together (a bootstrap evicts handshakes beyond its pending
+    limit), so their retries must not all come in one instant again: each comes after half
+    to all of its doubling pause, at a time of its own."""
+    async with open_network(tmp_path) as network:
+        config = DiscoveryConfig(lookup_interval_s=2.0, max_lookup_interval_s=60.0)
+        discovery = Discovery(await network.host(), config)
+        nobody = Multiaddr("/ip4/127.0.0.1/tcp/1")  # nobody listens there
+        offsets = []
+        for _ in range(12):
+            dead = PeerInfo(ID.from_pubkey(create_new_key_pair().public_key), [nobody])
+            start = trio.current_time()
+            assert not await discovery._connect_with_backoff(dead)
+            pause = discovery._dial_pause[dead.peer_id]
+            assert pause == 2.0  # the first pause: lookup_interval_s / 2, doubled
+            offsets.append(discovery._dial_retry_at[dead.peer_id] - start)
+            assert not await discovery._connect_with_backoff(dead)  # not before its time
+        assert all(1.0 <= offset <= 2.01 for offset in offsets)  # the dial itself: microseconds
+        assert max(offsets) - min(offsets) > 0.1  # spread, not one instant
