@@ -111,6 +111,9 @@ class TrainingConfig:
     lr: float = 0.02  # with momentum 0.9: 5 IID MNIST workers pass 99% by round 3-5 (bench.fedsim)
     momentum: float = 0.9
     prox_mu: float = 0.0
+    # the update is the mean of the weights over the last half of the steps: a last
+    # iterate alone can forget a class, which the WORK policy rejects as a label flip
+    average_tail: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -324,6 +327,9 @@ SCHEMA: dict[str, tuple[type, dict[str, _Key]]] = {
             "lr": _Key("float", _positive),
             "momentum": _Key("float", lambda v: None if 0 <= v < 1 else "a number in [0, 1)"),
             "prox_mu": _Key("float", _at_least(0)),
+            "average_tail": _Key(
+                "float", lambda v: None if 0 <= v <= 1 else "a fraction in [0, 1]"
+            ),
         },
     ),
     "task": (

@@ -85,6 +85,7 @@ def train_config(training: TrainingConfig, seed: int) -> TrainConfig:
         momentum=training.momentum,
         prox_mu=training.prox_mu,
         seed=seed,
+        average_tail=training.average_tail,
     )
 
 

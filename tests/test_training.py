@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -99,6 +100,32 @@ def test_raising_from_progress_aborts(subsets: tuple[Subset, Subset]) -> None:
         train_local(build_model("mnist_2nn"), x, y, TrainConfig(1, 10, 0.1), stop)
 
 
+@pytest.mark.parametrize("fraction", [0.5, 1.0, 0.01])
+def test_the_tail_average_is_the_mean_of_the_last_steps_weights(
+    subsets: tuple[Subset, Subset], fraction: float
+) -> None:
+    (x, y), _ = subsets
+    model = build_model("mnist_2nn", seed=0)
+    after_each: list[dict[str, torch.Tensor]] = []
+
+    def record(update: TrainProgress) -> None:
+        after_each.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    config = TrainConfig(1, 10, 0.02, 0.9, seed=4, average_tail=fraction)
+    result = train_local(model, x, y, config, record)
+    last = after_each[-math.ceil(result.steps * fraction) :]
+    assert len(last) >= 1
+    for name, value in model.state_dict().items():
+        expected = torch.stack([state[name] for state in last]).mean(dim=0)
+        assert torch.allclose(value, expected, atol=1e-6), name
+    # 0: the last step's weights, exactly as without averaging
+    plain, averaged_off = build_model("mnist_2nn", seed=0), build_model("mnist_2nn", seed=0)
+    train_local(plain, x, y, TrainConfig(1, 10, 0.02, 0.9, seed=4))
+    train_local(averaged_off, x, y, TrainConfig(1, 10, 0.02, 0.9, seed=4, average_tail=0.0))
+    for a, b in zip(plain.state_dict().values(), averaged_off.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_divergence_is_reported(subsets: tuple[Subset, Subset]) -> None:
     (x, y), _ = subsets
     with pytest.raises(ProtocolError, match="diverged.*lower the lr"):
@@ -159,6 +186,8 @@ def test_bad_data_is_refused(images: torch.Tensor, labels: torch.Tensor, message
         ({"lr": float("nan")}, "lr must be finite"),
         ({"momentum": 1.0}, "momentum must be < 1"),
         ({"prox_mu": -1.0}, "prox_mu must be finite and >= 0"),
+        ({"average_tail": 1.5}, "average_tail must be in"),
+        ({"average_tail": -0.1}, "average_tail must be in"),
     ],
 )
 def test_train_config_is_checked(changes: dict[str, float], message: str) -> None:
