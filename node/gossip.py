@@ -479,7 +479,7 @@ class _Parked:
     forwarder: PeerID
     msg: rpc_pb2.Message
     expires_at: float
-    round_view: int = 0
+    round_view: tuple[int, bool] = (0, False)
     retry_at: float = 0.0
     attempts: int = 0
 
@@ -732,10 +732,17 @@ class TaskGossip:
             parked = self._pending[message_id] = _Parked(forwarder, msg, now + config.pending_ttl_s)
             self._pending_bytes += size
             self._pending_by_signer[signer] += 1
-        parked.round_view = self.current_round()
+        parked.round_view = self._round_view()
         # backing off: a message that stays unjudgeable costs fewer and fewer chain reads
         parked.retry_at = now + config.pending_retry_s * 2 ** min(parked.attempts, 6)
         parked.attempts += 1
+
+    def _round_view(self) -> tuple[int, bool]:
+        """What a parked message waits for to change: our round, and whether its training
+        phase has closed (a key release that came a moment early is taken then, not at
+        the next back-off, which may be after the round has been averaged without it)."""
+        current = self.current_round()
+        return current, self.training_over is not None and self.training_over(current)
 
     def _unpark(self, message_id: bytes) -> None:
         parked = self._pending.pop(message_id, None)
@@ -753,14 +760,14 @@ class TaskGossip:
             logger.debug("replaying a parked message failed: %r", exc)
 
     async def _replay_pending(self) -> None:
-        """Validate parked messages again once our round moved or ``pending_retry_s``
-        passed, through pubsub, so an accepted one is delivered and forwarded as usual."""
+        """Validate parked messages again once our round moved or its training closed, or
+        ``pending_retry_s`` passed, through pubsub, so an accepted one is delivered and forwarded as usual."""
         pubsub = self.node.pubsub
         async with trio.open_nursery() as nursery:
             while True:
                 await trio.sleep(min(1.0, self.node.config.pending_retry_s))
                 now = trio.current_time()
-                current = self.current_round()
+                current = self._round_view()
                 for message_id, parked in list(self._pending.items()):
                     if now >= parked.expires_at or message_seen(pubsub, parked.msg):
                         self._unpark(message_id)

@@ -32,6 +32,7 @@ from protocol.messages import (
     TOPIC_KINDS,
     CommitteeProof,
     EvaluationScores,
+    KeyRelease,
     Message,
     ModelAnnouncement,
     encode_message,
@@ -110,6 +111,11 @@ class LaggingView:
     reloads: int = 0
     chain_slow: bool = False
     """While set, the extra validator's chain reads take longer than the validation timeout."""
+    training_closed: bool = True
+    """Whether the view has seen ``round``'s training phase close (key releases wait for it)."""
+
+    def training_over(self, round_: int) -> bool:
+        return round_ < self.round or self.training_closed
 
     async def reload_members(self) -> None:
         await trio.sleep(0.01)  # a chain read
@@ -192,12 +198,19 @@ class Swarm:
                     view.hook,
                     refresh_members=view.reload_members,
                     chain_round=view.chain_round,
+                    training_over=view.training_over,
                 )
             )
         elif validating:
             gossip = await self.stack.enter_async_context(
                 open_task_gossip(
-                    peer.gossip, CHAIN_ID, TASK, lambda: ROUND, self.registry.get, self.hook
+                    peer.gossip,
+                    CHAIN_ID,
+                    TASK,
+                    lambda: ROUND,
+                    self.registry.get,
+                    self.hook,
+                    training_over=lambda round_: True,
                 )
             )
         else:
@@ -580,16 +593,58 @@ async def test_a_member_whose_round_lags_keeps_messages_until_it_catches_up(
         assert penalties(honest, honest) == {}
 
 
+async def lagging_member_and_senders(
+    swarm: Swarm, view: LaggingView, config: GossipConfig, senders: int
+) -> tuple[Member, list[Member]]:
+    """A member with `view` and `senders` members up to date, in one mesh."""
+    lagging = await swarm.join(config=config, view=view)
+    others = [await swarm.join() for _ in range(senders)]
+    view.known.update(swarm.registry)
+    await swarm.wait_for_mesh()
+    return lagging, others
+
+
+async def test_a_key_release_parked_before_training_closed_is_taken_once_it_closes(
+    tmp_path: Path,
+) -> None:
+    """Every update is in, so training closes early: a worker's key release can reach a
+    member whose chain follower has not seen that yet. It is parked and taken as soon as
+    the follower sees the phase closed, not at the parked message's next back-off (by then
+    the round may have been averaged without it)."""
+    slow_back_off = GossipConfig(pending_retry_s=120.0, validation_timeout_s=0.5)
+    async with open_swarm(tmp_path) as swarm:
+        view = LaggingView(swarm.registry, training_closed=False)
+        lagging, senders = await lagging_member_and_senders(swarm, view, slow_back_off, 2)
+
+        for sender in senders:
+            update = cid_of(b"update of " + sender.address)
+            await sender.gossip.publish(
+                KeyRelease(CHAIN_ID, TASK, ROUND, sender.address, update, b"\x42" * 300)
+            )
+        await wait_until(lambda: lagging.gossip.pending >= len(senders), "the releases parked")
+        # past gossipsub's gossip window no peer offers them again: only a replay delivers
+        await trio.sleep(4 * GossipConfig().heartbeat_interval_s + 1)
+        assert lagging.received("models") == []
+        view.training_closed = True
+
+        def released() -> set[bytes]:
+            return {m.worker for m in lagging.received("models") if isinstance(m, KeyRelease)}
+
+        await wait_until(
+            lambda: released() == {s.address for s in senders},
+            "the parked releases taken",
+            timeout=30,
+        )
+        assert not lagging.gossip.rejections
+
+
 async def test_validation_slower_than_its_timeout_is_retried_not_rejected(
     tmp_path: Path,
 ) -> None:
     """A busy loop or a slow chain endpoint is our lag, not the sender's fault."""
     async with open_swarm(tmp_path) as swarm:
         view = LaggingView(swarm.registry, chain_slow=True)
-        lagging = await swarm.join(config=FAST_RETRY, view=view)
-        senders = [await swarm.join() for _ in range(3)]
-        view.known.update(swarm.registry)
-        await swarm.wait_for_mesh()
+        lagging, senders = await lagging_member_and_senders(swarm, view, FAST_RETRY, 3)
 
         sent = await publish_announcements(senders, LAG_MESSAGES_PER_SENDER)
         await wait_until(
