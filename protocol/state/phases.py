@@ -87,6 +87,10 @@ DEFAULT_AGGREGATOR = "fedavg"  # Task.Params' default rule, for a machine told n
 # Seconds of chain time a worker waits, after a round finalized, for the key releases of
 # accepted updates it cannot open yet; after that it averages the ones it can open.
 KEY_RELEASE_GRACE = 60
+# The same wait once the next round has opened (or the task ended), counted from the same
+# finalization: a release follows its round's training close by a second or so, and only a
+# round whose phases all ended early finalizes before it; meanwhile our next training waits.
+KEY_RELEASE_GRACE_MOVED_ON = 10
 
 TRANSITIONS: dict[tuple[Phase, type[Event]], Phase] = {
     # a round opens from idle, after the last one finalized, or over one that never
@@ -310,7 +314,8 @@ class RoundMachine(Generic[LocalState]):
         return actions
 
     def _admit(self, event: Event) -> bool:
-        """False for events of another round; early announcements are kept for later."""
+        """False for events of another round, but a key release the last round's aggregation
+        still waits for; early announcements are kept for later."""
         event_round = getattr(event, "round", None)
         view = self.view
         if isinstance(event, AnnouncementReceived) and (
@@ -323,6 +328,8 @@ class RoundMachine(Generic[LocalState]):
             return True
         if isinstance(event, self.EARLY_EVENTS) and event_round == view.round + 1:
             return True
+        if isinstance(event, KeyReleaseReceived) and view.aggregation is not None:
+            return event_round == view.aggregation.round  # the next round opened before it
         # before the first round our own setup transactions carry round 0
         return view.phase == Phase.IDLE and isinstance(event, TxConfirmed | TxFailed)
 
@@ -654,9 +661,14 @@ def _announcement(m: RoundMachine, e: AnnouncementReceived) -> list[Action]:
 
 
 def _key_release_received(m: RoundMachine, e: KeyReleaseReceived) -> list[Action]:
-    """Keep the first release of each worker of the task; attach it to that worker's
-    accepted update if the round's aggregation waits for it."""
+    """Keep the first release of each worker of the task for this round; attach it to that
+    worker's accepted update if the round's aggregation waits for it. One of an earlier
+    round only completes that round's aggregation, if it still waits."""
     view = m.view
+    if e.round < view.round:
+        return _earlier_key_release(m, e)
+    if e.round != view.round:
+        return []
     if e.worker in view.releases or (view.workers and e.worker not in view.workers):
         return []
     if len(view.releases) >= MAX_WORKERS:
@@ -666,6 +678,23 @@ def _key_release_received(m: RoundMachine, e: KeyReleaseReceived) -> list[Action
     if pending is not None and pending.round == e.round:
         updates = tuple(m._released(u) for u in pending.updates)
         view.aggregation = dataclasses.replace(pending, updates=updates)
+    return []
+
+
+def _earlier_key_release(m: RoundMachine, e: KeyReleaseReceived) -> list[Action]:
+    """A release of an earlier round (the next one opened before it came): attached to the
+    accepted update of its worker and CID if that round's aggregation still waits; never
+    kept as a release of the current round, whose training may be open."""
+    pending = m.view.aggregation
+    if e.round >= m.view.round or pending is None or pending.round != e.round:
+        return []
+    updates = tuple(
+        dataclasses.replace(u, key_release=e.sealed_key)
+        if u.worker == e.worker and u.cid == e.cid and u.key_release is None
+        else u
+        for u in pending.updates
+    )
+    m.view.aggregation = dataclasses.replace(pending, updates=updates)
     return []
 
 
@@ -742,7 +771,8 @@ COMMON_RULES: dict[tuple[Phase, type[Event]], Rule] = {
     **every(ROUND_PHASES, PhaseChanged, _phase_changed),
     **every(ROUND_PHASES, RoundFinalized, _round_finalized),
     **every(ROUND_PHASES, AnnouncementReceived, _announcement),
-    **every(AFTER_TRAINING, KeyReleaseReceived, _key_release_received),
+    **every((*AFTER_TRAINING, Phase.TERMINATED), KeyReleaseReceived, _key_release_received),
+    (Phase.TRAINING, KeyReleaseReceived): _earlier_key_release,
     **every((Phase.IDLE, *OPEN_PHASES), TaskTerminated, _task_terminated),
     **every(ALL_PHASES, BlobFetched, _blob_fetched),
     **every(ALL_PHASES, FetchFailed, _fetch_failed),
@@ -778,17 +808,7 @@ COMMON_IGNORED: dict[tuple[Phase, type[Event]], str] = {
         (AnnouncementReceived,),
         "no round to match it with (the admission check keeps the next round's)",
     ),
-    **ignore(
-        (Phase.IDLE, Phase.TERMINATED),
-        (KeyReleaseReceived,),
-        "no round whose updates it could open",
-    ),
-    **ignore(
-        (Phase.TRAINING,),
-        (KeyReleaseReceived,),
-        "training is open (gossip lets none through now): a released key would let a worker "
-        "copy the update and submit it as its own",
-    ),
+    **ignore((Phase.IDLE,), (KeyReleaseReceived,), "no round whose updates it could open"),
 }
 
 
@@ -842,7 +862,8 @@ def aggregate_when_fetched(m: RoundMachine) -> list[Action]:
         return []
     waiting = [u for u in pending.updates if u.cid in view.have and not m._readable(u)]
     moved_on = view.round > pending.round or view.phase == Phase.TERMINATED
-    if waiting and not moved_on and m.now < pending.since + KEY_RELEASE_GRACE:
+    grace = KEY_RELEASE_GRACE_MOVED_ON if moved_on else KEY_RELEASE_GRACE
+    if waiting and m.now < pending.since + grace:
         return []
     view.aggregation = None
     actions: list[Action] = [

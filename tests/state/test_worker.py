@@ -37,6 +37,7 @@ from protocol.state.events import (
 from protocol.state.persist import from_dict, to_dict
 from protocol.state.phases import (
     KEY_RELEASE_GRACE,
+    KEY_RELEASE_GRACE_MOVED_ON,
     MAX_FETCH_ATTEMPTS,
     REQUIRED_FETCH_MAX_PAUSE,
     REQUIRED_FETCH_PAUSE,
@@ -311,6 +312,39 @@ def test_a_key_release_after_finalization_completes_the_average() -> None:
     actions = worker.handle(KeyReleaseReceived(1, OTHER, update_cid(OTHER, 1), b"late"))
     expected = (Update(ME, MY_CID, 100), Update(OTHER, update_cid(OTHER, 1), 100, b"late"))
     assert only(actions, Aggregate) == [aggregated(1, expected)]
+
+
+def next_round_before_the_release() -> WorkerMachine:
+    """Round 1 finalized with OTHER's update accepted and fetched but its key not released
+    yet, and round 2 opened (every phase of round 1 ended early)."""
+    worker = finalized_worker(release_other=False)
+    feed(worker, RoundFinalized(1, (ME, OTHER)), BlobFetched(update_cid(OTHER, 1)))
+    actions = worker.handle(opened(2))
+    assert not only(actions, Aggregate) and worker.view.aggregation is not None
+    return worker
+
+
+def test_a_release_that_comes_after_the_next_round_opened_completes_the_average() -> None:
+    worker = next_round_before_the_release()
+    actions = worker.handle(KeyReleaseReceived(1, OTHER, update_cid(OTHER, 1), b"late"))
+    expected = (Update(ME, MY_CID, 100), Update(OTHER, update_cid(OTHER, 1), 100, b"late"))
+    assert only(actions, Aggregate) == [aggregated(1, expected)]
+    # it is not kept as a release of round 2, whose training is open: neither that one nor
+    # a round-2 release opens anything before round 2's training closes
+    assert not worker.view.releases
+    feed(worker, KeyReleaseReceived(2, OTHER, update_cid(OTHER, 2), b"early"))
+    assert not worker.view.releases
+
+
+def test_once_the_next_round_opened_a_missing_release_is_waited_for_briefly() -> None:
+    worker = next_round_before_the_release()
+    assert worker.view.aggregation is not None
+    since = worker.view.aggregation.since
+    assert not only(worker.handle(Tick(since + KEY_RELEASE_GRACE_MOVED_ON - 1)), Aggregate)
+    actions = worker.handle(Tick(since + KEY_RELEASE_GRACE_MOVED_ON))
+    assert only(actions, Aggregate) == [aggregated(1, (Update(ME, MY_CID, 100),))]
+    assert any("no key release" in text for text in logs(actions, "warning"))
+    assert KEY_RELEASE_GRACE_MOVED_ON < KEY_RELEASE_GRACE
 
 
 def test_a_release_for_another_cid_than_the_accepted_one_opens_nothing() -> None:
