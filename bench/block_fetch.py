@@ -4,7 +4,7 @@
 
 A provider process (this module with ``--serve``) publishes one random blob per size in
 its block store, in py-libp2p's bitswap (``MerkleDag.add_bytes``), on a plain libp2p
-stream and behind a plain TCP socket. This process then fetches each blob five ways and
+stream and behind a plain TCP socket. This process then fetches each blob six ways and
 prints MB/s (MB = 10^6 bytes, median of the repeats) with the ratio to tcp in brackets,
 and the CPU both processes spent per MB (all repeats' CPU seconds over all their bytes:
 on a machine whose cores are all busy, as in a localnet's round, CPU and not wall is what a
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import statistics
@@ -48,6 +47,8 @@ from typing import Any
 import trio
 from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
+
+from bench.hostile_load import cpu_seconds
 
 MB = 1_000_000
 RAW_STREAM = TProtocol("/fl-bench/raw-copy/1.0.0")
@@ -122,15 +123,9 @@ async def clock(fetch: Awaitable[bytes]) -> tuple[float, bytes]:
     return time.perf_counter() - start, data
 
 
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system, every thread) process ``pid`` has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def both_cpu(provider_pid: int) -> float:
     """CPU seconds of this process and the provider's, together."""
-    return time.process_time() + process_cpu(provider_pid)
+    return time.process_time() + cpu_seconds(provider_pid)
 
 
 async def timed(probe: Probe, expected: bytes, provider_pid: int) -> tuple[float, float]:
@@ -162,7 +157,7 @@ async def measure(info: dict[str, Any], sizes: list[int], repeat: int, workdir: 
 
     from node.blocks import BlockExchange, BlockStore
     from node.host import HostConfig, connect, open_host
-    from node.libp2p_compat import WindowWaitingYamuxStream
+    from node.libp2p_compat import upstream_window_updates
 
     rows = []
     async with open_host(HostConfig(workdir / "fetcher.key")) as host, trio.open_nursery() as nursery:
@@ -213,11 +208,8 @@ async def measure(info: dict[str, Any], sizes: list[int], repeat: int, workdir: 
                                               timeout_s=600))
 
             async def upstream_windows(size: int = size, root: str = root) -> tuple[float, bytes]:
-                WindowWaitingYamuxStream.hysteresis_only = False
-                try:
+                with upstream_window_updates():
                     return await warm_fetch(size, root)
-                finally:
-                    WindowWaitingYamuxStream.hysteresis_only = True
 
             async def bitswap_fetch(size: int = size) -> tuple[float, bytes]:
                 client = BitswapClient(host, MemoryBlockStore())

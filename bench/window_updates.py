@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from libp2p.stream_muxer.yamux import yamux as upstream_yamux
 from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_bytes_limited
 
 from node.host import HostConfig, connect, host_multiaddrs, open_host
-from node.libp2p_compat import WindowWaitingYamuxStream
+from node.libp2p_compat import upstream_window_updates
 
 PROTOCOL = TProtocol("/fl-bench/window-updates/1.0.0")
 BLOCK = 256 * 1024
@@ -82,16 +83,13 @@ async def measure(open_stream: Callable[[], Awaitable[INetStream]], send: Patter
                   read_done: Callable[[], Awaitable[None]], counter: UpdateCounter,
                   hysteresis_only: bool) -> Cost:
     """One pattern over a fresh stream with one policy: the updates sent and CPU spent."""
-    WindowWaitingYamuxStream.hysteresis_only = hysteresis_only
-    try:
+    with nullcontext() if hysteresis_only else upstream_window_updates():
         before, cpu = counter.count, time.process_time()
         stream = await open_stream()
         await send(stream)
         await read_done()
         await stream.close()
         return Cost(counter.count - before, time.process_time() - cpu)
-    finally:
-        WindowWaitingYamuxStream.hysteresis_only = True
 
 
 async def run(messages: int, size: int, blob_mb: int, repeat: int, workdir: Path) -> dict[str, list[Cost]]:

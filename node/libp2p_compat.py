@@ -28,7 +28,8 @@ from __future__ import annotations
 import importlib
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, ClassVar, cast
 
@@ -377,6 +378,17 @@ class WindowWaitingYamuxStream(YamuxStream):
                 total_delta += self._apply_autotune_epoch(buffered)
         if total_delta > 0:  # sent outside the lock, as upstream does
             await self.send_window_update(total_delta, skip_lock=True)
+
+
+@contextmanager
+def upstream_window_updates() -> Iterator[None]:
+    """py-libp2p's own window updates (one per read) in this process while inside, for
+    benchmarks to compare with :class:`WindowWaitingYamuxStream`'s."""
+    WindowWaitingYamuxStream.hysteresis_only = False
+    try:
+        yield
+    finally:
+        WindowWaitingYamuxStream.hysteresis_only = True
 
 
 def install_yamux_patch() -> None:

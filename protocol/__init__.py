@@ -19,7 +19,8 @@ once the round's training is over in the receiver's chain view and only from the
 itself (`protocol.gossip_rules.validate`); the round machine (`protocol.state`) attaches it
 to the worker's accepted update, so every member can open the accepted updates and average
 them locally. A worker that never releases its key is left out of the other workers'
-averages after `protocol.state.phases.KEY_RELEASE_GRACE`.
+averages after `protocol.state.phases.KEY_RELEASE_GRACE` (`KEY_RELEASE_GRACE_MOVED_ON` once
+the next round has opened).
 
 As a second line, validators reject near-duplicates (`protocol.verdict.near_duplicates`):
 an update whose delta from the base points the way of an update submitted earlier on chain

@@ -188,18 +188,22 @@ class BlockStore:
         Raises CIDError when the bytes do not match, BlockStoreFullError when the cap would
         be exceeded (nothing is stored then).
         """
-        check_block(canonical_cid(cid), data)
-        return self.put_fetched(cid, data, durable=self.durable)
+        return self._store(cid, data, verify=True, durable=self.durable)
 
-    def put_fetched(self, cid: str, data: bytes, *, durable: bool = False) -> bool:
+    def put_fetched(self, cid: str, data: bytes) -> bool:
         """Store a block whose bytes the caller has just checked against ``cid`` (the block
-        exchange verifies every block it receives): not hashed again and, unless
-        ``durable``, not fsynced. A fetched block needs no fsync: every read verifies it,
-        so one a power cut damaged is removed and fetched again, while a blob only this
-        node holds (one it published) goes through ``put``. Same results as ``put``."""
+        exchange verifies every block it receives): not hashed again and not fsynced. A
+        fetched block needs no fsync: every read verifies it, so one a power cut damaged is
+        removed and fetched again, while a blob only this node holds (one it published)
+        goes through ``put``. Same results as ``put``."""
+        return self._store(cid, data, verify=False, durable=False)
+
+    def _store(self, cid: str, data: bytes, *, verify: bool, durable: bool) -> bool:
         key = canonical_cid(cid)
         if len(data) > MAX_BLOCK_SIZE:
             raise CIDError(f"block {key} is {len(data)} bytes, over the {MAX_BLOCK_SIZE}-byte block limit")
+        if verify:
+            check_block(key, data)
         size = len(data)
         with self._lock:
             if key in self._sizes:

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import node.blocks.store
 from node.blocks.cids import check_block
 from node.blocks.store import (
     BlockCorruptError,
@@ -22,6 +23,7 @@ from node.blocks.store import (
 )
 from node.blocks.unixfs import (
     CHUNK_SIZE,
+    MAX_BLOCK_SIZE,
     MAX_LINKS_PER_NODE,
     DagError,
     Link,
@@ -228,6 +230,19 @@ def test_fetched_blocks_skip_the_fsync_and_a_damaged_one_is_removed_on_read(
             reopened.get(cid_of(fetched))
         assert not reopened.has(cid_of(fetched)) and reopened.get(cid_of(own)) == own
         assert reopened.put_fetched(cid_of(fetched), fetched) is True
+
+
+def test_a_block_over_the_size_limit_is_refused_before_it_is_hashed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hashed: list[str] = []
+    monkeypatch.setattr(node.blocks.store, "check_block", lambda cid, data: hashed.append(cid))
+    oversized = b"\0" * (MAX_BLOCK_SIZE + 1)
+    with BlockStore(tmp_path / "blocks") as store:
+        for put in (store.put, store.put_fetched):
+            with pytest.raises(CIDError, match="over the .*-byte block limit"):
+                put(cid_of(oversized), oversized)
+        assert hashed == [] and store.total_bytes == 0
 
 
 def test_cap_is_enforced_with_a_clear_error(tmp_path: Path) -> None:
