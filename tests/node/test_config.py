@@ -55,6 +55,7 @@ def test_minimal_config_gets_defaults_and_resolves_paths(tmp_path: Path) -> None
         (lambda t: t + "\n[training]\nepochs = 2\nepoch = 3\n", "[training] has unknown key(s) ['epoch']"),
         (lambda t: t + "\n[training]\nepochs = \"two\"\n", "[training] epochs must be an integer"),
         (lambda t: t + "\n[training]\nlr = true\n", "[training] lr must be a finite number"),
+        (lambda t: t + "\n[training]\naverage_tail = 1.5\n", "[training] average_tail must be a fraction in [0, 1]"),
         (lambda t: t.replace('role = "worker"', 'role = "miner"'), "[node] role must be one of"),
         (lambda t: t.replace('data_dir = "data"', ""), "[node] data_dir is required"),
         (lambda t: t + "\n[extra]\nx = 1\n", "unknown section(s) ['extra']"),
