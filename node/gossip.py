@@ -761,7 +761,8 @@ class TaskGossip:
 
     async def _replay_pending(self) -> None:
         """Validate parked messages again once our round moved or its training closed, or
-        ``pending_retry_s`` passed, through pubsub, so an accepted one is delivered and forwarded as usual."""
+        ``pending_retry_s`` passed, through pubsub, so an accepted one is delivered and
+        forwarded as usual."""
         pubsub = self.node.pubsub
         async with trio.open_nursery() as nursery:
             while True:

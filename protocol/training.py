@@ -25,10 +25,10 @@ class TrainConfig:
 
     average_tail > 0: the trained model is the mean of the weights after each of the last
     `average_tail` of the steps (Polyak-Ruppert tail averaging), not the last step's. With
-    momentum SGD a single last iterate can swing a whole class: from an 83% mnist_2nn base,
-    one of 40 honest 1,000-sample epochs forgot class 9 (its accuracy 0.85 -> 0.06), what a
-    label flip does; averaging the last half of the steps left no such update
-    (`tests/test_training.py`).
+    momentum SGD a single last iterate can swing a whole class: in an in-process task an
+    honest worker's took class 9's validation accuracy from 0.85 to 0.06, what a label flip
+    does, and the WORK policy rejected it as one; with the last half of the steps averaged,
+    honest updates stay under half of any class's bound (`tests/attacks/test_class_harm.py`).
     """
 
     epochs: int
