@@ -23,6 +23,7 @@ import torch
 from node.config import TrainingConfig
 from node.datasets import default_data_root, load_builtin
 from node.models import build_model, train_config
+from protocol.aggregation import fedavg
 from protocol.data import Dataset, partition_iid, to_tensors
 from protocol.training import evaluate, train_local
 
@@ -43,7 +44,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def accuracies(
     args: argparse.Namespace, training: TrainingConfig, shards: Sequence[Dataset], test: Dataset
 ) -> list[float]:
-    """Test accuracy after each of --rounds FedAvg rounds (equal shards: a plain mean)."""
+    """Test accuracy after each of --rounds FedAvg rounds."""
     images, labels = to_tensors(test)
     state: Mapping[str, torch.Tensor] = build_model(args.model, seed=0).state_dict()
     result = []
@@ -55,7 +56,7 @@ def accuracies(
             x, y = to_tensors(shard)
             train_local(model, x, y, train_config(training, 100 * round_ + index))
             updates.append(model.state_dict())
-        state = {name: sum(u[name] for u in updates) / len(updates) for name in state}
+        state = fedavg(updates, [len(shard) for shard in shards])
         model = build_model(args.model, seed=0)
         model.load_state_dict(state)
         result.append(evaluate(model, images, labels).accuracy)

@@ -186,8 +186,8 @@ class TailAverage:
 
     def __init__(self, model: nn.Module, total_steps: int, fraction: float) -> None:
         self.model = model
-        averaged = math.ceil(total_steps * fraction)
-        self.first = total_steps - averaged + 1 if averaged else total_steps + 1
+        # fraction 0 puts the first averaged step past the last one: nothing is averaged
+        self.first = total_steps - math.ceil(total_steps * fraction) + 1
         self.count = 0
         self.mean: dict[str, torch.Tensor] = {}
 
