@@ -674,10 +674,7 @@ def _key_release_received(m: RoundMachine, e: KeyReleaseReceived) -> list[Action
     if len(view.releases) >= MAX_WORKERS:
         return []
     view.releases[e.worker] = (e.cid, e.sealed_key)
-    pending = view.aggregation
-    if pending is not None and pending.round == e.round:
-        updates = tuple(m._released(u) for u in pending.updates)
-        view.aggregation = dataclasses.replace(pending, updates=updates)
+    _attach_release(m, e)
     return []
 
 
@@ -685,9 +682,17 @@ def _earlier_key_release(m: RoundMachine, e: KeyReleaseReceived) -> list[Action]
     """A release of an earlier round (the next one opened before it came): attached to the
     accepted update of its worker and CID if that round's aggregation still waits; never
     kept as a release of the current round, whose training may be open."""
+    if e.round < m.view.round:
+        _attach_release(m, e)
+    return []
+
+
+def _attach_release(m: RoundMachine, e: KeyReleaseReceived) -> None:
+    """Give the accepted update of `e`'s worker and CID its key, if `e`'s round's
+    aggregation waits for it and it has none yet."""
     pending = m.view.aggregation
-    if e.round >= m.view.round or pending is None or pending.round != e.round:
-        return []
+    if pending is None or pending.round != e.round:
+        return
     updates = tuple(
         dataclasses.replace(u, key_release=e.sealed_key)
         if u.worker == e.worker and u.cid == e.cid and u.key_release is None
@@ -695,7 +700,6 @@ def _earlier_key_release(m: RoundMachine, e: KeyReleaseReceived) -> list[Action]
         for u in pending.updates
     )
     m.view.aggregation = dataclasses.replace(pending, updates=updates)
-    return []
 
 
 def _blob_fetched(m: RoundMachine, e: BlobFetched) -> list[Action]:
