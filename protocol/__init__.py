@@ -18,7 +18,10 @@ on the models topic: that 32-byte key sealed for every member, bound by its asso
 once the round's training is over in the receiver's chain view and only from the worker
 itself (`protocol.gossip_rules.validate`); the round machine (`protocol.state`) attaches it
 to the worker's accepted update, so every member can open the accepted updates and average
-them locally. A worker that never releases its key is left out of the other workers'
+them locally. The envelope's header commits to its content key (`protocol.envelope`, version
+2), so a released key is the one the committee opened: AES-GCM alone would let a worker
+craft content that also opens, to other bytes, under a second key it releases or wraps for
+some validators only. A worker that never releases its key is left out of the other workers'
 averages after `protocol.state.phases.KEY_RELEASE_GRACE` (`KEY_RELEASE_GRACE_MOVED_ON` once
 the next round has opened).
 

@@ -6,13 +6,14 @@ AES-256-GCM. Everything before the ciphertext (the header: recipients, wrapped k
 ephemeral key, nonce) and the caller's associated data is the content AEAD's associated
 data, so no part of an envelope can be changed or swapped without detection.
 
-Wire format, version 1 (all integers big-endian)::
+Wire format, version 2 (all integers big-endian)::
 
     magic            4   b"FLEV"
-    version          1   1
+    version          1   2
     recipient_count  2   1..MAX_RECIPIENTS
     ephemeral_public 32  X25519 public key
     content_nonce    12
+    key_commitment   32  HMAC-SHA256(content key, KEY_COMMITMENT_LABEL)
     recipient_count x (
         recipient_public 32  the recipient's X25519 public key (finds our entry in O(1))
         wrapped_key      48  AES-256-GCM(content key) = 32 bytes + 16-byte tag
@@ -22,10 +23,20 @@ Wire format, version 1 (all integers big-endian)::
 
 Each wrapping key is derived from a fresh ephemeral secret and one recipient key, so it
 encrypts exactly one message and a constant nonce is safe for the wrap.
+
+The key commitment is what makes an envelope mean one plaintext for everyone. AES-GCM
+alone does not commit to its key: a sender can compute a ciphertext and tag that
+authenticate under two keys of its choice, each opening to different bytes (Dodis et al.
+2018, "invisible salamanders"; Len et al. 2021), and wrap one key for some recipients and
+the other for the rest, or release the second as "the" key later. Every opener checks the
+key it unwrapped or was handed against the commitment in the header, which every holder of
+the envelope reads alike, before it decrypts; a key that does not match is refused as not
+this envelope's. Version 1 had no commitment and is refused.
 """
 
 from __future__ import annotations
 
+import hmac
 import os
 import struct
 from collections.abc import Sequence
@@ -46,6 +57,8 @@ __all__ = [
     "MAX_RECIPIENTS",
     "VERSION",
     "content_key_of",
+    "envelope_size",
+    "key_commitment",
     "envelope_recipients",
     "generate_keypair",
     "missing_recipients",
@@ -56,7 +69,7 @@ __all__ = [
 ]
 
 MAGIC = b"FLEV"
-VERSION = 1
+VERSION = 2
 MAX_PLAINTEXT_SIZE = 256 * 1024 * 1024
 
 KEY_SIZE = 32
@@ -64,12 +77,29 @@ NONCE_SIZE = 12
 TAG_SIZE = 16
 WRAPPED_KEY_SIZE = KEY_SIZE + TAG_SIZE
 RECIPIENT_ENTRY_SIZE = KEY_SIZE + WRAPPED_KEY_SIZE
+COMMITMENT_SIZE = 32
+KEY_COMMITMENT_LABEL = b"fl-node envelope v2 content key commitment"
 
 _PREFIX = struct.Struct(">4sBH")  # magic, version, recipient_count
-_FIXED_HEADER_SIZE = _PREFIX.size + KEY_SIZE + NONCE_SIZE
+_COMMITMENT_OFFSET = _PREFIX.size + KEY_SIZE + NONCE_SIZE
+_FIXED_HEADER_SIZE = _COMMITMENT_OFFSET + COMMITMENT_SIZE
 _LENGTH = struct.Struct(">Q")
 _WRAP_NONCE = bytes(NONCE_SIZE)
 _WRAP_INFO = b"fl-node envelope v1 key wrap"
+
+
+def envelope_size(plaintext_size: int, recipients: int) -> int:
+    """The bytes of an envelope of `plaintext_size` bytes sealed for `recipients` keys."""
+    return (
+        _FIXED_HEADER_SIZE + recipients * RECIPIENT_ENTRY_SIZE + _LENGTH.size
+        + plaintext_size + TAG_SIZE
+    )
+
+
+def key_commitment(content_key: bytes) -> bytes:
+    """What an envelope's header says of its content key: HMAC-SHA256 keyed by it, so no
+    second key can be found that gives the same (SHA-256's collision resistance)."""
+    return hmac.digest(content_key, KEY_COMMITMENT_LABEL, "sha256")
 
 
 def generate_keypair() -> tuple[bytes, bytes]:
@@ -158,7 +188,10 @@ def seal(
     content_key = AESGCM.generate_key(bit_length=256)
     content_nonce = os.urandom(NONCE_SIZE)
 
-    parts = [_PREFIX.pack(MAGIC, VERSION, len(keys)), ephemeral_public, content_nonce]
+    parts = [
+        _PREFIX.pack(MAGIC, VERSION, len(keys)), ephemeral_public, content_nonce,
+        key_commitment(content_key),
+    ]
     for index, recipient_public in enumerate(keys):
         try:
             shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient_public))
@@ -181,6 +214,7 @@ class _ParsedEnvelope:
     header: bytes
     ephemeral_public: bytes
     content_nonce: bytes
+    commitment: bytes
     entries: dict[bytes, bytes]  # recipient public key -> wrapped content key
     ciphertext: memoryview
 
@@ -189,13 +223,7 @@ def _parse(envelope: bytes, max_size: int) -> _ParsedEnvelope:
     if not isinstance(envelope, bytes | bytearray | memoryview):
         raise EnvelopeError(f"envelope must be bytes, got {type(envelope).__name__}")
     view = memoryview(envelope).cast("B")
-    max_envelope = (
-        _FIXED_HEADER_SIZE
-        + MAX_RECIPIENTS * RECIPIENT_ENTRY_SIZE
-        + _LENGTH.size
-        + max_size
-        + TAG_SIZE
-    )
+    max_envelope = envelope_size(max_size, MAX_RECIPIENTS)
     if len(view) > max_envelope:
         raise EnvelopeError(
             f"envelope is {len(view)} bytes, over the {max_envelope}-byte bound for a "
@@ -207,8 +235,10 @@ def _parse(envelope: bytes, max_size: int) -> _ParsedEnvelope:
     if magic != MAGIC:
         raise EnvelopeError(f"not an fl-node envelope: magic {bytes(magic)!r}, expected {MAGIC!r}")
     if version != VERSION:
+        why = " (version 1 does not commit to its key)" if version == 1 else ""
         raise EnvelopeError(
-            f"unsupported envelope version {version}; this node reads version {VERSION}"
+            f"unsupported envelope version {version}{why}; this node reads version "
+            f"{VERSION}: the sender must upgrade"
         )
     if not 1 <= count <= MAX_RECIPIENTS:
         raise EnvelopeError(f"envelope recipient count {count} is outside 1..{MAX_RECIPIENTS}")
@@ -242,7 +272,8 @@ def _parse(envelope: bytes, max_size: int) -> _ParsedEnvelope:
     return _ParsedEnvelope(
         header=bytes(view[:header_size]),
         ephemeral_public=bytes(view[_PREFIX.size : _PREFIX.size + KEY_SIZE]),
-        content_nonce=bytes(view[_PREFIX.size + KEY_SIZE : _FIXED_HEADER_SIZE]),
+        content_nonce=bytes(view[_PREFIX.size + KEY_SIZE : _COMMITMENT_OFFSET]),
+        commitment=bytes(view[_COMMITMENT_OFFSET:_FIXED_HEADER_SIZE]),
         entries=entries,
         ciphertext=view[header_size:],
     )
@@ -284,12 +315,23 @@ def _content_key(parsed: _ParsedEnvelope, private: X25519PrivateKey) -> bytes:
         raise EnvelopeError("envelope's ephemeral key is not a usable X25519 public key") from exc
     wrap = AESGCM(_wrapping_key(shared, parsed.ephemeral_public, our_public))
     try:
-        return wrap.decrypt(_WRAP_NONCE, wrapped, parsed.ephemeral_public)
+        content_key = wrap.decrypt(_WRAP_NONCE, wrapped, parsed.ephemeral_public)
     except InvalidTag as exc:
         raise EnvelopeError("envelope's wrapped key for us fails authentication: tampered") from exc
+    if not hmac.compare_digest(key_commitment(content_key), parsed.commitment):
+        raise EnvelopeError(
+            "envelope's wrapped key for us is not the key its header commits to: the sender "
+            "gave its recipients different keys"
+        )
+    return content_key
 
 
 def _decrypt(parsed: _ParsedEnvelope, content_key: bytes, associated_data: bytes) -> bytes:
+    if not hmac.compare_digest(key_commitment(content_key), parsed.commitment):
+        raise EnvelopeError(
+            "content key is not this envelope's: it does not match the key commitment in "
+            "the envelope's header"
+        )
     try:
         return AESGCM(content_key).decrypt(
             parsed.content_nonce, parsed.ciphertext, parsed.header + associated_data

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, TypeVar
 import msgpack
 
 from protocol.cid import parse_cid
+from protocol.envelope import KEY_SIZE, envelope_size
 from protocol.errors import CIDError, MessageError
 from protocol.fixedpoint import SCALE
 from protocol.keycert import KEY_BYTES
@@ -59,10 +60,8 @@ INT256_MIN = -(2**255)
 INT256_MAX = 2**255 - 1
 INT256_SIZE = 32
 TOPIC_KINDS = ("models", "committee", "scores")
-# A content key (32 bytes) sealed for every member of a task (protocol.envelope: 59-byte
-# header, 80 bytes per recipient, 8-byte length, 48-byte ciphertext): workers, validators
-# and the requester.
-MAX_KEY_RELEASE_SIZE = 59 + 80 * (2 * MAX_MEMBERS + 1) + 8 + 48
+# A content key sealed for every member of a task: workers, validators and the requester.
+MAX_KEY_RELEASE_SIZE = envelope_size(KEY_SIZE, 2 * MAX_MEMBERS + 1)
 # A model blob is a raw block (small) or a dag-pb root of a chunked DAG.
 ALLOWED_CID_CODECS = ("raw", "dag-pb")
 

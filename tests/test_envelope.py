@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import os
 import struct
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from protocol import envelope as envelope_module
 from protocol.envelope import (
     MAGIC,
     MAX_RECIPIENTS,
+    content_key_of,
     envelope_recipients,
+    envelope_size,
     generate_keypair,
+    key_commitment,
     missing_recipients,
     open_envelope,
+    open_with_content_key,
     public_key_of,
     seal,
 )
 from protocol.errors import EnvelopeError
+from tests.gcm_two_keys import two_key_ciphertext
 
 ALICE = generate_keypair()
 BOB = generate_keypair()
@@ -92,7 +101,7 @@ def test_every_single_byte_flip_is_detected() -> None:
 def test_swapping_wrapped_keys_between_envelopes_is_detected() -> None:
     first = seal(b"one", [ALICE[1], BOB[1]])
     second = seal(b"two", [ALICE[1], BOB[1]])
-    header_size = 4 + 1 + 2 + 32 + 12 + 2 * 80 + 8
+    header_size = envelope_size(0, 2) - envelope_module.TAG_SIZE
     spliced = first[:header_size] + second[header_size:]
     with pytest.raises(EnvelopeError, match="content fails authentication"):
         open_envelope(spliced, ALICE[0])
@@ -115,8 +124,63 @@ def test_bad_magic_and_version() -> None:
     envelope = seal(b"payload", [ALICE[1]])
     with pytest.raises(EnvelopeError, match="not an fl-node envelope"):
         open_envelope(b"XXXX" + envelope[4:], ALICE[0])
-    with pytest.raises(EnvelopeError, match="unsupported envelope version 2"):
-        open_envelope(MAGIC + b"\x02" + envelope[5:], ALICE[0])
+    with pytest.raises(EnvelopeError, match="unsupported envelope version 3"):
+        open_envelope(MAGIC + b"\x03" + envelope[5:], ALICE[0])
+    with pytest.raises(EnvelopeError, match="version 1 does not commit to its key"):
+        open_envelope(MAGIC + b"\x01" + envelope[5:], ALICE[0])
+
+
+def two_key_envelope(plaintext: bytes, associated_data: bytes) -> tuple[bytes, bytes]:
+    """(envelope, second key): sealed for ALICE with the content key its header commits
+    to, and for BOB with a second key under which its AES-GCM content also authenticates
+    (`tests.gcm_two_keys`): what a sender that wants BOB to read other bytes builds."""
+    ephemeral = X25519PrivateKey.generate()
+    ephemeral_public = ephemeral.public_key().public_bytes_raw()
+    first, second = AESGCM.generate_key(bit_length=256), AESGCM.generate_key(bit_length=256)
+    nonce = os.urandom(envelope_module.NONCE_SIZE)
+    parts = [
+        envelope_module._PREFIX.pack(MAGIC, envelope_module.VERSION, 2), ephemeral_public, nonce,
+        key_commitment(first),
+    ]
+    for (_, public), key in ((ALICE, first), (BOB, second)):
+        shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(public))
+        wrap = AESGCM(envelope_module._wrapping_key(shared, ephemeral_public, public))
+        parts += [public, wrap.encrypt(envelope_module._WRAP_NONCE, key, ephemeral_public)]
+    parts.append(envelope_module._LENGTH.pack(len(plaintext) + envelope_module.TAG_SIZE))
+    header = b"".join(parts)
+    content = two_key_ciphertext(first, second, nonce, plaintext, header + associated_data)
+    return header + content, second
+
+
+def test_a_second_key_the_content_authenticates_under_is_refused() -> None:
+    plaintext = b"the model every validator should score".ljust(64, b".")
+    envelope, second = two_key_envelope(plaintext, b"round 3")
+    parsed = envelope_module._parse(envelope, 1024)
+    # AES-GCM alone accepts the second key: BOB would read other bytes than ALICE
+    at_bob = AESGCM(second).decrypt(parsed.content_nonce, parsed.ciphertext, parsed.header + b"round 3")
+    at_alice = open_envelope(envelope, ALICE[0], b"round 3")
+    assert at_alice[16:] == plaintext[16:] and at_bob != at_alice
+    with pytest.raises(EnvelopeError, match="not the key its header commits to"):
+        open_envelope(envelope, BOB[0], b"round 3")
+    with pytest.raises(EnvelopeError, match="does not match the key commitment"):
+        open_with_content_key(envelope, second, b"round 3")  # released as "the" key
+    assert open_with_content_key(envelope, content_key_of(envelope, ALICE[0]), b"round 3") == at_alice
+
+
+def test_the_commitment_is_authenticated_and_binds_the_content_key() -> None:
+    envelope = seal(b"payload", [ALICE[1]])
+    key = content_key_of(envelope, ALICE[0])
+    start = envelope_module._COMMITMENT_OFFSET
+    assert envelope[start : start + 32] == key_commitment(key) != key_commitment(bytes(32))
+    forged = envelope[:start] + key_commitment(bytes(32)) + envelope[start + 32 :]
+    with pytest.raises(EnvelopeError, match="not the key its header commits to"):
+        open_envelope(forged, ALICE[0])
+
+
+def test_envelope_size_is_what_seal_writes() -> None:
+    for recipients in (1, 3):
+        keys = [generate_keypair()[1] for _ in range(recipients)]
+        assert len(seal(bytes(100), keys)) == envelope_size(100, recipients)
 
 
 def test_zero_recipient_count_rejected() -> None:
@@ -159,7 +223,7 @@ def test_size_limits() -> None:
 
 def test_declared_length_over_limit_rejected_before_decrypting() -> None:
     envelope = seal(b"abc", [ALICE[1]])
-    header_size = 4 + 1 + 2 + 32 + 12 + 80 + 8
+    header_size = envelope_size(0, 1) - envelope_module.TAG_SIZE
     lying = envelope[: header_size - 8] + struct.pack(">Q", 2**63) + envelope[header_size:]
     with pytest.raises(EnvelopeError, match="over the"):
         open_envelope(lying, ALICE[0])

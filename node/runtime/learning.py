@@ -35,7 +35,7 @@ from protocol.contribution import leave_one_out
 from protocol.data import MAX_DATASET_WIRE_BYTES, Dataset, to_tensors
 from protocol.data import decode_dataset as decode_dataset  # the wire codec, for the jobs
 from protocol.data import encode_dataset as encode_dataset
-from protocol.envelope import open_envelope, seal
+from protocol.envelope import envelope_size, open_envelope, seal
 from protocol.errors import ProtocolError
 from protocol.fixedpoint import SCALE
 from protocol.limits import MAX_DAG_DEPTH, MAX_RECIPIENTS
@@ -44,8 +44,6 @@ from protocol.state.records import GlobalModel, Update
 from protocol.training import Metrics, TrainProgress, evaluate, train_local
 
 logger = logging.getLogger(__name__)
-
-ENVELOPE_OVERHEAD_PER_RECIPIENT = 80
 
 KEPT_GLOBAL_MODELS = 3
 
@@ -89,11 +87,11 @@ def read_blob(store: BlockStore, cid: str, max_size: int, depth: int = 0) -> byt
 
 
 def max_update_size(spec: ModelSpec) -> int:
-    return spec.max_encoded_size() + MAX_RECIPIENTS * ENVELOPE_OVERHEAD_PER_RECIPIENT + 1024
+    return envelope_size(spec.max_encoded_size(), MAX_RECIPIENTS)
 
 
 def max_validation_size() -> int:
-    return MAX_DATASET_WIRE_BYTES + MAX_RECIPIENTS * ENVELOPE_OVERHEAD_PER_RECIPIENT + 4096
+    return envelope_size(MAX_DATASET_WIRE_BYTES, MAX_RECIPIENTS)
 
 
 # --- datasets ---------------------------------------------------------------------------

@@ -7,15 +7,21 @@ X and Y with `judge_round`, their results put through the validator machine.
 - X's entry is there but opens nothing (a flipped byte in X's wrapped key, or a wrapped
   key that is not the content's, each sealed in before the content is encrypted, so the
   envelope is one the worker can publish): only X can see that, so X marks it UNAVAILABLE
-  and Y judges it as any other."""
+  and Y judges it as any other.
+- X's entry wraps a second key under which the same AES-GCM ciphertext also authenticates
+  (`tests.gcm_two_keys`), opening to bytes that are no model: without the envelope's key
+  commitment X would see a bad payload and REJECT it alone, against Y's ACCEPT; with it X
+  refuses the key and marks the update UNAVAILABLE."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+import msgpack
+import numpy as np
 import pytest
 import torch
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -27,8 +33,9 @@ from node.models import build_model
 from node.runtime import learning
 from node.runtime.effects_jobs import ReleasedUpdates, RoundJudgement, evaluation_done, judge_round
 from protocol import envelope as env
-from protocol.codec import encode_state_dict
+from protocol.codec import ModelSpec, decode_state_dict, encode_state_dict
 from protocol.data import Dataset
+from protocol.errors import EnvelopeError, ProtocolError
 from protocol.manifest import WorkerVerdict
 from protocol.rewards import CommitteeMember, Policy, RewardPolicy, settle_round
 from protocol.state import ValidatorMachine
@@ -42,6 +49,7 @@ from protocol.state.events import (
     UpdateSubmitted,
 )
 from protocol.state.records import GlobalModel, Update
+from tests.gcm_two_keys import two_key_ciphertext
 from tests.runtime.test_key_release import put
 from tests.state.helpers import (
     INITIAL_CID,
@@ -56,8 +64,10 @@ from tests.state.helpers import (
 DATA_ROOT = default_data_root()
 TASK = b"\x6b" * 20
 LOG = logging.LoggerAdapter(logging.getLogger("test_unreadable_updates"), {})
-OMITS_X, BAD_WRAP_FOR_X, WRONG_KEY_FOR_X, HONEST = (bytes([0x40 + i]) * 20 for i in range(4))
-WORKERS = (OMITS_X, BAD_WRAP_FOR_X, WRONG_KEY_FOR_X, HONEST)
+OMITS_X, BAD_WRAP_FOR_X, WRONG_KEY_FOR_X, TWO_KEYS_FOR_X, HONEST = (
+    bytes([0x40 + i]) * 20 for i in range(5)
+)
+WORKERS = (OMITS_X, BAD_WRAP_FOR_X, WRONG_KEY_FOR_X, TWO_KEYS_FOR_X, HONEST)
 X, Y, Z = b"\x51" * 20, b"\x52" * 20, b"\x53" * 20
 VALIDATORS = (X, Y, Z)
 SALT = bytes(32)
@@ -65,7 +75,7 @@ ETHER = 10**18
 POLICY = Policy.for_task(
     worker_reward_per_round=3 * ETHER, validator_reward_per_round=ETHER,
     worker_deposit=ETHER, slash_fraction_bps=1000,
-    tolerance=20_000, reward_policy=RewardPolicy.TOPK, top_k=4,
+    tolerance=20_000, reward_policy=RewardPolicy.TOPK, top_k=5,
 )
 
 
@@ -73,25 +83,52 @@ def sealed_by_worker(
     plaintext: bytes, recipients: list[bytes], associated_data: bytes, victim: bytes, how: str
 ) -> bytes:
     """An envelope sealed as `protocol.envelope.seal` does, except the entry for `victim`:
-    its wrapped key with one byte flipped ("flip") or a valid wrap of another key ("wrong").
-    The header, that entry included, is the content's associated data, as in any envelope."""
+    its wrapped key with one byte flipped ("flip"), a valid wrap of another key ("wrong"),
+    or of a second key the content also authenticates under ("two_keys"; the content then
+    opens to `plaintext` under the first key but for 16 bytes of small weights). The header,
+    that entry included, is the content's associated data, as in any envelope."""
     ephemeral = X25519PrivateKey.generate()
     ephemeral_public = ephemeral.public_key().public_bytes_raw()
     content_key, nonce = AESGCM.generate_key(bit_length=256), os.urandom(env.NONCE_SIZE)
-    parts = [env._PREFIX.pack(env.MAGIC, env.VERSION, len(recipients)), ephemeral_public, nonce]
+    victim_key = AESGCM.generate_key(bit_length=256) if how in ("wrong", "two_keys") else content_key
+    parts = [
+        env._PREFIX.pack(env.MAGIC, env.VERSION, len(recipients)), ephemeral_public, nonce,
+        env.key_commitment(content_key),
+    ]
     for public in recipients:
         shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(public))
         wrap = AESGCM(env._wrapping_key(shared, ephemeral_public, public))
-        wrapped_key = content_key
-        if public == victim and how == "wrong":
-            wrapped_key = AESGCM.generate_key(bit_length=256)
-        wrapped = bytearray(wrap.encrypt(env._WRAP_NONCE, wrapped_key, ephemeral_public))
+        wrapped = bytearray(
+            wrap.encrypt(env._WRAP_NONCE, victim_key if public == victim else content_key, ephemeral_public)
+        )
         if public == victim and how == "flip":
             wrapped[5] ^= 0x01
         parts += [public, bytes(wrapped)]
     parts.append(env._LENGTH.pack(len(plaintext) + env.TAG_SIZE))
     header = b"".join(parts)
+    if how == "two_keys":
+        return header + two_key_ciphertext(
+            content_key, victim_key, nonce, plaintext, header + associated_data,
+            *small_weights(plaintext),
+        )
     return header + AESGCM(content_key).encrypt(nonce, plaintext, header + associated_data)
+
+
+def small_weights(plaintext: bytes) -> tuple[range, Callable[[int, bytes], bool]]:
+    """For `two_key_ciphertext`: the blocks that lie within the largest tensor's float32
+    data, and a check that the new block leaves the weights it touches finite and under 0.1,
+    so the update stays a good model."""
+    weights = max((data for _, _, _, data in msgpack.unpackb(plaintext)["tensors"]), key=len)
+    start = plaintext.find(weights)
+
+    def fits(index: int, block: bytes) -> bool:
+        offset = index * 16 - start
+        changed = bytearray(weights)
+        changed[offset : offset + 16] = block
+        touched = np.frombuffer(bytes(changed), "<f4")[offset // 4 : (offset + 19) // 4]
+        return bool(np.all(np.isfinite(touched)) and np.all(np.abs(touched) < 0.1))
+
+    return range(-(-start // 16), (start + len(weights)) // 16), fits
 
 
 @dataclasses.dataclass
@@ -163,7 +200,7 @@ def sealed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Round]:
             elif worker == HONEST:
                 blob = env.seal(plain, honest, TASK)
             else:
-                how = "flip" if worker == BAD_WRAP_FOR_X else "wrong"
+                how = {BAD_WRAP_FOR_X: "flip", WRONG_KEY_FOR_X: "wrong"}.get(worker, "two_keys")
                 blob = sealed_by_worker(plain, honest, TASK, keys[X][1], how)
             updates.append(Update(worker, put(store, blob), 100))
         yield Round(store, keys, tuple(updates), GlobalModel(initial), validation)
@@ -179,16 +216,39 @@ def test_an_update_not_addressed_to_x_is_rejected_by_x_and_y_alike(sealed: Round
 
 def test_an_update_whose_key_for_x_opens_nothing_is_unavailable_at_x_only(sealed: Round) -> None:
     at_x, at_y = sealed.judged_by(X), sealed.judged_by(Y)
-    assert at_x.unopenable == {BAD_WRAP_FOR_X, WRONG_KEY_FOR_X}
+    assert at_x.unopenable == {BAD_WRAP_FOR_X, WRONG_KEY_FOR_X, TWO_KEYS_FOR_X}
     assert at_y.unopenable == frozenset()
     x_verdicts, y_verdicts = sealed.verdicts(X, at_x), sealed.verdicts(Y, at_y)
-    assert x_verdicts[1:3] == (WorkerVerdict.UNAVAILABLE, WorkerVerdict.UNAVAILABLE)
-    # Y opens and measures both as it does the honest update, and accepts all three
+    assert x_verdicts[1:4] == (WorkerVerdict.UNAVAILABLE,) * 3
+    # Y opens and measures them as it does the honest update, and accepts all four
     assert all(a is not None for a in at_y.accuracies[1:])
-    assert y_verdicts[1:] == (WorkerVerdict.ACCEPT,) * 3
+    assert y_verdicts[1:] == (WorkerVerdict.ACCEPT,) * 4
     # X's judgement of the honest update is unchanged by the others'
-    assert at_x.accuracies[3] == at_y.accuracies[3] is not None
-    assert x_verdicts[3] == WorkerVerdict.ACCEPT
+    assert at_x.accuracies[4] == at_y.accuracies[4] is not None
+    assert x_verdicts[4] == WorkerVerdict.ACCEPT
+
+
+def test_the_second_key_opens_the_content_to_no_model_and_the_commitment_refuses_it(
+    sealed: Round,
+) -> None:
+    """The attack is real: AES-GCM alone accepts X's key and hands X bytes that are not
+    the model Y scored (without the commitment X would REJECT it alone). The envelope
+    refuses that key before decrypting."""
+    blob = learning.read_blob(sealed.store, sealed.updates[3].cid, 1 << 24)
+    parsed = env._parse(blob, env.MAX_PLAINTEXT_SIZE)
+    private = X25519PrivateKey.from_private_bytes(sealed.keys[X][0])
+    shared = private.exchange(X25519PublicKey.from_public_bytes(parsed.ephemeral_public))
+    wrap = AESGCM(env._wrapping_key(shared, parsed.ephemeral_public, sealed.keys[X][1]))
+    second = wrap.decrypt(env._WRAP_NONCE, parsed.entries[sealed.keys[X][1]], parsed.ephemeral_public)
+    at_x = AESGCM(second).decrypt(parsed.content_nonce, parsed.ciphertext, parsed.header + TASK)
+    at_y = env.open_envelope(blob, sealed.keys[Y][0], TASK)
+    assert at_x != at_y and len(at_x) == len(at_y)
+    with pytest.raises(ProtocolError):
+        decode_state_dict(at_x, ModelSpec.of(build_model("mnist_2nn")))
+    with pytest.raises(EnvelopeError, match="not the key its header commits to"):
+        env.open_envelope(blob, sealed.keys[X][0], TASK)
+    with pytest.raises(EnvelopeError, match="does not match the key commitment"):
+        env.open_with_content_key(blob, second, TASK)
 
 
 def test_without_readers_an_update_not_addressed_to_us_is_unopenable(sealed: Round) -> None:
@@ -212,8 +272,8 @@ def test_settled_the_validator_that_could_not_open_is_not_slashed(sealed: Round)
         verdicts = sealed.verdicts(validator, judged)
         members.append(CommitteeMember(True, judged.scores, verdicts, 950_000, ETHER))
     settled = settle_round(POLICY, [ETHER] * len(WORKERS), members)
-    assert settled.rejected == (True, False, False, False)  # the update left out for X
-    assert settled.accepted == (False, True, True, True)
+    assert settled.rejected == (True, False, False, False, False)  # left out for X
+    assert settled.accepted == (False, True, True, True, True)
     assert settled.validator_slashes == (0, 0, 0)
     assert settled.agreed == (True, True, True)
 
@@ -233,7 +293,7 @@ def test_an_envelope_whose_header_does_not_parse_is_rejected_not_unavailable(
     sealed: Round, with_readers: bool
 ) -> None:
     """Every validator reads the same malformed header: a fault all can see, so REJECT."""
-    honest = sealed.updates[3]
+    honest = sealed.updates[4]
     blob = b"XXXX" + learning.read_blob(sealed.store, honest.cid, 1 << 24)[4:]  # bad magic
     garbled = Update(HONEST, put(sealed.store, blob), 100)
     crypto = learning.TaskCrypto(sealed.keys[X][0], TASK)
