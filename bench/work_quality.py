@@ -486,6 +486,8 @@ def verdict_text(judgement: Judgement, copied: bool) -> str:
         return "rejected: copy"
     if judgement.shows_work:
         return f"ACCEPTED {judgement.quality}"
+    if judgement.undecided:
+        return "undecided (unavailable)"
     problem = judgement.problem or ""
     if "of class" in problem:
         return "rejected: " + problem.split(",")[0].replace("validation loss of ", "")

@@ -72,7 +72,8 @@ ignored when UNAVAILABLE.
   ``W * weight_j // total``; ``total == 0`` pays nobody. Under this policy a validator's
   score is the update's quality as ``protocol.work`` measures it (its delta's agreement with
   the round's other updates), and an update that shows no work is REJECTED, so a free rider
-  is slashed, not paid.
+  is slashed, not paid; one the round cannot judge (no update shows work measurably:
+  ``protocol.work.UNDECIDED``) is UNAVAILABLE at every validator, neither paid nor slashed.
 - A rejected worker loses ``min(deposit_left, worker_slash)``; the sum is shared equally
   (floor) by the accepted workers, or returns to escrow when none is accepted.
 - Validator pool V and slashed stakes are paid for work done: an agreeing member's weight is

@@ -39,12 +39,22 @@ earlier submission are dropped before (`protocol.verdict.near_duplicates`).
 Fewer than MIN_PEERS agreeing updates (a round of one, two that disagree, one worker among
 free riders) leave nothing to agree with: an update that passed the first three checks is
 then scored by its validation gain, the validation loss of the base minus that of the base
-moved by STEP of the update's delta, and accepted from MIN_IMPROVEMENT. That separates work
+moved by STEP of the update's delta, and paid from MIN_IMPROVEMENT. That separates work
 from free riders only while a round still improves the model measurably (at 99.1% honest
 updates scored -461..1,420 and the base plus noise of sigma 1e-2 +65), which is why it is
-the fallback only. Two honest updates disagree more often than five: two mnist_2nn workers
-retraining their 500 samples from an 85% base had sign agreements of -0.014 and -0.028
-(their data already fitted), so the fallback decides such rounds. With fewer than
+the fallback only, and why an update gaining less is rejected only while another update of
+the round gains CLEAR_GAIN; otherwise it is UNDECIDED (`_by_gain`): the validator marks it
+UNAVAILABLE, so it is neither averaged, paid nor slashed. The same holds for an update below
+the agreement bound in a round whose references agree weakly (`weakly_agreeing`) and none of
+them gains CLEAR_GAIN: agreement measures work only while a round descends. Near a fixed
+point of FedAvg each worker's delta moves towards its own data's optimum and together they
+sum to about zero, so honest updates point against each other; there the agreement rule
+rejected, and slashed, honest workers in 37, 41, 80 and 50 (of 168) of 280 rounds with 1,
+2, 3 and 7 honest mnist_2nn workers of 500 samples over 14 rounds, 0 with this rule
+(`python -m bench.work_rounds --workers N --rounds 14 --free-rider noise`). The price: an
+attacker that disagrees in such a round (noise, sign flip, IPM) is undecided too, unpaid and
+unslashed rather than rejected (`python -m bench.work_quality --model mnist_2nn --workers
+10 --samples 500 --validation 500 --levels 0:1:500`: the 93% base). With fewer than
 MIN_NORM_PEERS usable updates the norm bounds do not apply (the median of two is their mean:
 a noise update of norm 445 beside an honest one of 2.9 made the honest one "short" and
 rejected it in an in-process round); a boosted one of two is then left to the gain and harm
@@ -134,6 +144,28 @@ MIN_IMPROVEMENT = 1_000
 """Without MIN_PEERS updates that agree: the least validation gain (fixed point: nats x
 SCALE) an update must show to be accepted."""
 
+CLEAR_GAIN = 25_000
+"""Without MIN_PEERS agreeing updates: an update whose gain is under MIN_IMPROVEMENT is
+rejected only when another update of the round gains at least this (fixed point: 0.025
+nats), or its own gain is this much below 0; otherwise nothing in the round shows work
+measurably and it is UNDECIDED. A reference gaining this much also keeps a weakly agreeing
+round judged by agreement.
+Measured (`python -m bench.work_rounds --workers 2`, mnist_2nn, 500 samples a worker): two
+honest workers stop agreeing once their data is fitted (an 85-90% base), where their gains
+were -2,700..12,504 and one of them under MIN_IMPROVEMENT in about one round of four (it
+was slashed for it); one honest worker alone gained 38,712..103,480 in rounds 1-3 and
+14,653..37,187 in rounds 4-5 (a free rider beside it is rejected there)."""
+
+CLEAR_AGREEMENT = 200_000
+"""A round whose agreeing updates' median quality is under this (fixed point: 0.2), none of
+them gaining CLEAR_GAIN, agrees too weakly to reject an update for disagreeing: there the
+gain decides (`_by_gain`). With three honest mnist_2nn workers of 500 samples from 85-90%
+bases two agreed at 0.024..0.116 and the third scored -0.073..0.009, under the bound
+(`python -m bench.work_rounds --workers 3 --rounds 14`); with seven, the references'
+median was 0.052..0.115 where up to four of the seven fell under it. Honest updates of
+rounds that still descend agree at 0.3..0.7 (`python -m bench.work_quality`, 10% to 69%
+bases)."""
+
 MIN_PEERS = 2
 """Updates that must agree with each other for a round to be judged by agreement."""
 
@@ -190,17 +222,21 @@ differ in the last bits reveal the same number."""
 @dataclass(frozen=True)
 class Judgement:
     """What a validator makes of one update under the WORK policy: its quality (the
-    manifest's score, fixed point) and why it shows no work (None: it does)."""
+    manifest's score, fixed point) and why it shows no work (None: it does), or that the
+    round cannot tell (`undecided`: the validator marks it UNAVAILABLE, so it is neither
+    averaged, paid nor slashed)."""
 
     quality: int
     problem: str | None = None
+    undecided: bool = False
 
     @property
     def shows_work(self) -> bool:
-        return self.problem is None
+        return self.problem is None and not self.undecided
 
 
 UNUSABLE = Judgement(0, "could not be used")
+UNDECIDED = Judgement(0, undecided=True)
 
 
 @dataclass(frozen=True)
@@ -474,6 +510,24 @@ def judge(
     references = agreeing(present, [i for i in present if i not in problems], bound)
     by_agreement = len(references) >= MIN_PEERS
     final = _qualities(present, references, list(present)) if by_agreement else {}
+    # Gains decide a round without agreement, and the updates below the agreement bound of
+    # a round whose references agree weakly and none gains CLEAR_GAIN (`weakly_agreeing`).
+    gains_of_round: dict[int, int | None] = {}
+    if not by_agreement:
+        gains_of_round = {
+            i: gain_of(i) for i in present
+            if i not in problems and (harms is None or harms[i] is None)
+        }
+    elif weakly_agreeing([final[j] for j in references]) and any(
+        final[i] < bound for i in present if i not in problems
+    ):
+        gains_of_round = {i: gain_of(i) for i in references}
+        if max((g for g in gains_of_round.values() if g is not None), default=0) >= CLEAR_GAIN:
+            gains_of_round = {}  # the round still descends measurably: agreement decides
+        else:
+            gains_of_round.update(
+                (i, gain_of(i)) for i in present if i not in problems and final[i] < bound
+            )
     judgements = []
     for i in range(len(deltas)):
         if i not in present:
@@ -483,13 +537,12 @@ def judge(
         elif harms is not None and (harm_of_class := harms[i]) is not None:
             judgements.append(Judgement(0, harm_of_class))
         elif not by_agreement:
-            gain = gain_of(i)
-            judgements.append(
-                Judgement(gain) if gain is not None and gain >= MIN_IMPROVEMENT
-                else Judgement(0, f"validation gain {gain} below {MIN_IMPROVEMENT}")
-            )
+            judgements.append(_by_gain(i, gains_of_round, whole_gains, paid=True))
         elif final[i] < bound:
-            judgements.append(Judgement(0, f"agreement {final[i] / SCALE:.4f} below {bound / SCALE}"))
+            judgements.append(
+                _by_gain(i, gains_of_round, whole_gains, paid=False) if gains_of_round
+                else Judgement(0, f"agreement {final[i] / SCALE:.4f} below {bound / SCALE}")
+            )
         elif (harm := None if whole_gains is None else whole_gains[i]) is not None and (
             harm < -MAX_LOSS_INCREASE
         ):
@@ -497,6 +550,42 @@ def judge(
         else:
             judgements.append(Judgement(final[i]))
     return judgements
+
+
+def weakly_agreeing(reference_qualities: Sequence[int]) -> bool:
+    """Whether the references' agreement is too weak to take a disagreeing update for a
+    worker that did no work, unless a reference's gain shows the round still descends:
+    their median quality is under CLEAR_AGREEMENT."""
+    return not reference_qualities or _median([float(q) for q in reference_qualities]) < CLEAR_AGREEMENT
+
+
+def _by_gain(
+    index: int, gains_of_round: Mapping[int, int | None], whole_gains: Sequence[int | None] | None,
+    paid: bool,
+) -> Judgement:
+    """An update's judgement by its validation gain, in a round without MIN_PEERS agreeing
+    updates (`paid`: its quality is that gain, from MIN_IMPROVEMENT) or below the bound of
+    weakly agreeing ones (not `paid`: qualities there are agreements). Rejected when it
+    loses CLEAR_GAIN or more, or gains under MIN_IMPROVEMENT while another update of the
+    round gains CLEAR_GAIN (the round still shows what work does), or its whole delta
+    raises the loss by more than MAX_LOSS_INCREASE; else UNDECIDED: where no update shows
+    work measurably it is neither averaged, paid nor slashed."""
+    gain = gains_of_round[index]
+    if gain is None:
+        return Judgement(0, "validation gain not measured")
+    if paid and gain >= MIN_IMPROVEMENT:
+        return Judgement(gain)
+    if gain <= -CLEAR_GAIN:
+        return Judgement(0, f"validation gain {gain}: the update makes the model worse")
+    best = max((g for g in gains_of_round.values() if g is not None), default=gain)
+    if gain < MIN_IMPROVEMENT and best >= CLEAR_GAIN:
+        return Judgement(
+            0, f"validation gain {gain} below {MIN_IMPROVEMENT} where another update gained {best}"
+        )
+    harm = None if whole_gains is None else whole_gains[index]
+    if harm is not None and harm < -MAX_LOSS_INCREASE:
+        return Judgement(0, f"validation loss worse by {-harm} (fixed point)")
+    return UNDECIDED
 
 
 def working_indices(

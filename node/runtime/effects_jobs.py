@@ -338,10 +338,11 @@ def unreadable_updates(
 
 def evaluation_done(round: int, judged: RoundJudgement, salt: bytes) -> ev.EvaluationDone:
     """What the machine is told of a round's judgement: the manifest's columns, and the
-    updates only we could not open (in manifest order), which it marks UNAVAILABLE."""
+    updates it marks UNAVAILABLE (in manifest order): those only we could not open, and
+    those the round cannot judge (`protocol.work.UNDECIDED`)."""
     return ev.EvaluationDone(
         round, judged.workers, judged.scores, judged.accepts, judged.global_accuracy, salt,
-        tuple(w for w in judged.workers if w in judged.unopenable),
+        tuple(w for w in judged.workers if w in judged.unopenable | judged.undecided),
     )
 
 

@@ -284,15 +284,22 @@ class Evaluation(verdicts.Verdict):
     """A validator's verdict on one round, in manifest order, with what it measured."""
 
     accuracies: tuple[float | None, ...]  # per worker; None when unusable
+    # workers whose update the round cannot judge (`protocol.work.UNDECIDED`): marked
+    # UNAVAILABLE, so neither averaged, paid nor slashed
+    undecided: frozenset[bytes] = frozenset()
 
     @classmethod
-    def of(cls, verdict: verdicts.Verdict, accuracies: Sequence[float | None]) -> Evaluation:
+    def of(
+        cls, verdict: verdicts.Verdict, accuracies: Sequence[float | None],
+        undecided: frozenset[bytes] = frozenset(),
+    ) -> Evaluation:
         return cls(
             workers=verdict.workers,
             scores=verdict.scores,
             accepts=verdict.accepts,
             global_accuracy=verdict.global_accuracy,
             accuracies=tuple(accuracies),
+            undecided=undecided,
         )
 
 
@@ -423,6 +430,11 @@ def _judge_work(
     for worker, judgement in zip(workers, judgements, strict=True):
         if judgement.problem is not None and judgement is not paid_work.UNUSABLE:
             logger.info("update of 0x%s shows no work: %s", worker[:4].hex(), judgement.problem)
+        elif judgement.undecided:
+            logger.info(
+                "update of 0x%s: no update of the round shows work measurably; marked "
+                "unavailable, neither averaged, paid nor slashed", worker[:4].hex(),
+            )
         elif judgement.shows_work:
             logger.info("update of 0x%s shows work: quality %d", worker[:4].hex(), judgement.quality)
     working = paid_work.working_indices(accuracies, judgements, qualification_threshold)
@@ -431,7 +443,8 @@ def _judge_work(
         workers, accuracies, judgements, qualification_threshold,
         measured_models.measure(book, result, images, labels).accuracy,
     )  # fmt: skip
-    return Evaluation.of(verdict, accuracies)
+    undecided = frozenset(w for w, j in zip(workers, judgements, strict=True) if j.undecided)
+    return Evaluation.of(verdict, accuracies, undecided)
 
 
 def lie_about(evaluation: Evaluation) -> Evaluation:

@@ -219,8 +219,9 @@ class KeyReleaseSealed(Event):
 @dataclass(frozen=True)
 class EvaluationDone(Event):
     """The manifest of our evaluation; `salt` is 32 fresh random bytes from the runtime.
-    `unopenable`: workers whose update we fetched but could not open for a reason only we
-    can see (its wrapped key for us fails authentication), marked UNAVAILABLE."""
+    `unopenable`: workers marked UNAVAILABLE though we fetched their update: one we could
+    not open for a reason only we can see (its wrapped key for us fails authentication or is
+    not the committed key), or one the round cannot judge (`protocol.work.UNDECIDED`)."""
 
     round: int
     workers: tuple[bytes, ...]

@@ -196,7 +196,8 @@ def _evaluation_done(m: ValidatorMachine, e: EvaluationDone) -> list[Action]:
     # an update we could not fetch in time is UNAVAILABLE: its worker is neither paid
     # nor slashed on our word. So is one we fetched but could not open for a reason only
     # we can see (our wrapped key fails authentication): a REJECT would contradict the
-    # validators that opened it, and get us slashed for what its worker did.
+    # validators that opened it, and get us slashed for what its worker did; and one the
+    # round cannot judge (WORK's undecided: no update shows work measurably).
     verdicts = tuple(
         WorkerVerdict.UNAVAILABLE
         if worker not in m.local.evaluated or worker in e.unopenable

@@ -305,3 +305,22 @@ def test_an_envelope_whose_header_does_not_parse_is_rejected_not_unavailable(
     )
     assert judged.accuracies == (None,) and judged.accepts == (False,)
     assert judged.unopenable == frozenset()
+
+
+def test_an_update_the_round_cannot_judge_is_unavailable_neither_paid_nor_slashed(
+    sealed: Round,
+) -> None:
+    """`protocol.work.UNDECIDED` (no update shows work measurably): every validator
+    computes it alike and marks the update UNAVAILABLE, so settlement neither averages,
+    pays nor slashes it, and no validator is slashed over it."""
+    members = []
+    for validator in VALIDATORS:
+        judged = dataclasses.replace(sealed.judged_by(validator), undecided=frozenset({HONEST}))
+        assert HONEST in evaluation_done(1, judged, SALT).unopenable
+        verdicts = sealed.verdicts(validator, judged)
+        assert verdicts[4] == WorkerVerdict.UNAVAILABLE
+        members.append(CommitteeMember(True, judged.scores, verdicts, 950_000, ETHER))
+    settled = settle_round(POLICY, [ETHER] * len(WORKERS), members)
+    assert not settled.accepted[4] and not settled.rejected[4]
+    assert settled.worker_slashes[4] == 0 and settled.worker_payouts[4] == 0
+    assert settled.validator_slashes == (0, 0, 0)
