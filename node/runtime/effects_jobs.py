@@ -521,7 +521,10 @@ class LearningJobs:
             self.log.info("round %d: training ahead cancelled", action.for_round)
             return ev.TrainedAhead(action.for_round, action.base, None, problem="cancelled")
         except Exception as problem:  # a job's failure is reported, never fatal
-            self.log.exception("job %s failed", type(action).__name__)
+            if isinstance(problem, EnvelopeError):  # bytes that do not open: no fault of ours
+                self.log.warning("job %s failed: %s", type(action).__name__, problem)
+            else:
+                self.log.exception("job %s failed", type(action).__name__)
             if isinstance(action, TrainAhead):
                 return ev.TrainedAhead(action.for_round, action.base, None, problem=f"{problem}")
             job = JOB_OF.get(type(action))

@@ -52,5 +52,8 @@ async def test_a_copycat_is_rejected_slashed_and_unpaid(
     assert sum("training closed; releasing" in text for text in texts) == 2 * len(result.rounds)
     assert not [text for text in texts if "no key release" in text]
     assert sum("copies that of" in text for text in texts) >= len(result.rounds)
+    # the copycat cannot release a key to what it copied (not addressed to it): one line each
+    failed = [r for r in caplog.records if "job SealKeyRelease failed" in r.getMessage()]
+    assert failed and not any(r.exc_info for r in failed)
     assert all(node.done and node.phase == "terminated" for node in result.nodes)
     assert result.requester.accuracy_by_round[2] > 0.3
