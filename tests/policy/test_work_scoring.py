@@ -253,17 +253,19 @@ def test_where_no_update_shows_work_measurably_a_low_gain_is_undecided() -> None
 def test_a_weakly_agreeing_round_leaves_a_disagreeing_update_undecided_unless_it_descends() -> None:
     """Near a fixed point of FedAvg three updates agree weakly and a fourth, its worker
     pulled towards its own data's optimum, points against them (as honest mnist_2nn workers
-    did in `bench.work_rounds --workers 3 --rounds 14`): with no reference gaining
-    CLEAR_GAIN it is UNDECIDED; where one does, the round still descends and agreement
-    rejects it, as it rejects a sign flip."""
+    did in `bench.work_rounds --workers 3 --rounds 14`): with the references' lower median
+    gain under CLEAR_GAIN it is UNDECIDED; where it is not, the round still descends and
+    agreement rejects it, as it rejects a sign flip."""
     deltas = [0.5 * SHARED + 2 * torch.randn(SIZE, generator=generator(80 + i)) for i in range(3)]
     deltas.append(-0.2 * SHARED + 2 * torch.randn(SIZE, generator=generator(90)))
     judged = judge(deltas, [3_000] * 4)
     assert all(j.shows_work and j.quality < CLEAR_AGREEMENT for j in judged[:3])
     assert judged[3] == UNDECIDED
-    descending = judge(deltas, [3_000, CLEAR_GAIN, 3_000, 3_000])
+    descending = judge(deltas, [CLEAR_GAIN, CLEAR_GAIN, 3_000, 3_000])
     assert descending[:3] == judged[:3]
     assert descending[3].problem is not None and "agreement" in descending[3].problem
+    # one reference gaining much (a step on data like the validation set's) does not
+    assert judge(deltas, [3_000, 10 * CLEAR_GAIN, 3_000, 3_000])[3] == UNDECIDED
     # one that makes the model worse is rejected in a weak round too
     worse = judge(deltas, [3_000, 3_000, 3_000, -CLEAR_GAIN])[3]
     assert worse.problem is not None and "worse" in worse.problem
