@@ -225,12 +225,17 @@ def test_without_two_agreeing_updates_the_validation_gain_decides() -> None:
     assert judgements[0] == Judgement(MIN_IMPROVEMENT)
     assert not judgements[1].shows_work and judgements[1].quality == 0
     assert judgements[2] == UNUSABLE
-    # a worker and a noisy free rider disagree: each is judged by its gain, and while the
-    # worker's gain shows what work does, the free rider's shows none
-    noise = 2.2 * torch.randn(SIZE, generator=generator(40))
-    judgements = judge([honest(1)[0], noise], [CLEAR_GAIN, -50])
-    assert judgements[0] == Judgement(CLEAR_GAIN) and not judgements[1].shows_work
-    assert judgements[1].problem is not None and f"another update gained {CLEAR_GAIN}" in judgements[1].problem
+    # updates that disagree are each judged by their gain; while the round's lower median
+    # gain shows what work does, one that gains nothing is rejected
+    apart = [2.2 * torch.randn(SIZE, generator=generator(40 + i)) for i in range(3)]
+    judgements = judge(apart, [CLEAR_GAIN, CLEAR_GAIN, -50])
+    assert judgements[:2] == [Judgement(CLEAR_GAIN)] * 2 and not judgements[2].shows_work
+    assert judgements[2].problem is not None and "median gain" in judgements[2].problem
+    # one update gaining much (a step on data like the validation set's) does not make
+    # the others' low gains look like no work
+    assert judge(apart, [10 * CLEAR_GAIN, 500, 3_000])[1] == UNDECIDED
+    # a worker and a free rider alone: their lower median is the free rider's gain
+    assert judge(apart[:2], [CLEAR_GAIN, -50]) == [Judgement(CLEAR_GAIN), UNDECIDED]
 
 
 def test_where_no_update_shows_work_measurably_a_low_gain_is_undecided() -> None:
@@ -288,8 +293,8 @@ def test_a_step_is_measured_only_when_nothing_agrees() -> None:
     )
     assert asked == []
     noise = 2.2 * torch.randn(SIZE, generator=generator(40))
-    lazily = judge([honest(1)[0], noise], gain([CLEAR_GAIN, -50]))
-    assert lazily == judge([honest(1)[0], noise], [CLEAR_GAIN, -50]) and asked == [0, 1]
+    lazily = judge([honest(1)[0], noise], gain([CLEAR_GAIN, -CLEAR_GAIN]))
+    assert lazily == judge([honest(1)[0], noise], [CLEAR_GAIN, -CLEAR_GAIN]) and asked == [0, 1]
     assert lazily[0] == Judgement(CLEAR_GAIN) and not lazily[1].shows_work
 
 
