@@ -114,6 +114,14 @@ class WorkerMachine(RoundMachine[WorkerState]):
         super()._new_round()
         self.local.ahead = ahead  # the new round's first duty uses it or drops it
 
+    def _done_with_task(self) -> bool:
+        """Our last round's update is on chain: not before its key is released (or that
+        failed for good), or the others would average without it."""
+        local = self.local
+        if local.update is None or not self._landed(TxKind.SUBMIT_UPDATE):
+            return True
+        return bool(local.released_in) or local.key_release_failures >= MAX_KEY_RELEASE_ATTEMPTS
+
     def _on_restart(self) -> list[Action]:
         self.local.training_requested = False
         self.local.key_release_requested = False
@@ -286,8 +294,10 @@ WORKER_RULES: dict[tuple[Phase, type[Event]], Rule] = {
     (Phase.TRAINING, TrainingDone): _training_done,
     **every(AFTER_TRAINING, TrainingDone, _training_too_late),
     (Phase.TRAINING, JobFailed): _job_failed,
-    **every(AFTER_TRAINING, JobFailed, _key_release_failed),
-    **every(AFTER_TRAINING, KeyReleaseSealed, _key_release_sealed),
+    # a task that ends while our key is being sealed (its last round's phases can all end
+    # early) still gets the release
+    **every((*AFTER_TRAINING, Phase.TERMINATED), JobFailed, _key_release_failed),
+    **every((*AFTER_TRAINING, Phase.TERMINATED), KeyReleaseSealed, _key_release_sealed),
     **every(ALL_PHASES, TrainedAhead, _trained_ahead),
 }
 
@@ -420,7 +430,7 @@ WORKER_DUTIES: dict[Phase, tuple[Duty, ...]] = {
     Phase.REVEAL: (*RELEASE_DUTIES, train_ahead),
     Phase.FINALIZING: (*RELEASE_DUTIES, train_ahead),
     Phase.FINALIZED: (*RELEASE_DUTIES, train_ahead),
-    Phase.TERMINATED: (drop_training_ahead, drop_deferred_aggregation),
+    Phase.TERMINATED: (*RELEASE_DUTIES, drop_training_ahead, drop_deferred_aggregation),
 }
 
 WORKER_IGNORED: dict[tuple[Phase, type[Event]], str] = {
@@ -428,9 +438,9 @@ WORKER_IGNORED: dict[tuple[Phase, type[Event]], str] = {
     **ignore(ALL_PHASES, (SortitionDrawn, EvaluationDone), "a validator's job"),
     **ignore((Phase.IDLE, Phase.TERMINATED), (TrainingDone,), "no round to submit it in"),
     **ignore(
-        (Phase.IDLE, Phase.TRAINING, Phase.TERMINATED),
+        (Phase.IDLE, Phase.TRAINING),
         (KeyReleaseSealed,),
-        "a key release is only asked for after training closed, within a round",
+        "a key release is only asked for after training closed",
     ),
 }
 

@@ -17,6 +17,7 @@ from protocol.state.actions import (
     SealKeyRelease,
     SendTx,
     StartTraining,
+    Stop,
 )
 from protocol.state.events import (
     BlobFetched,
@@ -29,6 +30,7 @@ from protocol.state.events import (
     Restarted,
     RoundFinalized,
     RoundOpened,
+    TaskTerminated,
     Tick,
     TrainingDone,
     TxConfirmed,
@@ -43,6 +45,7 @@ from protocol.state.phases import (
     REQUIRED_FETCH_PAUSE,
 )
 from protocol.state.records import Job
+from protocol.state.worker import MAX_KEY_RELEASE_ATTEMPTS
 
 from .helpers import (
     INITIAL_CID,
@@ -294,6 +297,25 @@ def test_a_failed_key_release_job_is_asked_for_again() -> None:
     assert len(only(actions, SealKeyRelease)) == 1  # three attempts, then it gives up
     assert any("giving up releasing" in text for text in logs(actions, "error"))
     assert not only(worker.handle(Tick(deadlines(1)[1])), SealKeyRelease)
+
+
+def test_a_task_that_ends_while_our_key_is_sealed_still_gets_the_release() -> None:
+    """A last round's phases can all end early, so the task may terminate before the job
+    sealing our key answers: the release is still published, and only then do we stop
+    (stopping first left our update out of every other member's last average)."""
+    worker = finalized_worker(release_other=True)
+    assert worker.local.key_release_requested and worker.local.sealed_key is None
+    actions = worker.handle(TaskTerminated("round limit"))
+    assert worker.view.phase == Phase.TERMINATED and not only(actions, Stop)
+    actions = worker.handle(KeyReleaseSealed(1, MY_CID, b"sealed"))
+    release, stop = only(actions, PublishKeyRelease), only(actions, Stop)
+    assert release == [PublishKeyRelease(1, MY_CID, b"sealed")] and stop
+    assert actions.index(release[0]) < actions.index(stop[0])
+    # a key that cannot be sealed is given up after the attempts, then we stop
+    failing = finalized_worker(release_other=True)
+    feed(failing, TaskTerminated("round limit"))
+    actions = feed(failing, *[JobFailed(1, Job.KEY_RELEASE, "blob gone")] * MAX_KEY_RELEASE_ATTEMPTS)
+    assert len(only(actions, SealKeyRelease)) == MAX_KEY_RELEASE_ATTEMPTS - 1 and only(actions, Stop)
 
 
 def test_an_accepted_update_without_a_key_release_waits_then_is_left_out() -> None:
