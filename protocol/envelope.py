@@ -318,20 +318,25 @@ def _content_key(parsed: _ParsedEnvelope, private: X25519PrivateKey) -> bytes:
         content_key = wrap.decrypt(_WRAP_NONCE, wrapped, parsed.ephemeral_public)
     except InvalidTag as exc:
         raise EnvelopeError("envelope's wrapped key for us fails authentication: tampered") from exc
-    if not hmac.compare_digest(key_commitment(content_key), parsed.commitment):
-        raise EnvelopeError(
-            "envelope's wrapped key for us is not the key its header commits to: the sender "
-            "gave its recipients different keys"
-        )
+    _check_commitment(
+        parsed, content_key,
+        "envelope's wrapped key for us is not the key its header commits to: the sender "
+        "gave its recipients different keys",
+    )
     return content_key
 
 
-def _decrypt(parsed: _ParsedEnvelope, content_key: bytes, associated_data: bytes) -> bytes:
+def _check_commitment(parsed: _ParsedEnvelope, content_key: bytes, problem: str) -> None:
     if not hmac.compare_digest(key_commitment(content_key), parsed.commitment):
-        raise EnvelopeError(
-            "content key is not this envelope's: it does not match the key commitment in "
-            "the envelope's header"
-        )
+        raise EnvelopeError(problem)
+
+
+def _decrypt(parsed: _ParsedEnvelope, content_key: bytes, associated_data: bytes) -> bytes:
+    _check_commitment(
+        parsed, content_key,
+        "content key is not this envelope's: it does not match the key commitment in the "
+        "envelope's header",
+    )
     try:
         return AESGCM(content_key).decrypt(
             parsed.content_nonce, parsed.ciphertext, parsed.header + associated_data

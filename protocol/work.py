@@ -537,6 +537,9 @@ def judge(
             gains_of_round.update(
                 (i, gain_of(i)) for i in present if i not in problems and final[i] < bound
             )
+    def whole_of(index: int) -> int | None:
+        return None if whole_gains is None else whole_gains[index]
+
     judgements = []
     for i in range(len(deltas)):
         if i not in present:
@@ -546,19 +549,15 @@ def judge(
         elif harms is not None and (harm_of_class := harms[i]) is not None:
             judgements.append(Judgement(0, harm_of_class))
         elif not by_agreement:
-            judgements.append(_by_gain(gains_of_round[i], whole_gains, i, paid=True, descends=descends))
+            judgements.append(_by_gain(gains_of_round[i], whole_of(i), paid=True, descends=descends))
         elif final[i] < bound:
             judgements.append(
-                _by_gain(gains_of_round[i], whole_gains, i, paid=False, descends=False)
+                _by_gain(gains_of_round[i], whole_of(i), paid=False, descends=False)
                 if gains_of_round
                 else Judgement(0, f"agreement {final[i] / SCALE:.4f} below {bound / SCALE}")
             )
-        elif (harm := None if whole_gains is None else whole_gains[i]) is not None and (
-            harm < -MAX_LOSS_INCREASE
-        ):
-            judgements.append(Judgement(0, f"validation loss worse by {-harm} (fixed point)"))
         else:
-            judgements.append(Judgement(final[i]))
+            judgements.append(_worse(whole_of(i)) or Judgement(final[i]))
     return judgements
 
 
@@ -575,10 +574,15 @@ def _lower_median_gain(gains: Mapping[int, int | None]) -> int:
     return ordered[(len(ordered) - 1) // 2] if ordered else -CLEAR_GAIN
 
 
-def _by_gain(
-    gain: int | None, whole_gains: Sequence[int | None] | None, index: int, paid: bool,
-    descends: bool,
-) -> Judgement:
+def _worse(whole_gain: int | None) -> Judgement | None:
+    """The rejection of an update whose whole delta raises the validation loss by more than
+    MAX_LOSS_INCREASE, or None."""
+    if whole_gain is not None and whole_gain < -MAX_LOSS_INCREASE:
+        return Judgement(0, f"validation loss worse by {-whole_gain} (fixed point)")
+    return None
+
+
+def _by_gain(gain: int | None, whole_gain: int | None, paid: bool, descends: bool) -> Judgement:
     """An update's judgement by its validation gain, in a round without MIN_PEERS agreeing
     updates (`paid`: its quality is that gain, from MIN_IMPROVEMENT) or below the bound of
     weakly agreeing ones (not `paid`: qualities there are agreements). Rejected when it
@@ -597,10 +601,7 @@ def _by_gain(
             0, f"validation gain {gain} below {MIN_IMPROVEMENT} in a round whose median gain "
             f"is above {CLEAR_GAIN}"
         )
-    harm = None if whole_gains is None else whole_gains[index]
-    if harm is not None and harm < -MAX_LOSS_INCREASE:
-        return Judgement(0, f"validation loss worse by {-harm} (fixed point)")
-    return UNDECIDED
+    return _worse(whole_gain) or UNDECIDED
 
 
 def working_indices(

@@ -7,13 +7,18 @@ GCM's tag is E_K(J0) xor GHASH_H(A, C) with H = E_K(0^128), a polynomial in H wh
 coefficients are the blocks of A and C. Leaving one ciphertext block free, the two tags are
 equal exactly when that block times (H1^e xor H2^e) equals a known value: one division in
 GF(2^128). Arithmetic as in NIST SP 800-38D (blocks as 128-bit big-endian integers, bit 0 the
-leftmost)."""
+leftmost). `sealed_by_hand` puts such content, or any other, in an envelope."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Callable, Iterable, Sequence
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from protocol import envelope as env
 
 BLOCK = 16
 _R = 0xE1 << 120
@@ -111,3 +116,36 @@ def two_key_ciphertext(
             tag = mask1 ^ ghash1 ^ gf_multiply(delta, power1)
             return bytes(ciphertext) + tag.to_bytes(BLOCK, "big")
     raise ValueError("no block of the plaintext fits")
+
+
+def sealed_by_hand(
+    plaintext_size: int,
+    wraps: Sequence[tuple[bytes, bytes]],
+    committed_key: bytes,
+    associated_data: bytes,
+    content: Callable[[bytes, bytes], bytes],
+    spoiled: bytes | None = None,
+) -> bytes:
+    """An envelope in `protocol.envelope`'s format built as a dishonest sender would:
+    `wraps` (recipient public key, the key wrapped for it) need not all be the key the
+    header commits to (`committed_key`); `content(nonce, its associated data)` makes the
+    ciphertext and tag of `plaintext_size` bytes; `spoiled`: a recipient whose wrapped key
+    gets one byte flipped. The header, every entry included, is the content's associated
+    data, as in any envelope."""
+    ephemeral = X25519PrivateKey.generate()
+    ephemeral_public = ephemeral.public_key().public_bytes_raw()
+    nonce = os.urandom(env.NONCE_SIZE)
+    parts = [
+        env._PREFIX.pack(env.MAGIC, env.VERSION, len(wraps)), ephemeral_public, nonce,
+        env.key_commitment(committed_key),
+    ]
+    for public, key in wraps:
+        shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(public))
+        wrap = AESGCM(env._wrapping_key(shared, ephemeral_public, public))
+        wrapped = bytearray(wrap.encrypt(env._WRAP_NONCE, key, ephemeral_public))
+        if public == spoiled:
+            wrapped[5] ^= 0x01
+        parts += [public, bytes(wrapped)]
+    parts.append(env._LENGTH.pack(plaintext_size + env.TAG_SIZE))
+    header = b"".join(parts)
+    return header + content(nonce, header + associated_data)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import struct
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -27,7 +25,7 @@ from protocol.envelope import (
     seal,
 )
 from protocol.errors import EnvelopeError
-from tests.gcm_two_keys import two_key_ciphertext
+from tests.gcm_two_keys import sealed_by_hand, two_key_ciphertext
 
 ALICE = generate_keypair()
 BOB = generate_keypair()
@@ -134,22 +132,12 @@ def two_key_envelope(plaintext: bytes, associated_data: bytes) -> tuple[bytes, b
     """(envelope, second key): sealed for ALICE with the content key its header commits
     to, and for BOB with a second key under which its AES-GCM content also authenticates
     (`tests.gcm_two_keys`): what a sender that wants BOB to read other bytes builds."""
-    ephemeral = X25519PrivateKey.generate()
-    ephemeral_public = ephemeral.public_key().public_bytes_raw()
     first, second = AESGCM.generate_key(bit_length=256), AESGCM.generate_key(bit_length=256)
-    nonce = os.urandom(envelope_module.NONCE_SIZE)
-    parts = [
-        envelope_module._PREFIX.pack(MAGIC, envelope_module.VERSION, 2), ephemeral_public, nonce,
-        key_commitment(first),
-    ]
-    for (_, public), key in ((ALICE, first), (BOB, second)):
-        shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(public))
-        wrap = AESGCM(envelope_module._wrapping_key(shared, ephemeral_public, public))
-        parts += [public, wrap.encrypt(envelope_module._WRAP_NONCE, key, ephemeral_public)]
-    parts.append(envelope_module._LENGTH.pack(len(plaintext) + envelope_module.TAG_SIZE))
-    header = b"".join(parts)
-    content = two_key_ciphertext(first, second, nonce, plaintext, header + associated_data)
-    return header + content, second
+    envelope = sealed_by_hand(
+        len(plaintext), [(ALICE[1], first), (BOB[1], second)], first, associated_data,
+        lambda nonce, aad: two_key_ciphertext(first, second, nonce, plaintext, aad),
+    )
+    return envelope, second
 
 
 def test_a_second_key_the_content_authenticates_under_is_refused() -> None:

@@ -340,9 +340,10 @@ def evaluation_done(round: int, judged: RoundJudgement, salt: bytes) -> ev.Evalu
     """What the machine is told of a round's judgement: the manifest's columns, and the
     updates it marks UNAVAILABLE (in manifest order): those only we could not open, and
     those the round cannot judge (`protocol.work.UNDECIDED`)."""
+    unavailable = judged.unopenable | judged.undecided
     return ev.EvaluationDone(
         round, judged.workers, judged.scores, judged.accepts, judged.global_accuracy, salt,
-        tuple(w for w in judged.workers if w in judged.unopenable | judged.undecided),
+        tuple(w for w in judged.workers if w in unavailable),
     )
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections.abc import Callable, Iterator
 
 import msgpack
@@ -49,7 +48,7 @@ from protocol.state.events import (
     UpdateSubmitted,
 )
 from protocol.state.records import GlobalModel, Update
-from tests.gcm_two_keys import two_key_ciphertext
+from tests.gcm_two_keys import sealed_by_hand, two_key_ciphertext
 from tests.runtime.test_key_release import put
 from tests.state.helpers import (
     INITIAL_CID,
@@ -87,31 +86,19 @@ def sealed_by_worker(
     or of a second key the content also authenticates under ("two_keys"; the content then
     opens to `plaintext` under the first key but for 16 bytes of small weights). The header,
     that entry included, is the content's associated data, as in any envelope."""
-    ephemeral = X25519PrivateKey.generate()
-    ephemeral_public = ephemeral.public_key().public_bytes_raw()
-    content_key, nonce = AESGCM.generate_key(bit_length=256), os.urandom(env.NONCE_SIZE)
+    content_key = AESGCM.generate_key(bit_length=256)
     victim_key = AESGCM.generate_key(bit_length=256) if how in ("wrong", "two_keys") else content_key
-    parts = [
-        env._PREFIX.pack(env.MAGIC, env.VERSION, len(recipients)), ephemeral_public, nonce,
-        env.key_commitment(content_key),
-    ]
-    for public in recipients:
-        shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(public))
-        wrap = AESGCM(env._wrapping_key(shared, ephemeral_public, public))
-        wrapped = bytearray(
-            wrap.encrypt(env._WRAP_NONCE, victim_key if public == victim else content_key, ephemeral_public)
-        )
-        if public == victim and how == "flip":
-            wrapped[5] ^= 0x01
-        parts += [public, bytes(wrapped)]
-    parts.append(env._LENGTH.pack(len(plaintext) + env.TAG_SIZE))
-    header = b"".join(parts)
-    if how == "two_keys":
-        return header + two_key_ciphertext(
-            content_key, victim_key, nonce, plaintext, header + associated_data,
-            *small_weights(plaintext),
-        )
-    return header + AESGCM(content_key).encrypt(nonce, plaintext, header + associated_data)
+
+    def content(nonce: bytes, aad: bytes) -> bytes:
+        if how == "two_keys":
+            return two_key_ciphertext(content_key, victim_key, nonce, plaintext, aad, *small_weights(plaintext))
+        return AESGCM(content_key).encrypt(nonce, plaintext, aad)
+
+    wraps = [(public, victim_key if public == victim else content_key) for public in recipients]
+    return sealed_by_hand(
+        len(plaintext), wraps, content_key, associated_data, content,
+        spoiled=victim if how == "flip" else None,
+    )
 
 
 def small_weights(plaintext: bytes) -> tuple[range, Callable[[int, bytes], bool]]:
