@@ -47,6 +47,7 @@ from protocol.state.events import (
     FetchFailed,
     JobFailed,
     KeyReleaseReceived,
+    KeyReleaseSealed,
     ManifestCommitted,
     ManifestRevealed,
     PhaseChanged,
@@ -315,7 +316,8 @@ class RoundMachine(Generic[LocalState]):
 
     def _admit(self, event: Event) -> bool:
         """False for events of another round, but a key release the last round's aggregation
-        still waits for; early announcements are kept for later."""
+        still waits for and our own earlier round's sealed key; early announcements are kept
+        for later."""
         event_round = getattr(event, "round", None)
         view = self.view
         if isinstance(event, AnnouncementReceived) and (
@@ -330,6 +332,8 @@ class RoundMachine(Generic[LocalState]):
             return True
         if isinstance(event, KeyReleaseReceived) and view.aggregation is not None:
             return event_round == view.aggregation.round  # the next round opened before it
+        if isinstance(event, KeyReleaseSealed):
+            return event_round < view.round  # our own earlier key, sealed after the round moved on
         # before the first round our own setup transactions carry round 0
         return view.phase == Phase.IDLE and isinstance(event, TxConfirmed | TxFailed)
 

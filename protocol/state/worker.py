@@ -272,6 +272,11 @@ def _key_release_failed(m: WorkerMachine, e: JobFailed) -> list[Action]:
 
 
 def _key_release_sealed(m: WorkerMachine, e: KeyReleaseSealed) -> list[Action]:
+    if e.round < m.view.round:
+        # our earlier round's key, sealed after the next round opened (a lagging chain view
+        # can see a round end and the next open in one batch): released as it comes, or
+        # the others would average that round without our update
+        return [PublishKeyRelease(e.round, e.cid, e.sealed_key)]
     update = m.local.update
     if m.local.sealed_key is not None or update is None or update.cid != e.cid:
         return []
@@ -297,7 +302,7 @@ WORKER_RULES: dict[tuple[Phase, type[Event]], Rule] = {
     # a task that ends while our key is being sealed (its last round's phases can all end
     # early) still gets the release
     **every((*AFTER_TRAINING, Phase.TERMINATED), JobFailed, _key_release_failed),
-    **every((*AFTER_TRAINING, Phase.TERMINATED), KeyReleaseSealed, _key_release_sealed),
+    **every((Phase.TRAINING, *AFTER_TRAINING, Phase.TERMINATED), KeyReleaseSealed, _key_release_sealed),
     **every(ALL_PHASES, TrainedAhead, _trained_ahead),
 }
 
@@ -438,9 +443,9 @@ WORKER_IGNORED: dict[tuple[Phase, type[Event]], str] = {
     **ignore(ALL_PHASES, (SortitionDrawn, EvaluationDone), "a validator's job"),
     **ignore((Phase.IDLE, Phase.TERMINATED), (TrainingDone,), "no round to submit it in"),
     **ignore(
-        (Phase.IDLE, Phase.TRAINING),
+        (Phase.IDLE,),
         (KeyReleaseSealed,),
-        "a key release is only asked for after training closed",
+        "a key release is only asked for after training closed, in a round",
     ),
 }
 

@@ -318,6 +318,16 @@ def test_a_task_that_ends_while_our_key_is_sealed_still_gets_the_release() -> No
     assert len(only(actions, SealKeyRelease)) == MAX_KEY_RELEASE_ATTEMPTS - 1 and only(actions, Stop)
 
 
+def test_a_key_sealed_after_the_next_round_opened_is_still_released() -> None:
+    """A lagging chain view can see round 1 end and round 2 open in one batch, before the
+    job sealing our round-1 key answers: the key is released for round 1 as it comes."""
+    worker = finalized_worker(release_other=True)
+    feed(worker, RoundFinalized(1, (ME, OTHER)), opened(2))
+    assert worker.view.round == 2 and worker.view.phase == Phase.TRAINING
+    actions = worker.handle(KeyReleaseSealed(1, MY_CID, b"sealed"))
+    assert only(actions, PublishKeyRelease) == [PublishKeyRelease(1, MY_CID, b"sealed")]
+
+
 def test_an_accepted_update_without_a_key_release_waits_then_is_left_out() -> None:
     worker = finalized_worker(release_other=False)
     actions = feed(worker, RoundFinalized(1, (ME, OTHER)), BlobFetched(update_cid(OTHER, 1)))
