@@ -84,6 +84,8 @@ ATTACKS: dict[str, tuple[str, dict[str, float | int | str]]] = {
     # half the source class: what the per-class harm bound lets through (protocol.work)
     "label_flip_half": ("label_flip", {"source": 1, "target": 7, "fraction": 0.5}),
     "backdoor": ("backdoor", {}),
+    # a tenth of the images triggered: what the loss-lag bound lets through (protocol.work)
+    "backdoor_light": ("backdoor", {"fraction": 0.1}),
     "shuffled_labels": ("shuffled_labels", {}),
     "noise": ("noise", {}),
     "free_rider": ("free_rider", {}),

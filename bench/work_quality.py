@@ -414,7 +414,10 @@ def run_level(bench: Bench, level: Level, out: list[str]) -> None:
     high = {c: max(s[c] for s in honest_stats) for c in CANDIDATES}
     norms = [norm(d) / median_norm for d in deltas]
     cos_prev = [cosine(d, previous_step) for d in deltas]
-    alone = judge(list(deltas), honest_gains, previous_step, whole_gains=honest_whole, harms=honest_harms)
+    claims = [len(shard) for shard in bench.shards[: len(deltas)]]  # the attacker's is last
+    alone = judge(
+        list(deltas), honest_gains, previous_step, whole_gains=honest_whole, harms=honest_harms, claims=claims
+    )
     emit(out, f"| honest (min..max) | {min(norms):.2f}..{max(norms):.2f} | "
          f"{min(cos_prev):.3f}..{max(cos_prev):.3f} | - | - | {paid(alone)} | "
          + " | ".join(f"{fmt(c, low[c])}..{fmt(c, high[c])}" for c in CANDIDATES) + " |")
@@ -432,7 +435,10 @@ def run_level(bench: Bench, level: Level, out: list[str]) -> None:
         gains = [*honest_gains, gain_of(delta)]
         whole = [*honest_whole, gain_of(delta, 1.0)]
         harms = [*honest_harms, class_harm(at_base, attack_classes[-1][1])]
-        verdict = judge(submitted, gains, previous_step, whole_gains=whole, harms=harms)
+        verdict = judge(
+            submitted, gains, previous_step, whole_gains=whole, harms=harms,
+            claims=[*claims, len(bench.shards[-1])],
+        )
         cells = ["-"] * len(CANDIDATES) if values is None else [fmt(c, values[c]) for c in CANDIDATES]
         emit(out, f"| {what} | {norm(delta) / median_norm:.2f} | {cosine(delta, previous_step):.3f} | "
              f"{stopped or 'passes'} | {verdict_text(verdict[-1], submitted[-1] is None)} | "

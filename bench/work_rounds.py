@@ -132,6 +132,7 @@ def run_trial(task: Task, trial: int, rounds: int, free_rider: str) -> Outcomes:
             None if previous is None else verdicts.flat_delta(base, previous),
             whole_gains=[paid_work.improvement(at_base.loss, m.loss) for m in measured],
             harms=[paid_work.class_harm(at_base, m) for m in measured],
+            claims=[len(shard) for shard in task.shards] + [len(task.shards[0])],
         )
         working = paid_work.working_indices([m.accuracy for m in measured], judgements, THRESHOLD)
         rejected = [

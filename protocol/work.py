@@ -25,6 +25,10 @@ An update shows no work, and is rejected with quality 0, when
   anything has mean 0 and deviation 1/sqrt(parameters); a reversed update: negative);
 - the whole update raises the validation loss by more than MAX_LOSS_INCREASE (agrees, yet
   harms: label flipping from a 76% base on; `whole_gains`);
+- its whole update leaves the validation loss more than MAX_LOSS_LAG above the median loss
+  of the round's updates that claim no more samples than it (`lagging`: agrees and
+  descends, yet trains for something else, as a backdoor with 30% of its images triggered
+  does; or claims more samples than it trained on);
 - it raises the validation loss of one class (the validation samples of one true label) by
   more than `class_loss_bound` over the base: MAX_CLASS_LOSS_INCREASE + CLASS_LOSS_NOISE /
   sqrt(the class's samples), 0.5 nats + 11 / sqrt(n), 2.06 nats for a class of 50 samples,
@@ -77,7 +81,9 @@ a bound of 10,000. Rejected at every base: free riders (the base; base + noise, 
 scaled to the honest norm, white or shaped per tensor like the previous step), sign flip,
 IPM, scaled, Gaussian, copies, replays; label flipping from 76% on.
 
-What still passes, and why: ALIE (mean - z x std of deltas the attacker trains itself)
+What still passes, and why: a backdoor of 10% of a worker's images, and a flip of half of
+one class, lag the round by less than MAX_LOSS_LAG in most rounds (`python -m
+bench.loss_lag`); ALIE (mean - z x std of deltas the attacker trains itself)
 agrees by construction and is paid at every base, 0.35..1.6x an honest quality; label
 flipping of one class from a 36% base (mostly honest work; its loss rise is caught from
 76%). Near convergence (95% and up) a replay of the previous global step with noise added
@@ -203,6 +209,23 @@ raised it by at most 0.064 nats (98.8% base); honest mnist_2nn updates of 500 an
 samples from a good base overshoot: at most 0.359 nats in 2,400 (`bench.work_rounds`,
 rounds 1-3), where a bound of 0.2 rejected 12 of them. A label flip of one class raised it by
 0.76..2.4 from a 76% base on; from a weaker base `class_harm` catches the flip."""
+
+MAX_LOSS_LAG = 200_000
+"""An update whose whole delta leaves the validation loss more than this (fixed point: 0.2
+nats) above the median loss of the round's updates that claim no more samples than it does
+is rejected (`lagging`): it agrees with them and lowers the loss, yet trains for something
+other than the task (a backdoor's relabelled share, half of a class flipped). Compared only
+with updates claiming no more samples, so an honest worker with less data is held to what
+its claim promises, and an attacker that claims less to be compared with fewer gets that
+claim's weight in the average and its pay.
+Measured (`python -m bench.loss_lag`, mnist_2nn, 7 honest workers of 500 samples, one of 125
+and 3 attackers, 60 tasks of 8 rounds from 7% to 90% bases): honest updates lagged by at
+most 0.144 nats (3,360 updates, 90% under 0.023), the worker of 125 samples claiming 125
+never (nothing claims less), claiming 500 by 0.256..0.755 in rounds 1-3 (all rejected) and
+at most 0.133 later; a backdoor trained with 30% of its images triggered by 0.190..0.872
+(287 of 288 over the bound); a full flip of one class 280 of 288. The cheaper attacks, which
+move the model less, mostly pass: a backdoor of 10% (15 of 288 over), a flip of half of one
+class (26 of 288), colluding ALIE (at most 0.040)."""
 
 MAX_CLASS_LOSS_INCREASE = 500_000
 """An update whose delta raises the validation loss of one class (the validation samples of
@@ -411,6 +434,24 @@ def implausible(
     return problems
 
 
+def lagging(whole_gains: Mapping[int, int], claims: Sequence[int]) -> dict[int, str]:
+    """The updates whose validation loss lags the round's by more than MAX_LOSS_LAG, with
+    why: an update's whole gain (`whole_gains`, by position) against the median whole gain
+    of the updates claiming no more samples than it (`claims`, by position), itself
+    included."""
+    problems: dict[int, str] = {}
+    for i, gain in whole_gains.items():
+        typical = _median([float(g) for j, g in whole_gains.items() if claims[j] <= claims[i]])
+        lag = quantized((typical - gain) / SCALE)
+        if lag > MAX_LOSS_LAG:
+            problems[i] = (
+                f"validation loss {lag / SCALE:.3f} nats above the median of the round's "
+                f"updates claiming no more than its {claims[i]} samples, over the bound "
+                f"{MAX_LOSS_LAG / SCALE}"
+            )
+    return problems
+
+
 def sign_agreement(delta: torch.Tensor, reference: torch.Tensor) -> int:
     """Coordinates where `delta` has the sign of `reference` less those where it has the
     opposite sign (zeros count neither), over all coordinates, quantized: 1 in fixed point
@@ -492,6 +533,7 @@ def judge(
     previous_step: torch.Tensor | None = None,
     whole_gains: Sequence[int | None] | None = None,
     harms: Sequence[str | None] | None = None,
+    claims: Sequence[int] | None = None,
 ) -> list[Judgement]:
     """Every update's judgement (see the module's docstring). `deltas`: flat deltas from
     the base (None: unusable); `gains`: the validation gains of a STEP of them
@@ -500,7 +542,8 @@ def judge(
     (a forward pass over the validation set per update) only then; `previous_step`: the
     previous round's global step, flat, when there was one; `whole_gains`: the validation
     gains of the whole updates (None: not measured, no harm check); `harms`: why each
-    update harms one class (`class_harm`; None: it does not, or not measured)."""
+    update harms one class (`class_harm`; None: it does not, or not measured); `claims`: the
+    samples each update claims (None: no `lagging` check, which needs `whole_gains` too)."""
     if not callable(gains) and len(gains) != len(deltas):
         raise ProtocolError(f"{len(deltas)} deltas but {len(gains)} validation gains")
     gain_of = gains if callable(gains) else gains.__getitem__
@@ -508,8 +551,19 @@ def judge(
         raise ProtocolError(f"{len(deltas)} deltas but {len(whole_gains)} whole-update gains")
     if harms is not None and len(harms) != len(deltas):
         raise ProtocolError(f"{len(deltas)} deltas but {len(harms)} per-class harms")
+    if claims is not None and len(claims) != len(deltas):
+        raise ProtocolError(f"{len(deltas)} deltas but {len(claims)} sample claims")
     present = {i: d for i, d in enumerate(deltas) if d is not None}
     problems = implausible(present, previous_step)
+    if whole_gains is not None and claims is not None:
+        problems.update(lagging(
+            {
+                i: gain for i in present
+                if i not in problems and (gain := whole_gains[i]) is not None
+                and (harms is None or harms[i] is None)
+            },
+            claims,
+        ))  # fmt: skip
     bound = agreement_bound(next(iter(present.values())).numel()) if present else SCALE
     references = agreeing(present, [i for i in present if i not in problems], bound)
     by_agreement = len(references) >= MIN_PEERS

@@ -426,7 +426,9 @@ def _judge_work(
         paid_work.class_harm(at_base, measured[i]) if i in measured else None
         for i in range(len(workers))
     ]
-    judgements = paid_work.judge(deltas, gain, previous_step, whole_gains=whole, harms=harms)
+    judgements = paid_work.judge(
+        deltas, gain, previous_step, whole_gains=whole, harms=harms, claims=counts
+    )
     for worker, judgement in zip(workers, judgements, strict=True):
         if judgement.problem is not None and judgement is not paid_work.UNUSABLE:
             logger.info("update of 0x%s shows no work: %s", worker[:4].hex(), judgement.problem)

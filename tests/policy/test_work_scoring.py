@@ -26,6 +26,7 @@ from protocol.work import (
     CLEAR_AGREEMENT,
     CLEAR_GAIN,
     MAX_LOSS_INCREASE,
+    MAX_LOSS_LAG,
     MAX_NORM_RATIO,
     MIN_IMPROVEMENT,
     MIN_NORM_RATIO,
@@ -134,6 +135,42 @@ def test_an_agreeing_update_that_makes_the_validation_loss_clearly_worse_is_reje
     assert judged_with(poisoned, gain=-10 * MAX_LOSS_INCREASE)[5].shows_work
     with pytest.raises(ProtocolError, match="6 deltas but 5 whole-update gains"):
         judge([*honest(), poisoned], [GOOD_GAIN] * 6, whole_gains=[GOOD_GAIN] * 5)
+
+
+def lagged(whole: int, claims: list[int]) -> list[Judgement]:
+    deltas: list[torch.Tensor | None] = [*honest(), SHARED + 2 * torch.randn(SIZE, generator=generator(113))]
+    wholes = [GOOD_GAIN + 1_000 * i for i in range(5)]
+    return judge(deltas, [GOOD_GAIN] * 6, PREVIOUS_STEP, whole_gains=[*wholes, whole], claims=claims)
+
+
+def test_an_agreeing_update_whose_loss_lags_the_rounds_is_rejected() -> None:
+    typical = GOOD_GAIN + 1_500  # the median of the six, its own gain (the lowest) included
+    # it agrees and lowers the loss, but 0.2 nats less than the round's median update
+    behind = lagged(typical - MAX_LOSS_LAG - QUANTUM, [500] * 6)
+    assert not behind[5].shows_work and behind[5].quality == 0
+    assert "above the median" in (behind[5].problem or "") and "500 samples" in (behind[5].problem or "")
+    assert_honest_paid(behind)
+    assert lagged(typical - MAX_LOSS_LAG, [500] * 6)[5].shows_work  # at the bound
+
+
+def test_the_lag_is_measured_against_updates_claiming_no_more_samples() -> None:
+    far_behind = GOOD_GAIN - 2 * MAX_LOSS_LAG  # worse than the base, within MAX_LOSS_INCREASE
+    # a worker with a quarter of the data, claiming it, is held to its own claim: nobody
+    # claims as little, so nothing is ahead of it
+    assert lagged(far_behind, [500] * 5 + [125])[5].shows_work
+    # claiming as much as the others, it is held to what they did
+    assert "above the median" in (lagged(far_behind, [500] * 6)[5].problem or "")
+    assert "above the median" in (lagged(far_behind, [500] * 5 + [5_000])[5].problem or "")
+    # the others are not judged against the smaller claim: their pool includes it, and
+    # the median of six moves by half a step
+    assert_honest_paid(lagged(far_behind, [500] * 5 + [125]))
+    # no claims, no lag check (a caller that does not know them)
+    assert judge(
+        [*honest(), SHARED + 2 * torch.randn(SIZE, generator=generator(113))], [GOOD_GAIN] * 6,
+        whole_gains=[GOOD_GAIN] * 5 + [far_behind],
+    )[5].shows_work
+    with pytest.raises(ProtocolError, match="6 deltas but 5 sample claims"):
+        lagged(far_behind, [500] * 5)
 
 
 def test_a_minority_of_outliers_cannot_drag_the_reference() -> None:

@@ -1,0 +1,153 @@
+"""How far each kind of update's validation loss lags the round's (`protocol.work.lagging`):
+--trials tasks of --rounds rounds, each with --workers honest IID workers of --samples MNIST
+samples, one honest worker of --small-samples claiming what it has, and --attackers
+attackers of one kind per task (the kinds in turn), judged as the validators judge the lag:
+an update's whole validation loss minus the median loss of the round's updates claiming no
+more samples. The global model is the FedAvg of the honest updates, so every task reaches
+the bases a defended task reaches. No network, no chain.
+
+    python -m bench.loss_lag [--trials 60] [--rounds 8] [--workers 7] [--samples 500]
+                             [--small-samples 125] [--attackers 3] [--lr 0.02]
+
+It prints, per kind and for rounds up to 3 and after, how many updates, the lag's minimum,
+10th percentile, median, 90th percentile and maximum (nats), and how many lag over
+MAX_LOSS_LAG (rejected); then the small worker's lag if it claimed --samples instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import random
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.work_rounds import Task
+from bench.work_rounds import parse_args as task_args
+from node.attacks.alie import alie
+from node.attacks.spec import alie_z_max, parse_attack_spec
+from node.attacks.worker import attacked_update
+from node.config import TrainingConfig
+from node.datasets import default_data_root
+from node.models import build_model
+from protocol import work as paid_work
+from protocol.aggregation.rule import AggregationRule
+from protocol.data import Dataset
+
+StateDict = dict[str, torch.Tensor]
+KINDS = {
+    "backdoor 30%": "backdoor:target=0,fraction=0.3,size=4",
+    "backdoor 10%": "backdoor:target=0,fraction=0.1,size=4",
+    "label_flip": "label_flip:source=1,target=7",
+    "label_flip_half": "label_flip:source=1,target=7,fraction=0.5",
+    "alie_colluding": "alie",
+}
+EARLY = 3  # rounds counted as early: from the random initial weights to a trained base
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.loss_lag")
+    parser.add_argument("--trials", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=7, help="honest workers of --samples")
+    parser.add_argument("--samples", type=int, default=500)
+    parser.add_argument("--small-samples", type=int, default=125)
+    parser.add_argument("--attackers", type=int, default=3)
+    parser.add_argument("--lr", type=float, default=TrainingConfig().lr)
+    parser.add_argument("--data-root", type=Path, default=default_data_root())
+    return parser.parse_args(argv)
+
+
+def numpy_state(state: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {name: t.numpy() for name, t in state.items()}
+
+
+def torch_state(state: Mapping[str, np.ndarray]) -> StateDict:
+    return {name: torch.as_tensor(np.asarray(a)) for name, a in state.items()}
+
+
+def lags(losses: Sequence[float], claims: Sequence[int]) -> list[float]:
+    """Each loss minus the median loss of the updates claiming no more samples (nats)."""
+    return [
+        loss - statistics.median(other for other, claim in zip(losses, claims, strict=True) if claim <= claims[i])
+        for i, loss in enumerate(losses)
+    ]
+
+
+def attacked(task: Task, spec: str, base: StateDict, shards: Sequence[Dataset], seeds: Sequence[int],
+             rng: np.random.Generator, colluders: int, workers: int) -> list[StateDict]:
+    def trainer(seed: int):  # noqa: ANN202 - the attack's Train
+        return lambda data: numpy_state(task.train(base, data, seed))
+
+    if spec == "alie":  # colluding: each submits mean - z * std of their honest updates
+        honest = [task.train(base, shard, seed) for shard, seed in zip(shards, seeds, strict=True)]
+        shifted = alie(numpy_state(base), [numpy_state(s) for s in honest], alie_z_max(workers, colluders))
+        return [torch_state(shifted)] * len(shards)
+    parsed = parse_attack_spec(spec)
+    return [
+        torch_state(attacked_update(parsed, numpy_state(base), shard, trainer(seed), rng))
+        for shard, seed in zip(shards, seeds, strict=True)
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    task = Task(task_args([
+        "--workers", str(args.workers + 1), "--samples", str(args.samples), "--lr", str(args.lr),
+        "--data-root", str(args.data_root),
+    ]))
+    honest_shards, last = task.shards[: args.workers], task.shards[args.workers]
+    small = Dataset(last.images[: args.small_samples], last.labels[: args.small_samples], last.spec)
+    attacker_shards = [honest_shards[i % args.workers] for i in range(args.attackers)]
+    claims = [args.samples] * args.workers + [args.small_samples] + [args.samples] * args.attackers
+    overclaimed = [*claims[: args.workers], args.samples, *claims[args.workers + 1 :]]
+    found: dict[tuple[str, bool], list[float]] = collections.defaultdict(list)
+    names = list(KINDS)
+    for trial in range(args.trials):
+        kind = names[trial % len(names)]
+        rng = random.Random(trial)
+        seeds = [rng.getrandbits(32) for _ in range(args.workers + 1 + args.attackers)]
+        attack_rng = np.random.default_rng(trial)
+        base: StateDict = dict(build_model(task.model, seed=rng.getrandbits(16)).state_dict())
+        rule = AggregationRule()
+        for number in range(1, args.rounds + 1):
+            honest = [task.train(base, shard, seed ^ number) for shard, seed in zip(honest_shards, seeds, strict=False)]
+            honest.append(task.train(base, small, seeds[args.workers] ^ number))
+            attackers = attacked(
+                task, KINDS[kind], base, attacker_shards, [s ^ number for s in seeds[args.workers + 1 :]],
+                attack_rng, args.attackers, args.workers + 1 + args.attackers,
+            )
+            losses = [task.measure(state).loss for state in [*honest, *attackers]]
+            lag = lags(losses, claims)
+            late = number > EARLY
+            found[("honest", late)] += lag[: args.workers]
+            found[(f"honest, {args.small_samples} samples", late)].append(lag[args.workers])
+            found[(f"honest, {args.small_samples} samples claiming {args.samples}", late)].append(
+                lags(losses, overclaimed)[args.workers]
+            )
+            found[(kind, late)] += lag[args.workers + 1 :]
+            base = rule(honest, claims[: args.workers + 1])
+        print(f"task {trial} ({kind}): final validation accuracy {task.measure(base).accuracy:.3f}", flush=True)
+    bound = paid_work.MAX_LOSS_LAG / paid_work.SCALE
+    print(f"lag of the validation loss behind the median of updates claiming no more (nats; bound {bound}):")
+    for (kind, late), values in sorted(found.items()):
+        ordered = sorted(values)
+
+        def at(fraction: float, ordered: list[float] = ordered) -> float:
+            return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+        over = sum(1 for v in ordered if v > bound)
+        print(
+            f"{kind}, rounds {'>' if late else '<='} {EARLY}: {len(ordered)} updates, min {ordered[0]:.3f} "
+            f"p10 {at(0.1):.3f} median {at(0.5):.3f} p90 {at(0.9):.3f} max {ordered[-1]:.3f}; over the bound {over}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
