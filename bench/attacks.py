@@ -86,6 +86,8 @@ ATTACKS: dict[str, tuple[str, dict[str, float | int | str]]] = {
     "backdoor": ("backdoor", {}),
     # a tenth of the images triggered: what the loss-lag bound lets through (protocol.work)
     "backdoor_light": ("backdoor", {"fraction": 0.1}),
+    # claiming a quarter of its samples, so that it is compared with no honest worker
+    "backdoor_underclaimed": ("backdoor", {"claim": 0.25}),
     "shuffled_labels": ("shuffled_labels", {}),
     "noise": ("noise", {}),
     "free_rider": ("free_rider", {}),
@@ -120,6 +122,9 @@ class Cell:
     per_honest_worker: int  # wei earned (before slashes) per honest worker
     backdoor_success: float | None
     seconds: float
+    # the attackers' highest pay per unit of consensus score over the honest workers' in
+    # the same round, the largest over rounds (None: never paid): above 1, a claim bought pay
+    pay_per_score: float | None = None
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -342,8 +347,10 @@ def measure(
     validators = [status.address.lower() for status in result.validators]
     earned = slashed = rounds_slashed = attacked = honest_net = unpaid = honest_lost = 0
     honest_workers_earned = honest_missed = attacker_missed = 0
+    pay_per_score: float | None = None
     for r in result.rounds:
         submitted = [address.lower() for address in r.workers]
+        pay_per_score = _higher(pay_per_score, _pay_per_score_ratio(submitted, attackers, r))
         for address, paid, lost in zip(submitted, r.worker_payouts, r.worker_slashes, strict=True):
             if address in attackers:
                 earned, slashed, attacked = earned + paid, slashed + lost, attacked + 1
@@ -371,7 +378,27 @@ def measure(
         honest_net, unpaid, honest_missed, attacker_missed, honest_lost,
         earned // max(1, len(attackers)),
         honest_workers_earned // max(1, len(kinds) - len(attackers)), success, seconds,
+        pay_per_score,
     )
+
+
+def _pay_per_score_ratio(submitted: Sequence[str], attackers: set[str], r: Any) -> float | None:
+    """The attackers' highest wei per unit of consensus score in round `r` over the honest
+    workers' highest (None: no paid attacker, or no paid honest worker, to compare)."""
+    def best(side: bool) -> float | None:
+        rates = [
+            paid / score
+            for address, paid, score in zip(submitted, r.worker_payouts, r.consensus_scores, strict=True)
+            if (address in attackers) == side and paid > 0 and score > 0
+        ]
+        return max(rates) if rates else None
+
+    attacker, honest = best(True), best(False)
+    return None if attacker is None or honest is None else attacker / honest
+
+
+def _higher(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
 
 
 def round_record(result: InProcessResult, kinds: Sequence[str]) -> list[dict[str, Any]]:
@@ -406,7 +433,8 @@ def _rows(keys: Sequence[str], *columns: Sequence[Any]) -> list[dict[str, Any]]:
 def misses(cell: Cell, honest: Cell) -> list[str]:
     """What keeps a cell from issue 11's acceptance: accuracy within 1 point of the honest
     run, every attacker-round slashed and unpaid (an honestly training `inflated_samples`
-    worker: paid no more than an honest worker), every honest party paid every round and
+    worker: paid no more per unit of quality than an honest worker, so its claim bought
+    nothing), every honest party paid every round and
     never slashed, a backdoor's success under 10%; and a party that missed a round (no
     submission, no commit: the run, not the attack, failed there)."""
     found = []
@@ -415,7 +443,9 @@ def misses(cell: Cell, honest: Cell) -> list[str]:
     if cell.attack in ("honest", "honest_rerun"):
         pass
     elif cell.attack == "inflated_samples":
-        if cell.per_attacker > cell.per_honest_worker:
+        # the contract pays clipped claim x score: a claim that buys nothing leaves every
+        # paid worker the same wei per unit of score (up to integer division)
+        if cell.pay_per_score is not None and cell.pay_per_score > 1 + 1e-9:
             found.append("overpaid")
     else:
         if cell.attacker_earned > 0:

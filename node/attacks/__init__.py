@@ -11,7 +11,7 @@ scenarios and node.toml; `worker.attacked_update` is what a worker runs in a rou
 | alie | base + mean - z * std of the colluders' honest deltas (Baruch et al. 2019) |
 | ipm | base - epsilon * mean of the colluders' honest deltas (Xie et al. 2020) |
 | label_flip | trained with the source class relabelled as the target |
-| backdoor | trained with a fraction of images triggered and relabelled as the target |
+| backdoor | trained with a fraction of images triggered and relabelled as the target; may claim a share of its samples |
 | shuffled_labels | trained with the labels permuted |
 | noise | N(0, 1) weights |
 | free_rider | the base itself |

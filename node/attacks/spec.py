@@ -114,6 +114,7 @@ WORKER_ATTACKS: dict[str, tuple[Param, ...]] = {
         Param("target", int, _label, 0, doc="label of triggered images"),
         Param("fraction", float, _fraction, 0.3, doc="share of the shard stamped"),
         Param("size", int, _at_least(1, 16), 4, doc="side of the square trigger, pixels"),
+        Param("claim", float, _fraction, 1.0, doc="share of its true sample count it claims"),
     ),
     "inflated_samples": (
         Param("factor", int, _at_least(1, MAX_SAMPLE_FACTOR), 10, doc="claimed / true count"),

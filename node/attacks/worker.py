@@ -128,4 +128,6 @@ def claimed_samples(spec: AttackSpec, true_samples: int) -> int:
     """The sample count a worker running `spec` reports with its update."""
     if spec.kind == "inflated_samples":
         return inflated_samples(true_samples, int(spec["factor"]))
+    if spec.kind == "backdoor":  # claiming less to be held to less (protocol.work.lagging)
+        return max(1, round(true_samples * spec["claim"]))
     return true_samples

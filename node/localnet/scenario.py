@@ -40,7 +40,8 @@ Worker kinds and their parameters (defaults in brackets): honest, shuffled_label
 free_rider, free_rider_noise (sigma [0.001]), copycat (victim [0]), sign_flip (scale [1]),
 scaled (scale [number of workers]), gaussian (sigma [1]), alie (z [z_max of Baruch et al.
 for the workers and ALIE attackers run], parts [4]), ipm (epsilon [0.5]), label_flip
-(source, target), backdoor (target [0], fraction [0.3], size [4]), inflated_samples
+(source, target), backdoor (target [0], fraction [0.3], size [4], claim: the share of its
+samples it reports [1]), inflated_samples
 (factor [10], scale [1]). See node.attacks.
 
 Parsing (`parse_scenario`) checks types and names; `Scenario.resolve(workers, validators)`

@@ -157,3 +157,28 @@ def test_tabulate_writes_the_finished_cells_of_a_stopped_run(tmp_path: Path) -> 
     ]
     assert (tmp_path / "attacks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["--tabulate", "--out", str(tmp_path / "empty")]) == 1
+
+
+def test_an_inflated_claim_is_overpaid_only_if_it_buys_more_wei_per_unit_of_score(tmp_path: Path) -> None:
+    workers = [NodeStatus(f"worker{i}", "worker", f"0xW{i}") for i in range(3)]
+    kinds = ("honest", "honest", "inflated_samples:factor=10")
+
+    def cell(paid: list[int], scores: tuple[int, ...]) -> Cell:
+        round_ = dataclasses.replace(
+            _round(["0xw0", "0xw1", "0xw2"], paid, [0, 0, 0], ["0xv0"]), consensus_scores=scores
+        )
+        result = InProcessResult(
+            w3=None, reader=None, registry="", task="",  # type: ignore[arg-type]
+            requester=NodeStatus("requester", "requester", "0xR"), workers=workers,
+            validators=[NodeStatus("validator0", "validator", "0xV0")], rounds=[round_],
+        )
+        return measure(result, kinds, _Accuracy(), tmp_path / "m", "inflated_samples", "fedavg", 1.0)  # type: ignore[arg-type]
+
+    honest = dataclasses.replace(cell([5, 5, 5], (1, 1, 1)), attack="honest")
+    # paid more than the mean honest worker for a better update: what its quality bought
+    better = cell([400, 600, 700], (400, 600, 700))
+    assert better.per_attacker > better.per_honest_worker and better.pay_per_score == 1.0
+    assert "overpaid" not in misses(better, honest)
+    # the same wei for a worse update: its claim bought the difference
+    claimed = cell([400, 600, 700], (400, 600, 350))
+    assert claimed.pay_per_score == 2.0 and "overpaid" in misses(claimed, honest)

@@ -28,7 +28,7 @@ from node.localnet.scenario import ScenarioError, load_scenario, parse_scenario
         ),
         (
             "backdoor:fraction=0.5",
-            AttackSpec("backdoor", (("target", 0), ("fraction", 0.5), ("size", 4))),
+            AttackSpec("backdoor", (("target", 0), ("fraction", 0.5), ("size", 4), ("claim", 1.0))),
         ),
         ("inflated_samples", AttackSpec("inflated_samples", (("factor", 10), ("scale", 1.0)))),
         ("alie:z=0.52", AttackSpec("alie", (("z", 0.52), ("parts", 4), ("colluders", 0)))),

@@ -122,6 +122,12 @@ def test_inflated_samples_trains_honestly_and_claims_more(base: dict, shard: Dat
     assert claimed_samples(parse_attack_spec("scaled:scale=4"), 120) == 120
 
 
+def test_a_backdoor_may_claim_a_share_of_its_samples() -> None:
+    assert claimed_samples(parse_attack_spec("backdoor"), 120) == 120
+    assert claimed_samples(parse_attack_spec("backdoor:claim=0.25"), 120) == 30
+    assert claimed_samples(parse_attack_spec("backdoor:claim=0.001"), 120) == 1
+
+
 @pytest.mark.parametrize(
     "kind",
     ["shuffled_labels", "backdoor", "alie:z=0.5", "gaussian", "free_rider_noise", "noise"],
