@@ -45,10 +45,9 @@ async def test_two_rounds_with_a_plugin_model_and_loader(
         validation_samples=100,
         data={"source": LOADER, "holdout_samples": 100},
         training={"epochs": 3, "lr": 0.1},
-        # topk: this test is about the plugin model and loader; under "work" the copy check
-        # can take the second of two workers of 150 samples on this easy task for a copy in
-        # round 1, and once it has converged (round 2) nothing shows work measurably, so
-        # their updates are undecided and unpaid (protocol/work.py)
+        # topk: this test is about the plugin model and loader; under "work", once this easy
+        # task has converged (round 2) nothing shows work measurably, so the two workers'
+        # updates are undecided and unpaid (protocol/work.py)
         task={"qualification_threshold": 0.3, "validation": "holdout", "reward_policy": "topk", "top_k": 2},
         timeout_s=300,
     )
