@@ -3,7 +3,7 @@
     python -m bench.attacks [--attacks sign_flip,alie_colluding,...] [--rules fedavg,median:3]
                             [--rounds 2] [--workers 10] [--attackers 3] [--validators 3]
                             [--samples 500] [--validation 500] [--policy P] [--model mnist_2nn]
-                            [--slack 1] [--tabulate]
+                            [--slack 1] [--key-seed 0] [--tabulate]
                             [--out bench-output/attacks] [--data-root DIR] [--parallel 1]
                             [--list]
 
@@ -14,6 +14,10 @@ task of the same size runs first (cells start in the order given), in the same p
 rule is compared with. The task's terms are the localnet's defaults
 (`node.localnet.configs.TaskDefaults`): its reward policy, slashes, threshold, tolerance,
 so the bench measures whatever the localnet uses; --policy overrides the reward policy.
+Every cell's node keys come from --key-seed, and a worker's training seed from its address,
+so the honest workers of every cell train alike: a cell whose attackers were all rejected
+ends where the honest run does (up to the order its updates were summed in), and a cell's
+accuracy difference is the attack's, not another draw of seeds (-1: random keys).
 
 Per cell: final test accuracy (the untouched MNIST test split, 10,000 images) minus the
 honest run's, the attackers' earnings and slashes (ETH, summed over rounds), how many
@@ -96,7 +100,8 @@ ATTACKS: dict[str, tuple[str, dict[str, float | int | str]]] = {
     "inflated_samples": ("inflated_samples", {}),
     "inflated_scaled": ("inflated_samples", {"scale": "workers"}),
     # not in the default list: a second honest task, whose distance from the first is the
-    # run-to-run noise every other cell's accuracy difference is read against
+    # run-to-run noise every other cell's accuracy difference is read against (with one
+    # --key-seed for both: what timing alone changes, the order updates are summed in)
     "honest_rerun": ("honest", {}),
 }
 DEFAULT_ATTACKS = tuple(name for name in ATTACKS if name != "honest_rerun")
@@ -134,6 +139,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rules", default=",".join(RULES), help="comma-separated; F = --attackers")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--key-seed", type=int, default=0,
+        help="every cell's node keys, and so its workers' training seeds, derived from this, so "
+        "that cells differ only by their attack (-1: random keys, each cell its own seeds)",
+    )
     parser.add_argument("--workers", type=int, default=10)
     parser.add_argument("--attackers", type=int, default=3)
     parser.add_argument("--validators", type=int, default=3)
@@ -236,6 +246,7 @@ async def run_task(
         validation_samples=args.validation,
         worker_behaviours=kinds,
         task=task_terms(args, rule, folder / "final-model.bin"),
+        key_seed=None if args.key_seed < 0 else args.key_seed,
         data={"holdout_samples": args.validation},
         timeout_s=args.timeout,
     )

@@ -8,6 +8,7 @@ the bases a defended task reaches. No network, no chain.
 
     python -m bench.loss_lag [--trials 60] [--rounds 8] [--workers 7] [--samples 500]
                              [--small-samples 125] [--attackers 3] [--lr 0.02]
+                             [--source mnist|fashion_mnist|...] [--model mnist_2nn] [--data-root DIR]
 
 It prints, per kind and for rounds up to 3 and after, how many updates, the lag's minimum,
 10th percentile, median, 90th percentile and maximum (nats), and how many lag over
@@ -59,6 +60,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--attackers", type=int, default=3)
     parser.add_argument("--lr", type=float, default=TrainingConfig().lr)
     parser.add_argument("--data-root", type=Path, default=default_data_root())
+    parser.add_argument("--source", default="mnist", help="[data] source: a built-in name (fashion_mnist...)")
+    parser.add_argument("--model", default="mnist_2nn")
     return parser.parse_args(argv)
 
 
@@ -99,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(1)
     task = Task(task_args([
         "--workers", str(args.workers + 1), "--samples", str(args.samples), "--lr", str(args.lr),
-        "--data-root", str(args.data_root),
+        "--data-root", str(args.data_root), "--source", args.source, "--model", args.model,
     ]))
     honest_shards, last = task.shards[: args.workers], task.shards[args.workers]
     small = Dataset(last.images[: args.small_samples], last.labels[: args.small_samples], last.spec)

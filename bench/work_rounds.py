@@ -54,13 +54,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--average-tail", type=float, default=TrainingConfig().average_tail)
     parser.add_argument("--free-rider", choices=("base", "noise"), default="base")
     parser.add_argument("--data-root", type=Path, default=default_data_root())
+    parser.add_argument("--source", default="mnist", help="[data] source: a built-in name (fashion_mnist...)")
     return parser.parse_args(argv)
 
 
 class Task:
     def __init__(self, args: argparse.Namespace) -> None:
         parts = args.workers + 1
-        data = DataConfig(root=args.data_root, num_parts=parts, seed=7, max_samples=args.samples * parts)
+        data = DataConfig(
+            source=args.source, root=args.data_root, num_parts=parts, seed=7, max_samples=args.samples * parts
+        )
         self.shards = [
             load_worker_shard(DataConfig(**{**vars(data), "part_index": i})) for i in range(args.workers)
         ]

@@ -10,6 +10,7 @@ honest network never waits for a deadline.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -94,6 +95,12 @@ def _node_document(
     }
 
 
+def _seeded_key(seed: int, name: str) -> bytes:
+    """A chain key for node `name` from `seed` (a SHA-256 is below secp256k1's order but
+    with negligible probability)."""
+    return hashlib.sha256(f"fl-node in-process key|{seed}|{name}".encode()).digest()
+
+
 async def run_inprocess(
     workdir: Path,
     data_root: Path,
@@ -113,6 +120,7 @@ async def run_inprocess(
     crash: Mapping[str, tuple[int, str]] | None = None,
     block_interval_s: float = 1.0,
     timeout_s: float = 900.0,
+    key_seed: int | None = None,
 ) -> InProcessResult:
     """Run a task from creation to termination; returns when every node is done.
 
@@ -121,7 +129,10 @@ async def run_inprocess(
     `task`, `training` and `data` override those sections' keys (e.g.
     data={"partition": "dirichlet", "alpha": 0.3}); `crash`
     maps a node name ("worker0") to the (round, phase) at which it is killed once and
-    started again from its data directory.
+    started again from its data directory; `key_seed` derives every node's chain key from
+    the seed and the node's name (default: random keys), so two runs with one seed give
+    each worker the same address and so the same training seed: two tasks that differ only
+    in one worker's behaviour then train their other workers alike.
     """
     crash = dict(crash or {})
     workdir = Path(workdir)
@@ -182,7 +193,7 @@ async def run_inprocess(
                     if role == "validator" and index < len(validator_stakes):
                         document["node"]["stake_wei"] = validator_stakes[index]
                     config = parse_config(document, workdir / f"{name}.toml")
-                    key = os.urandom(32)
+                    key = os.urandom(32) if key_seed is None else _seeded_key(key_seed, name)
                     key_file = config.chain.private_key_file
                     if not key_file.exists():
                         write_chain_key(key_file, key)

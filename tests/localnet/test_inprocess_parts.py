@@ -14,7 +14,12 @@ from eth_account import Account
 from node.chain import ChainClient, dev
 from node.datasets import default_data_root, load_worker_shard, mnist_available
 from node.datasets.builtin import load_builtin, shared_loads
-from node.localnet.inprocess import VIEW_CONTRACTS, _build_mined_reads_once, poll_interval
+from node.localnet.inprocess import (
+    VIEW_CONTRACTS,
+    _build_mined_reads_once,
+    _seeded_key,
+    poll_interval,
+)
 from tests.contracts.harness import register
 from tests.vrf_test_keys import honest_keys
 
@@ -141,3 +146,12 @@ def test_views_do_not_read_the_sender() -> None:
             )
             scanned += 1
     assert scanned >= 10  # the pattern still finds the contracts' views
+
+
+def test_a_key_seed_gives_every_node_its_own_key_the_same_in_every_run() -> None:
+    names = ["requester", "worker0", "worker1", "validator0"]
+    keys = [_seeded_key(0, name) for name in names]
+    assert keys == [_seeded_key(0, name) for name in names]  # another run, the same keys
+    assert len(set(keys)) == len(names)
+    assert _seeded_key(1, "worker0") != keys[1]
+    assert all(Account.from_key(key).address for key in keys)  # valid secp256k1 keys
