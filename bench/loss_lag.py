@@ -60,7 +60,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--attackers", type=int, default=3)
     parser.add_argument("--lr", type=float, default=TrainingConfig().lr)
     parser.add_argument("--data-root", type=Path, default=default_data_root())
-    parser.add_argument("--source", default="mnist", help="[data] source: a built-in name (fashion_mnist...)")
+    parser.add_argument("--source", default="mnist", help="[data] source: a built-in name (fashion-mnist...)")
     parser.add_argument("--model", default="mnist_2nn")
     return parser.parse_args(argv)
 

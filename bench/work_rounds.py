@@ -8,7 +8,11 @@ addresses do.
 
     python -m bench.work_rounds [--trials 40] [--workers 2] [--samples 500] [--lr 0.02]
                                 [--model mnist_2nn] [--rounds 3] [--free-rider base|noise]
-                                [--data-root DIR]
+                                [--data-root DIR] [--source mnist] [--partition iid|dirichlet|shards]
+                                [--alpha 0.5]
+
+`--partition dirichlet` splits the workers' data non-IID, where `work` does not hold (an
+honest worker rejected in every round).
 
 Every trial runs twice in the same run: workers submitting their last SGD iterate, and
 workers averaging the last --average-tail of their steps (the node's default). It prints
@@ -54,7 +58,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--average-tail", type=float, default=TrainingConfig().average_tail)
     parser.add_argument("--free-rider", choices=("base", "noise"), default="base")
     parser.add_argument("--data-root", type=Path, default=default_data_root())
-    parser.add_argument("--source", default="mnist", help="[data] source: a built-in name (fashion_mnist...)")
+    parser.add_argument("--source", default="mnist", help="[data] source: a built-in name (fashion-mnist...)")
+    parser.add_argument("--partition", choices=("iid", "dirichlet", "shards"), default="iid")
+    parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (--partition dirichlet)")
     return parser.parse_args(argv)
 
 
@@ -62,7 +68,8 @@ class Task:
     def __init__(self, args: argparse.Namespace) -> None:
         parts = args.workers + 1
         data = DataConfig(
-            source=args.source, root=args.data_root, num_parts=parts, seed=7, max_samples=args.samples * parts
+            source=args.source, root=args.data_root, num_parts=parts, seed=7, max_samples=args.samples * parts,
+            partition=args.partition, alpha=args.alpha,
         )
         self.shards = [
             load_worker_shard(DataConfig(**{**vars(data), "part_index": i})) for i in range(args.workers)

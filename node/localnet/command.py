@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from node.localnet.configs import NON_IID_REWARD_POLICY
 from node.localnet.scenario import PARTITIONS, Scenario, ScenarioError, load_scenario, stakes_in_wei
 
 __all__ = ["add_arguments", "options_from_args", "run_command"]
@@ -154,7 +155,20 @@ def task_overrides(merged: dict[str, Any], scenario: Scenario | None) -> dict[st
     stakes = merged.get("validator_stakes")
     if stakes:
         overrides.setdefault("validator_stake_wei", min(stakes))
+    if merged.get("partition", "iid") != "iid":
+        overrides.setdefault("reward_policy", NON_IID_REWARD_POLICY)
     return overrides
+
+
+def policy_notice(merged: dict[str, Any], overrides: dict[str, Any]) -> str | None:
+    """What to tell the operator when the partition chose the reward policy, or None."""
+    if merged.get("partition", "iid") == "iid" or overrides.get("reward_policy") != NON_IID_REWARD_POLICY:
+        return None
+    return (
+        f"--partition {merged['partition']}: reward policy {NON_IID_REWARD_POLICY}, not work "
+        "(work assumes IID workers and would reject and slash honest workers whose data lacks "
+        "a class); set [task] reward_policy in a scenario to choose"
+    )
 
 
 def stakes_problem(merged: dict[str, Any], overrides: dict[str, Any]) -> str | None:
@@ -198,6 +212,9 @@ def run_command(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"fl-node localnet: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    notice = policy_notice(merged, overrides)
+    if notice is not None:
+        print(f"fl-node localnet: {notice}", flush=True)
     merged["validator_stakes"] = tuple(merged["validator_stakes"] or ())
     data_root = (args.data_root or default_data_root()).resolve()
     dataset = merged["dataset"]

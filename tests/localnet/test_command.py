@@ -11,7 +11,13 @@ import pytest
 
 from node.cli import main
 from node.datasets import BUILTIN, default_data_root, mnist_available
-from node.localnet.command import DATASETS, add_arguments, options_from_args, task_overrides
+from node.localnet.command import (
+    DATASETS,
+    add_arguments,
+    options_from_args,
+    policy_notice,
+    task_overrides,
+)
 from node.localnet.scenario import parse_scenario
 
 
@@ -113,6 +119,22 @@ def test_committee_size_and_workers_per_round_become_task_overrides() -> None:
     }
     merged = options_from_args(parser.parse_args(["--workers-per-round", "0"]), None)
     assert task_overrides(merged, None) == {}  # 0 is the task's default: every worker
+
+
+def test_a_non_iid_partition_runs_the_localnet_under_topk_unless_a_scenario_says() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    iid = options_from_args(parser.parse_args([]), None)
+    assert "reward_policy" not in task_overrides(iid, None)  # the task's default: work
+    assert policy_notice(iid, task_overrides(iid, None)) is None
+    skewed = options_from_args(parser.parse_args(["--partition", "dirichlet"]), None)
+    overrides = task_overrides(skewed, None)
+    assert overrides["reward_policy"] == "topk"
+    assert "work assumes IID workers" in (policy_notice(skewed, overrides) or "")
+    chosen = parse_scenario('[task]\nreward_policy = "work"\n', source="s.toml")
+    merged = options_from_args(parser.parse_args(["--partition", "shards"]), chosen)
+    assert task_overrides(merged, chosen)["reward_policy"] == "work"  # the operator's choice
+    assert policy_notice(merged, task_overrides(merged, chosen)) is None
 
 
 @pytest.mark.parametrize(
