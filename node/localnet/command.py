@@ -155,8 +155,9 @@ def task_overrides(merged: dict[str, Any], scenario: Scenario | None) -> dict[st
     stakes = merged.get("validator_stakes")
     if stakes:
         overrides.setdefault("validator_stake_wei", min(stakes))
-    if merged.get("partition", "iid") != "iid":
-        overrides.setdefault("reward_policy", NON_IID_REWARD_POLICY)
+    if merged.get("partition", "iid") != "iid" and "reward_policy" not in overrides:
+        overrides["reward_policy"] = NON_IID_REWARD_POLICY
+        overrides.setdefault("top_k", merged["workers"])  # every accepted worker paid
     return overrides
 
 

@@ -45,7 +45,9 @@ dirichlet or shards) and nothing names one: `work` judges an update against the 
 other updates and the validation set, as honest IID workers' updates agree, and rejects and
 slashes honest non-IID workers (`python -m bench.work_rounds --workers 7 --rounds 8
 --partition dirichlet --alpha 0.5`: an honest worker rejected in 80 of 80 rounds, mostly for
-raising one class's loss, its data lacking that class)."""
+raising one class's loss, its data lacking that class; an in-process localnet of 5 workers,
+Dirichlet(0.5), 3 rounds: 4 of 5 rejected every round under `work`, final 78.8%; under
+`topk` 3, 1 and 0 rejected for accuracy under the qualification threshold, final 84.4%)."""
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,7 @@ def test_a_non_iid_partition_runs_the_localnet_under_topk_unless_a_scenario_says
     assert policy_notice(iid, task_overrides(iid, None)) is None
     skewed = options_from_args(parser.parse_args(["--partition", "dirichlet"]), None)
     overrides = task_overrides(skewed, None)
-    assert overrides["reward_policy"] == "topk"
+    assert (overrides["reward_policy"], overrides["top_k"]) == ("topk", 5)
     assert "work assumes IID workers" in (policy_notice(skewed, overrides) or "")
     chosen = parse_scenario('[task]\nreward_policy = "work"\n', source="s.toml")
     merged = options_from_args(parser.parse_args(["--partition", "shards"]), chosen)
