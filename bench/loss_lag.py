@@ -8,11 +8,13 @@ the bases a defended task reaches. No network, no chain.
 
     python -m bench.loss_lag [--trials 60] [--rounds 8] [--workers 7] [--samples 500]
                              [--small-samples 125] [--attackers 3] [--lr 0.02]
-                             [--source mnist|fashion_mnist|...] [--model mnist_2nn] [--data-root DIR]
+                             [--source mnist|fashion-mnist|...] [--model mnist_2nn] [--data-root DIR]
+                             [--seed 0]
 
 It prints, per kind and for rounds up to 3 and after, how many updates, the lag's minimum,
 10th percentile, median, 90th percentile and maximum (nats), and how many lag over
-MAX_LOSS_LAG (rejected); then the small worker's lag if it claimed --samples instead.
+DOUBTFUL_LAG and up to MAX_LOSS_LAG (undecided) and over it (rejected); the small worker's lag
+is also given as if it claimed --samples. --attackers 0 runs honest workers only.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--small-samples", type=int, default=125)
     parser.add_argument("--attackers", type=int, default=3)
     parser.add_argument("--lr", type=float, default=TrainingConfig().lr)
+    parser.add_argument("--seed", type=int, default=0, help="the first task's seed (then +1 a task)")
     parser.add_argument("--data-root", type=Path, default=default_data_root())
     parser.add_argument("--source", default="mnist", help="[data] source: a built-in name (fashion-mnist...)")
     parser.add_argument("--model", default="mnist_2nn")
@@ -113,9 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = list(KINDS)
     for trial in range(args.trials):
         kind = names[trial % len(names)]
-        rng = random.Random(trial)
+        rng = random.Random(args.seed + trial)
         seeds = [rng.getrandbits(32) for _ in range(args.workers + 1 + args.attackers)]
-        attack_rng = np.random.default_rng(trial)
+        attack_rng = np.random.default_rng(args.seed + trial)
         base: StateDict = dict(build_model(task.model, seed=rng.getrandbits(16)).state_dict())
         rule = AggregationRule()
         for number in range(1, args.rounds + 1):
@@ -124,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             attackers = attacked(
                 task, KINDS[kind], base, attacker_shards, [s ^ number for s in seeds[args.workers + 1 :]],
                 attack_rng, args.attackers, args.workers + 1 + args.attackers,
-            )
+            ) if args.attackers else []
             losses = [task.measure(state).loss for state in [*honest, *attackers]]
             lag = lags(losses, claims)
             late = number > EARLY
@@ -136,18 +139,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             found[(kind, late)] += lag[args.workers + 1 :]
             base = rule(honest, claims[: args.workers + 1])
         print(f"task {trial} ({kind}): final validation accuracy {task.measure(base).accuracy:.3f}", flush=True)
+    doubtful = paid_work.DOUBTFUL_LAG / paid_work.SCALE
     bound = paid_work.MAX_LOSS_LAG / paid_work.SCALE
-    print(f"lag of the validation loss behind the median of updates claiming no more (nats; bound {bound}):")
+    print(
+        "lag of the validation loss behind the median of updates claiming no more (nats; "
+        f"undecided over {doubtful}, rejected over {bound}):"
+    )
     for (kind, late), values in sorted(found.items()):
+        if not values:  # --attackers 0
+            continue
         ordered = sorted(values)
 
         def at(fraction: float, ordered: list[float] = ordered) -> float:
             return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
-        over = sum(1 for v in ordered if v > bound)
+        undecided = sum(1 for v in ordered if doubtful < v <= bound)
+        rejected = sum(1 for v in ordered if v > bound)
         print(
             f"{kind}, rounds {'>' if late else '<='} {EARLY}: {len(ordered)} updates, min {ordered[0]:.3f} "
-            f"p10 {at(0.1):.3f} median {at(0.5):.3f} p90 {at(0.9):.3f} max {ordered[-1]:.3f}; over the bound {over}"
+            f"p10 {at(0.1):.3f} median {at(0.5):.3f} p90 {at(0.9):.3f} max {ordered[-1]:.3f}; "
+            f"undecided {undecided}, rejected {rejected}"
         )
     return 0
 

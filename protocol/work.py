@@ -28,7 +28,8 @@ An update shows no work, and is rejected with quality 0, when
 - its whole update leaves the validation loss more than MAX_LOSS_LAG above the median loss
   of the round's updates that claim no more samples than it (`lagging`: agrees and
   descends, yet trains for something else, as a backdoor with 30% of its images triggered
-  does; or claims more samples than it trained on);
+  does; or claims more samples than it trained on); a lag over DOUBTFUL_LAG and up to
+  MAX_LOSS_LAG leaves it UNDECIDED (the longest honest lags reach there);
 - it raises the validation loss of one class (the validation samples of one true label) by
   more than `class_loss_bound` over the base: MAX_CLASS_LOSS_INCREASE + CLASS_LOSS_NOISE /
   sqrt(the class's samples), 0.5 nats + 11 / sqrt(n), 2.06 nats for a class of 50 samples,
@@ -82,7 +83,7 @@ scaled to the honest norm, white or shaped per tensor like the previous step), s
 IPM, scaled, Gaussian, copies, replays; label flipping from 76% on.
 
 What still passes, and why: a backdoor of 10% of a worker's images, and a flip of half of
-one class, lag the round by less than MAX_LOSS_LAG in most rounds (`python -m
+one class, lag the round by less than DOUBTFUL_LAG in most rounds (`python -m
 bench.loss_lag`); ALIE (mean - z x std of deltas the attacker trains itself)
 agrees by construction and is paid at every base, 0.35..1.6x an honest quality; label
 flipping of one class from a 36% base (mostly honest work; its loss rise is caught from
@@ -210,22 +211,30 @@ samples from a good base overshoot: at most 0.359 nats in 2,400 (`bench.work_rou
 rounds 1-3), where a bound of 0.2 rejected 12 of them. A label flip of one class raised it by
 0.76..2.4 from a 76% base on; from a weaker base `class_harm` catches the flip."""
 
-MAX_LOSS_LAG = 200_000
+DOUBTFUL_LAG = 200_000
 """An update whose whole delta leaves the validation loss more than this (fixed point: 0.2
 nats) above the median loss of the round's updates that claim no more samples than it does
-is rejected (`lagging`): it agrees with them and lowers the loss, yet trains for something
-other than the task (a backdoor's relabelled share, half of a class flipped). Compared only
-with updates claiming no more samples, so an honest worker with less data is held to what
-its claim promises, and an attacker that claims less to be compared with fewer gets that
-claim's weight in the average and its pay.
+is UNDECIDED (neither averaged, paid nor slashed), and rejected above MAX_LOSS_LAG
+(`lagging`): it agrees with them and lowers the loss, yet trains for something other than
+the task (a backdoor's relabelled share, half of a class flipped). Compared only with
+updates claiming no more samples, so an honest worker with less data is held to what its
+claim promises, and an attacker that claims less to be compared with fewer gets that claim's
+weight in the average and its pay.
 Measured (`python -m bench.loss_lag`, mnist_2nn, 7 honest workers of 500 samples, one of 125
 and 3 attackers, 60 tasks of 8 rounds from 7% to 90% bases): honest updates lagged by at
 most 0.144 nats (3,360 updates, 90% under 0.023), the worker of 125 samples claiming 125
-never (nothing claims less), claiming 500 by 0.256..0.755 in rounds 1-3 (all rejected) and
-at most 0.133 later; a backdoor trained with 30% of its images triggered by 0.190..0.872
-(287 of 288 over the bound); a full flip of one class 280 of 288. The cheaper attacks, which
-move the model less, mostly pass: a backdoor of 10% (15 of 288 over), a flip of half of one
-class (26 of 288), colluding ALIE (at most 0.040)."""
+never (nothing claims less), claiming 500 by 0.256..0.755 in rounds 1-3 and at most 0.133
+later; a backdoor trained with 30% of its images triggered by 0.190..0.872 (287 of 288 over
+0.2, 155 of them over 0.4); a full flip of one class 280 of 288 (250 over 0.4). The
+cheaper attacks, which move the model less, mostly pass: a backdoor of 10% (15 of 288 over
+0.2), a flip of half of one class (26 of 288), colluding ALIE (at most 0.040). The honest tail is long: with 10 honest workers of 500
+(`python -m bench.loss_lag --workers 10 --attackers 0 --trials 40 --rounds 6 --seed 1000`)
+one update of 2,400 lagged by 0.258, in rounds 4-6 (rounds 1-3: at most 0.160): why a lag
+between this and MAX_LOSS_LAG costs a round's pay and weight, not a deposit."""
+
+MAX_LOSS_LAG = 400_000
+"""Above DOUBTFUL_LAG: the lag (fixed point: 0.4 nats) over which an update is rejected and
+slashed, 1.55x the largest honest lag measured (0.258)."""
 
 MAX_CLASS_LOSS_INCREASE = 500_000
 """An update whose delta raises the validation loss of one class (the validation samples of
@@ -256,6 +265,7 @@ class Judgement:
     quality: int
     problem: str | None = None
     undecided: bool = False
+    doubt: str | None = None  # why a check left it undecided (None: nothing in the round shows work)
 
     @property
     def shows_work(self) -> bool:
@@ -434,22 +444,27 @@ def implausible(
     return problems
 
 
-def lagging(whole_gains: Mapping[int, int], claims: Sequence[int]) -> dict[int, str]:
-    """The updates whose validation loss lags the round's by more than MAX_LOSS_LAG, with
-    why: an update's whole gain (`whole_gains`, by position) against the median whole gain
-    of the updates claiming no more samples than it (`claims`, by position), itself
-    included."""
-    problems: dict[int, str] = {}
+def lagging(whole_gains: Mapping[int, int], claims: Sequence[int]) -> dict[int, Judgement]:
+    """The updates whose validation loss lags the round's by more than DOUBTFUL_LAG: UNDECIDED
+    up to MAX_LOSS_LAG, rejected over it, with why. An update's whole gain (`whole_gains`, by
+    position) is compared with the median whole gain of the updates claiming no more samples
+    than it (`claims`, by position), itself included."""
+    judged: dict[int, Judgement] = {}
     for i, gain in whole_gains.items():
         typical = _median([float(g) for j, g in whole_gains.items() if claims[j] <= claims[i]])
         lag = quantized((typical - gain) / SCALE)
-        if lag > MAX_LOSS_LAG:
-            problems[i] = (
-                f"validation loss {lag / SCALE:.3f} nats above the median of the round's "
-                f"updates claiming no more than its {claims[i]} samples, over the bound "
-                f"{MAX_LOSS_LAG / SCALE}"
-            )
-    return problems
+        if lag <= DOUBTFUL_LAG:
+            continue
+        why = (
+            f"validation loss {lag / SCALE:.3f} nats above the median of the round's updates "
+            f"claiming no more than its {claims[i]} samples"
+        )
+        judged[i] = (
+            Judgement(0, f"{why}, over the bound {MAX_LOSS_LAG / SCALE}")
+            if lag > MAX_LOSS_LAG
+            else Judgement(0, undecided=True, doubt=f"{why}, over {DOUBTFUL_LAG / SCALE}")
+        )
+    return judged
 
 
 def sign_agreement(delta: torch.Tensor, reference: torch.Tensor) -> int:
@@ -555,17 +570,23 @@ def judge(
         raise ProtocolError(f"{len(deltas)} deltas but {len(claims)} sample claims")
     present = {i: d for i, d in enumerate(deltas) if d is not None}
     problems = implausible(present, previous_step)
+    doubted: dict[int, Judgement] = {}
     if whole_gains is not None and claims is not None:
-        problems.update(lagging(
+        for i, judged in lagging(
             {
                 i: gain for i in present
                 if i not in problems and (gain := whole_gains[i]) is not None
                 and (harms is None or harms[i] is None)
             },
             claims,
-        ))  # fmt: skip
+        ).items():  # fmt: skip
+            if judged.problem is not None:
+                problems[i] = judged.problem
+            else:
+                doubted[i] = judged
+    set_aside = problems.keys() | doubted.keys()
     bound = agreement_bound(next(iter(present.values())).numel()) if present else SCALE
-    references = agreeing(present, [i for i in present if i not in problems], bound)
+    references = agreeing(present, [i for i in present if i not in set_aside], bound)
     by_agreement = len(references) >= MIN_PEERS
     final = _qualities(present, references, list(present)) if by_agreement else {}
     # Gains decide a round without agreement, and the updates below the agreement bound of
@@ -578,18 +599,18 @@ def judge(
     if not by_agreement:
         gains_of_round = {
             i: gain_of(i) for i in present
-            if i not in problems and (harms is None or harms[i] is None)
+            if i not in set_aside and (harms is None or harms[i] is None)
         }
         descends = _lower_median_gain(gains_of_round) >= CLEAR_GAIN
     elif weakly_agreeing([final[j] for j in references]) and any(
-        final[i] < bound for i in present if i not in problems
+        final[i] < bound for i in present if i not in set_aside
     ):
         gains_of_round = {i: gain_of(i) for i in references}
         if _lower_median_gain(gains_of_round) >= CLEAR_GAIN:
             gains_of_round = {}  # the round still descends measurably: agreement decides
         else:
             gains_of_round.update(
-                (i, gain_of(i)) for i in present if i not in problems and final[i] < bound
+                (i, gain_of(i)) for i in present if i not in set_aside and final[i] < bound
             )
     def whole_of(index: int) -> int | None:
         return None if whole_gains is None else whole_gains[index]
@@ -602,6 +623,8 @@ def judge(
             judgements.append(Judgement(0, problems[i]))
         elif harms is not None and (harm_of_class := harms[i]) is not None:
             judgements.append(Judgement(0, harm_of_class))
+        elif i in doubted:
+            judgements.append(doubted[i])
         elif not by_agreement:
             judgements.append(_by_gain(gains_of_round[i], whole_of(i), paid=True, descends=descends))
         elif final[i] < bound:

@@ -434,8 +434,8 @@ def _judge_work(
             logger.info("update of 0x%s shows no work: %s", worker[:4].hex(), judgement.problem)
         elif judgement.undecided:
             logger.info(
-                "update of 0x%s: no update of the round shows work measurably; marked "
-                "unavailable, neither averaged, paid nor slashed", worker[:4].hex(),
+                "update of 0x%s: %s; marked unavailable, neither averaged, paid nor slashed",
+                worker[:4].hex(), judgement.doubt or "no update of the round shows work measurably",
             )
         elif judgement.shows_work:
             logger.info("update of 0x%s shows work: quality %d", worker[:4].hex(), judgement.quality)

@@ -1,6 +1,7 @@
 """protocol.work's lag check on real MNIST: in a round from a trained base, a backdoor trained
 with 30% of its images triggered agrees with the honest updates and lowers the validation
-loss, but lags the round's median loss by more than MAX_LOSS_LAG, and is rejected; honest
+loss, but lags the round's median loss by more than DOUBTFUL_LAG, and is left out of the
+average unpaid (rejected and slashed over MAX_LOSS_LAG); honest
 workers are paid, a worker with a quarter of the data is paid for what it claims, and the
 same worker claiming as much as the others is rejected (it did less work than it claims)."""
 
@@ -94,8 +95,11 @@ def test_a_backdoor_that_agrees_and_descends_lags_the_round_and_is_rejected(
     judgements = judged(round_two, [SAMPLES] * HONEST + [SMALL] + [SAMPLES] * 2)
     for index in range(HONEST + 1):
         assert judgements[index].shows_work, (index, judgements[index].problem)
-    for backdoor in judgements[HONEST + 1 :]:
-        assert not backdoor.shows_work and "above the median" in (backdoor.problem or ""), backdoor
+    # lagging by 0.36 and 0.44 nats: the first undecided (neither averaged, paid nor
+    # slashed), the second over MAX_LOSS_LAG, rejected
+    first, second = judgements[HONEST + 1 :]
+    assert first.undecided and "above the median" in (first.doubt or ""), first
+    assert not second.shows_work and "above the median" in (second.problem or ""), second
     # without the lag check the backdoors agree like honest work, and would be paid
     unchecked = judge(round_two["deltas"], whole, whole_gains=whole, harms=round_two["harms"])  # type: ignore[arg-type]
     assert all(j.shows_work for j in unchecked)

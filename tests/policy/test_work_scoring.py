@@ -25,6 +25,7 @@ from protocol.verdict import cosine
 from protocol.work import (
     CLEAR_AGREEMENT,
     CLEAR_GAIN,
+    DOUBTFUL_LAG,
     MAX_LOSS_INCREASE,
     MAX_LOSS_LAG,
     MAX_NORM_RATIO,
@@ -143,18 +144,23 @@ def lagged(whole: int, claims: list[int]) -> list[Judgement]:
     return judge(deltas, [GOOD_GAIN] * 6, PREVIOUS_STEP, whole_gains=[*wholes, whole], claims=claims)
 
 
-def test_an_agreeing_update_whose_loss_lags_the_rounds_is_rejected() -> None:
+def test_an_agreeing_update_whose_loss_lags_the_rounds_is_undecided_then_rejected() -> None:
     typical = GOOD_GAIN + 1_500  # the median of the six, its own gain (the lowest) included
-    # it agrees and lowers the loss, but 0.2 nats less than the round's median update
+    # it agrees and lowers the loss, but 0.4 nats less than the round's median update
     behind = lagged(typical - MAX_LOSS_LAG - QUANTUM, [500] * 6)
-    assert not behind[5].shows_work and behind[5].quality == 0
+    assert not behind[5].shows_work and behind[5].quality == 0 and not behind[5].undecided
     assert "above the median" in (behind[5].problem or "") and "500 samples" in (behind[5].problem or "")
     assert_honest_paid(behind)
-    assert lagged(typical - MAX_LOSS_LAG, [500] * 6)[5].shows_work  # at the bound
+    # between the two bounds: neither averaged, paid nor slashed (the honest tail reaches there)
+    doubtful = lagged(typical - DOUBTFUL_LAG - QUANTUM, [500] * 6)[5]
+    assert doubtful.undecided and doubtful.problem is None and not doubtful.shows_work
+    assert "above the median" in (doubtful.doubt or "")
+    assert lagged(typical - MAX_LOSS_LAG, [500] * 6)[5].undecided  # at the bound
+    assert lagged(typical - DOUBTFUL_LAG, [500] * 6)[5].shows_work
 
 
 def test_the_lag_is_measured_against_updates_claiming_no_more_samples() -> None:
-    far_behind = GOOD_GAIN - 2 * MAX_LOSS_LAG  # worse than the base, within MAX_LOSS_INCREASE
+    far_behind = GOOD_GAIN - MAX_LOSS_LAG - 50_000  # worse than the base, within MAX_LOSS_INCREASE
     # a worker with a quarter of the data, claiming it, is held to its own claim: nobody
     # claims as little, so nothing is ahead of it
     assert lagged(far_behind, [500] * 5 + [125])[5].shows_work
