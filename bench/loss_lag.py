@@ -3,8 +3,10 @@
 samples, one honest worker of --small-samples claiming what it has, and --attackers
 attackers of one kind per task (the kinds in turn), judged as the validators judge the lag:
 an update's whole validation loss minus the median loss of the round's updates claiming no
-more samples. The global model is the FedAvg of the honest updates, so every task reaches
-the bases a defended task reaches. No network, no chain.
+more samples (validators leave updates that another check rejects out of that median; here
+every update is in it, which raises the median a little where attackers lag, and so lowers
+every lag a little). The global model is the FedAvg of the honest updates, so every task
+reaches the bases a defended task reaches. No network, no chain.
 
     python -m bench.loss_lag [--trials 60] [--rounds 8] [--workers 7] [--samples 500]
                              [--small-samples 125] [--attackers 3] [--lr 0.02]
