@@ -25,12 +25,13 @@ import argparse
 import collections
 import random
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench.work_quality import numpy_state, torch_state
 from bench.work_rounds import Task
 from bench.work_rounds import parse_args as task_args
 from node.attacks.alie import alie
@@ -68,14 +69,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--source", default="mnist", help="[data] source: a built-in name (fashion-mnist...)")
     parser.add_argument("--model", default="mnist_2nn")
     return parser.parse_args(argv)
-
-
-def numpy_state(state: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    return {name: t.numpy() for name, t in state.items()}
-
-
-def torch_state(state: Mapping[str, np.ndarray]) -> StateDict:
-    return {name: torch.as_tensor(np.asarray(a)) for name, a in state.items()}
 
 
 def lags(losses: Sequence[float], claims: Sequence[int]) -> list[float]:
