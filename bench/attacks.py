@@ -59,7 +59,7 @@ import torch
 import trio
 
 from node.attacks.backdoor import Trigger, attack_success_rate
-from node.attacks.spec import parse_attack, parse_attack_spec
+from node.attacks.spec import alie_z_max, parse_attack, parse_attack_spec
 from node.config import HOLDOUT
 from node.datasets import default_data_root, load_builtin
 from node.localnet.configs import TaskDefaults
@@ -76,12 +76,16 @@ ETHER = 10**18
 
 ATTACKS: dict[str, tuple[str, dict[str, float | int | str]]] = {
     # cell name -> (worker attack kind, its parameters); "attackers" / "workers" stand for
-    # the run's counts, omitted sized parameters are filled as a scenario fills them
+    # the run's counts and "z_max" for ALIE's (a "*F" after one: times F), omitted sized
+    # parameters are filled as a scenario fills them
     "sign_flip": ("sign_flip", {}),
     "scaled": ("scaled", {}),
     "gaussian": ("gaussian", {}),
     "alie": ("alie", {}),
     "alie_colluding": ("alie", {"colluders": "attackers"}),
+    # half and a quarter of ALIE's shift: what the lean bound lets through (protocol.work)
+    "alie_half": ("alie", {"z": "z_max*0.5"}),
+    "alie_quarter": ("alie", {"z": "z_max*0.25"}),
     "ipm": ("ipm", {}),
     "ipm_colluding": ("ipm", {"colluders": "attackers"}),
     "label_flip": ("label_flip", {"source": 1, "target": 7}),
@@ -183,14 +187,24 @@ def worker_kinds(attack: str, workers: int, attackers: int) -> tuple[str, ...]:
     """Every worker's [behaviour] worker: the last `attackers` run `attack`, sized as a
     localnet scenario would size it (boost = workers, ALIE's z_max for this count)."""
     kind, given = ATTACKS[attack]
-    counts = {"attackers": attackers, "workers": workers}
-    raw = {key: counts[value] if isinstance(value, str) else value for key, value in given.items()}
+    counts: dict[str, float] = {"attackers": attackers, "workers": workers}
+    if kind == "alie":
+        counts["z_max"] = alie_z_max(workers, attackers)
+    raw = {key: _sized(value, counts) for key, value in given.items()}
     spec = parse_attack(kind, raw, allow_sized=True)
     behaviours = tuple(
         NodeBehaviour("worker", index, kind, spec) for index in range(workers - attackers, workers)
     )
     scenario = Scenario(source=f"bench.attacks cell {attack}", behaviours=behaviours)
     return scenario.resolve(workers, 1).worker_kinds
+
+
+def _sized(value: float | int | str, counts: dict[str, float]) -> float | int:
+    """A cell's parameter: a number, or a count's name with an optional "*factor"."""
+    if not isinstance(value, str):
+        return value
+    name, _, factor = value.partition("*")
+    return counts[name] * float(factor) if factor else counts[name]
 
 
 def task_terms(args: argparse.Namespace, rule: str, output: Path) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from bench.work_quality import numpy_state, torch_state
 from bench.work_rounds import Task
 from bench.work_rounds import parse_args as task_args
 from node.attacks.alie import alie
-from node.attacks.spec import alie_z_max, parse_attack_spec
+from node.attacks.spec import AttackSpec, alie_z_max, parse_attack_spec
 from node.attacks.worker import attacked_update
 from node.config import TrainingConfig
 from node.datasets import default_data_root
@@ -55,9 +55,12 @@ KINDS = {
 EARLY = 3  # rounds counted as early: from the random initial weights to a trained base
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.loss_lag")
-    parser.add_argument("--trials", type=int, default=60)
+def parse_args(
+    argv: Sequence[str] | None, prog: str = "python -m bench.loss_lag", trials: int = 60
+) -> argparse.Namespace:
+    """This bench's options (also `bench.lean`'s, with its `prog` and `trials`)."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--trials", type=int, default=trials)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--workers", type=int, default=7, help="honest workers of --samples")
     parser.add_argument("--samples", type=int, default=500)
@@ -81,16 +84,33 @@ def lags(losses: Sequence[float], claims: Sequence[int]) -> list[float]:
 
 def attacked(task: Task, spec: str, base: StateDict, shards: Sequence[Dataset], seeds: Sequence[int],
              rng: np.random.Generator, colluders: int, workers: int) -> list[StateDict]:
+    if spec == "alie":  # colluding: each submits the same shifted mean
+        return [colluding_alie(task, base, shards, seeds, alie_z_max(workers, colluders))] * len(shards)
+    return by_spec(task, parse_attack_spec(spec), base, shards, seeds, rng)
+
+
+def colluding_alie(task: Task, base: StateDict, shards: Sequence[Dataset], seeds: Sequence[int],
+                   z: float) -> StateDict:
+    """mean - z * std of the colluders' honest updates, trained on `shards`."""
+    honest = [numpy_state(task.train(base, shard, seed)) for shard, seed in zip(shards, seeds, strict=True)]
+    return torch_state(alie(numpy_state(base), honest, z))
+
+
+def task_start(task: Task, seed: int, workers: int) -> tuple[list[int], np.random.Generator, StateDict]:
+    """A task's workers' training seeds, its attackers' generator and its initial model."""
+    rng = random.Random(seed)
+    seeds = [rng.getrandbits(32) for _ in range(workers)]
+    return seeds, np.random.default_rng(seed), dict(build_model(task.model, seed=rng.getrandbits(16)).state_dict())
+
+
+def by_spec(task: Task, spec: AttackSpec, base: StateDict, shards: Sequence[Dataset], seeds: Sequence[int],
+            rng: np.random.Generator) -> list[StateDict]:
+    """Each attacker's update under `spec`, trained on its shard with its seed."""
     def trainer(seed: int):  # noqa: ANN202 - the attack's Train
         return lambda data: numpy_state(task.train(base, data, seed))
 
-    if spec == "alie":  # colluding: each submits mean - z * std of their honest updates
-        honest = [task.train(base, shard, seed) for shard, seed in zip(shards, seeds, strict=True)]
-        shifted = alie(numpy_state(base), [numpy_state(s) for s in honest], alie_z_max(workers, colluders))
-        return [torch_state(shifted)] * len(shards)
-    parsed = parse_attack_spec(spec)
     return [
-        torch_state(attacked_update(parsed, numpy_state(base), shard, trainer(seed), rng))
+        torch_state(attacked_update(spec, numpy_state(base), shard, trainer(seed), rng))
         for shard, seed in zip(shards, seeds, strict=True)
     ]
 
@@ -111,10 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = list(KINDS)
     for trial in range(args.trials):
         kind = names[trial % len(names)]
-        rng = random.Random(args.seed + trial)
-        seeds = [rng.getrandbits(32) for _ in range(args.workers + 1 + args.attackers)]
-        attack_rng = np.random.default_rng(args.seed + trial)
-        base: StateDict = dict(build_model(task.model, seed=rng.getrandbits(16)).state_dict())
+        seeds, attack_rng, base = task_start(task, args.seed + trial, args.workers + 1 + args.attackers)
         rule = AggregationRule()
         for number in range(1, args.rounds + 1):
             honest = [task.train(base, shard, seed ^ number) for shard, seed in zip(honest_shards, seeds, strict=False)]
@@ -143,19 +160,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     for (kind, late), values in sorted(found.items()):
         if not values:  # --attackers 0
             continue
-        ordered = sorted(values)
-
-        def at(fraction: float, ordered: list[float] = ordered) -> float:
-            return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-        undecided = sum(1 for v in ordered if doubtful < v <= bound)
-        rejected = sum(1 for v in ordered if v > bound)
+        undecided = sum(1 for v in values if doubtful < v <= bound)
+        rejected = sum(1 for v in values if v > bound)
         print(
-            f"{kind}, rounds {'>' if late else '<='} {EARLY}: {len(ordered)} updates, min {ordered[0]:.3f} "
-            f"p10 {at(0.1):.3f} median {at(0.5):.3f} p90 {at(0.9):.3f} max {ordered[-1]:.3f}; "
+            f"{kind}, rounds {'>' if late else '<='} {EARLY}: {spread(values, '.3f')}; "
             f"undecided {undecided}, rejected {rejected}"
         )
     return 0
+
+
+def spread(values: Sequence[float], form: str) -> str:
+    """How many values, their minimum, 10th percentile, median, 90th percentile and maximum."""
+    ordered = sorted(values)
+
+    def at(fraction: float) -> str:
+        return format(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))], form)
+
+    return (
+        f"{len(ordered)} updates, min {at(0)} p10 {at(0.1)} median {at(0.5)} p90 {at(0.9)} "
+        f"max {format(ordered[-1], form)}"
+    )
 
 
 if __name__ == "__main__":

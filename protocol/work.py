@@ -30,6 +30,11 @@ An update shows no work, and is rejected with quality 0, when
   descends, yet trains for something else, as a backdoor with 30% of its images triggered
   does; or claims more samples than it trained on); a lag over DOUBTFUL_LAG and up to
   MAX_LOSS_LAG leaves it UNDECIDED (the longest honest lags reach there);
+- it leans one way from the median of the round's other updates (each divided by its
+  length along that median first) on more than MAX_LEAN of the coordinates where they
+  spread (`leans`: ALIE's shift of every coordinate by z x the honest spread); a lean over
+  DOUBTFUL_LEAN and up to MAX_LEAN leaves it UNDECIDED. The references it leans from leave
+  the most leaning update out first, so updates shifted one way cannot tilt honest ones;
 - it raises the validation loss of one class (the validation samples of one true label) by
   more than `class_loss_bound` over the base: MAX_CLASS_LOSS_INCREASE + CLASS_LOSS_NOISE /
   sqrt(the class's samples), 0.5 nats + 11 / sqrt(n), 2.06 nats for a class of 50 samples,
@@ -69,7 +74,8 @@ checks.
 Determinism: validators must reveal the same numbers. The deltas are float32 differences,
 the coordinate-wise median is exact (a sort, and the mean of two middle float32 values), a
 sign agreement is an exact count, and qualities are rounded to QUANTUM (1e-4); the order in
-which updates are listed does not change any of them. The norm, replay and loss checks use
+which updates are listed does not change any of them. A lean is an exact count of coordinates
+of deltas each divided by one float64 length (`_along`). The norm, replay and loss checks use
 float sums, far from their bounds for what they catch; a class's loss is a float64 sum of
 the per-sample losses in sample order, its rise quantized to QUANTUM before it meets the
 bound (the closest honest rise stayed 0.46 nats under it, the closest caught flip 0.28 over).
@@ -84,8 +90,9 @@ IPM, scaled, Gaussian, copies, replays; label flipping from 76% on.
 
 What still passes, and why: a backdoor of 10% of a worker's images, and a flip of half of
 one class, lag the round by less than DOUBTFUL_LAG in most rounds (`python -m
-bench.loss_lag`); ALIE (mean - z x std of deltas the attacker trains itself)
-agrees by construction and is paid at every base, 0.35..1.6x an honest quality; label
+bench.loss_lag`); ALIE at half its z_max or less (mean - z x std of deltas the attacker
+trains itself) agrees by construction and leans within the bound in most rounds (`python -m
+bench.lean`); at z_max it is rejected, paid 0.35..1.6x an honest quality before; label
 flipping of one class from a 36% base (mostly honest work; its loss rise is caught from
 76%). Near convergence (95% and up) a replay of the previous global step with noise added
 to bring its cosine with that step to 0.71..0.85 (under REPLAY_COSINE) is paid 0.2..1.3x
@@ -235,6 +242,32 @@ between this and MAX_LOSS_LAG costs a round's pay and weight, not a deposit."""
 MAX_LOSS_LAG = 400_000
 """Above DOUBTFUL_LAG: the lag (fixed point: 0.4 nats) over which an update is rejected and
 slashed, 1.55x the largest honest lag measured (0.258)."""
+
+DOUBTFUL_LEAN = 200_000
+"""An update that leans one way from its references' coordinate-wise median on more than
+this share of the coordinates (fixed point: 0.2, `leans`) is UNDECIDED, and rejected above
+MAX_LEAN: "A Little Is Enough" (ALIE, Baruch et al. 2019) moves every coordinate of the mean
+of honest deltas by z x their spread in one direction, so it lies below the others on most
+coordinates where they spread, while an honest update lies above as often as below. Every
+delta is first divided by its length along the others' median, so a longer or shorter step
+(more epochs, another learning rate, less data) leans no more than its noise does.
+Measured (`python -m bench.lean`, mnist_2nn, 7 honest workers of 500 samples beside one of
+125, one training 3 epochs, one 5, one at twice and one at half the learning rate, and 3
+attackers of one kind, 18 tasks of 8 rounds, 10%-92% bases): 1,723 honest updates of every
+setting leaned -0.149..+0.154; lone ALIE at z_max (each attacker estimating the mean and
+spread from deltas it trains on parts of its own shard; the `alie` cell of `bench.attacks`)
+-0.328..-0.511, 72 of 72 rejected; colluding ALIE at z_max (the three pooling their honest
+updates, one of the identical three counted) -0.170..-0.400, 13 of 24 rejected and 10
+undecided. The cheaper ways around it pass: at half of z_max lone ALIE is undecided in 52 of
+72 and rejected in 4, colluding passes in 23 of 24; at a quarter all pass (-0.045..-0.194)."""
+
+MAX_LEAN = 300_000
+"""Above DOUBTFUL_LEAN: the lean (fixed point: 0.3) over which an update is rejected and
+slashed, 1.9x the largest honest lean measured (0.154)."""
+
+MIN_LEAN_PEERS = 4
+"""References needed for an update's lean to be measured: their median and spread are what
+it leans from; with fewer, one worker's own noise sets them."""
 
 MAX_CLASS_LOSS_INCREASE = 500_000
 """An update whose delta raises the validation loss of one class (the validation samples of
@@ -467,6 +500,119 @@ def lagging(whole_gains: Mapping[int, int], claims: Sequence[int]) -> dict[int, 
     return judged
 
 
+def lean(delta: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, spread: torch.Tensor) -> int:
+    """How one way `delta` leans from the others' coordinate-wise median, whose lower and
+    upper middle values are `lower` and `upper` (equal for an odd count of others): the
+    coordinates where the delta is above `upper` less those where it is below `lower`, over
+    the coordinates where the deltas `spread` (are not all equal), quantized. 0 on average for
+    an update like the others (an even count's middle pair counts neither way, so a skewed
+    spread does not tilt it), -1 for one below them everywhere (ALIE's shift). An exact
+    count."""
+    own = delta[spread]
+    if own.numel() == 0:
+        return 0
+    above = int((own > upper[spread]).sum())
+    below = int((own < lower[spread]).sum())
+    return quantized((above - below) / own.numel())
+
+
+def leans(deltas: Mapping[int, torch.Tensor]) -> dict[int, int]:
+    """Each update's `lean` from the coordinate-wise median of its references, every delta
+    first divided by its length along the references' median (`_along`), so a longer or shorter
+    step (more epochs, another learning rate, less data) leans no more than its noise does.
+    The references are the updates less their most leaning member, one at a time, until none
+    leans over DOUBTFUL_LEAN from the median of the rest: updates shifted one way would
+    otherwise shift the median and make the others lean the opposite way (three of ten far
+    below leave an honest update above the others' median on up to 5/7 of the coordinates). A
+    reference leans from the median of the other references, an update left out from that
+    of all of them; none is measured against fewer than MIN_LEAN_PEERS, nor one whose delta
+    points against the references' median (the agreement check judges that)."""
+    if len(deltas) <= MIN_LEAN_PEERS:
+        return {}
+    members = list(_along(deltas, list(deltas)))
+    within: dict[int, int] = {}
+    scaled: dict[int, torch.Tensor] = {}
+    while len(members) > MIN_LEAN_PEERS:
+        scaled = _along(deltas, members)
+        members = [i for i in members if i in scaled]
+        within = _leans_among(scaled, members)
+        if not within:
+            break
+        worst = max(within, key=lambda i: (abs(within[i]), -i))
+        if abs(within[worst]) <= DOUBTFUL_LEAN:
+            break
+        members.remove(worst)
+        within = {}
+    if len(members) < MIN_LEAN_PEERS:
+        return {}
+    scaled = _along(deltas, members)
+    references = [j for j in members if j in scaled]
+    left_out = [i for i in scaled if i not in members]
+    if left_out and len(references) >= MIN_LEAN_PEERS:
+        ordered = torch.stack([scaled[j] for j in references]).sort(dim=0).values
+        spread = ordered[0] != ordered[-1]
+        count = len(references)
+        lower, upper = ordered[(count - 1) // 2], ordered[count // 2]
+        within.update((i, lean(scaled[i], lower, upper, spread)) for i in left_out)
+    return within
+
+
+def _along(deltas: Mapping[int, torch.Tensor], members: Sequence[int]) -> dict[int, torch.Tensor]:
+    """Each delta divided by its length along the coordinate-wise median of the `members`
+    other than itself (float32 of a float64 division: a float64 sum's last bits move a
+    coordinate by an ulp at most), those of no positive length left out. A median, not a
+    sum: a sum weighs each update by its own length, so a long one would be measured along a
+    direction made more of the short ones than an honest one is; and not its own delta, whose
+    noise would lengthen it."""
+    ordered, ranks = _ordered_with_ranks([deltas[j] for j in members])
+    result = {}
+    for i, delta in deltas.items():
+        left_out = ranks[members.index(i)] if i in members else None
+        direction = _middle(ordered, len(members), left_out).to(torch.float64)
+        square = float(direction @ direction)
+        wide = delta.to(torch.float64)
+        length = float(wide @ direction) / square if square > 0.0 else 0.0
+        if length > 0.0:
+            result[i] = (wide / length).to(torch.float32)
+    return result
+
+
+def _leans_among(deltas: Mapping[int, torch.Tensor], members: Sequence[int]) -> dict[int, int]:
+    """Each member's `lean` from the median of the other members (one sort serves every
+    leave-one-out median, as in `_qualities`)."""
+    if len(members) <= MIN_LEAN_PEERS:
+        return {}
+    ordered, ranks = _ordered_with_ranks([deltas[i] for i in members])
+    spread = ordered[0] != ordered[-1]
+    others = len(members) - 1
+    result = {}
+    for place, i in enumerate(members):
+        left_out = ranks[place]
+        lower = _statistic(ordered, (others - 1) // 2, left_out)
+        upper = _statistic(ordered, others // 2, left_out)
+        result[i] = lean(deltas[i], lower, upper, spread)
+    return result
+
+
+def leaning(deltas: Mapping[int, torch.Tensor]) -> dict[int, Judgement]:
+    """The updates whose `leans` are over DOUBTFUL_LEAN either way: UNDECIDED up to
+    MAX_LEAN, rejected over it, with why."""
+    judged: dict[int, Judgement] = {}
+    for i, leaning_by in leans(deltas).items():
+        if abs(leaning_by) <= DOUBTFUL_LEAN:
+            continue
+        why = (
+            f"its residual from the others' median leans {leaning_by / SCALE:+.4f} of the "
+            "coordinates one way (every coordinate shifted, as ALIE does)"
+        )
+        judged[i] = (
+            Judgement(0, f"{why}, over the bound {MAX_LEAN / SCALE}")
+            if abs(leaning_by) > MAX_LEAN
+            else Judgement(0, undecided=True, doubt=f"{why}, over {DOUBTFUL_LEAN / SCALE}")
+        )
+    return judged
+
+
 def sign_agreement(delta: torch.Tensor, reference: torch.Tensor) -> int:
     """Coordinates where `delta` has the sign of `reference` less those where it has the
     opposite sign (zeros count neither), over all coordinates, quantized: 1 in fixed point
@@ -513,19 +659,21 @@ def _ordered_with_ranks(deltas: Sequence[torch.Tensor]) -> tuple[torch.Tensor, t
     return ordered, ranks
 
 
+def _statistic(ordered: torch.Tensor, position: int, left_out: torch.Tensor | None) -> torch.Tensor:
+    """The order statistic at `position` of the sorted deltas, less the one whose ranks are
+    `left_out`."""
+    if left_out is None:
+        return ordered[position]
+    return torch.where(left_out > position, ordered[position], ordered[position + 1])
+
+
 def _middle(ordered: torch.Tensor, count: int, left_out: torch.Tensor | None) -> torch.Tensor:
     """`coordinate_median` of the sorted deltas, less the one whose ranks are `left_out`:
     the same order statistics, so the same numbers bit for bit."""
     remaining = count - (left_out is not None)
-
-    def statistic(position: int) -> torch.Tensor:
-        if left_out is None:
-            return ordered[position]
-        return torch.where(left_out > position, ordered[position], ordered[position + 1])
-
     if remaining % 2:
-        return statistic(remaining // 2)
-    return (statistic(remaining // 2 - 1) + statistic(remaining // 2)) / 2
+        return _statistic(ordered, remaining // 2, left_out)
+    return (_statistic(ordered, remaining // 2 - 1, left_out) + _statistic(ordered, remaining // 2, left_out)) / 2
 
 
 def agreeing(deltas: Mapping[int, torch.Tensor], candidates: Sequence[int], bound: int) -> list[int]:
@@ -584,6 +732,12 @@ def judge(
                 problems[i] = judged.problem
             else:
                 doubted[i] = judged
+    for i, judged in leaning({i: d for i, d in present.items() if i not in problems}).items():
+        if judged.problem is not None:
+            problems[i] = judged.problem
+            doubted.pop(i, None)
+        elif i not in doubted:
+            doubted[i] = judged
     set_aside = problems.keys() | doubted.keys()
     bound = agreement_bound(next(iter(present.values())).numel()) if present else SCALE
     references = agreeing(present, [i for i in present if i not in set_aside], bound)
