@@ -16,7 +16,10 @@ reaches the bases a defended task reaches. No network, no chain.
 It prints, per kind and for rounds up to 3 and after, how many updates, the lag's minimum,
 10th percentile, median, 90th percentile and maximum (nats), and how many lag over
 DOUBTFUL_LAG and up to MAX_LOSS_LAG (undecided) and over it (rejected); the small worker's lag
-is also given as if it claimed --samples. --attackers 0 runs honest workers only.
+is also given as if it claimed --samples. --attackers 0 runs honest workers only. Then, per
+kind, the most each update's loss on one class exceeds the median loss on that class of the
+updates claiming no more, over that class's bound (`protocol.work.class_loss_bound`): how far a
+peer-relative per-class check would separate a flipped class from honest work.
 """
 
 from __future__ import annotations
@@ -128,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     claims = [args.samples] * args.workers + [args.small_samples] + [args.samples] * args.attackers
     overclaimed = [*claims[: args.workers], args.samples, *claims[args.workers + 1 :]]
     found: dict[tuple[str, bool], list[float]] = collections.defaultdict(list)
+    classes: dict[tuple[str, bool], list[float]] = collections.defaultdict(list)
     names = list(KINDS)
     for trial in range(args.trials):
         kind = names[trial % len(names)]
@@ -140,8 +144,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 task, KINDS[kind], base, attacker_shards, [s ^ number for s in seeds[args.workers + 1 :]],
                 attack_rng, args.attackers, args.workers + 1 + args.attackers,
             ) if args.attackers else []
-            losses = [task.measure(state).loss for state in [*honest, *attackers]]
+            each = [task.measure(state) for state in [*honest, *attackers]]
+            losses = [m.loss for m in each]
             lag = lags(losses, claims)
+            shares = class_lag_shares(each, claims)
+            late = number > EARLY
+            classes[("honest", late)] += shares[: args.workers]
+            classes[(f"honest, {args.small_samples} samples", late)].append(shares[args.workers])
+            classes[(kind, late)] += shares[args.workers + 1 :]
             late = number > EARLY
             found[("honest", late)] += lag[: args.workers]
             found[(f"honest, {args.small_samples} samples", late)].append(lag[args.workers])
@@ -166,7 +176,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{kind}, rounds {'>' if late else '<='} {EARLY}: {spread(values, '.3f')}; "
             f"undecided {undecided}, rejected {rejected}"
         )
+    print("largest class lag behind the median of updates claiming no more, x that class's bound:")
+    for (kind, late), values in sorted(classes.items()):
+        if values:
+            print(f"{kind}, rounds {'>' if late else '<='} {EARLY}: {spread(values, '.3f')}")
     return 0
+
+
+def class_lag_shares(each: Sequence[paid_work.Measured], claims: Sequence[int]) -> list[float]:
+    """Per update, the most its loss on one class exceeds the median loss on that class of
+    the updates claiming no more samples, over that class's `class_loss_bound`."""
+    shares = []
+    for i, measured in enumerate(each):
+        pool = [m for m, claim in zip(each, claims, strict=True) if claim <= claims[i]]
+        shares.append(max(
+            (measured.class_losses[c] - statistics.median(m.class_losses[c] for m in pool))
+            / (paid_work.class_loss_bound(count) / paid_work.SCALE)
+            for c, count in enumerate(measured.class_counts) if count
+        ))
+    return shares
 
 
 def spread(values: Sequence[float], form: str) -> str:
