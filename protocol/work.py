@@ -529,30 +529,27 @@ def leans(deltas: Mapping[int, torch.Tensor]) -> dict[int, int]:
     points against the references' median (the agreement check judges that)."""
     if len(deltas) <= MIN_LEAN_PEERS:
         return {}
-    members = list(_along(deltas, list(deltas)))
-    within: dict[int, int] = {}
-    scaled: dict[int, torch.Tensor] = {}
-    while len(members) > MIN_LEAN_PEERS:
+    members = list(deltas)
+    while True:
         scaled = _along(deltas, members)
-        members = [i for i in members if i in scaled]
-        within = _leans_among(scaled, members)
-        if not within:
+        kept = [i for i in members if i in scaled]
+        if len(kept) < MIN_LEAN_PEERS:
+            return {}
+        if kept != members:
+            members = kept
+            continue
+        ordered, within = _leans_among(scaled, members)
+        if not within:  # MIN_LEAN_PEERS references: each has too few others
             break
         worst = max(within, key=lambda i: (abs(within[i]), -i))
         if abs(within[worst]) <= DOUBTFUL_LEAN:
             break
         members.remove(worst)
-        within = {}
-    if len(members) < MIN_LEAN_PEERS:
-        return {}
-    scaled = _along(deltas, members)
-    references = [j for j in members if j in scaled]
     left_out = [i for i in scaled if i not in members]
-    if left_out and len(references) >= MIN_LEAN_PEERS:
-        ordered = torch.stack([scaled[j] for j in references]).sort(dim=0).values
-        spread = ordered[0] != ordered[-1]
-        count = len(references)
+    if left_out:
+        count = len(members)
         lower, upper = ordered[(count - 1) // 2], ordered[count // 2]
+        spread = ordered[0] != ordered[-1]
         within.update((i, lean(scaled[i], lower, upper, spread)) for i in left_out)
     return within
 
@@ -577,12 +574,15 @@ def _along(deltas: Mapping[int, torch.Tensor], members: Sequence[int]) -> dict[i
     return result
 
 
-def _leans_among(deltas: Mapping[int, torch.Tensor], members: Sequence[int]) -> dict[int, int]:
-    """Each member's `lean` from the median of the other members (one sort serves every
-    leave-one-out median, as in `_qualities`)."""
-    if len(members) <= MIN_LEAN_PEERS:
-        return {}
+def _leans_among(
+    deltas: Mapping[int, torch.Tensor], members: Sequence[int]
+) -> tuple[torch.Tensor, dict[int, int]]:
+    """The members' deltas sorted coordinate by coordinate, and each member's `lean` from
+    the median of the other members (one sort serves every leave-one-out median, as in
+    `_qualities`); none with fewer than MIN_LEAN_PEERS others."""
     ordered, ranks = _ordered_with_ranks([deltas[i] for i in members])
+    if len(members) <= MIN_LEAN_PEERS:
+        return ordered, {}
     spread = ordered[0] != ordered[-1]
     others = len(members) - 1
     result = {}
@@ -591,7 +591,7 @@ def _leans_among(deltas: Mapping[int, torch.Tensor], members: Sequence[int]) -> 
         lower = _statistic(ordered, (others - 1) // 2, left_out)
         upper = _statistic(ordered, others // 2, left_out)
         result[i] = lean(deltas[i], lower, upper, spread)
-    return result
+    return ordered, result
 
 
 def leaning(deltas: Mapping[int, torch.Tensor]) -> dict[int, Judgement]:

@@ -85,7 +85,7 @@ def test_updates_shifted_far_one_way_do_not_tilt_the_honest_ones() -> None:
     deltas = honest(7) + shifted
     # measured against the median of all the others, the honest updates would lean the
     # other way, over the bound: the shifted three pull that median down
-    everyone = _leans_among(dict(enumerate(deltas)), list(range(10)))
+    _, everyone = _leans_among(dict(enumerate(deltas)), list(range(10)))
     assert all(everyone[i] > MAX_LEAN for i in range(7)), everyone
     # the references leave the most leaning update out first, one at a time
     measured = leans(dict(enumerate(deltas)))
