@@ -12,7 +12,8 @@ model is the FedAvg of the honest updates. No network, no chain.
                          [--source mnist|fashion-mnist|...] [--model mnist_2nn] [--data-root DIR]
                          [--seed 0]
 
-It prints, per kind and for rounds up to 3 and after, how many updates, the lean's minimum,
+It prints the CPU seconds `leans` took, against the agreement check's reference search
+(`protocol.work.agreeing`) on the same deltas, then, per kind and for rounds up to 3 and after, how many updates, the lean's minimum,
 10th percentile, median, 90th percentile and maximum, and how many lean over DOUBTFUL_LEAN
 and up to MAX_LEAN either way (undecided) and over it (rejected).
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -85,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     variants = {name: with_settings(task, change) for name, change in SETTINGS.items()}
     names = ["honest"] * args.workers + [f"honest, {args.small_samples} samples"] + [f"honest, {n}" for n in SETTINGS]
     found: dict[tuple[str, bool], list[float]] = collections.defaultdict(list)
+    seconds = {"lean": 0.0, "agreement": 0.0}
     for trial in range(args.trials):
         kind = KINDS[trial % len(KINDS)]
         seeds, attack_rng, base = loss_lag.task_start(task, args.seed + trial, len(task.shards))
@@ -102,7 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 attack_rng, len(task.shards),
             ) if args.attackers else []
             deltas = {i: verdicts.flat_delta(state, base) for i, state in enumerate([*updates, *attackers])}
+            started = time.process_time()
             leans = paid_work.leans(deltas)
+            seconds["lean"] += time.process_time() - started
+            started = time.process_time()
+            paid_work.agreeing(deltas, list(deltas), paid_work.agreement_bound(deltas[0].numel()))
+            seconds["agreement"] += time.process_time() - started
             late = number > EARLY
             for i, name in enumerate(names + [kind] * len(attackers)):
                 if i not in leans:  # points against the others' median: not measured
@@ -113,6 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"task {trial} ({kind}): final validation accuracy {task.measure(base).accuracy:.3f}", flush=True)
     doubtful = paid_work.DOUBTFUL_LEAN / paid_work.SCALE
     bound = paid_work.MAX_LEAN / paid_work.SCALE
+    print(
+        f"CPU of the lean check: {seconds['lean']:.2f} s over {args.trials * args.rounds} rounds, "
+        f"{seconds['lean'] / seconds['agreement']:.2f}x the agreement check's reference search "
+        f"({seconds['agreement']:.2f} s) on the same deltas"
+    )
     print(f"lean of the residual from the others' median (undecided over +-{doubtful}, rejected over +-{bound}):")
     for (name, late), values in sorted(found.items()):
         undecided = sum(1 for v in values if doubtful < abs(v) <= bound)
