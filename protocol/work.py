@@ -259,7 +259,9 @@ spread from deltas it trains on parts of its own shard; the `alie` cell of `benc
 -0.328..-0.511, 72 of 72 rejected; colluding ALIE at z_max (the three pooling their honest
 updates, one of the identical three counted) -0.170..-0.400, 13 of 24 rejected and 10
 undecided. The cheaper ways around it pass: at half of z_max lone ALIE is undecided in 52 of
-72 and rejected in 4, colluding passes in 23 of 24; at a quarter all pass (-0.045..-0.194)."""
+72 and rejected in 4, colluding passes in 23 of 24; at a quarter all pass (-0.045..-0.194).
+On Fashion-MNIST (`--source fashion-mnist`, 79% final accuracy): honest -0.129..+0.141 of
+1,727, lone ALIE at z_max 72 of 72 rejected, colluding 19 of 24 rejected and 5 undecided."""
 
 MAX_LEAN = 300_000
 """Above DOUBTFUL_LEAN: the lean (fixed point: 0.3) over which an update is rejected and
