@@ -1,4 +1,4 @@
-"""How far each kind of update's residual leans one way (`protocol.work.leans`, what ALIE's
+"""How far each kind of update leans from the others' median (`protocol.work.leans`, what ALIE's
 shift of every coordinate shows): --trials tasks of --rounds rounds, each with --workers
 honest IID workers of --samples MNIST samples, honest workers with other settings (one of
 --small-samples, one training 3 epochs, one 5, one at twice and one at half the learning
@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{seconds['lean'] / seconds['agreement']:.2f}x the agreement check's reference search "
         f"({seconds['agreement']:.2f} s) on the same deltas"
     )
-    print(f"lean of the residual from the others' median (undecided over +-{doubtful}, rejected over +-{bound}):")
+    print(f"lean from the others' median (undecided over +-{doubtful}, rejected over +-{bound}):")
     for (name, late), values in sorted(found.items()):
         undecided = sum(1 for v in values if doubtful < abs(v) <= bound)
         rejected = sum(1 for v in values if abs(v) > bound)

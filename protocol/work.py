@@ -603,9 +603,11 @@ def leaning(deltas: Mapping[int, torch.Tensor]) -> dict[int, Judgement]:
     for i, leaning_by in leans(deltas).items():
         if abs(leaning_by) <= DOUBTFUL_LEAN:
             continue
+        side = "below" if leaning_by < 0 else "above"
         why = (
-            f"its residual from the others' median leans {leaning_by / SCALE:+.4f} of the "
-            "coordinates one way (every coordinate shifted, as ALIE does)"
+            f"it leans {leaning_by / SCALE:+.4f} from the others' median: {side} it on that "
+            "share of the coordinates more than the other way, as a shift of every coordinate "
+            "(ALIE) does"
         )
         judged[i] = (
             Judgement(0, f"{why}, over the bound {MAX_LEAN / SCALE}")

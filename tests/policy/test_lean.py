@@ -1,7 +1,7 @@
 """protocol.work's lean check: "A Little Is Enough" (ALIE) moves every coordinate of the mean
-of honest deltas by z x their spread one way, so its residual from the others' median is
-below them on most coordinates, where an honest update's is its own noise. Leaning over
-DOUBTFUL_LEAN either way is UNDECIDED, over MAX_LEAN rejected.
+of honest deltas by z x their spread one way, so it lies below the others' median on most
+coordinates where they spread, where an honest update lies above as often as below. Leaning
+over DOUBTFUL_LEAN either way is UNDECIDED, over MAX_LEAN rejected.
 
 The deltas are synthetic, as in test_work_scoring: a direction every worker shares plus each
 one's own noise. The real attack on real MNIST updates is in tests/attacks/test_alie_lean.py
