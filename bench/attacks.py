@@ -83,7 +83,8 @@ ATTACKS: dict[str, tuple[str, dict[str, float | int | str]]] = {
     "gaussian": ("gaussian", {}),
     "alie": ("alie", {}),
     "alie_colluding": ("alie", {"colluders": "attackers"}),
-    # half and a quarter of ALIE's shift: what the lean bound lets through (protocol.work)
+    # half of ALIE's shift (mostly undecided under the lean bound, protocol.work) and a
+    # quarter (what it lets through)
     "alie_half": ("alie", {"z": "z_max*0.5"}),
     "alie_quarter": ("alie", {"z": "z_max*0.25"}),
     "ipm": ("ipm", {}),
