@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import dataclasses
 import time
 from collections.abc import Sequence
 
@@ -42,24 +41,12 @@ StateDict = dict[str, torch.Tensor]
 KINDS = ("alie", "alie_colluding", "alie at 0.5 z", "alie_colluding at 0.5 z", "alie at 0.25 z", "alie_colluding at 0.25 z")
 """ALIE lone (each estimating from deltas it trains on parts of its shard) and colluding, at
 z_max and at a fraction of it: the cheaper ways around the bound."""
-SETTINGS = {"3 epochs": {"epochs": 3}, "5 epochs": {"epochs": 5}, "lr x2": {"lr": 2.0}, "lr x0.5": {"lr": 0.5}}
+SETTINGS = {"3 epochs": {"epochs": 3}, "5 epochs": {"epochs": 5}, "lr x2": {"lr_factor": 2.0}, "lr x0.5": {"lr_factor": 0.5}}
 EARLY = loss_lag.EARLY
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return loss_lag.parse_args(argv, prog="python -m bench.lean", trials=18)
-
-
-def with_settings(task: Task, change: dict[str, float]) -> Task:
-    """The same task, its training run for change['epochs'] epochs or at change['lr'] x its rate."""
-    other = dataclasses.replace(task.config)
-    if "epochs" in change:
-        other = dataclasses.replace(other, epochs=int(change["epochs"]))
-    if "lr" in change:
-        other = dataclasses.replace(other, lr=task.config.lr * change["lr"])
-    copied = task.with_average_tail(task.config.average_tail)
-    copied.config = other
-    return copied
 
 
 def attacked(task: Task, kind: str, base: StateDict, shards: Sequence[Dataset], seeds: Sequence[int],
@@ -84,8 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     small = Dataset(small_shard.images[: args.small_samples], small_shard.labels[: args.small_samples], small_shard.spec)
     other_shards = task.shards[args.workers + 1 : args.workers + extra]
     attacker_shards = task.shards[args.workers + extra :]
-    variants = {name: with_settings(task, change) for name, change in SETTINGS.items()}
+    variants = {
+        name: task.with_training(epochs=change.get("epochs", task.config.epochs), lr=task.config.lr * change.get("lr_factor", 1.0))
+        for name, change in SETTINGS.items()
+    }
     names = ["honest"] * args.workers + [f"honest, {args.small_samples} samples"] + [f"honest, {n}" for n in SETTINGS]
+    claims = [args.samples] * args.workers + [args.small_samples] + [args.samples] * len(SETTINGS)
     found: dict[tuple[str, bool], list[float]] = collections.defaultdict(list)
     seconds = {"lean": 0.0, "agreement": 0.0}
     for trial in range(args.trials):
@@ -99,7 +90,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 variant.train(base, shard, seeds[args.workers + 1 + k] ^ number)
                 for k, (variant, shard) in enumerate(zip(variants.values(), other_shards, strict=True))
             ]
-            claims = [args.samples] * args.workers + [args.small_samples] + [args.samples] * len(SETTINGS)
             attackers = attacked(
                 task, kind, base, attacker_shards, [s ^ number for s in seeds[args.workers + extra :]],
                 attack_rng, len(task.shards),

@@ -152,7 +152,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             classes[("honest", late)] += shares[: args.workers]
             classes[(f"honest, {args.small_samples} samples", late)].append(shares[args.workers])
             classes[(kind, late)] += shares[args.workers + 1 :]
-            late = number > EARLY
             found[("honest", late)] += lag[: args.workers]
             found[(f"honest, {args.small_samples} samples", late)].append(lag[args.workers])
             found[(f"honest, {args.small_samples} samples claiming {args.samples}", late)].append(

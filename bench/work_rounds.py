@@ -30,6 +30,7 @@ import dataclasses
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -80,8 +81,12 @@ class Task:
 
     def with_average_tail(self, fraction: float) -> Task:
         """The same task, its workers averaging the last `fraction` of their steps."""
+        return self.with_training(average_tail=fraction)
+
+    def with_training(self, **changes: Any) -> Task:
+        """The same task, its workers training with `changes` to its TrainingConfig."""
         other = copy.copy(self)
-        other.config = dataclasses.replace(self.config, average_tail=fraction)
+        other.config = dataclasses.replace(self.config, **changes)
         return other
 
     def module(self, state: Mapping[str, torch.Tensor]) -> torch.nn.Module:

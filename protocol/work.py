@@ -494,12 +494,16 @@ def lagging(whole_gains: Mapping[int, int], claims: Sequence[int]) -> dict[int, 
             f"validation loss {lag / SCALE:.3f} nats above the median of the round's updates "
             f"claiming no more than its {claims[i]} samples"
         )
-        judged[i] = (
-            Judgement(0, f"{why}, over the bound {MAX_LOSS_LAG / SCALE}")
-            if lag > MAX_LOSS_LAG
-            else Judgement(0, undecided=True, doubt=f"{why}, over {DOUBTFUL_LAG / SCALE}")
-        )
+        judged[i] = _beyond(lag, why, MAX_LOSS_LAG, DOUBTFUL_LAG)
     return judged
+
+
+def _beyond(amount: int, why: str, bound: int, doubtful: int) -> Judgement:
+    """The judgement of an update `amount` (fixed point, over `doubtful`) beyond the round:
+    rejected over `bound`, else UNDECIDED, each with `why`."""
+    if amount > bound:
+        return Judgement(0, f"{why}, over the bound {bound / SCALE}")
+    return Judgement(0, undecided=True, doubt=f"{why}, over {doubtful / SCALE}")
 
 
 def lean(delta: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, spread: torch.Tensor) -> int:
@@ -609,11 +613,7 @@ def leaning(deltas: Mapping[int, torch.Tensor]) -> dict[int, Judgement]:
             "share of the coordinates more than the other way, as a shift of every coordinate "
             "(ALIE) does"
         )
-        judged[i] = (
-            Judgement(0, f"{why}, over the bound {MAX_LEAN / SCALE}")
-            if abs(leaning_by) > MAX_LEAN
-            else Judgement(0, undecided=True, doubt=f"{why}, over {DOUBTFUL_LEAN / SCALE}")
-        )
+        judged[i] = _beyond(abs(leaning_by), why, MAX_LEAN, DOUBTFUL_LEAN)
     return judged
 
 
@@ -732,16 +732,9 @@ def judge(
             },
             claims,
         ).items():  # fmt: skip
-            if judged.problem is not None:
-                problems[i] = judged.problem
-            else:
-                doubted[i] = judged
+            _set_aside(i, judged, problems, doubted)
     for i, judged in leaning({i: d for i, d in present.items() if i not in problems}).items():
-        if judged.problem is not None:
-            problems[i] = judged.problem
-            doubted.pop(i, None)
-        elif i not in doubted:
-            doubted[i] = judged
+        _set_aside(i, judged, problems, doubted)
     set_aside = problems.keys() | doubted.keys()
     bound = agreement_bound(next(iter(present.values())).numel()) if present else SCALE
     references = agreeing(present, [i for i in present if i not in set_aside], bound)
@@ -794,6 +787,17 @@ def judge(
         else:
             judgements.append(_worse(whole_of(i)) or Judgement(final[i]))
     return judgements
+
+
+def _set_aside(
+    index: int, judged: Judgement, problems: dict[int, str], doubted: dict[int, Judgement]
+) -> None:
+    """Record a lagging or leaning update: a rejection overrides a doubt, the first doubt stays."""
+    if judged.problem is not None:
+        problems[index] = judged.problem
+        doubted.pop(index, None)
+    else:
+        doubted.setdefault(index, judged)
 
 
 def weakly_agreeing(reference_qualities: Sequence[int]) -> bool:
